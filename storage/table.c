@@ -1,0 +1,470 @@
+/*
+ * table.c — the backend-neutral half of the table: configuration, validation of
+ * every call before anything is written, versions and score clocks, dispatch.
+ */
+#define _GNU_SOURCE
+#include "table.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "table_backend.h"
+
+struct ember_table {
+    const ember_table_backend *tb_backend;
+    void *tb_impl;
+    ember_table_config tb_config;
+    uint32_t tb_row_floats;
+    _Atomic uint64_t tb_version;       /* last version handed to a writing call */
+    _Atomic uint64_t tb_clock_ns;      /* last LRU clock reading: never goes back */
+    _Atomic uint32_t tb_epoch;
+    _Atomic uint64_t tb_nonfinite_zeroed;
+};
+
+/* Largest batch one call accepts: indices fit in 32 bits inside backends. */
+#define EMBER_BATCH_MAX (UINT64_C(1) << 31)
+
+void ember_table_config_init(ember_table_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->score_policy = EMBER_SCORE_LRU;
+    c->optim.kind = EMBER_OPTIM_SGD;
+    c->optim.lr = 0.01f;
+    c->optim.eps = 1e-8f;
+    c->optim.initial_accumulator = 0.1f;
+    c->optim.beta1 = 0.9f;
+    c->optim.beta2 = 0.999f;
+    c->optim.lr_power = -0.5f;
+    c->init.kind = EMBER_INIT_UNIFORM;
+    c->init.a = -0.01f;
+    c->init.b = 0.01f;
+    c->nonfinite = EMBER_NONFINITE_REJECT;
+}
+
+static int finite_nonneg(float x)
+{
+    return isfinite(x) && x >= 0.0f;
+}
+
+int ember_table_config_validate(const ember_table_config *c, ember_error *err)
+{
+    const ember_optim_config *o = &c->optim;
+    if (c->dim < 1 || c->dim > EMBER_DIM_MAX)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "dim %u out of range 1..%u", c->dim, EMBER_DIM_MAX);
+    if (c->capacity < 1 || c->capacity > EMBER_CAPACITY_MAX)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "capacity %llu out of range 1..%llu",
+                               (unsigned long long)c->capacity,
+                               (unsigned long long)EMBER_CAPACITY_MAX);
+    if (c->score_policy < EMBER_SCORE_LRU || c->score_policy > EMBER_SCORE_CUSTOM)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown score policy %d",
+                               c->score_policy);
+    if (c->nonfinite != EMBER_NONFINITE_REJECT && c->nonfinite != EMBER_NONFINITE_ZERO)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "unknown non-finite policy %d", c->nonfinite);
+    if (o->kind < EMBER_OPTIM_SGD || o->kind > EMBER_OPTIM_FTRL)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown optimizer %d", o->kind);
+    if (!(isfinite(o->lr) && o->lr > 0.0f))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "optimizer lr must be finite and > 0");
+    if ((o->kind == EMBER_OPTIM_ADAGRAD || o->kind == EMBER_OPTIM_ADAM) &&
+        !(isfinite(o->eps) && o->eps > 0.0f))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "optimizer eps must be finite and > 0");
+    if ((o->kind == EMBER_OPTIM_ADAGRAD || o->kind == EMBER_OPTIM_FTRL) &&
+        !finite_nonneg(o->initial_accumulator))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "optimizer initial_accumulator must be finite and >= 0");
+    if (o->kind == EMBER_OPTIM_ADAM) {
+        if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f && o->beta2 >= 0.0f && o->beta2 < 1.0f))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "adam beta1 and beta2 must be in [0, 1)");
+        if (!finite_nonneg(o->weight_decay))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "adam weight_decay must be finite and >= 0");
+    }
+    if (o->kind == EMBER_OPTIM_FTRL) {
+        if (!finite_nonneg(o->l1) || !finite_nonneg(o->l2) || !finite_nonneg(o->beta))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "ftrl l1, l2 and beta must be finite and >= 0");
+        if (!(isfinite(o->lr_power) && o->lr_power <= 0.0f))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "ftrl lr_power must be finite and <= 0");
+        if (o->lr_power < 0.0f && o->initial_accumulator <= 0.0f)
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "ftrl with lr_power < 0 needs initial_accumulator > 0");
+    }
+    switch (c->init.kind) {
+    case EMBER_INIT_ZEROS:
+        break;
+    case EMBER_INIT_CONSTANT:
+        if (!isfinite(c->init.a))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "constant initializer value must be finite");
+        break;
+    case EMBER_INIT_UNIFORM:
+        if (!(isfinite(c->init.a) && isfinite(c->init.b) && c->init.a <= c->init.b))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "uniform initializer needs finite low <= high");
+        break;
+    case EMBER_INIT_NORMAL:
+    case EMBER_INIT_TRUNCATED_NORMAL:
+        if (!(isfinite(c->init.a) && finite_nonneg(c->init.b)))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "normal initializer needs a finite mean and stddev >= 0");
+        break;
+    default:
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown initializer %d",
+                               c->init.kind);
+    }
+    if (c->admission.sketch_width > (UINT32_C(1) << 30))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "admission sketch_width %u above 2^30",
+                               c->admission.sketch_width);
+    return EMBER_OK;
+}
+
+uint32_t ember_table_config_row_floats(const ember_table_config *c)
+{
+    return ember_row_floats(c->optim.kind, c->dim);
+}
+
+const char *ember_table_backend_name(const ember_table_backend *b)
+{
+    return b ? b->name : "cpu";
+}
+
+int ember_table_create(const ember_table_config *c, const ember_table_backend *backend,
+                       ember_table **out, ember_error *err)
+{
+    int rc = ember_table_config_validate(c, err);
+    if (rc)
+        return rc;
+    if (!backend)
+        backend = ember_table_cpu_backend();
+    ember_table *t = calloc(1, sizeof *t);
+    if (!t)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    t->tb_backend = backend;
+    t->tb_config = *c;
+    t->tb_row_floats = ember_table_config_row_floats(c);
+    rc = backend->create(c, &t->tb_impl, err);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    *out = t;
+    return EMBER_OK;
+}
+
+void ember_table_destroy(ember_table *t)
+{
+    if (!t)
+        return;
+    t->tb_backend->destroy(t->tb_impl);
+    free(t);
+}
+
+const ember_table_config *ember_table_config_of(const ember_table *t) { return &t->tb_config; }
+const ember_table_backend *ember_table_backend_of(const ember_table *t) { return t->tb_backend; }
+uint32_t ember_table_dim(const ember_table *t) { return t->tb_config.dim; }
+uint32_t ember_table_row_floats(const ember_table *t) { return t->tb_row_floats; }
+uint64_t ember_table_size(const ember_table *t) { return t->tb_backend->size(t->tb_impl); }
+uint64_t ember_table_capacity(const ember_table *t) { return t->tb_backend->capacity(t->tb_impl); }
+uint64_t ember_table_export_end(const ember_table *t) { return t->tb_backend->export_end(t->tb_impl); }
+
+void ember_table_set_epoch(ember_table *t, uint32_t epoch)
+{
+    atomic_store(&t->tb_epoch, epoch);
+}
+
+void ember_table_stats_get(const ember_table *t, ember_table_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    t->tb_backend->stats(t->tb_impl, out);
+    out->version = atomic_load(&((ember_table *)t)->tb_version);
+    out->nonfinite_zeroed = atomic_load(&((ember_table *)t)->tb_nonfinite_zeroed);
+    out->load_factor = out->capacity ? (double)out->size / (double)out->capacity : 0.0;
+    out->bytes_host += sizeof *t;
+}
+
+/* ---- validation ---------------------------------------------------------- */
+
+static int check_batch(const uint64_t *keys, size_t n, ember_error *err)
+{
+    if (n > EMBER_BATCH_MAX)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "batch of %zu keys is above the limit of %llu", n,
+                               (unsigned long long)EMBER_BATCH_MAX);
+    if (n && !keys)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "keys is NULL");
+    for (size_t i = 0; i < n; i++)
+        if (ember_key_is_reserved(keys[i]))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "key %llu at index %zu is reserved (keys >= %llu are)",
+                                   (unsigned long long)keys[i], i,
+                                   (unsigned long long)EMBER_KEY_RESERVED_MIN);
+    return EMBER_OK;
+}
+
+static int check_array(const void *p, size_t n, const char *what, ember_error *err)
+{
+    if (n && !p)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "%s is NULL", what);
+    return EMBER_OK;
+}
+
+/* Index of the first non-finite float in v[n], or n. Branch-free inner loop so
+ * the compiler vectorises it: this runs over every gradient byte. */
+static size_t first_nonfinite(const float *v, size_t n)
+{
+    const size_t block = 1024;
+    for (size_t i = 0; i < n; i += block) {
+        size_t end = i + block < n ? i + block : n;
+        uint32_t bad = 0;
+        for (size_t j = i; j < end; j++) {
+            uint32_t bits;
+            memcpy(&bits, &v[j], sizeof bits);
+            bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            for (size_t j = i; j < end; j++)
+                if (!isfinite(v[j]))
+                    return j;
+    }
+    return n;
+}
+
+/* Validates `v[n*width]` for non-finite values. With policy ZERO (and `zeroable`)
+ * a cleaned copy is returned in *clean (caller frees); otherwise REJECT. */
+static int check_finite(ember_table *t, const float *v, size_t n, uint32_t width,
+                        int zeroable, const char *what, float **clean, ember_error *err)
+{
+    size_t total = n * width, bad = first_nonfinite(v, total);
+    *clean = NULL;
+    if (bad == total)
+        return EMBER_OK;
+    if (!zeroable || t->tb_config.nonfinite != EMBER_NONFINITE_ZERO)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%s of key index %zu holds a non-finite value (NaN or Inf)",
+                               what, bad / width);
+    float *c = malloc(total * sizeof *c);
+    if (!c)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    uint64_t zeroed = 0;
+    for (size_t j = 0; j < total; j++) {
+        if (isfinite(v[j])) {
+            c[j] = v[j];
+        } else {
+            c[j] = 0.0f;
+            zeroed++;
+        }
+    }
+    atomic_fetch_add(&t->tb_nonfinite_zeroed, zeroed);
+    *clean = c;
+    return EMBER_OK;
+}
+
+static uint64_t clock_now_ns(ember_table *t)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    /* The score clock never goes back, even if the wall clock is stepped. */
+    uint64_t last = atomic_load_explicit(&t->tb_clock_ns, memory_order_relaxed);
+    while (now > last &&
+           !atomic_compare_exchange_weak_explicit(&t->tb_clock_ns, &last, now,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+    return now > last ? now : last;
+}
+
+static void op_begin(ember_table *t, ember_op *op)
+{
+    op->score.policy = t->tb_config.score_policy;
+    op->score.now_ns = clock_now_ns(t);
+    op->score.epoch = atomic_load(&t->tb_epoch);
+    op->version = atomic_fetch_add(&t->tb_version, 1) + 1;
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+int ember_table_find(ember_table *t, const uint64_t *keys, size_t n, float *values,
+                     uint8_t *found, ember_error *err)
+{
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(values, n, "values", err);
+    if (rc || !n)
+        return rc;
+    return t->tb_backend->find(t->tb_impl, keys, n, values, found, err);
+}
+
+int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
+                               float *values, uint8_t *found, const uint64_t *scores,
+                               ember_error *err)
+{
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(values, n, "values", err);
+    if (rc || !n)
+        return rc;
+    ember_op op;
+    op_begin(t, &op);
+    return t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores, err);
+}
+
+int ember_table_insert_or_assign(ember_table *t, const uint64_t *keys, size_t n,
+                                 const float *values, const uint64_t *scores,
+                                 ember_error *err)
+{
+    float *clean;
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(values, n, "values", err);
+    if (!rc)
+        rc = check_finite(t, values, n, t->tb_config.dim, 0, "value", &clean, err);
+    if (rc || !n)
+        return rc;
+    ember_op op;
+    op_begin(t, &op);
+    return t->tb_backend->insert_or_assign(t->tb_impl, &op, keys, n, values, scores, err);
+}
+
+int ember_table_assign(ember_table *t, const uint64_t *keys, size_t n, const float *values,
+                       uint8_t *found, const uint64_t *scores, ember_error *err)
+{
+    float *clean;
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(values, n, "values", err);
+    if (!rc)
+        rc = check_finite(t, values, n, t->tb_config.dim, 0, "value", &clean, err);
+    if (rc || !n)
+        return rc;
+    ember_op op;
+    op_begin(t, &op);
+    return t->tb_backend->assign(t->tb_impl, &op, keys, n, values, found, scores, err);
+}
+
+int ember_table_accum(ember_table *t, const uint64_t *keys, size_t n, const float *deltas,
+                      uint8_t *found, ember_error *err)
+{
+    float *clean = NULL;
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(deltas, n, "deltas", err);
+    if (!rc)
+        rc = check_finite(t, deltas, n, t->tb_config.dim, 1, "delta", &clean, err);
+    if (rc || !n)
+        return rc;
+    ember_op op;
+    op_begin(t, &op);
+    rc = t->tb_backend->accum(t->tb_impl, &op, keys, n, clean ? clean : deltas, found, err);
+    free(clean);
+    return rc;
+}
+
+int ember_table_apply_gradients(ember_table *t, const uint64_t *keys, size_t n,
+                                const float *grads, const uint64_t *scores, ember_error *err)
+{
+    float *clean = NULL;
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(grads, n, "grads", err);
+    if (!rc)
+        rc = check_finite(t, grads, n, t->tb_config.dim, 1, "gradient", &clean, err);
+    if (rc || !n)
+        return rc;
+    ember_op op;
+    op_begin(t, &op);
+    rc = t->tb_backend->apply_gradients(t->tb_impl, &op, keys, n, clean ? clean : grads,
+                                        scores, err);
+    free(clean);
+    return rc;
+}
+
+int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *erased,
+                      ember_error *err)
+{
+    if (erased)
+        *erased = 0;
+    int rc = check_batch(keys, n, err);
+    if (rc || !n)
+        return rc;
+    return t->tb_backend->erase(t->tb_impl, keys, n, erased, err);
+}
+
+int ember_table_clear(ember_table *t, ember_error *err)
+{
+    return t->tb_backend->clear(t->tb_impl, err);
+}
+
+int ember_table_export(ember_table *t, const ember_export_filter *f, uint64_t *cursor,
+                       size_t max_rows, uint64_t *keys, float *rows, uint64_t *scores,
+                       uint64_t *versions, size_t *n_out, ember_error *err)
+{
+    static const ember_export_filter all = {0, 0, 0};
+    if (n_out)
+        *n_out = 0;
+    if (!cursor || !n_out || !keys || !rows)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "export needs cursor, keys, rows and n_out");
+    if (max_rows < EMBER_BUCKET_SLOTS)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "export max_rows %zu is below one bucket (%u)", max_rows,
+                               EMBER_BUCKET_SLOTS);
+    if (*cursor > ember_table_export_end(t))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "export cursor %llu past the end",
+                               (unsigned long long)*cursor);
+    return t->tb_backend->export_rows(t->tb_impl, f ? f : &all, cursor, max_rows, keys, rows,
+                                      scores, versions, n_out, err);
+}
+
+int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const float *rows,
+                       const uint64_t *scores, const uint64_t *versions, ember_error *err)
+{
+    float *clean;
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(rows, n, "rows", err);
+    if (!rc)
+        rc = check_array(scores, n, "scores", err);
+    if (!rc)
+        rc = check_array(versions, n, "versions", err);
+    if (!rc)
+        rc = check_finite(t, rows, n, t->tb_row_floats, 0, "row", &clean, err);
+    if (rc || !n)
+        return rc;
+    uint64_t vmax = 0;
+    for (size_t i = 0; i < n; i++)
+        vmax = versions[i] > vmax ? versions[i] : vmax;
+    rc = t->tb_backend->import_rows(t->tb_impl, keys, n, rows, scores, versions, err);
+    if (rc)
+        return rc;
+    uint64_t cur = atomic_load(&t->tb_version);
+    while (cur < vmax && !atomic_compare_exchange_weak(&t->tb_version, &cur, vmax))
+        ;
+    return EMBER_OK;
+}
+
+int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
+                            ember_error *err)
+{
+    if (evicted)
+        *evicted = 0;
+    return t->tb_backend->evict_below(t->tb_impl, score, evicted, err);
+}
+
+int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted,
+                              ember_error *err)
+{
+    if (evicted)
+        *evicted = 0;
+    return t->tb_backend->evict_to_size(t->tb_impl, target, evicted, err);
+}

@@ -1,0 +1,203 @@
+/*
+ * table.h — the embedding table: uint64 key → float row, batched, backend-neutral.
+ *
+ * A table maps keys to rows of `dim` floats of embedding followed by the
+ * optimizer's slots (optim.h), plus per-key metadata: a score (score.h) that
+ * drives eviction, and the version of the last write. Keys live in buckets of
+ * EMBER_BUCKET_SLOTS slots (hash.h); a key lives only in its bucket, and when that
+ * bucket is full its lowest-score entry is evicted. A full table keeps working as a
+ * cache: inserts never fail for lack of room, evictions are counted.
+ *
+ * Backends: the CPU backend (storage/cpu_table.c) is always present; other
+ * backends (the GPU one in cuda/) implement the same ember_table_backend and are
+ * passed to ember_table_create(). Validation — reserved keys, dims, non-finite
+ * values, missing arguments — happens here, once, for every backend, and before
+ * anything is written: a call that returns an error has changed nothing.
+ *
+ * Thread-safety: every function except ember_table_destroy() may be called from
+ * many threads at once on one table. Each key's row is read and written whole
+ * under its bucket's lock, so a reader never sees a torn row (embedding and
+ * optimizer slots always from the same moment). Whole-table operations (clear,
+ * export, evict) visit buckets one at a time: they are consistent per row, not a
+ * snapshot of the whole table, while writers run beside them.
+ *
+ * Ordering within one call: keys are processed in the order given. For
+ * insert_or_assign and assign, the last of several equal keys wins; for
+ * apply_gradients their gradients are summed first and applied once.
+ *
+ * Statuses: EMBER_INVALID_ARGUMENT for bad input, EMBER_RESOURCE_EXHAUSTED when
+ * memory cannot be had at creation; the message says which argument and why.
+ */
+#ifndef EMBER_TABLE_H
+#define EMBER_TABLE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "hash.h"
+#include "init.h"
+#include "optim.h"
+#include "score.h"
+#include "status.h"
+
+#define EMBER_DIM_MAX 4096u
+#define EMBER_CAPACITY_MAX (UINT64_C(1) << 40)
+
+typedef enum ember_nonfinite_policy {
+    EMBER_NONFINITE_REJECT = 0, /* a NaN/Inf gradient or delta fails the call */
+    EMBER_NONFINITE_ZERO = 1,   /* ... is replaced by 0 and counted */
+} ember_nonfinite_policy;
+
+typedef struct ember_admission_config {
+    uint32_t min_count;      /* 0 or 1: admission off; n: stored from the n-th sighting */
+    uint32_t sketch_width;   /* counters per sketch row (rounded up to a power of 2);
+                                0 = 1,048,576 */
+} ember_admission_config;
+
+typedef struct ember_table_config {
+    uint32_t dim;                 /* 1..EMBER_DIM_MAX */
+    uint64_t capacity;            /* 1..EMBER_CAPACITY_MAX keys, rounded up to
+                                     whole buckets */
+    int score_policy;             /* an ember_score_policy */
+    uint64_t seed;                /* initializer seed */
+    ember_optim_config optim;
+    ember_init_config init;
+    ember_admission_config admission;
+    int nonfinite;                /* an ember_nonfinite_policy */
+} ember_table_config;
+
+typedef struct ember_table_stats {
+    uint64_t size;                /* keys stored */
+    uint64_t capacity;            /* slots: buckets × EMBER_BUCKET_SLOTS */
+    double load_factor;           /* size / capacity */
+    uint64_t num_buckets;
+    uint64_t version;             /* the last write's version (0: never written) */
+    uint64_t evictions;           /* keys pushed out of full buckets by inserts */
+    uint64_t evicted;             /* keys removed by evict calls */
+    uint64_t insert_refused;      /* CUSTOM: new keys scored below a full bucket */
+    uint64_t admission_drops;     /* pushes/inserts dropped: key not yet admitted */
+    uint64_t nonfinite_zeroed;    /* NaN/Inf inputs replaced by 0 (policy ZERO) */
+    uint64_t bytes_host;          /* host memory held by the table */
+    uint64_t bytes_device;        /* device memory held by the table */
+} ember_table_stats;
+
+/* Rows that export returns: score ≥ min_score and version > after_version
+ * (0 and 0: every row). `full_rows`: embedding + optimizer slots; else embedding. */
+typedef struct ember_export_filter {
+    uint64_t min_score;
+    uint64_t after_version;
+    int full_rows;
+} ember_export_filter;
+
+typedef struct ember_table ember_table;
+typedef struct ember_table_backend ember_table_backend;
+
+/* The CPU backend: always available. */
+const ember_table_backend *ember_table_cpu_backend(void);
+/* A backend's short name ("cpu", "gpu"). */
+const char *ember_table_backend_name(const ember_table_backend *b);
+
+/* Fills `c` with defaults: LRU, SGD lr 0.01, uniform(-0.01, 0.01) initializer,
+ * seed 0, no admission, non-finite rejected; dim and capacity 0 (caller sets). */
+void ember_table_config_init(ember_table_config *c);
+
+/* Checks every field; EMBER_INVALID_ARGUMENT naming the first bad one. */
+int ember_table_config_validate(const ember_table_config *c, ember_error *err);
+
+/* Row floats (embedding + optimizer slots) of a table with this config. */
+uint32_t ember_table_config_row_floats(const ember_table_config *c);
+
+/* Creates a table on `backend` (NULL = CPU). On success *out owns the table
+ * (free with ember_table_destroy). Errors: INVALID_ARGUMENT (config),
+ * RESOURCE_EXHAUSTED (memory). */
+int ember_table_create(const ember_table_config *c, const ember_table_backend *backend,
+                       ember_table **out, ember_error *err);
+
+/* Frees the table. No other call may be running on it. NULL is a no-op. */
+void ember_table_destroy(ember_table *t);
+
+const ember_table_config *ember_table_config_of(const ember_table *t);
+const ember_table_backend *ember_table_backend_of(const ember_table *t);
+uint32_t ember_table_dim(const ember_table *t);
+uint32_t ember_table_row_floats(const ember_table *t);
+uint64_t ember_table_size(const ember_table *t);
+uint64_t ember_table_capacity(const ember_table *t);
+void ember_table_stats_get(const ember_table *t, ember_table_stats *out);
+
+/* The epoch (high 32 bits of EPOCH_* scores) for later calls. */
+void ember_table_set_epoch(ember_table *t, uint32_t epoch);
+
+/* Serving read. values[n*dim] receives each key's embedding; a missing key gets
+ * its initial row (not stored). found[n] (optional) = 1 where the key exists.
+ * Scores are not touched. */
+int ember_table_find(ember_table *t, const uint64_t *keys, size_t n, float *values,
+                     uint8_t *found, ember_error *err);
+
+/* Training read: like find, but a missing key is created with its initial row
+ * (subject to admission: a key not yet admitted is returned, not stored). Every
+ * key's score is touched. found[n] (optional) = 1 where the key existed before.
+ * scores[n] (optional, CUSTOM) gives the keys' scores. */
+int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
+                               float *values, uint8_t *found, const uint64_t *scores,
+                               ember_error *err);
+
+/* Writes embeddings values[n*dim]; new keys get fresh optimizer slots, existing
+ * keys keep theirs. No admission. scores: as for find_or_insert. */
+int ember_table_insert_or_assign(ember_table *t, const uint64_t *keys, size_t n,
+                                 const float *values, const uint64_t *scores,
+                                 ember_error *err);
+
+/* Overwrites the embeddings of keys that exist; others are left out.
+ * found[n] (optional) = 1 where the key existed and was written. */
+int ember_table_assign(ember_table *t, const uint64_t *keys, size_t n,
+                       const float *values, uint8_t *found, const uint64_t *scores,
+                       ember_error *err);
+
+/* Adds deltas[n*dim] to the embeddings of keys that exist; others are left out.
+ * found[n] (optional) as for assign. */
+int ember_table_accum(ember_table *t, const uint64_t *keys, size_t n,
+                      const float *deltas, uint8_t *found, ember_error *err);
+
+/* The training push: equal keys' gradients grads[n*dim] are summed, then each
+ * key's row is updated once by the table's optimizer; a missing key is created
+ * with its initial row first (subject to admission: a key not yet admitted is
+ * dropped and counted). scores: as for find_or_insert (the last given wins). */
+int ember_table_apply_gradients(ember_table *t, const uint64_t *keys, size_t n,
+                                const float *grads, const uint64_t *scores,
+                                ember_error *err);
+
+/* Removes keys; *erased (optional) = how many existed. */
+int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *erased,
+                      ember_error *err);
+
+/* Removes every key. Counters in stats are kept. */
+int ember_table_clear(ember_table *t, ember_error *err);
+
+/* Scans rows that pass `f` (NULL: all), whole buckets at a time, starting at
+ * *cursor (0 to begin). Writes up to `max_rows` rows (max_rows ≥
+ * EMBER_BUCKET_SLOTS) to keys[], rows[] (row_floats or dim floats each, by
+ * f->full_rows), and, where not NULL, scores[] and versions[]; *n_out = rows
+ * written. *cursor advances; the scan is done when *cursor ==
+ * ember_table_export_end(t). */
+int ember_table_export(ember_table *t, const ember_export_filter *f, uint64_t *cursor,
+                       size_t max_rows, uint64_t *keys, float *rows, uint64_t *scores,
+                       uint64_t *versions, size_t *n_out, ember_error *err);
+uint64_t ember_table_export_end(const ember_table *t);
+
+/* Writes whole rows (embedding + slots, row_floats each) with their scores and
+ * versions, as export gave them: checkpoint load and Import. No admission; the
+ * table's version becomes at least the largest version imported. */
+int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const float *rows,
+                       const uint64_t *scores, const uint64_t *versions,
+                       ember_error *err);
+
+/* Removes keys whose score is below `score`; *evicted (optional) = how many. */
+int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
+                            ember_error *err);
+
+/* Removes the lowest-score keys until at most `target` remain (exact when no
+ * writer runs beside it); *evicted (optional) = how many. */
+int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted,
+                              ember_error *err);
+
+#endif /* EMBER_TABLE_H */

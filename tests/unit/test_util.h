@@ -1,0 +1,38 @@
+/*
+ * test_util.h — helpers shared by the unit suites: tables with a given shape, and
+ * whole-table snapshots to prove that a refused call changed nothing.
+ */
+#ifndef EMBER_TEST_UTIL_H
+#define EMBER_TEST_UTIL_H
+
+#include <check.h>
+#include <stdint.h>
+
+#include "storage/table.h"
+
+/* A table of `dim` × `capacity` with optimizer `optim` and score policy
+ * `policy`, zeros initializer unless `init_kind` says otherwise; fails the test
+ * if creation fails. */
+ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, int init_kind);
+
+/* Every row of a table, sorted by key: keys, full rows, scores, versions. */
+typedef struct tu_snapshot {
+    size_t n;
+    uint32_t row_floats;
+    uint64_t *keys;
+    float *rows;
+    uint64_t *scores;
+    uint64_t *versions;
+} tu_snapshot;
+
+void tu_snapshot_take(ember_table *t, tu_snapshot *s);
+/* 1 if both hold the same keys with bit-identical rows, scores and versions. */
+int tu_snapshot_equal(const tu_snapshot *a, const tu_snapshot *b);
+void tu_snapshot_free(tu_snapshot *s);
+/* Index of `key` in the snapshot, or -1. */
+long tu_snapshot_find(const tu_snapshot *s, uint64_t key);
+
+/* Runs one Check suite and returns the process exit code (0 = all passed). */
+int tu_run(Suite *s);
+
+#endif
