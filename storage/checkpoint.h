@@ -1,0 +1,149 @@
+/*
+ * checkpoint.h — one table shard saved to, and restored from, one file.
+ *
+ * A checkpoint holds every row of a table (embedding + optimizer slots, score,
+ * version) with the table's configuration, so a restarted server can recreate
+ * the table (ember_ckpt_read_meta) and fill it (ember_ckpt_load).
+ *
+ * Durability: a save writes `<path>.tmp.<pid>.<n>` in the same directory, fsyncs
+ * it, renames it over `path` and fsyncs the directory. A crash at any moment
+ * leaves either the previous file or the new one at `path`, never a mix; a failed
+ * save removes its temp file and leaves `path` untouched.
+ *
+ * Consistency: saving while other threads write the table is allowed. Each row in
+ * the file is whole (embedding and slots from one moment), but the file is not a
+ * snapshot of one moment: rows written during the save may or may not be in it.
+ *
+ * File format, version 1. All integers little-endian, floats IEEE-754 binary32
+ * (this code builds only on little-endian hosts). CRCs are CRC-32C (crc32c.h).
+ *
+ *   header (220 bytes)
+ *     0   8  magic "EMBRCKPT"
+ *     8   4  format version = 1
+ *    12   4  header length in bytes, CRC included = 220
+ *    16   4  config.dim
+ *    20   8  config.capacity
+ *    28   4  config.score_policy                 (int32)
+ *    32   8  config.seed
+ *    40   4  config.optim.kind                   (int32)
+ *    44  40  config.optim lr, eps, initial_accumulator, beta1, beta2,
+ *            weight_decay, l1, l2, lr_power, beta (float32 each, that order)
+ *    84   4  config.init.kind                    (int32)
+ *    88   4  config.init.a                       (float32)
+ *    92   4  config.init.b                       (float32)
+ *    96   4  config.admission.min_count
+ *   100   4  config.admission.sketch_width
+ *   104   4  config.nonfinite                    (int32)
+ *   108   4  table name length, 0..64
+ *   112  64  table name, zero-padded
+ *   176   4  shard index (< shard count)
+ *   180   4  shard count (≥ 1)
+ *   184   4  row_floats: floats per row = ember_row_floats(optim.kind, dim)
+ *   188   4  chunk_rows: most rows in one chunk, 1..4096
+ *   192   8  the table's version when the save finished
+ *   200   8  creation time, ns since the Unix epoch
+ *   208   8  rows in the file
+ *   216   4  CRC of bytes 0..215
+ *
+ *   chunks (zero or more, each 1..chunk_rows rows; n = rows in this chunk)
+ *     0   4  magic 0x4B4E4843 ("CHNK" in file order)
+ *     4   4  n
+ *     8  8n  keys       (uint64)
+ *        8n  scores     (uint64)
+ *        8n  versions   (uint64)
+ *     4n·row_floats rows (float32, row after row)
+ *         4  CRC of the chunk's bytes before it, from its magic on
+ *
+ *   footer (28 bytes), then end of file
+ *     0   8  magic "EMBREND\0"
+ *     8   8  rows in the file (= the header's)
+ *    16   8  chunks in the file
+ *    24   4  CRC of bytes 0..23 of the footer
+ *
+ * Statuses: EMBER_NOT_FOUND (no such file), EMBER_DATA_LOSS (the file is damaged,
+ * truncated, has bytes after its footer, or is not a version-1 checkpoint),
+ * EMBER_FAILED_PRECONDITION (a sound checkpoint that does not fit the table or
+ * the expectation: other dim, optimizer or row layout, another shard or table
+ * name, more rows than the table's capacity, a row holding NaN/Inf),
+ * EMBER_INVALID_ARGUMENT (bad arguments), EMBER_RESOURCE_EXHAUSTED (memory),
+ * EMBER_INTERNAL (an I/O call failed; the message has strerror). Messages name
+ * the file and what is wrong with it.
+ *
+ * Thread-safety: saves and loads of different files may run at once; a save may
+ * run beside writers of its table (see Consistency). A load replaces the table's
+ * rows: run it with no other writer on the table, or their rows may be lost or
+ * mixed with the file's.
+ */
+#ifndef EMBER_CHECKPOINT_H
+#define EMBER_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "status.h"
+#include "table.h"
+
+#define EMBER_CKPT_FORMAT_VERSION 1u
+#define EMBER_CKPT_NAME_MAX 64u
+/* Chunks hold up to 4,096 rows, fewer for wide rows so that one chunk's buffer
+ * stays near 4 MiB, but never fewer than a bucket (export returns whole
+ * buckets). */
+#define EMBER_CKPT_CHUNK_ROWS_MAX 4096u
+#define EMBER_CKPT_CHUNK_BYTES (UINT64_C(4) << 20)
+
+/* What a checkpoint's header says. */
+typedef struct ember_ckpt_meta {
+    char table_name[EMBER_CKPT_NAME_MAX + 1]; /* NUL-terminated, may be empty */
+    uint32_t shard_index;
+    uint32_t shard_count;
+    uint64_t version;      /* the table's version when the save finished */
+    uint64_t created_ns;   /* when the save started, ns since the Unix epoch */
+    uint64_t rows;
+    ember_table_config config;
+} ember_ckpt_meta;
+
+/* What a load demands of the file beyond fitting the table. */
+typedef struct ember_ckpt_expect {
+    uint32_t shard_index;
+    uint32_t shard_count;
+    const char *table_name; /* NULL: any name */
+} ember_ckpt_expect;
+
+/* Saves every row of `t` to `path` (replacing any file there), labelled with
+ * `table_name` (NULL or "" for none, at most EMBER_CKPT_NAME_MAX bytes) and the
+ * shard `shard_index` of `shard_count`. On success fills *out_meta (if not NULL)
+ * with what the header says. The caller keeps ownership of everything.
+ * Errors: INVALID_ARGUMENT (name too long, shard index ≥ count, path too long),
+ * FAILED_PRECONDITION (a row holds NaN/Inf: a file that could not be loaded is
+ * not written), RESOURCE_EXHAUSTED, INTERNAL (I/O), or what export returned.
+ * On any error `path` is as it was, except INTERNAL from the directory fsync
+ * after the rename: then the new file is in place but may not survive a crash. */
+int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
+                    uint32_t shard_index, uint32_t shard_count, ember_ckpt_meta *out_meta,
+                    ember_error *err);
+
+/* Reads and checks the header of the checkpoint at `path` (not its rows) into
+ * *out, so a server can recreate the table before loading it.
+ * Errors: NOT_FOUND, DATA_LOSS (bad magic, version, length, CRC or fields),
+ * INVALID_ARGUMENT (not a regular file), INTERNAL (I/O). */
+int ember_ckpt_read_meta(const char *path, ember_ckpt_meta *out, ember_error *err);
+
+/* Replaces the rows of `t` with those of the checkpoint at `path`: the keys,
+ * rows, scores and versions saved. The table's version becomes at least the
+ * largest row version in the file (table.h offers no way to set it higher; the
+ * header's version is in out_meta). `expect` (NULL: no demand) gives the shard
+ * and name the file must carry. *out_meta (if not NULL) is filled on success.
+ *
+ * The file must hold rows of the table's dim and optimizer; the rest of its
+ * config (capacity, hyper-parameters, initializer, score policy) may differ, and
+ * the table keeps its own. A table with fewer buckets than the saver's may have
+ * to evict some loaded rows (counted in stats.evictions, as for any insert).
+ *
+ * The whole file is checked (every CRC, count and the footer) before the table
+ * is touched: on NOT_FOUND, DATA_LOSS, FAILED_PRECONDITION, INVALID_ARGUMENT or
+ * RESOURCE_EXHAUSTED the table is exactly as it was. If the table itself fails
+ * while being filled (a backend error, INTERNAL) or the file changes underneath,
+ * the table is left empty rather than half-loaded. */
+int ember_ckpt_load(ember_table *t, const char *path, const ember_ckpt_expect *expect,
+                    ember_ckpt_meta *out_meta, ember_error *err);
+
+#endif /* EMBER_CHECKPOINT_H */
