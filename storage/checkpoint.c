@@ -501,8 +501,10 @@ static int ckpt_fill(ember_table *t, const ckpt_file *f, uint8_t *buf, ember_err
     if (rc)
         return rc;
     rc = ckpt_scan(f, buf, t, err);
-    if (!rc)
+    if (!rc) {
+        ember_table_raise_version(t, f->cf_hdr.ch_meta.version);
         return EMBER_OK;
+    }
     ember_error first = {0, {0}};
     if (err)
         first = *err;

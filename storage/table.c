@@ -447,10 +447,15 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
     rc = t->tb_backend->import_rows(t->tb_impl, keys, n, rows, scores, versions, err);
     if (rc)
         return rc;
-    uint64_t cur = atomic_load(&t->tb_version);
-    while (cur < vmax && !atomic_compare_exchange_weak(&t->tb_version, &cur, vmax))
-        ;
+    ember_table_raise_version(t, vmax);
     return EMBER_OK;
+}
+
+void ember_table_raise_version(ember_table *t, uint64_t version)
+{
+    uint64_t cur = atomic_load(&t->tb_version);
+    while (cur < version && !atomic_compare_exchange_weak(&t->tb_version, &cur, version))
+        ;
 }
 
 int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,

@@ -191,6 +191,10 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
                        const uint64_t *scores, const uint64_t *versions,
                        ember_error *err);
 
+/* Makes the table's version at least `version` (a restored checkpoint's), so
+ * later writes never reuse a version a delta export may already have handed out. */
+void ember_table_raise_version(ember_table *t, uint64_t version);
+
 /* Removes keys whose score is below `score`; *evicted (optional) = how many. */
 int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
                             ember_error *err);

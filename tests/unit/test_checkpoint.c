@@ -285,6 +285,33 @@ START_TEST(empty_table_round_trip)
 }
 END_TEST
 
+/* Regression: a checkpoint whose last writes stored no row (a training pull of
+ * keys that all existed) restored a version below the saved one, so later writes
+ * could reuse versions that a delta export had already handed out. */
+START_TEST(load_restores_version_past_last_row_write)
+{
+    tdir d;
+    char path[512];
+    ember_ckpt_meta m;
+    tdir_make(&d);
+    tdir_file(&d, "v.ckpt", path);
+    ember_table *t = tu_table(4, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    train(t, 1, 10, 1, 5);
+    uint64_t keys[2] = {1, 2};
+    float out[8];
+    for (int i = 0; i < 3; i++) /* versions move on, no row is written */
+        ck_assert_int_eq(ember_table_find_or_insert(t, keys, 2, out, NULL, NULL, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_save(t, path, "v", 0, 1, &m, NULL), EMBER_OK);
+    ember_table *u = table_like(t);
+    ck_assert_int_eq(ember_ckpt_load(u, path, NULL, NULL, NULL), EMBER_OK);
+    ck_assert_uint_eq(table_version(u), table_version(t));
+    ck_assert_uint_eq(table_version(u), m.version);
+    ember_table_destroy(t);
+    ember_table_destroy(u);
+    tdir_remove(&d);
+}
+END_TEST
+
 /* ---- atomic replacement ----------------------------------------------------- */
 
 START_TEST(no_temp_file_left_after_save)
@@ -686,6 +713,7 @@ static Suite *checkpoint_suite(void)
     tcase_add_test(rt, round_trip_ftrl);
     tcase_add_test(rt, load_replaces_existing_rows);
     tcase_add_test(rt, empty_table_round_trip);
+    tcase_add_test(rt, load_restores_version_past_last_row_write);
     tcase_add_test(rt, save_while_training);
     suite_add_tcase(s, rt);
     TCase *at = tcase_create("atomic_save");
