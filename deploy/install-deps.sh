@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ember's build needs, if any is missing.
+# Used by tests/run.sh and deploy/quickstart.sh; safe to run again.
+set -euo pipefail
+
+packages=(build-essential cmake pkg-config libjemalloc-dev check)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "ember: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
