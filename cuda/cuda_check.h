@@ -24,13 +24,11 @@
 
 #include <cuda_runtime_api.h>
 
-/* storage/status.h has no extern "C" guard of its own; C++ (.cu) callers must see
- * its functions with C linkage. */
+#include "storage/status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#include "storage/status.h"
 
 /* The ember status for `e` (EMBER_OK for cudaSuccess, `err` untouched then); on
  * failure records "<cudaErrorName> (<text>) at <file>:<line>" in `err`. Call it

@@ -11,11 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "storage/status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#include "storage/status.h"
 
 /* Stores in `*count` the number of CUDA devices visible to this process. No
  * device, no driver, or a driver too old for this CUDA runtime is not an error:

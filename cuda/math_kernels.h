@@ -29,11 +29,11 @@
 #include "storage/init.h"
 #include "storage/optim.h"
 
+#include "storage/status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#include "storage/status.h"
 
 /* out[i·dim .. i·dim+dim) = ember_init_row(c, seed, keys[i], ·, dim). */
 int ember_cuda_math_init_rows(const ember_init_config *c, uint64_t seed, const uint64_t *keys,

@@ -24,6 +24,10 @@
 #include "hash.h"
 #include "status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define EMBER_SKETCH_DEPTH 4u
 #define EMBER_SKETCH_DEFAULT_WIDTH (UINT32_C(1) << 20)
 
@@ -53,5 +57,9 @@ uint32_t ember_admission_estimate(const ember_admission *a, uint64_t key);
 
 /* Host bytes held. */
 uint64_t ember_admission_bytes(const ember_admission *a);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* EMBER_ADMISSION_H */

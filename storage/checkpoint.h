@@ -82,6 +82,10 @@
 #include "status.h"
 #include "table.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define EMBER_CKPT_FORMAT_VERSION 1u
 #define EMBER_CKPT_NAME_MAX 64u
 /* Chunks hold up to 4,096 rows, fewer for wide rows so that one chunk's buffer
@@ -145,5 +149,9 @@ int ember_ckpt_read_meta(const char *path, ember_ckpt_meta *out, ember_error *er
  * the table is left empty rather than half-loaded. */
 int ember_ckpt_load(ember_table *t, const char *path, const ember_ckpt_expect *expect,
                     ember_ckpt_meta *out_meta, ember_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* EMBER_CHECKPOINT_H */

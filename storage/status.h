@@ -14,6 +14,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum ember_status {
     EMBER_OK = 0,
     EMBER_CANCELLED = 1,
@@ -52,5 +56,9 @@ void ember_error_clear(ember_error *err);
 /* The upper-case gRPC name of a status code ("INVALID_ARGUMENT"); "UNKNOWN" for
  * codes outside the table. The string is static. */
 const char *ember_status_name(int code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* EMBER_STATUS_H */

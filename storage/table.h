@@ -40,6 +40,10 @@
 #include "score.h"
 #include "status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define EMBER_DIM_MAX 4096u
 #define EMBER_CAPACITY_MAX (UINT64_C(1) << 40)
 
@@ -203,5 +207,9 @@ int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
  * writer runs beside it); *evicted (optional) = how many. */
 int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted,
                               ember_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* EMBER_TABLE_H */
