@@ -15,14 +15,16 @@
  * When no slot is free the lowest-score entry is evicted (for CUSTOM scores, only
  * if the new key's score is not lower).
  *
- * Locking. One spinlock per bucket, held while a key's slot and row are read or
- * written: rows are never torn and calls on different buckets run in parallel.
+ * Locking. One spinlock per bucket, held while a key's slot and row are written:
+ * calls on different buckets run in parallel. The lock word is also a sequence
+ * number, so serving reads (find) take no lock at all and retry if a writer got
+ * in their way (bucket_read_begin): rows are never torn either way.
  * Functions named *_locked expect the caller to hold the bucket's lock. Calls
  * never hold two bucket locks at once, so there is no lock order to keep.
  *
- * Throughput. Batches are walked with the bucket of key i+PREFETCH_AHEAD already
- * being fetched, so cache misses of different keys overlap; the row slab is
- * marked for transparent huge pages, so a row access rarely misses the TLB.
+ * Throughput. Batches are walked as a software pipeline (prefetch_walk) so the
+ * cache misses of different keys overlap; the row slab is marked for transparent
+ * huge pages, so a row access rarely misses the TLB.
  */
 #define _GNU_SOURCE
 #include <jemalloc/jemalloc.h>
@@ -43,12 +45,11 @@
 #define SLOTS EMBER_BUCKET_SLOTS
 #define GROUP EMBER_GROUP_SLOTS
 #define GROUPS EMBER_BUCKET_GROUPS
-#define PREFETCH_AHEAD 8
 #define HUGE_PAGE (2u << 20)
 #define NO_INDEX UINT32_MAX
 
 typedef struct cpu_bucket {
-    _Alignas(64) _Atomic uint32_t cb_lock;
+    _Alignas(64) _Atomic uint32_t cb_seq;   /* odd: a writer holds the bucket */
     uint32_t cb_size;                  /* occupied slots */
     _Alignas(64) uint8_t cb_ctrl[SLOTS];
     uint64_t cb_keys[SLOTS];
@@ -107,21 +108,50 @@ static inline void bucket_lock(cpu_bucket *b)
 {
     unsigned spins = 0;
     for (;;) {
-        if (!atomic_exchange_explicit(&b->cb_lock, 1, memory_order_acquire))
+        uint32_t seq = atomic_load_explicit(&b->cb_seq, memory_order_relaxed);
+        if (!(seq & 1u) &&
+            atomic_compare_exchange_weak_explicit(&b->cb_seq, &seq, seq + 1u,
+                                                  memory_order_acquire, memory_order_relaxed))
             return;
-        while (atomic_load_explicit(&b->cb_lock, memory_order_relaxed)) {
-            /* The holder may have been preempted (more threads than cores). */
-            if (++spins % 1024 == 0)
-                sched_yield();
-            else
-                cpu_relax();
-        }
+        /* The holder may have been preempted (more threads than cores). */
+        if (++spins % 1024 == 0)
+            sched_yield();
+        else
+            cpu_relax();
     }
 }
 
 static inline void bucket_unlock(cpu_bucket *b)
 {
-    atomic_store_explicit(&b->cb_lock, 0, memory_order_release);
+    atomic_store_explicit(&b->cb_seq,
+                          atomic_load_explicit(&b->cb_seq, memory_order_relaxed) + 1u,
+                          memory_order_release);
+}
+
+/* Optimistic reads (a seqlock): a reader takes no lock and writes nothing; it
+ * notes the sequence, reads, and keeps what it read only if no writer held or
+ * took the bucket meanwhile — else it reads again. Readers never slow writers
+ * and never see a torn row. What a reader reads while a writer is active is
+ * thrown away unused; slot indexes come from bounded scans, so even a stale
+ * control byte cannot send a read outside the bucket. */
+static inline uint32_t bucket_read_begin(const cpu_bucket *b)
+{
+    unsigned spins = 0;
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&((cpu_bucket *)b)->cb_seq, memory_order_acquire);
+        if (!(seq & 1u))
+            return seq;
+        if (++spins % 1024 == 0)
+            sched_yield();
+        else
+            cpu_relax();
+    }
+}
+
+static inline int bucket_read_retry(const cpu_bucket *b, uint32_t seq)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&((cpu_bucket *)b)->cb_seq, memory_order_relaxed) != seq;
 }
 
 static inline unsigned ctz32(unsigned x)
@@ -171,15 +201,72 @@ static inline key_place place_of(const cpu_table *t, uint64_t key)
     return p;
 }
 
-static inline void prefetch_key(const cpu_table *t, uint64_t key)
+static inline float *row_at(const cpu_table *t, uint64_t bucket, unsigned slot)
+{
+    return t->ct_rows + ((size_t)bucket * SLOTS + slot) * t->ct_row_floats;
+}
+
+/* Batches are walked as a software pipeline so that the cache misses of
+ * different keys overlap instead of queueing one after another:
+ *   key i + PREFETCH_FAR:  fetch its bucket's lock line and home control group;
+ *   key i + PREFETCH_NEAR: peek (unlocked) at that control group, which has
+ *                          arrived by now, and fetch the key and row lines of the
+ *                          first digest match;
+ *   key i:                 lock, probe, work — mostly on lines already in cache.
+ * The peek takes no lock: a racing writer can only make it aim a prefetch at the
+ * wrong slot, which costs a miss later and changes no result. */
+#ifndef PREFETCH_FAR
+#define PREFETCH_FAR 16
+#endif
+#ifndef PREFETCH_NEAR
+#define PREFETCH_NEAR 8
+#endif
+#define PREFETCH_ROW_LINES 16
+
+static inline void prefetch_bucket(const cpu_table *t, uint64_t key)
 {
     key_place p = place_of(t, key);
     const cpu_bucket *b = &t->ct_buckets[p.bucket];
-    __builtin_prefetch(&b->cb_lock, 1, 3);
+    __builtin_prefetch(&b->cb_seq, 1, 3);
     __builtin_prefetch(b->cb_ctrl + p.group * GROUP, 0, 3);
 }
 
-/* Finds `key` in bucket `b` (locked). Returns its slot, or -1; *free_slot gets
+static inline void prefetch_slot(const cpu_table *t, uint64_t key, int inserts)
+{
+    key_place p = place_of(t, key);
+    const cpu_bucket *b = &t->ct_buckets[p.bucket];
+    group_masks gm = group_scan(b, p.group, p.digest);
+    unsigned s;
+    if (gm.match) {
+        s = p.group * GROUP + ctz32(gm.match);
+        __builtin_prefetch(&b->cb_keys[s], 0, 3);
+    } else if (inserts && gm.free) {
+        s = p.group * GROUP + ctz32(gm.free); /* where a new key would go */
+    } else {
+        return;
+    }
+    const char *row = (const char *)row_at(t, p.bucket, s);
+    size_t lines = ((size_t)t->ct_row_floats * sizeof(float) + 63) / 64;
+    if (lines > PREFETCH_ROW_LINES)
+        lines = PREFETCH_ROW_LINES;
+    for (size_t l = 0; l < lines; l++)
+        __builtin_prefetch(row + l * 64, 1, 3);
+}
+
+/* Prefetches for position i of a walk over keys[order[0..n)] (order NULL: the
+ * keys in their own order). `inserts`: the walk creates missing keys, so the
+ * row a new key would take is fetched too. */
+static inline void prefetch_walk(const cpu_table *t, const uint64_t *keys,
+                                 const uint32_t *order, size_t i, size_t n, int inserts)
+{
+    if (i + PREFETCH_FAR < n)
+        prefetch_bucket(t, keys[order ? order[i + PREFETCH_FAR] : i + PREFETCH_FAR]);
+    if (i + PREFETCH_NEAR < n)
+        prefetch_slot(t, keys[order ? order[i + PREFETCH_NEAR] : i + PREFETCH_NEAR], inserts);
+}
+
+/* Finds `key` in bucket `b` (locked, or inside a read section whose result is
+ * checked with bucket_read_retry). Returns its slot, or -1; *free_slot gets
  * the first free slot on the key's probe path, or -1 if there is none. */
 static int probe_locked(const cpu_bucket *b, uint64_t key, key_place p, int *free_slot)
 {
@@ -198,11 +285,6 @@ static int probe_locked(const cpu_bucket *b, uint64_t key, key_place p, int *fre
             return -1;
     }
     return -1;
-}
-
-static inline float *row_at(const cpu_table *t, uint64_t bucket, unsigned slot)
-{
-    return t->ct_rows + ((size_t)bucket * SLOTS + slot) * t->ct_row_floats;
 }
 
 /* The occupied slot with the lowest score (the first of equals). */
@@ -340,7 +422,7 @@ static int cpu_create(const ember_table_config *c, void **impl, ember_error *err
         (void)madvise(t->ct_rows, t->ct_rows_bytes, MADV_HUGEPAGE); /* a hint only */
     for (uint64_t i = 0; i < t->ct_num_buckets; i++) {
         cpu_bucket *b = &t->ct_buckets[i];
-        atomic_init(&b->cb_lock, 0);
+        atomic_init(&b->cb_seq, 0);
         b->cb_size = 0;
         memset(b->cb_ctrl, EMBER_CTRL_EMPTY, SLOTS);
         memset(b->cb_keys, 0xff, sizeof b->cb_keys);
@@ -368,17 +450,18 @@ static int cpu_find(void *impl, const uint64_t *keys, size_t n, float *values,
     size_t dim_bytes = (size_t)t->ct_dim * sizeof(float);
     (void)err;
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n)
-            prefetch_key(t, keys[i + PREFETCH_AHEAD]);
+        prefetch_walk(t, keys, NULL, i, n, 0);
         key_place p = place_of(t, keys[i]);
         cpu_bucket *b = &t->ct_buckets[p.bucket];
         float *out = values + i * t->ct_dim;
-        int free_slot;
-        bucket_lock(b);
-        int s = probe_locked(b, keys[i], p, &free_slot);
-        if (s >= 0)
-            memcpy(out, row_at(t, p.bucket, (unsigned)s), dim_bytes);
-        bucket_unlock(b);
+        int free_slot, s;
+        uint32_t seq;
+        do {
+            seq = bucket_read_begin(b);
+            s = probe_locked(b, keys[i], p, &free_slot);
+            if (s >= 0)
+                memcpy(out, row_at(t, p.bucket, (unsigned)s), dim_bytes);
+        } while (bucket_read_retry(b, seq));
         if (s < 0)
             ember_init_row(&t->ct_cfg.init, t->ct_cfg.seed, keys[i], out, t->ct_dim);
         if (found)
@@ -407,8 +490,7 @@ static int cpu_find_or_insert(void *impl, const ember_op *op, const uint64_t *ke
     call_counts cc = {0};
     (void)err;
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n)
-            prefetch_key(t, keys[i + PREFETCH_AHEAD]);
+        prefetch_walk(t, keys, NULL, i, n, 1);
         uint64_t key = keys[i];
         key_place p = place_of(t, key);
         cpu_bucket *b = &t->ct_buckets[p.bucket];
@@ -462,8 +544,7 @@ static void write_rows(cpu_table *t, const ember_op *op, write_kind kind, int in
     uint32_t width = kind == WRITE_IMPORT ? t->ct_row_floats : t->ct_dim;
     call_counts cc = {0};
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n)
-            prefetch_key(t, keys[i + PREFETCH_AHEAD]);
+        prefetch_walk(t, keys, NULL, i, n, insert);
         uint64_t key = keys[i];
         key_place p = place_of(t, key);
         cpu_bucket *b = &t->ct_buckets[p.bucket];
@@ -595,6 +676,8 @@ static size_t dedup(cpu_scratch *s, const uint64_t *keys, size_t n)
     size_t mask = 2 * s->cs_cap - 1, n_uniq = 0;
     memset(s->cs_map, 0, 2 * s->cs_cap * sizeof(uint32_t));
     for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH_FAR < n)
+            __builtin_prefetch(&s->cs_map[(size_t)ember_mix64(keys[i + PREFETCH_FAR]) & mask], 1, 3);
         size_t h = (size_t)ember_mix64(keys[i]) & mask;
         s->cs_chain[i] = NO_INDEX;
         for (;;) {
@@ -630,8 +713,7 @@ static int cpu_apply_gradients(void *impl, const ember_op *op, const uint64_t *k
     size_t n_uniq = dedup(sc, keys, n);
     call_counts cc = {0};
     for (size_t u = 0; u < n_uniq; u++) {
-        if (u + PREFETCH_AHEAD < n_uniq)
-            prefetch_key(t, keys[sc->cs_uniq[u + PREFETCH_AHEAD]]);
+        prefetch_walk(t, keys, sc->cs_uniq, u, n_uniq, 1);
         uint32_t i = sc->cs_uniq[u];
         uint64_t key = keys[i];
         const float *g = grads + (size_t)i * dim;
@@ -685,8 +767,7 @@ static int cpu_erase(void *impl, const uint64_t *keys, size_t n, uint64_t *erase
     call_counts cc = {0};
     (void)err;
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n)
-            prefetch_key(t, keys[i + PREFETCH_AHEAD]);
+        prefetch_walk(t, keys, NULL, i, n, 0);
         key_place p = place_of(t, keys[i]);
         cpu_bucket *b = &t->ct_buckets[p.bucket];
         int free_slot;

@@ -443,6 +443,81 @@ static double memcpy_bandwidth(size_t bytes, unsigned nthr, int reps)
     return med;
 }
 
+/* ---- random-row gather floor ------------------------------------------------ */
+
+/* What find cannot beat on this host: copy rows of `row_bytes` from random places
+ * of a slab as large as the table's rows into a batch-sized output, prefetching
+ * 16 rows ahead, all threads. No hashing, no probing, no locks: the memory
+ * system's price of one random row read + one sequential row write, which on a
+ * virtual machine can be far below what sequential memcpy suggests. */
+typedef struct gather_ctx {
+    const char *slab;
+    size_t slab_rows;
+    char *out;
+    size_t n;
+    size_t row_bytes;
+    const uint32_t *idx;
+} gather_ctx;
+
+static int gather_work(void *vctx, unsigned tid, unsigned nthr, ember_error *err)
+{
+    gather_ctx *c = vctx;
+    size_t lo, hi;
+    (void)err;
+    slice(c->n, tid, nthr, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        if (i + 16 < hi) {
+            const char *p = c->slab + (size_t)c->idx[i + 16] * c->row_bytes;
+            for (size_t l = 0; l < c->row_bytes && l < 1024; l += 64)
+                __builtin_prefetch(p + l, 0, 3);
+        }
+        memcpy(c->out + i * c->row_bytes, c->slab + (size_t)c->idx[i] * c->row_bytes,
+               c->row_bytes);
+    }
+    return 0;
+}
+
+/* Rows/s of the gather floor for rows of `dim` floats (median of `reps`). */
+static double gather_floor(uint32_t dim, size_t slab_rows, size_t n, char *out,
+                           unsigned nthr, int reps, double memcpy_bw)
+{
+    gather_ctx c;
+    double rate[64], mn, med, mx;
+    c.row_bytes = (size_t)dim * sizeof(float);
+    c.slab_rows = slab_rows;
+    c.n = n;
+    c.out = out;
+    char *slab = malloc(slab_rows * c.row_bytes);
+    uint32_t *idx = malloc(n * sizeof *idx);
+    if (!slab || !idx) {
+        fprintf(stderr, "table_bench: cannot allocate the gather floor's slab\n");
+        exit(1);
+    }
+    memset(slab, 1, slab_rows * c.row_bytes);
+    bench_rng r = {UINT64_C(0x5eed)};
+    for (size_t i = 0; i < n; i++)
+        idx[i] = (uint32_t)(rng_next(&r) % slab_rows);
+    c.slab = slab;
+    c.idx = idx;
+    if (reps > 64)
+        reps = 64;
+    par_run(gather_work, &c, nthr, NULL, NULL);
+    for (int i = 0; i < reps; i++) {
+        double secs;
+        par_run(gather_work, &c, nthr, &secs, NULL);
+        rate[i] = (double)n / secs;
+    }
+    free(slab);
+    free(idx);
+    stats3(rate, reps, &mn, &med, &mx);
+    double bytes = 2.0 * (double)c.row_bytes;
+    printf("gather floor: dim %u, random %zu-byte rows from %zu MiB into the batch, %u threads: "
+           "median %.3f M rows/s [min %.3f max %.3f]  %.2f GB/s = %.1f%% of memcpy\n",
+           dim, c.row_bytes, (slab_rows * c.row_bytes) >> 20, nthr, med / 1e6, mn / 1e6,
+           mx / 1e6, med * bytes / 1e9, 100.0 * med * bytes / memcpy_bw);
+    return med;
+}
+
 /* ---- table calls, one slice per thread ------------------------------------ */
 
 enum bench_work {
@@ -1224,6 +1299,8 @@ int main(int argc, char **argv)
 
     for (int di = 0; di < o.n_dims; di++) {
         uint32_t dim = o.dims[di];
+        gather_floor(dim, (size_t)o.capacity, b.n, (char *)b.out, o.threads,
+                     o.reps < 5 ? 5 : o.reps, memcpy_bw);
         /* Values and gradients: small, finite, the same for every op of this dim. */
         bench_rng r = {o.seed ^ UINT64_C(0xa5a5a5a5a5a5a5a5)};
         for (size_t i = 0; i < b.n * dim; i++)

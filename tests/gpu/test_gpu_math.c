@@ -144,9 +144,8 @@ END_TEST
  * refuses (or the reverse) and so pick a different one. */
 static int trunc_near_edge(uint64_t base, uint32_t j, float tol)
 {
-    uint64_t ctr = base + (uint64_t)(j + 1u) * EMBER_GOLDEN64;
     for (uint32_t d = 0; d < EMBER_TRUNC_MAX_DRAWS; d++) {
-        float z = ember_std_normal(ember_mix64(ctr + (uint64_t)d * UINT64_C(0xd1b54a32d192ed03)));
+        float z = ember_std_normal(ember_init_draw(base, j >> 1, d), j & 1u);
         if (fabsf(fabsf(z) - 2.0f) <= tol)
             return 1;
         if (z >= -2.0f && z <= 2.0f)

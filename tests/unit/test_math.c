@@ -120,6 +120,26 @@ START_TEST(initializer_is_a_pure_function_of_seed_and_key)
     ck_assert_mem_eq(a, b, sizeof a);
     ck_assert(memcmp(a, other_key, sizeof a) != 0);
     ck_assert(memcmp(a, other_seed, sizeof a) != 0);
+    /* The row, computed two elements at a time, is element for element the
+     * definition ember_init_value, for every kind and an odd length. */
+    {
+        static const ember_init_config kinds[] = {
+            {EMBER_INIT_UNIFORM, -1.0f, 3.0f},
+            {EMBER_INIT_NORMAL, 0.5f, 2.0f},
+            {EMBER_INIT_TRUNCATED_NORMAL, 0.0f, 1.0f},
+            {EMBER_INIT_CONSTANT, 7.0f, 0.0f},
+        };
+        float row[33];
+        for (int k = 0; k < 4; k++)
+            for (uint64_t key = 0; key < 2000; key++) {
+                ember_init_row(&kinds[k], 3, key, row, 33);
+                uint64_t base = ember_init_base(3, key);
+                for (uint32_t j = 0; j < 33; j++)
+                    ck_assert_msg(row[j] == ember_init_value(&kinds[k], base, j),
+                                  "kind %d key %llu element %u", kinds[k].kind,
+                                  (unsigned long long)key, j);
+            }
+    }
     /* Element j does not depend on the row's length: dim 8 is a prefix of 32. */
     ember_init_row(&c, 9, 1000, b, 8);
     ck_assert_mem_eq(a, b, 8 * sizeof(float));
