@@ -208,7 +208,7 @@ static inline float *row_at(const cpu_table *t, uint64_t bucket, unsigned slot)
 
 /* Batches are walked as a software pipeline so that the cache misses of
  * different keys overlap instead of queueing one after another:
- *   key i + PREFETCH_FAR:  fetch its bucket's lock line and home control group;
+ *   key i + PREFETCH_FAR:  fetch its bucket's lock line and control bytes;
  *   key i + PREFETCH_NEAR: peek (unlocked) at that control group, which has
  *                          arrived by now, and fetch the key and row lines of the
  *                          first digest match;
@@ -228,7 +228,9 @@ static inline void prefetch_bucket(const cpu_table *t, uint64_t key)
     key_place p = place_of(t, key);
     const cpu_bucket *b = &t->ct_buckets[p.bucket];
     __builtin_prefetch(&b->cb_seq, 1, 3);
-    __builtin_prefetch(b->cb_ctrl + p.group * GROUP, 0, 3);
+    /* Both lines of control bytes: a miss in a full bucket scans them all. */
+    __builtin_prefetch(b->cb_ctrl, 0, 3);
+    __builtin_prefetch(b->cb_ctrl + 64, 0, 3);
 }
 
 static inline void prefetch_slot(const cpu_table *t, uint64_t key, int inserts)
