@@ -3,7 +3,8 @@
 # Used by tests/run.sh and deploy/quickstart.sh; safe to run again.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libjemalloc-dev check)
+packages=(build-essential cmake pkg-config libjemalloc-dev check
+          libgrpc-dev protobuf-c-compiler libprotobuf-c-dev)
 
 missing=()
 for p in "${packages[@]}"; do
