@@ -250,7 +250,7 @@ static int check_finite(ember_table *t, const float *v, size_t n, uint32_t width
         return EMBER_OK;
     if (!zeroable || t->tb_config.nonfinite != EMBER_NONFINITE_ZERO)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                               "%s of key index %zu holds a non-finite value (NaN or Inf)",
+                               "%s of key index %zu hold a non-finite value (NaN or Inf)",
                                what, bad / width);
     float *c = malloc(total * sizeof *c);
     if (!c)
@@ -292,6 +292,21 @@ static void op_begin(ember_table *t, ember_op *op)
     op->version = atomic_fetch_add(&t->tb_version, 1) + 1;
 }
 
+/* Validates a writing call: keys, its n×dim input floats (non-finite values are
+ * refused, or for `zeroable` inputs under policy ZERO replaced in a copy left in
+ * *clean for the caller to free). */
+static int check_write(ember_table *t, const uint64_t *keys, size_t n, const float *in,
+                       const char *what, int zeroable, float **clean, ember_error *err)
+{
+    *clean = NULL;
+    int rc = check_batch(keys, n, err);
+    if (!rc)
+        rc = check_array(in, n, what, err);
+    if (!rc)
+        rc = check_finite(t, in, n, t->tb_config.dim, zeroable, what, clean, err);
+    return rc;
+}
+
 /* ---- operations ---------------------------------------------------------- */
 
 int ember_table_find(ember_table *t, const uint64_t *keys, size_t n, float *values,
@@ -324,11 +339,7 @@ int ember_table_insert_or_assign(ember_table *t, const uint64_t *keys, size_t n,
                                  ember_error *err)
 {
     float *clean;
-    int rc = check_batch(keys, n, err);
-    if (!rc)
-        rc = check_array(values, n, "values", err);
-    if (!rc)
-        rc = check_finite(t, values, n, t->tb_config.dim, 0, "value", &clean, err);
+    int rc = check_write(t, keys, n, values, "values", 0, &clean, err);
     if (rc || !n)
         return rc;
     ember_op op;
@@ -340,11 +351,7 @@ int ember_table_assign(ember_table *t, const uint64_t *keys, size_t n, const flo
                        uint8_t *found, const uint64_t *scores, ember_error *err)
 {
     float *clean;
-    int rc = check_batch(keys, n, err);
-    if (!rc)
-        rc = check_array(values, n, "values", err);
-    if (!rc)
-        rc = check_finite(t, values, n, t->tb_config.dim, 0, "value", &clean, err);
+    int rc = check_write(t, keys, n, values, "values", 0, &clean, err);
     if (rc || !n)
         return rc;
     ember_op op;
@@ -355,12 +362,8 @@ int ember_table_assign(ember_table *t, const uint64_t *keys, size_t n, const flo
 int ember_table_accum(ember_table *t, const uint64_t *keys, size_t n, const float *deltas,
                       uint8_t *found, ember_error *err)
 {
-    float *clean = NULL;
-    int rc = check_batch(keys, n, err);
-    if (!rc)
-        rc = check_array(deltas, n, "deltas", err);
-    if (!rc)
-        rc = check_finite(t, deltas, n, t->tb_config.dim, 1, "delta", &clean, err);
+    float *clean;
+    int rc = check_write(t, keys, n, deltas, "deltas", 1, &clean, err);
     if (rc || !n)
         return rc;
     ember_op op;
@@ -373,12 +376,8 @@ int ember_table_accum(ember_table *t, const uint64_t *keys, size_t n, const floa
 int ember_table_apply_gradients(ember_table *t, const uint64_t *keys, size_t n,
                                 const float *grads, const uint64_t *scores, ember_error *err)
 {
-    float *clean = NULL;
-    int rc = check_batch(keys, n, err);
-    if (!rc)
-        rc = check_array(grads, n, "grads", err);
-    if (!rc)
-        rc = check_finite(t, grads, n, t->tb_config.dim, 1, "gradient", &clean, err);
+    float *clean;
+    int rc = check_write(t, keys, n, grads, "gradients", 1, &clean, err);
     if (rc || !n)
         return rc;
     ember_op op;
@@ -438,7 +437,7 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
     if (!rc)
         rc = check_array(versions, n, "versions", err);
     if (!rc)
-        rc = check_finite(t, rows, n, t->tb_row_floats, 0, "row", &clean, err);
+        rc = check_finite(t, rows, n, t->tb_row_floats, 0, "rows", &clean, err);
     if (rc || !n)
         return rc;
     uint64_t vmax = 0;
