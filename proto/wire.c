@@ -1,2 +1,723 @@
-/* wire.c — placeholder until the hand-written Pull/Push codec lands (wire.h). */
-typedef int ember_wire_placeholder;
+/*
+ * wire.c — the hot-path protobuf codec (contract in wire.h).
+ *
+ * Each message has a hand-written field switch; the helpers below are the
+ * protobuf wire format (varints, tags, length-delimited fields) and nothing more.
+ */
+#include "proto/wire.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+/* ---- reading ------------------------------------------------------------- */
+
+typedef struct rd {
+    const uint8_t *start, *p, *end;
+    char *msg;
+    size_t cap;
+    const char *what; /* message name for errors */
+} rd;
+
+__attribute__((format(printf, 2, 3))) static int rd_fail(rd *r, const char *fmt, ...)
+{
+    if (r->msg && r->cap) {
+        int k = snprintf(r->msg, r->cap, "malformed %s at byte %zu: ", r->what,
+                         (size_t)(r->p - r->start));
+        if (k >= 0 && (size_t)k < r->cap) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(r->msg + k, r->cap - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return EMBER_WIRE_INVALID_ARGUMENT;
+}
+
+static int rd_varint(rd *r, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 10; i++) {
+        if (r->p >= r->end)
+            return rd_fail(r, "truncated varint");
+        uint8_t b = *r->p++;
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return rd_fail(r, "varint longer than 10 bytes");
+}
+
+/* Reads a tag; checks the field number and wire type are legal at all. */
+static int rd_tag(rd *r, uint32_t *field, int *wt)
+{
+    uint64_t t;
+    if (rd_varint(r, &t))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    *wt = (int)(t & 7);
+    uint64_t f = t >> 3;
+    if (f == 0 || f > 0x1fffffff)
+        return rd_fail(r, "field number %llu", (unsigned long long)f);
+    if (*wt != WT_VARINT && *wt != WT_I64 && *wt != WT_LEN && *wt != WT_I32)
+        return rd_fail(r, "field %llu has unsupported wire type %d", (unsigned long long)f,
+                       *wt);
+    *field = (uint32_t)f;
+    return 0;
+}
+
+static int rd_len(rd *r, ember_wire_bytes *b)
+{
+    uint64_t n;
+    if (rd_varint(r, &n))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    if (n > (uint64_t)(r->end - r->p))
+        return rd_fail(r, "length %llu runs past the end (%zu bytes left)",
+                       (unsigned long long)n, (size_t)(r->end - r->p));
+    b->data = r->p;
+    b->len = (size_t)n;
+    r->p += n;
+    return 0;
+}
+
+static int rd_skip(rd *r, int wt)
+{
+    uint64_t v;
+    ember_wire_bytes b;
+    switch (wt) {
+    case WT_VARINT:
+        return rd_varint(r, &v);
+    case WT_LEN:
+        return rd_len(r, &b);
+    case WT_I64:
+    case WT_I32: {
+        size_t n = wt == WT_I64 ? 8 : 4;
+        if ((size_t)(r->end - r->p) < n)
+            return rd_fail(r, "truncated fixed%zu field", n * 8);
+        r->p += n;
+        return 0;
+    }
+    }
+    return rd_fail(r, "wire type %d", wt);
+}
+
+static int rd_want(rd *r, uint32_t field, const char *name, int wt, int want)
+{
+    if (wt == want)
+        return 0;
+    return rd_fail(r, "field %u (%s) has wire type %d, expected %d", field, name, wt, want);
+}
+
+/* The known field kinds of these messages. */
+static int rd_u64(rd *r, uint32_t f, const char *name, int wt, uint64_t *out)
+{
+    if (rd_want(r, f, name, wt, WT_VARINT))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    return rd_varint(r, out);
+}
+
+static int rd_u32(rd *r, uint32_t f, const char *name, int wt, uint32_t *out)
+{
+    uint64_t v;
+    if (rd_u64(r, f, name, wt, &v))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    *out = (uint32_t)v; /* protobuf truncates a too-wide varint to the field's width */
+    return 0;
+}
+
+static int rd_i32(rd *r, uint32_t f, const char *name, int wt, int32_t *out)
+{
+    uint32_t v;
+    if (rd_u32(r, f, name, wt, &v))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+static int rd_bool(rd *r, uint32_t f, const char *name, int wt, int *out)
+{
+    uint64_t v;
+    if (rd_u64(r, f, name, wt, &v))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    *out = v != 0;
+    return 0;
+}
+
+static int rd_bytes(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
+{
+    if (rd_want(r, f, name, wt, WT_LEN))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    return rd_len(r, out);
+}
+
+/* A bytes field of packed uint64: its length must be a multiple of 8. */
+static int rd_u64s(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
+{
+    if (rd_bytes(r, f, name, wt, out))
+        return EMBER_WIRE_INVALID_ARGUMENT;
+    if (out->len % 8)
+        return rd_fail(r, "%s is %zu bytes, not a multiple of 8 (uint64 each)", name,
+                       out->len);
+    return 0;
+}
+
+static void rd_init(rd *r, const uint8_t *buf, size_t len, char *msg, size_t cap,
+                    const char *what)
+{
+    r->start = r->p = buf;
+    r->end = buf + len;
+    r->msg = msg;
+    r->cap = cap;
+    r->what = what;
+    if (msg && cap)
+        msg[0] = '\0';
+}
+
+/* Each *_fields() decodes r->p..r->end on top of *m (no reset: a repeated
+ * submessage merges, as protobuf demands). */
+static int pull_request_fields(rd *r, ember_wire_pull_request *m)
+{
+    while (r->p < r->end) {
+        uint32_t f;
+        int wt, rc = 0;
+        if (rd_tag(r, &f, &wt))
+            return EMBER_WIRE_INVALID_ARGUMENT;
+        switch (f) {
+        case 1: rc = rd_bytes(r, f, "table", wt, &m->table); break;
+        case 2: rc = rd_u64s(r, f, "keys", wt, &m->keys); break;
+        case 3: rc = rd_bool(r, f, "insert_missing", wt, &m->insert_missing); break;
+        case 4: rc = rd_i32(r, f, "dtype", wt, &m->dtype); break;
+        case 5: rc = rd_bool(r, f, "want_found", wt, &m->want_found); break;
+        case 6: rc = rd_u64s(r, f, "scores", wt, &m->scores); break;
+        default: rc = rd_skip(r, wt); break;
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int pull_response_fields(rd *r, ember_wire_pull_response *m)
+{
+    while (r->p < r->end) {
+        uint32_t f;
+        int wt, rc = 0;
+        if (rd_tag(r, &f, &wt))
+            return EMBER_WIRE_INVALID_ARGUMENT;
+        switch (f) {
+        case 1: rc = rd_bytes(r, f, "values", wt, &m->values); break;
+        case 2: rc = rd_u32(r, f, "dim", wt, &m->dim); break;
+        case 3: rc = rd_i32(r, f, "dtype", wt, &m->dtype); break;
+        case 4: rc = rd_bytes(r, f, "found", wt, &m->found); break;
+        default: rc = rd_skip(r, wt); break;
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int push_request_fields(rd *r, ember_wire_push_request *m)
+{
+    while (r->p < r->end) {
+        uint32_t f;
+        int wt, rc = 0;
+        if (rd_tag(r, &f, &wt))
+            return EMBER_WIRE_INVALID_ARGUMENT;
+        switch (f) {
+        case 1: rc = rd_bytes(r, f, "table", wt, &m->table); break;
+        case 2: rc = rd_u64s(r, f, "keys", wt, &m->keys); break;
+        case 3: rc = rd_bytes(r, f, "values", wt, &m->values); break;
+        case 4: rc = rd_i32(r, f, "dtype", wt, &m->dtype); break;
+        case 5: rc = rd_i32(r, f, "mode", wt, &m->mode); break;
+        case 6: rc = rd_u64(r, f, "client_id", wt, &m->client_id); break;
+        case 7: rc = rd_u64(r, f, "sequence", wt, &m->sequence); break;
+        case 8: rc = rd_u64s(r, f, "scores", wt, &m->scores); break;
+        default: rc = rd_skip(r, wt); break;
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int push_response_fields(rd *r, ember_wire_push_response *m)
+{
+    while (r->p < r->end) {
+        uint32_t f;
+        int wt, rc = 0;
+        if (rd_tag(r, &f, &wt))
+            return EMBER_WIRE_INVALID_ARGUMENT;
+        switch (f) {
+        case 1: rc = rd_u64(r, f, "applied", wt, &m->applied); break;
+        case 2: rc = rd_bool(r, f, "duplicate", wt, &m->duplicate); break;
+        default: rc = rd_skip(r, wt); break;
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Decodes a length-delimited submessage with `fn` in a reader over its bytes,
+ * with errors reported at offsets of the outer message. */
+#define RD_SUB(r, f, name, wt, fn, dst)                                                  \
+    do {                                                                                \
+        ember_wire_bytes sub_;                                                          \
+        if (rd_bytes((r), (f), (name), (wt), &sub_))                                    \
+            return EMBER_WIRE_INVALID_ARGUMENT;                                         \
+        rd s_ = *(r);                                                                   \
+        s_.p = sub_.data;                                                               \
+        s_.end = sub_.data + sub_.len;                                                  \
+        s_.what = (name);                                                               \
+        if (fn(&s_, (dst)))                                                             \
+            return EMBER_WIRE_INVALID_ARGUMENT;                                         \
+    } while (0)
+
+static int pushpull_request_fields(rd *r, ember_wire_pushpull_request *m)
+{
+    while (r->p < r->end) {
+        uint32_t f;
+        int wt, rc = 0;
+        if (rd_tag(r, &f, &wt))
+            return EMBER_WIRE_INVALID_ARGUMENT;
+        switch (f) {
+        case 1:
+            RD_SUB(r, f, "push", wt, push_request_fields, &m->push);
+            m->has_push = 1;
+            break;
+        case 2:
+            RD_SUB(r, f, "pull", wt, pull_request_fields, &m->pull);
+            m->has_pull = 1;
+            break;
+        default: rc = rd_skip(r, wt); break;
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int pushpull_response_fields(rd *r, ember_wire_pushpull_response *m)
+{
+    while (r->p < r->end) {
+        uint32_t f;
+        int wt, rc = 0;
+        if (rd_tag(r, &f, &wt))
+            return EMBER_WIRE_INVALID_ARGUMENT;
+        switch (f) {
+        case 1:
+            RD_SUB(r, f, "push", wt, push_response_fields, &m->push);
+            m->has_push = 1;
+            break;
+        case 2:
+            RD_SUB(r, f, "pull", wt, pull_response_fields, &m->pull);
+            m->has_pull = 1;
+            break;
+        default: rc = rd_skip(r, wt); break;
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+#define DECODER(name, type, what)                                                       \
+    int ember_wire_##name##_decode(const uint8_t *buf, size_t len, type *out, char *msg, \
+                                   size_t msg_cap)                                      \
+    {                                                                                   \
+        rd r;                                                                           \
+        memset(out, 0, sizeof *out);                                                    \
+        rd_init(&r, buf, len, msg, msg_cap, what);                                      \
+        if (!buf && len)                                                                \
+            return rd_fail(&r, "NULL buffer");                                          \
+        return name##_fields(&r, out);                                                  \
+    }
+
+DECODER(pull_request, ember_wire_pull_request, "PullRequest")
+DECODER(pull_response, ember_wire_pull_response, "PullResponse")
+DECODER(push_request, ember_wire_push_request, "PushRequest")
+DECODER(push_response, ember_wire_push_response, "PushResponse")
+DECODER(pushpull_request, ember_wire_pushpull_request, "PushPullRequest")
+DECODER(pushpull_response, ember_wire_pushpull_response, "PushPullResponse")
+
+/* ---- writing ------------------------------------------------------------- */
+
+static size_t vsz(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Field sizes: 0 when proto3 omits the field (default value). Field numbers here
+ * are < 16, so every tag is one byte. */
+static size_t sz_varint(uint64_t v) { return v ? 1 + vsz(v) : 0; }
+static size_t sz_i32(int32_t v) { return v ? 1 + vsz((uint64_t)(int64_t)v) : 0; }
+static size_t sz_bytes(size_t len) { return len ? 1 + vsz(len) + len : 0; }
+static size_t sz_sub(size_t len) { return 1 + vsz(len) + len; }
+
+static uint8_t *put_uint(uint8_t *p, uint32_t f, uint64_t v)
+{
+    if (!v)
+        return p;
+    *p++ = (uint8_t)(f << 3 | WT_VARINT);
+    return put_varint(p, v);
+}
+
+/* int32 (enums): negative values are sign-extended to 10 bytes, as protobuf does. */
+static uint8_t *put_i32(uint8_t *p, uint32_t f, int32_t v)
+{
+    return put_uint(p, f, (uint64_t)(int64_t)v);
+}
+
+/* Writes a bytes field; returns where its data starts in *at (NULL if omitted). */
+static uint8_t *put_bytes(uint8_t *p, uint32_t f, ember_wire_bytes b, uint8_t **at)
+{
+    *at = NULL;
+    if (!b.len)
+        return p;
+    *p++ = (uint8_t)(f << 3 | WT_LEN);
+    p = put_varint(p, b.len);
+    *at = p;
+    if (b.data)
+        memcpy(p, b.data, b.len);
+    return p + b.len;
+}
+
+static uint8_t *put_sub_header(uint8_t *p, uint32_t f, size_t len)
+{
+    *p++ = (uint8_t)(f << 3 | WT_LEN);
+    return put_varint(p, len);
+}
+
+/* Offset of a bytes field's data: `pos` is where the field starts. */
+static size_t off_bytes(size_t pos, size_t len) { return len ? pos + 1 + vsz(len) : 0; }
+
+static void off_shift(ember_wire_off *o, size_t by)
+{
+    if (o->keys) o->keys += by;
+    if (o->values) o->values += by;
+    if (o->scores) o->scores += by;
+    if (o->found) o->found += by;
+}
+
+size_t ember_wire_pull_request_size(const ember_wire_pull_request *m, ember_wire_off *off)
+{
+    size_t n = sz_bytes(m->table.len);
+    ember_wire_off o = {0};
+    o.keys = off_bytes(n, m->keys.len);
+    n += sz_bytes(m->keys.len);
+    n += sz_varint((uint64_t)(m->insert_missing != 0));
+    n += sz_i32(m->dtype);
+    n += sz_varint((uint64_t)(m->want_found != 0));
+    o.scores = off_bytes(n, m->scores.len);
+    n += sz_bytes(m->scores.len);
+    if (off)
+        *off = o;
+    return n;
+}
+
+size_t ember_wire_pull_request_encode(const ember_wire_pull_request *m, uint8_t *buf)
+{
+    uint8_t *p = buf, *at;
+    p = put_bytes(p, 1, m->table, &at);
+    p = put_bytes(p, 2, m->keys, &at);
+    p = put_uint(p, 3, m->insert_missing != 0);
+    p = put_i32(p, 4, m->dtype);
+    p = put_uint(p, 5, m->want_found != 0);
+    p = put_bytes(p, 6, m->scores, &at);
+    return (size_t)(p - buf);
+}
+
+size_t ember_wire_pull_response_size(const ember_wire_pull_response *m, ember_wire_off *off)
+{
+    size_t n = 0;
+    ember_wire_off o = {0};
+    o.values = off_bytes(n, m->values.len);
+    n += sz_bytes(m->values.len);
+    n += sz_varint(m->dim);
+    n += sz_i32(m->dtype);
+    o.found = off_bytes(n, m->found.len);
+    n += sz_bytes(m->found.len);
+    if (off)
+        *off = o;
+    return n;
+}
+
+size_t ember_wire_pull_response_encode(const ember_wire_pull_response *m, uint8_t *buf)
+{
+    uint8_t *p = buf, *at;
+    p = put_bytes(p, 1, m->values, &at);
+    p = put_uint(p, 2, m->dim);
+    p = put_i32(p, 3, m->dtype);
+    p = put_bytes(p, 4, m->found, &at);
+    return (size_t)(p - buf);
+}
+
+size_t ember_wire_push_request_size(const ember_wire_push_request *m, ember_wire_off *off)
+{
+    size_t n = sz_bytes(m->table.len);
+    ember_wire_off o = {0};
+    o.keys = off_bytes(n, m->keys.len);
+    n += sz_bytes(m->keys.len);
+    o.values = off_bytes(n, m->values.len);
+    n += sz_bytes(m->values.len);
+    n += sz_i32(m->dtype);
+    n += sz_i32(m->mode);
+    n += sz_varint(m->client_id);
+    n += sz_varint(m->sequence);
+    o.scores = off_bytes(n, m->scores.len);
+    n += sz_bytes(m->scores.len);
+    if (off)
+        *off = o;
+    return n;
+}
+
+size_t ember_wire_push_request_encode(const ember_wire_push_request *m, uint8_t *buf)
+{
+    uint8_t *p = buf, *at;
+    p = put_bytes(p, 1, m->table, &at);
+    p = put_bytes(p, 2, m->keys, &at);
+    p = put_bytes(p, 3, m->values, &at);
+    p = put_i32(p, 4, m->dtype);
+    p = put_i32(p, 5, m->mode);
+    p = put_uint(p, 6, m->client_id);
+    p = put_uint(p, 7, m->sequence);
+    p = put_bytes(p, 8, m->scores, &at);
+    return (size_t)(p - buf);
+}
+
+size_t ember_wire_push_response_size(const ember_wire_push_response *m)
+{
+    return sz_varint(m->applied) + sz_varint((uint64_t)(m->duplicate != 0));
+}
+
+size_t ember_wire_push_response_encode(const ember_wire_push_response *m, uint8_t *buf)
+{
+    uint8_t *p = buf;
+    p = put_uint(p, 1, m->applied);
+    p = put_uint(p, 2, m->duplicate != 0);
+    return (size_t)(p - buf);
+}
+
+size_t ember_wire_pushpull_request_size(const ember_wire_pushpull_request *m,
+                                        ember_wire_off *push_off, ember_wire_off *pull_off)
+{
+    size_t n = 0;
+    ember_wire_off a = {0}, b = {0};
+    if (m->has_push) {
+        size_t s = ember_wire_push_request_size(&m->push, &a);
+        off_shift(&a, n + 1 + vsz(s));
+        n += sz_sub(s);
+    }
+    if (m->has_pull) {
+        size_t s = ember_wire_pull_request_size(&m->pull, &b);
+        off_shift(&b, n + 1 + vsz(s));
+        n += sz_sub(s);
+    }
+    if (push_off)
+        *push_off = a;
+    if (pull_off)
+        *pull_off = b;
+    return n;
+}
+
+size_t ember_wire_pushpull_request_encode(const ember_wire_pushpull_request *m,
+                                          uint8_t *buf)
+{
+    uint8_t *p = buf;
+    if (m->has_push) {
+        p = put_sub_header(p, 1, ember_wire_push_request_size(&m->push, NULL));
+        p += ember_wire_push_request_encode(&m->push, p);
+    }
+    if (m->has_pull) {
+        p = put_sub_header(p, 2, ember_wire_pull_request_size(&m->pull, NULL));
+        p += ember_wire_pull_request_encode(&m->pull, p);
+    }
+    return (size_t)(p - buf);
+}
+
+size_t ember_wire_pushpull_response_size(const ember_wire_pushpull_response *m,
+                                         ember_wire_off *pull_off)
+{
+    size_t n = 0;
+    ember_wire_off b = {0};
+    if (m->has_push)
+        n += sz_sub(ember_wire_push_response_size(&m->push));
+    if (m->has_pull) {
+        size_t s = ember_wire_pull_response_size(&m->pull, &b);
+        off_shift(&b, n + 1 + vsz(s));
+        n += sz_sub(s);
+    }
+    if (pull_off)
+        *pull_off = b;
+    return n;
+}
+
+size_t ember_wire_pushpull_response_encode(const ember_wire_pushpull_response *m,
+                                           uint8_t *buf)
+{
+    uint8_t *p = buf;
+    if (m->has_push) {
+        p = put_sub_header(p, 1, ember_wire_push_response_size(&m->push));
+        p += ember_wire_push_response_encode(&m->push, p);
+    }
+    if (m->has_pull) {
+        p = put_sub_header(p, 2, ember_wire_pull_response_size(&m->pull, NULL));
+        p += ember_wire_pull_response_encode(&m->pull, p);
+    }
+    return (size_t)(p - buf);
+}
+
+/* ---- values -------------------------------------------------------------- */
+
+size_t ember_wire_dtype_size(int32_t dtype)
+{
+    switch (dtype) {
+    case EMBER_WIRE_F32: return 4;
+    case EMBER_WIRE_F16:
+    case EMBER_WIRE_BF16: return 2;
+    }
+    return 0;
+}
+
+const char *ember_wire_dtype_name(int32_t dtype)
+{
+    switch (dtype) {
+    case EMBER_WIRE_F32: return "float32";
+    case EMBER_WIRE_F16: return "float16";
+    case EMBER_WIRE_BF16: return "bfloat16";
+    }
+    return "unknown";
+}
+
+void ember_wire_keys_copy(ember_wire_bytes keys, uint64_t *dst)
+{
+    if (keys.len)
+        memcpy(dst, keys.data, keys.len - keys.len % 8);
+}
+
+static uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t ember_wire_f32_to_bf16(float f)
+{
+    uint32_t u = f2u(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep sign, make it quiet */
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float ember_wire_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t ember_wire_f32_to_f16(float f)
+{
+    uint32_t u = f2u(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) /* NaN */
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) /* rounds to ≥ 65520: overflow (or Inf) */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a < 0x38800000u) { /* below 2^-14: float16 subnormal or zero */
+        if (a < 0x33000000u) /* below half the smallest subnormal (2^-25): ±0 */
+            return sign;
+        uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126u - e; /* 14..24 + 1: value = m × 2^(e-150), unit 2^-24 */
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (q & 1u)))
+            q++;
+        return (uint16_t)(sign | q);
+    }
+    /* normal: rebias the exponent (127 → 15) and round the mantissa to 10 bits */
+    uint32_t r = a - 0x38000000u; /* exponent - 112 */
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+float ember_wire_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f)
+        return u2f(sign | 0x7f800000u | (m << 13));
+    if (e)
+        return u2f(sign | ((e + 112u) << 23) | (m << 13));
+    /* zero or subnormal: m × 2^-24 exactly */
+    float v = (float)m * (1.0f / 16777216.0f);
+    return u2f(sign | f2u(v));
+}
+
+void ember_wire_to_wire(int32_t dtype, const float *src, size_t n, uint8_t *dst)
+{
+    size_t i;
+    switch (dtype) {
+    case EMBER_WIRE_F32:
+        memcpy(dst, src, n * 4);
+        return;
+    case EMBER_WIRE_F16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = ember_wire_f32_to_f16(src[i]);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+        return;
+    case EMBER_WIRE_BF16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = ember_wire_f32_to_bf16(src[i]);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+        return;
+    }
+}
+
+void ember_wire_from_wire(int32_t dtype, const uint8_t *src, size_t n, float *dst)
+{
+    size_t i;
+    uint16_t h;
+    switch (dtype) {
+    case EMBER_WIRE_F32:
+        memcpy(dst, src, n * 4);
+        return;
+    case EMBER_WIRE_F16:
+        for (i = 0; i < n; i++) {
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = ember_wire_f16_to_f32(h);
+        }
+        return;
+    case EMBER_WIRE_BF16:
+        for (i = 0; i < n; i++) {
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = ember_wire_bf16_to_f32(h);
+        }
+        return;
+    }
+}

@@ -24,11 +24,14 @@
  * of PushPull* are written when has_push / has_pull is set (even if empty).
  *
  * Decoding follows protobuf's rules: fields in any order, a repeated scalar or
- * bytes field's last occurrence wins, repeated submessages merge, unknown fields
+ * bytes field's last occurrence wins, repeated submessages merge (the protobuf
+ * spec, as protoc's C++/Python/Go runtimes do; protobuf-c 1.4 keeps only the last
+ * one), unknown fields
  * (wire types 0, 1, 2, 5) are skipped, enum values outside the enum are kept
  * as-is (the caller validates). Malformed input — a truncated varint or a varint
  * over 10 bytes, a length past the end, field number 0, wire type 3/4/6/7, a
- * known field with the wrong wire type, keys or scores whose length is not a
+ * known field with the wrong wire type (protobuf-c accepts any wire type for a
+ * bool; we do not), keys or scores whose length is not a
  * multiple of 8 — returns EMBER_WIRE_INVALID_ARGUMENT with a message naming the
  * field and byte offset; *out is then unspecified.
  *
