@@ -42,6 +42,11 @@
 #include "admission.h"
 #include "table_backend.h"
 
+/* Prefetch helpers must be inlined early: a function whose only effects are
+ * prefetches counts as pure to GCC, and a call to it whose result is unused is
+ * deleted — with every prefetch in it. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 #define SLOTS EMBER_BUCKET_SLOTS
 #define GROUP EMBER_GROUP_SLOTS
 #define GROUPS EMBER_BUCKET_GROUPS
@@ -165,7 +170,7 @@ typedef struct group_masks {
     unsigned match, free, empty;
 } group_masks;
 
-static inline group_masks group_scan(const cpu_bucket *b, uint32_t g, uint8_t digest)
+static ALWAYS_INLINE group_masks group_scan(const cpu_bucket *b, uint32_t g, uint8_t digest)
 {
     group_masks m;
     const uint8_t *c = b->cb_ctrl + g * GROUP;
@@ -193,7 +198,7 @@ typedef struct key_place {
     uint32_t group;
 } key_place;
 
-static inline key_place place_of(const cpu_table *t, uint64_t key)
+static ALWAYS_INLINE key_place place_of(const cpu_table *t, uint64_t key)
 {
     uint64_t h = ember_key_hash(key);
     key_place p = {ember_hash_bucket(h, t->ct_num_buckets), ember_hash_digest(h),
@@ -201,7 +206,7 @@ static inline key_place place_of(const cpu_table *t, uint64_t key)
     return p;
 }
 
-static inline float *row_at(const cpu_table *t, uint64_t bucket, unsigned slot)
+static ALWAYS_INLINE float *row_at(const cpu_table *t, uint64_t bucket, unsigned slot)
 {
     return t->ct_rows + ((size_t)bucket * SLOTS + slot) * t->ct_row_floats;
 }
@@ -223,7 +228,7 @@ static inline float *row_at(const cpu_table *t, uint64_t bucket, unsigned slot)
 #endif
 #define PREFETCH_ROW_LINES 16
 
-static inline void prefetch_bucket(const cpu_table *t, uint64_t key)
+static ALWAYS_INLINE void prefetch_bucket(const cpu_table *t, uint64_t key)
 {
     key_place p = place_of(t, key);
     const cpu_bucket *b = &t->ct_buckets[p.bucket];
@@ -233,7 +238,7 @@ static inline void prefetch_bucket(const cpu_table *t, uint64_t key)
     __builtin_prefetch(b->cb_ctrl + 64, 0, 3);
 }
 
-static inline void prefetch_slot(const cpu_table *t, uint64_t key, int inserts)
+static ALWAYS_INLINE void prefetch_slot(const cpu_table *t, uint64_t key, int writes)
 {
     key_place p = place_of(t, key);
     const cpu_bucket *b = &t->ct_buckets[p.bucket];
@@ -242,29 +247,34 @@ static inline void prefetch_slot(const cpu_table *t, uint64_t key, int inserts)
     if (gm.match) {
         s = p.group * GROUP + ctz32(gm.match);
         __builtin_prefetch(&b->cb_keys[s], 0, 3);
-    } else if (inserts && gm.free) {
+    } else if (writes && gm.free) {
         s = p.group * GROUP + ctz32(gm.free); /* where a new key would go */
     } else {
         return;
+    }
+    if (writes) {
+        __builtin_prefetch(&b->cb_scores[s], 1, 3);
+        __builtin_prefetch(&b->cb_versions[s], 1, 3);
     }
     const char *row = (const char *)row_at(t, p.bucket, s);
     size_t lines = ((size_t)t->ct_row_floats * sizeof(float) + 63) / 64;
     if (lines > PREFETCH_ROW_LINES)
         lines = PREFETCH_ROW_LINES;
     for (size_t l = 0; l < lines; l++)
-        __builtin_prefetch(row + l * 64, 1, 3);
+        __builtin_prefetch(row + l * 64, writes, 3);
 }
 
 /* Prefetches for position i of a walk over keys[order[0..n)] (order NULL: the
- * keys in their own order). `inserts`: the walk creates missing keys, so the
- * row a new key would take is fetched too. */
-static inline void prefetch_walk(const cpu_table *t, const uint64_t *keys,
-                                 const uint32_t *order, size_t i, size_t n, int inserts)
+ * keys in their own order). `writes`: the walk writes rows and scores, and
+ * creates missing keys, so the score, version and the row a new key would take
+ * are fetched too. */
+static ALWAYS_INLINE void prefetch_walk(const cpu_table *t, const uint64_t *keys,
+                                        const uint32_t *order, size_t i, size_t n, int writes)
 {
     if (i + PREFETCH_FAR < n)
         prefetch_bucket(t, keys[order ? order[i + PREFETCH_FAR] : i + PREFETCH_FAR]);
     if (i + PREFETCH_NEAR < n)
-        prefetch_slot(t, keys[order ? order[i + PREFETCH_NEAR] : i + PREFETCH_NEAR], inserts);
+        prefetch_slot(t, keys[order ? order[i + PREFETCH_NEAR] : i + PREFETCH_NEAR], writes);
 }
 
 /* Finds `key` in bucket `b` (locked, or inside a read section whose result is
@@ -546,7 +556,7 @@ static void write_rows(cpu_table *t, const ember_op *op, write_kind kind, int in
     uint32_t width = kind == WRITE_IMPORT ? t->ct_row_floats : t->ct_dim;
     call_counts cc = {0};
     for (size_t i = 0; i < n; i++) {
-        prefetch_walk(t, keys, NULL, i, n, insert);
+        prefetch_walk(t, keys, NULL, i, n, 1);
         uint64_t key = keys[i];
         key_place p = place_of(t, key);
         cpu_bucket *b = &t->ct_buckets[p.bucket];
