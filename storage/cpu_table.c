@@ -405,6 +405,17 @@ static void cpu_destroy(void *impl)
     free(t);
 }
 
+/* A large array from jemalloc: cache-line aligned, and from 2 MiB up aligned to
+ * and advised for transparent huge pages (a hint; the kernel may decline). */
+static void *slab_alloc(size_t bytes)
+{
+    size_t align = bytes >= HUGE_PAGE ? HUGE_PAGE : 64;
+    void *p = mallocx(bytes, MALLOCX_ALIGN(align));
+    if (p && align == HUGE_PAGE)
+        (void)madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
 static int cpu_create(const ember_table_config *c, void **impl, ember_error *err)
 {
     cpu_table *t = calloc(1, sizeof *t);
@@ -418,11 +429,11 @@ static int cpu_create(const ember_table_config *c, void **impl, ember_error *err
     t->ct_buckets_bytes = t->ct_num_buckets * sizeof(cpu_bucket);
     t->ct_rows_bytes = t->ct_num_buckets * SLOTS * (size_t)t->ct_row_floats * sizeof(float);
 
-    t->ct_buckets = mallocx(t->ct_buckets_bytes, MALLOCX_ALIGN(64));
-    /* Rows are written before they are read, so the slab needs no zeroing; huge
-     * pages keep a random row access from also missing the TLB. */
-    size_t align = t->ct_rows_bytes >= HUGE_PAGE ? HUGE_PAGE : 64;
-    t->ct_rows = mallocx(t->ct_rows_bytes, MALLOCX_ALIGN(align));
+    /* Rows are written before they are read, so the slab needs no zeroing. Both
+     * large arrays ask for huge pages, so a random bucket or row access does not
+     * also miss the TLB. */
+    t->ct_buckets = slab_alloc(t->ct_buckets_bytes);
+    t->ct_rows = slab_alloc(t->ct_rows_bytes);
     if (!t->ct_buckets || !t->ct_rows) {
         size_t want = t->ct_buckets_bytes + t->ct_rows_bytes;
         cpu_destroy(t);
@@ -430,8 +441,6 @@ static int cpu_create(const ember_table_config *c, void **impl, ember_error *err
                                "cannot allocate %zu bytes of host memory for %llu keys",
                                want, (unsigned long long)c->capacity);
     }
-    if (align == HUGE_PAGE)
-        (void)madvise(t->ct_rows, t->ct_rows_bytes, MADV_HUGEPAGE); /* a hint only */
     for (uint64_t i = 0; i < t->ct_num_buckets; i++) {
         cpu_bucket *b = &t->ct_buckets[i];
         atomic_init(&b->cb_seq, 0);
