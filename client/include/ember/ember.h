@@ -105,6 +105,8 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
 void ember_client_close(ember_client *c);
 
 unsigned ember_client_shard_count(const ember_client *c);
+/* The client id its pushes carry (options.client_id, or the random one). */
+uint64_t ember_client_id(const ember_client *c);
 /* The address of shard i, or NULL. */
 const char *ember_client_shard_address(const ember_client *c, unsigned i);
 

@@ -1,0 +1,233 @@
+/*
+ * admin.c — table administration fanned out to every shard through the Admin
+ * service (protoc-c messages: these calls are rare and small).
+ *
+ * All shards' requests start at once on the call machinery of internal.h; the
+ * first failing shard (lowest index) is reported. Only DescribeTable is retried
+ * on UNAVAILABLE: a retried create or drop whose first try did land would come
+ * back ALREADY_EXISTS / NOT_FOUND, and save/load are too heavy to repeat blindly.
+ * A fan-out that fails half-way is not undone: create with if_not_exists (or
+ * drop with if_exists) again to converge.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/error.h"
+#include "client/internal.h"
+#include "ember/v1/ember.pb-c.h"
+
+enum { EMBER_OP_ADMIN = 2 };
+
+void ember_table_spec_init(ember_table_spec *s)
+{
+    memset(s, 0, sizeof *s);
+    s->score_policy = EMBER_SCORES_LRU;
+    s->optimizer.kind = EMBER_OPT_SGD;
+    s->optimizer.lr = 0.01f;
+    s->optimizer.eps = 1e-8f;
+    s->optimizer.initial_accumulator = 0.1f;
+    s->optimizer.beta1 = 0.9f;
+    s->optimizer.beta2 = 0.999f;
+    s->optimizer.lr_power = -0.5f;
+    s->initializer.kind = EMBER_INITIALIZER_UNIFORM;
+    s->initializer.a = -0.01f;
+    s->initializer.b = 0.01f;
+}
+
+/* Sends the same request to every shard and waits. On success the op holds each
+ * shard's reply (release it); on failure it is released and NULL returned. */
+static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMessage *req,
+                         int retry, int *code, ember_error *err)
+{
+    ember_op *op = ember_op_acquire(c, EMBER_OP_ADMIN);
+    if (!op) {
+        *code = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return NULL;
+    }
+    op->retry = retry;
+    size_t len = protobuf_c_message_get_packed_size(req);
+    for (unsigned s = 0; s < c->nshards; s++) {
+        uint8_t *buf = ember_op_request(op, s, method, len);
+        if (!buf) {
+            ember_op_release(op);
+            *code = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+            return NULL;
+        }
+        protobuf_c_message_pack(req, buf);
+    }
+    ember_op_start(op);
+    *code = ember_op_finish(op, err);
+    if (*code != 0) {
+        ember_op_release(op);
+        return NULL;
+    }
+    return op;
+}
+
+static int bad_reply(ember_op *op, unsigned s, const char *what, ember_error *err)
+{
+    int rv = ember_op_shard_error(op, s, EMBER_E_INTERNAL, err, "malformed %s reply", what);
+    ember_op_release(op);
+    return rv;
+}
+
+static int check_client_table(ember_client *c, const char *name, ember_error *err)
+{
+    if (!c)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+    return ember_table_name_check(name, err);
+}
+
+int ember_create_table(ember_client *c, const char *name, const ember_table_spec *s,
+                       int if_not_exists, ember_error *err)
+{
+    int rv = check_client_table(c, name, err);
+    if (rv)
+        return rv;
+    if (!s)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no table spec");
+    if (s->dim == 0 || s->capacity_per_shard == 0)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "table '%s': dim and capacity_per_shard must be set "
+                                   "(dim %u, capacity %llu)",
+                                   name, s->dim, (unsigned long long)s->capacity_per_shard);
+
+    Ember__V1__OptimizerConfig opt = EMBER__V1__OPTIMIZER_CONFIG__INIT;
+    opt.kind = (Ember__V1__Optimizer)s->optimizer.kind;
+    opt.lr = s->optimizer.lr;
+    opt.eps = s->optimizer.eps;
+    opt.initial_accumulator = s->optimizer.initial_accumulator;
+    opt.beta1 = s->optimizer.beta1;
+    opt.beta2 = s->optimizer.beta2;
+    opt.weight_decay = s->optimizer.weight_decay;
+    opt.l1 = s->optimizer.l1;
+    opt.l2 = s->optimizer.l2;
+    opt.lr_power = s->optimizer.lr_power;
+    opt.beta = s->optimizer.beta;
+    Ember__V1__InitializerConfig init = EMBER__V1__INITIALIZER_CONFIG__INIT;
+    init.kind = (Ember__V1__Initializer)s->initializer.kind;
+    init.a = s->initializer.a;
+    init.b = s->initializer.b;
+    Ember__V1__TableConfig cfg = EMBER__V1__TABLE_CONFIG__INIT;
+    cfg.dim = s->dim;
+    cfg.capacity = s->capacity_per_shard;
+    cfg.score_policy = (Ember__V1__ScorePolicy)s->score_policy;
+    cfg.seed = s->seed;
+    cfg.optimizer = &opt;
+    cfg.initializer = &init;
+    cfg.admission_min_count = s->admission_min_count;
+    cfg.admission_sketch_width = s->admission_sketch_width;
+    cfg.zero_nonfinite = s->zero_nonfinite != 0;
+    cfg.backend = (char *)(s->backend ? s->backend : "");
+    Ember__V1__CreateTableRequest req = EMBER__V1__CREATE_TABLE_REQUEST__INIT;
+    req.name = (char *)name;
+    req.config = &cfg;
+    req.if_not_exists = if_not_exists != 0;
+
+    ember_op *op = fan_out(c, EMBER_M_CREATE, &req.base, 0, &rv, err);
+    if (op)
+        ember_op_release(op);
+    return rv;
+}
+
+int ember_drop_table(ember_client *c, const char *name, int if_exists, ember_error *err)
+{
+    int rv = check_client_table(c, name, err);
+    if (rv)
+        return rv;
+    Ember__V1__DropTableRequest req = EMBER__V1__DROP_TABLE_REQUEST__INIT;
+    req.name = (char *)name;
+    req.if_exists = if_exists != 0;
+    ember_op *op = fan_out(c, EMBER_M_DROP, &req.base, 0, &rv, err);
+    if (op)
+        ember_op_release(op);
+    return rv;
+}
+
+int ember_describe_table(ember_client *c, const char *name, ember_table_info *out,
+                         ember_error *err)
+{
+    int rv = check_client_table(c, name, err);
+    if (rv)
+        return rv;
+    if (!out)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no output");
+    Ember__V1__DescribeTableRequest req = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
+    req.name = (char *)name;
+    ember_op *op = fan_out(c, EMBER_M_DESCRIBE, &req.base, 1, &rv, err);
+    if (!op)
+        return rv;
+
+    ember_table_info info;
+    memset(&info, 0, sizeof info);
+    snprintf(info.name, sizeof info.name, "%s", name);
+    for (unsigned s = 0; s < c->nshards; s++) {
+        Ember__V1__DescribeTableResponse *r = ember__v1__describe_table_response__unpack(
+            NULL, op->calls[s].resp_len, op->calls[s].resp);
+        if (!r)
+            return bad_reply(op, s, "DescribeTable", err);
+        if (!r->table || !r->table->config || !r->table->stats) {
+            ember__v1__describe_table_response__free_unpacked(r, NULL);
+            return bad_reply(op, s, "DescribeTable", err);
+        }
+        uint32_t dim = r->table->config->dim;
+        const Ember__V1__TableStats *st = r->table->stats;
+        if (s > 0 && dim != info.dim) {
+            ember__v1__describe_table_response__free_unpacked(r, NULL);
+            rv = ember_op_shard_error(op, s, EMBER_E_FAILED_PRECONDITION, err,
+                                      "table '%s' has dim %u here but %u on shard 0", name, dim,
+                                      info.dim);
+            ember_op_release(op);
+            return rv;
+        }
+        info.dim = dim;
+        info.size += st->size;
+        info.capacity += st->capacity;
+        info.evictions += st->evictions;
+        info.admission_drops += st->admission_drops;
+        if (st->version > info.version_max)
+            info.version_max = st->version;
+        ember__v1__describe_table_response__free_unpacked(r, NULL);
+    }
+    info.load_factor = info.capacity ? (double)info.size / (double)info.capacity : 0.0;
+    ember_op_release(op);
+    *out = info;
+    return 0;
+}
+
+static int check_dir(ember_client *c, const char *table, ember_error *err)
+{
+    if (!c)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+    return table ? ember_table_name_check(table, err) : 0;
+}
+
+int ember_save(ember_client *c, const char *table, const char *dir, ember_error *err)
+{
+    int rv = check_dir(c, table, err);
+    if (rv)
+        return rv;
+    Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
+    req.table = (char *)(table ? table : "");
+    req.dir = (char *)(dir ? dir : "");
+    ember_op *op = fan_out(c, EMBER_M_SAVE, &req.base, 0, &rv, err);
+    if (op)
+        ember_op_release(op);
+    return rv;
+}
+
+int ember_load(ember_client *c, const char *table, const char *dir, ember_error *err)
+{
+    int rv = check_dir(c, table, err);
+    if (rv)
+        return rv;
+    Ember__V1__LoadRequest req = EMBER__V1__LOAD_REQUEST__INIT;
+    req.table = (char *)(table ? table : "");
+    req.dir = (char *)(dir ? dir : "");
+    req.create = 1;
+    ember_op *op = fan_out(c, EMBER_M_LOAD, &req.base, 0, &rv, err);
+    if (op)
+        ember_op_release(op);
+    return rv;
+}

@@ -1,0 +1,218 @@
+/* batch.c — dedup, shard grouping and gradient merging (see batch.h). */
+#include "client/batch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/error.h"
+
+void ember_batch_init(ember_batch *b)
+{
+    memset(b, 0, sizeof *b);
+}
+
+void ember_batch_free(ember_batch *b)
+{
+    free(b->idx);
+    free(b->gkeys);
+    free(b->gfirst);
+    free(b->gcount);
+    free(b->shard_off);
+    free(b->rows);
+    free(b->b_uidx);
+    free(b->b_ukeys);
+    free(b->b_ufirst);
+    free(b->b_ucount);
+    free(b->b_ushard);
+    free(b->b_cursor);
+    free(b->b_hkeys);
+    free(b->b_hval);
+    free(b->b_hstamp);
+    free(b->b_merged);
+    memset(b, 0, sizeof *b);
+}
+
+static int grow(void **p, size_t count, size_t elem)
+{
+    void *q = realloc(*p, count * elem);
+    if (!q)
+        return -1;
+    *p = q;
+    return 0;
+}
+
+/* Dedup map hash: Murmur3's fmix64, like the servers' buckets — fine here, the
+ * map is private to this call and sees every key of it. */
+static inline uint64_t dedup_hash(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= UINT64_C(0xff51afd7ed558ccd);
+    k ^= k >> 33;
+    k *= UINT64_C(0xc4ceb9fe1a85ec53);
+    k ^= k >> 33;
+    return k;
+}
+
+static int reserve(ember_batch *b, size_t n, unsigned nshards)
+{
+    if (n > b->cap_n) {
+        size_t cap = n < 64 ? 64 : n;
+        if (grow((void **)&b->idx, cap, sizeof *b->idx) || grow((void **)&b->gkeys, cap, 8) ||
+            grow((void **)&b->gfirst, cap, 4) || grow((void **)&b->gcount, cap, 4) ||
+            grow((void **)&b->b_uidx, cap, 4) || grow((void **)&b->b_ukeys, cap, 8) ||
+            grow((void **)&b->b_ufirst, cap, 4) || grow((void **)&b->b_ucount, cap, 4) ||
+            grow((void **)&b->b_ushard, cap, 4) || grow((void **)&b->rows, cap, sizeof(float *)))
+            return -1;
+        b->cap_n = cap;
+    }
+    if (nshards + 1 > b->cap_shards) {
+        if (grow((void **)&b->shard_off, nshards + 1, sizeof(size_t)) ||
+            grow((void **)&b->b_cursor, nshards + 1, sizeof(size_t)))
+            return -1;
+        b->cap_shards = nshards + 1;
+    }
+    /* Load factor ≤ 1/2. */
+    size_t hcap = 64;
+    while (hcap < 2 * n)
+        hcap <<= 1;
+    if (hcap > b->b_hcap) {
+        free(b->b_hkeys);
+        free(b->b_hval);
+        free(b->b_hstamp);
+        b->b_hkeys = malloc(hcap * sizeof *b->b_hkeys);
+        b->b_hval = malloc(hcap * sizeof *b->b_hval);
+        b->b_hstamp = calloc(hcap, sizeof *b->b_hstamp);
+        if (!b->b_hkeys || !b->b_hval || !b->b_hstamp) {
+            b->b_hcap = 0;
+            return -1;
+        }
+        b->b_hcap = hcap;
+        b->b_gen = 0;
+    }
+    return 0;
+}
+
+int ember_batch_build(ember_batch *b, const uint64_t *keys, size_t n, unsigned nshards,
+                      ember_error *err)
+{
+    if (n >= UINT32_MAX)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "%zu keys in one call: at most %u", n, UINT32_MAX - 1);
+    if (nshards == 0)
+        nshards = 1;
+    for (size_t i = 0; i < n; i++)
+        if (keys[i] >= EMBER_KEY_RESERVED_MIN)
+            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                       "key %zu is 0x%016llx, a reserved value (keys from "
+                                       "0xFFFFFFFFFFFFFFFC up are reserved)",
+                                       i, (unsigned long long)keys[i]);
+    if (reserve(b, n, nshards) != 0)
+        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
+                                   "out of memory for a batch of %zu keys", n);
+    b->n = n;
+    b->nshards = nshards;
+
+    /* Pass 1: unique keys in first-occurrence order. The map's slots are live only
+     * when stamped with this build's generation, so nothing is cleared per call. */
+    if (++b->b_gen == 0) {
+        memset(b->b_hstamp, 0, b->b_hcap * sizeof *b->b_hstamp);
+        b->b_gen = 1;
+    }
+    size_t hcap = 64;
+    while (hcap < 2 * n)
+        hcap <<= 1;
+    const size_t mask = hcap - 1; /* only the first hcap slots are used this time */
+    const uint32_t gen = b->b_gen;
+    uint64_t *hk = b->b_hkeys;
+    uint32_t *hv = b->b_hval, *hs = b->b_hstamp;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k = keys[i];
+        size_t s = (size_t)dedup_hash(k) & mask;
+        for (;;) {
+            if (hs[s] != gen) {
+                hs[s] = gen;
+                hk[s] = k;
+                hv[s] = (uint32_t)m;
+                b->b_ukeys[m] = k;
+                b->b_ufirst[m] = (uint32_t)i;
+                b->b_ucount[m] = 1;
+                b->b_uidx[i] = (uint32_t)m++;
+                break;
+            }
+            if (hk[s] == k) {
+                b->b_ucount[hv[s]]++;
+                b->b_uidx[i] = hv[s];
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+    }
+    b->m = m;
+
+    /* Pass 2: group by shard (a counting sort keeps first-occurrence order). */
+    size_t *off = b->shard_off, *cur = b->b_cursor;
+    memset(off, 0, (nshards + 1) * sizeof *off);
+    for (size_t u = 0; u < m; u++) {
+        unsigned s = ember_shard_of(b->b_ukeys[u], nshards);
+        b->b_ushard[u] = s;
+        off[s + 1]++;
+    }
+    for (unsigned s = 0; s < nshards; s++)
+        off[s + 1] += off[s];
+    memcpy(cur, off, nshards * sizeof *cur);
+    /* b_ushard[u] becomes u's grouped index. */
+    for (size_t u = 0; u < m; u++) {
+        size_t g = cur[b->b_ushard[u]]++;
+        b->gkeys[g] = b->b_ukeys[u];
+        b->gfirst[g] = b->b_ufirst[u];
+        b->gcount[g] = b->b_ucount[u];
+        b->b_ushard[u] = (uint32_t)g;
+    }
+    for (size_t i = 0; i < n; i++)
+        b->idx[i] = b->b_ushard[b->b_uidx[i]];
+    return 0;
+}
+
+int ember_batch_merge(ember_batch *b, const float *grads, uint32_t dim, ember_error *err)
+{
+    const size_t m = b->m, n = b->n;
+    if (m == n) { /* no duplicates: every row is the caller's */
+        for (size_t g = 0; g < m; g++)
+            b->rows[g] = grads + (size_t)b->gfirst[g] * dim;
+        return 0;
+    }
+    /* Keys seen more than once get a scratch row; b_uidx is free again after the
+     * build and numbers those rows (UINT32_MAX: the key occurs once). */
+    size_t ndup = 0;
+    for (size_t g = 0; g < m; g++)
+        b->b_uidx[g] = b->gcount[g] > 1 ? (uint32_t)ndup++ : UINT32_MAX;
+    if (ndup * dim > b->cap_merged) {
+        float *p = realloc(b->b_merged, ndup * dim * sizeof *p);
+        if (!p)
+            return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
+                                       "out of memory merging %zu gradient rows", ndup);
+        b->b_merged = p;
+        b->cap_merged = ndup * dim;
+    }
+    for (size_t g = 0; g < m; g++) {
+        uint32_t slot = b->b_uidx[g];
+        b->rows[g] = slot == UINT32_MAX ? grads + (size_t)b->gfirst[g] * dim
+                                        : b->b_merged + (size_t)slot * dim;
+    }
+    /* Sum in caller order, so the result does not depend on the shard layout. */
+    for (size_t i = 0; i < n; i++) {
+        size_t g = b->idx[i];
+        uint32_t slot = b->b_uidx[g];
+        if (slot == UINT32_MAX)
+            continue;
+        float *dst = b->b_merged + (size_t)slot * dim;
+        const float *src = grads + i * dim;
+        if (b->gfirst[g] == i)
+            memcpy(dst, src, dim * sizeof *dst);
+        else
+            for (uint32_t d = 0; d < dim; d++)
+                dst[d] += src[d];
+    }
+    return 0;
+}

@@ -1,0 +1,911 @@
+/*
+ * client.c — the ember_client handle: shard list, channels, the poller thread,
+ * and the per-call machinery every pull, push and admin call runs on
+ * (internal.h).
+ */
+#define _GNU_SOURCE /* strndup, clock_gettime, nanosleep, getrandom */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/support/time.h>
+
+#include "client/error.h"
+#include "client/internal.h"
+#include "client/rpc.h"
+
+#define EMBER_DEFAULT_TIMEOUT_MS 10000u
+#define EMBER_DEFAULT_RETRIES 5u
+#define EMBER_BACKOFF_FIRST_MS 50
+#define EMBER_MAX_SHARDS 65536u
+#define EMBER_MAX_CHANNELS 64u
+#define EMBER_POOL_OPS 32u    /* ops kept for reuse */
+#define EMBER_POOL_BUFS 128u  /* request buffers kept for reuse */
+
+static const char *const method_paths[EMBER_M_COUNT] = {
+    [EMBER_M_PULL] = "/ember.v1.Shard/Pull",
+    [EMBER_M_PUSH] = "/ember.v1.Shard/Push",
+    [EMBER_M_PUSHPULL] = "/ember.v1.Shard/PushPull",
+    [EMBER_M_CREATE] = "/ember.v1.Admin/CreateTable",
+    [EMBER_M_DROP] = "/ember.v1.Admin/DropTable",
+    [EMBER_M_DESCRIBE] = "/ember.v1.Admin/DescribeTable",
+    [EMBER_M_SAVE] = "/ember.v1.Admin/Save",
+    [EMBER_M_LOAD] = "/ember.v1.Admin/Load",
+};
+
+/* ---- the key → shard function ------------------------------------------------ */
+
+unsigned ember_shard_of(uint64_t key, unsigned shard_count)
+{
+    if (shard_count <= 1)
+        return 0;
+    /* mix: splitmix64's finaliser of key ^ a constant. The servers' buckets use
+     * Murmur3's fmix64 of the raw key: a different function, so the keys of one
+     * shard still spread over all its buckets. */
+    uint64_t z = key ^ UINT64_C(0x5bd1e9955bd1e995);
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    z ^= z >> 31;
+    /* Jump consistent hash (Lamping & Veach 2014), their reference code. */
+    int64_t b = -1, j = 0;
+    while (j < (int64_t)shard_count) {
+        b = j;
+        z = z * UINT64_C(2862933555777941757) + 1;
+        j = (int64_t)((double)(b + 1) * ((double)(INT64_C(1) << 31) / (double)((z >> 33) + 1)));
+    }
+    return (unsigned)b;
+}
+
+/* ---- request buffers -------------------------------------------------------- */
+
+struct ember_reqbuf {
+    ember_reqpool *pool;
+    ember_reqbuf *next;
+    atomic_int refs;
+    size_t cap;
+    uint8_t *data;
+};
+
+/* Outlives the client while gRPC still holds request slices: one reference for
+ * the client, one per buffer handed out. */
+struct ember_reqpool {
+    pthread_mutex_t mu;
+    ember_reqbuf *free;
+    unsigned nfree;
+    int closed;
+    atomic_int refs;
+};
+
+static void reqpool_unref(ember_reqpool *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    while (p->free) {
+        ember_reqbuf *b = p->free;
+        p->free = b->next;
+        free(b->data);
+        free(b);
+    }
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+static ember_reqbuf *reqbuf_get(ember_reqpool *p, size_t len)
+{
+    ember_reqbuf *b = NULL;
+    pthread_mutex_lock(&p->mu);
+    /* Prefer a buffer that is big enough; else take any and grow it. */
+    ember_reqbuf **pp = &p->free, **fit = NULL;
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->cap >= len) {
+            fit = pp;
+            break;
+        }
+    if (!fit && p->free)
+        fit = &p->free;
+    if (fit) {
+        b = *fit;
+        *fit = b->next;
+        p->nfree--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        b->pool = p;
+    }
+    if (b->cap < len || !b->data) {
+        size_t cap = len < 256 ? 256 : len + len / 8;
+        uint8_t *d = realloc(b->data, cap);
+        if (!d) {
+            free(b->data);
+            free(b);
+            return NULL;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    atomic_store(&b->refs, 1);
+    atomic_fetch_add(&p->refs, 1);
+    b->next = NULL;
+    return b;
+}
+
+static void reqbuf_put(ember_reqbuf *b)
+{
+    if (!b || atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    ember_reqpool *p = b->pool;
+    pthread_mutex_lock(&p->mu);
+    if (!p->closed && p->nfree < EMBER_POOL_BUFS) {
+        b->next = p->free;
+        p->free = b;
+        p->nfree++;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (b) {
+        free(b->data);
+        free(b);
+    }
+    reqpool_unref(p);
+}
+
+static void reqbuf_slice_done(void *ud)
+{
+    reqbuf_put(ud);
+}
+
+/* ---- options and shard lists ------------------------------------------------ */
+
+void ember_client_options_init(ember_client_options *o)
+{
+    memset(o, 0, sizeof *o);
+}
+
+static int parse_count(const char *s, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v == 0 || v > EMBER_MAX_SHARDS)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static void free_addrs(char **a, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        free(a[i]);
+    free(a);
+}
+
+/* "a:1, b:2" → addresses. */
+static int split_list(const char *list, const char *source, char ***out, unsigned *nout,
+                      ember_error *err)
+{
+    unsigned cap = 1;
+    for (const char *p = list; *p; p++)
+        cap += *p == ',';
+    char **a = calloc(cap, sizeof *a);
+    if (!a)
+        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+    unsigned n = 0;
+    const char *p = list;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        if (!e)
+            e = p + strlen(p);
+        const char *s = p, *t = e;
+        while (s < t && (*s == ' ' || *s == '\t'))
+            s++;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if (s == t) {
+            free_addrs(a, n);
+            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                       "%s: empty shard address in '%s'", source, list);
+        }
+        a[n] = strndup(s, (size_t)(t - s));
+        if (!a[n]) {
+            free_addrs(a, n);
+            return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        }
+        n++;
+        if (!*e)
+            break;
+        p = e + 1;
+    }
+    if (n > EMBER_MAX_SHARDS) {
+        free_addrs(a, n);
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "%s: %u shards, at most %u", source, n, EMBER_MAX_SHARDS);
+    }
+    *out = a;
+    *nout = n;
+    return 0;
+}
+
+/* "ember-{i}.svc:7070" × count → addresses. */
+static int expand_pattern(const char *pat, unsigned count, const char *source, char ***out,
+                          unsigned *nout, ember_error *err)
+{
+    if (!strstr(pat, "{i}"))
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "%s: shard pattern '%s' has no {i}", source, pat);
+    char **a = calloc(count, sizeof *a);
+    if (!a)
+        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+    for (unsigned i = 0; i < count; i++) {
+        char num[16];
+        int nl = snprintf(num, sizeof num, "%u", i);
+        size_t len = 0;
+        for (const char *p = pat; *p;)
+            if (strncmp(p, "{i}", 3) == 0) {
+                len += (size_t)nl;
+                p += 3;
+            } else {
+                len++;
+                p++;
+            }
+        char *s = malloc(len + 1), *w = s;
+        if (!s) {
+            free_addrs(a, i);
+            return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        }
+        for (const char *p = pat; *p;)
+            if (strncmp(p, "{i}", 3) == 0) {
+                memcpy(w, num, (size_t)nl);
+                w += nl;
+                p += 3;
+            } else {
+                *w++ = *p++;
+            }
+        *w = '\0';
+        a[i] = s;
+    }
+    *out = a;
+    *nout = count;
+    return 0;
+}
+
+/* Where the shards come from, first that is set: options.shards,
+ * options.shard_pattern, EMBER_SHARDS, EMBER_SHARD_PATTERN. */
+static int resolve_shards(const ember_client_options *o, char ***addrs, unsigned *n,
+                          ember_error *err)
+{
+    if (o->shards && *o->shards)
+        return split_list(o->shards, "options.shards", addrs, n, err);
+
+    const char *pat = o->shard_pattern, *pat_src = "options.shard_pattern";
+    const char *env_list = getenv("EMBER_SHARDS");
+    if (!(pat && *pat) && env_list && *env_list)
+        return split_list(env_list, "EMBER_SHARDS", addrs, n, err);
+    if (!(pat && *pat)) {
+        pat = getenv("EMBER_SHARD_PATTERN");
+        pat_src = "EMBER_SHARD_PATTERN";
+    }
+    if (!(pat && *pat))
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "no shards: set options.shards or EMBER_SHARDS "
+                                   "(host:port,...), or a pattern with {i} and a count "
+                                   "(options.shard_pattern/shard_count or "
+                                   "EMBER_SHARD_PATTERN/EMBER_SHARD_COUNT)");
+    unsigned count = o->shard_count;
+    if (count == 0) {
+        const char *env_count = getenv("EMBER_SHARD_COUNT");
+        if (!env_count || parse_count(env_count, &count) != 0)
+            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                       "%s given but no shard count (options.shard_count or "
+                                       "EMBER_SHARD_COUNT, 1..%u; EMBER_SHARD_COUNT is '%s')",
+                                       pat_src, EMBER_MAX_SHARDS,
+                                       env_count ? env_count : "unset");
+    }
+    if (count > EMBER_MAX_SHARDS)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "%u shards, at most %u", count, EMBER_MAX_SHARDS);
+    return expand_pattern(pat, count, pat_src, addrs, n, err);
+}
+
+static uint64_t random_id(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+            ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&v;
+    }
+    return v ? v : 1;
+}
+
+/* The first sequence number of a shard: microseconds since the epoch. A client
+ * that restarts with the same client_id then continues above every sequence it
+ * used before (no client sends a million pushes a second to one shard), so the
+ * servers never mistake its new pushes for old retries. */
+static uint64_t first_sequence(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u + 1;
+}
+
+/* ---- open / close --------------------------------------------------------------- */
+
+static void *poller_main(void *arg)
+{
+    ember_client *c = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        ember_shard_call *sc = ev.tag;
+        ember_op *op = sc->op;
+        pthread_mutex_lock(&op->mu);
+        sc->finished = 1;
+        if (--op->outstanding == 0)
+            pthread_cond_broadcast(&op->cv);
+        /* The op may be reused as soon as this unlock lets its waiter go. */
+        pthread_mutex_unlock(&op->mu);
+    }
+    return NULL;
+}
+
+static void op_destroy(ember_op *op);
+
+static void client_free(ember_client *c)
+{
+    if (c->shards) {
+        for (unsigned s = 0; s < c->nshards; s++) {
+            for (unsigned k = 0; c->shards[s].ch && k < c->shards[s].nch; k++)
+                ember_rpc_channel_close(c->shards[s].ch[k]);
+            free(c->shards[s].ch);
+            free(c->shards[s].addr);
+        }
+        free(c->shards);
+    }
+    while (c->free_ops) {
+        ember_op *op = c->free_ops;
+        c->free_ops = op->next;
+        op_destroy(op);
+    }
+    if (c->reqpool) {
+        pthread_mutex_lock(&c->reqpool->mu);
+        c->reqpool->closed = 1;
+        pthread_mutex_unlock(&c->reqpool->mu);
+        reqpool_unref(c->reqpool);
+    }
+    pthread_mutex_destroy(&c->pool_mu);
+    free(c);
+}
+
+ember_client *ember_client_open(const ember_client_options *opts, ember_error *err)
+{
+    ember_client_options def;
+    if (!opts) {
+        ember_client_options_init(&def);
+        opts = &def;
+    }
+    ember_cli_error_clear(err);
+    if (opts->wire_dtype != EMBER_DTYPE_FLOAT32 && opts->wire_dtype != EMBER_DTYPE_FLOAT16 &&
+        opts->wire_dtype != EMBER_DTYPE_BFLOAT16) {
+        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown wire_dtype %d",
+                            (int)opts->wire_dtype);
+        return NULL;
+    }
+    unsigned nch = opts->channels_per_shard ? opts->channels_per_shard : 1;
+    if (nch > EMBER_MAX_CHANNELS) {
+        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                            "channels_per_shard %u: at most %u", nch, EMBER_MAX_CHANNELS);
+        return NULL;
+    }
+    char **addrs = NULL;
+    unsigned n = 0;
+    if (resolve_shards(opts, &addrs, &n, err) != 0)
+        return NULL;
+    for (unsigned i = 0; i < n; i++) {
+        ember_error e;
+        if (ember_rpc_target_check(addrs[i], &e) != 0) {
+            ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, (int)i, "shard %u: %s", i,
+                                e.message);
+            free_addrs(addrs, n);
+            return NULL;
+        }
+        for (unsigned j = 0; j < i; j++)
+            if (strcmp(addrs[i], addrs[j]) == 0) {
+                ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, (int)i,
+                                    "shards %u and %u are both %s", j, i, addrs[i]);
+                free_addrs(addrs, n);
+                return NULL;
+            }
+    }
+
+    ember_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        free_addrs(addrs, n);
+        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&c->pool_mu, NULL);
+    c->nshards = n;
+    c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : EMBER_DEFAULT_TIMEOUT_MS;
+    c->max_retries = opts->max_retries ? opts->max_retries : EMBER_DEFAULT_RETRIES;
+    c->wire_dtype = opts->wire_dtype;
+    c->client_id = opts->client_id ? opts->client_id : random_id();
+    for (int m = 0; m < EMBER_M_COUNT; m++)
+        c->methods[m] = grpc_slice_from_static_string(method_paths[m]);
+
+    c->reqpool = calloc(1, sizeof *c->reqpool);
+    c->shards = calloc(n, sizeof *c->shards);
+    if (!c->reqpool || !c->shards) {
+        free_addrs(addrs, n);
+        client_free(c);
+        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&c->reqpool->mu, NULL);
+    atomic_init(&c->reqpool->refs, 1);
+
+    ember_rpc_channel_options co;
+    ember_rpc_channel_options_init(&co);
+    co.own_connection = nch > 1;
+    uint64_t seq0 = first_sequence();
+    for (unsigned s = 0; s < n; s++) {
+        ember_shard *sh = &c->shards[s];
+        sh->addr = addrs[s];
+        addrs[s] = NULL;
+        atomic_init(&sh->rr, 0);
+        atomic_init(&sh->seq, seq0);
+        sh->ch = calloc(nch, sizeof *sh->ch);
+        if (!sh->ch) {
+            free_addrs(addrs, n);
+            client_free(c);
+            ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+            return NULL;
+        }
+        for (unsigned k = 0; k < nch; k++) {
+            sh->ch[k] = ember_rpc_channel_open(sh->addr, &co, err);
+            if (!sh->ch[k]) {
+                free_addrs(addrs, n);
+                client_free(c);
+                return NULL;
+            }
+            sh->nch = k + 1;
+        }
+    }
+    free_addrs(addrs, n);
+
+    grpc_init(); /* for the completion queue; released in ember_client_close */
+    c->cq = grpc_completion_queue_create_for_next(NULL);
+    if (pthread_create(&c->poller, NULL, poller_main, c) != 0) {
+        grpc_completion_queue_shutdown(c->cq);
+        grpc_completion_queue_destroy(c->cq);
+        grpc_shutdown();
+        client_free(c);
+        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "cannot start a thread");
+        return NULL;
+    }
+    return c;
+}
+
+void ember_client_close(ember_client *c)
+{
+    if (!c)
+        return;
+    /* Channels first (nothing is in flight: async calls were waited on), then the
+     * queue, whose shutdown ends the poller. */
+    for (unsigned s = 0; s < c->nshards; s++) {
+        for (unsigned k = 0; k < c->shards[s].nch; k++)
+            ember_rpc_channel_close(c->shards[s].ch[k]);
+        c->shards[s].nch = 0;
+    }
+    grpc_completion_queue_shutdown(c->cq);
+    pthread_join(c->poller, NULL);
+    grpc_completion_queue_destroy(c->cq);
+    client_free(c);
+    grpc_shutdown();
+}
+
+unsigned ember_client_shard_count(const ember_client *c)
+{
+    return c ? c->nshards : 0;
+}
+
+const char *ember_client_shard_address(const ember_client *c, unsigned i)
+{
+    return c && i < c->nshards ? c->shards[i].addr : NULL;
+}
+
+uint64_t ember_client_id(const ember_client *c)
+{
+    return c ? c->client_id : 0;
+}
+
+/* ---- test hooks (declared in client/debug.h) --------------------------------- */
+
+void ember_client_debug_resend_pushes(ember_client *c, int on)
+{
+    atomic_store(&c->debug_resend_pushes, on);
+}
+
+uint64_t ember_client_debug_duplicate_acks(const ember_client *c)
+{
+    return atomic_load(&((ember_client *)c)->debug_duplicate_acks);
+}
+
+/* ---- ops -------------------------------------------------------------------- */
+
+static void op_destroy(ember_op *op)
+{
+    for (unsigned s = 0; s < op->c->nshards; s++)
+        free(op->calls[s].resp_copy);
+    free(op->calls);
+    ember_batch_free(&op->pull_b);
+    ember_batch_free(&op->push_b);
+    free(op->rowptr);
+    pthread_mutex_destroy(&op->mu);
+    pthread_cond_destroy(&op->cv);
+    free(op);
+}
+
+ember_op *ember_op_acquire(ember_client *c, int kind)
+{
+    pthread_mutex_lock(&c->pool_mu);
+    ember_op *op = c->free_ops;
+    if (op) {
+        c->free_ops = op->next;
+        c->nfree_ops--;
+    }
+    pthread_mutex_unlock(&c->pool_mu);
+    if (!op) {
+        op = calloc(1, sizeof *op);
+        if (!op)
+            return NULL;
+        op->calls = calloc(c->nshards, sizeof *op->calls);
+        if (!op->calls) {
+            free(op);
+            return NULL;
+        }
+        op->c = c;
+        pthread_mutex_init(&op->mu, NULL);
+        pthread_cond_init(&op->cv, NULL);
+        ember_batch_init(&op->pull_b);
+        ember_batch_init(&op->push_b);
+        for (unsigned s = 0; s < c->nshards; s++) {
+            op->calls[s].op = op;
+            op->calls[s].shard = s;
+        }
+    }
+    op->next = NULL;
+    op->kind = kind;
+    op->retry = 1;
+    op->timeout_ms = c->timeout_ms;
+    op->outstanding = 0;
+    op->started_ok = 0;
+    op->early_code = 0;
+    for (unsigned s = 0; s < c->nshards; s++) {
+        ember_shard_call *sc = &op->calls[s];
+        sc->active = 0;
+        sc->req = NULL;
+        sc->req_len = 0;
+        sc->attempts = 0;
+        sc->resend = 0;
+        sc->call = NULL;
+        sc->recv = NULL;
+        sc->code = 0;
+        sc->resp = NULL;
+        sc->resp_len = 0;
+        sc->msg[0] = '\0';
+    }
+    return op;
+}
+
+static void call_clear_result(ember_shard_call *sc)
+{
+    if (sc->recv) {
+        grpc_byte_buffer_destroy(sc->recv);
+        sc->recv = NULL;
+    }
+    sc->resp = NULL;
+    sc->resp_len = 0;
+}
+
+void ember_op_release(ember_op *op)
+{
+    if (!op)
+        return;
+    ember_client *c = op->c;
+    for (unsigned s = 0; s < c->nshards; s++) {
+        ember_shard_call *sc = &op->calls[s];
+        call_clear_result(sc);
+        reqbuf_put(sc->req);
+        sc->req = NULL;
+        sc->active = 0;
+    }
+    pthread_mutex_lock(&c->pool_mu);
+    if (c->nfree_ops < EMBER_POOL_OPS) {
+        op->next = c->free_ops;
+        c->free_ops = op;
+        c->nfree_ops++;
+        op = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_mu);
+    if (op)
+        op_destroy(op);
+}
+
+uint8_t *ember_op_request(ember_op *op, unsigned s, ember_method method, size_t len)
+{
+    ember_shard_call *sc = &op->calls[s];
+    reqbuf_put(sc->req);
+    sc->req = reqbuf_get(op->c->reqpool, len ? len : 1);
+    if (!sc->req) {
+        sc->active = 0;
+        return NULL;
+    }
+    sc->active = 1;
+    sc->method = method;
+    sc->req_len = len;
+    return sc->req->data;
+}
+
+/* Starts one attempt of shard call sc. Returns 1 if a completion will come. */
+static int call_start(ember_op *op, ember_shard_call *sc)
+{
+    ember_client *c = op->c;
+    ember_shard *sh = &c->shards[sc->shard];
+    grpc_channel *ch = sh->ch[atomic_fetch_add(&sh->rr, 1) % sh->nch];
+    sc->attempts++;
+    sc->finished = 0;
+    sc->recv = NULL;
+    sc->status = GRPC_STATUS_OK;
+    sc->details = grpc_empty_slice();
+    grpc_metadata_array_init(&sc->imd);
+    grpc_metadata_array_init(&sc->tmd);
+    sc->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                                        c->methods[sc->method], NULL, op->deadline, NULL);
+    if (!sc->call)
+        goto fail;
+
+    /* gRPC sends straight from the pooled buffer and releases it when done. */
+    atomic_fetch_add(&sc->req->refs, 1);
+    grpc_slice body = grpc_slice_new_with_user_data(sc->req->data, sc->req_len,
+                                                    reqbuf_slice_done, sc->req);
+    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &sc->imd;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &sc->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &sc->tmd;
+    ops[5].data.recv_status_on_client.status = &sc->status;
+    ops[5].data.recv_status_on_client.status_details = &sc->details;
+    pthread_mutex_lock(&op->mu);
+    op->outstanding++;
+    pthread_mutex_unlock(&op->mu);
+    grpc_call_error ce = grpc_call_start_batch(sc->call, ops, 6, sc, NULL);
+    /* The byte buffer is ours to destroy; the slices it sends are gRPC's. */
+    grpc_byte_buffer_destroy(send);
+    if (ce == GRPC_CALL_OK)
+        return 1;
+    pthread_mutex_lock(&op->mu);
+    op->outstanding--;
+    pthread_mutex_unlock(&op->mu);
+    grpc_call_unref(sc->call);
+    sc->call = NULL;
+fail:
+    grpc_metadata_array_destroy(&sc->imd);
+    grpc_metadata_array_destroy(&sc->tmd);
+    sc->code = EMBER_E_INTERNAL;
+    snprintf(sc->msg, sizeof sc->msg, "cannot start a call to %s", method_paths[sc->method]);
+    sc->finished = 1;
+    return 0;
+}
+
+/* Ends an attempt: keeps status, details (in sc->msg) and the reply buffer. */
+static void call_end(ember_shard_call *sc)
+{
+    if (sc->call) {
+        grpc_call_unref(sc->call);
+        sc->call = NULL;
+        grpc_metadata_array_destroy(&sc->imd);
+        grpc_metadata_array_destroy(&sc->tmd);
+    }
+    sc->code = (int)sc->status;
+    size_t dl = GRPC_SLICE_LENGTH(sc->details);
+    if (dl >= sizeof sc->msg)
+        dl = sizeof sc->msg - 1;
+    memcpy(sc->msg, GRPC_SLICE_START_PTR(sc->details), dl);
+    sc->msg[dl] = '\0';
+    grpc_slice_unref(sc->details);
+    sc->details = grpc_empty_slice();
+}
+
+void ember_op_start(ember_op *op)
+{
+    op->deadline = ember_rpc_deadline((int)op->timeout_ms);
+    op->started_ok = 1;
+    for (unsigned s = 0; s < op->c->nshards; s++)
+        if (op->calls[s].active)
+            call_start(op, &op->calls[s]);
+}
+
+static void wait_outstanding(ember_op *op)
+{
+    pthread_mutex_lock(&op->mu);
+    while (op->outstanding > 0)
+        pthread_cond_wait(&op->cv, &op->mu);
+    pthread_mutex_unlock(&op->mu);
+}
+
+static int64_t ms_until(gpr_timespec deadline)
+{
+    gpr_timespec d = gpr_time_sub(deadline, gpr_now(GPR_CLOCK_MONOTONIC));
+    return (int64_t)d.tv_sec * 1000 + d.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Makes the reply contiguous: in place when gRPC handed over one uncompressed
+ * slice, else copied into the call's reusable buffer. */
+static int call_take_reply(ember_shard_call *sc)
+{
+    grpc_byte_buffer *bb = sc->recv;
+    sc->resp = NULL;
+    sc->resp_len = 0;
+    if (!bb)
+        return 0;
+    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+        bb->data.raw.slice_buffer.count == 1) {
+        grpc_slice s = bb->data.raw.slice_buffer.slices[0];
+        sc->resp = GRPC_SLICE_START_PTR(s);
+        sc->resp_len = GRPC_SLICE_LENGTH(s);
+        return 0;
+    }
+    size_t n = grpc_byte_buffer_length(bb);
+    if (n > sc->resp_copy_cap) {
+        uint8_t *p = realloc(sc->resp_copy, n);
+        if (!p)
+            return EMBER_E_RESOURCE_EXHAUSTED;
+        sc->resp_copy = p;
+        sc->resp_copy_cap = n;
+    }
+    grpc_byte_buffer_reader rd;
+    if (!grpc_byte_buffer_reader_init(&rd, bb))
+        return EMBER_E_INTERNAL;
+    size_t at = 0;
+    grpc_slice s;
+    while (grpc_byte_buffer_reader_next(&rd, &s)) {
+        size_t sl = GRPC_SLICE_LENGTH(s);
+        if (at + sl <= n)
+            memcpy(sc->resp_copy + at, GRPC_SLICE_START_PTR(s), sl);
+        at += sl;
+        grpc_slice_unref(s);
+    }
+    grpc_byte_buffer_reader_destroy(&rd);
+    if (at != n)
+        return EMBER_E_INTERNAL;
+    sc->resp = sc->resp_copy;
+    sc->resp_len = n;
+    return 0;
+}
+
+int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
+                         const char *fmt, ...)
+{
+    if (!err)
+        return code;
+    char body[sizeof err->message];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof body, fmt, ap);
+    va_end(ap);
+    return ember_cli_error_set(err, code, (int)s, "shard %u (%s): %s", s, op->c->shards[s].addr,
+                               body);
+}
+
+int ember_op_finish(ember_op *op, ember_error *err)
+{
+    ember_client *c = op->c;
+    const unsigned n = c->nshards;
+    int64_t backoff = EMBER_BACKOFF_FIRST_MS;
+    for (;;) {
+        wait_outstanding(op);
+        int again = 0, resend = 0;
+        for (unsigned s = 0; s < n; s++) {
+            ember_shard_call *sc = &op->calls[s];
+            if (!sc->active || !sc->call)
+                continue;
+            call_end(sc);
+            if (sc->code == EMBER_E_UNAVAILABLE && op->retry &&
+                sc->attempts <= c->max_retries) {
+                call_clear_result(sc);
+                sc->resend = 1;
+                again++;
+            } else if (sc->code == 0 && sc->method != EMBER_M_PULL && sc->attempts == 1 &&
+                       sc->method <= EMBER_M_PUSHPULL &&
+                       atomic_load(&c->debug_resend_pushes)) {
+                /* Test hook: as if the ack had been lost and the push retried. */
+                call_clear_result(sc);
+                sc->resend = 1;
+                resend++;
+            }
+        }
+        if (!again && !resend)
+            break;
+        if (again) {
+            int64_t left = ms_until(op->deadline);
+            if (backoff >= left) {
+                /* No retry may outlive the deadline: report what we have. */
+                for (unsigned s = 0; s < n; s++)
+                    op->calls[s].resend = 0;
+                break;
+            }
+            sleep_ms(backoff);
+            backoff *= 2;
+        }
+        for (unsigned s = 0; s < n; s++) {
+            ember_shard_call *sc = &op->calls[s];
+            if (sc->active && sc->resend) {
+                sc->resend = 0;
+                call_start(op, sc);
+            }
+        }
+    }
+
+    int rv = 0;
+    for (unsigned s = 0; s < n; s++) {
+        ember_shard_call *sc = &op->calls[s];
+        if (!sc->active)
+            continue;
+        if (sc->code == 0 && call_take_reply(sc) != 0)
+            sc->code = EMBER_E_RESOURCE_EXHAUSTED, snprintf(sc->msg, sizeof sc->msg,
+                                                            "cannot copy the reply");
+        if (sc->code != 0 && rv == 0) {
+            const char *msg = sc->msg[0] ? sc->msg : ember_code_name(sc->code);
+            if (sc->attempts > 1)
+                rv = ember_op_shard_error(op, s, sc->code, err, "%s (%u attempts)", msg,
+                                          sc->attempts);
+            else
+                rv = ember_op_shard_error(op, s, sc->code, err, "%s", msg);
+        }
+    }
+    if (rv == 0)
+        ember_cli_error_clear(err);
+    return rv;
+}
+
+int ember_table_name_check(const char *name, ember_error *err)
+{
+    if (!name || !*name)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no table name");
+    size_t len = strnlen(name, 65);
+    if (len > 64)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "table name '%.64s...' is longer than 64 characters", name);
+    return 0;
+}

@@ -1,0 +1,152 @@
+/*
+ * internal.h — libember's insides, shared by client.c (handle, shards, calls),
+ * train.c (pull/push) and admin.c (table admin). Not installed.
+ *
+ * The call machinery: an ember_op is one library call (a pull, a push, an admin
+ * fan-out). It holds at most one request per shard (ember_op_request), starts
+ * them all at once on the client's completion queue (ember_op_start), and
+ * ember_op_finish waits for every shard, retrying those that answered
+ * UNAVAILABLE with exponential backoff inside the op's deadline. A poller thread
+ * per client drives gRPC's network progress and wakes the waiting thread, so an
+ * async pull keeps moving while the worker computes.
+ *
+ * Ops and their buffers are pooled per client; requests are written into pooled,
+ * reference-counted buffers that gRPC sends without copying (released when gRPC
+ * drops its slice, which may be after the call ended).
+ *
+ * Locking: c->pool_mu guards the op free list; op->mu guards op->outstanding and
+ * the calls' completion flags (written by the poller thread); everything else in
+ * an op belongs to the thread that started it.
+ */
+#ifndef EMBER_CLIENT_INTERNAL_H
+#define EMBER_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/grpc.h>
+
+#include "client/batch.h"
+#include "ember/ember.h"
+
+/* Methods the op machinery calls. */
+typedef enum ember_method {
+    EMBER_M_PULL, EMBER_M_PUSH, EMBER_M_PUSHPULL,
+    EMBER_M_CREATE, EMBER_M_DROP, EMBER_M_DESCRIBE, EMBER_M_SAVE, EMBER_M_LOAD,
+    EMBER_M_COUNT
+} ember_method;
+
+typedef struct ember_reqpool ember_reqpool;
+typedef struct ember_reqbuf ember_reqbuf;
+
+typedef struct ember_shard {
+    char *addr;
+    grpc_channel **ch;
+    unsigned nch;
+    atomic_uint rr;              /* round robin over ch */
+    atomic_uint_fast64_t seq;    /* next push sequence number */
+} ember_shard;
+
+struct ember_client {
+    unsigned nshards;
+    ember_shard *shards;
+    unsigned timeout_ms, max_retries;
+    ember_dtype wire_dtype;
+    uint64_t client_id;
+    grpc_slice methods[EMBER_M_COUNT];
+
+    grpc_completion_queue *cq;
+    pthread_t poller;
+
+    pthread_mutex_t pool_mu;
+    struct ember_op *free_ops;
+    unsigned nfree_ops;
+    ember_reqpool *reqpool;
+
+    /* test hooks (ember_client_debug_*) */
+    atomic_int debug_resend_pushes;
+    atomic_uint_fast64_t debug_duplicate_acks;
+};
+
+typedef struct ember_shard_call {
+    struct ember_op *op;
+    unsigned shard;
+    int active;                  /* has a request in this op */
+    ember_method method;
+    ember_reqbuf *req;
+    size_t req_len;
+    unsigned attempts;
+    int resend;                  /* debug: send once more after success */
+
+    /* one attempt */
+    grpc_call *call;
+    grpc_metadata_array imd, tmd;
+    grpc_byte_buffer *recv;
+    grpc_status_code status;
+    grpc_slice details;
+    int finished;                /* set by the poller under op->mu */
+
+    /* result */
+    int code;
+    const uint8_t *resp;         /* contiguous reply: into recv, or resp_copy */
+    size_t resp_len;
+    uint8_t *resp_copy;
+    size_t resp_copy_cap;
+    char msg[400];               /* status details of a failure */
+} ember_shard_call;
+
+typedef struct ember_op {
+    ember_client *c;
+    struct ember_op *next;       /* free list */
+    int kind;                    /* EMBER_OP_* in train.c / admin.c */
+    int retry;                   /* retry UNAVAILABLE */
+    gpr_timespec deadline;
+    unsigned timeout_ms;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int outstanding;
+
+    ember_shard_call *calls;     /* [c->nshards] */
+
+    /* the caller's arguments and the op's working set (train.c) */
+    const char *table;
+    const uint64_t *keys;
+    size_t n;
+    float *out;
+    uint32_t dim;
+    unsigned flags;
+    int mode;
+    int started_ok;
+    int early_code;              /* a failure found before sending */
+    ember_error early_err;
+    ember_batch pull_b, push_b;
+    const uint8_t **rowptr;      /* [pull_b.m] reply row of each grouped key */
+    size_t rowptr_cap;
+} ember_op;
+
+/* Takes an op from the pool (or makes one); NULL when out of memory. */
+ember_op *ember_op_acquire(ember_client *c, int kind);
+/* Returns an op to the pool; every started call must have been finished. */
+void ember_op_release(ember_op *op);
+/* A request buffer of `len` bytes for shard `s`, calling `method`; the caller
+ * writes the encoded message into it. NULL when out of memory. */
+uint8_t *ember_op_request(ember_op *op, unsigned s, ember_method method, size_t len);
+/* Starts every shard's request, all before any is waited on. The deadline is
+ * op->timeout_ms from now. */
+void ember_op_start(ember_op *op);
+/* Waits for every shard (retrying UNAVAILABLE when op->retry, within the
+ * deadline) and returns 0, or the first failing shard's status (lowest shard
+ * index) with "shard i (host:port): message" in err. Replies stay readable in
+ * op->calls[s].resp until ember_op_release. */
+int ember_op_finish(ember_op *op, ember_error *err);
+/* Fills err for shard s's failure: "shard s (addr): <msg>"; returns code. */
+int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Checks a table name's length (1..64); the server checks the rest. */
+int ember_table_name_check(const char *name, ember_error *err);
+
+#endif /* EMBER_CLIENT_INTERNAL_H */

@@ -1,0 +1,364 @@
+/*
+ * train.c — pull, push, push-pull and their async forms.
+ *
+ * One "train op" carries a pull part, a push part or both. Before anything is
+ * sent: every key is checked (reserved keys refuse the whole call), pull keys are
+ * deduplicated, push keys' gradients merged, and both grouped by shard. Each shard
+ * then gets one request — Pull, Push, or PushPull when it has both parts — encoded
+ * by proto/wire.h straight into a pooled buffer that gRPC sends without a copy;
+ * all shards' requests start before any is waited on. Replies are decoded in
+ * place and their rows scattered to the caller's order, duplicates included,
+ * converting from the wire dtype.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/error.h"
+#include "client/internal.h"
+#include "proto/wire.h"
+
+enum { EMBER_OP_TRAIN = 1 };
+
+_Static_assert((int)EMBER_DTYPE_FLOAT32 == (int)EMBER_WIRE_F32 &&
+                   (int)EMBER_DTYPE_FLOAT16 == (int)EMBER_WIRE_F16 &&
+                   (int)EMBER_DTYPE_BFLOAT16 == (int)EMBER_WIRE_BF16,
+               "ember_dtype is the wire's DType");
+_Static_assert((int)EMBER_PUSH_GRADIENTS == (int)EMBER_WIRE_PUSH_GRADIENTS &&
+                   (int)EMBER_PUSH_ASSIGN == (int)EMBER_WIRE_PUSH_ASSIGN &&
+                   (int)EMBER_PUSH_ACCUM == (int)EMBER_WIRE_PUSH_ACCUM &&
+                   (int)EMBER_PUSH_INSERT_OR_ASSIGN == (int)EMBER_WIRE_PUSH_INSERT_OR_ASSIGN,
+               "ember_push_mode is the wire's PushMode");
+
+typedef struct train_args {
+    int has_pull, has_push;
+    const char *table;
+    const uint64_t *push_keys;
+    size_t n_push;
+    const float *values;
+    int mode;
+    const uint64_t *pull_keys;
+    size_t n_pull;
+    float *out;
+    uint32_t dim;
+    unsigned flags;
+} train_args;
+
+static int check_args(ember_client *c, const train_args *a, ember_error *err)
+{
+    if (!c)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+    int rv = ember_table_name_check(a->table, err);
+    if (rv)
+        return rv;
+    if (a->dim == 0)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "dim 0");
+    if (a->flags & ~EMBER_PULL_SERVE)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown pull flags 0x%x",
+                                   a->flags);
+    if (a->mode < EMBER_PUSH_GRADIENTS || a->mode > EMBER_PUSH_INSERT_OR_ASSIGN)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown push mode %d",
+                                   a->mode);
+    if ((a->n_push && (!a->push_keys || !a->values)) || (a->n_pull && (!a->pull_keys || !a->out)))
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "NULL keys, values or output with n > 0");
+    size_t most = a->n_push > a->n_pull ? a->n_push : a->n_pull;
+    if (most > SIZE_MAX / 16 / a->dim)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "%zu keys × dim %u is too large", most, a->dim);
+    return 0;
+}
+
+static int oom(ember_error *err)
+{
+    return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+}
+
+/* Builds and sends every shard's request. NULL (err filled) if nothing was sent. */
+static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *err)
+{
+    if (check_args(c, a, err) != 0)
+        return NULL;
+    ember_op *op = ember_op_acquire(c, EMBER_OP_TRAIN);
+    if (!op) {
+        oom(err);
+        return NULL;
+    }
+    op->table = a->table;
+    op->out = a->out;
+    op->dim = a->dim;
+    op->flags = a->flags;
+    op->mode = a->mode;
+    op->n = a->n_pull;
+    op->keys = a->has_pull ? a->pull_keys : NULL;
+
+    /* Every check before anything is sent: a refused call changes nothing. */
+    ember_batch *pb = &op->pull_b, *ub = &op->push_b;
+    const int have_pull = a->has_pull, have_push = a->has_push;
+    if (have_pull && ember_batch_build(pb, a->pull_keys, a->n_pull, c->nshards, err) != 0)
+        goto fail;
+    if (have_push) {
+        if (ember_batch_build(ub, a->push_keys, a->n_push, c->nshards, err) != 0)
+            goto fail;
+        if (a->mode == EMBER_PUSH_GRADIENTS || a->mode == EMBER_PUSH_ACCUM) {
+            if (ember_batch_merge(ub, a->values, a->dim, err) != 0)
+                goto fail;
+        } else {
+            /* Writes of embeddings: the last value of a key wins, as if applied in order. */
+            for (size_t i = 0; i < a->n_push; i++)
+                ub->rows[ub->idx[i]] = a->values + i * a->dim;
+        }
+    }
+    if (have_pull && pb->m > op->rowptr_cap) {
+        void *p = realloc(op->rowptr, pb->m * sizeof *op->rowptr);
+        if (!p) {
+            oom(err);
+            goto fail;
+        }
+        op->rowptr = p;
+        op->rowptr_cap = pb->m;
+    }
+
+    const int32_t dtype = (int32_t)c->wire_dtype;
+    const size_t row_bytes = (size_t)a->dim * ember_wire_dtype_size(dtype);
+    const ember_wire_bytes table = {(const uint8_t *)a->table, strlen(a->table)};
+    for (unsigned s = 0; s < c->nshards; s++) {
+        size_t pull_lo = 0, n_pull = 0, push_lo = 0, n_push = 0;
+        if (have_pull) {
+            pull_lo = pb->shard_off[s];
+            n_pull = pb->shard_off[s + 1] - pull_lo;
+        }
+        if (have_push) {
+            push_lo = ub->shard_off[s];
+            n_push = ub->shard_off[s + 1] - push_lo;
+        }
+        if (!n_pull && !n_push)
+            continue;
+
+        ember_wire_pull_request pull;
+        memset(&pull, 0, sizeof pull);
+        pull.table = table;
+        pull.keys.data = n_pull ? (const uint8_t *)(pb->gkeys + pull_lo) : NULL;
+        pull.keys.len = n_pull * 8;
+        pull.insert_missing = !(a->flags & EMBER_PULL_SERVE);
+        pull.dtype = dtype;
+
+        ember_wire_push_request push;
+        memset(&push, 0, sizeof push);
+        push.table = table;
+        push.keys.data = n_push ? (const uint8_t *)(ub->gkeys + push_lo) : NULL;
+        push.keys.len = n_push * 8;
+        push.values.data = NULL; /* a hole: rows are written into the buffer below */
+        push.values.len = n_push * row_bytes;
+        push.dtype = dtype;
+        push.mode = a->mode;
+        push.client_id = c->client_id;
+        if (n_push)
+            push.sequence = atomic_fetch_add(&c->shards[s].seq, 1);
+
+        ember_wire_off off;
+        uint8_t *buf;
+        if (n_pull && !n_push) {
+            size_t len = ember_wire_pull_request_size(&pull, NULL);
+            if (!(buf = ember_op_request(op, s, EMBER_M_PULL, len)))
+                goto fail_oom;
+            ember_wire_pull_request_encode(&pull, buf);
+            continue;
+        }
+        if (n_push && !n_pull) {
+            size_t len = ember_wire_push_request_size(&push, &off);
+            if (!(buf = ember_op_request(op, s, EMBER_M_PUSH, len)))
+                goto fail_oom;
+            ember_wire_push_request_encode(&push, buf);
+        } else {
+            ember_wire_pushpull_request pp = {.has_push = 1, .has_pull = 1, .push = push,
+                                              .pull = pull};
+            ember_wire_off pull_off;
+            size_t len = ember_wire_pushpull_request_size(&pp, &off, &pull_off);
+            if (!(buf = ember_op_request(op, s, EMBER_M_PUSHPULL, len)))
+                goto fail_oom;
+            ember_wire_pushpull_request_encode(&pp, buf);
+        }
+        uint8_t *dst = buf + off.values;
+        for (size_t j = 0; j < n_push; j++, dst += row_bytes)
+            ember_wire_to_wire(dtype, ub->rows[push_lo + j], a->dim, dst);
+    }
+    ember_op_start(op);
+    return op;
+
+fail_oom:
+    oom(err);
+fail:
+    ember_op_release(op);
+    return NULL;
+}
+
+static int bad_reply(ember_op *op, unsigned s, ember_error *err, const char *what, const char *msg)
+{
+    return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err, "malformed %s reply: %s", what, msg);
+}
+
+/* Waits, decodes, scatters. Does not release the op. */
+static int train_finish(ember_op *op, ember_error *err)
+{
+    int rv = ember_op_finish(op, err);
+    if (rv != 0)
+        return rv;
+    ember_client *c = op->c;
+    ember_batch *pb = &op->pull_b;
+    const uint32_t dim = op->dim;
+    int32_t dtype = -1;
+    char msg[160];
+    for (unsigned s = 0; s < c->nshards; s++) {
+        ember_shard_call *sc = &op->calls[s];
+        if (!sc->active)
+            continue;
+        ember_wire_pull_response pr;
+        int have_pull = 0;
+        if (sc->method == EMBER_M_PULL) {
+            if (ember_wire_pull_response_decode(sc->resp, sc->resp_len, &pr, msg, sizeof msg))
+                return bad_reply(op, s, err, "Pull", msg);
+            have_pull = 1;
+        } else if (sc->method == EMBER_M_PUSH) {
+            ember_wire_push_response ur;
+            if (ember_wire_push_response_decode(sc->resp, sc->resp_len, &ur, msg, sizeof msg))
+                return bad_reply(op, s, err, "Push", msg);
+            if (ur.duplicate)
+                atomic_fetch_add(&c->debug_duplicate_acks, 1);
+        } else {
+            ember_wire_pushpull_response ppr;
+            if (ember_wire_pushpull_response_decode(sc->resp, sc->resp_len, &ppr, msg,
+                                                    sizeof msg))
+                return bad_reply(op, s, err, "PushPull", msg);
+            if (!ppr.has_pull)
+                return bad_reply(op, s, err, "PushPull", "no pull part");
+            if (ppr.push.duplicate)
+                atomic_fetch_add(&c->debug_duplicate_acks, 1);
+            pr = ppr.pull;
+            have_pull = 1;
+        }
+        if (!have_pull)
+            continue;
+
+        size_t lo = pb->shard_off[s], cnt = pb->shard_off[s + 1] - lo;
+        if (pr.dim != dim)
+            return ember_op_shard_error(op, s, EMBER_E_INVALID_ARGUMENT, err,
+                                        "table '%s' has dim %u; the call passed dim %u",
+                                        op->table, pr.dim, dim);
+        size_t dsize = ember_wire_dtype_size(pr.dtype);
+        if (dsize == 0)
+            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
+                                        "reply values in unknown dtype %d", (int)pr.dtype);
+        if (dtype >= 0 && pr.dtype != dtype)
+            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
+                                        "reply values in %s, other shards sent %s",
+                                        ember_wire_dtype_name(pr.dtype),
+                                        ember_wire_dtype_name(dtype));
+        dtype = pr.dtype;
+        size_t row_bytes = (size_t)dim * dsize;
+        if (pr.values.len != cnt * row_bytes)
+            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
+                                        "reply has %zu value bytes for %zu keys × dim %u %s",
+                                        pr.values.len, cnt, dim, ember_wire_dtype_name(pr.dtype));
+        for (size_t j = 0; j < cnt; j++)
+            op->rowptr[lo + j] = pr.values.data + j * row_bytes;
+    }
+    if (op->keys && op->n && dtype >= 0) {
+        /* Scatter to the caller's order; a duplicate key's row is copied again. */
+        const uint32_t *idx = pb->idx;
+        float *out = op->out;
+        for (size_t i = 0; i < op->n; i++, out += dim)
+            ember_wire_from_wire(dtype, op->rowptr[idx[i]], dim, out);
+    }
+    return 0;
+}
+
+/* train_begin's failures always fill err; callers that pass NULL still need the code. */
+static ember_op *begin_or_code(ember_client *c, const train_args *a, ember_error *err, int *code)
+{
+    ember_error local;
+    ember_op *op = train_begin(c, a, err ? err : &local);
+    *code = op ? 0 : (err ? err->code : local.code);
+    return op;
+}
+
+int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n, float *out,
+               uint32_t dim, unsigned flags, ember_error *err)
+{
+    train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
+                    .dim = dim, .flags = flags};
+    int code;
+    ember_op *op = begin_or_code(c, &a, err, &code);
+    if (!op)
+        return code;
+    int rv = train_finish(op, err);
+    ember_op_release(op);
+    return rv;
+}
+
+int ember_push(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+               const float *grads, uint32_t dim, ember_error *err)
+{
+    return ember_push_mode_values(c, table, keys, n, grads, dim, EMBER_PUSH_GRADIENTS, err);
+}
+
+int ember_push_mode_values(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                           const float *values, uint32_t dim, ember_push_mode mode,
+                           ember_error *err)
+{
+    train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
+                    .values = values, .mode = (int)mode, .dim = dim};
+    int code;
+    ember_op *op = begin_or_code(c, &a, err, &code);
+    if (!op)
+        return code;
+    int rv = train_finish(op, err);
+    ember_op_release(op);
+    return rv;
+}
+
+int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_keys,
+                    size_t n_push, const float *grads, const uint64_t *pull_keys, size_t n_pull,
+                    float *out, uint32_t dim, unsigned pull_flags, ember_error *err)
+{
+    train_args a = {.has_pull = 1, .has_push = 1, .table = table, .push_keys = push_keys,
+                    .n_push = n_push, .values = grads, .mode = EMBER_PUSH_GRADIENTS,
+                    .pull_keys = pull_keys, .n_pull = n_pull, .out = out, .dim = dim,
+                    .flags = pull_flags};
+    int code;
+    ember_op *op = begin_or_code(c, &a, err, &code);
+    if (!op)
+        return code;
+    int rv = train_finish(op, err);
+    ember_op_release(op);
+    return rv;
+}
+
+ember_pending *ember_pull_async(ember_client *c, const char *table, const uint64_t *keys,
+                                size_t n, float *out, uint32_t dim, unsigned flags,
+                                ember_error *err)
+{
+    train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
+                    .dim = dim, .flags = flags};
+    int code;
+    return (ember_pending *)begin_or_code(c, &a, err, &code);
+}
+
+ember_pending *ember_push_async(ember_client *c, const char *table, const uint64_t *keys,
+                                size_t n, const float *grads, uint32_t dim, ember_error *err)
+{
+    train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
+                    .values = grads, .mode = EMBER_PUSH_GRADIENTS, .dim = dim};
+    int code;
+    return (ember_pending *)begin_or_code(c, &a, err, &code);
+}
+
+int ember_wait(ember_pending *p, ember_error *err)
+{
+    if (!p)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no pending call");
+    ember_op *op = (ember_op *)p;
+    int rv = train_finish(op, err);
+    ember_op_release(op);
+    return rv;
+}
