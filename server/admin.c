@@ -1,0 +1,962 @@
+/*
+ * admin.c — ember.v1.Admin and grpc.health.v1.Health/Check, through protobuf-c's
+ * generated code (not the hot path).
+ *
+ * TableConfig on the wire → ember_table_config: an absent `optimizer` or
+ * `initializer` means ember's defaults (SGD lr 0.01, uniform(-0.01, 0.01)); a
+ * present optimizer's hyper-parameters left at 0 take their defaults too (lr
+ * 0.01, eps 1e-8, initial_accumulator 0.1, beta1 0.9, beta2 0.999, lr_power
+ * -0.5); an initializer of uniform/normal with a = b = 0 takes the default
+ * bounds (-0.01, 0.01) / (mean 0, stddev 0.01).
+ *
+ * Save/Load: one file per table, <dir>/<table>.ckpt (storage/checkpoint.h),
+ * labelled with this shard's index and count. A Load into an existing table
+ * fills a fresh table of the same config and swaps it in (registry replace), so
+ * calls still running on the old one never see a half-loaded table. Import is
+ * all-or-nothing per chunk, not per stream.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ember/v1/ember.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "server/log.h"
+#include "server/rpc.h"
+#include "storage/checkpoint.h"
+
+#ifndef EMBER_VERSION
+#define EMBER_VERSION "0.0.0"
+#endif
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req,
+                               size_t len, ember_error *err)
+{
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, req);
+    if (!m)
+        ember_error_set(err, EMBER_INVALID_ARGUMENT, "malformed %s (%zu bytes)", d->name, len);
+    return m;
+}
+
+static grpc_slice pack(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    return s;
+}
+
+static int get_table(const char *name, srv_table **out, ember_error *err)
+{
+    size_t len = name ? strlen(name) : 0;
+    *out = NULL;
+    if (!len)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table name given");
+    if (!srv_name_valid(name, len))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "table name '%.80s' is not [a-z0-9_.-]{1,64}", name);
+    *out = srv_registry_get(srv.registry, name, len);
+    if (!*out)
+        return ember_error_set(err, EMBER_NOT_FOUND, "no table '%s' on shard %u", name,
+                               srv.cfg.shard_index);
+    return 0;
+}
+
+static int backend_of(const char *name, const ember_table_backend **out, ember_error *err)
+{
+    if (!name || !*name)
+        name = srv.cfg.backend;
+    if (!strcmp(name, "cpu")) {
+        *out = ember_table_cpu_backend();
+        return 0;
+    }
+    return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                           "backend '%.32s' is not available in this build (only cpu)", name);
+}
+
+static int config_from_proto(const Ember__V1__TableConfig *p, ember_table_config *c,
+                             ember_error *err)
+{
+    ember_table_config_init(c);
+    if (!p)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "no config given (dim and capacity are required)");
+    c->dim = p->dim;
+    c->capacity = p->capacity;
+    c->score_policy = (int)p->score_policy;
+    c->seed = p->seed;
+    if (p->optimizer) {
+        const Ember__V1__OptimizerConfig *o = p->optimizer;
+        c->optim.kind = (int)o->kind;
+#define OVR(f) if (o->f != 0.0f) c->optim.f = o->f
+        OVR(lr);
+        OVR(eps);
+        OVR(initial_accumulator);
+        OVR(beta1);
+        OVR(beta2);
+        OVR(weight_decay);
+        OVR(l1);
+        OVR(l2);
+        OVR(lr_power);
+        OVR(beta);
+#undef OVR
+    }
+    if (p->initializer) {
+        const Ember__V1__InitializerConfig *i = p->initializer;
+        c->init.kind = (int)i->kind;
+        c->init.a = i->a;
+        c->init.b = i->b;
+        if (i->a == 0.0f && i->b == 0.0f) {
+            if (i->kind == EMBER__V1__INITIALIZER__INIT_UNIFORM) {
+                c->init.a = -0.01f;
+                c->init.b = 0.01f;
+            } else if (i->kind == EMBER__V1__INITIALIZER__INIT_NORMAL ||
+                       i->kind == EMBER__V1__INITIALIZER__INIT_TRUNCATED_NORMAL) {
+                c->init.b = 0.01f;
+            }
+        }
+    }
+    c->admission.min_count = p->admission_min_count;
+    c->admission.sketch_width = p->admission_sketch_width;
+    c->nonfinite = p->zero_nonfinite ? EMBER_NONFINITE_ZERO : EMBER_NONFINITE_REJECT;
+    return ember_table_config_validate(c, err);
+}
+
+/* A TableInfo and everything it points to, in one allocation. */
+typedef struct info_box {
+    Ember__V1__TableInfo info;
+    Ember__V1__TableConfig cfg;
+    Ember__V1__OptimizerConfig opt;
+    Ember__V1__InitializerConfig init;
+    Ember__V1__TableStats stats;
+    char name[SRV_NAME_MAX + 1];
+    char backend[16];
+} info_box;
+
+static void info_fill(info_box *b, srv_table *t)
+{
+    const ember_table_config *c = ember_table_config_of(t->table);
+    ember_table_stats s;
+    ember__v1__table_info__init(&b->info);
+    ember__v1__table_config__init(&b->cfg);
+    ember__v1__optimizer_config__init(&b->opt);
+    ember__v1__initializer_config__init(&b->init);
+    ember__v1__table_stats__init(&b->stats);
+    snprintf(b->name, sizeof b->name, "%s", t->name);
+    snprintf(b->backend, sizeof b->backend, "%s",
+             ember_table_backend_name(ember_table_backend_of(t->table)));
+    b->info.name = b->name;
+    b->info.config = &b->cfg;
+    b->info.stats = &b->stats;
+    b->cfg.dim = c->dim;
+    b->cfg.capacity = c->capacity;
+    b->cfg.score_policy = (Ember__V1__ScorePolicy)c->score_policy;
+    b->cfg.seed = c->seed;
+    b->cfg.optimizer = &b->opt;
+    b->cfg.initializer = &b->init;
+    b->cfg.admission_min_count = c->admission.min_count;
+    b->cfg.admission_sketch_width = c->admission.sketch_width;
+    b->cfg.zero_nonfinite = c->nonfinite == EMBER_NONFINITE_ZERO;
+    b->cfg.backend = b->backend;
+    b->opt.kind = (Ember__V1__Optimizer)c->optim.kind;
+    b->opt.lr = c->optim.lr;
+    b->opt.eps = c->optim.eps;
+    b->opt.initial_accumulator = c->optim.initial_accumulator;
+    b->opt.beta1 = c->optim.beta1;
+    b->opt.beta2 = c->optim.beta2;
+    b->opt.weight_decay = c->optim.weight_decay;
+    b->opt.l1 = c->optim.l1;
+    b->opt.l2 = c->optim.l2;
+    b->opt.lr_power = c->optim.lr_power;
+    b->opt.beta = c->optim.beta;
+    b->init.kind = (Ember__V1__Initializer)c->init.kind;
+    b->init.a = c->init.a;
+    b->init.b = c->init.b;
+    ember_table_stats_get(t->table, &s);
+    b->stats.size = s.size;
+    b->stats.capacity = s.capacity;
+    b->stats.load_factor = s.load_factor;
+    b->stats.version = s.version;
+    b->stats.evictions = s.evictions;
+    b->stats.evicted = s.evicted;
+    b->stats.insert_refused = s.insert_refused;
+    b->stats.admission_drops = s.admission_drops;
+    b->stats.nonfinite_zeroed = s.nonfinite_zeroed;
+    b->stats.bytes_host = s.bytes_host;
+    b->stats.bytes_device = s.bytes_device;
+    b->stats.pulls = atomic_load_explicit(&t->counters.pulls, memory_order_relaxed);
+    b->stats.pushes = atomic_load_explicit(&t->counters.pushes, memory_order_relaxed);
+    b->stats.keys_pulled = atomic_load_explicit(&t->counters.keys_pulled, memory_order_relaxed);
+    b->stats.keys_pushed = atomic_load_explicit(&t->counters.keys_pushed, memory_order_relaxed);
+    b->stats.duplicate_pushes =
+        atomic_load_explicit(&t->counters.duplicate_pushes, memory_order_relaxed);
+}
+
+/* TableInfo for `n` tables: the array of pointers protobuf-c wants, backed by
+ * boxes; one free() for both. */
+static Ember__V1__TableInfo **infos(srv_table **list, size_t n)
+{
+    size_t k = n ? n : 1;
+    Ember__V1__TableInfo **ptrs = malloc(k * sizeof *ptrs + k * sizeof(info_box));
+    if (!ptrs)
+        return NULL;
+    info_box *boxes = (info_box *)(void *)(ptrs + k);
+    for (size_t i = 0; i < n; i++) {
+        info_fill(&boxes[i], list[i]);
+        ptrs[i] = &boxes[i].info;
+    }
+    return ptrs;
+}
+
+/* ---- table lifecycle ----------------------------------------------------- */
+
+static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                    ember_error *err)
+{
+    (void)w;
+    Ember__V1__CreateTableRequest *r =
+        (void *)unpack(&ember__v1__create_table_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    ember_table_config c;
+    const ember_table_backend *be = NULL;
+    ember_table *t = NULL;
+    srv_table *st = NULL;
+    size_t nl = strlen(r->name);
+    int rc = 0;
+    if (!srv_name_valid(r->name, nl)) {
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "table name '%.80s' is not [a-z0-9_.-]{1,64}", r->name);
+        goto out;
+    }
+    if ((st = srv_registry_get(srv.registry, r->name, nl)) != NULL) {
+        if (!r->if_not_exists)
+            rc = ember_error_set(err, EMBER_ALREADY_EXISTS, "table '%s' already exists",
+                                 r->name);
+        goto reply;
+    }
+    if ((rc = config_from_proto(r->config, &c, err)) ||
+        (rc = backend_of(r->config->backend, &be, err)) ||
+        (rc = ember_table_create(&c, be, &t, err)))
+        goto out;
+    rc = srv_registry_add(srv.registry, r->name, t, &st, err);
+    if (rc) {
+        ember_table_destroy(t);
+        if (rc == EMBER_ALREADY_EXISTS && r->if_not_exists && st) {
+            rc = 0;
+            goto reply;
+        }
+        goto out;
+    }
+    st = srv_registry_get(srv.registry, r->name, nl);
+    if (!st) {
+        rc = ember_error_set(err, EMBER_ABORTED, "table '%s' was dropped while created", r->name);
+        goto out;
+    }
+    srv_log(SRV_LOG_INFO, "table_created", "table=%s dim=%u capacity=%llu optimizer=%d",
+            r->name, c.dim, (unsigned long long)c.capacity, c.optim.kind);
+reply:
+    if (!rc) {
+        info_box b;
+        Ember__V1__CreateTableResponse out = EMBER__V1__CREATE_TABLE_RESPONSE__INIT;
+        info_fill(&b, st);
+        out.table = &b.info;
+        *resp = pack(&out.base);
+    }
+out:
+    srv_table_unref(st);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+static int h_drop(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                  ember_error *err)
+{
+    (void)w;
+    Ember__V1__DropTableRequest *r =
+        (void *)unpack(&ember__v1__drop_table_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    Ember__V1__DropTableResponse out = EMBER__V1__DROP_TABLE_RESPONSE__INIT;
+    int rc = srv_registry_drop(srv.registry, r->name, err);
+    if (!rc) {
+        out.dropped = 1;
+        srv_log(SRV_LOG_INFO, "table_dropped", "table=%s", r->name);
+    } else if (rc == EMBER_NOT_FOUND && r->if_exists) {
+        rc = 0;
+    }
+    if (!rc)
+        *resp = pack(&out.base);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+static int h_list(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                  ember_error *err)
+{
+    (void)w;
+    ProtobufCMessage *r = unpack(&ember__v1__list_tables_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    protobuf_c_message_free_unpacked(r, NULL);
+    size_t n;
+    srv_table **list = srv_registry_list(srv.registry, &n);
+    Ember__V1__TableInfo **ti = list ? infos(list, n) : NULL;
+    if (!ti) {
+        srv_registry_list_free(list, n);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    Ember__V1__ListTablesResponse out = EMBER__V1__LIST_TABLES_RESPONSE__INIT;
+    out.n_tables = n;
+    out.tables = ti;
+    *resp = pack(&out.base);
+    free(ti);
+    srv_registry_list_free(list, n);
+    return 0;
+}
+
+static int h_describe(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                      ember_error *err)
+{
+    (void)w;
+    Ember__V1__DescribeTableRequest *r =
+        (void *)unpack(&ember__v1__describe_table_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    srv_table *t;
+    int rc = get_table(r->name, &t, err);
+    if (!rc) {
+        info_box b;
+        Ember__V1__DescribeTableResponse out = EMBER__V1__DESCRIBE_TABLE_RESPONSE__INIT;
+        info_fill(&b, t);
+        out.table = &b.info;
+        *resp = pack(&out.base);
+        srv_table_unref(t);
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+static int h_stats(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err)
+{
+    (void)w;
+    Ember__V1__GetStatsRequest *r =
+        (void *)unpack(&ember__v1__get_stats_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    srv_table **list = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (r->table[0]) {
+        srv_table *t;
+        if ((rc = get_table(r->table, &t, err)))
+            goto out;
+        list = malloc(sizeof *list);
+        if (!list) {
+            srv_table_unref(t);
+            rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        list[0] = t;
+        n = 1;
+    } else {
+        list = srv_registry_list(srv.registry, &n);
+    }
+    Ember__V1__TableInfo **ti = list ? infos(list, n) : NULL;
+    if (!ti) {
+        rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        Ember__V1__GetStatsResponse out = EMBER__V1__GET_STATS_RESPONSE__INIT;
+        out.n_tables = n;
+        out.tables = ti;
+        out.requests = atomic_load(&srv.requests);
+        out.errors = atomic_load(&srv.errors);
+        out.uptime_seconds = srv_uptime_s();
+        *resp = pack(&out.base);
+        free(ti);
+    }
+    srv_registry_list_free(list, n);
+out:
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+/* ---- checkpoints --------------------------------------------------------- */
+
+static int ckpt_dir(const char *given, const char **dir, ember_error *err)
+{
+    *dir = given && *given ? given : srv.cfg.checkpoint_dir;
+    if (!**dir)
+        return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                               "no dir given and the server has no --checkpoint-dir");
+    if (strlen(*dir) > SRV_PATH_MAX - 80)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dir is too long");
+    return 0;
+}
+
+static int h_save(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                  ember_error *err)
+{
+    (void)w;
+    Ember__V1__SaveRequest *r = (void *)unpack(&ember__v1__save_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    const char *dir;
+    srv_table **list = NULL;
+    size_t n = 0;
+    char **files = NULL;
+    uint64_t rows = 0;
+    int rc = ckpt_dir(r->dir, &dir, err);
+    if (rc)
+        goto out;
+    if (mkdir(dir, 0755) && errno != EEXIST) {
+        rc = ember_error_set(err, EMBER_INTERNAL, "cannot create %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    if (r->table[0]) {
+        srv_table *t;
+        if ((rc = get_table(r->table, &t, err)))
+            goto out;
+        list = malloc(sizeof *list);
+        if (!list) {
+            srv_table_unref(t);
+            rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        list[0] = t;
+        n = 1;
+    } else {
+        list = srv_registry_list(srv.registry, &n);
+    }
+    files = calloc(n ? n : 1, sizeof *files);
+    if (!list || !files) {
+        rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ember_ckpt_meta meta;
+        if (asprintf(&files[i], "%s/%s.ckpt", dir, list[i]->name) < 0) {
+            files[i] = NULL;
+            rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        rc = ember_ckpt_save(list[i]->table, files[i], list[i]->name, srv.cfg.shard_index,
+                             srv.cfg.shard_count, &meta, err);
+        if (rc)
+            goto out;
+        rows += meta.rows;
+        srv_log(SRV_LOG_INFO, "table_saved", "table=%s file=%s rows=%llu", list[i]->name,
+                files[i], (unsigned long long)meta.rows);
+    }
+    Ember__V1__SaveResponse out = EMBER__V1__SAVE_RESPONSE__INIT;
+    out.n_files = n;
+    out.files = files;
+    out.rows = rows;
+    *resp = pack(&out.base);
+out:
+    if (files)
+        for (size_t i = 0; i < n; i++)
+            free(files[i]);
+    free(files);
+    srv_registry_list_free(list, n);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+/* Loads one checkpoint file into the table `name` (creating it from the file's
+ * config when `create`), by filling a fresh table and swapping it in. */
+static int load_one(const char *path, const char *name, int create, uint64_t *rows,
+                    ember_error *err)
+{
+    ember_ckpt_meta meta;
+    ember_ckpt_expect ex = {srv.cfg.shard_index, srv.cfg.shard_count, name};
+    ember_table *t = NULL;
+    srv_table *old = srv_registry_get(srv.registry, name, strlen(name));
+    int rc = ember_ckpt_read_meta(path, &meta, err);
+    if (rc)
+        goto out;
+    if (!old && !create) {
+        rc = ember_error_set(err, EMBER_NOT_FOUND,
+                             "no table '%s' on shard %u (set create to make it from %s)", name,
+                             srv.cfg.shard_index, path);
+        goto out;
+    }
+    const ember_table_config *c = old ? ember_table_config_of(old->table) : &meta.config;
+    const ember_table_backend *be = old ? ember_table_backend_of(old->table) : NULL;
+    if (!be && (rc = backend_of(NULL, &be, err)))
+        goto out;
+    if ((rc = ember_table_create(c, be, &t, err)))
+        goto out;
+    if ((rc = ember_ckpt_load(t, path, &ex, &meta, err)))
+        goto out;
+    ember_table_raise_version(t, meta.version);
+    rc = old ? srv_registry_replace(srv.registry, old, t, err)
+             : srv_registry_add(srv.registry, name, t, NULL, err);
+    if (rc)
+        goto out;
+    t = NULL; /* the registry owns it */
+    *rows += meta.rows;
+    srv_log(SRV_LOG_INFO, "table_loaded", "table=%s file=%s rows=%llu created=%d", name, path,
+            (unsigned long long)meta.rows, !old);
+out:
+    ember_table_destroy(t);
+    srv_table_unref(old);
+    return rc;
+}
+
+static int h_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                  ember_error *err)
+{
+    (void)w;
+    Ember__V1__LoadRequest *r = (void *)unpack(&ember__v1__load_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    const char *dir;
+    char **names = NULL;
+    size_t n = 0;
+    uint64_t rows = 0;
+    int rc = ckpt_dir(r->dir, &dir, err);
+    if (rc)
+        goto out;
+    if (r->table[0]) {
+        if (!srv_name_valid(r->table, strlen(r->table))) {
+            rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                 "table name '%.80s' is not [a-z0-9_.-]{1,64}", r->table);
+            goto out;
+        }
+        names = calloc(1, sizeof *names);
+        if (!names || !(names[0] = strdup(r->table))) {
+            rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        n = 1;
+    } else {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        size_t cap = 0;
+        if (!d) {
+            rc = ember_error_set(err, errno == ENOENT ? EMBER_NOT_FOUND : EMBER_INTERNAL,
+                                 "cannot open %s: %s", dir, strerror(errno));
+            goto out;
+        }
+        while ((e = readdir(d))) {
+            size_t l = strlen(e->d_name);
+            if (l <= 5 || strcmp(e->d_name + l - 5, ".ckpt") ||
+                !srv_name_valid(e->d_name, l - 5))
+                continue;
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                char **q = realloc(names, cap * sizeof *names);
+                if (!q)
+                    break;
+                names = q;
+            }
+            names[n] = strndup(e->d_name, l - 5);
+            if (names[n])
+                n++;
+        }
+        closedir(d);
+    }
+    char **loaded = calloc(n ? n : 1, sizeof *loaded);
+    if (!loaded) {
+        rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    /* check every header before loading any file, so a damaged one refuses all */
+    for (size_t i = 0; i < n && !rc; i++) {
+        char path[SRV_PATH_MAX + 80];
+        ember_ckpt_meta meta;
+        snprintf(path, sizeof path, "%s/%s.ckpt", dir, names[i]);
+        rc = ember_ckpt_read_meta(path, &meta, err);
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        char path[SRV_PATH_MAX + 80];
+        snprintf(path, sizeof path, "%s/%s.ckpt", dir, names[i]);
+        rc = load_one(path, names[i], r->create, &rows, err);
+        if (!rc)
+            loaded[k++] = names[i];
+        else if (k) {
+            size_t l = strlen(err->message);
+            snprintf(err->message + l, sizeof err->message - l,
+                     " (%zu table(s) loaded before this one)", k);
+        }
+    }
+    if (!rc) {
+        Ember__V1__LoadResponse out = EMBER__V1__LOAD_RESPONSE__INIT;
+        out.n_tables = k;
+        out.tables = loaded;
+        out.rows = rows;
+        *resp = pack(&out.base);
+    }
+    free(loaded);
+out:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+/* ---- maintenance --------------------------------------------------------- */
+
+static int h_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err)
+{
+    (void)w;
+    Ember__V1__EvictRequest *r =
+        (void *)unpack(&ember__v1__evict_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    srv_table *t = NULL;
+    uint64_t evicted = 0;
+    int rc = get_table(r->table, &t, err);
+    if (!rc) {
+        if (r->what_case == EMBER__V1__EVICT_REQUEST__WHAT_BELOW_SCORE)
+            rc = ember_table_evict_below(t->table, r->below_score, &evicted, err);
+        else if (r->what_case == EMBER__V1__EVICT_REQUEST__WHAT_TO_SIZE)
+            rc = ember_table_evict_to_size(t->table, r->to_size, &evicted, err);
+        else
+            rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                 "say what to evict: below_score or to_size");
+    }
+    if (!rc) {
+        Ember__V1__EvictResponse out = EMBER__V1__EVICT_RESPONSE__INIT;
+        out.evicted = evicted;
+        *resp = pack(&out.base);
+        srv_log(SRV_LOG_INFO, "table_evicted", "table=%s evicted=%llu", t->name,
+                (unsigned long long)evicted);
+    }
+    srv_table_unref(t);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+static int h_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err)
+{
+    (void)w;
+    Ember__V1__ClearRequest *r =
+        (void *)unpack(&ember__v1__clear_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    srv_table *t = NULL;
+    int rc = get_table(r->table, &t, err);
+    if (!rc)
+        rc = ember_table_clear(t->table, err);
+    if (!rc) {
+        Ember__V1__ClearResponse out = EMBER__V1__CLEAR_RESPONSE__INIT;
+        *resp = pack(&out.base);
+        srv_log(SRV_LOG_INFO, "table_cleared", "table=%s", t->name);
+    }
+    srv_table_unref(t);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                  ember_error *err)
+{
+    (void)w;
+    ProtobufCMessage *r = unpack(&ember__v1__server_info_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    protobuf_c_message_free_unpacked(r, NULL);
+    Ember__V1__ServerInfoResponse out = EMBER__V1__SERVER_INFO_RESPONSE__INIT;
+    out.version = (char *)EMBER_VERSION;
+    out.shard_index = srv.cfg.shard_index;
+    out.shard_count = srv.cfg.shard_count;
+    out.backend = srv.cfg.backend;
+    out.threads = srv.cfg.threads;
+    out.max_keys_per_request = srv.cfg.max_keys_per_request;
+    out.max_message_bytes = srv.cfg.max_message_bytes;
+    out.uptime_seconds = srv_uptime_s();
+    out.listen = srv.cfg.listen;
+    out.checkpoint_dir = srv.cfg.checkpoint_dir;
+    *resp = pack(&out.base);
+    return 0;
+}
+
+static int h_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                    ember_error *err)
+{
+    (void)w;
+    Grpc__Health__V1__HealthCheckRequest *r =
+        (void *)unpack(&grpc__health__v1__health_check_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    int rc = 0;
+    const char *s = r->service;
+    if (*s && strcmp(s, "ember.v1.Shard") && strcmp(s, "ember.v1.Admin")) {
+        rc = ember_error_set(err, EMBER_NOT_FOUND, "unknown service '%.80s'", s);
+    } else {
+        Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        out.status = atomic_load(&srv.stopping)
+                         ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                         : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        *resp = pack(&out.base);
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+srv_unary_fn srv_admin_handler(srv_method m)
+{
+    switch (m) {
+    case SRV_M_CREATE: return h_create;
+    case SRV_M_DROP: return h_drop;
+    case SRV_M_LIST: return h_list;
+    case SRV_M_DESCRIBE: return h_describe;
+    case SRV_M_STATS: return h_stats;
+    case SRV_M_SAVE: return h_save;
+    case SRV_M_LOAD: return h_load;
+    case SRV_M_EVICT: return h_evict;
+    case SRV_M_CLEAR: return h_clear;
+    case SRV_M_INFO: return h_info;
+    case SRV_M_HEALTH: return h_health;
+    default: return NULL;
+    }
+}
+
+/* ---- Export: a server stream --------------------------------------------- */
+
+typedef struct export_state {
+    srv_table *t;
+    ember_export_filter f;
+    uint64_t cursor, end, table_version;
+    size_t max_rows;
+    uint32_t row_floats;
+    uint64_t *keys, *scores, *versions;
+    float *rows;
+    int sent_any;
+} export_state;
+
+static void export_free(void *p)
+{
+    export_state *s = p;
+    srv_table_unref(s->t);
+    free(s->keys);
+    free(s->scores);
+    free(s->versions);
+    free(s->rows);
+    free(s);
+}
+
+static void export_step(srv_worker *w, srv_call *c, int ok)
+{
+    (void)w;
+    export_state *s = c->stream;
+    ember_error err;
+    size_t n = 0;
+    if (!ok) {
+        srv_call_finish(c, EMBER_CANCELLED, "the client went away during Export", NULL);
+        return;
+    }
+    while (s->cursor != s->end && n == 0)
+        if (ember_table_export(s->t->table, &s->f, &s->cursor, s->max_rows, s->keys, s->rows,
+                               s->scores, s->versions, &n, &err)) {
+            srv_call_finish(c, err.code, err.message, NULL);
+            return;
+        }
+    if (n == 0 && s->sent_any) {
+        srv_call_finish(c, EMBER_OK, NULL, NULL);
+        return;
+    }
+    Ember__V1__ExportChunk ch = EMBER__V1__EXPORT_CHUNK__INIT;
+    ch.keys.data = (uint8_t *)s->keys;
+    ch.keys.len = n * 8;
+    ch.values.data = (uint8_t *)s->rows;
+    ch.values.len = n * s->row_floats * 4;
+    ch.scores.data = (uint8_t *)s->scores;
+    ch.scores.len = n * 8;
+    ch.versions.data = (uint8_t *)s->versions;
+    ch.versions.len = n * 8;
+    ch.row_floats = s->row_floats;
+    ch.table_version = s->table_version;
+    s->sent_any = 1;
+    srv_call_send(c, pack(&ch.base));
+}
+
+void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
+{
+    ember_error err;
+    Ember__V1__ExportRequest *r =
+        (void *)unpack(&ember__v1__export_request__descriptor, req, len, &err);
+    if (!r) {
+        srv_call_finish(c, err.code, err.message, NULL);
+        return;
+    }
+    export_state *s = calloc(1, sizeof *s);
+    srv_table *t = NULL;
+    int rc = get_table(r->table, &t, &err);
+    if (rc || !s) {
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        srv_table_unref(t);
+        free(s);
+        srv_call_finish(c, rc ? err.code : EMBER_RESOURCE_EXHAUSTED,
+                        rc ? err.message : "out of memory", NULL);
+        return;
+    }
+    s->t = t;
+    s->f.min_score = r->min_score;
+    s->f.after_version = r->after_version;
+    s->f.full_rows = r->full_rows;
+    s->row_floats = r->full_rows ? ember_table_row_floats(t->table) : ember_table_dim(t->table);
+    s->end = ember_table_export_end(t->table);
+    ember_table_stats st;
+    ember_table_stats_get(t->table, &st);
+    s->table_version = st.version;
+    /* rows per message: asked (default 1024), at least a bucket (export returns
+     * whole buckets), and small enough for --max-message-bytes */
+    size_t row_bytes = (size_t)s->row_floats * 4 + 24;
+    size_t want = r->rows_per_message ? r->rows_per_message : 1024;
+    size_t fit = (srv.cfg.max_message_bytes - 1024) / row_bytes;
+    if (want > fit)
+        want = fit;
+    if (want < EMBER_BUCKET_SLOTS)
+        want = EMBER_BUCKET_SLOTS;
+    s->max_rows = want;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    s->keys = malloc(want * 8);
+    s->scores = malloc(want * 8);
+    s->versions = malloc(want * 8);
+    s->rows = malloc(want * s->row_floats * 4);
+    c->stream = s;
+    c->stream_free = export_free;
+    c->step = export_step;
+    if (!s->keys || !s->scores || !s->versions || !s->rows) {
+        srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        return;
+    }
+    export_step(w, c, 1);
+}
+
+/* ---- Import: a client stream --------------------------------------------- */
+
+typedef struct import_state {
+    srv_table *t;
+    uint64_t rows;
+} import_state;
+
+static void import_free(void *p)
+{
+    import_state *s = p;
+    srv_table_unref(s->t);
+    free(s);
+}
+
+static int import_chunk(srv_worker *w, import_state *s, const Ember__V1__ImportChunk *ch,
+                        ember_error *err)
+{
+    int rc;
+    if (!s->t) {
+        if ((rc = get_table(ch->table, &s->t, err)))
+            return rc;
+    } else if (ch->table[0] && strcmp(ch->table, s->t->name)) {
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "chunk names table '%.80s' in an import to '%s'", ch->table,
+                               s->t->name);
+    }
+    ember_table *t = s->t->table;
+    uint32_t rf = ember_table_row_floats(t);
+    if (ch->row_floats && ch->row_floats != rf)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "rows of %u floats for table '%s' whose rows have %u",
+                               ch->row_floats, s->t->name, rf);
+    if (ch->keys.len % 8)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "keys are %zu bytes, not a multiple of 8", ch->keys.len);
+    size_t n = ch->keys.len / 8;
+    if (n > srv.cfg.max_keys_per_request)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                               "%zu keys in one chunk, over --max-keys-per-request of %llu", n,
+                               (unsigned long long)srv.cfg.max_keys_per_request);
+    if (ch->values.len != n * rf * 4)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "values are %zu bytes; %zu rows of %u float32 need %zu",
+                               ch->values.len, n, rf, n * rf * 4);
+    if ((ch->scores.len && ch->scores.len != n * 8) ||
+        (ch->versions.len && ch->versions.len != n * 8))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "scores/versions must be empty or hold %zu uint64", n);
+    if (!n)
+        return 0;
+    uint64_t *keys = srv_scratch_keys(w, n), *scores = srv_scratch_scores(w, n),
+             *versions = srv_scratch_keys2(w, n);
+    float *rows = srv_scratch_floats(w, n * rf);
+    if (!keys || !scores || !versions || !rows)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    memcpy(keys, ch->keys.data, n * 8);
+    memcpy(rows, ch->values.data, n * rf * 4);
+    if (ch->scores.len)
+        memcpy(scores, ch->scores.data, n * 8);
+    else
+        memset(scores, 0, n * 8);
+    if (ch->versions.len)
+        memcpy(versions, ch->versions.data, n * 8);
+    else
+        memset(versions, 0, n * 8);
+    if ((rc = ember_table_import(t, keys, n, rows, scores, versions, err)))
+        return rc;
+    s->rows += n;
+    return 0;
+}
+
+static void import_step(srv_worker *w, srv_call *c, int ok)
+{
+    import_state *s = c->stream;
+    ember_error err;
+    if (!ok) {
+        srv_call_finish(c, EMBER_CANCELLED, "the client went away during Import", NULL);
+        return;
+    }
+    if (!c->recv) { /* end of the client's stream */
+        if (!s->t) {
+            srv_call_finish(c, EMBER_INVALID_ARGUMENT, "an empty Import stream names no table",
+                            NULL);
+            return;
+        }
+        Ember__V1__ImportResponse out = EMBER__V1__IMPORT_RESPONSE__INIT;
+        out.rows = s->rows;
+        grpc_slice r = pack(&out.base);
+        srv_log(SRV_LOG_INFO, "table_imported", "table=%s rows=%llu", s->t->name,
+                (unsigned long long)s->rows);
+        srv_call_finish(c, EMBER_OK, NULL, &r);
+        return;
+    }
+    const uint8_t *b;
+    size_t len;
+    Ember__V1__ImportChunk *ch = NULL;
+    int rc = srv_payload_bytes(w, c->recv, &b, &len, &err);
+    if (!rc) {
+        ch = (void *)unpack(&ember__v1__import_chunk__descriptor, b, len, &err);
+        rc = ch ? import_chunk(w, s, ch, &err) : err.code;
+    }
+    if (ch)
+        protobuf_c_message_free_unpacked(&ch->base, NULL);
+    if (rc) {
+        srv_call_finish(c, rc, err.message, NULL);
+        return;
+    }
+    srv_call_recv(c);
+}
+
+void srv_admin_import_start(srv_worker *w, srv_call *c)
+{
+    (void)w;
+    import_state *s = calloc(1, sizeof *s);
+    if (!s) {
+        srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        return;
+    }
+    c->stream = s;
+    c->stream_free = import_free;
+    c->step = import_step;
+    srv_call_recv(c);
+}

@@ -1,0 +1,202 @@
+/* config.c — flags and EMBER_* environment variables (config.h). */
+#include "server/config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/log.h"
+
+typedef struct opt {
+    const char *flag, *env, *arg, *help;
+} opt;
+
+static const opt opts[] = {
+    {"listen", "EMBER_LISTEN", "HOST:PORT", "address to serve on (default 0.0.0.0:7070)"},
+    {"threads", "EMBER_THREADS", "N", "worker threads, one completion queue each (default: online cores)"},
+    {"backend", "EMBER_BACKEND", "cpu", "table backend (only cpu in this build)"},
+    {"max-keys-per-request", "EMBER_MAX_KEYS_PER_REQUEST", "N", "most keys in one Pull/Push (default 1048576)"},
+    {"max-message-bytes", "EMBER_MAX_MESSAGE_BYTES", "N", "largest message received or sent (default 256M)"},
+    {"max-tables", "EMBER_MAX_TABLES", "N", "most tables on this shard (default 1024)"},
+    {"shard-index", "EMBER_SHARD_INDEX", "I", "this shard's index, reported and written in checkpoints (default 0)"},
+    {"shard-count", "EMBER_SHARD_COUNT", "N", "number of shards (default 1)"},
+    {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "Save/Load default directory: <dir>/<table>.ckpt"},
+    {"log-level", "EMBER_LOG_LEVEL", "LEVEL", "error|warn|info|debug (default info)"},
+    {"shutdown-grace-ms", "EMBER_SHUTDOWN_GRACE_MS", "MS", "on SIGTERM, wait this long for in-flight calls before cancelling them (default 10000)"},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+void srv_config_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ember-server [flags]\n"
+            "Serves ember.v1.Shard, ember.v1.Admin and grpc.health.v1.Health over gRPC.\n"
+            "Every flag can also be set by its environment variable; the flag wins.\n\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", opts[i].flag, opts[i].arg);
+        fprintf(out, "  %-32s %s\n  %-32s [env %s]\n", left, opts[i].help, "", opts[i].env);
+    }
+    fprintf(out, "  %-32s %s\n", "--help", "this text");
+    fprintf(out, "\nSizes take K, M or G suffixes (powers of 1024). SIGTERM/SIGINT: stop "
+                 "accepting, finish in-flight calls, exit 0.\n");
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k') shift = 10, end++;
+    else if (*end == 'M' || *end == 'm') shift = 20, end++;
+    else if (*end == 'G' || *end == 'g') shift = 30, end++;
+    if (*end)
+        return -1;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static int set(srv_config *c, size_t i, const char *v, const char *src, char *msg, size_t cap)
+{
+    uint64_t u = 0;
+    const char *name = opts[i].flag;
+    int numeric = strcmp(name, "listen") && strcmp(name, "backend") &&
+                  strcmp(name, "checkpoint-dir") && strcmp(name, "log-level");
+    if (numeric && parse_u64(v, &u)) {
+        snprintf(msg, cap, "%s %s: '%s' is not a non-negative number", src, name, v);
+        return -1;
+    }
+    if (!strcmp(name, "listen")) {
+        if (!*v || strlen(v) >= sizeof c->listen || !strrchr(v, ':')) {
+            snprintf(msg, cap, "%s listen: '%s' is not HOST:PORT", src, v);
+            return -1;
+        }
+        strcpy(c->listen, v);
+    } else if (!strcmp(name, "threads")) {
+        if (u < 1 || u > 256) {
+            snprintf(msg, cap, "%s threads: %s is outside 1..256", src, v);
+            return -1;
+        }
+        c->threads = (unsigned)u;
+    } else if (!strcmp(name, "backend")) {
+        if (strcmp(v, "cpu") != 0) {
+            snprintf(msg, cap,
+                     "%s backend: '%s' is not available: this build serves only the cpu backend "
+                     "(the gpu backend comes with a later release)",
+                     src, v);
+            return -1;
+        }
+        strcpy(c->backend, v);
+    } else if (!strcmp(name, "max-keys-per-request")) {
+        if (u < 1) {
+            snprintf(msg, cap, "%s max-keys-per-request must be ≥ 1", src);
+            return -1;
+        }
+        c->max_keys_per_request = u;
+    } else if (!strcmp(name, "max-message-bytes")) {
+        if (u < 1024 || u > 0x7fffffffu) {
+            snprintf(msg, cap, "%s max-message-bytes: %s is outside 1K..2G-1 (gRPC's limit is an int)",
+                     src, v);
+            return -1;
+        }
+        c->max_message_bytes = u;
+    } else if (!strcmp(name, "max-tables")) {
+        if (u < 1 || u > 1000000) {
+            snprintf(msg, cap, "%s max-tables: %s is outside 1..1000000", src, v);
+            return -1;
+        }
+        c->max_tables = (unsigned)u;
+    } else if (!strcmp(name, "shard-index")) {
+        if (u > UINT32_MAX - 1) {
+            snprintf(msg, cap, "%s shard-index: %s is too large", src, v);
+            return -1;
+        }
+        c->shard_index = (uint32_t)u;
+    } else if (!strcmp(name, "shard-count")) {
+        if (u < 1 || u > UINT32_MAX) {
+            snprintf(msg, cap, "%s shard-count: %s must be ≥ 1", src, v);
+            return -1;
+        }
+        c->shard_count = (uint32_t)u;
+    } else if (!strcmp(name, "checkpoint-dir")) {
+        if (strlen(v) >= sizeof c->checkpoint_dir - 80) {
+            snprintf(msg, cap, "%s checkpoint-dir: path too long", src);
+            return -1;
+        }
+        strcpy(c->checkpoint_dir, v);
+    } else if (!strcmp(name, "log-level")) {
+        int l = srv_log_parse_level(v);
+        if (l < 0) {
+            snprintf(msg, cap, "%s log-level: '%s' is not error|warn|info|debug", src, v);
+            return -1;
+        }
+        c->log_level = l;
+    } else if (!strcmp(name, "shutdown-grace-ms")) {
+        c->shutdown_grace_ms = u > 3600000 ? 3600000u : (unsigned)u;
+    }
+    return 0;
+}
+
+int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->listen, "0.0.0.0:7070");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = cores > 0 ? (unsigned)(cores > 256 ? 256 : cores) : 1;
+    strcpy(c->backend, "cpu");
+    c->max_keys_per_request = 1048576;
+    c->max_message_bytes = 256u << 20;
+    c->max_tables = 1024;
+    c->shard_count = 1;
+    c->log_level = SRV_LOG_INFO;
+    c->shutdown_grace_ms = 10000;
+
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v && set(c, i, v, opts[i].env, msg, cap))
+            return -1;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *s = argv[a];
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+            srv_config_usage(stdout);
+            return 1;
+        }
+        if (strncmp(s, "--", 2) != 0) {
+            snprintf(msg, cap, "unexpected argument '%s' (see --help)", s);
+            return -1;
+        }
+        s += 2;
+        const char *eq = strchr(s, '=');
+        size_t len = eq ? (size_t)(eq - s) : strlen(s);
+        size_t i;
+        for (i = 0; i < NOPTS; i++)
+            if (strlen(opts[i].flag) == len && !strncmp(opts[i].flag, s, len))
+                break;
+        if (i == NOPTS) {
+            snprintf(msg, cap, "unknown flag '--%.*s' (see --help)", (int)len, s);
+            return -1;
+        }
+        const char *v = eq ? eq + 1 : (a + 1 < argc ? argv[++a] : NULL);
+        if (!v) {
+            snprintf(msg, cap, "flag --%s needs a value (%s)", opts[i].flag, opts[i].arg);
+            return -1;
+        }
+        if (set(c, i, v, "flag", msg, cap))
+            return -1;
+    }
+    if (c->shard_index >= c->shard_count) {
+        snprintf(msg, cap, "shard-index %u must be below shard-count %u", c->shard_index,
+                 c->shard_count);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * config.h — ember-server's settings: command-line flags, each also an EMBER_*
+ * environment variable (the flag wins). `ember-server --help` lists them.
+ *
+ *   --listen HOST:PORT          EMBER_LISTEN              0.0.0.0:7070
+ *   --threads N                 EMBER_THREADS             online cores
+ *   --backend cpu               EMBER_BACKEND             cpu (gpu: not in this build)
+ *   --max-keys-per-request N    EMBER_MAX_KEYS_PER_REQUEST 1048576
+ *   --max-message-bytes N       EMBER_MAX_MESSAGE_BYTES   268435456 (256 MiB)
+ *   --max-tables N              EMBER_MAX_TABLES          1024
+ *   --shard-index I             EMBER_SHARD_INDEX         0
+ *   --shard-count N             EMBER_SHARD_COUNT         1
+ *   --checkpoint-dir DIR        EMBER_CHECKPOINT_DIR      "" (Save/Load need a dir)
+ *   --log-level LEVEL           EMBER_LOG_LEVEL           info
+ *   --shutdown-grace-ms MS      EMBER_SHUTDOWN_GRACE_MS   10000
+ *
+ * Sizes accept a K/M/G suffix (powers of 1024).
+ */
+#ifndef EMBER_SRV_CONFIG_H
+#define EMBER_SRV_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define SRV_PATH_MAX 4096
+
+typedef struct srv_config {
+    char listen[256];
+    unsigned threads;
+    char backend[16];
+    uint64_t max_keys_per_request;
+    uint64_t max_message_bytes;
+    unsigned max_tables;
+    uint32_t shard_index, shard_count;
+    char checkpoint_dir[SRV_PATH_MAX];
+    int log_level;
+    unsigned shutdown_grace_ms;
+} srv_config;
+
+/* Fills defaults, then the environment, then argv. Returns 0 to run, 1 when
+ * --help was printed (exit 0), -1 on a bad setting (the reason is in msg). */
+int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t msg_cap);
+void srv_config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * dedup.h — at-most-once pushes: which (client_id, sequence) pairs this shard
+ * has already applied.
+ *
+ * A client (libember) gives every push a client id (random, ≠ 0) and a sequence
+ * number, and retries a push with the same pair when it cannot know whether the
+ * first try arrived. The server answers a pair it has seen with duplicate=true
+ * and does not apply it again.
+ *
+ * Pushes from one client may arrive out of order (async pushes, retries), so per
+ * client id we keep the highest sequence seen plus a window of the last
+ * SRV_DEDUP_WINDOW sequences as a bitmap (a ring indexed by sequence mod the
+ * window). A sequence:
+ *   - above the highest: new; the window slides up (bits it passes are cleared);
+ *   - within the window: new unless its bit is set;
+ *   - below the window (more than SRV_DEDUP_WINDOW behind the highest): treated
+ *     as a duplicate — at-most-once wins over at-least-once: we cannot tell, so
+ *     we do not apply it (the caller counts it and logs at debug).
+ * At most `max_clients` ids are remembered (default SRV_DEDUP_CLIENTS); beyond
+ * that the least recently seen client is forgotten, and a retry from it after
+ * that would be applied again. 65,536 clients × ~160 bytes ≈ 10 MiB.
+ *
+ * A pair is marked when the push is admitted (srv_dedup_begin), before it is
+ * applied, so a retry racing its original is a duplicate too; if the apply then
+ * fails (the table refused it, changing nothing), srv_dedup_abort unmarks it so
+ * a corrected retry can still go through.
+ *
+ * Thread-safety: all functions may be called from any thread (one mutex; each
+ * call is a hash lookup and a few bit operations).
+ */
+#ifndef EMBER_SRV_DEDUP_H
+#define EMBER_SRV_DEDUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SRV_DEDUP_WINDOW 1024u
+#define SRV_DEDUP_CLIENTS 65536u
+
+typedef struct srv_dedup srv_dedup;
+
+/* max_clients 0 = SRV_DEDUP_CLIENTS. NULL when out of memory. */
+srv_dedup *srv_dedup_create(size_t max_clients);
+void srv_dedup_destroy(srv_dedup *d);
+
+/* 1: (client, seq) is new and is now marked; 0: already seen (a duplicate). */
+int srv_dedup_begin(srv_dedup *d, uint64_t client, uint64_t seq);
+/* Unmarks a pair that srv_dedup_begin marked but that was not applied. */
+void srv_dedup_abort(srv_dedup *d, uint64_t client, uint64_t seq);
+/* Clients currently remembered. */
+size_t srv_dedup_clients(srv_dedup *d);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * registry.h — this shard's tables by name.
+ *
+ * Names are [a-z0-9_.-]{1,64}. The registry is guarded by a rwlock: lookups
+ * (every Pull/Push) take it shared for a few string compares; create, drop and
+ * replace take it exclusive. A lookup returns a reference to the entry
+ * (srv_table_ref), so a table dropped while a call is using it is freed only when
+ * that call lets go (srv_table_unref): no call ever touches a freed table.
+ *
+ * Each entry also carries the per-table request counters reported by
+ * GetStats/DescribeTable (relaxed atomics: counts, not a synchronisation).
+ *
+ * Thread-safety: every function may be called from any thread.
+ */
+#ifndef EMBER_SRV_REGISTRY_H
+#define EMBER_SRV_REGISTRY_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/table.h"
+
+#define SRV_NAME_MAX 64
+
+typedef struct srv_counters {
+    atomic_uint_fast64_t pulls, pushes, keys_pulled, keys_pushed, duplicate_pushes;
+} srv_counters;
+
+typedef struct srv_table {
+    char name[SRV_NAME_MAX + 1];
+    ember_table *table;
+    srv_counters counters;
+    atomic_int refs; /* the registry's one + one per call using it */
+} srv_table;
+
+typedef struct srv_registry srv_registry;
+
+srv_registry *srv_registry_create(unsigned max_tables);
+/* Frees every table; no call may be running. */
+void srv_registry_destroy(srv_registry *r);
+
+/* 1 if name (len bytes, not NUL-terminated) is a legal table name. */
+int srv_name_valid(const char *name, size_t len);
+
+/* The table called name[0..len), with a reference the caller must drop with
+ * srv_table_unref; NULL if there is none. */
+srv_table *srv_registry_get(srv_registry *r, const char *name, size_t len);
+void srv_table_ref(srv_table *t);
+void srv_table_unref(srv_table *t);
+
+/* Adds `table` (ownership passes to the registry on success) as `name`.
+ * Errors: ALREADY_EXISTS (*existing, if not NULL, gets a reference to it),
+ * RESOURCE_EXHAUSTED (max tables), INVALID_ARGUMENT (name). */
+int srv_registry_add(srv_registry *r, const char *name, ember_table *table,
+                     srv_table **existing, ember_error *err);
+
+/* Removes `name`; the table is freed when its last user lets go.
+ * Errors: NOT_FOUND. */
+int srv_registry_drop(srv_registry *r, const char *name, ember_error *err);
+
+/* Replaces the table of an existing entry `old` (still registered) by `table`
+ * under a new entry that keeps `old`'s counters: calls already holding `old`
+ * finish on the old table. Errors: NOT_FOUND (old was dropped meanwhile; the
+ * caller still owns `table`). */
+int srv_registry_replace(srv_registry *r, srv_table *old, ember_table *table,
+                         ember_error *err);
+
+/* References to every table, sorted by name, in a malloc'ed array (*n entries);
+ * release with srv_registry_list_free. */
+srv_table **srv_registry_list(srv_registry *r, size_t *n);
+void srv_registry_list_free(srv_table **list, size_t n);
+
+#endif

@@ -1,0 +1,619 @@
+/* rpc.c — completion queues, workers, call lifecycle, buffer pools (rpc.h). */
+#include "server/rpc.h"
+
+#include <errno.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/log.h"
+
+srv_state srv;
+
+enum { ST_REQUESTED = 1, ST_STEP = 2, ST_FINISH = 3 };
+
+static const struct {
+    const char *path, *name;
+    int payload;  /* read the request with the call */
+    int requests; /* requests kept outstanding per worker */
+} methods[SRV_M_COUNT] = {
+    [SRV_M_PULL] = {"/ember.v1.Shard/Pull", "Pull", 1, 4},
+    [SRV_M_PUSH] = {"/ember.v1.Shard/Push", "Push", 1, 4},
+    [SRV_M_PUSHPULL] = {"/ember.v1.Shard/PushPull", "PushPull", 1, 2},
+    [SRV_M_CREATE] = {"/ember.v1.Admin/CreateTable", "CreateTable", 1, 1},
+    [SRV_M_DROP] = {"/ember.v1.Admin/DropTable", "DropTable", 1, 1},
+    [SRV_M_LIST] = {"/ember.v1.Admin/ListTables", "ListTables", 1, 1},
+    [SRV_M_DESCRIBE] = {"/ember.v1.Admin/DescribeTable", "DescribeTable", 1, 1},
+    [SRV_M_STATS] = {"/ember.v1.Admin/GetStats", "GetStats", 1, 1},
+    [SRV_M_SAVE] = {"/ember.v1.Admin/Save", "Save", 1, 1},
+    [SRV_M_LOAD] = {"/ember.v1.Admin/Load", "Load", 1, 1},
+    [SRV_M_EVICT] = {"/ember.v1.Admin/Evict", "Evict", 1, 1},
+    [SRV_M_CLEAR] = {"/ember.v1.Admin/Clear", "Clear", 1, 1},
+    [SRV_M_INFO] = {"/ember.v1.Admin/ServerInfo", "ServerInfo", 1, 1},
+    [SRV_M_EXPORT] = {"/ember.v1.Admin/Export", "Export", 1, 1},
+    [SRV_M_IMPORT] = {"/ember.v1.Admin/Import", "Import", 0, 1},
+    [SRV_M_HEALTH] = {"/grpc.health.v1.Health/Check", "Health.Check", 1, 2},
+};
+
+/* ---- response buffer pool ------------------------------------------------ */
+
+#define RBUF_HDR 64u
+#define POOL_KEEP 4u
+
+typedef struct rbuf {
+    srv_pool *pool;
+    size_t cap;
+    struct rbuf *next;
+} rbuf;
+
+struct srv_pool {
+    pthread_mutex_t mu;
+    rbuf *free;
+    unsigned nfree;
+};
+
+static rbuf *rbuf_of(uint8_t *data) { return (rbuf *)(void *)(data - RBUF_HDR); }
+
+uint8_t *srv_rbuf_get(srv_worker *w, size_t len)
+{
+    srv_pool *p = w->pool;
+    rbuf *b = NULL, **pp;
+    pthread_mutex_lock(&p->mu);
+    for (pp = &p->free; *pp; pp = &(*pp)->next)
+        if ((*pp)->cap >= len) {
+            b = *pp;
+            *pp = b->next;
+            p->nfree--;
+            break;
+        }
+    pthread_mutex_unlock(&p->mu);
+    if (!b) {
+        size_t cap = 65536;
+        while (cap < len)
+            cap <<= 1;
+        b = aligned_alloc(64, RBUF_HDR + cap);
+        if (!b)
+            return NULL;
+        b->pool = p;
+        b->cap = cap;
+    }
+    b->next = NULL;
+    return (uint8_t *)b + RBUF_HDR;
+}
+
+/* gRPC's destroy callback: may run on any thread. Keeps a few buffers, the
+ * largest, and frees the rest. */
+static void rbuf_release(void *data)
+{
+    rbuf *b = rbuf_of(data), *victim = NULL;
+    srv_pool *p = b->pool;
+    pthread_mutex_lock(&p->mu);
+    if (p->nfree < POOL_KEEP) {
+        b->next = p->free;
+        p->free = b;
+        p->nfree++;
+    } else {
+        /* replace the smallest kept buffer if this one is larger */
+        rbuf **small = &p->free;
+        for (rbuf **pp = &p->free; *pp; pp = &(*pp)->next)
+            if ((*pp)->cap < (*small)->cap)
+                small = pp;
+        if ((*small)->cap < b->cap) {
+            victim = *small;
+            b->next = victim->next;
+            *small = b;
+        } else {
+            victim = b;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    free(victim);
+}
+
+grpc_slice srv_rbuf_slice(uint8_t *buf, size_t off, size_t len)
+{
+    return grpc_slice_new_with_user_data(buf + off, len, rbuf_release, buf);
+}
+
+void srv_rbuf_drop(uint8_t *buf)
+{
+    if (buf)
+        rbuf_release(buf);
+}
+
+/* ---- scratch ------------------------------------------------------------- */
+
+static void *grow(void **p, size_t *cap, size_t n, size_t elem)
+{
+    if (n <= *cap && *p)
+        return *p;
+    size_t c = *cap ? *cap : 4096;
+    while (c < n)
+        c *= 2;
+    void *q = aligned_alloc(64, (c * elem + 63) / 64 * 64);
+    if (!q)
+        return NULL;
+    free(*p);
+    *p = q;
+    *cap = c;
+    return q;
+}
+
+uint64_t *srv_scratch_keys(srv_worker *w, size_t n)
+{
+    return grow((void **)&w->keys, &w->keys_cap, n, 8);
+}
+uint64_t *srv_scratch_keys2(srv_worker *w, size_t n)
+{
+    return grow((void **)&w->keys2, &w->keys2_cap, n, 8);
+}
+uint64_t *srv_scratch_scores(srv_worker *w, size_t n)
+{
+    return grow((void **)&w->scores, &w->scores_cap, n, 8);
+}
+float *srv_scratch_floats(srv_worker *w, size_t n)
+{
+    return grow((void **)&w->floats, &w->floats_cap, n, 4);
+}
+
+int srv_payload_bytes(srv_worker *w, grpc_byte_buffer *bb, const uint8_t **out, size_t *len,
+                      ember_error *err)
+{
+    static const uint8_t empty[1];
+    *out = empty;
+    *len = 0;
+    if (!bb)
+        return 0;
+    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+        bb->data.raw.slice_buffer.count == 1) {
+        grpc_slice s = bb->data.raw.slice_buffer.slices[0];
+        *out = GRPC_SLICE_START_PTR(s);
+        *len = GRPC_SLICE_LENGTH(s);
+        return 0;
+    }
+    grpc_byte_buffer_reader rd;
+    if (!grpc_byte_buffer_reader_init(&rd, bb))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "cannot read the request");
+    size_t n = 0, hint = grpc_byte_buffer_length(bb);
+    grpc_slice s;
+    if (!grow((void **)&w->flat, &w->flat_cap, hint, 1)) {
+        grpc_byte_buffer_reader_destroy(&rd);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    while (grpc_byte_buffer_reader_next(&rd, &s)) {
+        size_t l = GRPC_SLICE_LENGTH(s);
+        if (n + l > w->flat_cap) {
+            uint8_t *q = malloc(n);
+            if (q && n)
+                memcpy(q, w->flat, n);
+            if (!q || !grow((void **)&w->flat, &w->flat_cap, n + l, 1)) {
+                free(q);
+                grpc_slice_unref(s);
+                grpc_byte_buffer_reader_destroy(&rd);
+                return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+            }
+            memcpy(w->flat, q, n);
+            free(q);
+        }
+        memcpy(w->flat + n, GRPC_SLICE_START_PTR(s), l);
+        n += l;
+        grpc_slice_unref(s);
+    }
+    grpc_byte_buffer_reader_destroy(&rd);
+    *out = n ? w->flat : empty;
+    *len = n;
+    return 0;
+}
+
+/* ---- calls --------------------------------------------------------------- */
+
+static void request(srv_worker *w, srv_method m);
+
+uint64_t srv_uptime_s(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)(now.tv_sec - srv.started.tv_sec);
+}
+
+static void call_destroy(srv_call *c, int matched)
+{
+    if (c->payload)
+        grpc_byte_buffer_destroy(c->payload);
+    if (c->recv)
+        grpc_byte_buffer_destroy(c->recv);
+    if (c->send)
+        grpc_byte_buffer_destroy(c->send);
+    if (c->stream && c->stream_free)
+        c->stream_free(c->stream);
+    if (c->call)
+        grpc_call_unref(c->call);
+    grpc_call_details_destroy(&c->details);
+    grpc_metadata_array_destroy(&c->md);
+    free(c);
+    if (matched && atomic_fetch_sub(&srv.live_calls, 1) == 1 && atomic_load(&srv.stopping)) {
+        pthread_mutex_lock(&srv.mu);
+        pthread_cond_broadcast(&srv.cv);
+        pthread_mutex_unlock(&srv.mu);
+    }
+}
+
+static const char *method_name(const srv_call *c)
+{
+    return c->method == SRV_M_UNKNOWN ? "unknown" : methods[c->method].name;
+}
+
+static void start_batch(srv_call *c, grpc_op *ops, size_t n)
+{
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, c, NULL);
+    if (e != GRPC_CALL_OK) {
+        /* our own bug (two batches of one kind at once): log, drop the call */
+        srv_log(SRV_LOG_ERROR, "batch_failed", "method=%s grpc_call_error=%d", method_name(c),
+                (int)e);
+        call_destroy(c, 1);
+    }
+}
+
+void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp)
+{
+    grpc_op ops[4];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    c->state = ST_FINISH;
+    c->status = code;
+    snprintf(c->msg, sizeof c->msg, "%s", msg ? msg : "");
+    if (!c->sent_initial_md) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->sent_initial_md = 1;
+    }
+    if (resp) {
+        if (code == EMBER_OK) {
+            c->send = grpc_raw_byte_buffer_create(resp, 1);
+            ops[n].op = GRPC_OP_SEND_MESSAGE;
+            ops[n].data.send_message.send_message = c->send;
+            n++;
+        }
+        grpc_slice_unref(*resp);
+    }
+    grpc_slice details = grpc_slice_from_copied_string(c->msg);
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+    ops[n].data.send_status_from_server.status_details = code ? &details : NULL;
+    n++;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+    n++;
+    atomic_fetch_add_explicit(&srv.requests, 1, memory_order_relaxed);
+    if (code)
+        atomic_fetch_add_explicit(&srv.errors, 1, memory_order_relaxed);
+    start_batch(c, ops, n);
+    grpc_slice_unref(details); /* the server copied it in start_batch */
+}
+
+void srv_call_send(srv_call *c, grpc_slice msg)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    c->state = ST_STEP;
+    if (!c->sent_initial_md) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial_md = 1;
+    }
+    c->send = grpc_raw_byte_buffer_create(&msg, 1);
+    grpc_slice_unref(msg);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = c->send;
+    n++;
+    start_batch(c, ops, n);
+}
+
+void srv_call_recv(srv_call *c)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    c->state = ST_STEP;
+    if (c->recv) {
+        grpc_byte_buffer_destroy(c->recv);
+        c->recv = NULL;
+    }
+    if (!c->sent_initial_md) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial_md = 1;
+    }
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n].data.recv_message.recv_message = &c->recv;
+    n++;
+    start_batch(c, ops, n);
+}
+
+static void request(srv_worker *w, srv_method m)
+{
+    srv_call *c = calloc(1, sizeof *c);
+    grpc_call_error e;
+    if (!c) {
+        srv_log(SRV_LOG_ERROR, "out_of_memory", "where=request");
+        return;
+    }
+    c->method = m;
+    c->w = w;
+    c->state = ST_REQUESTED;
+    grpc_call_details_init(&c->details);
+    grpc_metadata_array_init(&c->md);
+    if (m == SRV_M_UNKNOWN)
+        e = grpc_server_request_call(srv.server, &c->call, &c->details, &c->md, w->cq, w->cq, c);
+    else
+        e = grpc_server_request_registered_call(srv.server, srv.methods[m], &c->call,
+                                                &c->deadline, &c->md,
+                                                methods[m].payload ? &c->payload : NULL,
+                                                w->cq, w->cq, c);
+    if (e != GRPC_CALL_OK)
+        call_destroy(c, 0); /* shutting down */
+}
+
+static void on_matched(srv_worker *w, srv_call *c)
+{
+    ember_error err;
+    atomic_fetch_add(&srv.live_calls, 1);
+    clock_gettime(CLOCK_MONOTONIC, &c->started);
+    if (!atomic_load(&srv.stopping))
+        request(w, c->method);
+    if (c->method == SRV_M_UNKNOWN) {
+        char msg[EMBER_ERROR_MSG_MAX];
+        grpc_slice m = c->details.method;
+        snprintf(msg, sizeof msg, "unknown method %.*s", (int)GRPC_SLICE_LENGTH(m),
+                 (const char *)GRPC_SLICE_START_PTR(m));
+        srv_call_finish(c, EMBER_UNIMPLEMENTED, msg, NULL);
+        return;
+    }
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+    if (gpr_time_cmp(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC), now) < 0) {
+        srv_call_finish(c, EMBER_DEADLINE_EXCEEDED, "deadline expired before the call ran",
+                        NULL);
+        return;
+    }
+    if (c->method == SRV_M_IMPORT) {
+        srv_admin_import_start(w, c);
+        return;
+    }
+    const uint8_t *req;
+    size_t len;
+    if (srv_payload_bytes(w, c->payload, &req, &len, &err)) {
+        srv_call_finish(c, err.code, err.message, NULL);
+        return;
+    }
+    if (c->method == SRV_M_EXPORT) {
+        srv_admin_export_start(w, c, req, len);
+        return;
+    }
+    srv_unary_fn fn = c->method == SRV_M_PULL       ? srv_shard_pull
+                      : c->method == SRV_M_PUSH     ? srv_shard_push
+                      : c->method == SRV_M_PUSHPULL ? srv_shard_pushpull
+                                                    : srv_admin_handler(c->method);
+    grpc_slice resp;
+    ember_error_clear(&err);
+    int rc = fn(w, req, len, &resp, &err);
+    /* the request is no longer needed: give its memory back before sending */
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    srv_call_finish(c, rc, rc ? err.message : NULL, rc ? NULL : &resp);
+}
+
+static void on_finished(srv_call *c)
+{
+    if (srv_log_level() >= SRV_LOG_DEBUG) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double ms = (double)(now.tv_sec - c->started.tv_sec) * 1e3 +
+                    (double)(now.tv_nsec - c->started.tv_nsec) / 1e6;
+        char q[300];
+        srv_log(SRV_LOG_DEBUG, "call", "method=%s code=%s ms=%.3f cancelled=%d msg=%s",
+                method_name(c), ember_status_name(c->status), ms, c->cancelled,
+                srv_log_q(q, sizeof q, c->msg));
+    }
+    call_destroy(c, 1);
+}
+
+static int shutdown_tag;
+
+static void *worker_main(void *arg)
+{
+    srv_worker *w = arg;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        if (ev.tag == &shutdown_tag) {
+            pthread_mutex_lock(&srv.mu);
+            srv.shutdown_seen = 1;
+            pthread_cond_broadcast(&srv.cv);
+            pthread_mutex_unlock(&srv.mu);
+            continue;
+        }
+        srv_call *c = ev.tag;
+        switch (c->state) {
+        case ST_REQUESTED:
+            if (ev.success)
+                on_matched(w, c);
+            else
+                call_destroy(c, 0); /* the server is shutting down */
+            break;
+        case ST_STEP:
+            if (c->send) {
+                grpc_byte_buffer_destroy(c->send);
+                c->send = NULL;
+            }
+            c->step(w, c, ev.success);
+            break;
+        case ST_FINISH:
+            on_finished(c);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- start / stop -------------------------------------------------------- */
+
+static void workers_free(void)
+{
+    for (unsigned i = 0; i < srv.cfg.threads; i++) {
+        srv_worker *w = &srv.workers[i];
+        if (w->cq)
+            grpc_completion_queue_destroy(w->cq);
+        free(w->flat);
+        free(w->keys);
+        free(w->keys2);
+        free(w->scores);
+        free(w->floats);
+        /* w->pool stays: slices released late by gRPC may still return to it */
+    }
+}
+
+int srv_rpc_start(char *msg, size_t cap)
+{
+    pthread_mutex_init(&srv.mu, NULL);
+    pthread_cond_init(&srv.cv, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &srv.started);
+    grpc_init();
+
+    grpc_arg args[3];
+    memset(args, 0, sizeof args);
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = (int)srv.cfg.max_message_bytes;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = (int)srv.cfg.max_message_bytes;
+    /* gRPC sets SO_REUSEPORT by default: a second server on a taken port would
+     * start silently and steal connections. */
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
+    args[2].value.integer = 0;
+    grpc_channel_args ca = {3, args};
+    srv.server = grpc_server_create(&ca, NULL);
+    for (int m = 0; m < SRV_M_COUNT; m++)
+        srv.methods[m] = grpc_server_register_method(
+            srv.server, methods[m].path, NULL,
+            methods[m].payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                               : GRPC_SRM_PAYLOAD_NONE,
+            0);
+    srv.workers = calloc(srv.cfg.threads, sizeof *srv.workers);
+    if (!srv.workers) {
+        snprintf(msg, cap, "out of memory");
+        return -1;
+    }
+    for (unsigned i = 0; i < srv.cfg.threads; i++) {
+        srv_worker *w = &srv.workers[i];
+        w->index = i;
+        w->cq = grpc_completion_queue_create_for_next(NULL);
+        w->pool = calloc(1, sizeof *w->pool);
+        if (!w->pool) {
+            snprintf(msg, cap, "out of memory");
+            return -1;
+        }
+        pthread_mutex_init(&w->pool->mu, NULL);
+        grpc_server_register_completion_queue(srv.server, w->cq, NULL);
+    }
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(srv.server, srv.cfg.listen, creds);
+    grpc_server_credentials_release(creds);
+    if (port <= 0) {
+        snprintf(msg, cap,
+                 "cannot listen on %s: the address is in use by another process or is not a "
+                 "valid HOST:PORT",
+                 srv.cfg.listen);
+        grpc_server_destroy(srv.server);
+        for (unsigned i = 0; i < srv.cfg.threads; i++) {
+            grpc_completion_queue_shutdown(srv.workers[i].cq);
+            while (grpc_completion_queue_next(srv.workers[i].cq,
+                                              gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+                       .type != GRPC_QUEUE_SHUTDOWN)
+                ;
+        }
+        workers_free();
+        grpc_shutdown();
+        return -1;
+    }
+    grpc_server_start(srv.server);
+    for (unsigned i = 0; i < srv.cfg.threads; i++) {
+        for (int m = 0; m <= SRV_M_UNKNOWN; m++) {
+            int k = m == SRV_M_UNKNOWN ? 1 : methods[m].requests;
+            for (int j = 0; j < k; j++)
+                request(&srv.workers[i], (srv_method)m);
+        }
+    }
+    for (unsigned i = 0; i < srv.cfg.threads; i++) {
+        int e = pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]);
+        if (e) {
+            snprintf(msg, cap, "cannot start worker threads: %s", strerror(e));
+            return -1;
+        }
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%s", srv.cfg.listen);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    srv_log(SRV_LOG_INFO, "listening",
+            "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
+            "max_message_bytes=%llu",
+            host, port, srv.cfg.threads, srv.cfg.backend, srv.cfg.shard_index,
+            srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
+            (unsigned long long)srv.cfg.max_message_bytes);
+    return 0;
+}
+
+static int wait_until(int (*cond)(void), unsigned ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int ok = 1;
+    pthread_mutex_lock(&srv.mu);
+    while (!cond())
+        if (pthread_cond_timedwait(&srv.cv, &srv.mu, &dl) == ETIMEDOUT) {
+            ok = cond();
+            break;
+        }
+    pthread_mutex_unlock(&srv.mu);
+    return ok;
+}
+
+static int shutdown_done(void) { return srv.shutdown_seen; }
+static int no_live_calls(void) { return atomic_load(&srv.live_calls) == 0; }
+
+void srv_rpc_stop(unsigned grace_ms)
+{
+    atomic_store(&srv.stopping, 1);
+    grpc_server_shutdown_and_notify(srv.server, srv.workers[0].cq, &shutdown_tag);
+    if (!wait_until(shutdown_done, grace_ms)) {
+        srv_log(SRV_LOG_WARN, "shutdown_grace_expired", "live_calls=%ld grace_ms=%u",
+                atomic_load(&srv.live_calls), grace_ms);
+        grpc_server_cancel_all_calls(srv.server);
+        while (!wait_until(shutdown_done, 1000))
+            ;
+    }
+    while (!wait_until(no_live_calls, 1000))
+        ;
+    grpc_server_destroy(srv.server);
+    for (unsigned i = 0; i < srv.cfg.threads; i++)
+        grpc_completion_queue_shutdown(srv.workers[i].cq);
+    for (unsigned i = 0; i < srv.cfg.threads; i++)
+        pthread_join(srv.workers[i].thread, NULL);
+    workers_free();
+    grpc_shutdown();
+}

@@ -1,0 +1,172 @@
+/*
+ * rpc.h — the gRPC plumbing of ember-server.
+ *
+ * Threads: `--threads N` workers, each with its own completion queue. Every
+ * worker keeps requests outstanding for every registered method on its queue
+ * (payload read at request time, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER), and
+ * one for unregistered methods (answered UNIMPLEMENTED). A call is then handled
+ * start to finish by the worker whose queue it arrived on: no thread per
+ * connection, no locking of call state (one batch in flight per call at a time).
+ *
+ * Memory: each worker owns scratch buffers (the flattened request, aligned keys,
+ * floats) that grow to the largest request seen and are reused, and a small pool
+ * of 64-byte-aligned response buffers that go out as gRPC slices without a copy
+ * and come back to the pool when gRPC releases them.
+ *
+ * One deliberate global (`srv`), like Redis's `server`: the settings, the table
+ * registry and the counters that every handler needs.
+ */
+#ifndef EMBER_SRV_RPC_H
+#define EMBER_SRV_RPC_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "server/config.h"
+#include "server/dedup.h"
+#include "server/registry.h"
+#include "storage/status.h"
+
+typedef enum srv_method {
+    SRV_M_PULL,
+    SRV_M_PUSH,
+    SRV_M_PUSHPULL,
+    SRV_M_CREATE,
+    SRV_M_DROP,
+    SRV_M_LIST,
+    SRV_M_DESCRIBE,
+    SRV_M_STATS,
+    SRV_M_SAVE,
+    SRV_M_LOAD,
+    SRV_M_EVICT,
+    SRV_M_CLEAR,
+    SRV_M_INFO,
+    SRV_M_EXPORT,
+    SRV_M_IMPORT,
+    SRV_M_HEALTH,
+    SRV_M_COUNT,
+    SRV_M_UNKNOWN = SRV_M_COUNT,
+} srv_method;
+
+typedef struct srv_pool srv_pool;
+
+/* A worker thread and what it reuses across calls. Only its thread touches it,
+ * except the pool (gRPC may release a response slice on any thread). */
+typedef struct srv_worker {
+    unsigned index;
+    pthread_t thread;
+    grpc_completion_queue *cq;
+    uint8_t *flat;      /* a request's bytes when they came in several slices */
+    size_t flat_cap;
+    uint64_t *keys;     /* aligned keys */
+    size_t keys_cap;    /* in keys */
+    uint64_t *keys2;    /* PushPull's pull keys, Import's scores */
+    size_t keys2_cap;
+    uint64_t *scores;
+    size_t scores_cap;
+    float *floats;      /* aligned values (converted from/to the wire) */
+    size_t floats_cap;  /* in floats */
+    srv_pool *pool;
+} srv_worker;
+
+typedef struct srv_call srv_call;
+/* A streaming method's next step: `ok` says whether the last batch succeeded. */
+typedef void (*srv_step_fn)(srv_worker *w, srv_call *c, int ok);
+
+struct srv_call {
+    srv_method method;
+    int state;
+    srv_worker *w;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_call_details details;      /* unregistered calls only */
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;      /* the request (registered unary/server-stream) */
+    grpc_byte_buffer *recv;         /* srv_call_recv's message; NULL at end of stream */
+    grpc_byte_buffer *send;         /* in flight */
+    int sent_initial_md;
+    int cancelled;                  /* from RECV_CLOSE_ON_SERVER */
+    int status;
+    char msg[EMBER_ERROR_MSG_MAX];
+    srv_step_fn step;               /* streaming calls */
+    void *stream;                   /* streaming state, freed by stream_free */
+    void (*stream_free)(void *);
+    struct timespec started;
+};
+
+typedef struct srv_state {
+    srv_config cfg;
+    grpc_server *server;
+    void *methods[SRV_M_COUNT];
+    srv_worker *workers;
+    srv_registry *registry;
+    srv_dedup *dedup;
+    atomic_long live_calls;         /* matched and not yet destroyed */
+    atomic_int stopping;
+    atomic_uint_fast64_t requests, errors;
+    struct timespec started;        /* CLOCK_MONOTONIC */
+    pthread_mutex_t mu;             /* guards shutdown_seen; signals cv */
+    pthread_cond_t cv;
+    int shutdown_seen;
+} srv_state;
+
+extern srv_state srv;
+
+/* Starts gRPC, binds cfg.listen and starts the workers. Returns 0, or -1 with a
+ * reason in msg (the port is taken, a bad address). */
+int srv_rpc_start(char *msg, size_t cap);
+/* Graceful stop: no new calls; in-flight calls get `grace_ms` to finish before
+ * they are cancelled; then workers are joined and gRPC shut down. */
+void srv_rpc_stop(unsigned grace_ms);
+
+/* ---- for handlers -------------------------------------------------------- */
+
+/* The request's bytes, contiguous: the one slice itself when it came in one,
+ * else copied into the worker's flat buffer. RESOURCE_EXHAUSTED on no memory. */
+int srv_payload_bytes(srv_worker *w, grpc_byte_buffer *bb, const uint8_t **out,
+                      size_t *len, ember_error *err);
+
+/* Grow-only scratch: pointers stay valid until the next grow of the same one.
+ * NULL on no memory. */
+uint64_t *srv_scratch_keys(srv_worker *w, size_t n);
+uint64_t *srv_scratch_keys2(srv_worker *w, size_t n);
+uint64_t *srv_scratch_scores(srv_worker *w, size_t n);
+float *srv_scratch_floats(srv_worker *w, size_t n);
+
+/* A pooled response buffer of at least `len` bytes, 64-byte aligned; then
+ * srv_rbuf_slice hands [off, off+len) of it to gRPC (the buffer returns to the
+ * pool when gRPC lets go). srv_rbuf_drop returns an unused one. */
+uint8_t *srv_rbuf_get(srv_worker *w, size_t len);
+grpc_slice srv_rbuf_slice(uint8_t *buf, size_t off, size_t len);
+void srv_rbuf_drop(uint8_t *buf);
+
+/* Ends a call: sends `resp` (if not NULL; ownership passes) when code is OK,
+ * then the status. The call is freed when the batch completes. */
+void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp);
+/* Streaming: sends one message (ownership passes) / receives one into c->recv;
+ * c->step runs when it completes. */
+void srv_call_send(srv_call *c, grpc_slice msg);
+void srv_call_recv(srv_call *c);
+
+/* Handlers (shard.c, admin.c). A unary handler returns a status; on OK it sets
+ * *resp (owned by the caller afterwards), else fills err. */
+typedef int (*srv_unary_fn)(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                            ember_error *err);
+int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err);
+int srv_shard_push(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err);
+int srv_shard_pushpull(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                       ember_error *err);
+srv_unary_fn srv_admin_handler(srv_method m);
+/* Streaming starts: begin the call's first batch or finish it. */
+void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
+void srv_admin_import_start(srv_worker *w, srv_call *c);
+
+/* Seconds since the server started. */
+uint64_t srv_uptime_s(void);
+
+#endif
