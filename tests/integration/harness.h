@@ -1,0 +1,90 @@
+/*
+ * harness.h — integration-test fixture: real `ember-server` processes on
+ * loopback, and a raw gRPC client to call them.
+ *
+ * Servers: eh_server_start() picks a free 127.0.0.1 port, starts the binary
+ * (EMBER_SERVER_BIN, a compile definition) with the given extra flags, its stderr
+ * going to a log file, and waits until grpc.health.v1.Health/Check answers
+ * SERVING. eh_server_stop() sends SIGTERM or SIGKILL and reaps it;
+ * eh_server_restart() starts it again on the same port with the same flags.
+ *
+ * Calls: eh_client is one channel and one completion queue, for one thread at a
+ * time. eh_unary() sends one request's bytes and returns the status code,
+ * message and reply bytes; eh_server_stream()/eh_client_stream() do the same for
+ * Export-like and Import-like methods. Opening a client calls grpc_init() and
+ * closing it grpc_shutdown() (reference-counted), so it works inside Check's
+ * forked tests.
+ *
+ * Functions return 0 on success, -1 on a harness failure (a message on stderr);
+ * a gRPC error status is a result, not a failure.
+ */
+#ifndef EMBER_IT_HARNESS_H
+#define EMBER_IT_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define EH_MAX_FLAGS 32
+
+typedef struct eh_server {
+    pid_t pid;               /* 0 when not running */
+    int port;
+    char addr[64];           /* "127.0.0.1:<port>" */
+    char log_path[256];      /* the server's stderr */
+    int nflags;
+    char *flags[EH_MAX_FLAGS];
+} eh_server;
+
+/* Starts a server with `flags` (NULL-terminated; may be NULL). Waits up to 20 s
+ * for SERVING. */
+int eh_server_start(eh_server *s, const char *const *flags);
+/* Same as eh_server_start but on a given port (0 = pick one). */
+int eh_server_start_on(eh_server *s, int port, const char *const *flags);
+/* Sends `sig` (SIGTERM, SIGKILL, ...), waits up to 30 s for the exit and returns
+ * the wait status in *wstatus (may be NULL). */
+int eh_server_stop(eh_server *s, int sig, int *wstatus);
+/* Starts the stopped server again, same port and flags. */
+int eh_server_restart(eh_server *s);
+/* Stops (SIGKILL) if running, removes the log, frees the flags. */
+void eh_server_cleanup(eh_server *s);
+/* The log so far (malloc'ed, NUL-terminated; free it). */
+char *eh_server_log(const eh_server *s);
+
+/* Runs `ember-server args...` (NULL-terminated) to completion, with stderr and
+ * stdout captured into *output (malloc'ed). Returns the wait status. */
+int eh_run_server_cmd(const char *const *args, char **output, int timeout_ms);
+
+/* A free TCP port on 127.0.0.1 (bound and released: a small race, retried). */
+int eh_free_port(void);
+
+typedef struct eh_client eh_client;
+
+typedef struct eh_result {
+    int code;              /* gRPC status */
+    char message[1024];
+    uint8_t *data;         /* the reply (unary / client stream); malloc'ed */
+    size_t len;
+    size_t messages;       /* server stream: messages received */
+} eh_result;
+
+eh_client *eh_client_open(const char *addr);
+void eh_client_close(eh_client *c);
+
+/* One unary call. deadline_ms > 0: relative deadline; < 0: a deadline already
+ * in the past; 0: 30 s. */
+int eh_unary(eh_client *c, const char *method, const void *req, size_t len, int deadline_ms,
+             eh_result *out);
+/* A server-streaming call: on_msg runs for each reply message. */
+int eh_server_stream(eh_client *c, const char *method, const void *req, size_t len,
+                     void (*on_msg)(void *ud, const uint8_t *data, size_t len), void *ud,
+                     eh_result *out);
+/* A client-streaming call: sends n messages, then half-closes. */
+int eh_client_stream(eh_client *c, const char *method, const void *const *msgs,
+                     const size_t *lens, size_t n, eh_result *out);
+void eh_result_free(eh_result *r);
+
+/* Health/Check: 1 when SERVING. */
+int eh_health_serving(eh_client *c, int deadline_ms);
+
+#endif
