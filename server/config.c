@@ -71,25 +71,25 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
     int numeric = strcmp(name, "listen") && strcmp(name, "backend") &&
                   strcmp(name, "checkpoint-dir") && strcmp(name, "log-level");
     if (numeric && parse_u64(v, &u)) {
-        snprintf(msg, cap, "%s %s: '%s' is not a non-negative number", src, name, v);
+        snprintf(msg, cap, "%s: '%s' is not a non-negative number", src, v);
         return -1;
     }
     if (!strcmp(name, "listen")) {
         if (!*v || strlen(v) >= sizeof c->listen || !strrchr(v, ':')) {
-            snprintf(msg, cap, "%s listen: '%s' is not HOST:PORT", src, v);
+            snprintf(msg, cap, "%s: '%s' is not HOST:PORT", src, v);
             return -1;
         }
         strcpy(c->listen, v);
     } else if (!strcmp(name, "threads")) {
         if (u < 1 || u > 256) {
-            snprintf(msg, cap, "%s threads: %s is outside 1..256", src, v);
+            snprintf(msg, cap, "%s: %s is outside 1..256", src, v);
             return -1;
         }
         c->threads = (unsigned)u;
     } else if (!strcmp(name, "backend")) {
         if (strcmp(v, "cpu") != 0) {
             snprintf(msg, cap,
-                     "%s backend: '%s' is not available: this build serves only the cpu backend "
+                     "%s: '%s' is not available: this build serves only the cpu backend "
                      "(the gpu backend comes with a later release)",
                      src, v);
             return -1;
@@ -97,45 +97,45 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
         strcpy(c->backend, v);
     } else if (!strcmp(name, "max-keys-per-request")) {
         if (u < 1) {
-            snprintf(msg, cap, "%s max-keys-per-request must be ≥ 1", src);
+            snprintf(msg, cap, "%s must be ≥ 1", src);
             return -1;
         }
         c->max_keys_per_request = u;
     } else if (!strcmp(name, "max-message-bytes")) {
         if (u < 1024 || u > 0x7fffffffu) {
-            snprintf(msg, cap, "%s max-message-bytes: %s is outside 1K..2G-1 (gRPC's limit is an int)",
+            snprintf(msg, cap, "%s: %s is outside 1K..2G-1 (gRPC's limit is an int)",
                      src, v);
             return -1;
         }
         c->max_message_bytes = u;
     } else if (!strcmp(name, "max-tables")) {
         if (u < 1 || u > 1000000) {
-            snprintf(msg, cap, "%s max-tables: %s is outside 1..1000000", src, v);
+            snprintf(msg, cap, "%s: %s is outside 1..1000000", src, v);
             return -1;
         }
         c->max_tables = (unsigned)u;
     } else if (!strcmp(name, "shard-index")) {
         if (u > UINT32_MAX - 1) {
-            snprintf(msg, cap, "%s shard-index: %s is too large", src, v);
+            snprintf(msg, cap, "%s: %s is too large", src, v);
             return -1;
         }
         c->shard_index = (uint32_t)u;
     } else if (!strcmp(name, "shard-count")) {
         if (u < 1 || u > UINT32_MAX) {
-            snprintf(msg, cap, "%s shard-count: %s must be ≥ 1", src, v);
+            snprintf(msg, cap, "%s: %s must be ≥ 1", src, v);
             return -1;
         }
         c->shard_count = (uint32_t)u;
     } else if (!strcmp(name, "checkpoint-dir")) {
         if (strlen(v) >= sizeof c->checkpoint_dir - 80) {
-            snprintf(msg, cap, "%s checkpoint-dir: path too long", src);
+            snprintf(msg, cap, "%s: path too long", src);
             return -1;
         }
         strcpy(c->checkpoint_dir, v);
     } else if (!strcmp(name, "log-level")) {
         int l = srv_log_parse_level(v);
         if (l < 0) {
-            snprintf(msg, cap, "%s log-level: '%s' is not error|warn|info|debug", src, v);
+            snprintf(msg, cap, "%s: '%s' is not error|warn|info|debug", src, v);
             return -1;
         }
         c->log_level = l;
@@ -159,11 +159,10 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     c->log_level = SRV_LOG_INFO;
     c->shutdown_grace_ms = 10000;
 
-    for (size_t i = 0; i < NOPTS; i++) {
-        const char *v = getenv(opts[i].env);
-        if (v && set(c, i, v, opts[i].env, msg, cap))
-            return -1;
-    }
+    /* flags first (remembered), then each setting from its flag or, when no
+     * flag gave it, from its environment variable: the flag wins, and a bad
+     * variable that a flag overrides does not matter */
+    const char *given[NOPTS] = {0};
     for (int a = 1; a < argc; a++) {
         const char *s = argv[a];
         if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
@@ -190,7 +189,16 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
             snprintf(msg, cap, "flag --%s needs a value (%s)", opts[i].flag, opts[i].arg);
             return -1;
         }
-        if (set(c, i, v, "flag", msg, cap))
+        given[i] = v;
+    }
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = given[i] ? given[i] : getenv(opts[i].env);
+        char src[64];
+        if (given[i])
+            snprintf(src, sizeof src, "--%s", opts[i].flag);
+        else
+            snprintf(src, sizeof src, "%s", opts[i].env);
+        if (v && set(c, i, v, src, msg, cap))
             return -1;
     }
     if (c->shard_index >= c->shard_count) {

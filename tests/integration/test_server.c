@@ -536,6 +536,49 @@ START_TEST(second_server_on_taken_port_fails)
 }
 END_TEST
 
+/* Settings from EMBER_* variables; a flag wins over its variable. */
+START_TEST(env_settings_and_max_tables)
+{
+    char *out = NULL;
+    setenv("EMBER_LOG_LEVEL", "loud", 1);
+    const char *none[] = {"--threads=1", NULL};
+    int st = eh_run_server_cmd(none, &out, 20000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    ck_assert_msg(strstr(out, "EMBER_LOG_LEVEL"), "output: %s", out);
+    free(out);
+    unsetenv("EMBER_LOG_LEVEL");
+
+    eh_server s;
+    setenv("EMBER_MAX_TABLES", "1", 1);
+    setenv("EMBER_SHARD_INDEX", "7", 1);   /* overridden by the flag below */
+    setenv("EMBER_SHARD_COUNT", "9", 1);
+    const char *flags[] = {"--threads=1", "--shard-index=2", NULL};
+    int rc = eh_server_start(&s, flags);
+    unsetenv("EMBER_MAX_TABLES");
+    unsetenv("EMBER_SHARD_INDEX");
+    unsetenv("EMBER_SHARD_COUNT");
+    ck_assert_int_eq(rc, 0);
+    eh_client *c = eh_client_open(s.addr);
+    eh_result r;
+    ck_assert_int_eq(create_on(c, "one", 4, 1024, 0, 0.1f, 0, 0, 0, &r), 0);
+    eh_result_free(&r);
+    ck_assert_int_eq(create_on(c, "two", 4, 1024, 0, 0.1f, 0, 0, 0, &r), 8);
+    expect(&r, 8, "max-tables");
+    Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+    ck_assert_int_eq(admin(c, "ServerInfo", &iq.base, &r), 0);
+    Ember__V1__ServerInfoResponse *si = ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+    ck_assert_uint_eq(si->shard_index, 2);
+    ck_assert_uint_eq(si->shard_count, 9);
+    ck_assert_uint_eq(si->threads, 1);
+    ember__v1__server_info_response__free_unpacked(si, NULL);
+    eh_result_free(&r);
+    eh_client_close(c);
+    ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    eh_server_cleanup(&s);
+}
+END_TEST
+
 START_TEST(sigterm_exits_zero_and_restart)
 {
     eh_server s;
@@ -949,6 +992,7 @@ int main(void)
     tcase_add_test(tc, limits_resource_exhausted);
     tcase_add_test(tc, duplicate_push_applied_once);
     tcase_add_test(tc, second_server_on_taken_port_fails);
+    tcase_add_test(tc, env_settings_and_max_tables);
     tcase_add_test(tc, sigterm_exits_zero_and_restart);
     tcase_add_test(tc, admin_lifecycle);
     tcase_add_test(tc, save_load_round_trip);
