@@ -680,6 +680,8 @@ float ember_wire_f16_to_f32(uint16_t h)
 void ember_wire_to_wire(int32_t dtype, const float *src, size_t n, uint8_t *dst)
 {
     size_t i;
+    if (!n)
+        return;
     switch (dtype) {
     case EMBER_WIRE_F32:
         memcpy(dst, src, n * 4);
@@ -703,6 +705,8 @@ void ember_wire_from_wire(int32_t dtype, const uint8_t *src, size_t n, float *ds
 {
     size_t i;
     uint16_t h;
+    if (!n)
+        return;
     switch (dtype) {
     case EMBER_WIRE_F32:
         memcpy(dst, src, n * 4);
