@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Integration tests of emberctl and the demo worker against live ember-server
+# processes on loopback (ctest label integration).
+#
+#   test_emberctl.sh ctl  SERVER EMBERCTL CTR_DEMO   every subcommand, --json parsed,
+#                                                    exit codes 0/1/2
+#   test_emberctl.sh demo SERVER EMBERCTL CTR_DEMO   the demo worker learns: its held-out
+#                                                    loss ends near the planted model's
+#
+# Servers listen on port 0 (the kernel picks a free one, no race) and the address
+# is read from their "event=listening addr=..." log line. Everything lives in a
+# temporary directory that is removed, servers included, on exit.
+set -u
+mode=$1 server=$2 ctl=$3 demo=$4
+
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/ember-test-emberctl.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+failures=0
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# start_server INDEX COUNT: starts shard INDEX of COUNT; sets addr[INDEX].
+declare -a addr
+start_server() {
+  local i=$1 n=$2 log="$work/server$1.log"
+  mkdir -p "$work/ckpt$i"
+  "$server" --listen 127.0.0.1:0 --shard-index "$i" --shard-count "$n" --threads 2 \
+    --checkpoint-dir "$work/ckpt$i" 2>"$log" &
+  pids[i]=$!
+  for _ in $(seq 100); do
+    addr[i]=$(sed -n 's/.*event=listening addr=\([^ ]*\).*/\1/p' "$log" | head -n 1)
+    [ -n "${addr[$i]}" ] && return 0
+    kill -0 "${pids[$i]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "server $i did not start:" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+# run EXPECTED_RC ARGS...: runs emberctl; its stdout in $out, stderr in $err.
+out="" err=""
+run() {
+  local want=$1 rc
+  shift
+  out=$("$ctl" "$@" 2>"$work/stderr")
+  rc=$?
+  err=$(cat "$work/stderr")
+  if [ "$rc" -ne "$want" ]; then
+    fail "emberctl $* exited $rc, want $want; stdout: $out; stderr: $err"
+    return 1
+  fi
+  return 0
+}
+
+# check DESCRIPTION PYTHON_EXPRESSION: the expression, with d = the JSON in $out,
+# must be true.
+check() {
+  local what=$1 expr=$2
+  if ! printf '%s' "$out" | "$py" -c "
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if ($expr) else 1)
+" 2>"$work/pyerr"; then
+    fail "$what: not ($expr) in: $out $(cat "$work/pyerr")"
+  fi
+}
+
+# value PYTHON_EXPRESSION: prints the expression's value over the JSON in $out.
+value() {
+  printf '%s' "$out" | "$py" -c "
+import json, sys
+d = json.load(sys.stdin)
+print($1)
+"
+}
+
+contains() {  # contains DESCRIPTION HAYSTACK NEEDLE
+  case "$2" in *"$3"*) ;; *) fail "$1: '$3' not in: $2" ;; esac
+}
+
+test_ctl() {
+  start_server 0 2
+  start_server 1 2
+  export EMBER_SHARDS="${addr[0]},${addr[1]}"
+
+  # ---- usage errors: exit 2, nothing sent -------------------------------------
+  run 2
+  run 2 frobnicate;                 contains "unknown command" "$err" "unknown command"
+  run 2 tables --bogus;             contains "unknown option" "$err" "unknown option '--bogus'"
+  run 2 create t --capacity 10;     contains "create without --dim" "$err" "--dim is required"
+  run 2 create t --dim 0 --capacity 10
+  run 2 create t --dim 8 --capacity 10 --optimizer rmsprop
+  run 2 create t --dim 8 --capacity 10 --initializer uniform:1
+  run 2 create t --dim 8 --capacity 10 --lr fast
+  run 2 create;                     contains "create without NAME" "$err" "missing NAME"
+  run 2 describe a b
+  run 2 evict t;                    contains "evict without a bound" "$err" "--below-score"
+  run 2 evict t --below-score 1 --to-size 1
+  run 2 health --wait soon
+  run 2 tables --shard 2;           contains "--shard out of range" "$err" "--shard 2"
+  run 2 tables --shards "nohost";   contains "bad address" "$err" "nohost"
+  run 2 tables --shards "${addr[0]},,${addr[1]}"
+  EMBER_SHARDS='' run 2 tables;       contains "no shards" "$err" "no shards"
+
+  # ---- help on every subcommand: exit 0, on stdout ------------------------------
+  for c in tables create drop describe stats save load evict clear health info; do
+    run 0 "$c" --help && contains "$c --help" "$out" "usage: emberctl $c"
+    run 0 help "$c"
+  done
+  run 0 --help;                     contains "--help" "$out" "commands:"
+
+  # ---- health, info -------------------------------------------------------------
+  run 0 health;                     contains "health" "$out" "SERVING"
+  run 0 health --json --wait 5
+  check "health --json" "d['serving'] and [s['status'] for s in d['shards']] == ['SERVING'] * 2 and d['errors'] == []"
+  run 0 info --json
+  check "info --json" "[(s['shard_index'], s['shard_count'], s['address']) for s in d['shards']] == [(0, 2, '${addr[0]}'), (1, 2, '${addr[1]}')]"
+  check "info checkpoint dir" "d['shards'][1]['checkpoint_dir'] == '$work/ckpt1'"
+  run 0 info --shard 1 --json
+  check "info --shard 1" "len(d['shards']) == 1 and d['shards'][0]['shard_index'] == 1"
+  # The list in the wrong order: a warning, not a failure.
+  run 0 info --shards "${addr[1]},${addr[0]}"
+  contains "info, shards swapped" "$err" "warning"
+
+  # ---- create, tables, describe -------------------------------------------------
+  run 0 tables --json;              check "no tables" "d['tables'] == []"
+  run 0 create emb --dim 4 --capacity 1K --optimizer adam --lr 0.001 --beta2 0.99 \
+    --initializer normal:0,0.1 --scores lfu --admission 2 --seed 42 --json
+  check "create --json" "[s['shard'] for s in d['shards']] == [0, 1] and d['config']['optimizer']['kind'] == 'adam'"
+  run 1 create emb --dim 4 --capacity 1000
+  contains "create twice" "$err" "ALREADY_EXISTS"
+  contains "create twice names the shard" "$err" "shard 0 (${addr[0]})"
+  run 0 create emb --dim 4 --capacity 1000 --if-not-exists
+  run 0 tables;                     contains "tables" "$out" "emb"
+  run 0 tables --json
+  check "tables --json" "[(t['name'], t['dim'], t['optimizer'], t['shards']) for t in d['tables']] == [('emb', 4, 'adam', 2)]"
+  check "tables capacity is summed" "d['tables'][0]['capacity'] >= 2 * 1024"
+  run 0 describe emb --json
+  check "describe config" "d['config']['dim'] == 4 and d['config']['capacity'] == 1024 and d['config']['scores'] == 'lfu' and d['config']['seed'] == 42"
+  check "describe optimizer" "d['config']['optimizer'] == dict(d['config']['optimizer'], kind='adam', lr=0.001, beta2=0.99)"
+  check "describe initializer" "d['config']['initializer'] == {'kind': 'normal', 'a': 0, 'b': 0.1}"
+  check "describe admission" "d['config']['admission_min_count'] == 2"
+  check "describe per shard" "[s['shard'] for s in d['shards']] == [0, 1] and d['total']['capacity'] == sum(s['stats']['capacity'] for s in d['shards'])"
+  run 0 describe emb;               contains "describe" "$out" "adam lr 0.001"
+
+  # ---- rows through the demo worker, then stats, save, clear, load, evict ---------
+  "$demo" --table rows --steps 20 --batch 256 --vocab 200 --eval 1000 --log-every 100 \
+    >"$work/demo.log" 2>&1 || { fail "ctr_demo for rows"; cat "$work/demo.log" >&2; }
+  run 0 stats rows --json
+  check "stats: one table" "[t['name'] for t in d['tables']] == ['rows']"
+  check "stats: rows on both shards" "all(s['stats']['size'] > 0 for s in d['tables'][0]['shards'])"
+  check "stats: total is the sum" "d['tables'][0]['total']['size'] == sum(s['stats']['size'] for s in d['tables'][0]['shards'])"
+  check "stats: traffic" "d['tables'][0]['total']['pushes'] >= 2 * 20 - 2 and d['tables'][0]['total']['keys_pushed'] > 0"
+  check "stats: servers" "len(d['servers']['shards']) == 2 and d['servers']['requests'] > 0"
+  size=$(value "d['tables'][0]['total']['size']")
+  run 0 stats;                      contains "stats" "$out" "all"
+
+  run 0 save rows --json
+  check "save rows" "d['rows'] == $size and all(len(s['files']) == 1 for s in d['shards'])"
+  if [ -z "$(ls "$work/ckpt0")" ] || [ -z "$(ls "$work/ckpt1")" ]; then
+    fail "save wrote no checkpoint files"
+  fi
+  run 0 clear rows
+  run 0 describe rows --json;       check "clear" "d['total']['size'] == 0"
+  run 0 load rows --json
+  check "load rows" "d['rows'] == $size and all(s['tables'] == ['rows'] for s in d['shards'])"
+  run 0 describe rows --json;       check "load restores" "d['total']['size'] == $size"
+
+  run 0 evict rows --to-size 10 --json
+  check "evict --to-size" "d['evicted'] == $size - 20 and all(s['evicted'] > 0 for s in d['shards'])"
+  run 0 describe rows --json;       check "evict leaves 10 per shard" "[s['stats']['size'] for s in d['shards']] == [10, 10]"
+  run 0 evict rows --below-score 18446744073709551615 --json
+  check "evict --below-score" "d['evicted'] == 20"
+  run 0 describe rows --json;       check "evict below" "d['total']['size'] == 0"
+
+  # ---- unknown tables: exit 1, each shard's NOT_FOUND ------------------------------
+  for args in "describe nope" "stats nope" "clear nope" "drop nope" "evict nope --to-size 1" \
+              "save nope"; do
+    # shellcheck disable=SC2086
+    run 1 $args && contains "$args" "$err" "NOT_FOUND"
+  done
+  run 1 describe nope --json
+  check "errors in --json" "[(e['shard'], e['code']) for e in d['errors']] == [(0, 'NOT_FOUND'), (1, 'NOT_FOUND')]"
+  contains "both shards reported" "$err" "shard 1 (${addr[1]}): NOT_FOUND"
+
+  # ---- drop ---------------------------------------------------------------------------
+  run 0 drop rows --json;           check "drop" "all(s['dropped'] for s in d['shards'])"
+  run 1 drop rows
+  run 0 drop rows --if-exists --json
+  check "drop --if-exists" "not any(s['dropped'] for s in d['shards'])"
+
+  # ---- a shard down: exit 1, the live shard still answers ------------------------------
+  kill -KILL "${pids[1]}"
+  wait "${pids[1]}" 2>/dev/null
+  run 1 health --timeout-ms 2000;   contains "health, shard down" "$err" "shard 1 (${addr[1]}): UNAVAILABLE"
+  run 1 tables --json --timeout-ms 2000
+  check "tables, shard down" "[t['name'] for t in d['tables']] == ['emb'] and [e['shard'] for e in d['errors']] == [1]"
+  run 0 tables --shard 0
+}
+
+test_demo() {
+  start_server 0 2
+  start_server 1 2
+  local shards="${addr[0]},${addr[1]}" model args log line
+  # A small vocabulary so a few hundred steps learn nearly all of it; margins from
+  # runs of several seeds (lr ends within ~0.01 of the floor, fm within ~0.03).
+  for args in "lr 400 1000 0.03" "fm 600 500 0.06"; do
+    # shellcheck disable=SC2086
+    set -- $args
+    model=$1 log="$work/demo_$1.log"
+    if ! "$demo" --shards "$shards" --model "$1" --steps "$2" --vocab "$3" --expect-within "$4" \
+         --seed 7 --log-every 100 >"$log" 2>&1; then
+      fail "ctr_demo --model $model"
+      cat "$log" >&2
+      continue
+    fi
+    line=$(grep '^result ' "$log")
+    # Well below the baseline: at least 70% of the way from it to the floor.
+    "$py" - "$line" <<'EOF' || fail "ctr_demo --model $model: $line"
+import sys
+v = dict(kv.split("=") for kv in sys.argv[1].split()[1:])
+learned, planted, baseline = (float(v[k]) for k in ("learned", "planted", "baseline"))
+sys.exit(0 if baseline - learned >= 0.7 * (baseline - planted) else 1)
+EOF
+    echo "ctr_demo --model $model: $line"
+  done
+  # The table is where the worker said, on both shards.
+  run 0 --shards "$shards" describe ctr_lr --json
+  check "demo table" "d['config']['dim'] == 1 and all(s['stats']['size'] > 0 for s in d['shards'])"
+  run 0 --shards "$shards" describe ctr_fm --json
+  check "demo fm table" "d['config']['dim'] == 5"
+}
+
+case "$mode" in
+  ctl) test_ctl ;;
+  demo) test_demo ;;
+  *) echo "usage: $0 ctl|demo SERVER EMBERCTL CTR_DEMO" >&2; exit 2 ;;
+esac
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) failed" >&2
+  exit 1
+fi
+echo "all checks passed"
