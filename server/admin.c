@@ -154,7 +154,9 @@ static void info_fill(info_box *b, srv_table *t)
     b->info.config = &b->cfg;
     b->info.stats = &b->stats;
     b->cfg.dim = c->dim;
-    b->cfg.capacity = c->capacity;
+    /* the capacity in effect: the one asked for, rounded up to whole buckets */
+    ember_table_stats_get(t->table, &s);
+    b->cfg.capacity = s.capacity;
     b->cfg.score_policy = (Ember__V1__ScorePolicy)c->score_policy;
     b->cfg.seed = c->seed;
     b->cfg.optimizer = &b->opt;
@@ -177,7 +179,6 @@ static void info_fill(info_box *b, srv_table *t)
     b->init.kind = (Ember__V1__Initializer)c->init.kind;
     b->init.a = c->init.a;
     b->init.b = c->init.b;
-    ember_table_stats_get(t->table, &s);
     b->stats.size = s.size;
     b->stats.capacity = s.capacity;
     b->stats.load_factor = s.load_factor;
