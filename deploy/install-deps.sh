@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libjemalloc-dev check
-          libgrpc-dev protobuf-c-compiler libprotobuf-c-dev)
+          libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+          python3-grpcio python3-protobuf protobuf-compiler)
 
 missing=()
 for p in "${packages[@]}"; do
