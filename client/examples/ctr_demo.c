@@ -507,7 +507,7 @@ static void usage(FILE *f)
         "  --model lr|fm        logistic regression (dim 1) or factorization machine\n"
         "                       (dim k+1) (default lr)\n"
         "  --k N                factorization machine factors (default 4)\n"
-        "  --steps N            training steps (default 15000)\n"
+        "  --steps N            training steps (default 12000)\n"
         "  --batch N            examples per step (default 1024)\n"
         "  --fields N           categorical fields per example (default 8)\n"
         "  --vocab N            ids per field (default 100000)\n"
@@ -554,7 +554,7 @@ static int parse_opts(int argc, char **argv, demo_opts *o)
     static char table[80];
     uint64_t u;
     memset(o, 0, sizeof *o);
-    o->steps = 15000;
+    o->steps = 12000;
     o->batch = 1024;
     o->seed = 1;
     o->fields = 8;
