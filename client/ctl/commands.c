@@ -673,6 +673,7 @@ static int cmd_describe(ctl *c, const ctl_args *a)
     Ember__V1__DescribeTableRequest req = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
     Ember__V1__TableStats total = EMBER__V1__TABLE_STATS__INIT;
     const Ember__V1__TableInfo *first = NULL;
+    unsigned first_shard = 0;
     ctl_reply *r = replies_new(c);
     ctl_json j;
     char b[6][256];
@@ -687,12 +688,13 @@ static int cmd_describe(ctl *c, const ctl_args *a)
         if (r[i].code != 0 || !(t = ((Ember__V1__DescribeTableResponse *)r[i].msg)->table))
             continue;
         stats_add(&total, t->stats);
-        if (!first)
+        if (!first) {
             first = t;
-        else if (!config_equal(first->config, t->config))
+            first_shard = r[i].shard->index;
+        } else if (!config_equal(first->config, t->config)) {
             fprintf(stderr, "emberctl: warning: table %s on shard %u has another config than "
-                            "on shard %u\n", req.name, r[i].shard->index,
-                    r[0].shard->index);
+                            "on shard %u\n", req.name, r[i].shard->index, first_shard);
+        }
     }
     if (c->json) {
         ctl_json_init(&j, stdout);

@@ -72,11 +72,6 @@ unsigned ctl_call(const ctl *c, const char *method, const ProtobufCMessage *req,
                   const ProtobufCMessageDescriptor *reply_type, int timeout_ms,
                   ctl_reply *replies);
 
-/* The same call on one shard. Returns its status. */
-int ctl_call_one(const ctl *c, const ctl_shard *s, const char *method,
-                 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_type,
-                 int timeout_ms, ctl_reply *r);
-
 void ctl_replies_free(ctl_reply *replies, unsigned n);
 
 /* Prints each failed reply on stderr ("emberctl: shard I (ADDR): CODE: message")
@@ -123,7 +118,6 @@ void ctl_json_end_object(ctl_json *j);
 void ctl_json_end_array(ctl_json *j);
 void ctl_json_str(ctl_json *j, const char *key, const char *v);
 void ctl_json_u64(ctl_json *j, const char *key, uint64_t v);
-void ctl_json_i64(ctl_json *j, const char *key, int64_t v);
 void ctl_json_double(ctl_json *j, const char *key, double v);  /* NaN/Inf: null */
 void ctl_json_float(ctl_json *j, const char *key, float v);    /* shortest float32 */
 void ctl_json_bool(ctl_json *j, const char *key, int v);

@@ -219,12 +219,6 @@ void ctl_json_u64(ctl_json *j, const char *key, uint64_t v)
     fprintf(j->f, "%" PRIu64, v);
 }
 
-void ctl_json_i64(ctl_json *j, const char *key, int64_t v)
-{
-    json_lead(j, key);
-    fprintf(j->f, "%" PRId64, v);
-}
-
 void ctl_json_double(ctl_json *j, const char *key, double v)
 {
     json_lead(j, key);

@@ -222,6 +222,8 @@ static int parse_cmd_args(int argc, char **argv, int i, globals *g, ctl_args *a)
             if (!o)
                 return ctl_usage_error(a, "unknown option '%.*s'", (int)len, arg);
             unsigned k = (unsigned)(o - a->cmd->opts);
+            if (k >= CTL_MAX_OPTIONS)  /* a command with more options than ctl_args holds */
+                return ctl_usage_error(a, "%s: too many options defined", o->name);
             if (o->arg) {
                 if (eq)
                     a->value[k] = eq + 1;

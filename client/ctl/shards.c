@@ -115,7 +115,7 @@ static void reply_fail(ctl_reply *r, int code, const char *message)
     snprintf(r->message, sizeof r->message, "%s", message);
 }
 
-/* One call whose request is already packed. */
+/* One shard's call, the request already packed; r is zeroed, its shard set. */
 static void call_packed(const ctl *c, const ctl_shard *s, const char *method, const uint8_t *req,
                         size_t len, const ProtobufCMessageDescriptor *reply_type, int timeout_ms,
                         ctl_reply *r)
@@ -124,8 +124,6 @@ static void call_packed(const ctl *c, const ctl_shard *s, const char *method, co
     uint8_t *resp = NULL;
     size_t resp_len = 0;
 
-    memset(r, 0, sizeof *r);
-    r->shard = s;
     int code = ember_rpc_unary(s->ch, method, req, len, timeout_ms > 0 ? timeout_ms : c->timeout_ms,
                                &resp, &resp_len, &err);
     if (code != 0) {
@@ -147,23 +145,6 @@ static uint8_t *pack(const ProtobufCMessage *req, size_t *len)
     if (buf)
         protobuf_c_message_pack(req, buf);
     return buf;
-}
-
-int ctl_call_one(const ctl *c, const ctl_shard *s, const char *method,
-                 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_type,
-                 int timeout_ms, ctl_reply *r)
-{
-    size_t len;
-    uint8_t *buf = pack(req, &len);
-    if (!buf) {
-        memset(r, 0, sizeof *r);
-        r->shard = s;
-        reply_fail(r, EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
-        return r->code;
-    }
-    call_packed(c, s, method, buf, len, reply_type, timeout_ms, r);
-    free(buf);
-    return r->code;
 }
 
 typedef struct fan_job {
