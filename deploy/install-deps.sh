@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config libjemalloc-dev check
           libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-          python3-grpcio python3-protobuf protobuf-compiler)
+          python3-grpcio python3-protobuf protobuf-compiler
+          iperf3)
 
 missing=()
 for p in "${packages[@]}"; do
