@@ -772,7 +772,7 @@ static void sleep_ms(int64_t ms)
 
 /* Makes the reply contiguous: in place when gRPC handed over one uncompressed
  * slice, else copied into the call's reusable buffer. */
-static int call_take_reply(ember_shard_call *sc)
+int ember_call_take_reply(ember_shard_call *sc)
 {
     grpc_byte_buffer *bb = sc->recv;
     sc->resp = NULL;
@@ -781,9 +781,11 @@ static int call_take_reply(ember_shard_call *sc)
         return 0;
     if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
         bb->data.raw.slice_buffer.count == 1) {
-        grpc_slice s = bb->data.raw.slice_buffer.slices[0];
-        sc->resp = GRPC_SLICE_START_PTR(s);
-        sc->resp_len = GRPC_SLICE_LENGTH(s);
+        /* Through a pointer: a small reply is inlined in the slice struct itself,
+         * and a copy of the struct would leave us pointing at the stack. */
+        const grpc_slice *s = &bb->data.raw.slice_buffer.slices[0];
+        sc->resp = GRPC_SLICE_START_PTR(*s);
+        sc->resp_len = GRPC_SLICE_LENGTH(*s);
         return 0;
     }
     size_t n = grpc_byte_buffer_length(bb);
@@ -882,7 +884,7 @@ int ember_op_finish(ember_op *op, ember_error *err)
         ember_shard_call *sc = &op->calls[s];
         if (!sc->active)
             continue;
-        if (sc->code == 0 && call_take_reply(sc) != 0)
+        if (sc->code == 0 && ember_call_take_reply(sc) != 0)
             sc->code = EMBER_E_RESOURCE_EXHAUSTED, snprintf(sc->msg, sizeof sc->msg,
                                                             "cannot copy the reply");
         if (sc->code != 0 && rv == 0) {

@@ -142,6 +142,10 @@ void ember_op_start(ember_op *op);
  * index) with "shard i (host:port): message" in err. Replies stay readable in
  * op->calls[s].resp until ember_op_release. */
 int ember_op_finish(ember_op *op, ember_error *err);
+/* Points sc->resp/resp_len at sc->recv's bytes: in place when gRPC handed over
+ * one uncompressed slice, else copied into sc's reusable buffer. Returns 0 or
+ * EMBER_E_RESOURCE_EXHAUSTED / EMBER_E_INTERNAL. (Internal; exposed for a test.) */
+int ember_call_take_reply(ember_shard_call *sc);
 /* Fills err for shard s's failure: "shard s (addr): <msg>"; returns code. */
 int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));

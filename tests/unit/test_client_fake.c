@@ -28,6 +28,7 @@
 #include <grpc/support/time.h>
 
 #include "client/debug.h"
+#include "client/internal.h"
 #include "client/rpc.h"
 #include "ember/ember.h"
 #include "ember/v1/ember.pb-c.h"
@@ -986,6 +987,41 @@ START_TEST(several_channels_per_shard)
 }
 END_TEST
 
+/* Regression: replies small enough for gRPC to inline in the slice struct were
+ * read through a pointer into a stack copy of that struct (garbage once the stack
+ * was reused; seen as "malformed PushResponse" under concurrent pushes). */
+static void __attribute__((noinline)) scribble_stack(void)
+{
+    volatile unsigned char buf[16384];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = 0xAA;
+}
+
+START_TEST(small_reply_not_read_from_stack)
+{
+    grpc_init();
+    for (size_t len = 1; len <= 64; len++) {
+        uint8_t want[64];
+        for (size_t i = 0; i < len; i++)
+            want[i] = (uint8_t)(0x10 + i);
+        /* Small copied slices are inlined: their bytes live in the slice struct. */
+        grpc_slice sl = grpc_slice_from_copied_buffer((const char *)want, len);
+        grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+        grpc_slice_unref(sl);
+        ember_shard_call sc;
+        memset(&sc, 0, sizeof sc);
+        sc.recv = bb;
+        ck_assert_int_eq(ember_call_take_reply(&sc), 0);
+        scribble_stack();
+        ck_assert_uint_eq(sc.resp_len, len);
+        ck_assert_msg(memcmp(sc.resp, want, len) == 0, "reply of %zu bytes garbled", len);
+        grpc_byte_buffer_destroy(bb);
+        free(sc.resp_copy);
+    }
+    grpc_shutdown();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("client_fake");
@@ -1006,9 +1042,10 @@ int main(void)
     tcase_add_test(tc, admin_fan_out);
     tcase_add_test(tc, options_and_environment);
     tcase_add_test(tc, several_channels_per_shard);
+    tcase_add_test(tc, small_reply_not_read_from_stack);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
+    srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
