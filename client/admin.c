@@ -47,14 +47,15 @@ static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMe
     }
     op->retry = retry;
     size_t len = protobuf_c_message_get_packed_size(req);
+    /* One call per shard, added in shard order: op->calls[s] is shard s's. */
     for (unsigned s = 0; s < c->nshards; s++) {
-        uint8_t *buf = ember_op_request(op, s, method, len);
-        if (!buf) {
+        ember_shard_call *sc = ember_op_add(op, s, method, len);
+        if (!sc) {
             ember_op_release(op);
             *code = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
             return NULL;
         }
-        protobuf_c_message_pack(req, buf);
+        protobuf_c_message_pack(req, sc->req_data);
     }
     ember_op_start(op);
     *code = ember_op_finish(op, err);

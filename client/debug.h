@@ -4,6 +4,7 @@
 #ifndef EMBER_CLIENT_DEBUG_H
 #define EMBER_CLIENT_DEBUG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ember/ember.h"
@@ -16,5 +17,9 @@ void ember_client_debug_resend_pushes(ember_client *c, int on);
 /* How many push replies said `duplicate` (a retry the server had already
  * applied) since the client was opened. */
 uint64_t ember_client_debug_duplicate_acks(const ember_client *c);
+
+/* Value bytes per request before a shard's part is split into several requests
+ * (0: the default, 16 MiB). Not thread-safe: set it before the client is used. */
+void ember_client_debug_chunk_bytes(ember_client *c, size_t bytes);
 
 #endif /* EMBER_CLIENT_DEBUG_H */

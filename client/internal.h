@@ -3,8 +3,9 @@
  * train.c (pull/push) and admin.c (table admin). Not installed.
  *
  * The call machinery: an ember_op is one library call (a pull, a push, an admin
- * fan-out). It holds at most one request per shard (ember_op_request), starts
- * them all at once on the client's completion queue (ember_op_start), and
+ * fan-out). It holds its requests — one per shard, or several for a big batch —
+ * (ember_op_add), starts them all at once on the client's completion queue
+ * (ember_op_start), and
  * ember_op_finish waits for every shard, retrying those that answered
  * UNAVAILABLE with exponential backoff inside the op's deadline. A poller thread
  * per client drives gRPC's network progress and wakes the waiting thread, so an
@@ -65,6 +66,8 @@ struct ember_client {
     unsigned nfree_ops;
     ember_reqpool *reqpool;
 
+    size_t chunk_bytes;          /* most value bytes in one request (train.c) */
+
     /* test hooks (ember_client_debug_*) */
     atomic_int debug_resend_pushes;
     atomic_uint_fast64_t debug_duplicate_acks;
@@ -73,10 +76,12 @@ struct ember_client {
 typedef struct ember_shard_call {
     struct ember_op *op;
     unsigned shard;
-    int active;                  /* has a request in this op */
     ember_method method;
     ember_reqbuf *req;
+    uint8_t *req_data;           /* write the encoded request here */
     size_t req_len;
+    /* train.c: the grouped keys this call carries (batch.h) */
+    size_t pull_lo, n_pull, push_lo, n_push;
     unsigned attempts;
     int resend;                  /* debug: send once more after success */
 
@@ -109,7 +114,8 @@ typedef struct ember_op {
     pthread_cond_t cv;
     int outstanding;
 
-    ember_shard_call *calls;     /* [c->nshards] */
+    ember_shard_call *calls;     /* [ncalls]: any number per shard, in the order added */
+    size_t ncalls, cap_calls;
 
     /* the caller's arguments and the op's working set (train.c) */
     const char *table;
@@ -119,9 +125,6 @@ typedef struct ember_op {
     uint32_t dim;
     unsigned flags;
     int mode;
-    int started_ok;
-    int early_code;              /* a failure found before sending */
-    ember_error early_err;
     ember_batch pull_b, push_b;
     const uint8_t **rowptr;      /* [pull_b.m] reply row of each grouped key */
     size_t rowptr_cap;
@@ -131,16 +134,18 @@ typedef struct ember_op {
 ember_op *ember_op_acquire(ember_client *c, int kind);
 /* Returns an op to the pool; every started call must have been finished. */
 void ember_op_release(ember_op *op);
-/* A request buffer of `len` bytes for shard `s`, calling `method`; the caller
- * writes the encoded message into it. NULL when out of memory. */
-uint8_t *ember_op_request(ember_op *op, unsigned s, ember_method method, size_t len);
-/* Starts every shard's request, all before any is waited on. The deadline is
+/* Adds a call of `method` to shard `s` with a request buffer of `len` bytes
+ * (sc->req_data), into which the caller writes the encoded message. Calls must
+ * all be added before ember_op_start; the returned pointer is valid until the
+ * next ember_op_add. NULL when out of memory. */
+ember_shard_call *ember_op_add(ember_op *op, unsigned s, ember_method method, size_t len);
+/* Starts every call, all before any is waited on. The deadline is
  * op->timeout_ms from now. */
 void ember_op_start(ember_op *op);
-/* Waits for every shard (retrying UNAVAILABLE when op->retry, within the
- * deadline) and returns 0, or the first failing shard's status (lowest shard
- * index) with "shard i (host:port): message" in err. Replies stay readable in
- * op->calls[s].resp until ember_op_release. */
+/* Waits for every call (retrying UNAVAILABLE when op->retry, within the
+ * deadline) and returns 0, or the status of the failing call with the lowest
+ * shard index, with "shard i (host:port): message" in err. Replies stay readable
+ * in op->calls[i].resp until ember_op_release. */
 int ember_op_finish(ember_op *op, ember_error *err);
 /* Points sc->resp/resp_len at sc->recv's bytes: in place when gRPC handed over
  * one uncompressed slice, else copied into sc's reusable buffer. Returns 0 or

@@ -74,6 +74,19 @@ static int oom(ember_error *err)
     return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
 }
 
+/* Most keys in one request: c->chunk_bytes of values on the wire, and at most
+ * EMBER_CHUNK_KEYS_MAX keys (well under the servers' default per-request limit). */
+#define EMBER_CHUNK_KEYS_MAX 262144u
+
+static size_t chunk_keys(const ember_client *c, uint32_t dim)
+{
+    size_t row = (size_t)dim * ember_wire_dtype_size((int32_t)c->wire_dtype);
+    size_t k = c->chunk_bytes / row;
+    if (k < 1)
+        k = 1;
+    return k < EMBER_CHUNK_KEYS_MAX ? k : EMBER_CHUNK_KEYS_MAX;
+}
+
 /* Builds and sends every shard's request. NULL (err filled) if nothing was sent. */
 static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *err)
 {
@@ -121,67 +134,78 @@ static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *
 
     const int32_t dtype = (int32_t)c->wire_dtype;
     const size_t row_bytes = (size_t)a->dim * ember_wire_dtype_size(dtype);
+    const size_t chunk = chunk_keys(c, a->dim);
     const ember_wire_bytes table = {(const uint8_t *)a->table, strlen(a->table)};
     for (unsigned s = 0; s < c->nshards; s++) {
-        size_t pull_lo = 0, n_pull = 0, push_lo = 0, n_push = 0;
+        size_t pull_lo = 0, pull_n = 0, push_lo = 0, push_n = 0;
         if (have_pull) {
             pull_lo = pb->shard_off[s];
-            n_pull = pb->shard_off[s + 1] - pull_lo;
+            pull_n = pb->shard_off[s + 1] - pull_lo;
         }
         if (have_push) {
             push_lo = ub->shard_off[s];
-            n_push = ub->shard_off[s + 1] - push_lo;
+            push_n = ub->shard_off[s + 1] - push_lo;
         }
-        if (!n_pull && !n_push)
-            continue;
+        /* Big batches go as several requests per shard (under the servers' limits,
+         * and in parallel); ember_push_pull never gets here with more than one
+         * chunk's worth, so a PushPull's pull always sees all of its push. */
+        for (size_t at_pull = 0, at_push = 0; at_pull < pull_n || at_push < push_n;) {
+            size_t n_pull = pull_n - at_pull < chunk ? pull_n - at_pull : chunk;
+            size_t n_push = push_n - at_push < chunk ? push_n - at_push : chunk;
+            size_t p_lo = pull_lo + at_pull, u_lo = push_lo + at_push;
+            at_pull += n_pull;
+            at_push += n_push;
 
-        ember_wire_pull_request pull;
-        memset(&pull, 0, sizeof pull);
-        pull.table = table;
-        pull.keys.data = n_pull ? (const uint8_t *)(pb->gkeys + pull_lo) : NULL;
-        pull.keys.len = n_pull * 8;
-        pull.insert_missing = !(a->flags & EMBER_PULL_SERVE);
-        pull.dtype = dtype;
+            ember_wire_pull_request pull;
+            memset(&pull, 0, sizeof pull);
+            pull.table = table;
+            pull.keys.data = n_pull ? (const uint8_t *)(pb->gkeys + p_lo) : NULL;
+            pull.keys.len = n_pull * 8;
+            pull.insert_missing = !(a->flags & EMBER_PULL_SERVE);
+            pull.dtype = dtype;
 
-        ember_wire_push_request push;
-        memset(&push, 0, sizeof push);
-        push.table = table;
-        push.keys.data = n_push ? (const uint8_t *)(ub->gkeys + push_lo) : NULL;
-        push.keys.len = n_push * 8;
-        push.values.data = NULL; /* a hole: rows are written into the buffer below */
-        push.values.len = n_push * row_bytes;
-        push.dtype = dtype;
-        push.mode = a->mode;
-        push.client_id = c->client_id;
-        if (n_push)
-            push.sequence = atomic_fetch_add(&c->shards[s].seq, 1);
+            ember_wire_push_request push;
+            memset(&push, 0, sizeof push);
+            push.table = table;
+            push.keys.data = n_push ? (const uint8_t *)(ub->gkeys + u_lo) : NULL;
+            push.keys.len = n_push * 8;
+            push.values.data = NULL; /* a hole: rows are written into the buffer below */
+            push.values.len = n_push * row_bytes;
+            push.dtype = dtype;
+            push.mode = a->mode;
+            push.client_id = c->client_id;
+            if (n_push)
+                push.sequence = atomic_fetch_add(&c->shards[s].seq, 1);
 
-        ember_wire_off off;
-        uint8_t *buf;
-        if (n_pull && !n_push) {
-            size_t len = ember_wire_pull_request_size(&pull, NULL);
-            if (!(buf = ember_op_request(op, s, EMBER_M_PULL, len)))
-                goto fail_oom;
-            ember_wire_pull_request_encode(&pull, buf);
-            continue;
+            ember_wire_off off;
+            ember_shard_call *sc;
+            if (n_pull && !n_push) {
+                size_t len = ember_wire_pull_request_size(&pull, NULL);
+                if (!(sc = ember_op_add(op, s, EMBER_M_PULL, len)))
+                    goto fail_oom;
+                ember_wire_pull_request_encode(&pull, sc->req_data);
+            } else if (n_push && !n_pull) {
+                size_t len = ember_wire_push_request_size(&push, &off);
+                if (!(sc = ember_op_add(op, s, EMBER_M_PUSH, len)))
+                    goto fail_oom;
+                ember_wire_push_request_encode(&push, sc->req_data);
+            } else {
+                ember_wire_pushpull_request pp = {.has_push = 1, .has_pull = 1, .push = push,
+                                                  .pull = pull};
+                ember_wire_off pull_off;
+                size_t len = ember_wire_pushpull_request_size(&pp, &off, &pull_off);
+                if (!(sc = ember_op_add(op, s, EMBER_M_PUSHPULL, len)))
+                    goto fail_oom;
+                ember_wire_pushpull_request_encode(&pp, sc->req_data);
+            }
+            sc->pull_lo = p_lo;
+            sc->n_pull = n_pull;
+            sc->push_lo = u_lo;
+            sc->n_push = n_push;
+            uint8_t *dst = sc->req_data + off.values;
+            for (size_t j = 0; j < n_push; j++, dst += row_bytes)
+                ember_wire_to_wire(dtype, ub->rows[u_lo + j], a->dim, dst);
         }
-        if (n_push && !n_pull) {
-            size_t len = ember_wire_push_request_size(&push, &off);
-            if (!(buf = ember_op_request(op, s, EMBER_M_PUSH, len)))
-                goto fail_oom;
-            ember_wire_push_request_encode(&push, buf);
-        } else {
-            ember_wire_pushpull_request pp = {.has_push = 1, .has_pull = 1, .push = push,
-                                              .pull = pull};
-            ember_wire_off pull_off;
-            size_t len = ember_wire_pushpull_request_size(&pp, &off, &pull_off);
-            if (!(buf = ember_op_request(op, s, EMBER_M_PUSHPULL, len)))
-                goto fail_oom;
-            ember_wire_pushpull_request_encode(&pp, buf);
-        }
-        uint8_t *dst = buf + off.values;
-        for (size_t j = 0; j < n_push; j++, dst += row_bytes)
-            ember_wire_to_wire(dtype, ub->rows[push_lo + j], a->dim, dst);
     }
     ember_op_start(op);
     return op;
@@ -209,10 +233,9 @@ static int train_finish(ember_op *op, ember_error *err)
     const uint32_t dim = op->dim;
     int32_t dtype = -1;
     char msg[160];
-    for (unsigned s = 0; s < c->nshards; s++) {
-        ember_shard_call *sc = &op->calls[s];
-        if (!sc->active)
-            continue;
+    for (size_t ci = 0; ci < op->ncalls; ci++) {
+        ember_shard_call *sc = &op->calls[ci];
+        const unsigned s = sc->shard;
         ember_wire_pull_response pr;
         int have_pull = 0;
         if (sc->method == EMBER_M_PULL) {
@@ -240,7 +263,7 @@ static int train_finish(ember_op *op, ember_error *err)
         if (!have_pull)
             continue;
 
-        size_t lo = pb->shard_off[s], cnt = pb->shard_off[s + 1] - lo;
+        size_t lo = sc->pull_lo, cnt = sc->n_pull;
         if (pr.dim != dim)
             return ember_op_shard_error(op, s, EMBER_E_INVALID_ARGUMENT, err,
                                         "table '%s' has dim %u; the call passed dim %u",
@@ -321,6 +344,13 @@ int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_key
                     size_t n_push, const float *grads, const uint64_t *pull_keys, size_t n_pull,
                     float *out, uint32_t dim, unsigned pull_flags, ember_error *err)
 {
+    /* More than one request's worth: push, then pull, so that the pull still
+     * sees every row the push wrote (chunks of one PushPull could run in any
+     * order on the server). Two round trips, the same result. */
+    if (c && dim && (n_push > chunk_keys(c, dim) || n_pull > chunk_keys(c, dim))) {
+        int rv = ember_push(c, table, push_keys, n_push, grads, dim, err);
+        return rv ? rv : ember_pull(c, table, pull_keys, n_pull, out, dim, pull_flags, err);
+    }
     train_args a = {.has_pull = 1, .has_push = 1, .table = table, .push_keys = push_keys,
                     .n_push = n_push, .values = grads, .mode = EMBER_PUSH_GRADIENTS,
                     .pull_keys = pull_keys, .n_pull = n_pull, .out = out, .dim = dim,

@@ -1022,6 +1022,56 @@ START_TEST(small_reply_not_read_from_stack)
 }
 END_TEST
 
+/* Big batches go as several requests per shard; rows still land in caller order,
+ * each chunk of a push has its own sequence, and a push-pull too big for one
+ * request becomes a push, then a pull, that sees it. */
+START_TEST(big_batches_are_chunked)
+{
+    cluster cl;
+    cluster_start(&cl, 2, NULL);
+    ember_client_debug_chunk_bytes(cl.c, 16 * FDIM * sizeof(float)); /* 16 keys a request */
+    enum { N = 1000 };
+    static uint64_t keys[N];
+    static float g[N * FDIM], out[N * FDIM];
+    for (int i = 0; i < N; i++)
+        keys[i] = (uint64_t)(i % 400) * 3 + 1; /* 400 distinct */
+    for (int i = 0; i < N * FDIM; i++)
+        g[i] = (float)(i % 7) / 4.0f;
+    ember_error e;
+    ck_assert_int_eq(ember_pull(cl.c, "emb", keys, N, out, FDIM, 0, &e), 0);
+    int per[2] = {0, 0};
+    for (int k = 0; k < 400; k++)
+        per[ember_shard_of(keys[k], 2)]++;
+    int want_calls = (per[0] + 15) / 16 + (per[1] + 15) / 16;
+    ck_assert_int_eq(TOTAL(&cl, pulls), want_calls);
+    ck_assert_int_eq(ember_push(cl.c, "emb", keys, N, g, FDIM, &e), 0);
+    ck_assert_int_eq(TOTAL(&cl, pushes), want_calls);
+    ck_assert_int_eq(TOTAL(&cl, duplicates), 0);
+    assert_clean_wire(&cl);
+    ck_assert_int_eq(ember_pull(cl.c, "emb", keys, N, out, FDIM, 0, &e), 0);
+    for (int i = 0; i < N; i++)
+        for (int d = 0; d < FDIM; d++) {
+            float want = 0;
+            for (int j = i % 400; j < N; j += 400)
+                want -= 0.5f * g[j * FDIM + d];
+            ck_assert_float_eq(out[i * FDIM + d], want);
+        }
+    /* Push-pull over the chunk size: no PushPull requests, and the pull sees the push. */
+    ck_assert_int_eq(ember_push_pull(cl.c, "emb", keys, N, g, keys, N, out, FDIM, 0, &e), 0);
+    ck_assert_int_eq(TOTAL(&cl, pushpulls), 0);
+    for (int i = 0; i < N; i++) {
+        float want = 0;
+        for (int j = i % 400; j < N; j += 400)
+            want -= 2 * 0.5f * g[j * FDIM];
+        ck_assert_float_eq(out[i * FDIM], want);
+    }
+    /* A small push-pull is still one PushPull per shard. */
+    ck_assert_int_eq(ember_push_pull(cl.c, "emb", keys, 10, g, keys, 10, out, FDIM, 0, &e), 0);
+    ck_assert_int_eq(TOTAL(&cl, pushpulls), 2);
+    cluster_stop(&cl);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("client_fake");
@@ -1043,6 +1093,7 @@ int main(void)
     tcase_add_test(tc, options_and_environment);
     tcase_add_test(tc, several_channels_per_shard);
     tcase_add_test(tc, small_reply_not_read_from_stack);
+    tcase_add_test(tc, big_batches_are_chunked);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
