@@ -127,8 +127,25 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
     req.if_not_exists = if_not_exists != 0;
 
     ember_op *op = fan_out(c, EMBER_M_CREATE, &req.base, 0, &rv, err);
-    if (op)
-        ember_op_release(op);
+    if (!op)
+        return rv;
+    /* if_not_exists accepts any existing table of that name; one of another dim
+     * would fail every pull later, so say so now. */
+    for (unsigned i = 0; i < c->nshards && rv == 0; i++) {
+        Ember__V1__CreateTableResponse *r = ember__v1__create_table_response__unpack(
+            NULL, op->calls[i].resp_len, op->calls[i].resp);
+        if (!r) {
+            rv = ember_op_shard_error(op, i, EMBER_E_INTERNAL, err,
+                                      "malformed CreateTable reply");
+            break;
+        }
+        if (r->table && r->table->config && r->table->config->dim != s->dim)
+            rv = ember_op_shard_error(op, i, EMBER_E_ALREADY_EXISTS, err,
+                                      "table '%s' already exists with dim %u, not %u", name,
+                                      r->table->config->dim, s->dim);
+        ember__v1__create_table_response__free_unpacked(r, NULL);
+    }
+    ember_op_release(op);
     return rv;
 }
 

@@ -388,6 +388,9 @@ START_TEST(errors_name_shard_and_dim)
     s.capacity_per_shard = 1 << 14;
     ck_assert_int_eq(ember_create_table(c, "dim8", &s, 0, &e), EMBER_E_ALREADY_EXISTS);
     ck_assert_int_eq(ember_create_table(c, "dim8", &s, 1, &e), 0);
+    s.dim = 16;
+    ck_assert_int_eq(ember_create_table(c, "dim8", &s, 1, &e), EMBER_E_ALREADY_EXISTS);
+    ck_assert_msg(strstr(e.message, "dim 8, not 16") != NULL, "%s", e.message);
     drop(c, "dim8");
     ember_client_close(c);
 }

@@ -229,6 +229,12 @@ static reply handle(fake *f, const char *method, const uint8_t *p, size_t len)
         ck_assert(rq->if_not_exists);
         ember__v1__create_table_request__free_unpacked(rq, NULL);
         Ember__V1__CreateTableResponse rs = EMBER__V1__CREATE_TABLE_RESPONSE__INIT;
+        Ember__V1__TableConfig cfg = EMBER__V1__TABLE_CONFIG__INIT;
+        Ember__V1__TableInfo ti = EMBER__V1__TABLE_INFO__INIT;
+        cfg.dim = f->dim; /* the table that exists (or was just made) */
+        ti.name = "emb";
+        ti.config = &cfg;
+        rs.table = &ti;
         r.len = ember__v1__create_table_response__get_packed_size(&rs);
         r.buf = malloc(r.len + 1);
         ember__v1__create_table_response__pack(&rs, r.buf);
@@ -861,6 +867,12 @@ START_TEST(admin_fan_out)
     s.optimizer.kind = EMBER_OPT_ADAM;
     ck_assert_int_eq(ember_create_table(cl.c, "emb", &s, 1, &e), 0);
     ck_assert_int_eq(TOTAL(&cl, creates), 3);
+    /* An existing table of another dim is not "fine" even with if_not_exists. */
+    cl.f[1]->dim = 16;
+    ck_assert_int_eq(ember_create_table(cl.c, "emb", &s, 1, &e), EMBER_E_ALREADY_EXISTS);
+    ck_assert_int_eq(e.shard, 1);
+    ck_assert_msg(strstr(e.message, "dim 16, not 4") != NULL, "%s", e.message);
+    cl.f[1]->dim = FDIM;
 
     uint64_t keys[30];
     float out[30 * FDIM];

@@ -10,13 +10,31 @@
  *
  * Errors: every fallible call returns 0 on success or a gRPC status code
  * (EMBER_E_* below, equal to gRPC's), and fills the optional `ember_error *`
- * with the code, the shard that failed (-1 when none) and a message.
+ * with the code, the shard that failed (-1 when none) and a message. A shard's
+ * failure reads "shard i (host:port): <the server's message>"; when several
+ * shards fail, the lowest shard index is reported. Arguments are checked before
+ * anything is sent: a call refused with shard -1 changed nothing anywhere.
+ *
+ * Deadlines and retries: every call (pull, push, admin) has one deadline,
+ * options.timeout_ms from its start, covering all its requests and retries. A
+ * shard that answers UNAVAILABLE (down, restarting, unreachable) is retried
+ * after 50 ms, 100 ms, 200 ms, ... up to options.max_retries times, but never
+ * past the deadline; the call then fails with UNAVAILABLE or DEADLINE_EXCEEDED,
+ * in time, never hanging. Connections come back by themselves once a shard
+ * does (reconnection attempts at most 1 s apart).
+ *
+ * Partial failure: shards are independent. A push or admin call that fails on
+ * one shard may have been applied on the others; calling it again re-applies
+ * it there (the library's own retries do not: see ember_push).
  *
  * Thread-safety: an ember_client may be used from many threads at once; each
  * call is independent. An ember_pending belongs to the thread that waits on it.
  *
  * Keys: uint64; the four largest values (0xFFFFFFFFFFFFFFFC and up) are reserved
  * and refused with EMBER_E_INVALID_ARGUMENT.
+ *
+ * Linking: pkg-config ember (libember.so or libember.a; needs gRPC C core and
+ * protobuf-c). No global state: clients are independent.
  */
 #ifndef EMBER_EMBER_H
 #define EMBER_EMBER_H
@@ -71,24 +89,35 @@ typedef enum ember_dtype {
 typedef struct ember_client ember_client;
 
 typedef struct ember_client_options {
-    /* Shards, in shard order: "host:port,host:port,...". NULL: the environment
-     * variable EMBER_SHARDS; if that is unset too, a StatefulSet pattern below. */
+    /* Where the shards are, the first of these that is set:
+     *   1. shards: "host:port,host:port,..." in shard order (spaces around
+     *      entries ignored; host may be a name, IPv4 or [IPv6]; gRPC URIs such
+     *      as "unix:/path" or "dns:///h:p" pass through);
+     *   2. shard_pattern with shard_count (or EMBER_SHARD_COUNT): a StatefulSet's
+     *      names, "ember-{i}.ember.ns.svc:7070", every {i} replaced by 0..count-1;
+     *   3. the environment variable EMBER_SHARDS (as 1);
+     *   4. EMBER_SHARD_PATTERN with shard_count or EMBER_SHARD_COUNT (as 2).
+     * The order of the list is the shard index: every client of a cluster must
+     * use the same order. The same address twice is refused. */
     const char *shards;
-    /* StatefulSet pattern: "ember-{i}.ember.ns.svc:7070" with {i} = 0..count-1
-     * (or the environment's EMBER_SHARD_PATTERN / EMBER_SHARD_COUNT). */
     const char *shard_pattern;
     unsigned shard_count;
-    /* Deadline of each RPC, ms (0: 10,000). Every call has one. */
+    /* Deadline of each call, ms, retries included (0: 10,000). */
     unsigned timeout_ms;
-    /* Retries of pulls (and of pushes, at most once on the server) after
-     * UNAVAILABLE, with exponential backoff from 50 ms (0: 5 retries; a retry
-     * never outlives the call's deadline). */
+    /* Retries of a shard's request after UNAVAILABLE, with exponential backoff
+     * from 50 ms (0: 5 retries; a retry never outlives the call's deadline).
+     * Pulls, pushes (applied at most once on the server) and describe are
+     * retried; create, drop, save and load are not. */
     unsigned max_retries;
     /* Wire type of values and gradients (default float32). */
     ember_dtype wire_dtype;
-    /* Client id for at-most-once pushes (0: random at open). */
+    /* Client id for at-most-once pushes (0: random at open). Give each worker
+     * its own; reusing one after a restart is safe (sequence numbers start
+     * from the clock, above any the old process used). */
     uint64_t client_id;
-    /* Connections per shard (0: 1). */
+    /* TCP connections per shard (0: 1, shared with other clients in the
+     * process to the same address; > 1: this client's own, calls spread over
+     * them), at most 64. */
     unsigned channels_per_shard;
 } ember_client_options;
 
@@ -96,8 +125,11 @@ typedef struct ember_client_options {
 void ember_client_options_init(ember_client_options *o);
 
 /* Opens a client. Connections are made lazily; an unreachable shard shows up as
- * EMBER_E_UNAVAILABLE on the first call that needs it. Returns NULL (and fills
- * `err`) on bad options: no shards, a malformed address. */
+ * EMBER_E_UNAVAILABLE on the first call that needs it. Starts one thread (the
+ * client's network poller). Returns NULL and fills `err`: INVALID_ARGUMENT for
+ * bad options (no shards, a malformed or repeated address, a pattern without
+ * {i} or without a count, an unknown wire_dtype, over 64 channels per shard);
+ * RESOURCE_EXHAUSTED when out of memory or threads. */
 ember_client *ember_client_open(const ember_client_options *opts, ember_error *err);
 
 /* Closes the client; waits for nothing: pending async calls must be waited on
@@ -110,10 +142,18 @@ uint64_t ember_client_id(const ember_client *c);
 /* The address of shard i, or NULL. */
 const char *ember_client_shard_address(const ember_client *c, unsigned i);
 
-/* The documented key→shard function: jump consistent hash (Lamping & Veach) of
- * mix(key), mix being splitmix64's finaliser applied to key ^ 0x5bd1e9955bd1e995
- * (independent of the shard servers' bucket hash). Going from N to N+1 shards
- * moves only 1/(N+1) of the keys. */
+/* The documented key→shard function, fixed forever (clients, checkpoint import
+ * and resharding tools must agree): jump consistent hash (Lamping & Veach 2014)
+ * of mix(key), where
+ *   mix(k):  z = k ^ 0x5bd1e9955bd1e995;
+ *            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
+ *            z = (z ^ (z >> 27)) * 0x94d049bb133111eb;  return z ^ (z >> 31);
+ *   jump(z, n): b = -1, j = 0; while (j < n) { b = j; z = z * 2862933555777941757 + 1;
+ *            j = (int64)((b + 1) * (2^31 / (double)((z >> 33) + 1))); } return b;
+ * all in uint64 arithmetic mod 2^64. splitmix64's finaliser is independent of the
+ * servers' bucket hash (Murmur3's fmix64), so one shard's keys still spread over
+ * all its buckets. Going from N to N+1 shards moves only 1/(N+1) of the keys, all
+ * to the new shard. shard_count 0 or 1: 0. */
 unsigned ember_shard_of(uint64_t key, unsigned shard_count);
 
 /* ---- training and serving ------------------------------------------------- */
@@ -123,16 +163,31 @@ unsigned ember_shard_of(uint64_t key, unsigned shard_count);
 #define EMBER_PULL_SERVE  1u   /* serving: missing keys are not created (find) */
 
 /* Pulls the rows of keys[0..n) into out[n*dim] in the caller's order; `dim` must
- * be the table's. Duplicate keys are fetched once. */
+ * be the table's. Duplicate keys are fetched once and copied to every place
+ * they occur. Each shard gets one request (several for a shard's part over
+ * 16 MiB of values), all sent at once. flags: EMBER_PULL_INSERT or _SERVE.
+ * n = 0 sends nothing. On failure `out` is untouched.
+ * Returns 0, or INVALID_ARGUMENT (reserved key, NULL pointers, dim 0, unknown
+ * flags, or a dim that is not the table's: the message gives the table's; a
+ * training pull may have created its missing keys before the reply showed the
+ * mismatch), NOT_FOUND (no such table), DEADLINE_EXCEEDED, UNAVAILABLE,
+ * RESOURCE_EXHAUSTED (out of memory, or over a server's limits), or any other
+ * status a shard sent. */
 int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n,
                float *out, uint32_t dim, unsigned flags, ember_error *err);
 
-/* Pushes gradients grads[n*dim] for keys[0..n); equal keys' gradients are summed
- * first. Applied at most once per shard even when retried. */
+/* Pushes gradients grads[n*dim] for keys[0..n) to the table's optimizer; equal
+ * keys' gradients are summed first (in caller order). Every request carries
+ * (client_id, a per-shard sequence number): when the library retries it after
+ * UNAVAILABLE, a shard that had applied it already acknowledges it without
+ * applying it again. Statuses as ember_pull (a wrong dim is the server's
+ * INVALID_ARGUMENT), plus INVALID_ARGUMENT for a non-finite gradient when the
+ * table refuses them. */
 int ember_push(ember_client *c, const char *table, const uint64_t *keys, size_t n,
                const float *grads, uint32_t dim, ember_error *err);
 
-/* Push modes beyond gradients (embeddings written as they are). */
+/* Push modes beyond gradients (embeddings written as they are). For ASSIGN and
+ * INSERT_OR_ASSIGN, of equal keys the last one's values are sent; ACCUM sums. */
 typedef enum ember_push_mode {
     EMBER_PUSH_GRADIENTS = 0,
     EMBER_PUSH_ASSIGN = 1,           /* existing keys only */
@@ -144,7 +199,10 @@ int ember_push_mode_values(ember_client *c, const char *table, const uint64_t *k
                            size_t n, const float *values, uint32_t dim, ember_push_mode mode,
                            ember_error *err);
 
-/* One round trip per shard: push grads for push_keys, then pull pull_keys. */
+/* One round trip per shard: push grads for push_keys, then pull pull_keys; the
+ * pull sees the push. Either side may be empty (n = 0). When either side is
+ * over one request's size (see ember_pull) it is done as ember_push, then
+ * ember_pull: two round trips, the same result. */
 int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_keys,
                     size_t n_push, const float *grads, const uint64_t *pull_keys,
                     size_t n_pull, float *out, uint32_t dim, unsigned pull_flags,
@@ -154,15 +212,20 @@ int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_key
 
 typedef struct ember_pending ember_pending;
 
-/* Starts a pull; keys and out must stay valid until ember_wait returns. Returns
- * NULL (and fills err) if it cannot start. */
+/* Async calls: the requests are sent before these return and progress while the
+ * caller computes; ember_wait collects the replies (and runs any retries), so
+ * call it exactly once per handle, and before ember_client_close.
+ *
+ * Starts a pull; keys and out must stay valid until ember_wait returns. Returns
+ * NULL (and fills err, as ember_pull) if it cannot start. */
 ember_pending *ember_pull_async(ember_client *c, const char *table, const uint64_t *keys,
                                 size_t n, float *out, uint32_t dim, unsigned flags,
                                 ember_error *err);
 /* Starts a push; keys and grads must stay valid until ember_wait returns. */
 ember_pending *ember_push_async(ember_client *c, const char *table, const uint64_t *keys,
                                 size_t n, const float *grads, uint32_t dim, ember_error *err);
-/* Waits for the call, frees the handle, returns its status. */
+/* Waits for the call, frees the handle, returns its status (as the synchronous
+ * call would). NULL: INVALID_ARGUMENT. */
 int ember_wait(ember_pending *p, ember_error *err);
 
 /* ---- tables (fanned out to every shard) ----------------------------------- */
@@ -205,12 +268,23 @@ typedef struct ember_table_spec {
  * FTRL lr_power -0.5), uniform(-0.01, 0.01); dim and capacity 0 (caller sets). */
 void ember_table_spec_init(ember_table_spec *s);
 
-/* Creates the table on every shard. if_not_exists: an existing table is fine. */
+/* Table admin runs on every shard at once, with the client's deadline. A
+ * fan-out that fails half-way is not undone: run it again with if_not_exists /
+ * if_exists to converge.
+ *
+ * Creates the table on every shard (capacity_per_shard keys on each).
+ * if_not_exists: an existing table is fine if its dim is the same (the rest of
+ * its config is not compared). INVALID_ARGUMENT for dim or capacity 0 or a bad
+ * config; ALREADY_EXISTS (also for an existing table of another dim). */
 int ember_create_table(ember_client *c, const char *name, const ember_table_spec *s,
                        int if_not_exists, ember_error *err);
+/* Drops the table on every shard. if_exists: a missing table is fine; else
+ * NOT_FOUND. */
 int ember_drop_table(ember_client *c, const char *name, int if_exists, ember_error *err);
 
-/* Summed over shards (capacity, size, counters), load factor = size/capacity. */
+/* Summed over shards (capacity, size, counters), load factor = size/capacity,
+ * version_max the largest shard's. NOT_FOUND if a shard lacks the table;
+ * FAILED_PRECONDITION if shards disagree on its dim. */
 typedef struct ember_table_info {
     char name[65];
     uint32_t dim;
@@ -222,7 +296,11 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
                          ember_error *err);
 
 /* Saves every shard's tables (table NULL: all) to the servers' checkpoint dirs
- * (dir NULL) or `dir` on each server. */
+ * (dir NULL) or `dir` on each server: <dir>/<table>.ckpt on every shard, so
+ * shards must not share one directory. FAILED_PRECONDITION when dir is NULL and
+ * a server has no --checkpoint-dir.
+ * ember_load reads them back (table NULL: every table found), creating tables
+ * that do not exist from the file's config; DATA_LOSS for a corrupt file. */
 int ember_save(ember_client *c, const char *table, const char *dir, ember_error *err);
 int ember_load(ember_client *c, const char *table, const char *dir, ember_error *err);
 
