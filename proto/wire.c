@@ -39,6 +39,7 @@ __attribute__((format(printf, 2, 3))) static int rd_fail(rd *r, const char *fmt,
 static int rd_varint(rd *r, uint64_t *v)
 {
     uint64_t x = 0;
+    *v = 0; /* defined on failure too (gcc -O3 cannot see that callers stop) */
     for (unsigned i = 0; i < 10; i++) {
         if (r->p >= r->end)
             return rd_fail(r, "truncated varint");
@@ -266,7 +267,7 @@ static int push_response_fields(rd *r, ember_wire_push_response *m)
  * with errors reported at offsets of the outer message. */
 #define RD_SUB(r, f, name, wt, fn, dst)                                                  \
     do {                                                                                \
-        ember_wire_bytes sub_;                                                          \
+        ember_wire_bytes sub_ = {NULL, 0};                                              \
         if (rd_bytes((r), (f), (name), (wt), &sub_))                                    \
             return EMBER_WIRE_INVALID_ARGUMENT;                                         \
         rd s_ = *(r);                                                                   \

@@ -206,7 +206,7 @@ static void m_apply(model *m, const uint64_t *k, size_t n, const float *g, const
     for (size_t i = 0; i < n; i++) {
         if (done[i])
             continue;
-        float sum[DIM];
+        float sum[DIM] = {0};
         uint32_t count = 0;
         size_t last = i;
         for (size_t j = i; j < n; j++) {
