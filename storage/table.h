@@ -124,6 +124,8 @@ const ember_table_config *ember_table_config_of(const ember_table *t);
 const ember_table_backend *ember_table_backend_of(const ember_table *t);
 uint32_t ember_table_dim(const ember_table *t);
 uint32_t ember_table_row_floats(const ember_table *t);
+/* Keys stored. Each call adds its own count when it ends, so while calls are in
+ * flight the figure may lag the contents by their batches; exact when idle. */
 uint64_t ember_table_size(const ember_table *t);
 uint64_t ember_table_capacity(const ember_table *t);
 void ember_table_stats_get(const ember_table *t, ember_table_stats *out);

@@ -685,9 +685,11 @@ START_TEST(save_while_training)
         ck_assert_msg(ember_ckpt_save(t, path, "live", 0, 1, &m, &err) == EMBER_OK, "%s",
                       err.message);
         uint64_t hi = ember_table_size(t);
-        /* Keys are only added (no erase, no eviction at this load factor). */
+        /* Keys are only added (no erase, no eviction at this load factor). The
+         * size counter moves once per call, at its end, so a call in flight may
+         * have stored up to a batch (256) of keys it does not count yet. */
         ck_assert_uint_ge(m.rows, lo);
-        ck_assert_uint_le(m.rows, hi);
+        ck_assert_uint_le(m.rows, hi + 256);
         ember_table *u = table_like(t);
         ck_assert_msg(ember_ckpt_load(u, path, NULL, &m, &err) == EMBER_OK, "%s", err.message);
         ck_assert_uint_eq(ember_table_size(u), m.rows);
