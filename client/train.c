@@ -163,6 +163,7 @@ static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *
             pull.keys.len = n_pull * 8;
             pull.insert_missing = !(a->flags & EMBER_PULL_SERVE);
             pull.dtype = dtype;
+            pull.dim = a->dim; /* the server refuses a mismatch before creating keys */
 
             ember_wire_push_request push;
             memset(&push, 0, sizeof push);

@@ -193,6 +193,7 @@ static int pull_request_fields(rd *r, ember_wire_pull_request *m)
         case 4: rc = rd_i32(r, f, "dtype", wt, &m->dtype); break;
         case 5: rc = rd_bool(r, f, "want_found", wt, &m->want_found); break;
         case 6: rc = rd_u64s(r, f, "scores", wt, &m->scores); break;
+        case 7: rc = rd_u32(r, f, "dim", wt, &m->dim); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -430,6 +431,7 @@ size_t ember_wire_pull_request_size(const ember_wire_pull_request *m, ember_wire
     n += sz_varint((uint64_t)(m->want_found != 0));
     o.scores = off_bytes(n, m->scores.len);
     n += sz_bytes(m->scores.len);
+    n += sz_varint(m->dim);
     if (off)
         *off = o;
     return n;
@@ -444,6 +446,7 @@ size_t ember_wire_pull_request_encode(const ember_wire_pull_request *m, uint8_t 
     p = put_i32(p, 4, m->dtype);
     p = put_uint(p, 5, m->want_found != 0);
     p = put_bytes(p, 6, m->scores, &at);
+    p = put_uint(p, 7, m->dim);
     return (size_t)(p - buf);
 }
 

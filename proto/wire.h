@@ -83,6 +83,7 @@ typedef struct ember_wire_pull_request {
     int32_t dtype;           /* 4: of the reply's values */
     int want_found;          /* 5 */
     ember_wire_bytes scores; /* 6: empty or n × uint64 LE (len % 8 == 0) */
+    uint32_t dim;            /* 7: expected table dim, 0 = unchecked */
 } ember_wire_pull_request;
 
 typedef struct ember_wire_pull_response {

@@ -86,7 +86,11 @@ static int pull_prepare(const ember_wire_pull_request *r, pull_plan *p, ember_er
         return rc;
     p->dim = ember_table_dim(p->t->table);
     p->dsize = ember_wire_dtype_size(r->dtype);
-    if (r->scores.len && !r->insert_missing)
+    if (r->dim && r->dim != p->dim)
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "pull expects dim %u, table '%.*s' has dim %u", r->dim,
+                             (int)r->table.len, (const char *)r->table.data, p->dim);
+    else if (r->scores.len && !r->insert_missing)
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
                              "scores are only used by a pull with insert_missing");
     else if (r->scores.len && r->scores.len != p->n * 8)

@@ -354,8 +354,14 @@ START_TEST(errors_name_shard_and_dim)
         keys[i] = (uint64_t)i;
     memset(v, 0, sizeof v);
     ember_error e;
-    /* Serving pull: a training pull would have created the keys before the
-     * client could see the dim (PullRequest carries none). */
+    /* A training pull of the wrong dim is refused before any key is created
+     * (PullRequest carries the dim the caller expects). */
+    ck_assert_int_eq(ember_pull(c, "dim8", keys, 64, v, 4, EMBER_PULL_INSERT, &e),
+                     EMBER_E_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(e.message, "dim 8") != NULL, "%s", e.message);
+    ember_table_info before;
+    ck_assert_int_eq(ember_describe_table(c, "dim8", &before, &e), 0);
+    ck_assert_uint_eq(before.size, 0);
     ck_assert_int_eq(ember_pull(c, "dim8", keys, 64, v, 4, EMBER_PULL_SERVE, &e),
                      EMBER_E_INVALID_ARGUMENT);
     ck_assert_int_ge(e.shard, 0);

@@ -97,6 +97,7 @@ static ember_wire_pull_request r_pull_req(void)
     m.dtype = renum();
     m.want_found = (int)(rnd() % 2);
     m.scores = rbytes(8 * (rnd() % 3 ? 0 : rnd() % 40));
+    m.dim = (uint32_t)rvarint();
     return m;
 }
 static ember_wire_pull_response r_pull_resp(void)
@@ -137,6 +138,7 @@ static void to_pc_pull_req(const ember_wire_pull_request *m, Ember__V1__PullRequ
     p->dtype = (Ember__V1__DType)m->dtype;
     p->want_found = m->want_found;
     p->scores = pb(m->scores);
+    p->dim = m->dim;
 }
 static void eq_pull_req(const ember_wire_pull_request *m, const Ember__V1__PullRequest *p)
 {
@@ -146,6 +148,7 @@ static void eq_pull_req(const ember_wire_pull_request *m, const Ember__V1__PullR
     ck_assert_int_eq(m->dtype, (int32_t)p->dtype);
     ck_assert_int_eq(m->want_found, !!p->want_found);
     eq_bytes(m->scores, p->scores);
+    ck_assert_uint_eq(m->dim, p->dim);
 }
 static void to_pc_pull_resp(const ember_wire_pull_response *m, Ember__V1__PullResponse *p)
 {
