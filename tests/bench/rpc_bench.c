@@ -42,8 +42,10 @@
  * process (client threads, pollers), so 100% = one core busy.
  *
  * The loopback ceiling: `iperf3 -s -1` and `iperf3 -c 127.0.0.1 -t S -J [-P 4]`,
- * end.sum_received.bits_per_second, for 1 and 4 streams; pull payload is
- * printed as a % of the 1-stream figure. Without iperf3 it says so and goes on.
+ * end.sum_received.bits_per_second, for 1 and 4 streams, before the servers
+ * start and again after they stopped; pull payload is printed as a % of the
+ * larger 1-stream figure (this machine is shared: one moment's ceiling may be
+ * low). Without iperf3 it says so and goes on.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -126,6 +128,7 @@ typedef struct bench_result {
     double p50_us, p99_us;
     uint64_t calls;
     double srv_cpu, cli_cpu;     /* cores busy, over the timed runs */
+    int conns;                   /* TCP connections to the shards after the warm-up */
 } bench_result;
 
 static volatile sig_atomic_t g_stop;
@@ -414,6 +417,34 @@ static int tcp_listening(int port)
         fclose(fp);
     }
     return 0;
+}
+
+/* Established TCP connections whose remote port is one of the shards' (from
+ * /proc/net/tcp{,6}): how many connections the clients really use. */
+static int g_shard_ports[MAX_SERVERS * 4];
+static int g_n_shard_ports;
+
+static int tcp_conns_to_shards(void)
+{
+    static const char *const files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    int count = 0;
+    for (int f = 0; f < 2; f++) {
+        FILE *fp = fopen(files[f], "r");
+        char line[512];
+        if (!fp)
+            continue;
+        while (fgets(line, sizeof line, fp)) {
+            unsigned rport, st;
+            if (sscanf(line, " %*d: %*[0-9A-Fa-f]:%*x %*[0-9A-Fa-f]:%x %x", &rport, &st) != 2 ||
+                st != 0x01)
+                continue;
+            for (int i = 0; i < g_n_shard_ports; i++)
+                if ((int)rport == g_shard_ports[i])
+                    count++;
+        }
+        fclose(fp);
+    }
+    return count;
 }
 
 static void sleep_s(double s)
@@ -721,6 +752,44 @@ static double iperf_measure(int streams, double secs, char *why, size_t cap)
     return bps > 0 ? bps / 8.0 : -1.0;
 }
 
+/* The loopback ceiling at the start (when = 0) or the end (1) of the run; the
+ * figures used for "% of loopback" are the larger of the two, so that a noisy
+ * moment of this shared machine cannot make ember look closer to the ceiling. */
+typedef struct ceiling {
+    double bps[2][2];            /* [when][1 stream, 4 streams], bytes/s; -1 unknown */
+} ceiling;
+
+static ceiling g_ceiling = {{{-1.0, -1.0}, {-1.0, -1.0}}};
+
+static void measure_ceiling_into(const bench_opts *o, int when)
+{
+    static const int streams[2] = {1, 4};
+    const char *tag = when ? "end" : "start";
+    if (o->no_iperf) {
+        if (!when)
+            printf("loopback ceiling: skipped (--no-iperf)\n");
+        return;
+    }
+    if (!in_path("iperf3")) {
+        if (!when)
+            printf("loopback ceiling: iperf3 is not installed (Debian package iperf3, which "
+                   "deploy/install-deps.sh installs): going on without it\n");
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        char why[256] = "";
+        double b = iperf_measure(streams[k], o->iperf_seconds, why, sizeof why);
+        g_ceiling.bps[when][k] = b;
+        if (b > 0)
+            printf("loopback ceiling (%s of run): iperf3 -c 127.0.0.1 -t %g -P %d: %.3f GB/s "
+                   "(%.2f Gbit/s)\n",
+                   tag, o->iperf_seconds, streams[k], b / 1e9, b * 8 / 1e9);
+        else
+            printf("loopback ceiling (%s of run), %d stream(s): not measured: %s\n", tag,
+                   streams[k], why);
+    }
+}
+
 /* ---- measuring -------------------------------------------------------------- */
 
 typedef struct cell {
@@ -879,13 +948,26 @@ static double payload_bytes_per_key(int op, uint32_t dim)
 
 typedef struct ctx {
     const bench_opts *o;
-    ember_client *clients[MAX_THREADS];   /* opened once, reused by every measurement */
-    unsigned nclients;
+    const char *shards;                   /* the client's shard list */
+    ember_client *clients[MAX_THREADS];   /* the measurement's, opened and closed by it */
     double ceiling1, ceiling4;            /* bytes/s, -1 when unknown */
     bench_result *res;
     size_t nres, res_cap;
     int failures;
 } ctx;
+
+static void measure_ceiling(ctx *x, int when)
+{
+    measure_ceiling_into(x->o, when);
+    for (int k = 0; k < 2; k++) {
+        double b = g_ceiling.bps[0][k] > g_ceiling.bps[1][k] ? g_ceiling.bps[0][k]
+                                                             : g_ceiling.bps[1][k];
+        if (k == 0)
+            x->ceiling1 = b;
+        else
+            x->ceiling4 = b;
+    }
+}
 
 static ember_client *open_client(const bench_opts *o, const char *shards)
 {
@@ -917,11 +999,11 @@ static void print_result(const ctx *x, const bench_result *r)
         snprintf(ceil_s, sizeof ceil_s, " = %5.1f%% of loopback", 100.0 * r->gbps_med * 1e9 / x->ceiling1);
     printf("%-18s n %6zu dim %3u %-8s %2u client(s) x %2u in flight: %8.3f M keys/s "
            "[min %.3f max %.3f]  %6.3f GB/s payload%s  p50 %8.1f us  p99 %8.1f us  "
-           "%llu calls  cpu: server %3.0f%% client %3.0f%%\n",
+           "%llu calls  cpu: server %3.0f%% client %3.0f%%  tcp conns %d\n",
            op_label[r->op], r->n, r->dim, dist_names[r->dist], r->cc.clients, r->cc.depth,
            r->kps_med / 1e6, r->kps_min / 1e6, r->kps_max / 1e6, r->gbps_med, ceil_s,
            r->p50_us, r->p99_us, (unsigned long long)r->calls, 100.0 * r->srv_cpu,
-           100.0 * r->cli_cpu);
+           100.0 * r->cli_cpu, r->conns);
     fflush(stdout);
 }
 
@@ -974,6 +1056,9 @@ static void measure(ctx *x, const cell *c0, int dist, conc cc)
      * has `depth` threads per client, one call each */
     unsigned per_client = c.op == OP_PUSHPULL ? cc.depth : 1;
     unsigned nthr = cc.clients * per_client;
+    /* its own clients, so that the connections it counts are its own */
+    for (unsigned i = 0; i < cc.clients; i++)
+        x->clients[i] = open_client(o, x->shards);
     worker *ws = calloc(nthr, sizeof *ws);
     if (!ws)
         exit(1);
@@ -1003,6 +1088,7 @@ static void measure(ctx *x, const cell *c0, int dist, conc cc)
         run_phase(ws, nthr, &bar, &err, &rc);
     for (unsigned i = 0; i < nthr; i++)
         ws[i].nlat = 0;
+    r.conns = tcp_conns_to_shards();
     double cpu_s0 = servers_cpu_s(), cpu_c0 = self_cpu_s(), wall0 = now_s();
     c.seconds = o->seconds;
     for (int rep = 0; rep < reps && !rc; rep++)
@@ -1041,6 +1127,10 @@ static void measure(ctx *x, const cell *c0, int dist, conc cc)
         free(ws[i].lat);
     }
     free(ws);
+    for (unsigned i = 0; i < cc.clients; i++) {
+        ember_client_close(x->clients[i]);
+        x->clients[i] = NULL;
+    }
     print_result(x, &r);
     if (x->nres == x->res_cap) {
         x->res_cap = x->res_cap ? 2 * x->res_cap : 64;
@@ -1068,7 +1158,7 @@ static void die_rc(const char *what, int rc, const ember_error *err)
 static void create_tables(ctx *x, uint32_t dim)
 {
     const bench_opts *o = x->o;
-    ember_client *cl = x->clients[0];
+    ember_client *cl = open_client(o, x->shards);
     unsigned nshards = ember_client_shard_count(cl);
     for (int tab = 0; tab < TAB_COUNT; tab++) {
         char name[64];
@@ -1114,18 +1204,21 @@ static void create_tables(ctx *x, uint32_t dim)
                (unsigned long long)info.evictions);
         fflush(stdout);
     }
+    ember_client_close(cl);
 }
 
 static void drop_tables(ctx *x, uint32_t dim)
 {
+    ember_client *cl = open_client(x->o, x->shards);
     for (int tab = 0; tab < TAB_COUNT; tab++) {
         char name[64];
         ember_error err;
         table_name(name, sizeof name, tab, dim);
-        int rc = ember_drop_table(x->clients[0], name, 1, &err);
+        int rc = ember_drop_table(cl, name, 1, &err);
         if (rc)
             fprintf(stderr, "rpc_bench: drop %s: %s: %s\n", name, ember_code_name(rc), err.message);
     }
+    ember_client_close(cl);
 }
 
 /* ---- summary, CSV --------------------------------------------------------------- */
@@ -1152,13 +1245,15 @@ static void print_summary(const ctx *x)
            "payload = value bytes, GB = 10^9 B; latency per call; cpu = cores busy (100%% = one)\n",
            o->reps, o->seconds, o->warmup);
     if (x->ceiling1 > 0 || x->ceiling4 > 0)
-        printf("TCP loopback ceiling (iperf3, this run): 1 stream %.2f GB/s, 4 streams %.2f GB/s\n",
-               x->ceiling1 / 1e9, x->ceiling4 / 1e9);
+        printf("TCP loopback ceiling (iperf3, this run; start / end, the larger is used): "
+               "1 stream %.2f / %.2f GB/s, 4 streams %.2f / %.2f GB/s\n",
+               g_ceiling.bps[0][0] / 1e9, g_ceiling.bps[1][0] / 1e9, g_ceiling.bps[0][1] / 1e9,
+               g_ceiling.bps[1][1] / 1e9);
     else
         printf("TCP loopback ceiling: not measured in this run\n");
-    printf("\n%-18s %6s %4s %-8s %5s %10s %19s %8s %7s %10s %10s %5s %5s\n", "op", "keys", "dim",
-           "dist", "CxD", "M keys/s", "[min - max]", "GB/s", "%ceil", "p50 us", "p99 us",
-           "srv%", "cli%");
+    printf("\n%-18s %6s %4s %-8s %5s %10s %19s %8s %7s %10s %10s %5s %5s %5s\n", "op", "keys",
+           "dim", "dist", "CxD", "M keys/s", "[min - max]", "GB/s", "%ceil", "p50 us", "p99 us",
+           "srv%", "cli%", "conns");
     for (size_t i = 0; i < x->nres; i++) {
         const bench_result *r = &x->res[i];
         char cd[16];
@@ -1172,9 +1267,10 @@ static void print_summary(const ctx *x)
         snprintf(rng, sizeof rng, "[%.3f - %.3f]", r->kps_min / 1e6, r->kps_max / 1e6);
         if (x->ceiling1 > 0 && r->op == OP_PULL)
             snprintf(ce, sizeof ce, "%.1f", 100.0 * r->gbps_med * 1e9 / x->ceiling1);
-        printf("%-18s %6zu %4u %-8s %5s %10.3f %19s %8.3f %7s %10.1f %10.1f %5.0f %5.0f\n",
+        printf("%-18s %6zu %4u %-8s %5s %10.3f %19s %8.3f %7s %10.1f %10.1f %5.0f %5.0f %5d\n",
                op_label[r->op], r->n, r->dim, dist_names[r->dist], cd, r->kps_med / 1e6, rng,
-               r->gbps_med, ce, r->p50_us, r->p99_us, 100.0 * r->srv_cpu, 100.0 * r->cli_cpu);
+               r->gbps_med, ce, r->p50_us, r->p99_us, 100.0 * r->srv_cpu, 100.0 * r->cli_cpu,
+               r->conns);
     }
 
     /* the targets */
@@ -1219,18 +1315,18 @@ static void write_csv(const ctx *x)
     fprintf(fp, "op,keys,dim,dist,clients,in_flight,servers,server_threads,reps,seconds,"
                 "mkeys_s_min,mkeys_s_median,mkeys_s_max,payload_gb_s,pct_loopback_1stream,"
                 "p50_us,p99_us,calls,server_cpu,client_cpu,loopback_1stream_gb_s,"
-                "loopback_4stream_gb_s,failed\n");
+                "loopback_4stream_gb_s,tcp_conns,failed\n");
     for (size_t i = 0; i < x->nres; i++) {
         const bench_result *r = &x->res[i];
         double pc = x->ceiling1 > 0 && r->op == OP_PULL ? 100.0 * r->gbps_med * 1e9 / x->ceiling1
                                                        : NAN;
         fprintf(fp, "%s,%zu,%u,%s,%u,%u,%u,%u,%d,%g,%.4f,%.4f,%.4f,%.4f,%.2f,%.1f,%.1f,%llu,"
-                    "%.3f,%.3f,%.4f,%.4f,%d\n",
+                    "%.3f,%.3f,%.4f,%.4f,%d,%d\n",
                 op_cli[r->op], r->n, r->dim, dist_names[r->dist], r->cc.clients, r->cc.depth,
                 o->shards ? 0 : o->servers, o->shards ? 0 : o->server_threads, o->reps,
                 o->seconds, r->kps_min / 1e6, r->kps_med / 1e6, r->kps_max / 1e6, r->gbps_med,
                 pc, r->p50_us, r->p99_us, (unsigned long long)r->calls, r->srv_cpu, r->cli_cpu,
-                x->ceiling1 / 1e9, x->ceiling4 / 1e9, r->failed);
+                x->ceiling1 / 1e9, x->ceiling4 / 1e9, r->conns, r->failed);
     }
     fclose(fp);
     printf("csv: %s\n", o->csv);
@@ -1544,32 +1640,24 @@ int main(int argc, char **argv)
     printf("rpc_bench: libember %s; %ld online core(s) on this machine\n", EMBER_CLIENT_VERSION,
            cores);
 
-    /* the loopback ceiling first, while nothing else runs */
-    if (o.no_iperf) {
-        printf("loopback ceiling: skipped (--no-iperf)\n");
-    } else if (!in_path("iperf3")) {
-        printf("loopback ceiling: iperf3 is not installed (Debian package iperf3, which "
-               "deploy/install-deps.sh installs): going on without it\n");
-    } else {
-        char why[256] = "";
-        x.ceiling1 = iperf_measure(1, o.iperf_seconds, why, sizeof why);
-        if (x.ceiling1 > 0)
-            printf("loopback ceiling: iperf3 -c 127.0.0.1 -t %g, 1 stream: %.3f GB/s "
-                   "(%.2f Gbit/s)\n", o.iperf_seconds, x.ceiling1 / 1e9, x.ceiling1 * 8 / 1e9);
-        else
-            printf("loopback ceiling, 1 stream: not measured: %s\n", why);
-        x.ceiling4 = iperf_measure(4, o.iperf_seconds, why, sizeof why);
-        if (x.ceiling4 > 0)
-            printf("loopback ceiling: iperf3 -c 127.0.0.1 -t %g -P 4, 4 streams: %.3f GB/s "
-                   "(%.2f Gbit/s)\n", o.iperf_seconds, x.ceiling4 / 1e9, x.ceiling4 * 8 / 1e9);
-        else
-            printf("loopback ceiling, 4 streams: not measured: %s\n", why);
-    }
+    /* the loopback ceiling, before the servers start (and again at the end) */
+    measure_ceiling(&x, 0);
 
     /* servers */
     char shards[MAX_SERVERS * 64 + 1];
     if (o.shards) {
         snprintf(shards, sizeof shards, "%s", o.shards);
+        for (const char *p = shards; *p && g_n_shard_ports < MAX_SERVERS * 4;) {
+            const char *comma = strchr(p, ',');
+            const char *end = comma ? comma : p + strlen(p);
+            const char *colon = NULL;
+            for (const char *q = p; q < end; q++)
+                if (*q == ':')
+                    colon = q;
+            if (colon)
+                g_shard_ports[g_n_shard_ports++] = atoi(colon + 1);
+            p = comma ? comma + 1 : end;
+        }
         printf("servers: given (%s); their threads and cores are theirs to say\n", shards);
     } else {
         shards[0] = '\0';
@@ -1579,6 +1667,7 @@ int main(int argc, char **argv)
                 return 1;
             }
             g_nservers = i + 1;
+            g_shard_ports[g_n_shard_ports++] = g_servers[i].port;
             if (i)
                 strcat(shards, ",");
             strcat(shards, g_servers[i].addr);
@@ -1595,11 +1684,13 @@ int main(int argc, char **argv)
     for (int i = 0; i < o.n_concs; i++)
         if (o.concs[i].clients > max_clients)
             max_clients = o.concs[i].clients;
-    for (unsigned i = 0; i < max_clients; i++)
-        x.clients[i] = open_client(&o, shards);
-    x.nclients = max_clients;
-    printf("clients: %u ember_client(s), %u connection(s) per shard each, deadline %u ms\n",
-           max_clients, o.channels, o.timeout_ms);
+    x.shards = shards;
+    printf("clients: up to %u ember_client(s) per measurement, opened for it; channels_per_shard "
+           "%u%s; deadline %u ms\n",
+           max_clients, o.channels,
+           o.channels > 1 ? " (own connections)"
+                          : " (the clients of this process share one connection per shard)",
+           o.timeout_ms);
 
     /* gradients: small, so that values stay finite however long it runs */
     size_t max_n = 0;
@@ -1651,12 +1742,12 @@ int main(int argc, char **argv)
         drop_tables(&x, dim);
     }
 
-    for (unsigned i = 0; i < x.nclients; i++)
-        ember_client_close(x.clients[i]);
     int rc = x.failures ? 1 : 0;
     for (unsigned i = 0; i < g_nservers; i++)
         if (server_stop(&g_servers[i], i) != 0)
             rc = 1;
+
+    measure_ceiling(&x, 1);
 
     print_summary(&x);
     if (o.csv)
