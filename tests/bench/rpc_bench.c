@@ -39,7 +39,9 @@
  * 2 × n × dim × 4), 10^9 bytes = 1 GB; latency per call from issue to its wait
  * returning, p50/p99 (nearest rank) over every call of the timed runs. CPU:
  * seconds of CPU per second of wall time of the servers (from /proc) and of this
- * process (client threads, pollers), so 100% = one core busy.
+ * process (client threads, pollers), so 100% = one core busy; and the same CPU
+ * time per key moved ("ns/key", server + client), which other load on a shared
+ * machine disturbs far less than keys/s: compare versions by it.
  *
  * The loopback ceiling: `iperf3 -s -1` and `iperf3 -c 127.0.0.1 -t S -J [-P 4]`,
  * end.sum_received.bits_per_second, for 1 and 4 streams, before the servers
@@ -128,6 +130,7 @@ typedef struct bench_result {
     double p50_us, p99_us;
     uint64_t calls;
     double srv_cpu, cli_cpu;     /* cores busy, over the timed runs */
+    double srv_ns, cli_ns;       /* CPU ns per key over the timed runs (robust to noise) */
     int conns;                   /* TCP connections to the shards after the warm-up */
 } bench_result;
 
@@ -999,11 +1002,11 @@ static void print_result(const ctx *x, const bench_result *r)
         snprintf(ceil_s, sizeof ceil_s, " = %5.1f%% of loopback", 100.0 * r->gbps_med * 1e9 / x->ceiling1);
     printf("%-18s n %6zu dim %3u %-8s %2u client(s) x %2u in flight: %8.3f M keys/s "
            "[min %.3f max %.3f]  %6.3f GB/s payload%s  p50 %8.1f us  p99 %8.1f us  "
-           "%llu calls  cpu: server %3.0f%% client %3.0f%%  tcp conns %d\n",
+           "%llu calls  cpu: server %3.0f%% client %3.0f%% = %.0f + %.0f ns/key  tcp conns %d\n",
            op_label[r->op], r->n, r->dim, dist_names[r->dist], r->cc.clients, r->cc.depth,
            r->kps_med / 1e6, r->kps_min / 1e6, r->kps_max / 1e6, r->gbps_med, ceil_s,
            r->p50_us, r->p99_us, (unsigned long long)r->calls, 100.0 * r->srv_cpu,
-           100.0 * r->cli_cpu, r->conns);
+           100.0 * r->cli_cpu, r->srv_ns, r->cli_ns, r->conns);
     fflush(stdout);
 }
 
@@ -1094,8 +1097,9 @@ static void measure(ctx *x, const cell *c0, int dist, conc cc)
     for (int rep = 0; rep < reps && !rc; rep++)
         kps[rep] = run_phase(ws, nthr, &bar, &err, &rc);
     double wall = now_s() - wall0;
-    r.srv_cpu = (servers_cpu_s() - cpu_s0) / wall;
-    r.cli_cpu = (self_cpu_s() - cpu_c0) / wall;
+    double d_srv = servers_cpu_s() - cpu_s0, d_cli = self_cpu_s() - cpu_c0;
+    r.srv_cpu = d_srv / wall;
+    r.cli_cpu = d_cli / wall;
     if (rc) {
         r.failed = 1;
         x->failures++;
@@ -1118,6 +1122,11 @@ static void measure(ctx *x, const cell *c0, int dist, conc cc)
         r.p99_us = 1e6 * pct(all, nl, 0.99);
         r.calls = nl;
         free(all);
+        double keys = (double)nl * (double)c.n;
+        if (keys > 0) {
+            r.srv_ns = 1e9 * d_srv / keys;
+            r.cli_ns = 1e9 * d_cli / keys;
+        }
     }
     pthread_barrier_destroy(&bar);
     for (unsigned i = 0; i < nthr; i++) {
@@ -1251,9 +1260,9 @@ static void print_summary(const ctx *x)
                g_ceiling.bps[1][1] / 1e9);
     else
         printf("TCP loopback ceiling: not measured in this run\n");
-    printf("\n%-18s %6s %4s %-8s %5s %10s %19s %8s %7s %10s %10s %5s %5s %5s\n", "op", "keys",
-           "dim", "dist", "CxD", "M keys/s", "[min - max]", "GB/s", "%ceil", "p50 us", "p99 us",
-           "srv%", "cli%", "conns");
+    printf("\n%-18s %6s %4s %-8s %5s %10s %19s %8s %7s %10s %10s %5s %5s %8s %8s %5s\n", "op",
+           "keys", "dim", "dist", "CxD", "M keys/s", "[min - max]", "GB/s", "%ceil", "p50 us",
+           "p99 us", "srv%", "cli%", "srv ns/k", "cli ns/k", "conns");
     for (size_t i = 0; i < x->nres; i++) {
         const bench_result *r = &x->res[i];
         char cd[16];
@@ -1267,10 +1276,11 @@ static void print_summary(const ctx *x)
         snprintf(rng, sizeof rng, "[%.3f - %.3f]", r->kps_min / 1e6, r->kps_max / 1e6);
         if (x->ceiling1 > 0 && r->op == OP_PULL)
             snprintf(ce, sizeof ce, "%.1f", 100.0 * r->gbps_med * 1e9 / x->ceiling1);
-        printf("%-18s %6zu %4u %-8s %5s %10.3f %19s %8.3f %7s %10.1f %10.1f %5.0f %5.0f %5d\n",
+        printf("%-18s %6zu %4u %-8s %5s %10.3f %19s %8.3f %7s %10.1f %10.1f %5.0f %5.0f %8.0f %8.0f "
+               "%5d\n",
                op_label[r->op], r->n, r->dim, dist_names[r->dist], cd, r->kps_med / 1e6, rng,
                r->gbps_med, ce, r->p50_us, r->p99_us, 100.0 * r->srv_cpu, 100.0 * r->cli_cpu,
-               r->conns);
+               r->srv_ns, r->cli_ns, r->conns);
     }
 
     /* the issue's targets */
@@ -1314,19 +1324,21 @@ static void write_csv(const ctx *x)
     }
     fprintf(fp, "op,keys,dim,dist,clients,in_flight,servers,server_threads,reps,seconds,"
                 "mkeys_s_min,mkeys_s_median,mkeys_s_max,payload_gb_s,pct_loopback_1stream,"
-                "p50_us,p99_us,calls,server_cpu,client_cpu,loopback_1stream_gb_s,"
+                "p50_us,p99_us,calls,server_cpu,client_cpu,server_ns_per_key,client_ns_per_key,"
+                "loopback_1stream_gb_s,"
                 "loopback_4stream_gb_s,tcp_conns,failed\n");
     for (size_t i = 0; i < x->nres; i++) {
         const bench_result *r = &x->res[i];
         double pc = x->ceiling1 > 0 && r->op == OP_PULL ? 100.0 * r->gbps_med * 1e9 / x->ceiling1
                                                        : NAN;
         fprintf(fp, "%s,%zu,%u,%s,%u,%u,%u,%u,%d,%g,%.4f,%.4f,%.4f,%.4f,%.2f,%.1f,%.1f,%llu,"
-                    "%.3f,%.3f,%.4f,%.4f,%d,%d\n",
+                    "%.3f,%.3f,%.1f,%.1f,%.4f,%.4f,%d,%d\n",
                 op_cli[r->op], r->n, r->dim, dist_names[r->dist], r->cc.clients, r->cc.depth,
                 o->shards ? 0 : o->servers, o->shards ? 0 : o->server_threads, o->reps,
                 o->seconds, r->kps_min / 1e6, r->kps_med / 1e6, r->kps_max / 1e6, r->gbps_med,
                 pc, r->p50_us, r->p99_us, (unsigned long long)r->calls, r->srv_cpu, r->cli_cpu,
-                x->ceiling1 / 1e9, x->ceiling4 / 1e9, r->conns, r->failed);
+                r->srv_ns, r->cli_ns, x->ceiling1 > 0 ? x->ceiling1 / 1e9 : NAN,
+                x->ceiling4 > 0 ? x->ceiling4 / 1e9 : NAN, r->conns, r->failed);
     }
     fclose(fp);
     printf("csv: %s\n", o->csv);
