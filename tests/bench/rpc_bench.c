@@ -22,8 +22,8 @@
  *     ("4,096 distinct keys"); "zipf-dup": Zipf with duplicates (libember dedups
  *     pulls and merges pushes; keys/s still counts the caller's keys). A set of
  *     request batches is drawn once per (n, distribution) and cycled.
- *   - Calls: "CxD" = C clients (threads, each with its own ember_client, its own
- *     connection), each keeping D calls in flight: pulls and pushes through
+ *   - Calls: "CxD" = C clients (threads, each with its own ember_client, opened
+ *     for the measurement), each keeping D calls in flight: pulls and pushes through
  *     ember_pull_async/ember_push_async with D outstanding, waited on in order;
  *     push+pull has no async form, so its D calls in flight are D threads
  *     sharing the client, each calling ember_push_pull. push+pull pushes
