@@ -71,6 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_keys.h"
 #include "ember/ember.h"
 
 #ifndef EMBER_SERVER_BIN
@@ -143,102 +144,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-typedef struct bench_rng {
-    uint64_t s;
-} bench_rng;
-
-static uint64_t rng_next(bench_rng *r)
-{
-    r->s += UINT64_C(0x9e3779b97f4a7c15);
-    return mix64(r->s);
-}
-
-static double rng_unit(bench_rng *r)
-{
-    return (double)(rng_next(r) >> 11) * 0x1.0p-53;
-}
-
-static uint64_t rng_below(bench_rng *r, uint64_t n)
-{
-    return (uint64_t)(((unsigned __int128)rng_next(r) * n) >> 64);
-}
-
-/* Rank → key: a bijection; the four reserved keys (0xFFFFFFFFFFFFFFFC and up)
- * are moved (a collision there is astronomically unlikely and harmless). */
-static uint64_t bench_key(uint64_t rank)
-{
-    uint64_t k = mix64(rank ^ UINT64_C(0x6a09e667f3bcc909));
-    if (k >= UINT64_C(0xFFFFFFFFFFFFFFFC))
-        k ^= UINT64_C(1) << 62;
-    return k;
-}
-
-/* Zipf(s) over ranks 1..n by rejection-inversion (Hörmann & Derflinger 1996), as
- * in tests/bench/table_bench.c. */
-typedef struct bench_zipf {
-    double s, n, h_x1, h_n, sv;
-} bench_zipf;
-
-static double zipf_helper1(double x)
-{
-    return fabs(x) > 1e-8 ? log1p(x) / x : 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x));
-}
-
-static double zipf_helper2(double x)
-{
-    return fabs(x) > 1e-8 ? expm1(x) / x : 1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x));
-}
-
-static double zipf_H(const bench_zipf *z, double x)
-{
-    double lx = log(x);
-    return zipf_helper2((1.0 - z->s) * lx) * lx;
-}
-
-static double zipf_h(const bench_zipf *z, double x)
-{
-    return exp(-z->s * log(x));
-}
-
-static double zipf_H_inv(const bench_zipf *z, double x)
-{
-    double t = x * (1.0 - z->s);
-    if (t < -1.0)
-        t = -1.0;
-    return exp(zipf_helper1(t) * x);
-}
-
-static void zipf_init(bench_zipf *z, uint64_t n, double s)
-{
-    z->s = s;
-    z->n = (double)n;
-    z->h_x1 = zipf_H(z, 1.5) - 1.0;
-    z->h_n = zipf_H(z, z->n + 0.5);
-    z->sv = 2.0 - zipf_H_inv(z, zipf_H(z, 2.5) - zipf_h(z, 2.0));
-}
-
-static uint64_t zipf_draw(const bench_zipf *z, bench_rng *r)
-{
-    for (;;) {
-        double u = z->h_n + rng_unit(r) * (z->h_x1 - z->h_n);
-        double x = zipf_H_inv(z, u);
-        double k = floor(x + 0.5);
-        if (k < 1.0)
-            k = 1.0;
-        else if (k > z->n)
-            k = z->n;
-        if (k - x <= z->sv || u >= zipf_H(z, k + 0.5) - zipf_h(z, k))
-            return (uint64_t)k - 1;
-    }
 }
 
 static void *xmalloc(size_t n)

@@ -61,6 +61,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_keys.h"
 #include "storage/table.h"
 
 /* ---- what can be measured -------------------------------------------------- */
@@ -169,107 +170,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-typedef struct bench_rng {
-    uint64_t s;
-} bench_rng;
-
-/* splitmix64. */
-static uint64_t rng_next(bench_rng *r)
-{
-    r->s += EMBER_GOLDEN64;
-    return ember_mix64(r->s);
-}
-
-static double rng_unit(bench_rng *r)
-{
-    return (double)(rng_next(r) >> 11) * 0x1.0p-53;
-}
-
-static uint64_t rng_below(bench_rng *r, uint64_t n)
-{
-    return (uint64_t)(((unsigned __int128)rng_next(r) * n) >> 64);
-}
-
-#define KEY_SALT UINT64_C(0x6a09e667f3bcc909)
-
-/* Rank → key: a bijection (xor, then splitmix64's finaliser), independent of the
- * table's bucket hash (fmix64). Four of 2^64 keys are reserved; a rank that lands
- * on one is moved (a collision there is astronomically unlikely and harmless). */
-static uint64_t bench_key(uint64_t rank)
-{
-    uint64_t k = ember_mix64(rank ^ KEY_SALT);
-    if (ember_key_is_reserved(k))
-        k ^= UINT64_C(1) << 62;
-    return k;
-}
-
-/* Zipf(s) over ranks 1..n by rejection-inversion (W. Hörmann, G. Derflinger,
- * "Rejection-inversion to generate variates from monotone discrete
- * distributions", 1996), as in Apache Commons RNG: O(1) per draw, no table,
- * any s > 0 (s = 1 included, through the helpers' series). */
-typedef struct bench_zipf {
-    double s, n;
-    double h_x1;      /* H(1.5) - 1 */
-    double h_n;       /* H(n + 0.5) */
-    double sv;        /* the squeeze bound */
-} bench_zipf;
-
-/* log1p(x)/x and expm1(x)/x, exact near 0. */
-static double zipf_helper1(double x)
-{
-    return fabs(x) > 1e-8 ? log1p(x) / x : 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x));
-}
-
-static double zipf_helper2(double x)
-{
-    return fabs(x) > 1e-8 ? expm1(x) / x : 1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x));
-}
-
-/* H(x) = (x^(1-s) - 1) / (1 - s), the integral of h(x) = x^-s. */
-static double zipf_H(const bench_zipf *z, double x)
-{
-    double lx = log(x);
-    return zipf_helper2((1.0 - z->s) * lx) * lx;
-}
-
-static double zipf_h(const bench_zipf *z, double x)
-{
-    return exp(-z->s * log(x));
-}
-
-static double zipf_H_inv(const bench_zipf *z, double x)
-{
-    double t = x * (1.0 - z->s);
-    if (t < -1.0)
-        t = -1.0;
-    return exp(zipf_helper1(t) * x);
-}
-
-static void zipf_init(bench_zipf *z, uint64_t n, double s)
-{
-    z->s = s;
-    z->n = (double)n;
-    z->h_x1 = zipf_H(z, 1.5) - 1.0;
-    z->h_n = zipf_H(z, z->n + 0.5);
-    z->sv = 2.0 - zipf_H_inv(z, zipf_H(z, 2.5) - zipf_h(z, 2.0));
-}
-
-/* A rank in [0, n): 0 is the most frequent. */
-static uint64_t zipf_draw(const bench_zipf *z, bench_rng *r)
-{
-    for (;;) {
-        double u = z->h_n + rng_unit(r) * (z->h_x1 - z->h_n);
-        double x = zipf_H_inv(z, u);
-        double k = floor(x + 0.5);
-        if (k < 1.0)
-            k = 1.0;
-        else if (k > z->n)
-            k = z->n;
-        if (k - x <= z->sv || u >= zipf_H(z, k + 0.5) - zipf_h(z, k))
-            return (uint64_t)k - 1;
-    }
 }
 
 static uint64_t gcd64(uint64_t a, uint64_t b)
