@@ -178,7 +178,7 @@ static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *
             if (n_push)
                 push.sequence = atomic_fetch_add(&c->shards[s].seq, 1);
 
-            ember_wire_off off;
+            ember_wire_off off = {0}; /* a pull alone has no values to place */
             ember_shard_call *sc;
             if (n_pull && !n_push) {
                 size_t len = ember_wire_pull_request_size(&pull, NULL);
@@ -203,9 +203,11 @@ static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *
             sc->n_pull = n_pull;
             sc->push_lo = u_lo;
             sc->n_push = n_push;
-            uint8_t *dst = sc->req_data + off.values;
-            for (size_t j = 0; j < n_push; j++, dst += row_bytes)
-                ember_wire_to_wire(dtype, ub->rows[u_lo + j], a->dim, dst);
+            if (n_push) {
+                uint8_t *dst = sc->req_data + off.values;
+                for (size_t j = 0; j < n_push; j++, dst += row_bytes)
+                    ember_wire_to_wire(dtype, ub->rows[u_lo + j], a->dim, dst);
+            }
         }
     }
     ember_op_start(op);
