@@ -14,7 +14,7 @@ typedef struct opt {
 
 static const opt opts[] = {
     {"listen", "EMBER_LISTEN", "HOST:PORT", "address to serve on (default 0.0.0.0:7070)"},
-    {"threads", "EMBER_THREADS", "N", "worker threads, one completion queue each (default: online cores)"},
+    {"threads", "EMBER_THREADS", "N", "worker threads, all serving one completion queue (default: online cores)"},
     {"backend", "EMBER_BACKEND", "cpu", "table backend (only cpu in this build)"},
     {"max-keys-per-request", "EMBER_MAX_KEYS_PER_REQUEST", "N", "most keys in one Pull/Push (default 1048576)"},
     {"max-message-bytes", "EMBER_MAX_MESSAGE_BYTES", "N", "largest message received or sent (default 256M)"},

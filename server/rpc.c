@@ -467,8 +467,7 @@ static void workers_free(void)
 {
     for (unsigned i = 0; i < srv.cfg.threads; i++) {
         srv_worker *w = &srv.workers[i];
-        if (w->cq)
-            grpc_completion_queue_destroy(w->cq);
+        w->cq = NULL; /* srv.cq, destroyed below */
         free(w->flat);
         free(w->keys);
         free(w->keys2);
@@ -476,6 +475,9 @@ static void workers_free(void)
         free(w->floats);
         /* w->pool stays: slices released late by gRPC may still return to it */
     }
+    if (srv.cq)
+        grpc_completion_queue_destroy(srv.cq);
+    srv.cq = NULL;
 }
 
 int srv_rpc_start(char *msg, size_t cap)
@@ -511,17 +513,18 @@ int srv_rpc_start(char *msg, size_t cap)
         snprintf(msg, cap, "out of memory");
         return -1;
     }
+    srv.cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv.server, srv.cq, NULL);
     for (unsigned i = 0; i < srv.cfg.threads; i++) {
         srv_worker *w = &srv.workers[i];
         w->index = i;
-        w->cq = grpc_completion_queue_create_for_next(NULL);
+        w->cq = srv.cq;
         w->pool = calloc(1, sizeof *w->pool);
         if (!w->pool) {
             snprintf(msg, cap, "out of memory");
             return -1;
         }
         pthread_mutex_init(&w->pool->mu, NULL);
-        grpc_server_register_completion_queue(srv.server, w->cq, NULL);
     }
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(srv.server, srv.cfg.listen, creds);
@@ -532,13 +535,10 @@ int srv_rpc_start(char *msg, size_t cap)
                  "valid HOST:PORT",
                  srv.cfg.listen);
         grpc_server_destroy(srv.server);
-        for (unsigned i = 0; i < srv.cfg.threads; i++) {
-            grpc_completion_queue_shutdown(srv.workers[i].cq);
-            while (grpc_completion_queue_next(srv.workers[i].cq,
-                                              gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
-                       .type != GRPC_QUEUE_SHUTDOWN)
-                ;
-        }
+        grpc_completion_queue_shutdown(srv.cq);
+        while (grpc_completion_queue_next(srv.cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
         workers_free();
         grpc_shutdown();
         return -1;
@@ -599,7 +599,7 @@ static int no_live_calls(void) { return atomic_load(&srv.live_calls) == 0; }
 void srv_rpc_stop(unsigned grace_ms)
 {
     atomic_store(&srv.stopping, 1);
-    grpc_server_shutdown_and_notify(srv.server, srv.workers[0].cq, &shutdown_tag);
+    grpc_server_shutdown_and_notify(srv.server, srv.cq, &shutdown_tag);
     if (!wait_until(shutdown_done, grace_ms)) {
         srv_log(SRV_LOG_WARN, "shutdown_grace_expired", "live_calls=%ld grace_ms=%u",
                 atomic_load(&srv.live_calls), grace_ms);
@@ -610,8 +610,7 @@ void srv_rpc_stop(unsigned grace_ms)
     while (!wait_until(no_live_calls, 1000))
         ;
     grpc_server_destroy(srv.server);
-    for (unsigned i = 0; i < srv.cfg.threads; i++)
-        grpc_completion_queue_shutdown(srv.workers[i].cq);
+    grpc_completion_queue_shutdown(srv.cq); /* every worker's next then sees SHUTDOWN */
     for (unsigned i = 0; i < srv.cfg.threads; i++)
         pthread_join(srv.workers[i].thread, NULL);
     workers_free();

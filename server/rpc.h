@@ -1,12 +1,14 @@
 /*
  * rpc.h — the gRPC plumbing of ember-server.
  *
- * Threads: `--threads N` workers, each with its own completion queue. Every
- * worker keeps requests outstanding for every registered method on its queue
- * (payload read at request time, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER), and
- * one for unregistered methods (answered UNIMPLEMENTED). A call is then handled
- * start to finish by the worker whose queue it arrived on: no thread per
- * connection, no locking of call state (one batch in flight per call at a time).
+ * Threads: `--threads N` workers, all polling one completion queue (gRPC binds a
+ * connection to one registered queue; with a queue per thread, all the calls of
+ * one client would run on one thread). Every worker keeps requests outstanding
+ * for every registered method (payload read at request time,
+ * GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER), and one for unregistered methods
+ * (answered UNIMPLEMENTED). Each completion is handled by whichever worker takes
+ * it, with that worker's buffers: no thread per connection, and no locking of
+ * call state, since a call has one batch in flight at a time.
  *
  * Memory: each worker owns scratch buffers (the flattened request, aligned keys,
  * floats) that grow to the largest request seen and are reused, and a small pool
@@ -100,6 +102,10 @@ struct srv_call {
 typedef struct srv_state {
     srv_config cfg;
     grpc_server *server;
+    /* One completion queue that every worker thread polls: gRPC binds each
+     * connection to one registered queue, so with a queue per thread all calls
+     * of one connection (one client) would run on one thread. */
+    grpc_completion_queue *cq;
     void *methods[SRV_M_COUNT];
     srv_worker *workers;
     srv_registry *registry;
