@@ -130,6 +130,25 @@ static int wait_serving(eh_server *s, int timeout_ms)
     return ok ? 0 : -1;
 }
 
+/* Starts s's server and waits until it serves: 0 serving, -1 could not start,
+ * 1 started but never served (it is killed again). */
+static int spawn_serving(eh_server *s)
+{
+    s->pid = spawn(s);
+    if (s->pid < 0) {
+        s->pid = 0;
+        return -1;
+    }
+    if (wait_serving(s, 20000) == 0)
+        return 0;
+    if (s->pid) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+    return 1;
+}
+
 int eh_server_start_on(eh_server *s, int port, const char *const *flags)
 {
     static int seq;
@@ -142,18 +161,9 @@ int eh_server_start_on(eh_server *s, int port, const char *const *flags)
     for (int attempt = 0; attempt < 5; attempt++) {
         s->port = port ? port : eh_free_port();
         snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
-        s->pid = spawn(s);
-        if (s->pid < 0) {
-            s->pid = 0;
-            return -1;
-        }
-        if (wait_serving(s, 20000) == 0)
-            return 0;
-        if (s->pid) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, NULL, 0);
-            s->pid = 0;
-        }
+        int rc = spawn_serving(s);
+        if (rc <= 0)
+            return rc;
         if (port)
             break; /* a fixed port that failed: do not retry elsewhere */
     }
@@ -201,18 +211,9 @@ int eh_server_restart(eh_server *s)
         return -1;
     /* the port may linger for a moment after a kill: retry a few times */
     for (int attempt = 0; attempt < 50; attempt++) {
-        s->pid = spawn(s);
-        if (s->pid < 0) {
-            s->pid = 0;
-            return -1;
-        }
-        if (wait_serving(s, 20000) == 0)
-            return 0;
-        if (s->pid) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, NULL, 0);
-            s->pid = 0;
-        }
+        int rc = spawn_serving(s);
+        if (rc <= 0)
+            return rc;
         sleep_ms(100);
     }
     return -1;
