@@ -92,64 +92,88 @@ EMBER_HD float ember_ftrl_pow(float n, float p)
     return p == -0.5f ? sqrtf(n) : powf(n, -p);
 }
 
+/* The per-row constants of one optimizer step: Adam's bias corrections for the
+ * row's new step count `t` (1 for the first update); 1 otherwise. */
+typedef struct ember_optim_step {
+    float c1, c2;
+} ember_optim_step;
+
+EMBER_HD ember_optim_step ember_optim_step_of(const ember_optim_config *c, float t)
+{
+    ember_optim_step st = {1.0f, 1.0f};
+    if (c->kind == EMBER_OPTIM_ADAM) {
+        st.c1 = 1.0f / (1.0f - powf(c->beta1, t));
+        st.c2 = 1.0f / (1.0f - powf(c->beta2, t));
+    }
+    return st;
+}
+
+/* One element of one update: returns the new weight for weight `w` and gradient
+ * `g`, updating the element's optimizer slots *s0 (Adagrad acc, Adam m, FTRL z)
+ * and *s1 (Adam v, FTRL n) in place. The definition ember_optim_apply loops over;
+ * the GPU backend runs it one element per thread. */
+EMBER_HD float ember_optim_update(const ember_optim_config *c, ember_optim_step st, float w,
+                                  float g, float *s0, float *s1)
+{
+    float lr = c->lr;
+    switch (c->kind) {
+    case EMBER_OPTIM_SGD:
+        return w - lr * g;
+    case EMBER_OPTIM_ADAGRAD: {
+        float a = *s0 + g * g;
+        *s0 = a;
+        return w - lr * g / (sqrtf(a) + c->eps);
+    }
+    case EMBER_OPTIM_ADAM: {
+        float b1 = c->beta1, b2 = c->beta2;
+        float mj = b1 * *s0 + (1.0f - b1) * g;
+        float vj = b2 * *s1 + (1.0f - b2) * g * g;
+        *s0 = mj;
+        *s1 = vj;
+        return w - lr * ((mj * st.c1) / (sqrtf(vj * st.c2) + c->eps) + c->weight_decay * w);
+    }
+    case EMBER_OPTIM_FTRL: {
+        float p = c->lr_power;
+        float nn = *s1 + g * g;
+        float pn = ember_ftrl_pow(nn, p);
+        float sigma = (pn - ember_ftrl_pow(*s1, p)) / lr;
+        float zj = *s0 + g - sigma * w;
+        *s0 = zj;
+        *s1 = nn;
+        if (fabsf(zj) <= c->l1)
+            return 0.0f;
+        float sgn = zj < 0.0f ? -1.0f : 1.0f;
+        return (sgn * c->l1 - zj) / ((c->beta + pn) / lr + 2.0f * c->l2);
+    }
+    default:
+        return w;
+    }
+}
+
+/* Adam's step count lives in the row's last float. */
+EMBER_HD int ember_optim_has_step(int kind)
+{
+    return kind == EMBER_OPTIM_ADAM;
+}
+
 /* Applies one key's (already summed) gradient `g[dim]` to its row. */
 EMBER_HD void ember_optim_apply(const ember_optim_config *c, float *row, const float *g,
                                 uint32_t dim)
 {
-    uint32_t j;
-    float lr = c->lr;
-    switch (c->kind) {
-    case EMBER_OPTIM_SGD:
-        for (j = 0; j < dim; j++)
-            row[j] -= lr * g[j];
-        break;
-    case EMBER_OPTIM_ADAGRAD: {
-        float *acc = row + dim;
-        for (j = 0; j < dim; j++) {
-            float a = acc[j] + g[j] * g[j];
-            acc[j] = a;
-            row[j] -= lr * g[j] / (sqrtf(a) + c->eps);
-        }
-        break;
-    }
-    case EMBER_OPTIM_ADAM: {
-        float *m = row + dim, *v = row + 2u * dim, *tp = row + 3u * dim;
+    ember_optim_step st = {1.0f, 1.0f};
+    float spare0 = 0.0f, spare1 = 0.0f;
+    if (ember_optim_has_step(c->kind)) {
+        float *tp = row + 3u * dim;
         float t = *tp + 1.0f;
-        float b1 = c->beta1, b2 = c->beta2;
-        float c1 = 1.0f / (1.0f - powf(b1, t));
-        float c2 = 1.0f / (1.0f - powf(b2, t));
-        float wd = c->weight_decay;
+        st = ember_optim_step_of(c, t);
         *tp = t;
-        for (j = 0; j < dim; j++) {
-            float mj = b1 * m[j] + (1.0f - b1) * g[j];
-            float vj = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
-            m[j] = mj;
-            v[j] = vj;
-            row[j] -= lr * ((mj * c1) / (sqrtf(vj * c2) + c->eps) + wd * row[j]);
-        }
-        break;
     }
-    case EMBER_OPTIM_FTRL: {
-        float *z = row + dim, *n = row + 2u * dim;
-        float p = c->lr_power;
-        for (j = 0; j < dim; j++) {
-            float nn = n[j] + g[j] * g[j];
-            float pn = ember_ftrl_pow(nn, p);
-            float sigma = (pn - ember_ftrl_pow(n[j], p)) / lr;
-            float zj = z[j] + g[j] - sigma * row[j];
-            z[j] = zj;
-            n[j] = nn;
-            if (fabsf(zj) <= c->l1) {
-                row[j] = 0.0f;
-            } else {
-                float sgn = zj < 0.0f ? -1.0f : 1.0f;
-                row[j] = (sgn * c->l1 - zj) / ((c->beta + pn) / lr + 2.0f * c->l2);
-            }
-        }
-        break;
-    }
-    default:
-        break;
+    int has0 = c->kind != EMBER_OPTIM_SGD;
+    int has1 = c->kind == EMBER_OPTIM_ADAM || c->kind == EMBER_OPTIM_FTRL;
+    for (uint32_t j = 0; j < dim; j++) {
+        float *s0 = has0 ? row + dim + j : &spare0;
+        float *s1 = has1 ? row + 2u * dim + j : &spare1;
+        row[j] = ember_optim_update(c, st, row[j], g[j], s0, s1);
     }
 }
 

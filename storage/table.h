@@ -68,6 +68,10 @@ typedef struct ember_table_config {
     ember_init_config init;
     ember_admission_config admission;
     int nonfinite;                /* an ember_nonfinite_policy */
+    uint64_t hbm_bytes;           /* GPU backend: at most this many bytes of rows in
+                                     device memory, the rest in pinned host memory
+                                     ("hybrid"); 0 = every row in device memory.
+                                     Ignored by the CPU backend. */
 } ember_table_config;
 
 typedef struct ember_table_stats {
