@@ -173,6 +173,7 @@ const ember_table_config *ember_table_config_of(const ember_table *t) { return &
 const ember_table_backend *ember_table_backend_of(const ember_table *t) { return t->tb_backend; }
 uint32_t ember_table_dim(const ember_table *t) { return t->tb_config.dim; }
 uint32_t ember_table_row_floats(const ember_table *t) { return t->tb_row_floats; }
+void *ember_table_impl(ember_table *t) { return t->tb_impl; }
 uint64_t ember_table_size(const ember_table *t) { return t->tb_backend->size(t->tb_impl); }
 uint64_t ember_table_capacity(const ember_table *t) { return t->tb_backend->capacity(t->tb_impl); }
 uint64_t ember_table_export_end(const ember_table *t) { return t->tb_backend->export_end(t->tb_impl); }

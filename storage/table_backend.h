@@ -56,4 +56,14 @@ struct ember_table_backend {
     void (*stats)(const void *impl, ember_table_stats *out);
 };
 
+/* The backend's own state behind a table (what create() made), for a backend's
+ * extension API (cuda/gpu_table.h's ember_gpu_table_of). */
+#ifdef __cplusplus
+extern "C" {
+#endif
+void *ember_table_impl(ember_table *t);
+#ifdef __cplusplus
+}
+#endif
+
 #endif /* EMBER_TABLE_BACKEND_H */
