@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# device_visit.sh — every GPU check of one visit to a lent GPU machine, in one go.
+#
+# Here (no GPU needed):   tests/gpu/device_visit.sh pack      builds build-gpu and
+#                         packs programs + libraries into .devpack/
+# There (the GPU machine, from the repository root, through the device tool's run):
+#   export LD_LIBRARY_PATH=$PWD/.devpack/lib; bash .devpack/bin/device_visit.sh run [tests|bench|all]
+#
+# `run` writes one log per step under $OUT (or ./visit-out), and prints a summary
+# table last: each GPU test's verdict, then the benchmark's summary. Steps are
+# bounded by `timeout`, so one hung step cannot eat the visit.
+set -uo pipefail
+
+mode=${1:-run}
+what=${2:-all}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+
+if [ "$mode" = pack ]; then
+  cd "$root"
+  build=${EMBER_GPU_BUILD:-build-gpu}
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+  cmake --build "$build" -j "$(nproc)" || exit 1
+  rm -rf .devpack
+  progs=$(ls "$build"/tests/gpu/test_* "$build"/tests/bench/table_bench 2>/dev/null)
+  for p in "$build"/server/ember-server "$build"/tests/integration/test_server \
+           "$build"/tests/integration/test_client "$build"/tests/bench/rpc_bench; do
+    [ -x "$p" ] && progs="$progs $p"
+  done
+  # shellcheck disable=SC2086
+  "$root"/../shared/device/pack.sh .devpack $progs tests/gpu/device_visit.sh
+  exit $?
+fi
+
+bin=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$PWD/visit-out}
+mkdir -p "$out"
+summary=$out/summary.txt
+: >"$summary"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+  | tee "$out/gpu.txt"
+
+step() {   # step NAME TIMEOUT CMD... — runs CMD, logs to $out/NAME.log, records a verdict
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  local verdict=ok
+  case $rc in
+    0) verdict=passed ;;
+    77) verdict=SKIPPED ;;
+    124|137) verdict="TIMED OUT" ;;
+    *) verdict="FAILED rc=$rc" ;;
+  esac
+  printf '%-28s %-14s %4ds\n' "$name" "$verdict" $((SECONDS - t0)) | tee -a "$summary"
+  if [ "$rc" != 0 ]; then tail -n 40 "$out/$name.log"; fi
+}
+
+if [ "$what" = all ] || [ "$what" = tests ]; then
+  export CK_FORK=no CK_DEFAULT_TIMEOUT=300
+  for t in "$bin"/test_gpu_* "$bin"/test_cuda_*; do
+    [ -x "$t" ] || continue
+    step "$(basename "$t")" 300 "$t"
+  done
+  if [ -x "$bin/test_server" ] && [ -x "$bin/ember-server" ]; then
+    EMBER_SERVER_BIN="$bin/ember-server" EMBER_TEST_BACKEND=gpu \
+      step gpu.server 240 "$bin/test_server"
+    EMBER_SERVER_BIN="$bin/ember-server" EMBER_TEST_BACKEND=gpu \
+      step gpu.client 240 "$bin/test_client"
+  fi
+fi
+
+if [ "$what" = all ] || [ "$what" = bench ]; then
+  tb="$bin/table_bench"
+  # The issue's matrix (HierarchicalKV's conventions): dim 64 at λ 0.5/0.75/1.0 in
+  # HBM, dims 8 and 128 at λ 0.5, then hybrid (128 M keys, 16 GB HBM + 16 GB host).
+  step bench.dim64 300 "$tb" --backend gpu --dims 64 --lfs 0.5,0.75,1.0 --reps 5 \
+    --csv "$out/bench_dim64.csv"
+  step bench.dim8_128 200 "$tb" --backend gpu --dims 8,128 --lfs 0.5 --reps 5 \
+    --csv "$out/bench_dim8_128.csv"
+  step bench.hybrid 300 "$tb" --backend gpu --dims 64 --lfs 0.5 --reps 3 \
+    --capacity 134217728 --hbm-gb 16 --csv "$out/bench_hybrid.csv"
+fi
+
+echo
+echo "== summary =="
+cat "$summary"
+for f in "$out"/bench.*.log; do
+  [ -f "$f" ] || continue
+  echo "-- $(basename "$f" .log)"
+  sed -n '/summary/,$p' "$f" | head -40
+done
