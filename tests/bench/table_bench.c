@@ -63,53 +63,36 @@
 
 #include "bench_keys.h"
 #include "storage/table.h"
+#include "table_bench.h"
 
 /* ---- what can be measured -------------------------------------------------- */
 
-enum bench_op {
-    OP_FIND,
-    OP_FIND_OR_INSERT,
-    OP_INSERT_OR_ASSIGN,
-    OP_ASSIGN,
-    OP_ADAGRAD,
-    OP_ADAM,
-    OP_EXPORT,
-    OP_COUNT
-};
-
-static const char *const op_names[OP_COUNT] = {
+const char *const op_names[OP_COUNT] = {
     "find", "find_or_insert", "insert_or_assign", "assign", "adagrad", "adam", "export",
 };
 
 /* The name on each measurement's line. */
-static const char *const op_labels[OP_COUNT] = {
+const char *const op_labels[OP_COUNT] = {
     "find", "find_or_insert", "insert_or_assign", "assign",
     "apply_gradients(adagrad)", "apply_gradients(adam)", "export",
 };
 
-enum bench_dist { DIST_UNIFORM, DIST_ZIPF, DIST_COUNT };
-static const char *const dist_names[DIST_COUNT] = {"uniform", "zipf"};
+const char *const dist_names[DIST_COUNT] = {"uniform", "zipf"};
+const int tab_optim[TAB_COUNT] = {EMBER_OPTIM_SGD, EMBER_OPTIM_ADAGRAD, EMBER_OPTIM_ADAM};
+const char *const tab_names[TAB_COUNT] = {"sgd", "adagrad", "adam"};
 
-/* The three tables a (dim, λ) pair needs, by the optimizer they hold. */
-enum bench_tab { TAB_SGD, TAB_ADAGRAD, TAB_ADAM, TAB_COUNT };
-static const int tab_optim[TAB_COUNT] = {EMBER_OPTIM_SGD, EMBER_OPTIM_ADAGRAD,
-                                         EMBER_OPTIM_ADAM};
-static const char *const tab_names[TAB_COUNT] = {"sgd", "adagrad", "adam"};
-
-static int op_table(int op)
+int op_table(int op)
 {
     return op == OP_ADAGRAD ? TAB_ADAGRAD : op == OP_ADAM ? TAB_ADAM : TAB_SGD;
 }
 
-/* Ops that may create keys: the state is restored after each of their runs. */
-static int op_inserts(int op)
+int op_inserts(int op)
 {
     return op == OP_FIND_OR_INSERT || op == OP_INSERT_OR_ASSIGN || op == OP_ADAGRAD ||
            op == OP_ADAM;
 }
 
-/* Value bytes per key, as defined in the comment at the top. */
-static double op_bytes_per_key(int op, uint32_t dim, uint32_t row_floats)
+double op_bytes_per_key(int op, uint32_t dim, uint32_t row_floats)
 {
     double d = 4.0 * dim;
     switch (op) {
@@ -129,29 +112,6 @@ static const struct {
     {"cpu", ember_table_cpu_backend},
 };
 
-#define MAX_LIST 16
-#define MAX_THREADS 1024
-
-typedef struct bench_opts {
-    const char *backend;
-    int ops[OP_COUNT];            /* 1 = measure */
-    uint32_t dims[MAX_LIST];
-    int n_dims;
-    double lfs[MAX_LIST];
-    int n_lfs;
-    int dists[DIST_COUNT];
-    size_t batch;
-    uint64_t capacity;
-    unsigned threads;
-    int reps;
-    const char *csv;
-    int quick;
-    double hit;
-    double zipf_s;
-    uint64_t seed;
-    size_t memcpy_bytes;
-} bench_opts;
-
 typedef struct bench_result {
     int op, dist;
     uint32_t dim, row_floats;
@@ -165,14 +125,14 @@ typedef struct bench_result {
 
 /* ---- time, random numbers, keys ------------------------------------------- */
 
-static double now_s(void)
+double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint64_t gcd64(uint64_t a, uint64_t b)
+uint64_t gcd64(uint64_t a, uint64_t b)
 {
     while (b) {
         uint64_t t = a % b;
@@ -183,8 +143,6 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
 }
 
 /* ---- running on all threads ---------------------------------------------- */
-
-typedef int (*bench_work_fn)(void *ctx, unsigned tid, unsigned nthr, ember_error *err);
 
 typedef struct bench_par {
     bench_work_fn fn;
@@ -228,9 +186,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Runs fn on nthr threads at once. *secs (optional): from the first thread
- * starting its work to the last one finishing; thread start-up is outside. */
-static int par_run(bench_work_fn fn, void *ctx, unsigned nthr, double *secs,
+/* Thread start-up is outside *secs. */
+int par_run(bench_work_fn fn, void *ctx, unsigned nthr, double *secs,
                    ember_error *err)
 {
     pthread_t tids[MAX_THREADS];
@@ -269,7 +226,7 @@ static int par_run(bench_work_fn fn, void *ctx, unsigned nthr, double *secs,
     return rc;
 }
 
-static void slice(size_t n, unsigned tid, unsigned nthr, size_t *lo, size_t *hi)
+void slice(size_t n, unsigned tid, unsigned nthr, size_t *lo, size_t *hi)
 {
     *lo = (size_t)(((unsigned __int128)n * tid) / nthr);
     *hi = (size_t)(((unsigned __int128)n * (tid + 1)) / nthr);
@@ -299,7 +256,7 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void stats3(double *v, int n, double *mn, double *med, double *mx)
+void stats3(double *v, int n, double *mn, double *med, double *mx)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     *mn = v[0];
@@ -610,13 +567,13 @@ static void fill_table(const bench_opts *o, bench_table *bt, bench_bufs *b)
            (double)st.bytes_host / (double)(1u << 30));
 }
 
-/* Draws the batch: keys[n], and the same keys split by the set they came from. */
-static void make_batch(const bench_opts *o, const bench_table *bt, bench_bufs *b, int dist,
-                       uint64_t seed, bench_batch *bb)
+void draw_batch(const bench_opts *o, uint64_t P, uint64_t U, int dist, uint64_t seed,
+                size_t n, uint64_t *keys, uint64_t *present, size_t *np, uint64_t *absent,
+                size_t *na)
 {
     bench_rng r = {seed};
-    uint64_t P = bt->target, A = bt->universe - bt->target;
-    bench_zipf zp, za;
+    uint64_t A = U - P;
+    bench_zipf zp = {0}, za = {0};   /* set when dist is Zipf; GCC cannot tell */
     uint64_t mult = UINT64_C(0x9e3779b97f4a7c15) % P;
 
     if (dist == DIST_ZIPF) {
@@ -627,9 +584,8 @@ static void make_batch(const bench_opts *o, const bench_table *bt, bench_bufs *b
         while (gcd64(mult, P) != 1)
             mult++;
     }
-    bb->n = b->n;
-    bb->np = bb->na = 0;
-    for (size_t i = 0; i < b->n; i++) {
+    *np = *na = 0;
+    for (size_t i = 0; i < n; i++) {
         int pres = rng_unit(&r) < o->hit;
         uint64_t rank;
         if (dist == DIST_UNIFORM) {
@@ -641,12 +597,21 @@ static void make_batch(const bench_opts *o, const bench_table *bt, bench_bufs *b
             rank = P + zipf_draw(&za, &r);
         }
         uint64_t k = bench_key(rank);
-        b->keys[i] = k;
+        keys[i] = k;
         if (pres)
-            b->present[bb->np++] = k;
+            present[(*np)++] = k;
         else
-            b->absent[bb->na++] = k;
+            absent[(*na)++] = k;
     }
+}
+
+/* Draws the batch: keys[n], and the same keys split by the set they came from. */
+static void make_batch(const bench_opts *o, const bench_table *bt, bench_bufs *b, int dist,
+                       uint64_t seed, bench_batch *bb)
+{
+    bb->n = b->n;
+    draw_batch(o, bt->target, bt->universe, dist, seed, b->n, b->keys, b->present, &bb->np,
+               b->absent, &bb->na);
 }
 
 static size_t count_found(const uint8_t *found, size_t n)
@@ -855,7 +820,7 @@ static void usage(FILE *f)
 "usage: table_bench [options]\n"
 "Throughput of the table's batched ops (docs/BENCHMARKS.md conventions).\n"
 "\n"
-"  --backend NAME    table backend: cpu (default cpu)\n"
+"  --backend NAME    table backend: cpu or gpu (default cpu); gpu: see below\n"
 "  --ops LIST        comma list of find,find_or_insert,insert_or_assign,assign,\n"
 "                    adagrad,adam,export, or all (default all); adagrad and adam\n"
 "                    are apply_gradients on a table with that optimizer\n"
@@ -873,6 +838,13 @@ static void usage(FILE *f)
 "  --csv FILE        also write one CSV row per measurement\n"
 "  --quick           smoke test: capacity 65536, batch 16384, 1 rep, memcpy 32 MiB\n"
 "                    (flags given explicitly win)\n"
+"  --hbm-gb X        gpu: at most X GiB of rows in device memory, the rest in pinned\n"
+"                    host memory (default 0: all in device memory)\n"
+"  --hkv-matrix      gpu: BENCHMARKS.md's HierarchicalKV comparison in one run (dim\n"
+"                    64 at lf 0.5,0.75,1.0 and capacity 64 M; dim 8 at lf 0.5, 128 M;\n"
+"                    dim 128 at lf 0.5, 64 M; hybrid dim 64, lf 0.5, 128 M, 16 GiB\n"
+"                    HBM, without apply_gradients); --dims, --lfs, --capacity and\n"
+"                    --hbm-gb are ignored, --ops narrows it\n"
 "  --help\n"
 "\n"
 "Method: the table (LRU) is filled with insert_or_assign to the load factor, then\n"
@@ -893,7 +865,16 @@ static void usage(FILE *f)
 "  insert_or_assign, assign  dim*4 read from the input + dim*4 written\n"
 "  apply_gradients           dim*4 gradient read + row_floats*4 read and written\n"
 "                            (row_floats: embedding + optimizer slots)\n"
-"  export                    row read + written (dim*4 each)\n");
+"  export                    row read + written (dim*4 each)\n"
+"\n"
+"--backend gpu (HierarchicalKV's merlin_hashtable_benchmark conventions; details\n"
+"in table_bench_gpu.c): defaults capacity 67108864, dims 64, uniform keys; keys,\n"
+"values and outputs in device memory before timing; time = host clock around one\n"
+"call of the stream-ordered API + cudaStreamSynchronize, median of --reps after a\n"
+"warm-up call; the same untimed restore after inserting calls; fractions are of\n"
+"the device-to-device copy bandwidth (export: device to host). The summary puts\n"
+"HierarchicalKV's H200 figures next to ours as ratios. Exits 77 where no GPU is\n"
+"visible or CUDA was not built.\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -967,7 +948,7 @@ bad:
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
     enum { O_BACKEND = 256, O_OPS, O_DIMS, O_LFS, O_DIST, O_BATCH, O_CAPACITY, O_THREADS,
-           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HELP };
+           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HBM_GB, O_HKV, O_HELP };
     static const struct option longopts[] = {
         {"backend", required_argument, NULL, O_BACKEND},
         {"ops", required_argument, NULL, O_OPS},
@@ -984,10 +965,13 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"zipf", required_argument, NULL, O_ZIPF},
         {"seed", required_argument, NULL, O_SEED},
         {"memcpy-mib", required_argument, NULL, O_MEMCPY},
+        {"hbm-gb", required_argument, NULL, O_HBM_GB},
+        {"hkv-matrix", no_argument, NULL, O_HKV},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
-    int set_batch = 0, set_capacity = 0, set_reps = 0, set_memcpy = 0, ch;
+    int set_batch = 0, set_capacity = 0, set_reps = 0, set_memcpy = 0, set_dims = 0;
+    int set_dist = 0, ch;
     uint64_t v;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -1025,6 +1009,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case O_DIMS:
             if (parse_list(optarg, "--dims", 0, o->dims, &o->n_dims))
                 return -1;
+            set_dims = 1;
             break;
         case O_LFS:
             if (parse_list(optarg, "--lfs", 1, o->lfs, &o->n_lfs))
@@ -1037,6 +1022,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
                 fprintf(stderr, "table_bench: --dist is uniform, zipf or both\n");
                 return -1;
             }
+            set_dist = 1;
             break;
         case O_BATCH:
             if (parse_u64(optarg, &v) || v < 1 || v > (UINT64_C(1) << 32)) {
@@ -1108,6 +1094,19 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             o->memcpy_bytes = (size_t)v << 20;
             set_memcpy = 1;
             break;
+        case O_HBM_GB: {
+            char *end;
+            double gb = strtod(optarg, &end);
+            if (end == optarg || *end || !(gb >= 0.0 && gb < 1048576.0)) {
+                fprintf(stderr, "table_bench: bad --hbm-gb '%s' (GiB, >= 0)\n", optarg);
+                return -1;
+            }
+            o->hbm_bytes = (uint64_t)llround(gb * (double)(UINT64_C(1) << 30));
+            break;
+        }
+        case O_HKV:
+            o->hkv_matrix = 1;
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -1120,6 +1119,23 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         fprintf(stderr, "table_bench: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
+    int gpu = !strcmp(o->backend, "gpu");
+    if ((o->hbm_bytes || o->hkv_matrix) && !gpu) {
+        fprintf(stderr, "table_bench: --hbm-gb and --hkv-matrix need --backend gpu\n");
+        return -1;
+    }
+    /* HierarchicalKV's conventions on the GPU: capacity 64 M, dim 64, uniform
+     * keys; one host thread drives the device (the others only draw keys). */
+    if (gpu) {
+        if (!set_capacity)
+            o->capacity = UINT64_C(64) << 20;
+        if (!set_dims) {
+            o->dims[0] = 64;
+            o->n_dims = 1;
+        }
+        if (!set_dist)
+            o->dists[DIST_ZIPF] = 0;
+    }
     if (o->quick) {
         if (!set_batch)
             o->batch = 16384;
@@ -1130,10 +1146,11 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         if (!set_memcpy)
             o->memcpy_bytes = (size_t)32 << 20;
     }
-    /* export gives each thread batch/threads rows of room: at least a bucket. */
-    if (o->batch < (size_t)o->threads * EMBER_BUCKET_SLOTS) {
-        fprintf(stderr, "table_bench: --batch must be at least %u x threads\n",
-                EMBER_BUCKET_SLOTS);
+    /* export gives each thread batch/threads rows of room: at least a bucket
+     * (gpu: the one exporting thread gets the whole batch). */
+    if (o->batch < (size_t)(gpu ? 1 : o->threads) * EMBER_BUCKET_SLOTS) {
+        fprintf(stderr, "table_bench: --batch must be at least %u%s\n", EMBER_BUCKET_SLOTS,
+                gpu ? "" : " x threads");
         return -1;
     }
     return 0;
@@ -1141,7 +1158,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
 
 /* ---- main ---------------------------------------------------------------------- */
 
-static void *xmalloc(size_t bytes)
+void *xmalloc(size_t bytes)
 {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) {
@@ -1159,11 +1176,21 @@ int main(int argc, char **argv)
 
     if (parse_opts(argc, argv, &o))
         return 2;
+    if (!strcmp(o.backend, "gpu")) {
+#ifdef EMBER_BENCH_GPU
+        return gpu_bench_main(&o);
+#else
+        fprintf(stderr, "table_bench: --backend gpu: this build has no CUDA (configure with "
+                        "nvcc present, EMBER_CUDA=AUTO or ON); skipped\n");
+        return 77;
+#endif
+    }
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
         if (!strcmp(o.backend, backends[i].name))
             backend = backends[i].get();
     if (!backend) {
-        fprintf(stderr, "table_bench: unknown backend '%s' (available: cpu)\n", o.backend);
+        fprintf(stderr, "table_bench: unknown backend '%s' (available: cpu, gpu)\n",
+                o.backend);
         return 2;
     }
 
