@@ -118,12 +118,21 @@ struct ember_gpu_table {
     host_ctx *ctx_free;
 };
 
+/* An entry of the last-occurrence map, one 16-byte sector: all ones when empty.
+ * last_inv = ~(largest index of the key), so atomicMin on it keeps the last;
+ * count_m1 = occurrences − 1 (it starts at all ones and counts up). */
+struct __align__(16) map_ent {
+    unsigned long long key;
+    uint32_t last_inv;
+    uint32_t count_m1;
+};
+
 struct ember_gpu_scratch {
     ember_gpu_table *t;
     size_t cap;
     size_t map_cap;                  /* power of two ≥ 2·cap */
-    uint64_t *map_keys;
-    uint32_t *map_last, *map_count, *pos;
+    struct map_ent *map;             /* last-occurrence map, map_cap entries */
+    uint32_t *pos;                   /* each key's map entry */
     uint64_t *sort_keys;
     uint32_t *iota, *sort_idx;
     void *cub_tmp;
@@ -226,29 +235,61 @@ __device__ __forceinline__ void tile_init_slots(const tview &v, unsigned lane, f
     }
 }
 
+/* Acquire/release fences at device scope: lighter than __threadfence() (an SC
+ * fence), and all a lock or a sequence check needs. */
+__device__ __forceinline__ void fence_acq_rel()
+{
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t load_acquire(const uint32_t *p)
+{
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ uint32_t load_relaxed(const uint32_t *p)
+{
+    uint32_t v;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+/* Starts fetching a bucket's control bytes into L2 while the lock or sequence
+ * word is being read, so the probe after it does not wait on device memory. */
+__device__ __forceinline__ void prefetch_bucket(const tview &v, uint64_t bucket)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(v.ctrl + bucket * SLOTS));
+}
+
+/* Lane 0 takes the lock; the tile's barrier orders every lane's later accesses
+ * after lane 0's acquire. */
 __device__ __forceinline__ void lock_bucket(const tile_t &tile, uint32_t *seq)
 {
     if (tile.thread_rank() == 0) {
         unsigned ns = 32;
         for (;;) {
-            uint32_t s = *(volatile uint32_t *)seq;
+            uint32_t s = load_relaxed(seq);
             if (!(s & 1u) && atomicCAS(seq, s, s + 1u) == s)
                 break;
             __nanosleep(ns);
             if (ns < 1024)
                 ns *= 2;
         }
-        __threadfence();
+        fence_acq_rel();
     }
     tile.sync();
 }
 
+/* The barrier orders every lane's writes before lane 0's release. */
 __device__ __forceinline__ void unlock_bucket(const tile_t &tile, uint32_t *seq)
 {
-    __threadfence();
     tile.sync();
-    if (tile.thread_rank() == 0)
+    if (tile.thread_rank() == 0) {
+        fence_acq_rel();
         atomicAdd(seq, 1u);
+    }
 }
 
 /* The bucket sequence word once no writer holds it (find's read section). */
@@ -257,23 +298,25 @@ __device__ __forceinline__ uint32_t read_begin(const tile_t &tile, const uint32_
     uint32_t s = 0;
     if (tile.thread_rank() == 0) {
         unsigned ns = 32;
-        while ((s = *(volatile const uint32_t *)seq) & 1u) {
+        while ((s = load_acquire(seq)) & 1u) {
             __nanosleep(ns);
             if (ns < 1024)
                 ns *= 2;
         }
     }
-    s = tile.shfl(s, 0);
-    __threadfence();
-    return s;
+    return tile.shfl(s, 0);
 }
 
+/* 1 if a writer took the bucket since read_begin returned `s`: every lane's
+ * reads are ordered before lane 0's fence by the tile's barrier. */
 __device__ __forceinline__ int read_retry(const tile_t &tile, const uint32_t *seq, uint32_t s)
 {
-    __threadfence();
+    tile.sync();
     uint32_t now = 0;
-    if (tile.thread_rank() == 0)
-        now = *(volatile const uint32_t *)seq;
+    if (tile.thread_rank() == 0) {
+        fence_acq_rel();
+        now = load_relaxed(seq);
+    }
     return tile.shfl(now, 0) != s;
 }
 
@@ -466,7 +509,10 @@ __device__ __forceinline__ uint64_t custom_of(const uint64_t *scores, size_t i)
 
 /* ---- kernels: reads ------------------------------------------------------- */
 
-__global__ void k_find(tview v, const uint64_t *keys, size_t n, float *values, uint8_t *found)
+/* MINB: resident blocks per SM asked of the register allocator (find is bound by
+ * latency: more tiles in flight, more keys per second). */
+template <int MINB>
+__global__ void __launch_bounds__(BLOCK, MINB) k_find(tview v, const uint64_t *keys, size_t n, float *values, uint8_t *found)
 {
     TILE_LOOP(n) {
         uint64_t key = keys[i];
@@ -474,6 +520,7 @@ __global__ void k_find(tview v, const uint64_t *keys, size_t n, float *values, u
         int slot = -1;
         if (!ember_key_is_reserved(key)) {
             place p = place_of(v, key);
+            prefetch_bucket(v, p.bucket);
             for (;;) {
                 uint32_t s = read_begin(tile, v.seq + p.bucket);
                 probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
@@ -491,7 +538,7 @@ __global__ void k_find(tview v, const uint64_t *keys, size_t n, float *values, u
     }
 }
 
-__global__ void k_find_or_insert(tview v, ember_op op, const uint64_t *keys, size_t n,
+__global__ void __launch_bounds__(BLOCK, 4) k_find_or_insert(tview v, ember_op op, const uint64_t *keys, size_t n,
                                  float *values, uint8_t *found, const uint64_t *scores,
                                  unsigned long long *counts)
 {
@@ -503,6 +550,7 @@ __global__ void k_find_or_insert(tview v, ember_op op, const uint64_t *keys, siz
         int slot = -1, stored = 0;
         if (!ember_key_is_reserved(key)) {
             place p = place_of(v, key);
+            prefetch_bucket(v, p.bucket);
             lock_bucket(tile, v.seq + p.bucket);
             probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
             slot = r.slot;
@@ -547,8 +595,8 @@ __global__ void k_find_or_insert(tview v, ember_op op, const uint64_t *keys, siz
 
 /* ---- kernels: dedup map (last occurrence wins) ---------------------------- */
 
-__global__ void k_map_build(const uint64_t *keys, size_t n, uint64_t *mk, uint32_t *ml,
-                            uint32_t *mc, uint32_t *pos, size_t mask)
+__global__ void k_map_build(const uint64_t *keys, size_t n, map_ent *map, uint32_t *pos,
+                            size_t mask)
 {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -559,12 +607,11 @@ __global__ void k_map_build(const uint64_t *keys, size_t n, uint64_t *mk, uint32
         }
         size_t h = (size_t)ember_mix64(key) & mask;
         for (;;) {
-            unsigned long long prev = atomicCAS((unsigned long long *)&mk[h],
-                                                (unsigned long long)EMBER_KEY_EMPTY,
+            unsigned long long prev = atomicCAS(&map[h].key, (unsigned long long)EMBER_KEY_EMPTY,
                                                 (unsigned long long)key);
             if (prev == EMBER_KEY_EMPTY || prev == key) {
-                atomicMax(&ml[h], (uint32_t)i);
-                atomicAdd(&mc[h], 1u);
+                atomicMin(&map[h].last_inv, ~(uint32_t)i);
+                atomicAdd(&map[h].count_m1, 1u);
                 pos[i] = (uint32_t)h;
                 break;
             }
@@ -573,12 +620,21 @@ __global__ void k_map_build(const uint64_t *keys, size_t n, uint64_t *mk, uint32
     }
 }
 
+/* The last occurrence's index and the count of the key at map entry h. */
+__device__ __forceinline__ void map_read(const map_ent *map, uint32_t h, uint32_t *last,
+                                         uint32_t *count)
+{
+    uint4 e = __ldcg((const uint4 *)(map + h));
+    *last = ~e.z;
+    *count = e.w + 1u;
+}
+
 enum write_kind { W_ASSIGN, W_IMPORT };
 
 /* insert_or_assign, assign, import: the last occurrence of each key writes. */
-__global__ void k_write(tview v, ember_op op, int kind, int insert, const uint64_t *keys,
+__global__ void __launch_bounds__(BLOCK, 4) k_write(tview v, ember_op op, int kind, int insert, const uint64_t *keys,
                         size_t n, const float *values, uint8_t *found, const uint64_t *scores,
-                        const uint64_t *versions, const uint32_t *ml, const uint32_t *mc,
+                        const uint64_t *versions, const map_ent *map,
                         const uint32_t *pos, unsigned long long *counts)
 {
     __shared__ block_counts bc;
@@ -591,11 +647,13 @@ __global__ void k_write(tview v, ember_op op, int kind, int insert, const uint64
                 found[i] = 0;
             continue;
         }
-        if (ml[h] != (uint32_t)i)
+        uint32_t last, count;
+        map_read(map, h, &last, &count);
+        if (last != (uint32_t)i)
             continue;                   /* a later occurrence writes; found copied after */
-        uint32_t count = mc[h];
         uint64_t key = keys[i];
         place p = place_of(v, key);
+        prefetch_bucket(v, p.bucket);
         lock_bucket(tile, v.seq + p.bucket);
         probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
         int s = r.slot, is_new = s < 0;
@@ -633,13 +691,17 @@ __global__ void k_write(tview v, ember_op op, int kind, int insert, const uint64
 }
 
 /* found[i] of an earlier occurrence = its last occurrence's. */
-__global__ void k_found_copy(size_t n, uint8_t *found, const uint32_t *ml, const uint32_t *pos)
+__global__ void k_found_copy(size_t n, uint8_t *found, const map_ent *map, const uint32_t *pos)
 {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         uint32_t h = pos[i];
-        if (h != 0xffffffffu && ml[h] != (uint32_t)i)
-            found[i] = found[ml[h]];
+        if (h == 0xffffffffu)
+            continue;
+        uint32_t last, count;
+        map_read(map, h, &last, &count);
+        if (last != (uint32_t)i)
+            found[i] = found[last];
     }
 }
 
@@ -662,7 +724,7 @@ __device__ __forceinline__ size_t run_end(const uint64_t *sk, size_t i, size_t n
     return e;
 }
 
-__global__ void k_accum(tview v, ember_op op, const uint64_t *sk, const uint32_t *si, size_t n,
+__global__ void __launch_bounds__(BLOCK, 4) k_accum(tview v, ember_op op, const uint64_t *sk, const uint32_t *si, size_t n,
                         const float *deltas, uint8_t *found)
 {
     TILE_LOOP(n) {
@@ -673,6 +735,7 @@ __global__ void k_accum(tview v, ember_op op, const uint64_t *sk, const uint32_t
         int exists = 0;
         if (!ember_key_is_reserved(key)) {
             place p = place_of(v, key);
+            prefetch_bucket(v, p.bucket);
             lock_bucket(tile, v.seq + p.bucket);
             probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
             if (r.slot >= 0) {
@@ -699,13 +762,117 @@ __global__ void k_accum(tview v, ember_op op, const uint64_t *sk, const uint32_t
     }
 }
 
-__global__ void k_apply(tview v, ember_op op, const uint64_t *sk, const uint32_t *si, size_t n,
+/* Columns a lane owns in a chunk of UPDATE_CHUNK (64) columns: with V = 4, four
+ * adjacent columns (one 16-byte load); with V = 1, four columns 16 apart. */
+#define UPDATE_PER_LANE 4
+#define UPDATE_CHUNK (TILE * UPDATE_PER_LANE)
+
+template <int V>
+__device__ __forceinline__ uint32_t update_col(uint32_t c0, unsigned lane, int k)
+{
+    return V == 4 ? c0 + (uint32_t)(k / 4) * (TILE * 4u) + lane * 4u + (uint32_t)(k % 4)
+                  : c0 + (uint32_t)k * TILE + lane;
+}
+
+/* Loads x[k] = p[col(k)] for the lane's columns below `dim`. */
+template <int V, bool CG>
+__device__ __forceinline__ void load_cols(float *x, const float *p, uint32_t c0, unsigned lane,
+                                          uint32_t dim)
+{
+#pragma unroll
+    for (int k = 0; k < UPDATE_PER_LANE; k += V) {
+        uint32_t j = update_col<V>(c0, lane, k);
+        if (j >= dim)
+            continue;
+        if (V == 4) {
+            float4 q = CG ? __ldcg((const float4 *)(p + j)) : *(const float4 *)(p + j);
+            x[k] = q.x;
+            x[k + 1] = q.y;
+            x[k + 2] = q.z;
+            x[k + 3] = q.w;
+        } else {
+            x[k] = CG ? __ldcg(p + j) : p[j];
+        }
+    }
+}
+
+template <int V>
+__device__ __forceinline__ void store_cols(float *p, const float *x, uint32_t c0, unsigned lane,
+                                           uint32_t dim)
+{
+#pragma unroll
+    for (int k = 0; k < UPDATE_PER_LANE; k += V) {
+        uint32_t j = update_col<V>(c0, lane, k);
+        if (j >= dim)
+            continue;
+        if (V == 4)
+            *(float4 *)(p + j) = make_float4(x[k], x[k + 1], x[k + 2], x[k + 3]);
+        else
+            p[j] = x[k];
+    }
+}
+
+/* One optimizer step on a row (locked by the caller): every load of a chunk is
+ * issued before any store, so the loads overlap; gradients of the run
+ * si[i..e) are added in batch order, the CPU backend's order. */
+template <int V>
+__device__ void update_row(const tview &v, unsigned lane, float *row, int is_new, uint64_t key,
+                           const float *grads, const uint32_t *si, size_t i, size_t e,
+                           ember_optim_step st)
+{
+    const uint32_t dim = v.dim;
+    const int kind = v.optim.kind;
+    const int has0 = kind != EMBER_OPTIM_SGD;
+    const int has1 = kind == EMBER_OPTIM_ADAM || kind == EMBER_OPTIM_FTRL;
+    const float acc = v.optim.initial_accumulator;
+    const uint64_t base = ember_init_base(v.seed, key);
+    for (uint32_t c0 = 0; c0 < dim; c0 += UPDATE_CHUNK) {
+        float w[UPDATE_PER_LANE], a[UPDATE_PER_LANE], b[UPDATE_PER_LANE], g[UPDATE_PER_LANE];
+#pragma unroll
+        for (int k = 0; k < UPDATE_PER_LANE; k++)
+            w[k] = a[k] = b[k] = g[k] = 0.0f;
+        load_cols<V, false>(g, grads + (size_t)si[i] * dim, c0, lane, dim);
+        if (is_new) {
+#pragma unroll
+            for (int k = 0; k < UPDATE_PER_LANE; k++) {
+                uint32_t j = update_col<V>(c0, lane, k);
+                if (j < dim)
+                    w[k] = ember_init_value(&v.init, base, j);
+                if (kind == EMBER_OPTIM_ADAGRAD)
+                    a[k] = acc;
+                else if (kind == EMBER_OPTIM_FTRL)
+                    b[k] = acc;
+            }
+        } else {
+            load_cols<V, true>(w, row, c0, lane, dim);
+            if (has0)
+                load_cols<V, true>(a, row + dim, c0, lane, dim);
+            if (has1)
+                load_cols<V, true>(b, row + 2u * dim, c0, lane, dim);
+        }
+        for (size_t q = i + 1; q < e; q++) {
+            float x[UPDATE_PER_LANE];
+            load_cols<V, false>(x, grads + (size_t)si[q] * dim, c0, lane, dim);
+#pragma unroll
+            for (int k = 0; k < UPDATE_PER_LANE; k++)
+                g[k] += x[k];
+        }
+#pragma unroll
+        for (int k = 0; k < UPDATE_PER_LANE; k++)
+            w[k] = ember_optim_update(&v.optim, st, w[k], g[k], &a[k], &b[k]);
+        store_cols<V>(row, w, c0, lane, dim);
+        if (has0)
+            store_cols<V>(row + dim, a, c0, lane, dim);
+        if (has1)
+            store_cols<V>(row + 2u * dim, b, c0, lane, dim);
+    }
+}
+
+__global__ void __launch_bounds__(BLOCK, 4) k_apply(tview v, ember_op op, const uint64_t *sk, const uint32_t *si, size_t n,
                         const float *grads, const uint64_t *scores, unsigned long long *counts)
 {
     __shared__ block_counts bc;
     bc_init(&bc);
-    const int has0 = v.optim.kind != EMBER_OPTIM_SGD;
-    const int has1 = v.optim.kind == EMBER_OPTIM_ADAM || v.optim.kind == EMBER_OPTIM_FTRL;
     TILE_LOOP(n) {
         uint64_t key = sk[i];
         if ((i > 0 && sk[i - 1] == key) || ember_key_is_reserved(key))
@@ -713,6 +880,7 @@ __global__ void k_apply(tview v, ember_op op, const uint64_t *sk, const uint32_t
         size_t e = run_end(sk, i, n);
         uint32_t last = si[e - 1];
         place p = place_of(v, key);
+        prefetch_bucket(v, p.bucket);
         lock_bucket(tile, v.seq + p.bucket);
         probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
         int s = r.slot, is_new = s < 0;
@@ -741,34 +909,10 @@ __global__ void k_apply(tview v, ember_op op, const uint64_t *sk, const uint32_t
                 if (lane == 0)
                     row[3u * v.dim] = t;
             }
-            uint64_t base = ember_init_base(v.seed, key);
-            float acc = v.optim.initial_accumulator;
-            for (uint32_t j = lane; j < v.dim; j += TILE) {
-                /* The summed gradient, in batch order (the CPU's order). */
-                float g = grads[(size_t)si[i] * v.dim + j];
-                for (size_t q = i + 1; q < e; q++)
-                    g += grads[(size_t)si[q] * v.dim + j];
-                float w, s0 = 0.0f, s1 = 0.0f;
-                if (is_new) {
-                    w = ember_init_value(&v.init, base, j);
-                    if (v.optim.kind == EMBER_OPTIM_ADAGRAD)
-                        s0 = acc;
-                    else if (v.optim.kind == EMBER_OPTIM_FTRL)
-                        s1 = acc;
-                } else {
-                    w = __ldcg(row + j);
-                    if (has0)
-                        s0 = __ldcg(row + v.dim + j);
-                    if (has1)
-                        s1 = __ldcg(row + 2u * v.dim + j);
-                }
-                w = ember_optim_update(&v.optim, st, w, g, &s0, &s1);
-                row[j] = w;
-                if (has0)
-                    row[v.dim + j] = s0;
-                if (has1)
-                    row[2u * v.dim + j] = s1;
-            }
+            if ((v.dim & 3u) == 0 && aligned16(grads))
+                update_row<4>(v, lane, row, is_new, key, grads, si, i, e, st);
+            else
+                update_row<1>(v, lane, row, is_new, key, grads, si, i, e, st);
             if (lane == 0) {
                 v.scores[at] = score;
                 v.versions[at] = op.version;
@@ -781,7 +925,7 @@ __global__ void k_apply(tview v, ember_op op, const uint64_t *sk, const uint32_t
 
 /* ---- kernels: erase, clear, evict, export --------------------------------- */
 
-__global__ void k_erase(tview v, const uint64_t *keys, size_t n, unsigned long long *counts)
+__global__ void __launch_bounds__(BLOCK, 4) k_erase(tview v, const uint64_t *keys, size_t n, unsigned long long *counts)
 {
     __shared__ block_counts bc;
     bc_init(&bc);
@@ -790,6 +934,7 @@ __global__ void k_erase(tview v, const uint64_t *keys, size_t n, unsigned long l
         if (ember_key_is_reserved(key))
             continue;
         place p = place_of(v, key);
+        prefetch_bucket(v, p.bucket);
         lock_bucket(tile, v.seq + p.bucket);
         uint64_t c = load_ctrl(v, p.bucket, lane);
         probe_res r = probe(tile, v, p, key, c);
@@ -1201,9 +1346,7 @@ void ember_gpu_scratch_destroy(ember_gpu_scratch *s)
     if (!s)
         return;
     cudaSetDevice(s->t->device);
-    cudaFree(s->map_keys);
-    cudaFree(s->map_last);
-    cudaFree(s->map_count);
+    cudaFree(s->map);
     cudaFree(s->pos);
     cudaFree(s->sort_keys);
     cudaFree(s->iota);
@@ -1236,9 +1379,7 @@ int ember_gpu_scratch_create(ember_gpu_table *t, size_t max_keys, ember_gpu_scra
                                    (int)max_keys),
                                err)))
         goto fail;
-    if ((rc = EMBER_CUDA_CHECK(cudaMalloc(&s->map_keys, s->map_cap * 8), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMalloc(&s->map_last, s->map_cap * 4), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMalloc(&s->map_count, s->map_cap * 4), err)) ||
+    if ((rc = EMBER_CUDA_CHECK(cudaMalloc(&s->map, s->map_cap * sizeof(map_ent)), err)) ||
         (rc = EMBER_CUDA_CHECK(cudaMalloc(&s->pos, max_keys * 4), err)) ||
         (rc = EMBER_CUDA_CHECK(cudaMalloc(&s->sort_keys, max_keys * 8), err)) ||
         (rc = EMBER_CUDA_CHECK(cudaMalloc(&s->iota, max_keys * 4), err)) ||
@@ -1289,7 +1430,15 @@ int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys
     int rc = use_device(t, err);
     if (rc)
         return rc;
-    k_find<<<grid_for(t, n), BLOCK, 0, stream>>>(view_of(t), keys, n, values, found);
+    static int minb = -1;
+    if (minb < 0) {
+        const char *e = getenv("EMBER_GPU_FIND_BLOCKS");   /* a tuning knob: 6 or 8 */
+        minb = e && atoi(e) == 6 ? 6 : 8;
+    }
+    if (minb == 6)
+        k_find<6><<<grid_for(t, n), BLOCK, 0, stream>>>(view_of(t), keys, n, values, found);
+    else
+        k_find<8><<<grid_for(t, n), BLOCK, 0, stream>>>(view_of(t), keys, n, values, found);
     return launched(err);
 }
 
@@ -1315,12 +1464,9 @@ static int map_build(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t st,
     while (cap < 2 * n)
         cap <<= 1;
     int rc;
-    if ((rc = EMBER_CUDA_CHECK(cudaMemsetAsync(s->map_keys, 0xff, cap * 8, st), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMemsetAsync(s->map_last, 0, cap * 4, st), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMemsetAsync(s->map_count, 0, cap * 4, st), err)))
+    if ((rc = EMBER_CUDA_CHECK(cudaMemsetAsync(s->map, 0xff, cap * sizeof(map_ent), st), err)))
         return rc;
-    k_map_build<<<grid_flat(t, n), BLOCK, 0, st>>>(keys, n, s->map_keys, s->map_last,
-                                                   s->map_count, s->pos, cap - 1);
+    k_map_build<<<grid_flat(t, n), BLOCK, 0, st>>>(keys, n, s->map, s->pos, cap - 1);
     return launched(err);
 }
 
@@ -1337,12 +1483,12 @@ static int write_call(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t st,
     if ((rc = map_build(t, s, st, keys, n, err)))
         return rc;
     k_write<<<grid_for(t, n), BLOCK, 0, st>>>(view_of(t), op ? *op : none, kind, insert, keys, n,
-                                              values, found, scores, versions, s->map_last,
-                                              s->map_count, s->pos, s->counts);
+                                              values, found, scores, versions, s->map, s->pos,
+                                              s->counts);
     if ((rc = launched(err)))
         return rc;
     if (found) {
-        k_found_copy<<<grid_flat(t, n), BLOCK, 0, st>>>(n, found, s->map_last, s->pos);
+        k_found_copy<<<grid_flat(t, n), BLOCK, 0, st>>>(n, found, s->map, s->pos);
         if ((rc = launched(err)))
             return rc;
     }
