@@ -67,18 +67,6 @@ static int get_table(const char *name, srv_table **out, ember_error *err)
     return 0;
 }
 
-static int backend_of(const char *name, const ember_table_backend **out, ember_error *err)
-{
-    if (!name || !*name)
-        name = srv.cfg.backend;
-    if (!strcmp(name, "cpu")) {
-        *out = ember_table_cpu_backend();
-        return 0;
-    }
-    return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                           "backend '%.32s' is not available in this build (only cpu)", name);
-}
-
 static int config_from_proto(const Ember__V1__TableConfig *p, ember_table_config *c,
                              ember_error *err)
 {
@@ -165,6 +153,7 @@ static void info_fill(info_box *b, srv_table *t)
     b->cfg.admission_sketch_width = c->admission.sketch_width;
     b->cfg.zero_nonfinite = c->nonfinite == EMBER_NONFINITE_ZERO;
     b->cfg.backend = b->backend;
+    b->cfg.hbm_bytes = c->hbm_bytes;
     b->opt.kind = (Ember__V1__Optimizer)c->optim.kind;
     b->opt.lr = c->optim.lr;
     b->opt.eps = c->optim.eps;
@@ -242,7 +231,8 @@ static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         goto reply;
     }
     if ((rc = config_from_proto(r->config, &c, err)) ||
-        (rc = backend_of(r->config->backend, &be, err)) ||
+        (rc = srv_backend_for_table(&srv.backend, r->config->backend, r->config->hbm_bytes,
+                                    &be, &c.hbm_bytes, err)) ||
         (rc = ember_table_create(&c, be, &t, err)))
         goto out;
     rc = srv_registry_add(srv.registry, r->name, t, &st, err);
@@ -259,8 +249,10 @@ static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         rc = ember_error_set(err, EMBER_ABORTED, "table '%s' was dropped while created", r->name);
         goto out;
     }
-    srv_log(SRV_LOG_INFO, "table_created", "table=%s dim=%u capacity=%llu optimizer=%d",
-            r->name, c.dim, (unsigned long long)c.capacity, c.optim.kind);
+    srv_log(SRV_LOG_INFO, "table_created",
+            "table=%s dim=%u capacity=%llu optimizer=%d backend=%s hbm_bytes=%llu", r->name,
+            c.dim, (unsigned long long)c.capacity, c.optim.kind, ember_table_backend_name(be),
+            (unsigned long long)c.hbm_bytes);
 reply:
     if (!rc) {
         info_box b;
@@ -488,11 +480,13 @@ static int load_one(const char *path, const char *name, int create, uint64_t *ro
                              srv.cfg.shard_index, path);
         goto out;
     }
-    const ember_table_config *c = old ? ember_table_config_of(old->table) : &meta.config;
+    /* a loaded table keeps the backend (and device budget) of the one it replaces;
+     * a created one gets the server's (the file holds no hbm_bytes) */
+    ember_table_config c = old ? *ember_table_config_of(old->table) : meta.config;
     const ember_table_backend *be = old ? ember_table_backend_of(old->table) : NULL;
-    if (!be && (rc = backend_of(NULL, &be, err)))
+    if (!be && (rc = srv_backend_for_table(&srv.backend, NULL, 0, &be, &c.hbm_bytes, err)))
         goto out;
-    if ((rc = ember_table_create(c, be, &t, err)))
+    if ((rc = ember_table_create(&c, be, &t, err)))
         goto out;
     if ((rc = ember_ckpt_load(t, path, &ex, &meta, err)))
         goto out;
@@ -673,7 +667,10 @@ static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     out.version = (char *)EMBER_VERSION;
     out.shard_index = srv.cfg.shard_index;
     out.shard_count = srv.cfg.shard_count;
-    out.backend = srv.cfg.backend;
+    out.backend = srv.backend.name;
+    out.device = srv.backend.device;
+    out.device_memory_bytes = srv.backend.device_memory;
+    out.hbm_bytes = srv.backend.hbm_bytes;
     out.threads = srv.cfg.threads;
     out.max_keys_per_request = srv.cfg.max_keys_per_request;
     out.max_message_bytes = srv.cfg.max_message_bytes;

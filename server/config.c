@@ -15,7 +15,9 @@ typedef struct opt {
 static const opt opts[] = {
     {"listen", "EMBER_LISTEN", "HOST:PORT", "address to serve on (default 0.0.0.0:7070)"},
     {"threads", "EMBER_THREADS", "N", "worker threads, all serving one completion queue (default: online cores)"},
-    {"backend", "EMBER_BACKEND", "cpu", "table backend (only cpu in this build)"},
+    {"backend", "EMBER_BACKEND", "auto|gpu|cpu", "table backend (default auto: gpu when a GPU is visible, else cpu)"},
+    {"gpu", "EMBER_GPU", "N", "the CUDA device the gpu backend uses (default 0)"},
+    {"hbm-bytes", "EMBER_HBM_BYTES", "N", "gpu backend: bytes of each table's rows in device memory, the rest in pinned host memory; a table's config may set its own (default 0: all rows)"},
     {"max-keys-per-request", "EMBER_MAX_KEYS_PER_REQUEST", "N", "most keys in one Pull/Push (default 1048576)"},
     {"max-message-bytes", "EMBER_MAX_MESSAGE_BYTES", "N", "largest message received or sent (default 256M)"},
     {"max-tables", "EMBER_MAX_TABLES", "N", "most tables on this shard (default 1024)"},
@@ -87,14 +89,19 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
         }
         c->threads = (unsigned)u;
     } else if (!strcmp(name, "backend")) {
-        if (strcmp(v, "cpu") != 0) {
-            snprintf(msg, cap,
-                     "%s: '%s' is not available: this build serves only the cpu backend "
-                     "(the gpu backend comes with a later release)",
-                     src, v);
+        if (strcmp(v, "auto") && strcmp(v, "gpu") && strcmp(v, "cpu")) {
+            snprintf(msg, cap, "%s: '%.32s' is not auto, gpu or cpu", src, v);
             return -1;
         }
         strcpy(c->backend, v);
+    } else if (!strcmp(name, "gpu")) {
+        if (u > 1023) {
+            snprintf(msg, cap, "%s: %s is outside 0..1023", src, v);
+            return -1;
+        }
+        c->gpu = (unsigned)u;
+    } else if (!strcmp(name, "hbm-bytes")) {
+        c->hbm_bytes = u;
     } else if (!strcmp(name, "max-keys-per-request")) {
         if (u < 1) {
             snprintf(msg, cap, "%s must be ≥ 1", src);
@@ -151,7 +158,7 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     strcpy(c->listen, "0.0.0.0:7070");
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = cores > 0 ? (unsigned)(cores > 256 ? 256 : cores) : 1;
-    strcpy(c->backend, "cpu");
+    strcpy(c->backend, "auto");
     c->max_keys_per_request = 1048576;
     c->max_message_bytes = 256u << 20;
     c->max_tables = 1024;

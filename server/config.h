@@ -4,7 +4,10 @@
  *
  *   --listen HOST:PORT          EMBER_LISTEN              0.0.0.0:7070
  *   --threads N                 EMBER_THREADS             online cores
- *   --backend cpu               EMBER_BACKEND             cpu (gpu: not in this build)
+ *   --backend auto|gpu|cpu      EMBER_BACKEND             auto (gpu when a GPU is visible)
+ *   --gpu N                     EMBER_GPU                 0 (the CUDA device, gpu backend)
+ *   --hbm-bytes N               EMBER_HBM_BYTES           0 (a gpu table's rows in device
+ *                                                           memory; 0 = all of them)
  *   --max-keys-per-request N    EMBER_MAX_KEYS_PER_REQUEST 1048576
  *   --max-message-bytes N       EMBER_MAX_MESSAGE_BYTES   268435456 (256 MiB)
  *   --max-tables N              EMBER_MAX_TABLES          1024
@@ -27,7 +30,9 @@
 typedef struct srv_config {
     char listen[256];
     unsigned threads;
-    char backend[16];
+    char backend[16];           /* as asked: auto, gpu or cpu (backend.h chooses) */
+    unsigned gpu;
+    uint64_t hbm_bytes;
     uint64_t max_keys_per_request;
     uint64_t max_message_bytes;
     unsigned max_tables;

@@ -3,7 +3,8 @@
  *
  * Exit status: 0 after a clean stop (a signal) or --help; 2 for a bad setting;
  * 1 when the server cannot start (e.g. the port is taken: gRPC's SO_REUSEPORT is
- * turned off so a second server on a port fails instead of sharing it).
+ * turned off so a second server on a port fails instead of sharing it; or
+ * --backend gpu where this build or machine has no GPU to serve on).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,27 @@ int main(int argc, char **argv)
         return 2;
     }
     srv_log_set_level(srv.cfg.log_level);
+
+    /* before any thread starts: the gpu backend sets this thread's device, and
+     * the worker threads set theirs from srv.backend */
+    if (srv_backend_select(&srv.cfg, &srv.backend, msg, sizeof msg)) {
+        char q[600];
+        srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
+        fprintf(stderr, "ember-server: %s\n", msg);
+        return 1;
+    }
+    if (srv.backend.gpu >= 0) {
+        char q[300];
+        srv_log(SRV_LOG_INFO, "backend", "backend=gpu asked=%s gpu=%d device=%s "
+                "device_memory_bytes=%llu hbm_bytes=%llu",
+                srv.cfg.backend, srv.backend.gpu,
+                srv_log_q(q, sizeof q, srv.backend.device),
+                (unsigned long long)srv.backend.device_memory,
+                (unsigned long long)srv.backend.hbm_bytes);
+    } else {
+        srv_log(SRV_LOG_INFO, "backend", "backend=cpu asked=%s cuda=%s", srv.cfg.backend,
+                srv_backend_have_cuda() ? "built" : "not_built");
+    }
 
     /* Signals are taken synchronously by this thread (sigwait); every thread
      * started from here on, gRPC's included, inherits the blocked mask. */

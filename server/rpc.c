@@ -424,6 +424,13 @@ static int shutdown_tag;
 static void *worker_main(void *arg)
 {
     srv_worker *w = arg;
+    ember_error err;
+    /* the gpu backend's device is per thread: set it before any table is touched */
+    if (srv_backend_thread_init(&srv.backend, &err)) {
+        char q[600];
+        srv_log(SRV_LOG_ERROR, "worker_device_failed", "worker=%u gpu=%d reason=%s", w->index,
+                srv.backend.gpu, srv_log_q(q, sizeof q, err.message));
+    }
     for (;;) {
         grpc_event ev =
             grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
@@ -566,7 +573,7 @@ int srv_rpc_start(char *msg, size_t cap)
     srv_log(SRV_LOG_INFO, "listening",
             "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
             "max_message_bytes=%llu",
-            host, port, srv.cfg.threads, srv.cfg.backend, srv.cfg.shard_index,
+            host, port, srv.cfg.threads, srv.backend.name, srv.cfg.shard_index,
             srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
             (unsigned long long)srv.cfg.max_message_bytes);
     return 0;

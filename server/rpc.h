@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "server/backend.h"
 #include "server/config.h"
 #include "server/dedup.h"
 #include "server/registry.h"
@@ -101,6 +102,7 @@ struct srv_call {
 
 typedef struct srv_state {
     srv_config cfg;
+    srv_backend backend;            /* what cfg.backend chose (set before start) */
     grpc_server *server;
     /* One completion queue that every worker thread polls: gRPC binds each
      * connection to one registered queue, so with a queue per thread all calls

@@ -20,6 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef EMBER_HAVE_CUDA
+#include "cuda/device.h"
+#endif
+
 #ifndef EMBER_SERVER_BIN
 #error "EMBER_SERVER_BIN must name the ember-server binary"
 #endif
@@ -55,14 +59,71 @@ int eh_free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* $EMBER_SERVER_BIN where set (programs carried to another machine), else the
+ * binary this test was built with. */
+static const char *server_bin(void)
+{
+    const char *b = getenv("EMBER_SERVER_BIN");
+    return b && *b ? b : EMBER_SERVER_BIN;
+}
+
+const char *eh_backend(void)
+{
+    const char *b = getenv("EMBER_TEST_BACKEND");
+    return b ? b : "cpu";
+}
+
+int eh_gpu_count(void)
+{
+#ifdef EMBER_HAVE_CUDA
+    int n = 0;
+    ember_error err;
+    if (ember_cuda_device_count(&n, &err)) {
+        fprintf(stderr, "harness: cannot count CUDA devices: %s\n", err.message);
+        return 0;
+    }
+    return n;
+#else
+    return 0;
+#endif
+}
+
+const char *eh_backend_served(void)
+{
+    const char *b = eh_backend();
+    if (!*b)
+        b = getenv("EMBER_BACKEND") ? getenv("EMBER_BACKEND") : "auto";
+    if (!strcmp(b, "auto"))
+        return eh_gpu_count() > 0 ? "gpu" : "cpu";
+    return b;
+}
+
+int eh_skip_without_gpu(const char *test)
+{
+    if (strcmp(eh_backend_served(), "gpu") || eh_gpu_count() > 0)
+        return 0;
+    fprintf(stderr, "%s: SKIPPED: servers on the gpu backend, but no GPU is visible%s\n", test,
+#ifdef EMBER_HAVE_CUDA
+            ""
+#else
+            " (built without CUDA)"
+#endif
+    );
+    return 1;
+}
+
 static pid_t spawn(const eh_server *s)
 {
-    char listen[80];
+    char listen[80], backend[48];
     const char *argv[EH_MAX_FLAGS + 8];
     int k = 0;
     snprintf(listen, sizeof listen, "--listen=%s", s->addr);
-    argv[k++] = EMBER_SERVER_BIN;
+    argv[k++] = server_bin();
     argv[k++] = listen;
+    if (*eh_backend()) {
+        snprintf(backend, sizeof backend, "--backend=%.32s", eh_backend());
+        argv[k++] = backend;
+    }
     for (int i = 0; i < s->nflags; i++)
         argv[k++] = s->flags[i];
     argv[k] = NULL;
@@ -77,7 +138,7 @@ static pid_t spawn(const eh_server *s)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(EMBER_SERVER_BIN, (char *const *)argv);
+        execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     return pid;
@@ -258,7 +319,7 @@ int eh_run_server_cmd(const char *const *args, char **output, int timeout_ms)
     int k = 0, st = 0;
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(path, sizeof path, "%s/ember-it-cmd-%d.log", tmp, (int)getpid());
-    argv[k++] = EMBER_SERVER_BIN;
+    argv[k++] = server_bin();
     for (int i = 0; args && args[i] && k < EH_MAX_FLAGS + 1; i++)
         argv[k++] = args[i];
     argv[k] = NULL;
@@ -270,7 +331,7 @@ int eh_run_server_cmd(const char *const *args, char **output, int timeout_ms)
             dup2(fd, 2);
             close(fd);
         }
-        execv(EMBER_SERVER_BIN, (char *const *)argv);
+        execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     double end = now_ms() + timeout_ms;

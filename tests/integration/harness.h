@@ -3,9 +3,9 @@
  * loopback, and a raw gRPC client to call them.
  *
  * Servers: eh_server_start() picks a free 127.0.0.1 port, starts the binary
- * (EMBER_SERVER_BIN, a compile definition) with the given extra flags, its stderr
- * going to a log file, and waits until grpc.health.v1.Health/Check answers
- * SERVING. eh_server_stop() sends SIGTERM or SIGKILL and reaps it;
+ * ($EMBER_SERVER_BIN, else the compile definition of that name) with --backend=<eh_backend()> and the
+ * given extra flags (a --backend among them wins), its stderr going to a log
+ * file, and waits until grpc.health.v1.Health/Check answers SERVING. eh_server_stop() sends SIGTERM or SIGKILL and reaps it;
  * eh_server_restart() starts it again on the same port with the same flags.
  *
  * Calls: eh_client is one channel and one completion queue, for one thread at a
@@ -26,6 +26,20 @@
 #include <sys/types.h>
 
 #define EH_MAX_FLAGS 32
+
+/* The backend servers are started on: $EMBER_TEST_BACKEND, "cpu" when unset
+ * (so tests are the same on a machine with a GPU); "" passes no --backend (the
+ * server's default, or $EMBER_BACKEND). */
+const char *eh_backend(void);
+/* What such a server reports serving: "cpu" or "gpu" (auto resolved here). */
+const char *eh_backend_served(void);
+/* GPUs visible to this process: 0 where none is, or in a build without CUDA. */
+int eh_gpu_count(void);
+/* For a test's main(): 1, after a "SKIPPED" line on stderr naming `test`, when
+ * servers are to run on gpu but no GPU is visible; the test then exits 77,
+ * which ctest counts as skipped (SKIP_RETURN_CODE 77). */
+int eh_skip_without_gpu(const char *test);
+#define EH_EXIT_SKIP 77
 
 typedef struct eh_server {
     pid_t pid;               /* 0 when not running */

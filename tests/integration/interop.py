@@ -49,8 +49,12 @@ def main():
 
     port = free_port()
     log = open(os.path.join(work, "server.log"), "w")
-    server = subprocess.Popen([server_bin, "--listen", "127.0.0.1:%d" % port, "--threads", "2"],
-                              stdout=log, stderr=subprocess.STDOUT)
+    # the backend as harness.h chooses it: $EMBER_TEST_BACKEND, cpu when unset
+    backend = os.environ.get("EMBER_TEST_BACKEND", "cpu")
+    args = [server_bin, "--listen", "127.0.0.1:%d" % port, "--threads", "2"]
+    if backend:
+        args += ["--backend", backend]
+    server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     try:
         channel = grpc.insecure_channel("127.0.0.1:%d" % port)
         deadline = time.time() + 20

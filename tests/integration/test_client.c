@@ -648,6 +648,8 @@ END_TEST
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    if (eh_skip_without_gpu("test_client"))
+        return EH_EXIT_SKIP;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/ember-it-client-XXXXXX");
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");

@@ -31,12 +31,15 @@ fail() {
   failures=$((failures + 1))
 }
 
-# start_server INDEX COUNT: starts shard INDEX of COUNT; sets addr[INDEX].
+# start_server INDEX COUNT: starts shard INDEX of COUNT; sets addr[INDEX]. The
+# backend as harness.h chooses it: $EMBER_TEST_BACKEND, cpu when unset.
 declare -a addr
+backend=()
+[ -n "${EMBER_TEST_BACKEND-cpu}" ] && backend=(--backend "${EMBER_TEST_BACKEND-cpu}")
 start_server() {
   local i=$1 n=$2 log="$work/server$1.log"
   mkdir -p "$work/ckpt$i"
-  "$server" --listen 127.0.0.1:0 --shard-index "$i" --shard-count "$n" --threads 2 \
+  "$server" --listen 127.0.0.1:0 --shard-index "$i" --shard-count "$n" --threads 2 "${backend[@]}" \
     --checkpoint-dir "$work/ckpt$i" 2>"$log" &
   pids[i]=$!
   for _ in $(seq 100); do
@@ -129,6 +132,9 @@ test_ctl() {
   run 0 info --json
   check "info --json" "[(s['shard_index'], s['shard_count'], s['address']) for s in d['shards']] == [(0, 2, '${addr[0]}'), (1, 2, '${addr[1]}')]"
   check "info checkpoint dir" "d['shards'][1]['checkpoint_dir'] == '$work/ckpt1'"
+  case "${EMBER_TEST_BACKEND-cpu}" in
+    cpu|gpu) check "info backend" "[s['backend'] for s in d['shards']] == ['${EMBER_TEST_BACKEND-cpu}'] * 2" ;;
+  esac
   run 0 info --shard 1 --json
   check "info --shard 1" "len(d['shards']) == 1 and d['shards'][0]['shard_index'] == 1"
   # The list in the wrong order: a warning, not a failure.

@@ -5,7 +5,8 @@
  * unknown methods, the port already taken, SIGTERM, and every Admin call.
  *
  * Runs without forking (CK_NOFORK): one shared server for most tests, started in
- * main(); tests that need their own server start one.
+ * main(); tests that need their own server start one. Servers run on the backend
+ * of $EMBER_TEST_BACKEND (cpu when unset; ctest's gpu.server sets gpu).
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -522,11 +523,11 @@ START_TEST(second_server_on_taken_port_fails)
     ck_assert_msg(strstr(out, "cannot listen"), "output: %s", out);
     free(out);
     ck_assert_int_eq(eh_health_serving(C, 5000), 1); /* the first one is unharmed */
-    /* bad settings: exit 2 with a reason */
-    const char *gpu[] = {"--backend=gpu", NULL};
-    st = eh_run_server_cmd(gpu, &out, 20000);
+    /* bad settings: exit 2 with a reason (--backend gpu: test_server_backend.c) */
+    const char *tpu[] = {"--backend=tpu", NULL};
+    st = eh_run_server_cmd(tpu, &out, 20000);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
-    ck_assert_msg(strstr(out, "gpu"), "output: %s", out);
+    ck_assert_msg(strstr(out, "'tpu' is not auto, gpu or cpu"), "output: %s", out);
     free(out);
     const char *help[] = {"--help", NULL};
     st = eh_run_server_cmd(help, &out, 20000);
@@ -631,7 +632,7 @@ START_TEST(admin_lifecycle)
     ck_assert_uint_eq(d->table->config->dim, 4);
     ck_assert_int_eq(d->table->config->optimizer->kind, 1);
     ck_assert(d->table->config->initializer->a == 0.5f);
-    ck_assert_str_eq(d->table->config->backend, "cpu");
+    ck_assert_str_eq(d->table->config->backend, eh_backend_served());
     ck_assert_uint_eq(d->table->stats->size, 0);
     ember__v1__describe_table_response__free_unpacked(d, NULL);
     eh_result_free(&r);
@@ -699,7 +700,7 @@ START_TEST(admin_lifecycle)
     Ember__V1__ServerInfoResponse *si = ember__v1__server_info_response__unpack(NULL, r.len, r.data);
     ck_assert_uint_eq(si->shard_index, 1);
     ck_assert_uint_eq(si->shard_count, 3);
-    ck_assert_str_eq(si->backend, "cpu");
+    ck_assert_str_eq(si->backend, eh_backend_served());
     ck_assert_uint_eq(si->max_keys_per_request, 1048576);
     ember__v1__server_info_response__free_unpacked(si, NULL);
     eh_result_free(&r);
@@ -975,6 +976,8 @@ int main(void)
     const char *flags[] = {"--threads=2", "--shard-index=1", "--shard-count=3",
                            "--log-level=info", NULL};
     signal(SIGPIPE, SIG_IGN);
+    if (eh_skip_without_gpu("test_server"))
+        return EH_EXIT_SKIP;
     if (eh_server_start(&S, flags)) {
         fprintf(stderr, "cannot start the shared server\n");
         return 1;
