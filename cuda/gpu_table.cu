@@ -263,6 +263,16 @@ __device__ __forceinline__ void prefetch_bucket(const tview &v, uint64_t bucket)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(v.ctrl + bucket * SLOTS));
 }
 
+/* Fetches a key's bucket lines (control bytes and lock word) into L2. */
+__device__ __forceinline__ void prefetch_key(const tview &v, uint64_t key)
+{
+    if (ember_key_is_reserved(key))
+        return;
+    uint64_t b = ember_hash_bucket(ember_key_hash(key), v.nb);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(v.ctrl + b * SLOTS));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(v.seq + b));
+}
+
 /* Lane 0 takes the lock; the tile's barrier orders every lane's later accesses
  * after lane 0's acquire. */
 __device__ __forceinline__ void lock_bucket(const tile_t &tile, uint32_t *seq)
@@ -507,6 +517,54 @@ __device__ __forceinline__ uint64_t custom_of(const uint64_t *scores, size_t i)
     size_t tiles = (size_t)gridDim.x * TILES_PER_BLOCK;                                \
     for (size_t i = (size_t)blockIdx.x * TILES_PER_BLOCK + threadIdx.x / TILE; i < (n); i += tiles)
 
+
+/* A tile's walk over keys[first], keys[first + step], …, pipelined: while the
+ * tile works on one key, the bucket lines (control bytes and lock word) of the
+ * next are already on their way into L2, and the key after that is loading. */
+struct key_walk {
+    const uint64_t *keys;
+    size_t n, step, i;
+    uint64_t cur, next, after;
+
+    __device__ __forceinline__ key_walk(const tview &v, const uint64_t *k, size_t n_,
+                                        size_t first, size_t step_, unsigned lane)
+        : keys(k), n(n_), step(step_), i(first), cur(0), next(0), after(0)
+    {
+        if (i < n)
+            cur = keys[i];
+        if (i + step < n)
+            next = keys[i + step];
+        if (i + 2 * step < n)
+            after = keys[i + 2 * step];
+        if (lane == 0) {
+            if (i < n)
+                prefetch_key(v, cur);
+            if (i + step < n)
+                prefetch_key(v, next);
+        }
+    }
+
+    __device__ __forceinline__ bool more() const { return i < n; }
+
+    __device__ __forceinline__ void advance(const tview &v, unsigned lane)
+    {
+        i += step;
+        cur = next;
+        next = after;
+        after = i + 2 * step < n ? keys[i + 2 * step] : 0;
+        if (lane == 0 && i + step < n)
+            prefetch_key(v, next);
+    }
+};
+
+#define WALK_LOOP(keys_, n_)                                                               \
+    cg::thread_block_tile<TILE> tile = cg::tiled_partition<TILE>(cg::this_thread_block()); \
+    unsigned lane = tile.thread_rank();                                                    \
+    size_t tiles = (size_t)gridDim.x * TILES_PER_BLOCK;                                    \
+    key_walk w(v, (keys_), (n_), (size_t)blockIdx.x * TILES_PER_BLOCK + threadIdx.x / TILE, \
+               tiles, lane);                                                               \
+    for (size_t i = w.i; w.more(); w.advance(v, lane), i = w.i)
+
 /* ---- kernels: reads ------------------------------------------------------- */
 
 /* MINB: resident blocks per SM asked of the register allocator (find is bound by
@@ -514,13 +572,12 @@ __device__ __forceinline__ uint64_t custom_of(const uint64_t *scores, size_t i)
 template <int MINB>
 __global__ void __launch_bounds__(BLOCK, MINB) k_find(tview v, const uint64_t *keys, size_t n, float *values, uint8_t *found)
 {
-    TILE_LOOP(n) {
-        uint64_t key = keys[i];
+    WALK_LOOP(keys, n) {
+        uint64_t key = w.cur;
         float *out = values + i * v.dim;
         int slot = -1;
         if (!ember_key_is_reserved(key)) {
             place p = place_of(v, key);
-            prefetch_bucket(v, p.bucket);
             for (;;) {
                 uint32_t s = read_begin(tile, v.seq + p.bucket);
                 probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
@@ -544,13 +601,12 @@ __global__ void __launch_bounds__(BLOCK, 4) k_find_or_insert(tview v, ember_op o
 {
     __shared__ block_counts bc;
     bc_init(&bc);
-    TILE_LOOP(n) {
-        uint64_t key = keys[i];
+    WALK_LOOP(keys, n) {
+        uint64_t key = w.cur;
         float *out = values + i * v.dim;
         int slot = -1, stored = 0;
         if (!ember_key_is_reserved(key)) {
             place p = place_of(v, key);
-            prefetch_bucket(v, p.bucket);
             lock_bucket(tile, v.seq + p.bucket);
             probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
             slot = r.slot;
@@ -640,7 +696,7 @@ __global__ void __launch_bounds__(BLOCK, 4) k_write(tview v, ember_op op, int ki
     __shared__ block_counts bc;
     bc_init(&bc);
     uint32_t width = kind == W_IMPORT ? v.row_floats : v.dim;
-    TILE_LOOP(n) {
+    WALK_LOOP(keys, n) {
         uint32_t h = pos[i];
         if (h == 0xffffffffu) {
             if (found && lane == 0)
@@ -651,9 +707,8 @@ __global__ void __launch_bounds__(BLOCK, 4) k_write(tview v, ember_op op, int ki
         map_read(map, h, &last, &count);
         if (last != (uint32_t)i)
             continue;                   /* a later occurrence writes; found copied after */
-        uint64_t key = keys[i];
+        uint64_t key = w.cur;
         place p = place_of(v, key);
-        prefetch_bucket(v, p.bucket);
         lock_bucket(tile, v.seq + p.bucket);
         probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
         int s = r.slot, is_new = s < 0;
@@ -868,19 +923,18 @@ __device__ void update_row(const tview &v, unsigned lane, float *row, int is_new
     }
 }
 
-__global__ void __launch_bounds__(BLOCK, 4) k_apply(tview v, ember_op op, const uint64_t *sk, const uint32_t *si, size_t n,
+__global__ void __launch_bounds__(BLOCK, 3) k_apply(tview v, ember_op op, const uint64_t *sk, const uint32_t *si, size_t n,
                         const float *grads, const uint64_t *scores, unsigned long long *counts)
 {
     __shared__ block_counts bc;
     bc_init(&bc);
-    TILE_LOOP(n) {
-        uint64_t key = sk[i];
+    WALK_LOOP(sk, n) {
+        uint64_t key = w.cur;
         if ((i > 0 && sk[i - 1] == key) || ember_key_is_reserved(key))
             continue;
         size_t e = run_end(sk, i, n);
         uint32_t last = si[e - 1];
         place p = place_of(v, key);
-        prefetch_bucket(v, p.bucket);
         lock_bucket(tile, v.seq + p.bucket);
         probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
         int s = r.slot, is_new = s < 0;
