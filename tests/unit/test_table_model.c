@@ -8,12 +8,27 @@
  * versions per writing call, admission through its own sketch fed the same
  * sightings. Rows are computed with the same EMBER_HD math, so after every
  * operation the table must match the model bit for bit.
+ *
+ * Built a second time in tests/gpu with EMBER_MODEL_BACKEND_GPU: the same walks
+ * against the GPU backend (cuda/gpu_table.h), skipped (exit 77) without a GPU.
+ * Where a walk depends on the order of keys inside one call, which the GPU does
+ * not keep (gpu_table.h: keys of one call run in parallel), that build changes
+ * the walk, never the checks: see gpu_order_free() and the config in run_walk().
  */
+#ifdef EMBER_MODEL_BACKEND_GPU
+#define _POSIX_C_SOURCE 200112L /* setenv */
+#endif
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "storage/admission.h"
 #include "test_util.h"
+#ifdef EMBER_MODEL_BACKEND_GPU
+#include "cuda/device.h"
+#include "cuda/gpu_table.h"
+#endif
 
 #define DIM 3
 #define MAX_BATCH 96
@@ -272,6 +287,131 @@ static uint64_t m_size(const model *m)
     return s;
 }
 
+/* ---- comparing ------------------------------------------------------------------ */
+
+#ifdef EMBER_MODEL_BACKEND_GPU
+/* Adam's bias correction goes through powf, which the GPU computes within 2 ulp
+ * and glibc within 1, so Adam rows may differ in the last bits (test_gpu_math
+ * bounds them); every other row is bit-identical. A row accepted within the
+ * tolerance is adopted by the model (only the embedding goes through powf), so
+ * the two never drift apart step after step. */
+#define ADAM_TOL 1e-5f
+
+static int close_float(const model *m, float x, float y)
+{
+    if (!memcmp(&x, &y, sizeof x))
+        return 1;
+    return m->cfg.optim.kind == EMBER_OPTIM_ADAM && isfinite(x) && isfinite(y) &&
+           fabsf(x - y) <= ADAM_TOL * fmaxf(fabsf(x), 1.0f);
+}
+#endif
+
+/* The model's row `mrow` equals the table's `trow` (n floats). */
+static int same_row(const model *m, float *mrow, const float *trow, size_t n)
+{
+#ifdef EMBER_MODEL_BACKEND_GPU
+    for (size_t j = 0; j < n; j++)
+        if (!close_float(m, mrow[j], trow[j]))
+            return 0;
+    memcpy(mrow, trow, n * sizeof(float));
+    return 1;
+#else
+    (void)m;
+    return !memcmp(mrow, trow, n * sizeof(float));
+#endif
+}
+
+/* The embeddings a find or find_or_insert returned from the table (out_t) equal
+ * the model's (out_m). */
+static void check_outputs(model *m, const uint64_t *k, size_t n, const float *out_t,
+                          const float *out_m, int step)
+{
+#ifdef EMBER_MODEL_BACKEND_GPU
+    for (size_t i = 0; i < n * DIM; i++)
+        if (!close_float(m, out_m[i], out_t[i])) /* Check only on failure: it is slow */
+            ck_assert_msg(0, "step %d: key %llu (index %zu) element %zu: table %.9g, model %.9g",
+                          step, (unsigned long long)k[i / DIM], i / DIM, i % DIM, out_t[i],
+                          out_m[i]);
+    for (size_t i = 0; i < n; i++) {
+        m_entry *e = lookup(m, k[i]);
+        if (e)
+            memcpy(e->row, out_t + i * DIM, DIM * sizeof(float));
+    }
+#else
+    (void)m;
+    (void)k;
+    (void)step;
+    ck_assert_mem_eq(out_t, out_m, n * DIM * sizeof(float));
+#endif
+}
+
+#ifdef EMBER_MODEL_BACKEND_GPU
+/* Makes a batch order-free for the GPU (gpu_table.h): keys of one GPU call run
+ * in parallel, so where the CPU's result depends on the order of keys inside
+ * the call, the GPU may give that of another order. Keys are dropped (the batch
+ * is compacted in place; were none left, the first key alone) so that no such
+ * case is left; the checks stay exact:
+ *  - find_or_insert (`dedup`): later occurrences of a repeated key, since which
+ *    occurrence reports found = 0, and under CUSTOM whose score it keeps, is
+ *    unspecified (b);
+ *  - a bucket that this call makes evict (more distinct new keys than free
+ *    slots): if the call also holds keys already stored there, one of the two
+ *    groups, since the CPU may evict a stored key of the call before reaching it
+ *    (it is then re-created) where the GPU touches it first (a). With CUSTOM the
+ *    walk's new keys carry scores above every stored one and all scores are
+ *    distinct, so a bucket that receives only new keys evicts its lowest stored
+ *    keys in any order; the group kept alternates by bucket and step. Other
+ *    policies tie, so there the new keys go (the LFU walk has room for all its
+ *    keys and never gets here). */
+static size_t gpu_dropped; /* keys gpu_order_free left out in this walk */
+
+static size_t gpu_order_free(model *m, int dedup, uint64_t *k, float *v, uint64_t *sc,
+                             size_t n, int step)
+{
+    uint8_t first[MAX_BATCH], old[MAX_BATCH];
+    unsigned *fresh = calloc(m->nb, sizeof *fresh);
+    uint8_t *has_old = calloc(m->nb, 1), *drop_old = calloc(m->nb, 1);
+    uint8_t *drop_new = calloc(m->nb, 1);
+    for (size_t i = 0; i < n; i++) {
+        first[i] = 1;
+        for (size_t j = 0; j < i && first[i]; j++)
+            first[i] = k[j] != k[i];
+        old[i] = lookup(m, k[i]) != NULL;
+        uint64_t b = bucket_of(m, k[i]);
+        if (old[i])
+            has_old[b] = 1;
+        else if (first[i])
+            fresh[b]++;
+    }
+    for (uint64_t b = 0; b < m->nb; b++) {
+        if (!has_old[b] || fresh[b] <= SLOTS - m->cnt[b])
+            continue;
+        if (m->cfg.score_policy == EMBER_SCORE_CUSTOM && ((b + (uint64_t)step) & 1))
+            drop_old[b] = 1;
+        else
+            drop_new[b] = 1;
+    }
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t b = bucket_of(m, k[i]);
+        if ((dedup && !first[i]) || (old[i] ? drop_old[b] : drop_new[b]))
+            continue;
+        k[out] = k[i];
+        sc[out] = sc[i];
+        memmove(v + out * DIM, v + i * DIM, DIM * sizeof(float));
+        out++;
+    }
+    free(fresh);
+    free(has_old);
+    free(drop_old);
+    free(drop_new);
+    gpu_dropped += n - out;
+    /* Nothing left: the first key alone (untouched, since nothing was written
+     * at index 0), which no order can change. */
+    return out ? out : 1;
+}
+#endif
+
 /* The table's whole contents equal the model's. */
 static void compare_all(model *m, ember_table *t, int step)
 {
@@ -283,7 +423,7 @@ static void compare_all(model *m, ember_table *t, int step)
         m_entry *e = lookup(m, s.keys[i]);
         ck_assert_msg(e != NULL, "step %d: key %llu in table, not in model", step,
                       (unsigned long long)s.keys[i]);
-        ck_assert_msg(!memcmp(e->row, s.rows + i * m->rf, m->rf * sizeof(float)),
+        ck_assert_msg(same_row(m, e->row, s.rows + i * m->rf, m->rf),
                       "step %d: row of key %llu differs", step, (unsigned long long)e->key);
         ck_assert_uint_eq(e->score, s.scores[i]);
         ck_assert_uint_eq(e->version, s.versions[i]);
@@ -318,8 +458,24 @@ static void run_walk(int optim, int policy, uint64_t capacity, uint64_t universe
     c.seed = 77;
     c.admission.min_count = min_count;
     c.admission.sketch_width = 512;
+    const ember_table_backend *backend = NULL;
+#ifdef EMBER_MODEL_BACKEND_GPU
+    /* UNIFORM rows are bit-identical on the GPU; NORMAL goes through logf and
+     * cosf, which may differ in the last bits (test_gpu_table covers NORMAL with
+     * a tolerance). A sketch this wide neither ages in these walks nor lets two
+     * keys share all their counters: the GPU ages at the end of the call that
+     * crossed the mark, not at the sighting (gpu_table.h), and keys sharing
+     * counters inside one call would make admission depend on their order. */
+    c.init.kind = EMBER_INIT_UNIFORM;
+    c.init.a = -0.5f;
+    c.init.b = 0.5f;
+    c.admission.sketch_width = 1u << 20;
+    backend = ember_table_gpu_backend();
+#endif
     ember_table *t;
-    ck_assert_int_eq(ember_table_create(&c, NULL, &t, NULL), EMBER_OK);
+    ember_error err;
+    int rc = ember_table_create(&c, backend, &t, &err);
+    ck_assert_msg(rc == EMBER_OK, "create: %s", err.message);
     model m;
     model_init(&m, &c);
     rng_state = (uint64_t)optim * 1000 + (uint64_t)policy;
@@ -338,16 +494,20 @@ static void run_walk(int optim, int policy, uint64_t capacity, uint64_t universe
             v[i] = (float)((int64_t)(rnd() % 2001) - 1000) / 1000.0f;
         const uint64_t *scores = policy == EMBER_SCORE_CUSTOM ? sc : NULL;
         unsigned op = (unsigned)(rnd() % 100);
+#ifdef EMBER_MODEL_BACKEND_GPU
+        if (op >= 20 && op < 73) /* the calls that create keys */
+            n = gpu_order_free(&m, op < 40, k, v, sc, n, step);
+#endif
         if (op < 20) {
             ck_assert_int_eq(ember_table_find(t, k, n, out_t, f_t, NULL), EMBER_OK);
             m_find(&m, k, n, out_m, f_m);
-            ck_assert_mem_eq(out_t, out_m, n * DIM * sizeof(float));
+            check_outputs(&m, k, n, out_t, out_m, step);
             ck_assert_mem_eq(f_t, f_m, n);
         } else if (op < 40) {
             ck_assert_int_eq(ember_table_find_or_insert(t, k, n, out_t, f_t, scores, NULL),
                              EMBER_OK);
             m_find_or_insert(&m, k, n, out_m, f_m, scores);
-            ck_assert_mem_eq(out_t, out_m, n * DIM * sizeof(float));
+            check_outputs(&m, k, n, out_t, out_m, step);
             ck_assert_mem_eq(f_t, f_m, n);
         } else if (op < 65) {
             ck_assert_int_eq(ember_table_apply_gradients(t, k, n, v, scores, NULL), EMBER_OK);
@@ -390,6 +550,15 @@ static void run_walk(int optim, int policy, uint64_t capacity, uint64_t universe
             compare_all(&m, t, step);
     }
     compare_all(&m, t, steps);
+#ifdef EMBER_MODEL_BACKEND_GPU
+    ember_table_stats st;
+    ember_table_stats_get(t, &st);
+    printf("gpu.table_model walk optim %d policy %d: %d calls, %zu keys left out to keep calls "
+           "order-free, %llu evictions, %llu keys at the end\n", optim, policy, steps,
+           gpu_dropped, (unsigned long long)st.evictions, (unsigned long long)st.size);
+    fflush(stdout);
+    gpu_dropped = 0;
+#endif
     model_free(&m);
     ember_table_destroy(t);
 }
@@ -425,5 +594,19 @@ static Suite *suite(void)
 
 int main(void)
 {
+#ifdef EMBER_MODEL_BACKEND_GPU
+    ember_error err;
+    int devices = 0;
+    if (ember_cuda_device_count(&devices, &err) != EMBER_OK) {
+        fprintf(stderr, "gpu.table_model: device count failed: %s\n", err.message);
+        return 1;
+    }
+    if (devices == 0) {
+        printf("SKIPPED: no CUDA device visible\n");
+        return 77;
+    }
+    /* The device check initialised CUDA here, and a forked child cannot use it. */
+    setenv("CK_FORK", "no", 1);
+#endif
     return tu_run(suite());
 }
