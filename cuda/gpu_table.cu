@@ -1442,8 +1442,13 @@ int ember_gpu_scratch_create(ember_gpu_table *t, size_t max_keys, ember_gpu_scra
         (rc = EMBER_CUDA_CHECK(cudaMalloc(&s->counts, C_COUNT * 8), err)) ||
         (rc = EMBER_CUDA_CHECK(cudaHostAlloc((void **)&s->h_counts, C_COUNT * 8, 0), err)))
         goto fail;
-    k_iota<<<grid_flat(t, max_keys), BLOCK>>>(s->iota, max_keys);
-    if ((rc = launched(err)) || (rc = EMBER_CUDA_CHECK(cudaDeviceSynchronize(), err)))
+    /* On the table's own stream, waited for alone: no device-wide sync. */
+    pthread_mutex_lock(&t->sync_lock);
+    k_iota<<<grid_flat(t, max_keys), BLOCK, 0, t->sync_stream>>>(s->iota, max_keys);
+    if (!(rc = launched(err)))
+        rc = EMBER_CUDA_CHECK(cudaStreamSynchronize(t->sync_stream), err);
+    pthread_mutex_unlock(&t->sync_lock);
+    if (rc)
         goto fail;
     *out = s;
     return EMBER_OK;

@@ -29,13 +29,26 @@
  * compiled with --fmad=false. A sequence of calls gives both backends the same
  * contents when each call's keys are processed in batch order; within one GPU
  * call keys run in parallel, so where the order inside one call matters the GPU
- * result is that of some order: (a) which of several new keys of one call gets
- * a bucket's last free slot, (b) for find_or_insert of a key repeated in one
- * call, which occurrence reports found = 0 and (CUSTOM) whose score it keeps.
- * insert_or_assign, assign and import keep the last of equal keys (as the CPU
- * does); apply_gradients and accum add equal keys' inputs in batch order, so
- * their sums are bit-for-bit the CPU's. Admission sketch aging runs at the end
- * of the call whose sightings crossed the mark, not at the exact sighting.
+ * result is that of some order:
+ *   (a) which of several new keys of one call gets a bucket's last free slot;
+ *   (b) for find_or_insert of a key repeated in one call, which occurrence
+ *       reports found = 0 and (CUSTOM) whose score it keeps (each occurrence is
+ *       sighted by admission once, as on the CPU);
+ *   (c) admission: the sketch ages at the end of the call whose sightings crossed
+ *       the mark, not at the exact sighting, and keys sharing sketch counters in
+ *       one call may be admitted in another order.
+ * insert_or_assign, assign and import write only the last occurrence of a
+ * repeated key, with the count of occurrences for LFU; the rows equal the CPU's,
+ * except that with CUSTOM scores in a full bucket the key is judged by its last
+ * score alone (the CPU may store an earlier, higher-scored occurrence and then
+ * update it). accum adds each occurrence's delta to the row in batch order
+ * (w += d1; w += d2) and apply_gradients sums gradients in batch order before
+ * one step, both exactly as the CPU does, so their rows are bit-for-bit the CPU's
+ * (Adam and FTRL within powf's last bits).
+ *
+ * Hybrid rounding: device memory holds whole buckets' rows, so hbm_bytes is
+ * rounded down to a multiple of EMBER_BUCKET_SLOTS rows (a budget below one
+ * bucket's rows puts every row in host memory).
  *
  * Locking: one lock word per bucket in device memory. A writing kernel's tile
  * (16 threads per key) takes its key's bucket lock (atomicCAS), so calls on
@@ -47,7 +60,11 @@
  *
  * Thread-safety: every function except ember_gpu_table_destroy() may be called
  * from many host threads at once, each with its own stream and scratch. A scratch
- * belongs to one stream at a time.
+ * belongs to one stream at a time. The stream-ordered calls never synchronize;
+ * creating a scratch waits for the table's own stream only; a host-backend call
+ * that needs a larger staging context than any before frees the old one, and
+ * cudaFree waits for the whole device (once per growth, never in steady state);
+ * ember_gpu_scratch_counts waits for the stream it is given.
  *
  * Errors: every CUDA call is checked (cuda_check.h): out of device or pinned
  * memory → RESOURCE_EXHAUSTED; no usable GPU → UNAVAILABLE; else INTERNAL with the

@@ -260,8 +260,13 @@ static ALWAYS_INLINE void prefetch_slot(const cpu_table *t, uint64_t key, int wr
     size_t lines = ((size_t)t->ct_row_floats * sizeof(float) + 63) / 64;
     if (lines > PREFETCH_ROW_LINES)
         lines = PREFETCH_ROW_LINES;
-    for (size_t l = 0; l < lines; l++)
-        __builtin_prefetch(row + l * 64, writes, 3);
+    /* Two literal calls: the rw argument must be a constant even at -O0. */
+    for (size_t l = 0; l < lines; l++) {
+        if (writes)
+            __builtin_prefetch(row + l * 64, 1, 3);
+        else
+            __builtin_prefetch(row + l * 64, 0, 3);
+    }
 }
 
 /* Prefetches for position i of a walk over keys[order[0..n)] (order NULL: the

@@ -23,7 +23,9 @@
  *
  * Ordering within one call: keys are processed in the order given. For
  * insert_or_assign and assign, the last of several equal keys wins; for
- * apply_gradients their gradients are summed first and applied once.
+ * apply_gradients their gradients are summed first and applied once. (The GPU
+ * backend runs a call's keys in parallel: cuda/gpu_table.h lists the few results
+ * that depend on the order inside one call.)
  *
  * Statuses: EMBER_INVALID_ARGUMENT for bad input, EMBER_RESOURCE_EXHAUSTED when
  * memory cannot be had at creation; the message says which argument and why.

@@ -24,7 +24,8 @@ if [ "$mode" = pack ]; then
   rm -rf .devpack
   progs=$(ls "$build"/tests/gpu/test_* "$build"/tests/bench/table_bench 2>/dev/null)
   for p in "$build"/server/ember-server "$build"/tests/integration/test_server \
-           "$build"/tests/integration/test_client "$build"/tests/bench/rpc_bench; do
+           "$build"/tests/integration/test_client "$build"/tests/integration/test_server_backend \
+           "$build"/tests/bench/rpc_bench; do
     [ -x "$p" ] && progs="$progs $p"
   done
   # shellcheck disable=SC2086
@@ -67,19 +68,21 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
       step gpu.server 240 "$bin/test_server"
     EMBER_SERVER_BIN="$bin/ember-server" EMBER_TEST_BACKEND=gpu \
       step gpu.client 240 "$bin/test_client"
+    EMBER_SERVER_BIN="$bin/ember-server" step server_backend 120 "$bin/test_server_backend"
   fi
 fi
 
 if [ "$what" = all ] || [ "$what" = bench ]; then
   tb="$bin/table_bench"
-  # The issue's matrix (HierarchicalKV's conventions): dim 64 at λ 0.5/0.75/1.0 in
-  # HBM, dims 8 and 128 at λ 0.5, then hybrid (128 M keys, 16 GB HBM + 16 GB host).
-  step bench.dim64 300 "$tb" --backend gpu --dims 64 --lfs 0.5,0.75,1.0 --reps 5 \
-    --csv "$out/bench_dim64.csv"
-  step bench.dim8_128 200 "$tb" --backend gpu --dims 8,128 --lfs 0.5 --reps 5 \
-    --csv "$out/bench_dim8_128.csv"
-  step bench.hybrid 300 "$tb" --backend gpu --dims 64 --lfs 0.5 --reps 3 \
-    --capacity 134217728 --hbm-gb 16 --csv "$out/bench_hybrid.csv"
+  # The issue's matrix with HierarchicalKV's conventions: dim 64 at λ 0.5/0.75/1.0
+  # in HBM, dim 8 and 128 at λ 0.5, and hybrid (128 M keys, 16 GiB HBM + 16 GiB host).
+  step bench.hkv_matrix 400 "$tb" --backend gpu --hkv-matrix --reps 5 \
+    --csv "$out/bench_hkv_matrix.csv"
+  # find's occupancy knob, A/B in the same visit.
+  EMBER_GPU_FIND_BLOCKS=6 step bench.find_blocks6 60 "$tb" --backend gpu --dims 64 \
+    --lfs 0.5 --ops find --reps 5
+  EMBER_GPU_FIND_BLOCKS=8 step bench.find_blocks8 60 "$tb" --backend gpu --dims 64 \
+    --lfs 0.5 --ops find --reps 5
 fi
 
 echo
@@ -88,5 +91,6 @@ cat "$summary"
 for f in "$out"/bench.*.log; do
   [ -f "$f" ] || continue
   echo "-- $(basename "$f" .log)"
-  sed -n '/summary/,$p' "$f" | head -40
+  grep -E '^gpu find ' "$f" | head -3
+  sed -n '/^summary/,$p' "$f" | head -80
 done
