@@ -200,26 +200,45 @@ __device__ __forceinline__ int aligned16(const void *p)
     return ((uintptr_t)p & 15u) == 0;
 }
 
-/* dst[0..w) = src[0..w), 16 lanes wide; src read through L2. */
+/* dst[0..w) = src[0..w), T lanes wide (16-byte moves where both allow); src
+ * read through L2. */
+template <unsigned T = TILE>
 __device__ __forceinline__ void tile_copy(unsigned lane, float *dst, const float *src,
                                           uint32_t w)
 {
     if ((w & 3u) == 0 && aligned16(dst) && aligned16(src)) {
-        for (uint32_t j = lane * 4u; j < w; j += TILE * 4u)
+        for (uint32_t j = lane * 4u; j < w; j += T * 4u)
             *(float4 *)(dst + j) = __ldcg((const float4 *)(src + j));
     } else {
-        for (uint32_t j = lane; j < w; j += TILE)
+        for (uint32_t j = lane; j < w; j += T)
             dst[j] = __ldcg(src + j);
     }
 }
 
-/* out[0..dim) = the key's initial embedding. */
+/* out[0..dim) = the key's initial embedding, T lanes wide: a lane writes 4
+ * adjacent floats (two draws, ember_init_pair) where the row allows. */
+template <unsigned T = TILE>
 __device__ __forceinline__ void tile_init_row(const tview &v, unsigned lane, uint64_t key,
-                                              float *out)
+                                              float *out, float *out2 = NULL)
 {
     uint64_t base = ember_init_base(v.seed, key);
-    for (uint32_t j = lane; j < v.dim; j += TILE)
-        out[j] = ember_init_value(&v.init, base, j);
+    if ((v.dim & 3u) == 0 && aligned16(out) && aligned16(out2)) {
+        for (uint32_t j = lane * 4u; j < v.dim; j += T * 4u) {
+            float x[4];
+            ember_init_pair(&v.init, base, j / 2u, x);
+            ember_init_pair(&v.init, base, j / 2u + 1u, x + 2);
+            *(float4 *)(out + j) = make_float4(x[0], x[1], x[2], x[3]);
+            if (out2)
+                *(float4 *)(out2 + j) = make_float4(x[0], x[1], x[2], x[3]);
+        }
+    } else {
+        for (uint32_t j = lane; j < v.dim; j += T) {
+            float x = ember_init_value(&v.init, base, j);
+            out[j] = x;
+            if (out2)
+                out2[j] = x;
+        }
+    }
 }
 
 /* A new row's optimizer slots (row + dim .. row_floats), as ember_optim_init_slots. */
@@ -303,7 +322,8 @@ __device__ __forceinline__ void unlock_bucket(const tile_t &tile, uint32_t *seq)
 }
 
 /* The bucket sequence word once no writer holds it (find's read section). */
-__device__ __forceinline__ uint32_t read_begin(const tile_t &tile, const uint32_t *seq)
+template <class Tile>
+__device__ __forceinline__ uint32_t read_begin(const Tile &tile, const uint32_t *seq)
 {
     uint32_t s = 0;
     if (tile.thread_rank() == 0) {
@@ -319,7 +339,8 @@ __device__ __forceinline__ uint32_t read_begin(const tile_t &tile, const uint32_
 
 /* 1 if a writer took the bucket since read_begin returned `s`: every lane's
  * reads are ordered before lane 0's fence by the tile's barrier. */
-__device__ __forceinline__ int read_retry(const tile_t &tile, const uint32_t *seq, uint32_t s)
+template <class Tile>
+__device__ __forceinline__ int read_retry(const Tile &tile, const uint32_t *seq, uint32_t s)
 {
     tile.sync();
     uint32_t now = 0;
@@ -356,25 +377,80 @@ struct probe_res {
     int free_slot;  /* the first free slot on its probe path, or -1 */
 };
 
-/* Searches the bucket whose control word (8 bytes per lane) is `c`. Uniform. */
-__device__ __forceinline__ probe_res probe(const tile_t &tile, const tview &v, place p,
-                                           uint64_t key, uint64_t c)
+/* A lane's share of a bucket's control bytes: SLOTS / T bytes, slots
+ * lane·(SLOTS/T) on, as 32-bit words (byte k of word w = slot lane·BPL + 4w + k). */
+template <unsigned T>
+struct ctrl_share {
+    static constexpr unsigned BPL = SLOTS / T;
+    static constexpr unsigned WORDS = BPL / 4;
+    uint32_t w[WORDS];
+};
+
+template <unsigned T>
+__device__ __forceinline__ ctrl_share<T> load_share(const tview &v, uint64_t bucket, unsigned lane)
+{
+    ctrl_share<T> c;
+    const uint8_t *base = v.ctrl + bucket * SLOTS + lane * ctrl_share<T>::BPL;
+    if (ctrl_share<T>::WORDS == 4) {
+        uint4 q = __ldcg((const uint4 *)base);
+        c.w[0] = q.x;
+        c.w[1] = q.y;
+        c.w[2 % ctrl_share<T>::WORDS] = q.z;
+        c.w[3 % ctrl_share<T>::WORDS] = q.w;
+    } else if (ctrl_share<T>::WORDS == 2) {
+        uint2 q = __ldcg((const uint2 *)base);
+        c.w[0] = q.x;
+        c.w[1 % ctrl_share<T>::WORDS] = q.y;
+    } else {
+        for (unsigned k = 0; k < ctrl_share<T>::WORDS; k++)
+            c.w[k] = __ldcg((const uint32_t *)base + k);
+    }
+    return c;
+}
+
+/* The key's slot in the bucket, or -1: four digests compared per instruction
+ * (__vcmpeq4), a key load only for a matching byte. Uniform over the tile. */
+template <unsigned T, class Tile>
+__device__ __forceinline__ int probe_key(const Tile &tile, const tview &v, place p, uint64_t key,
+                                         const ctrl_share<T> &c)
 {
     unsigned lane = tile.thread_rank();
-    int found = -1, best = 1 << 30;
-    for (unsigned k = 0; k < 8; k++) {
-        unsigned byte = (unsigned)(c >> (8 * k)) & 0xffu;
-        unsigned s = lane * 8u + k;
-        if (byte == p.digest && __ldcg(v.keys + p.bucket * SLOTS + s) == key)
-            found = (int)s;
-        if (byte & 0x80u) {
-            int rot = (int)((s - p.group * EMBER_GROUP_SLOTS) & (SLOTS - 1u));
-            best = rot < best ? rot : best;
+    uint32_t pat = p.digest * 0x01010101u;
+    int found = -1;
+#pragma unroll
+    for (unsigned w = 0; w < ctrl_share<T>::WORDS; w++) {
+        uint32_t m = __vcmpeq4(c.w[w], pat);
+        while (m) {
+            unsigned k = (unsigned)(__ffs(m) - 1) >> 3;
+            m &= ~(0xffu << (8 * k));
+            unsigned s = lane * ctrl_share<T>::BPL + 4 * w + k;
+            if (__ldcg(v.keys + p.bucket * SLOTS + s) == key)
+                found = (int)s;
         }
     }
+    unsigned bal = tile.ballot(found >= 0);
+    return bal ? tile.shfl(found, __ffs(bal) - 1) : -1;
+}
+
+/* Searches the bucket for the key and for the first free slot of its probe
+ * path (from its home group on, wrapping). A lane's bytes are contiguous and
+ * never straddle a group boundary, so its first free byte is also its first in
+ * probe order. Uniform over the tile. */
+__device__ __forceinline__ probe_res probe(const tile_t &tile, const tview &v, place p,
+                                           uint64_t key, const ctrl_share<TILE> &c)
+{
+    unsigned lane = tile.thread_rank();
     probe_res r;
-    unsigned m = tile.ballot(found >= 0);
-    r.slot = m ? tile.shfl(found, __ffs(m) - 1) : -1;
+    r.slot = probe_key<TILE>(tile, v, p, key, c);
+    int best = 1 << 30;
+#pragma unroll
+    for (int w = ctrl_share<TILE>::WORDS - 1; w >= 0; w--) {
+        uint32_t f = c.w[w] & 0x80808080u;
+        if (f) {
+            unsigned s = lane * ctrl_share<TILE>::BPL + 4 * w + ((unsigned)(__ffs(f) - 1) >> 3);
+            best = (int)((s - p.group * EMBER_GROUP_SLOTS) & (SLOTS - 1u));
+        }
+    }
     for (unsigned o = TILE / 2; o; o >>= 1) {
         int b = tile.shfl_xor(best, o);
         best = b < best ? b : best;
@@ -466,16 +542,20 @@ __device__ int claim_slot(const tile_t &tile, const tview &v, place p, uint64_t 
     return s;
 }
 
-/* Frees slot `s` of a locked bucket whose control word is `c` (before). */
+/* Frees slot `s` of a locked bucket whose control bytes were `c` before. */
 __device__ void erase_slot(const tile_t &tile, const tview &v, uint64_t bucket, int s,
-                           uint64_t c)
+                           const ctrl_share<TILE> &c)
 {
     unsigned lane = tile.thread_rank();
     int empty = 0;
-    for (unsigned k = 0; k < 8; k++)
-        empty |= ((c >> (8 * k)) & 0xffu) == EMBER_CTRL_EMPTY;
-    empty |= tile.shfl_xor(empty, 1);            /* a group is two lanes */
-    int group_empty = tile.shfl(empty, (unsigned)s / 8u);
+#pragma unroll
+    for (unsigned w = 0; w < ctrl_share<TILE>::WORDS; w++)
+        empty |= __vcmpeq4(c.w[w], 0x80808080u) != 0;
+    /* A group (EMBER_GROUP_SLOTS) spans GROUP_LANES lanes: pool their flags. */
+    const unsigned group_lanes = EMBER_GROUP_SLOTS / ctrl_share<TILE>::BPL;
+    for (unsigned o = 1; o < group_lanes; o <<= 1)
+        empty |= tile.shfl_xor(empty, o);
+    int group_empty = tile.shfl(empty, (unsigned)s / ctrl_share<TILE>::BPL);
     uint32_t left = 0;
     if (lane == 0) {
         v.ctrl[bucket * SLOTS + s] = group_empty ? EMBER_CTRL_EMPTY : EMBER_CTRL_ERASED;
@@ -567,12 +647,19 @@ struct key_walk {
 
 /* ---- kernels: reads ------------------------------------------------------- */
 
-/* MINB: resident blocks per SM asked of the register allocator (find is bound by
- * latency: more tiles in flight, more keys per second). */
-template <int MINB>
-__global__ void __launch_bounds__(BLOCK, MINB) k_find(tview v, const uint64_t *keys, size_t n, float *values, uint8_t *found)
+/* find: T lanes per key (8 by default: find is bound by instructions per key,
+ * and a narrower tile serves more keys per warp instruction; a lane then holds
+ * 16 control bytes and 2 float4 of a dim-64 row). MINB: resident blocks per SM
+ * asked of the register allocator. */
+template <unsigned T, int MINB>
+__global__ void __launch_bounds__(BLOCK, MINB) k_find(tview v, const uint64_t *keys, size_t n,
+                                                      float *values, uint8_t *found)
 {
-    WALK_LOOP(keys, n) {
+    cg::thread_block_tile<T> tile = cg::tiled_partition<T>(cg::this_thread_block());
+    unsigned lane = tile.thread_rank();
+    size_t tiles = (size_t)gridDim.x * (BLOCK / T);
+    key_walk w(v, keys, n, (size_t)blockIdx.x * (BLOCK / T) + threadIdx.x / T, tiles, lane);
+    for (size_t i = w.i; w.more(); w.advance(v, lane), i = w.i) {
         uint64_t key = w.cur;
         float *out = values + i * v.dim;
         int slot = -1;
@@ -580,16 +667,15 @@ __global__ void __launch_bounds__(BLOCK, MINB) k_find(tview v, const uint64_t *k
             place p = place_of(v, key);
             for (;;) {
                 uint32_t s = read_begin(tile, v.seq + p.bucket);
-                probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
-                slot = r.slot;
+                slot = probe_key<T>(tile, v, p, key, load_share<T>(v, p.bucket, lane));
                 if (slot >= 0)
-                    tile_copy(lane, out, row_ptr(v, p.bucket * SLOTS + slot), v.dim);
+                    tile_copy<T>(lane, out, row_ptr(v, p.bucket * SLOTS + slot), v.dim);
                 if (!read_retry(tile, v.seq + p.bucket, s))
                     break;
             }
         }
         if (slot < 0)
-            tile_init_row(v, lane, key, out);
+            tile_init_row<T>(v, lane, key, out);
         if (found && lane == 0)
             found[i] = slot >= 0;
     }
@@ -608,7 +694,7 @@ __global__ void __launch_bounds__(BLOCK, 4) k_find_or_insert(tview v, ember_op o
         if (!ember_key_is_reserved(key)) {
             place p = place_of(v, key);
             lock_bucket(tile, v.seq + p.bucket);
-            probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
+            probe_res r = probe(tile, v, p, key, load_share<TILE>(v, p.bucket, lane));
             slot = r.slot;
             if (slot >= 0) {
                 uint64_t at = p.bucket * SLOTS + slot;
@@ -628,9 +714,8 @@ __global__ void __launch_bounds__(BLOCK, 4) k_find_or_insert(tview v, ember_op o
                     if (ns >= 0) {
                         uint64_t at = p.bucket * SLOTS + ns;
                         float *row = row_ptr(v, at);
-                        tile_init_row(v, lane, key, row);
+                        tile_init_row(v, lane, key, row, out);
                         tile_init_slots(v, lane, row);
-                        tile_init_row(v, lane, key, out);
                         if (lane == 0) {
                             v.scores[at] = score;
                             v.versions[at] = op.version;
@@ -710,7 +795,7 @@ __global__ void __launch_bounds__(BLOCK, 4) k_write(tview v, ember_op op, int ki
         uint64_t key = w.cur;
         place p = place_of(v, key);
         lock_bucket(tile, v.seq + p.bucket);
-        probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
+        probe_res r = probe(tile, v, p, key, load_share<TILE>(v, p.bucket, lane));
         int s = r.slot, is_new = s < 0;
         uint64_t score;
         if (kind == W_IMPORT)
@@ -792,7 +877,7 @@ __global__ void __launch_bounds__(BLOCK, 4) k_accum(tview v, ember_op op, const 
             place p = place_of(v, key);
             prefetch_bucket(v, p.bucket);
             lock_bucket(tile, v.seq + p.bucket);
-            probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
+            probe_res r = probe(tile, v, p, key, load_share<TILE>(v, p.bucket, lane));
             if (r.slot >= 0) {
                 exists = 1;
                 uint64_t at = p.bucket * SLOTS + r.slot;
@@ -936,7 +1021,7 @@ __global__ void __launch_bounds__(BLOCK, 3) k_apply(tview v, ember_op op, const 
         uint32_t last = si[e - 1];
         place p = place_of(v, key);
         lock_bucket(tile, v.seq + p.bucket);
-        probe_res r = probe(tile, v, p, key, load_ctrl(v, p.bucket, lane));
+        probe_res r = probe(tile, v, p, key, load_share<TILE>(v, p.bucket, lane));
         int s = r.slot, is_new = s < 0;
         uint64_t score = ember_score_next(&op.score,
                                           is_new ? 0 : __ldcg(v.scores + p.bucket * SLOTS + s),
@@ -990,7 +1075,7 @@ __global__ void __launch_bounds__(BLOCK, 4) k_erase(tview v, const uint64_t *key
         place p = place_of(v, key);
         prefetch_bucket(v, p.bucket);
         lock_bucket(tile, v.seq + p.bucket);
-        uint64_t c = load_ctrl(v, p.bucket, lane);
+        ctrl_share<TILE> c = load_share<TILE>(v, p.bucket, lane);
         probe_res r = probe(tile, v, p, key, c);
         if (r.slot >= 0) {
             erase_slot(tile, v, p.bucket, r.slot, c);
@@ -1489,15 +1574,20 @@ int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys
     int rc = use_device(t, err);
     if (rc)
         return rc;
-    static int minb = -1;
-    if (minb < 0) {
-        const char *e = getenv("EMBER_GPU_FIND_BLOCKS");   /* a tuning knob: 6 or 8 */
-        minb = e && atoi(e) == 6 ? 6 : 8;
+    /* EMBER_GPU_FIND_TILE=16 selects the 16-lane find (a tuning knob for A/B
+     * runs of table_bench; 8 is the default). */
+    static int tile = -1;
+    if (tile < 0) {
+        const char *e = getenv("EMBER_GPU_FIND_TILE");
+        tile = e && atoi(e) == 16 ? 16 : 8;
     }
-    if (minb == 6)
-        k_find<6><<<grid_for(t, n), BLOCK, 0, stream>>>(view_of(t), keys, n, values, found);
+    size_t per_block = BLOCK / (unsigned)tile;
+    size_t blocks = (n + per_block - 1) / per_block, cap = (size_t)t->sms * 8u;
+    unsigned grid = (unsigned)(blocks < cap ? blocks : cap);
+    if (tile == 16)
+        k_find<16, 8><<<grid, BLOCK, 0, stream>>>(view_of(t), keys, n, values, found);
     else
-        k_find<8><<<grid_for(t, n), BLOCK, 0, stream>>>(view_of(t), keys, n, values, found);
+        k_find<8, 8><<<grid, BLOCK, 0, stream>>>(view_of(t), keys, n, values, found);
     return launched(err);
 }
 

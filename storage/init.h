@@ -107,6 +107,41 @@ EMBER_HD float ember_init_value(const ember_init_config *c, uint64_t base, uint3
     }
 }
 
+/* Elements 2p and 2p+1 from one draw: out[h] = ember_init_value(c, base, 2p + h).
+ * For callers that produce a row a pair at a time (the GPU's 16-byte stores). */
+EMBER_HD void ember_init_pair(const ember_init_config *c, uint64_t base, uint32_t p, float *out)
+{
+    uint64_t r;
+    switch (c->kind) {
+    case EMBER_INIT_CONSTANT:
+        out[0] = out[1] = c->a;
+        return;
+    case EMBER_INIT_UNIFORM:
+        r = ember_init_draw(base, p, 0);
+        out[0] = c->a + (c->b - c->a) * ember_u24(r, 0);
+        out[1] = c->a + (c->b - c->a) * ember_u24(r, 1);
+        return;
+    case EMBER_INIT_NORMAL:
+        r = ember_init_draw(base, p, 0);
+        out[0] = c->a + c->b * ember_std_normal(r, 0);
+        out[1] = c->a + c->b * ember_std_normal(r, 1);
+        return;
+    case EMBER_INIT_TRUNCATED_NORMAL:
+        r = ember_init_draw(base, p, 0);
+        for (uint32_t h = 0; h < 2u; h++) {
+            float z = ember_std_normal(r, h);
+            if (!(z >= -2.0f && z <= 2.0f))
+                z = ember_trunc_redraw(base, 2u * p + h);
+            out[h] = c->a + c->b * z;
+        }
+        return;
+    case EMBER_INIT_ZEROS:
+    default:
+        out[0] = out[1] = 0.0f;
+        return;
+    }
+}
+
 /* Writes the `dim` initial floats of `key`'s embedding into `out`. */
 EMBER_HD void ember_init_row(const ember_init_config *c, uint64_t seed, uint64_t key,
                              float *out, uint32_t dim)

@@ -138,6 +138,14 @@ START_TEST(initializer_is_a_pure_function_of_seed_and_key)
                     ck_assert_msg(row[j] == ember_init_value(&kinds[k], base, j),
                                   "kind %d key %llu element %u", kinds[k].kind,
                                   (unsigned long long)key, j);
+                /* ... and so is the pair form the GPU writes 16 bytes at a time. */
+                for (uint32_t p = 0; 2 * p + 1 < 33; p++) {
+                    float two[2];
+                    ember_init_pair(&kinds[k], base, p, two);
+                    ck_assert_msg(two[0] == row[2 * p] && two[1] == row[2 * p + 1],
+                                  "pair: kind %d key %llu pair %u", kinds[k].kind,
+                                  (unsigned long long)key, p);
+                }
             }
     }
     /* Element j does not depend on the row's length: dim 8 is a prefix of 32. */
