@@ -78,10 +78,10 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   # in HBM, dim 8 and 128 at λ 0.5, and hybrid (128 M keys, 16 GiB HBM + 16 GiB host).
   step bench.hkv_matrix 400 "$tb" --backend gpu --hkv-matrix --reps 5 \
     --csv "$out/bench_hkv_matrix.csv"
-  # find's occupancy knob, A/B in the same visit.
-  EMBER_GPU_FIND_BLOCKS=6 step bench.find_blocks6 60 "$tb" --backend gpu --dims 64 \
+  # find's tile width, A/B in the same visit.
+  EMBER_GPU_FIND_TILE=16 step bench.find_tile16 60 "$tb" --backend gpu --dims 64 \
     --lfs 0.5 --ops find --reps 5
-  EMBER_GPU_FIND_BLOCKS=8 step bench.find_blocks8 60 "$tb" --backend gpu --dims 64 \
+  EMBER_GPU_FIND_TILE=8 step bench.find_tile8 60 "$tb" --backend gpu --dims 64 \
     --lfs 0.5 --ops find --reps 5
 fi
 
