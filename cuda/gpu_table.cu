@@ -87,6 +87,8 @@ struct host_ctx {
     uint8_t *h_found, *d_found;
 };
 static void ctx_free(host_ctx *x);
+struct export_bufs;
+static void export_bufs_free(export_bufs *x);
 
 struct ember_gpu_table {
     ember_table_config cfg;
@@ -109,10 +111,7 @@ struct ember_gpu_table {
     dev_state *h_state;              /* pinned mirror */
     unsigned long long *d_hist, *h_hist;
     /* Export buffers (grown on demand, under sync_lock). */
-    size_t ex_cap;
-    uint64_t *ex_keys, *ex_scores, *ex_versions, *h_ex_keys, *h_ex_scores, *h_ex_versions;
-    float *ex_rows, *h_ex_rows;
-    uint32_t *ex_counts, *h_ex_counts;
+    struct export_bufs *ex;
     /* Staging contexts of the host-array backend, reused across calls. */
     pthread_mutex_t ctx_lock;
     host_ctx *ctx_free;
@@ -1340,16 +1339,7 @@ void ember_gpu_table_destroy(ember_gpu_table *t)
     cudaFree(t->d_hist);
     cudaFreeHost(t->h_hist);
     cudaFreeHost(t->h_state);
-    cudaFree(t->ex_keys);
-    cudaFree(t->ex_scores);
-    cudaFree(t->ex_versions);
-    cudaFree(t->ex_rows);
-    cudaFree(t->ex_counts);
-    cudaFreeHost(t->h_ex_keys);
-    cudaFreeHost(t->h_ex_scores);
-    cudaFreeHost(t->h_ex_versions);
-    cudaFreeHost(t->h_ex_rows);
-    cudaFreeHost(t->h_ex_counts);
+    export_bufs_free(t->ex);
     if (t->sync_stream)
         cudaStreamDestroy(t->sync_stream);
     pthread_mutex_destroy(&t->sync_lock);
@@ -1839,42 +1829,97 @@ int ember_gpu_evict_to_size(ember_gpu_table *t, uint64_t target, uint64_t *evict
     return rc;
 }
 
-/* Export buffers for `nbk` buckets of `width` floats a row. Caller holds sync_lock. */
+/* Export chunk buffers: per-bucket regions (SLOTS entries each) that k_export
+ * fills, and the dense arrays k_export_compact packs them into. */
+struct export_bufs {
+    size_t rows;                     /* region entries = buckets × SLOTS */
+    uint64_t *keys, *scores, *versions, *dkeys, *dscores, *dversions;
+    float *rows_buf, *drows;
+    uint32_t *counts, *offs;
+    void *tmp;
+    size_t tmp_bytes;
+    uint32_t *h_tail;                /* pinned: last bucket's offset and count */
+};
+
+static void export_bufs_free(export_bufs *x)
+{
+    if (!x)
+        return;
+    cudaFree(x->keys);
+    cudaFree(x->scores);
+    cudaFree(x->versions);
+    cudaFree(x->dkeys);
+    cudaFree(x->dscores);
+    cudaFree(x->dversions);
+    cudaFree(x->rows_buf);
+    cudaFree(x->drows);
+    cudaFree(x->counts);
+    cudaFree(x->offs);
+    cudaFree(x->tmp);
+    cudaFreeHost(x->h_tail);
+    free(x);
+}
+
+/* Buffers for chunks of `nbk` buckets. Caller holds sync_lock. */
 static int export_reserve(ember_gpu_table *t, size_t nbk, ember_error *err)
 {
     size_t rows = nbk * SLOTS;
-    if (rows <= t->ex_cap)
+    if (t->ex && t->ex->rows >= rows)
         return EMBER_OK;
-    cudaFree(t->ex_keys);
-    cudaFree(t->ex_scores);
-    cudaFree(t->ex_versions);
-    cudaFree(t->ex_rows);
-    cudaFree(t->ex_counts);
-    cudaFreeHost(t->h_ex_keys);
-    cudaFreeHost(t->h_ex_scores);
-    cudaFreeHost(t->h_ex_versions);
-    cudaFreeHost(t->h_ex_rows);
-    cudaFreeHost(t->h_ex_counts);
-    t->ex_keys = t->ex_scores = t->ex_versions = t->h_ex_keys = t->h_ex_scores =
-        t->h_ex_versions = NULL;
-    t->ex_rows = t->h_ex_rows = NULL;
-    t->ex_counts = t->h_ex_counts = NULL;
-    t->ex_cap = 0;
+    export_bufs_free(t->ex);
+    t->ex = (export_bufs *)calloc(1, sizeof *t->ex);
+    if (!t->ex)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    export_bufs *x = t->ex;
     size_t rb = rows * (size_t)t->row_floats * sizeof(float);
     int rc;
-    if ((rc = EMBER_CUDA_CHECK(cudaMalloc(&t->ex_keys, rows * 8), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMalloc(&t->ex_scores, rows * 8), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMalloc(&t->ex_versions, rows * 8), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMalloc(&t->ex_rows, rb), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaMalloc(&t->ex_counts, nbk * 4), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaHostAlloc((void **)&t->h_ex_keys, rows * 8, 0), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaHostAlloc((void **)&t->h_ex_scores, rows * 8, 0), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaHostAlloc((void **)&t->h_ex_versions, rows * 8, 0), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaHostAlloc((void **)&t->h_ex_rows, rb, 0), err)) ||
-        (rc = EMBER_CUDA_CHECK(cudaHostAlloc((void **)&t->h_ex_counts, nbk * 4, 0), err)))
+    if ((rc = EMBER_CUDA_CHECK(cub::DeviceScan::ExclusiveSum((void *)NULL, x->tmp_bytes,
+                                                             (const uint32_t *)NULL,
+                                                             (uint32_t *)NULL, (int)nbk),
+                               err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->keys, rows * 8), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->scores, rows * 8), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->versions, rows * 8), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->dkeys, rows * 8), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->dscores, rows * 8), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->dversions, rows * 8), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->rows_buf, rb), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->drows, rb), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->counts, nbk * 4), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->offs, nbk * 4), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaMalloc(&x->tmp, x->tmp_bytes ? x->tmp_bytes : 1), err)) ||
+        (rc = EMBER_CUDA_CHECK(cudaHostAlloc((void **)&x->h_tail, 2 * sizeof(uint32_t), 0),
+                               err))) {
+        export_bufs_free(x);
+        t->ex = NULL;
         return rc;
-    t->ex_cap = rows;
+    }
+    x->rows = rows;
     return EMBER_OK;
+}
+
+/* Packs each bucket's region entries [0, counts[i]) to offs[i] in the dense arrays. */
+__global__ void k_export_compact(uint64_t nbk, uint32_t width, const uint32_t *counts,
+                                 const uint32_t *offs, const uint64_t *keys, const float *rows,
+                                 const uint64_t *scores, const uint64_t *versions,
+                                 uint64_t *dkeys, float *drows, uint64_t *dscores,
+                                 uint64_t *dversions)
+{
+    cg::thread_block_tile<TILE> tile = cg::tiled_partition<TILE>(cg::this_thread_block());
+    unsigned lane = tile.thread_rank();
+    size_t tiles = (size_t)gridDim.x * TILES_PER_BLOCK;
+    for (size_t i = (size_t)blockIdx.x * TILES_PER_BLOCK + threadIdx.x / TILE; i < nbk;
+         i += tiles) {
+        uint32_t c = counts[i];
+        size_t from = i * SLOTS, to = offs[i];
+        for (uint32_t k = lane; k < c; k += TILE) {
+            dkeys[to + k] = keys[from + k];
+            dscores[to + k] = scores[from + k];
+            dversions[to + k] = versions[from + k];
+        }
+        for (uint32_t k = 0; k < c; k++)
+            tile_copy(lane, drows + (to + k) * width, rows + (from + k) * width, width);
+    }
 }
 
 /* Buckets per export call: what max_rows allows, at most 8192 (1 M rows). */
@@ -1905,38 +1950,47 @@ int ember_gpu_export(ember_gpu_table *t, const ember_export_filter *f, uint64_t 
     int rc = use_device(t, err);
     if (!rc)
         rc = export_reserve(t, nbk, err);
+    export_bufs *x = t->ex;
     if (!rc) {
         k_export<<<grid_for(t, nbk), BLOCK, 0, st>>>(view_of(t), b0, nbk, f->min_score,
-                                                     f->after_version, width, t->ex_keys,
-                                                     t->ex_rows, t->ex_scores, t->ex_versions,
-                                                     t->ex_counts);
+                                                     f->after_version, width, x->keys,
+                                                     x->rows_buf, x->scores, x->versions,
+                                                     x->counts);
         rc = launched(err);
     }
-    size_t region = nbk * SLOTS;
+    size_t tmp = x ? x->tmp_bytes : 0;
+    if (!rc)
+        rc = EMBER_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(x->tmp, tmp, x->counts, x->offs,
+                                                            (int)nbk, st),
+                              err);
+    if (!rc) {
+        k_export_compact<<<grid_for(t, nbk), BLOCK, 0, st>>>(
+            nbk, width, x->counts, x->offs, x->keys, x->rows_buf, x->scores, x->versions,
+            x->dkeys, x->drows, x->dscores, x->dversions);
+        rc = launched(err);
+    }
     if (!rc &&
-        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(t->h_ex_counts, t->ex_counts, nbk * 4,
+        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(x->h_tail, x->offs + nbk - 1, 4,
                                                 cudaMemcpyDeviceToHost, st), err)) &&
-        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(t->h_ex_keys, t->ex_keys, region * 8,
-                                                cudaMemcpyDeviceToHost, st), err)) &&
-        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(t->h_ex_rows, t->ex_rows, region * rb,
-                                                cudaMemcpyDeviceToHost, st), err)) &&
-        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(t->h_ex_scores, t->ex_scores, region * 8,
-                                                cudaMemcpyDeviceToHost, st), err)) &&
-        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(t->h_ex_versions, t->ex_versions, region * 8,
+        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(x->h_tail + 1, x->counts + nbk - 1, 4,
                                                 cudaMemcpyDeviceToHost, st), err)))
         rc = EMBER_CUDA_CHECK(cudaStreamSynchronize(st), err);
+    size_t n = rc ? 0 : (size_t)x->h_tail[0] + x->h_tail[1];
+    /* Straight into the caller's arrays: DMA where they are pinned, the driver's
+     * staging where they are not. */
+    if (!rc && n &&
+        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(keys, x->dkeys, n * 8, cudaMemcpyDeviceToHost,
+                                                st), err)) &&
+        !(rc = EMBER_CUDA_CHECK(cudaMemcpyAsync(rows, x->drows, n * rb, cudaMemcpyDeviceToHost,
+                                                st), err)) &&
+        !(rc = (scores ? EMBER_CUDA_CHECK(cudaMemcpyAsync(scores, x->dscores, n * 8,
+                                                          cudaMemcpyDeviceToHost, st), err)
+                       : EMBER_OK)) &&
+        !(rc = (versions ? EMBER_CUDA_CHECK(cudaMemcpyAsync(versions, x->dversions, n * 8,
+                                                            cudaMemcpyDeviceToHost, st), err)
+                         : EMBER_OK)))
+        rc = EMBER_CUDA_CHECK(cudaStreamSynchronize(st), err);
     if (!rc) {
-        size_t n = 0;
-        for (uint64_t b = 0; b < nbk; b++) {
-            size_t c = t->h_ex_counts[b], at = b * SLOTS;
-            memcpy(keys + n, t->h_ex_keys + at, c * 8);
-            memcpy(rows + n * width, t->h_ex_rows + at * width, c * rb);
-            if (scores)
-                memcpy(scores + n, t->h_ex_scores + at, c * 8);
-            if (versions)
-                memcpy(versions + n, t->h_ex_versions + at, c * 8);
-            n += c;
-        }
         *n_out = n;
         *cursor = b0 + nbk;
     }
