@@ -641,9 +641,9 @@ struct key_walk {
 
 /* ---- kernels: reads ------------------------------------------------------- */
 
-/* find: T lanes per key (16 by default; 8 serves more keys per warp instruction
- * but measured slower). MINB: resident blocks per SM asked of the register
- * allocator. */
+/* find: T lanes per key (8 by default: find is bound by instructions per key,
+ * and a narrower tile serves more keys per warp instruction). MINB: resident
+ * blocks per SM asked of the register allocator. */
 template <unsigned T, int MINB>
 __global__ void __launch_bounds__(BLOCK, MINB) k_find(tview v, const uint64_t *keys, size_t n,
                                                       float *values, uint8_t *found)
@@ -1561,12 +1561,13 @@ int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys
     int rc = use_device(t, err);
     if (rc)
         return rc;
-    /* EMBER_GPU_FIND_TILE=8 selects the 8-lane find (a tuning knob for A/B runs
-     * of table_bench; 16 measured faster on an H200: 2.00 vs 1.87 B keys/s). */
+    /* EMBER_GPU_FIND_TILE=16 selects the 16-lane find (a tuning knob for A/B runs
+     * of table_bench). With the predicated probe, 8 lanes measured 2.05 B keys/s
+     * on an H200 against 1.56 for 16 (dim 64, λ 0.5). */
     static int tile = -1;
     if (tile < 0) {
         const char *e = getenv("EMBER_GPU_FIND_TILE");
-        tile = e && atoi(e) == 8 ? 8 : 16;
+        tile = e && atoi(e) == 16 ? 16 : 8;
     }
     size_t per_block = BLOCK / (unsigned)tile;
     size_t blocks = (n + per_block - 1) / per_block, cap = (size_t)t->sms * 8u;

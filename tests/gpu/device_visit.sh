@@ -36,6 +36,9 @@ fi
 bin=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$PWD/visit-out}
 mkdir -p "$out"
+# Step logs stay on the machine (the tool returns a few files only); a failing
+# step's log is copied next to the summary.
+logs=$(mktemp -d)
 summary=$out/summary.txt
 : >"$summary"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
@@ -44,7 +47,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
 step() {   # step NAME TIMEOUT CMD... — runs CMD, logs to $out/NAME.log, records a verdict
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
+  timeout --kill-after=5 "$limit" "$@" >"$logs/$name.log" 2>&1
   local rc=$?
   local verdict=ok
   case $rc in
@@ -54,7 +57,10 @@ step() {   # step NAME TIMEOUT CMD... — runs CMD, logs to $out/NAME.log, recor
     *) verdict="FAILED rc=$rc" ;;
   esac
   printf '%-28s %-14s %4ds\n' "$name" "$verdict" $((SECONDS - t0)) | tee -a "$summary"
-  if [ "$rc" != 0 ]; then tail -n 40 "$out/$name.log"; fi
+  if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
+    cp "$logs/$name.log" "$out/"
+    tail -n 40 "$logs/$name.log"
+  fi
 }
 
 if [ "$what" = all ] || [ "$what" = tests ]; then
@@ -85,12 +91,13 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     --lfs 0.5 --ops find --reps 5
 fi
 
-echo
-echo "== summary =="
-cat "$summary"
-for f in "$out"/bench.*.log; do
+for f in "$logs"/bench.*.log; do
   [ -f "$f" ] || continue
   echo "-- $(basename "$f" .log)"
   grep -E '^gpu find ' "$f" | head -3
   sed -n '/^summary/,$p' "$f" | head -80
 done
+cp "$logs"/bench.*.log "$out/" 2>/dev/null
+echo
+echo "== summary =="
+cat "$summary"
