@@ -1180,6 +1180,9 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_u64(&j, "shard_index", s->shard_index);
             ctl_json_u64(&j, "shard_count", s->shard_count);
             ctl_json_str(&j, "backend", s->backend);
+            ctl_json_str(&j, "device", s->device);
+            ctl_json_u64(&j, "device_memory_bytes", s->device_memory_bytes);
+            ctl_json_u64(&j, "hbm_bytes", s->hbm_bytes);
             ctl_json_u64(&j, "threads", s->threads);
             ctl_json_u64(&j, "max_keys_per_request", s->max_keys_per_request);
             ctl_json_u64(&j, "max_message_bytes", s->max_message_bytes);
@@ -1192,7 +1195,11 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_table_add(&t, "%s", r[i].shard->address);
             ctl_table_add(&t, "%s", s->version);
             ctl_table_add(&t, "%" PRIu32 "/%" PRIu32, s->shard_index, s->shard_count);
-            ctl_table_add(&t, "%s", s->backend);
+            if (*s->device)      /* gpu: which device, and its memory */
+                ctl_table_add(&t, "%s (%s, %s)", s->backend, s->device,
+                              ctl_fmt_bytes(b[1], sizeof b[1], s->device_memory_bytes));
+            else
+                ctl_table_add(&t, "%s", s->backend);
             ctl_table_add(&t, "%" PRIu32, s->threads);
             ctl_table_add(&t, "%s", ctl_fmt_count(b[0], sizeof b[0], s->max_keys_per_request));
             ctl_table_add(&t, "%s", ctl_fmt_bytes(b[1], sizeof b[1], s->max_message_bytes));
