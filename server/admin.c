@@ -185,6 +185,14 @@ static void info_fill(info_box *b, srv_table *t)
     b->stats.keys_pushed = atomic_load_explicit(&t->counters.keys_pushed, memory_order_relaxed);
     b->stats.duplicate_pushes =
         atomic_load_explicit(&t->counters.duplicate_pushes, memory_order_relaxed);
+#define CO(f, g) b->stats.f = atomic_load_explicit(&t->counters.g, memory_order_relaxed)
+    CO(coalesced_batches, co_batches);
+    CO(coalesced_calls, co_calls);
+    CO(coalesced_keys, co_keys);
+    CO(coalesced_max_keys, co_max_keys);
+    CO(coalesced_max_calls, co_max_calls);
+    CO(coalesced_split_calls, co_split_calls);
+#undef CO
 }
 
 /* TableInfo for `n` tables: the array of pointers protobuf-c wants, backed by

@@ -26,6 +26,9 @@ static const opt opts[] = {
     {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "Save/Load default directory: <dir>/<table>.ckpt"},
     {"log-level", "EMBER_LOG_LEVEL", "LEVEL", "error|warn|info|debug (default info)"},
     {"shutdown-grace-ms", "EMBER_SHUTDOWN_GRACE_MS", "MS", "on SIGTERM, wait this long for in-flight calls before cancelling them (default 10000)"},
+    {"coalesce", "EMBER_COALESCE", "auto|on|off", "run concurrent Pull/Push calls on one table as one table call (default auto: on for tables on the gpu backend, where large batches pay; a cpu table serves concurrent calls in parallel on its own)"},
+    {"coalesce-max-keys", "EMBER_COALESCE_MAX_KEYS", "N", "most keys in one coalesced batch (default 262144; a larger single call runs alone)"},
+    {"coalesce-wait-us", "EMBER_COALESCE_WAIT_US", "US", "how long a batch that queued behind another waits for more calls before it runs; never on an idle table (default 0)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -71,7 +74,8 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
     uint64_t u = 0;
     const char *name = opts[i].flag;
     int numeric = strcmp(name, "listen") && strcmp(name, "backend") &&
-                  strcmp(name, "checkpoint-dir") && strcmp(name, "log-level");
+                  strcmp(name, "checkpoint-dir") && strcmp(name, "log-level") &&
+                  strcmp(name, "coalesce");
     if (numeric && parse_u64(v, &u)) {
         snprintf(msg, cap, "%s: '%s' is not a non-negative number", src, v);
         return -1;
@@ -148,6 +152,29 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
         c->log_level = l;
     } else if (!strcmp(name, "shutdown-grace-ms")) {
         c->shutdown_grace_ms = u > 3600000 ? 3600000u : (unsigned)u;
+    } else if (!strcmp(name, "coalesce")) {
+        if (!strcmp(v, "auto"))
+            c->coalesce = SRV_COALESCE_AUTO;
+        else if (!strcmp(v, "on"))
+            c->coalesce = SRV_COALESCE_ON;
+        else if (!strcmp(v, "off"))
+            c->coalesce = SRV_COALESCE_OFF;
+        else {
+            snprintf(msg, cap, "%s: '%.32s' is not auto, on or off", src, v);
+            return -1;
+        }
+    } else if (!strcmp(name, "coalesce-max-keys")) {
+        if (u < 1 || u > (UINT64_C(1) << 30)) {
+            snprintf(msg, cap, "%s: %s is outside 1..1G", src, v);
+            return -1;
+        }
+        c->coalesce_max_keys = u;
+    } else if (!strcmp(name, "coalesce-wait-us")) {
+        if (u > 1000000) {
+            snprintf(msg, cap, "%s: %s is outside 0..1000000", src, v);
+            return -1;
+        }
+        c->coalesce_wait_us = (unsigned)u;
     }
     return 0;
 }
@@ -165,6 +192,18 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     c->shard_count = 1;
     c->log_level = SRV_LOG_INFO;
     c->shutdown_grace_ms = 10000;
+    c->coalesce = SRV_COALESCE_AUTO;
+    c->coalesce_max_keys = 262144;
+    /* No wait by default, as in databases' group commit (PostgreSQL's
+     * commit_delay and MySQL's binlog_group_commit_sync_delay are 0 too): a
+     * batch gathers every call that arrived while the batch ahead of it ran, so
+     * under load batches grow with the load by themselves (the table is the
+     * bottleneck exactly when they are large), while a fixed wait is added to
+     * every queued call's latency and buys nothing once the table is saturated.
+     * A wait pays only when calls arrive spread out and each batch is short —
+     * there, 20–50 µs (a fraction of a loopback round trip) is a sensible try;
+     * workers then lower their timer slack so such a wait is what it says. */
+    c->coalesce_wait_us = 0;
 
     /* flags first (remembered), then each setting from its flag or, when no
      * flag gave it, from its environment variable: the flag wins, and a bad

@@ -16,6 +16,9 @@
  *   --checkpoint-dir DIR        EMBER_CHECKPOINT_DIR      "" (Save/Load need a dir)
  *   --log-level LEVEL           EMBER_LOG_LEVEL           info
  *   --shutdown-grace-ms MS      EMBER_SHUTDOWN_GRACE_MS   10000
+ *   --coalesce auto|on|off      EMBER_COALESCE            auto (on for gpu tables)
+ *   --coalesce-max-keys N       EMBER_COALESCE_MAX_KEYS   262144
+ *   --coalesce-wait-us US       EMBER_COALESCE_WAIT_US    0
  *
  * Sizes accept a K/M/G suffix (powers of 1024).
  */
@@ -26,6 +29,9 @@
 #include <stdio.h>
 
 #define SRV_PATH_MAX 4096
+
+/* --coalesce: whether concurrent calls on one table are run as one (coalesce.h). */
+enum { SRV_COALESCE_AUTO = 0, SRV_COALESCE_ON = 1, SRV_COALESCE_OFF = 2 };
 
 typedef struct srv_config {
     char listen[256];
@@ -40,6 +46,9 @@ typedef struct srv_config {
     char checkpoint_dir[SRV_PATH_MAX];
     int log_level;
     unsigned shutdown_grace_ms;
+    int coalesce;               /* SRV_COALESCE_*; auto: on for tables on the gpu backend */
+    uint64_t coalesce_max_keys; /* most keys in one coalesced batch */
+    unsigned coalesce_wait_us;  /* a queued batch's wait for more members */
 } srv_config;
 
 /* Fills defaults, then the environment, then argv. Returns 0 to run, 1 when

@@ -56,6 +56,8 @@ void srv_table_ref(srv_table *t) { atomic_fetch_add_explicit(&t->refs, 1, memory
 void srv_table_unref(srv_table *t)
 {
     if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+        for (int k = 0; k < SRV_CO_KINDS; k++)
+            srv_co_queue_destroy(&t->co[k]);
         ember_table_destroy(t->table);
         free(t);
     }
@@ -89,6 +91,8 @@ static srv_table *entry_new(const char *name, ember_table *table)
         return NULL;
     snprintf(t->name, sizeof t->name, "%s", name);
     t->table = table;
+    for (int k = 0; k < SRV_CO_KINDS; k++)
+        srv_co_queue_init(&t->co[k]);
     atomic_init(&t->refs, 1);
     return t;
 }
@@ -154,6 +158,8 @@ int srv_registry_replace(srv_registry *r, srv_table *old, ember_table *table,
         ;
     if (i == r->count) {
         pthread_rwlock_unlock(&r->lock);
+        for (int k = 0; k < SRV_CO_KINDS; k++)
+            srv_co_queue_destroy(&t->co[k]);
         free(t);
         return ember_error_set(err, EMBER_NOT_FOUND, "table '%s' was dropped meanwhile",
                                old->name);
@@ -164,6 +170,12 @@ int srv_registry_replace(srv_registry *r, srv_table *old, ember_table *table,
     CARRY(keys_pulled);
     CARRY(keys_pushed);
     CARRY(duplicate_pushes);
+    CARRY(co_batches);
+    CARRY(co_calls);
+    CARRY(co_keys);
+    CARRY(co_max_keys);
+    CARRY(co_max_calls);
+    CARRY(co_split_calls);
 #undef CARRY
     r->tables[i] = t;
     pthread_rwlock_unlock(&r->lock);

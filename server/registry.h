@@ -8,7 +8,10 @@
  * that call lets go (srv_table_unref): no call ever touches a freed table.
  *
  * Each entry also carries the per-table request counters reported by
- * GetStats/DescribeTable (relaxed atomics: counts, not a synchronisation).
+ * GetStats/DescribeTable (relaxed atomics: counts, not a synchronisation), and
+ * the table's coalescing queues (coalesce.h), one per kind of call: they belong
+ * to the entry, so calls still running on a replaced entry finish among
+ * themselves while new calls queue on the new one.
  *
  * Thread-safety: every function may be called from any thread.
  */
@@ -19,18 +22,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "server/coalesce.h"
 #include "storage/table.h"
 
 #define SRV_NAME_MAX 64
 
 typedef struct srv_counters {
     atomic_uint_fast64_t pulls, pushes, keys_pulled, keys_pushed, duplicate_pushes;
+    /* coalescing: table calls that served ≥ 2 requests, the requests and keys
+     * they served, the largest in keys and in requests, and the extra calls that
+     * gradient batches took because members pushed the same keys */
+    atomic_uint_fast64_t co_batches, co_calls, co_keys, co_max_keys, co_max_calls,
+        co_split_calls;
 } srv_counters;
 
 typedef struct srv_table {
     char name[SRV_NAME_MAX + 1];
     ember_table *table;
     srv_counters counters;
+    srv_co_queue co[SRV_CO_KINDS];
     atomic_int refs; /* the registry's one + one per call using it */
 } srv_table;
 

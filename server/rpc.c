@@ -7,6 +7,7 @@
 #include <grpc/support/time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "server/log.h"
@@ -47,6 +48,7 @@ typedef struct rbuf {
     srv_pool *pool;
     size_t cap;
     struct rbuf *next;
+    atomic_uint refs; /* slices of it still held, + the holder's own */
 } rbuf;
 
 struct srv_pool {
@@ -81,15 +83,23 @@ uint8_t *srv_rbuf_get(srv_worker *w, size_t len)
         b->cap = cap;
     }
     b->next = NULL;
+    atomic_store_explicit(&b->refs, 1, memory_order_relaxed);
     return (uint8_t *)b + RBUF_HDR;
 }
 
-/* gRPC's destroy callback: may run on any thread. Keeps a few buffers, the
- * largest, and frees the rest. */
+void srv_rbuf_ref(uint8_t *buf, unsigned k)
+{
+    atomic_fetch_add_explicit(&rbuf_of(buf)->refs, k, memory_order_relaxed);
+}
+
+/* gRPC's destroy callback: may run on any thread. Drops one reference; with the
+ * last, keeps a few buffers, the largest, and frees the rest. */
 static void rbuf_release(void *data)
 {
     rbuf *b = rbuf_of(data), *victim = NULL;
     srv_pool *p = b->pool;
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
     pthread_mutex_lock(&p->mu);
     if (p->nfree < POOL_KEEP) {
         b->next = p->free;
@@ -126,7 +136,7 @@ void srv_rbuf_drop(uint8_t *buf)
 
 /* ---- scratch ------------------------------------------------------------- */
 
-static void *grow(void **p, size_t *cap, size_t n, size_t elem)
+void *srv_scratch_grow(void **p, size_t *cap, size_t n, size_t elem)
 {
     if (n <= *cap && *p)
         return *p;
@@ -140,6 +150,11 @@ static void *grow(void **p, size_t *cap, size_t n, size_t elem)
     *p = q;
     *cap = c;
     return q;
+}
+
+static void *grow(void **p, size_t *cap, size_t n, size_t elem)
+{
+    return srv_scratch_grow(p, cap, n, elem);
 }
 
 uint64_t *srv_scratch_keys(srv_worker *w, size_t n)
@@ -257,7 +272,30 @@ static void start_batch(srv_call *c, grpc_op *ops, size_t n)
     }
 }
 
+void srv_reply_add(srv_reply *r, grpc_slice s)
+{
+    if (r->n < SRV_REPLY_SLICES)
+        r->s[r->n++] = s;
+    else /* our own bug: a reply shaped with more slices than there is room for */
+        grpc_slice_unref(s);
+}
+
+void srv_reply_discard(srv_reply *r)
+{
+    for (unsigned i = 0; i < r->n; i++)
+        grpc_slice_unref(r->s[i]);
+    r->n = 0;
+}
+
 void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp)
+{
+    srv_reply r = {.n = 0};
+    if (resp)
+        srv_reply_add(&r, *resp);
+    srv_call_finish_reply(c, code, msg, resp ? &r : NULL);
+}
+
+void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *resp)
 {
     grpc_op ops[4];
     size_t n = 0;
@@ -270,14 +308,14 @@ void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp)
         n++;
         c->sent_initial_md = 1;
     }
-    if (resp) {
+    if (resp && resp->n) {
         if (code == EMBER_OK) {
-            c->send = grpc_raw_byte_buffer_create(resp, 1);
+            c->send = grpc_raw_byte_buffer_create(resp->s, resp->n);
             ops[n].op = GRPC_OP_SEND_MESSAGE;
             ops[n].data.send_message.send_message = c->send;
             n++;
         }
-        grpc_slice_unref(*resp);
+        srv_reply_discard(resp); /* the byte buffer took its own references */
     }
     grpc_slice details = grpc_slice_from_copied_string(c->msg);
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
@@ -391,12 +429,23 @@ static void on_matched(srv_worker *w, srv_call *c)
         srv_admin_export_start(w, c, req, len);
         return;
     }
-    srv_unary_fn fn = c->method == SRV_M_PULL       ? srv_shard_pull
-                      : c->method == SRV_M_PUSH     ? srv_shard_push
-                      : c->method == SRV_M_PUSHPULL ? srv_shard_pushpull
-                                                    : srv_admin_handler(c->method);
-    grpc_slice resp;
+    srv_shard_fn shard = c->method == SRV_M_PULL       ? srv_shard_pull
+                         : c->method == SRV_M_PUSH     ? srv_shard_push
+                         : c->method == SRV_M_PUSHPULL ? srv_shard_pushpull
+                                                       : NULL;
     ember_error_clear(&err);
+    if (shard) {
+        srv_reply reply = {.n = 0};
+        int rc = shard(w, req, len, &reply, &err);
+        grpc_byte_buffer_destroy(c->payload); /* give the request back before sending */
+        c->payload = NULL;
+        if (rc)
+            srv_reply_discard(&reply);
+        srv_call_finish_reply(c, rc, rc ? err.message : NULL, rc ? NULL : &reply);
+        return;
+    }
+    srv_unary_fn fn = srv_admin_handler(c->method);
+    grpc_slice resp;
     int rc = fn(w, req, len, &resp, &err);
     /* the request is no longer needed: give its memory back before sending */
     grpc_byte_buffer_destroy(c->payload);
@@ -431,6 +480,10 @@ static void *worker_main(void *arg)
         srv_log(SRV_LOG_ERROR, "worker_device_failed", "worker=%u gpu=%d reason=%s", w->index,
                 srv.backend.gpu, srv_log_q(q, sizeof q, err.message));
     }
+    /* A coalesced batch's wait for more calls is tens of µs: without this, the
+     * default 50 µs timer slack would stretch it. */
+    if (srv.cfg.coalesce_wait_us)
+        prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     for (;;) {
         grpc_event ev =
             grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
@@ -480,6 +533,13 @@ static void workers_free(void)
         free(w->keys2);
         free(w->scores);
         free(w->floats);
+        free(w->co_keys);
+        free(w->co_floats);
+        free(w->co_layer);
+        free(w->co_map);
+        free(w->co_side_keys);
+        free(w->co_side_floats);
+        free(w->co_starts);
         /* w->pool stays: slices released late by gRPC may still return to it */
     }
     if (srv.cq)
@@ -572,10 +632,14 @@ int srv_rpc_start(char *msg, size_t cap)
         *colon = '\0';
     srv_log(SRV_LOG_INFO, "listening",
             "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
-            "max_message_bytes=%llu",
+            "max_message_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_wait_us=%u",
             host, port, srv.cfg.threads, srv.backend.name, srv.cfg.shard_index,
             srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
-            (unsigned long long)srv.cfg.max_message_bytes);
+            (unsigned long long)srv.cfg.max_message_bytes,
+            srv.cfg.coalesce == SRV_COALESCE_ON    ? "on"
+            : srv.cfg.coalesce == SRV_COALESCE_OFF ? "off"
+                                                   : "auto",
+            (unsigned long long)srv.cfg.coalesce_max_keys, srv.cfg.coalesce_wait_us);
     return 0;
 }
 

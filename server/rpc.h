@@ -13,7 +13,12 @@
  * Memory: each worker owns scratch buffers (the flattened request, aligned keys,
  * floats) that grow to the largest request seen and are reused, and a small pool
  * of 64-byte-aligned response buffers that go out as gRPC slices without a copy
- * and come back to the pool when gRPC releases them.
+ * and come back to the pool when gRPC releases them (reference-counted: the
+ * replies of a coalesced Pull batch are slices of one buffer).
+ *
+ * Coalescing (coalesce.h): a worker that leads a batch lends its co_* buffers to
+ * the batch's members, who write their keys and values into them; a worker that
+ * follows blocks until the batch has run, then answers its own call.
  *
  * One deliberate global (`srv`), like Redis's `server`: the settings, the table
  * registry and the counters that every handler needs.
@@ -72,6 +77,22 @@ typedef struct srv_worker {
     size_t scores_cap;
     float *floats;      /* aligned values (converted from/to the wire) */
     size_t floats_cap;  /* in floats */
+    /* a coalesced batch this worker leads: its keys and values (written by every
+     * member), and the leader's own work on them (gradient layers) */
+    uint64_t *co_keys;
+    size_t co_keys_cap;
+    float *co_floats;
+    size_t co_floats_cap;
+    uint32_t *co_layer;  /* per key: its layer (srv_co_layers) */
+    size_t co_layer_cap;
+    void *co_map;        /* srv_co_slot[co_map_cap] */
+    size_t co_map_cap;
+    uint64_t *co_side_keys; /* keys and gradients of layers ≥ 1 */
+    size_t co_side_keys_cap;
+    float *co_side_floats;
+    size_t co_side_floats_cap;
+    size_t *co_starts;   /* each member's first key */
+    size_t co_starts_cap;
     srv_pool *pool;
 } srv_worker;
 
@@ -144,31 +165,56 @@ uint64_t *srv_scratch_keys2(srv_worker *w, size_t n);
 uint64_t *srv_scratch_scores(srv_worker *w, size_t n);
 float *srv_scratch_floats(srv_worker *w, size_t n);
 
-/* A pooled response buffer of at least `len` bytes, 64-byte aligned; then
- * srv_rbuf_slice hands [off, off+len) of it to gRPC (the buffer returns to the
- * pool when gRPC lets go). srv_rbuf_drop returns an unused one. */
+/* Grow-only scratch of `n` elements of `elem` bytes at *p (capacity *cap), 64-byte
+ * aligned; contents are not kept across a grow. NULL on no memory. */
+void *srv_scratch_grow(void **p, size_t *cap, size_t n, size_t elem);
+
+/* A pooled response buffer of at least `len` bytes, 64-byte aligned, holding one
+ * reference; srv_rbuf_ref adds `k` more. srv_rbuf_slice hands [off, off+len) of it
+ * to gRPC with one reference (released when gRPC lets go of the slice);
+ * srv_rbuf_drop releases one. The buffer returns to its pool with the last. */
 uint8_t *srv_rbuf_get(srv_worker *w, size_t len);
+void srv_rbuf_ref(uint8_t *buf, unsigned k);
 grpc_slice srv_rbuf_slice(uint8_t *buf, size_t off, size_t len);
 void srv_rbuf_drop(uint8_t *buf);
+
+/* A unary reply in up to SRV_REPLY_SLICES slices, sent as one message. */
+#define SRV_REPLY_SLICES 6
+typedef struct srv_reply {
+    grpc_slice s[SRV_REPLY_SLICES];
+    unsigned n;
+} srv_reply;
+/* Appends a slice (ownership passes to the reply). */
+void srv_reply_add(srv_reply *r, grpc_slice s);
+/* Unrefs every slice (a reply not sent). */
+void srv_reply_discard(srv_reply *r);
 
 /* Ends a call: sends `resp` (if not NULL; ownership passes) when code is OK,
  * then the status. The call is freed when the batch completes. */
 void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp);
+/* The same with a reply in slices (NULL or empty: no message). */
+void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *resp);
 /* Streaming: sends one message (ownership passes) / receives one into c->recv;
  * c->step runs when it completes. */
 void srv_call_send(srv_call *c, grpc_slice msg);
 void srv_call_recv(srv_call *c);
 
 /* Handlers (shard.c, admin.c). A unary handler returns a status; on OK it sets
- * *resp (owned by the caller afterwards), else fills err. */
+ * *resp (owned by the caller afterwards), else fills err. The Shard handlers
+ * reply in slices (a coalesced Pull's rows are a slice of the batch's buffer):
+ * on OK *resp holds them, else it is empty. */
 typedef int (*srv_unary_fn)(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                             ember_error *err);
-int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+typedef int (*srv_shard_fn)(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
+                            ember_error *err);
+int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
                    ember_error *err);
-int srv_shard_push(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+int srv_shard_push(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
                    ember_error *err);
-int srv_shard_pushpull(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+int srv_shard_pushpull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
                        ember_error *err);
+/* Whether calls on `t` coalesce (--coalesce; auto: t is on the gpu backend). */
+int srv_shard_coalesces(const srv_table *t);
 srv_unary_fn srv_admin_handler(srv_method m);
 /* Streaming starts: begin the call's first batch or finish it. */
 void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
