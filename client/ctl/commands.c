@@ -65,7 +65,8 @@ static const struct stat_field {
     STAT(size), STAT(capacity), STAT(version), STAT(evictions), STAT(evicted),
     STAT(insert_refused), STAT(admission_drops), STAT(nonfinite_zeroed), STAT(bytes_host),
     STAT(bytes_device), STAT(pulls), STAT(pushes), STAT(keys_pulled), STAT(keys_pushed),
-    STAT(duplicate_pushes),
+    STAT(duplicate_pushes), STAT(coalesced_batches), STAT(coalesced_calls),
+    STAT(coalesced_keys), STAT(coalesced_split_calls),
 };
 
 static uint64_t *stat_at(Ember__V1__TableStats *s, size_t off)
