@@ -25,7 +25,8 @@ if [ "$mode" = pack ]; then
   progs=$(ls "$build"/tests/gpu/test_* "$build"/tests/bench/table_bench 2>/dev/null)
   for p in "$build"/server/ember-server "$build"/tests/integration/test_server \
            "$build"/tests/integration/test_client "$build"/tests/integration/test_server_backend \
-           "$build"/tests/bench/rpc_bench; do
+           "$build"/tests/integration/test_server_coalesce "$build"/tests/bench/rpc_bench \
+           "$(command -v iperf3)"; do
     [ -x "$p" ] && progs="$progs $p"
   done
   # shellcheck disable=SC2086
@@ -74,6 +75,8 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
       step gpu.server 240 "$bin/test_server"
     EMBER_SERVER_BIN="$bin/ember-server" EMBER_TEST_BACKEND=gpu \
       step gpu.client 240 "$bin/test_client"
+    EMBER_SERVER_BIN="$bin/ember-server" EMBER_TEST_BACKEND=gpu \
+      step gpu.server_coalesce 240 "$bin/test_server_coalesce"
     EMBER_SERVER_BIN="$bin/ember-server" step server_backend 120 "$bin/test_server_backend"
   fi
 fi
@@ -84,18 +87,20 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   # in HBM, dim 8 and 128 at λ 0.5, and hybrid (128 M keys, 16 GiB HBM + 16 GiB host).
   step bench.hkv_matrix 400 "$tb" --backend gpu --hkv-matrix --reps 5 \
     --csv "$out/bench_hkv_matrix.csv"
-  # find's tile width, A/B in the same visit.
-  EMBER_GPU_FIND_TILE=16 step bench.find_tile16 60 "$tb" --backend gpu --dims 64 \
-    --lfs 0.5 --ops find --reps 5
-  EMBER_GPU_FIND_TILE=8 step bench.find_tile8 60 "$tb" --backend gpu --dims 64 \
-    --lfs 0.5 --ops find --reps 5
+fi
+
+if [ "$what" = all ] || [ "$what" = rpc ]; then
+  # GPU- against CPU-backend servers, same run (issue 5's matrix). --quick keeps
+  # every shape with short windows; drop it when the visit has time to spare.
+  EMBER_SERVER_BIN="$bin/ember-server" step bench.rpc_issue5 280 "$bin/rpc_bench" \
+    --issue5 ${EMBER_VISIT_RPC_ARGS:---quick} --backends cpu,gpu --csv "$out/rpc_issue5.csv"
 fi
 
 for f in "$logs"/bench.*.log; do
   [ -f "$f" ] || continue
   echo "-- $(basename "$f" .log)"
   grep -E '^gpu find ' "$f" | head -3
-  sed -n '/^summary/,$p' "$f" | head -80
+  sed -n '/^summary/,$p' "$f" | head -90
 done
 cp "$logs"/bench.*.log "$out/" 2>/dev/null
 echo
