@@ -2046,6 +2046,8 @@ void ember_gpu_stats(const ember_gpu_table *t, ember_table_stats *out)
     out->admission_drops = c[C_DROPS];
     out->bytes_device = t->bytes_device;
     out->bytes_host = t->bytes_host + sizeof *t;
+    out->slots_device = t->rows_hbm;
+    out->slots_host = t->slots - t->rows_hbm;
 }
 
 /* ---- the host-array backend (table_backend.h) ---------------------------- */

@@ -984,6 +984,7 @@ static void cpu_stats(const void *impl, ember_table_stats *out)
     out->evicted = atomic_load(&t->ct_evicted);
     out->insert_refused = atomic_load(&t->ct_refused);
     out->admission_drops = atomic_load(&t->ct_admission_drops);
+    out->slots_host = cpu_capacity(t);
     out->bytes_host = sizeof *t + t->ct_buckets_bytes + t->ct_rows_bytes +
                       (t->ct_admission ? ember_admission_bytes(t->ct_admission) : 0);
 }

@@ -89,6 +89,9 @@ typedef struct ember_table_stats {
     uint64_t nonfinite_zeroed;    /* NaN/Inf inputs replaced by 0 (policy ZERO) */
     uint64_t bytes_host;          /* host memory held by the table */
     uint64_t bytes_device;        /* device memory held by the table */
+    uint64_t slots_device;        /* slots whose rows live in device memory (GPU) */
+    uint64_t slots_host;          /* slots whose rows live in host memory: all of
+                                     them on the CPU, the hybrid rest on the GPU */
 } ember_table_stats;
 
 /* Rows that export returns: score ≥ min_score and version > after_version
