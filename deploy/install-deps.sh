@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config libjemalloc-dev check
           libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
           python3-grpcio python3-protobuf protobuf-compiler
-          iperf3 python3-yaml)
+          iperf3 python3-yaml clang libclang-rt-dev llvm)  # clang..llvm: tests/fuzz
 
 missing=()
 for p in "${packages[@]}"; do
