@@ -9,11 +9,12 @@
  * -0.5); an initializer of uniform/normal with a = b = 0 takes the default
  * bounds (-0.01, 0.01) / (mean 0, stddev 0.01).
  *
- * Save/Load: one file per table, <dir>/<table>.ckpt (storage/checkpoint.h),
- * labelled with this shard's index and count. A Load into an existing table
- * fills a fresh table of the same config and swaps it in (registry replace), so
- * calls still running on the old one never see a half-loaded table. Import is
- * all-or-nothing per chunk, not per stream.
+ * Save/Load: one file per table, <dir>/<table>.ckpt (the layout and the saves
+ * are in ckpt.h), labelled with this shard's index and count. Save runs on the
+ * checkpointer thread. A Load into an existing table fills a fresh table of the
+ * same config and swaps it in (registry replace), so calls still running on the
+ * old one never see a half-loaded table. Import is all-or-nothing per chunk, not
+ * per stream.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +25,7 @@
 
 #include "ember/v1/ember.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "server/ckpt.h"
 #include "server/log.h"
 #include "server/rpc.h"
 #include "storage/checkpoint.h"
@@ -288,6 +290,8 @@ static int h_drop(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     if (!rc) {
         out.dropped = 1;
         srv_log(SRV_LOG_INFO, "table_dropped", "table=%s", r->name);
+        /* not restored at the next start: its checkpoint goes to history/ */
+        srv_ckpt_retire(r->name);
     } else if (rc == EMBER_NOT_FOUND && r->if_exists) {
         rc = 0;
     }
@@ -401,116 +405,31 @@ static int ckpt_dir(const char *given, const char **dir, ember_error *err)
     return 0;
 }
 
-static int h_save(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                  ember_error *err)
+/* Admin/Save: checked here, run by the checkpointer thread (ckpt.h), which
+ * answers the call when the save ends: a save never holds a worker, so Pull and
+ * Push go on while it runs, even with --threads 1. */
+void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
     (void)w;
-    Ember__V1__SaveRequest *r = (void *)unpack(&ember__v1__save_request__descriptor, req, len, err);
-    if (!r)
-        return err->code;
+    ember_error err;
     const char *dir;
-    srv_table **list = NULL;
-    size_t n = 0;
-    char **files = NULL;
-    uint64_t rows = 0;
-    int rc = ckpt_dir(r->dir, &dir, err);
-    if (rc)
-        goto out;
-    if (mkdir(dir, 0755) && errno != EEXIST) {
-        rc = ember_error_set(err, EMBER_INTERNAL, "cannot create %s: %s", dir, strerror(errno));
-        goto out;
+    Ember__V1__SaveRequest *r = (void *)unpack(&ember__v1__save_request__descriptor, req, len,
+                                               &err);
+    if (!r) {
+        srv_call_finish(c, err.code, err.message, NULL);
+        return;
     }
-    if (r->table[0]) {
+    int rc = ckpt_dir(r->dir, &dir, &err);
+    if (!rc && r->table[0]) {
         srv_table *t;
-        if ((rc = get_table(r->table, &t, err)))
-            goto out;
-        list = malloc(sizeof *list);
-        if (!list) {
+        if (!(rc = get_table(r->table, &t, &err)))
             srv_table_unref(t);
-            rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
-            goto out;
-        }
-        list[0] = t;
-        n = 1;
-    } else {
-        list = srv_registry_list(srv.registry, &n);
     }
-    files = calloc(n ? n : 1, sizeof *files);
-    if (!list || !files) {
-        rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        ember_ckpt_meta meta;
-        if (asprintf(&files[i], "%s/%s.ckpt", dir, list[i]->name) < 0) {
-            files[i] = NULL;
-            rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
-            goto out;
-        }
-        rc = ember_ckpt_save(list[i]->table, files[i], list[i]->name, srv.cfg.shard_index,
-                             srv.cfg.shard_count, &meta, err);
-        if (rc)
-            goto out;
-        rows += meta.rows;
-        srv_log(SRV_LOG_INFO, "table_saved", "table=%s file=%s rows=%llu", list[i]->name,
-                files[i], (unsigned long long)meta.rows);
-    }
-    Ember__V1__SaveResponse out = EMBER__V1__SAVE_RESPONSE__INIT;
-    out.n_files = n;
-    out.files = files;
-    out.rows = rows;
-    *resp = pack(&out.base);
-out:
-    if (files)
-        for (size_t i = 0; i < n; i++)
-            free(files[i]);
-    free(files);
-    srv_registry_list_free(list, n);
+    if (rc)
+        srv_call_finish(c, rc, err.message, NULL);
+    else
+        srv_ckpt_queue_save(c, r->table, r->dir);
     protobuf_c_message_free_unpacked(&r->base, NULL);
-    return rc;
-}
-
-/* Loads one checkpoint file into the table `name` (creating it from the file's
- * config when `create`), by filling a fresh table and swapping it in. */
-static int load_one(const char *path, const char *name, int create, uint64_t *rows,
-                    ember_error *err)
-{
-    ember_ckpt_meta meta;
-    ember_ckpt_expect ex = {srv.cfg.shard_index, srv.cfg.shard_count, name};
-    ember_table *t = NULL;
-    srv_table *old = srv_registry_get(srv.registry, name, strlen(name));
-    int rc = ember_ckpt_read_meta(path, &meta, err);
-    if (rc)
-        goto out;
-    if (!old && !create) {
-        rc = ember_error_set(err, EMBER_NOT_FOUND,
-                             "no table '%s' on shard %u (set create to make it from %s)", name,
-                             srv.cfg.shard_index, path);
-        goto out;
-    }
-    /* a loaded table keeps the backend (and device budget) of the one it replaces;
-     * a created one gets the server's (the file holds no hbm_bytes) */
-    ember_table_config c = old ? *ember_table_config_of(old->table) : meta.config;
-    const ember_table_backend *be = old ? ember_table_backend_of(old->table) : NULL;
-    if (!be && (rc = srv_backend_for_table(&srv.backend, NULL, 0, &be, &c.hbm_bytes, err)))
-        goto out;
-    if ((rc = ember_table_create(&c, be, &t, err)))
-        goto out;
-    if ((rc = ember_ckpt_load(t, path, &ex, &meta, err)))
-        goto out;
-    ember_table_raise_version(t, meta.version);
-    rc = old ? srv_registry_replace(srv.registry, old, t, err)
-             : srv_registry_add(srv.registry, name, t, NULL, err);
-    if (rc)
-        goto out;
-    t = NULL; /* the registry owns it */
-    *rows += meta.rows;
-    srv_log(SRV_LOG_INFO, "table_loaded", "table=%s file=%s rows=%llu created=%d", name, path,
-            (unsigned long long)meta.rows, !old);
-out:
-    ember_table_destroy(t);
-    srv_table_unref(old);
-    return rc;
 }
 
 static int h_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
@@ -573,19 +492,25 @@ static int h_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     }
     /* check every header before loading any file, so a damaged one refuses all */
     for (size_t i = 0; i < n && !rc; i++) {
-        char path[SRV_PATH_MAX + 80];
+        char path[SRV_PATH_MAX + 160];
         ember_ckpt_meta meta;
-        snprintf(path, sizeof path, "%s/%s.ckpt", dir, names[i]);
-        rc = ember_ckpt_read_meta(path, &meta, err);
+        if (!(rc = srv_ckpt_resolve(dir, names[i], path, sizeof path, err)))
+            rc = ember_ckpt_read_meta(path, &meta, err);
     }
     size_t k = 0;
     for (size_t i = 0; i < n && !rc; i++) {
-        char path[SRV_PATH_MAX + 80];
-        snprintf(path, sizeof path, "%s/%s.ckpt", dir, names[i]);
-        rc = load_one(path, names[i], r->create, &rows, err);
-        if (!rc)
+        char path[SRV_PATH_MAX + 160];
+        ember_ckpt_meta meta;
+        int created = 0;
+        if (!(rc = srv_ckpt_resolve(dir, names[i], path, sizeof path, err)))
+            rc = srv_ckpt_load_file(path, names[i], r->create, &meta, &created, err);
+        if (!rc) {
             loaded[k++] = names[i];
-        else if (k) {
+            rows += meta.rows;
+            srv_log(SRV_LOG_INFO, "table_loaded",
+                    "table=%s file=%s rows=%llu version=%llu created=%d", names[i], path,
+                    (unsigned long long)meta.rows, (unsigned long long)meta.version, created);
+        } else if (k) {
             size_t l = strlen(err->message);
             snprintf(err->message + l, sizeof err->message - l,
                      " (%zu table(s) loaded before this one)", k);
@@ -720,7 +645,6 @@ srv_unary_fn srv_admin_handler(srv_method m)
     case SRV_M_LIST: return h_list;
     case SRV_M_DESCRIBE: return h_describe;
     case SRV_M_STATS: return h_stats;
-    case SRV_M_SAVE: return h_save;
     case SRV_M_LOAD: return h_load;
     case SRV_M_EVICT: return h_evict;
     case SRV_M_CLEAR: return h_clear;

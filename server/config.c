@@ -23,7 +23,12 @@ static const opt opts[] = {
     {"max-tables", "EMBER_MAX_TABLES", "N", "most tables on this shard (default 1024)"},
     {"shard-index", "EMBER_SHARD_INDEX", "I", "this shard's index, reported and written in checkpoints (default 0)"},
     {"shard-count", "EMBER_SHARD_COUNT", "N", "number of shards (default 1)"},
-    {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "Save/Load default directory: <dir>/<table>.ckpt"},
+    {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "this shard's checkpoints: <dir>/<table>.ckpt (the newest), <dir>/history/ (older ones); restored at start, written by Admin/Save, every --checkpoint-interval and at SIGTERM; locked against a second server (default: none)"},
+    {"checkpoint-interval", "EMBER_CHECKPOINT_INTERVAL", "DURATION", "save every table to --checkpoint-dir this often, e.g. 10m, 90s, 1h, 500ms (a bare number is seconds; default 0: off)"},
+    {"checkpoint-keep", "EMBER_CHECKPOINT_KEEP", "N", "checkpoints kept per table, the newest included: the older ones go to <dir>/history/ (default 2; 1 keeps only the newest)"},
+    {"checkpoint-restore", "EMBER_CHECKPOINT_RESTORE", "on|off", "at start, restore every <dir>/<table>.ckpt; a damaged one, or one of another shard, stops the start (exit 1) (default on)"},
+    {"checkpoint-on-exit", "EMBER_CHECKPOINT_ON_EXIT", "on|off", "at SIGTERM/SIGINT, after in-flight calls end, save every table to --checkpoint-dir before exiting (default on)"},
+    {"checkpoint-exit-timeout-ms", "EMBER_CHECKPOINT_EXIT_TIMEOUT_MS", "MS", "give up the exit save after this long and exit 1, the previous checkpoint intact (default 0: no bound; keep Kubernetes' terminationGracePeriodSeconds above grace + save time)"},
     {"log-level", "EMBER_LOG_LEVEL", "LEVEL", "error|warn|info|debug (default info)"},
     {"shutdown-grace-ms", "EMBER_SHUTDOWN_GRACE_MS", "MS", "on SIGTERM, wait this long for in-flight calls before cancelling them (default 10000)"},
     {"coalesce", "EMBER_COALESCE", "auto|on|off", "run concurrent Pull/Push calls on one table as one table call (default auto: on for tables on the gpu backend, where large batches pay; a cpu table serves concurrent calls in parallel on its own)"},
@@ -45,7 +50,9 @@ void srv_config_usage(FILE *out)
     }
     fprintf(out, "  %-32s %s\n", "--help", "this text");
     fprintf(out, "\nSizes take K, M or G suffixes (powers of 1024). SIGTERM/SIGINT: stop "
-                 "accepting, finish in-flight calls, exit 0.\n");
+                 "accepting, finish in-flight calls,\nsave every table when --checkpoint-dir "
+                 "is set (a second signal abandons that save), exit 0\n(1 when the save "
+                 "failed).\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -69,13 +76,50 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* "10m", "90s", "1h", "500ms", "0"; a bare number is seconds. At most 30 days. */
+static int parse_duration_ms(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    uint64_t unit;
+    if (!*end || !strcmp(end, "s"))
+        unit = 1000;
+    else if (!strcmp(end, "ms"))
+        unit = 1;
+    else if (!strcmp(end, "m"))
+        unit = 60000;
+    else if (!strcmp(end, "h"))
+        unit = 3600000;
+    else
+        return -1;
+    if (v > UINT64_C(30) * 86400000 / unit)
+        return -1;
+    *out = (uint64_t)v * unit;
+    return 0;
+}
+
+static int parse_on_off(const char *s)
+{
+    if (!strcmp(s, "on") || !strcmp(s, "true") || !strcmp(s, "1"))
+        return 1;
+    if (!strcmp(s, "off") || !strcmp(s, "false") || !strcmp(s, "0"))
+        return 0;
+    return -1;
+}
+
 static int set(srv_config *c, size_t i, const char *v, const char *src, char *msg, size_t cap)
 {
     uint64_t u = 0;
     const char *name = opts[i].flag;
     int numeric = strcmp(name, "listen") && strcmp(name, "backend") &&
                   strcmp(name, "checkpoint-dir") && strcmp(name, "log-level") &&
-                  strcmp(name, "coalesce");
+                  strcmp(name, "coalesce") && strcmp(name, "checkpoint-interval") &&
+                  strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit");
     if (numeric && parse_u64(v, &u)) {
         snprintf(msg, cap, "%s: '%s' is not a non-negative number", src, v);
         return -1;
@@ -143,6 +187,30 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         strcpy(c->checkpoint_dir, v);
+    } else if (!strcmp(name, "checkpoint-interval")) {
+        if (parse_duration_ms(v, &c->checkpoint_interval_ms)) {
+            snprintf(msg, cap, "%s: '%.32s' is not a duration (e.g. 10m, 90s, 1h, 500ms, 0)",
+                     src, v);
+            return -1;
+        }
+    } else if (!strcmp(name, "checkpoint-keep")) {
+        if (u < 1 || u > 1000) {
+            snprintf(msg, cap, "%s: %s is outside 1..1000", src, v);
+            return -1;
+        }
+        c->checkpoint_keep = (unsigned)u;
+    } else if (!strcmp(name, "checkpoint-restore") || !strcmp(name, "checkpoint-on-exit")) {
+        int on = parse_on_off(v);
+        if (on < 0) {
+            snprintf(msg, cap, "%s: '%.32s' is not on or off", src, v);
+            return -1;
+        }
+        if (!strcmp(name, "checkpoint-restore"))
+            c->checkpoint_restore = on;
+        else
+            c->checkpoint_on_exit = on;
+    } else if (!strcmp(name, "checkpoint-exit-timeout-ms")) {
+        c->checkpoint_exit_timeout_ms = u > 86400000 ? 86400000u : (unsigned)u;
     } else if (!strcmp(name, "log-level")) {
         int l = srv_log_parse_level(v);
         if (l < 0) {
@@ -192,6 +260,9 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     c->shard_count = 1;
     c->log_level = SRV_LOG_INFO;
     c->shutdown_grace_ms = 10000;
+    c->checkpoint_keep = 2;
+    c->checkpoint_restore = 1;
+    c->checkpoint_on_exit = 1;
     c->coalesce = SRV_COALESCE_AUTO;
     c->coalesce_max_keys = 262144;
     /* No wait by default, as in databases' group commit (PostgreSQL's

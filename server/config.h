@@ -13,7 +13,13 @@
  *   --max-tables N              EMBER_MAX_TABLES          1024
  *   --shard-index I             EMBER_SHARD_INDEX         0
  *   --shard-count N             EMBER_SHARD_COUNT         1
- *   --checkpoint-dir DIR        EMBER_CHECKPOINT_DIR      "" (Save/Load need a dir)
+ *   --checkpoint-dir DIR        EMBER_CHECKPOINT_DIR      "" (none: no saves of its own,
+ *                                                           Save/Load need a dir)
+ *   --checkpoint-interval DUR   EMBER_CHECKPOINT_INTERVAL 0 (off; e.g. 10m, 90s, 1h)
+ *   --checkpoint-keep N         EMBER_CHECKPOINT_KEEP     2 (checkpoints kept per table)
+ *   --checkpoint-restore on|off EMBER_CHECKPOINT_RESTORE  on (restore at start)
+ *   --checkpoint-on-exit on|off EMBER_CHECKPOINT_ON_EXIT  on (save at SIGTERM/SIGINT)
+ *   --checkpoint-exit-timeout-ms MS EMBER_CHECKPOINT_EXIT_TIMEOUT_MS 0 (no bound)
  *   --log-level LEVEL           EMBER_LOG_LEVEL           info
  *   --shutdown-grace-ms MS      EMBER_SHUTDOWN_GRACE_MS   10000
  *   --coalesce auto|on|off      EMBER_COALESCE            auto (on for gpu tables)
@@ -44,6 +50,11 @@ typedef struct srv_config {
     unsigned max_tables;
     uint32_t shard_index, shard_count;
     char checkpoint_dir[SRV_PATH_MAX];
+    uint64_t checkpoint_interval_ms; /* 0: no periodic saves */
+    unsigned checkpoint_keep;        /* checkpoints kept per table, the newest included */
+    int checkpoint_restore;          /* restore the dir's checkpoints at start */
+    int checkpoint_on_exit;          /* save every table at SIGTERM/SIGINT */
+    unsigned checkpoint_exit_timeout_ms; /* bound on that save; 0: none */
     int log_level;
     unsigned shutdown_grace_ms;
     int coalesce;               /* SRV_COALESCE_*; auto: on for tables on the gpu backend */

@@ -1,17 +1,40 @@
 /*
  * main.c — ember-server: settings, start, wait for SIGTERM/SIGINT, graceful stop.
  *
+ * Start: settings, backend, then the checkpoint dir (lock, restore: ckpt.h)
+ * before the port opens, so no call ever sees a table half restored.
+ * Stop (SIGTERM/SIGINT): stop accepting, let in-flight calls finish (up to
+ * --shutdown-grace-ms), let a periodic save in progress end, then save every
+ * table (--checkpoint-on-exit) and exit. A second signal during that save
+ * abandons it (the previous checkpoints are intact) and exits 1 at once.
+ *
  * Exit status: 0 after a clean stop (a signal) or --help; 2 for a bad setting;
  * 1 when the server cannot start (e.g. the port is taken: gRPC's SO_REUSEPORT is
- * turned off so a second server on a port fails instead of sharing it; or
- * --backend gpu where this build or machine has no GPU to serve on).
+ * turned off so a second server on a port fails instead of sharing it;
+ * --backend gpu where this build or machine has no GPU to serve on; the
+ * checkpoint dir is locked by another server, or holds a damaged checkpoint or
+ * one of another shard), or when the shutdown save failed or was abandoned.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "server/ckpt.h"
 #include "server/log.h"
 #include "server/rpc.h"
+
+/* After the first signal: a second one (an impatient operator's Ctrl-C) ends the
+ * process at once, a shutdown save in progress included. */
+static void *second_signal(void *arg)
+{
+    int sig = 0;
+    sigwait((const sigset_t *)arg, &sig);
+    srv_log(SRV_LOG_WARN, "second_signal", "signal=%s exiting_now=1",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    _exit(1);
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -61,6 +84,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "ember-server: out of memory\n");
         return 1;
     }
+    if (srv_ckpt_open(msg, sizeof msg) || srv_ckpt_start(msg, sizeof msg)) {
+        char q[1200];
+        srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
+        fprintf(stderr, "ember-server: %s\n", msg);
+        return 1;
+    }
     if (srv_rpc_start(msg, sizeof msg)) {
         char q[600];
         srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
@@ -71,11 +100,15 @@ int main(int argc, char **argv)
     sigwait(&sigs, &sig);
     srv_log(SRV_LOG_INFO, "stopping", "signal=%s live_calls=%ld",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", atomic_load(&srv.live_calls));
+    pthread_t second;
+    pthread_create(&second, NULL, second_signal, &sigs);
     srv_rpc_stop(srv.cfg.shutdown_grace_ms);
+    srv_ckpt_stop();
+    int saved = srv_ckpt_exit_save();
     srv_registry_destroy(srv.registry);
     srv_dedup_destroy(srv.dedup);
-    srv_log(SRV_LOG_INFO, "stopped", "requests=%llu errors=%llu",
+    srv_log(SRV_LOG_INFO, "stopped", "requests=%llu errors=%llu exit=%d",
             (unsigned long long)atomic_load(&srv.requests),
-            (unsigned long long)atomic_load(&srv.errors));
-    return 0;
+            (unsigned long long)atomic_load(&srv.errors), saved ? 1 : 0);
+    return saved ? 1 : 0;
 }

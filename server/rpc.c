@@ -429,6 +429,10 @@ static void on_matched(srv_worker *w, srv_call *c)
         srv_admin_export_start(w, c, req, len);
         return;
     }
+    if (c->method == SRV_M_SAVE) {
+        srv_admin_save_start(w, c, req, len);
+        return;
+    }
     srv_shard_fn shard = c->method == SRV_M_PULL       ? srv_shard_pull
                          : c->method == SRV_M_PUSH     ? srv_shard_push
                          : c->method == SRV_M_PUSHPULL ? srv_shard_pushpull

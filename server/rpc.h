@@ -190,7 +190,9 @@ void srv_reply_add(srv_reply *r, grpc_slice s);
 void srv_reply_discard(srv_reply *r);
 
 /* Ends a call: sends `resp` (if not NULL; ownership passes) when code is OK,
- * then the status. The call is freed when the batch completes. */
+ * then the status. The call is freed when the batch completes. May be called
+ * from a thread other than the workers' (the checkpointer's) for a call that has
+ * no batch in flight. */
 void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp);
 /* The same with a reply in slices (NULL or empty: no message). */
 void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *resp);
@@ -219,6 +221,9 @@ srv_unary_fn srv_admin_handler(srv_method m);
 /* Streaming starts: begin the call's first batch or finish it. */
 void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 void srv_admin_import_start(srv_worker *w, srv_call *c);
+/* Admin/Save: finished at once on bad input, else answered later by the
+ * checkpointer thread (ckpt.h), from that thread. */
+void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 
 /* Seconds since the server started. */
 uint64_t srv_uptime_s(void);

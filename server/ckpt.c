@@ -1,0 +1,859 @@
+/* ckpt.c — the checkpoint directory, restore, saves and the checkpointer (ckpt.h). */
+#include "server/ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ember/v1/ember.pb-c.h"
+#include "server/log.h"
+#include "server/rpc.h"
+#include "storage/checkpoint.h"
+
+#define HIST_DIR "history"
+#define CKPT_EXT ".ckpt"
+/* YYYYMMDDTHHMMSS.nnnnnnnnnZ */
+#define STAMP_LEN 26
+#define STAMP_BUF 64
+#define PATH_CAP (SRV_PATH_MAX + 160)
+
+/* An Admin/Save call waiting for the checkpointer. */
+typedef struct ck_job {
+    srv_call *call;
+    char table[SRV_NAME_MAX + 1];
+    char dir[SRV_PATH_MAX];
+    struct ck_job *next;
+} ck_job;
+
+/* The checkpointer: its thread, its queue, and the lock that keeps a save of a
+ * table and that table's retirement (a drop) apart. */
+typedef struct srv_ckpt {
+    pthread_mutex_t table_mu;  /* held while a table's files change */
+    pthread_mutex_t mu;        /* guards the queue and stop; signals cv */
+    pthread_cond_t cv;
+    ck_job *head, *tail;
+    int stop;
+    int started;
+    pthread_t thread;
+    int lock_fd;               /* <dir>/.lock, held for the process's life */
+} srv_ckpt;
+
+/* One per process, like `srv`: the checkpoint dir and its lock are the process's. */
+static srv_ckpt ck = {
+    .table_mu = PTHREAD_MUTEX_INITIALIZER,
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+    .lock_fd = -1,
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static double ms_since(uint64_t start) { return (double)(mono_ms() - start); }
+
+/* snprintf into a path buffer: -1 if it did not fit (dirs are bounded by
+ * config.c and ckpt_dir(), so only a bug gets there). */
+__attribute__((format(printf, 3, 4))) static int pathf(char *out, size_t cap,
+                                                       const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
+/* ---- layout -------------------------------------------------------------- */
+
+static int cur_path(char *out, size_t cap, const char *dir, const char *table)
+{
+    return pathf(out, cap, "%s/%s" CKPT_EXT, dir, table);
+}
+
+/* <UTC> of a moment in ns since the epoch (STAMP_LEN characters). */
+static void stamp(char out[STAMP_BUF], uint64_t ns)
+{
+    time_t s = (time_t)(ns / 1000000000u);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    pathf(out, STAMP_BUF, "%04d%02d%02dT%02d%02d%02d.%09luZ", tm.tm_year + 1900,
+          tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+          (unsigned long)(ns % 1000000000u));
+}
+
+/* 1 if `name` is history/<table>.<UTC>.ckpt of `table`. */
+static int is_hist_of(const char *name, const char *table)
+{
+    size_t tl = strlen(table), nl = strlen(name);
+    if (nl != tl + 1 + STAMP_LEN + strlen(CKPT_EXT) || strncmp(name, table, tl) ||
+        name[tl] != '.' || strcmp(name + nl - strlen(CKPT_EXT), CKPT_EXT))
+        return 0;
+    const char *s = name + tl + 1;
+    for (int i = 0; i < STAMP_LEN; i++) {
+        char c = s[i];
+        int ok = i == 8 ? c == 'T' : i == 15 ? c == '.' : i == 25 ? c == 'Z'
+                                                                   : c >= '0' && c <= '9';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int fsync_path(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)b, *(char *const *)a);
+}
+
+static int cmp_asc(const void *a, const void *b) { return cmp_desc(b, a); }
+
+/* The history files of `table` in dir, newest first (malloc'ed names; *n). */
+static char **hist_list(const char *dir, const char *table, size_t *n)
+{
+    char hd[PATH_CAP];
+    char **names = NULL;
+    size_t cap = 0;
+    *n = 0;
+    pathf(hd, sizeof hd, "%s/" HIST_DIR, dir);
+    DIR *d = opendir(hd);
+    if (!d)
+        return NULL;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_hist_of(e->d_name, table))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 8;
+            char **q = realloc(names, cap * sizeof *names);
+            if (!q)
+                break;
+            names = q;
+        }
+        if ((names[*n] = strdup(e->d_name)) != NULL)
+            (*n)++;
+    }
+    closedir(d);
+    if (*n)
+        qsort(names, *n, sizeof *names, cmp_desc);
+    return names;
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Links the checkpoint at `path` (of `table`) into history/ under the moment its
+ * save started (its header's; its mtime if the header is unreadable). Best
+ * effort: history is a convenience, never a reason to fail a save. Returns 0 if
+ * the file is now in history/ (or there is no file). */
+static int hist_keep(const char *dir, const char *table, const char *path, char *hist,
+                     size_t hist_cap)
+{
+    struct stat st;
+    if (stat(path, &st))
+        return errno == ENOENT ? 0 : -1;
+    ember_ckpt_meta m;
+    uint64_t ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    if (ember_ckpt_read_meta(path, &m, NULL) == 0 && m.created_ns)
+        ns = m.created_ns;
+    char hd[PATH_CAP], s[STAMP_BUF];
+    stamp(s, ns);
+    pathf(hd, sizeof hd, "%s/" HIST_DIR, dir);
+    pathf(hist, hist_cap, "%s/%s.%s" CKPT_EXT, hd, table, s);
+    if (mkdir(hd, 0755) && errno != EEXIST)
+        goto fail;
+    if (link(path, hist) && errno != EEXIST)
+        goto fail;
+    fsync_path(hd);
+    return 0;
+fail:;
+    char q[600];
+    srv_log(SRV_LOG_WARN, "checkpoint_history_failed", "table=%s file=%s reason=%s", table,
+            srv_log_q(q, sizeof q, hist), strerror(errno));
+    return -1;
+}
+
+/* Keeps the newest keep − 1 history files of `table` that are not the current
+ * file itself (a link left by a save that failed after hist_keep). */
+static void hist_prune(const char *dir, const char *table, const char *cur, unsigned keep)
+{
+    size_t n;
+    char **names = hist_list(dir, table, &n);
+    struct stat cs;
+    int have_cur = stat(cur, &cs) == 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        char p[PATH_CAP];
+        struct stat hs;
+        pathf(p, sizeof p, "%s/" HIST_DIR "/%s", dir, names[i]);
+        int same = have_cur && stat(p, &hs) == 0 && hs.st_ino == cs.st_ino &&
+                   hs.st_dev == cs.st_dev;
+        if (!same && kept + 1 < keep) {
+            kept++;
+            continue;
+        }
+        if (unlink(p) == 0)
+            srv_log(SRV_LOG_DEBUG, "checkpoint_pruned", "table=%s file=%s", table, p);
+    }
+    names_free(names, n);
+}
+
+int srv_ckpt_resolve(const char *dir, const char *table, char *path, size_t cap,
+                     ember_error *err)
+{
+    struct stat st;
+    if (cur_path(path, cap, dir, table))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dir is too long");
+    if (stat(path, &st) == 0)
+        return 0;
+    size_t n;
+    char **names = hist_list(dir, table, &n);
+    if (!n) {
+        names_free(names, n);
+        return ember_error_set(err, EMBER_NOT_FOUND,
+                               "no checkpoint of table '%s' in %s (no %s." CKPT_EXT
+                               " and none in %s/" HIST_DIR "/)",
+                               table, dir, table, dir);
+    }
+    int r = snprintf(path, cap, "%s/" HIST_DIR "/%s", dir, names[0]);
+    names_free(names, n);
+    if (r < 0 || (size_t)r >= cap)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dir is too long");
+    return 0;
+}
+
+/* ---- load ---------------------------------------------------------------- */
+
+int srv_ckpt_load_file(const char *path, const char *name, int create,
+                       ember_ckpt_meta *out, int *created, ember_error *err)
+{
+    ember_ckpt_meta meta;
+    ember_ckpt_expect ex = {srv.cfg.shard_index, srv.cfg.shard_count, name};
+    ember_table *t = NULL;
+    srv_table *old = srv_registry_get(srv.registry, name, strlen(name));
+    int rc = ember_ckpt_read_meta(path, &meta, err);
+    if (rc)
+        goto out;
+    if (!old && !create) {
+        rc = ember_error_set(err, EMBER_NOT_FOUND,
+                             "no table '%s' on shard %u (set create to make it from %s)", name,
+                             srv.cfg.shard_index, path);
+        goto out;
+    }
+    /* a loaded table keeps the backend (and device budget) of the one it replaces;
+     * a created one gets the server's (the file holds no hbm_bytes) */
+    ember_table_config c = old ? *ember_table_config_of(old->table) : meta.config;
+    const ember_table_backend *be = old ? ember_table_backend_of(old->table) : NULL;
+    if (!be && (rc = srv_backend_for_table(&srv.backend, NULL, 0, &be, &c.hbm_bytes, err)))
+        goto out;
+    if ((rc = ember_table_create(&c, be, &t, err)))
+        goto out;
+    if ((rc = ember_ckpt_load(t, path, &ex, &meta, err)))
+        goto out;
+    ember_table_raise_version(t, meta.version);
+    rc = old ? srv_registry_replace(srv.registry, old, t, err)
+             : srv_registry_add(srv.registry, name, t, NULL, err);
+    if (rc)
+        goto out;
+    t = NULL; /* the registry owns it */
+    if (out)
+        *out = meta;
+    if (created)
+        *created = !old;
+out:
+    ember_table_destroy(t);
+    srv_table_unref(old);
+    return rc;
+}
+
+/* ---- save ---------------------------------------------------------------- */
+
+/* Saves the table now registered as `name` into dir (see the layout in ckpt.h).
+ * NOT_FOUND if there is none (dropped since it was listed). */
+static int save_table(const char *dir, const char *name, const char *why, char *path,
+                      size_t path_cap, ember_ckpt_meta *meta, ember_error *err)
+{
+    uint64_t t0 = mono_ms();
+    int rc;
+    if (cur_path(path, path_cap, dir, name))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dir is too long");
+    pthread_mutex_lock(&ck.table_mu);
+    /* looked up under the lock: a drop retires the file under it too, so a table
+     * dropped meanwhile is not written back */
+    srv_table *t = srv_registry_get(srv.registry, name, strlen(name));
+    if (!t) {
+        pthread_mutex_unlock(&ck.table_mu);
+        return ember_error_set(err, EMBER_NOT_FOUND, "table '%s' was dropped", name);
+    }
+    char hist[PATH_CAP];
+    if (srv.cfg.checkpoint_keep > 1)
+        hist_keep(dir, name, path, hist, sizeof hist);
+    rc = ember_ckpt_save(t->table, path, name, srv.cfg.shard_index, srv.cfg.shard_count,
+                         meta, err);
+    srv_table_unref(t);
+    if (!rc || srv.cfg.checkpoint_keep > 1)
+        hist_prune(dir, name, path, srv.cfg.checkpoint_keep);
+    pthread_mutex_unlock(&ck.table_mu);
+    char q[600];
+    if (!rc)
+        srv_log(SRV_LOG_INFO, "checkpoint_saved",
+                "table=%s rows=%llu version=%llu file=%s ms=%.0f why=%s", name,
+                (unsigned long long)meta->rows, (unsigned long long)meta->version,
+                srv_log_q(q, sizeof q, path), ms_since(t0), why);
+    else
+        srv_log(SRV_LOG_ERROR, "checkpoint_failed", "table=%s code=%s reason=%s why=%s", name,
+                ember_status_name(rc), srv_log_q(q, sizeof q, err->message), why);
+    return rc;
+}
+
+/* What a save of several tables did. */
+typedef struct save_result {
+    char **files;   /* one per table saved */
+    size_t n, failed;
+    uint64_t rows;
+} save_result;
+
+static void result_free(save_result *r)
+{
+    names_free(r->files, r->n);
+    memset(r, 0, sizeof *r);
+}
+
+/* Saves `table` ("" = every table) into dir. With several tables, one that fails
+ * does not stop the others; the first error is returned, saying how many were
+ * saved. A table dropped while the save runs is skipped. */
+static int save_set(const char *dir, const char *table, const char *why, save_result *res,
+                    ember_error *err)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int rc = 0;
+    memset(res, 0, sizeof *res);
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return ember_error_set(err, EMBER_INTERNAL, "cannot create %s: %s", dir,
+                               strerror(errno));
+    if (*table) {
+        names = calloc(1, sizeof *names);
+        if (names && (names[0] = strdup(table)))
+            n = 1;
+    } else {
+        size_t k;
+        srv_table **list = srv_registry_list(srv.registry, &k);
+        names = calloc(k ? k : 1, sizeof *names);
+        for (size_t i = 0; list && names && i < k; i++)
+            if ((names[n] = strdup(list[i]->name)))
+                n++;
+        srv_registry_list_free(list, k);
+    }
+    res->files = calloc(n ? n : 1, sizeof *res->files);
+    if (!names || !res->files) {
+        names_free(names, n);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    ember_error first = {0, {0}};
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_CAP];
+        ember_ckpt_meta meta;
+        ember_error e;
+        int r = save_table(dir, names[i], why, path, sizeof path, &meta, &e);
+        if (r == EMBER_NOT_FOUND && !*table)
+            continue;
+        if (r) {
+            res->failed++;
+            if (!first.code)
+                first = e;
+            continue;
+        }
+        if ((res->files[res->n] = strdup(path)))
+            res->n++;
+        res->rows += meta.rows;
+    }
+    if (first.code) {
+        rc = *table ? ember_error_set(err, first.code, "%s", first.message)
+                    : ember_error_set(err, first.code, "%zu of %zu table(s) not saved: %s",
+                                      res->failed, res->failed + res->n, first.message);
+    }
+    names_free(names, n);
+    return rc;
+}
+
+/* ---- retire -------------------------------------------------------------- */
+
+void srv_ckpt_retire(const char *table)
+{
+    const char *dir = srv.cfg.checkpoint_dir;
+    char path[PATH_CAP], hist[PATH_CAP];
+    struct stat st;
+    if (!*dir || cur_path(path, sizeof path, dir, table))
+        return;
+    pthread_mutex_lock(&ck.table_mu);
+    if (stat(path, &st) == 0 && hist_keep(dir, table, path, hist, sizeof hist) == 0) {
+        if (unlink(path) == 0) {
+            fsync_path(dir);
+            char q[600];
+            srv_log(SRV_LOG_INFO, "checkpoint_retired", "table=%s file=%s", table,
+                    srv_log_q(q, sizeof q, hist));
+        }
+    }
+    pthread_mutex_unlock(&ck.table_mu);
+}
+
+/* ---- open: lock, clean, restore ------------------------------------------ */
+
+static int mkdir_p(const char *dir)
+{
+    char p[SRV_PATH_MAX];
+    pathf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0755) && errno != EEXIST)
+                return -1;
+            *s = '/';
+        }
+    return mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+/* flock on <dir>/.lock: a second server on the same dir (two shards given one
+ * volume) would overwrite the first's files. */
+static int lock_dir(const char *dir, char *msg, size_t cap)
+{
+    char p[PATH_CAP];
+    pathf(p, sizeof p, "%s/.lock", dir);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(msg, cap, "cannot open %s: %s", p, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        char pid[32] = "";
+        ssize_t k = pread(fd, pid, sizeof pid - 1, 0);
+        pid[k > 0 ? k : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(msg, cap,
+                 "checkpoint dir %s is in use by another ember-server (pid %s): give each "
+                 "shard its own directory",
+                 dir, *pid ? pid : "?");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int k = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)k, 0) < 0) {
+        /* the pid is only for the message above */
+    }
+    ck.lock_fd = fd;
+    return 0;
+}
+
+/* Removes temp files of saves that a crash interrupted. Under the dir's lock,
+ * every one of them is stale. */
+static void clean_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    unsigned n = 0;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, CKPT_EXT ".tmp.")) {
+            char p[PATH_CAP];
+            pathf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (unlink(p) == 0) {
+                n++;
+                srv_log(SRV_LOG_INFO, "checkpoint_temp_removed", "file=%s", p);
+            }
+        }
+    closedir(d);
+    if (n)
+        fsync_path(dir);
+}
+
+/* The table names of <dir>/<name>.ckpt files, sorted (malloc'ed; *n). */
+static char **current_tables(const char *dir, size_t *n, int *err_no)
+{
+    DIR *d = opendir(dir);
+    char **names = NULL;
+    size_t cap = 0;
+    *n = 0;
+    *err_no = 0;
+    if (!d) {
+        *err_no = errno;
+        return NULL;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name), el = strlen(CKPT_EXT);
+        if (l <= el || strcmp(e->d_name + l - el, CKPT_EXT) ||
+            !srv_name_valid(e->d_name, l - el))
+            continue;
+        char p[PATH_CAP];
+        struct stat st;
+        pathf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &st) || !S_ISREG(st.st_mode))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **q = realloc(names, cap * sizeof *names);
+            if (!q) {
+                *err_no = ENOMEM;
+                break;
+            }
+            names = q;
+        }
+        if ((names[*n] = strndup(e->d_name, l - el)) != NULL)
+            (*n)++;
+    }
+    closedir(d);
+    if (*n)
+        qsort(names, *n, sizeof *names, cmp_asc);
+    return names;
+}
+
+/* history/ as --checkpoint-keep wants it, also after a crash between a save's
+ * link into history/ and its rename (which leaves one link too many). */
+static void prune_all(const char *dir)
+{
+    int err_no;
+    size_t n;
+    char **names = current_tables(dir, &n, &err_no);
+    for (size_t i = 0; i < n; i++) {
+        char p[PATH_CAP];
+        if (!cur_path(p, sizeof p, dir, names[i]))
+            hist_prune(dir, names[i], p, srv.cfg.checkpoint_keep);
+    }
+    names_free(names, n);
+}
+
+/* Checks the header of `path` for table `name` against this server. */
+static int restore_check(const char *path, const char *name, ember_ckpt_meta *m,
+                         ember_error *err)
+{
+    int rc = ember_ckpt_read_meta(path, m, err);
+    if (rc)
+        return rc;
+    if (m->shard_index != srv.cfg.shard_index || m->shard_count != srv.cfg.shard_count)
+        return ember_error_set(
+            err, EMBER_FAILED_PRECONDITION,
+            "%s: checkpoint of shard %u of %u, but this server is shard %u of %u "
+            "(--shard-index/--shard-count): a volume of another shard, or another shard "
+            "count (emberctl reshard converts checkpoints between counts)",
+            path, m->shard_index, m->shard_count, srv.cfg.shard_index, srv.cfg.shard_count);
+    if (strcmp(m->table_name, name))
+        return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                               "%s: checkpoint of table '%s', not of '%s' as its name says",
+                               path, m->table_name, name);
+    return 0;
+}
+
+static int restore(const char *dir, char *msg, size_t cap)
+{
+    uint64_t t0 = mono_ms();
+    int err_no;
+    size_t n;
+    char **names = current_tables(dir, &n, &err_no);
+    if (err_no) {
+        names_free(names, n);
+        snprintf(msg, cap, "cannot read checkpoint dir %s: %s", dir, strerror(err_no));
+        return -1;
+    }
+    ember_error err = {0, {0}}, first = {0, {0}};
+    size_t bad = 0;
+    char path[PATH_CAP], q[700];
+    /* every header first: a foreign or damaged file refuses the whole start
+     * before any table is loaded, and every such file is named in the log */
+    for (size_t i = 0; i < n; i++) {
+        ember_ckpt_meta m;
+        cur_path(path, sizeof path, dir, names[i]);
+        if (restore_check(path, names[i], &m, &err)) {
+            srv_log(SRV_LOG_ERROR, "restore_refused", "table=%s file=%s code=%s reason=%s",
+                    names[i], path, ember_status_name(err.code),
+                    srv_log_q(q, sizeof q, err.message));
+            if (!bad++)
+                first = err;
+        }
+    }
+    uint64_t rows = 0;
+    for (size_t i = 0; i < n && !bad; i++) {
+        uint64_t t1 = mono_ms();
+        ember_ckpt_meta m;
+        cur_path(path, sizeof path, dir, names[i]);
+        if (srv_ckpt_load_file(path, names[i], 1, &m, NULL, &err)) {
+            srv_log(SRV_LOG_ERROR, "restore_refused", "table=%s file=%s code=%s reason=%s",
+                    names[i], path, ember_status_name(err.code),
+                    srv_log_q(q, sizeof q, err.message));
+            bad++;
+            first = err;
+            break;
+        }
+        char s[STAMP_BUF];
+        stamp(s, m.created_ns);
+        rows += m.rows;
+        srv_log(SRV_LOG_INFO, "restored",
+                "table=%s rows=%llu version=%llu file=%s saved_at=%s ms=%.0f", names[i],
+                (unsigned long long)m.rows, (unsigned long long)m.version, path, s, ms_since(t1));
+    }
+    if (bad) {
+        snprintf(msg, cap,
+                 "cannot restore checkpoints from %s: %s: %s%s; not starting with a table "
+                 "missing. Move the file away to start without that table (older "
+                 "checkpoints are in %s/" HIST_DIR "/), or fix --shard-index/--shard-count",
+                 dir, ember_status_name(first.code), first.message,
+                 bad > 1 ? " (and more: see the log)" : "", dir);
+    } else {
+        srv_log(SRV_LOG_INFO, "restore_done", "dir=%s tables=%zu rows=%llu ms=%.0f", dir, n,
+                (unsigned long long)rows, ms_since(t0));
+    }
+    names_free(names, n);
+    return bad ? -1 : 0;
+}
+
+int srv_ckpt_open(char *msg, size_t cap)
+{
+    const char *dir = srv.cfg.checkpoint_dir;
+    if (!*dir)
+        return 0;
+    if (mkdir_p(dir)) {
+        snprintf(msg, cap, "cannot create checkpoint dir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (lock_dir(dir, msg, cap))
+        return -1;
+    clean_temps(dir);
+    prune_all(dir);
+    if (!srv.cfg.checkpoint_restore) {
+        srv_log(SRV_LOG_INFO, "restore_skipped", "dir=%s reason=--checkpoint-restore=off", dir);
+        return 0;
+    }
+    return restore(dir, msg, cap);
+}
+
+/* ---- the checkpointer thread --------------------------------------------- */
+
+static void run_job(ck_job *j)
+{
+    const char *dir = *j->dir ? j->dir : srv.cfg.checkpoint_dir;
+    save_result res;
+    ember_error err = {0, {0}};
+    int rc = save_set(dir, j->table, "save", &res, &err);
+    if (!rc) {
+        Ember__V1__SaveResponse out = EMBER__V1__SAVE_RESPONSE__INIT;
+        out.n_files = res.n;
+        out.files = res.files;
+        out.rows = res.rows;
+        size_t len = protobuf_c_message_get_packed_size(&out.base);
+        grpc_slice s = grpc_slice_malloc(len);
+        protobuf_c_message_pack(&out.base, GRPC_SLICE_START_PTR(s));
+        srv_call_finish(j->call, EMBER_OK, NULL, &s);
+    } else {
+        srv_call_finish(j->call, rc, err.message, NULL);
+    }
+    result_free(&res);
+}
+
+static void timed_save(const char *why)
+{
+    uint64_t t0 = mono_ms();
+    save_result res;
+    ember_error err = {0, {0}};
+    int rc = save_set(srv.cfg.checkpoint_dir, "", why, &res, &err);
+    srv_log(rc ? SRV_LOG_ERROR : SRV_LOG_INFO, "checkpoint_done",
+            "why=%s tables=%zu failed=%zu rows=%llu ms=%.0f", why, res.n, res.failed,
+            (unsigned long long)res.rows, ms_since(t0));
+    result_free(&res);
+}
+
+static void *ck_main(void *arg)
+{
+    (void)arg;
+    ember_error err;
+    if (srv_backend_thread_init(&srv.backend, &err)) {
+        char q[600];
+        srv_log(SRV_LOG_ERROR, "checkpointer_device_failed", "gpu=%d reason=%s",
+                srv.backend.gpu, srv_log_q(q, sizeof q, err.message));
+    }
+    uint64_t every = *srv.cfg.checkpoint_dir ? srv.cfg.checkpoint_interval_ms : 0;
+    uint64_t due = mono_ms() + every;
+    pthread_mutex_lock(&ck.mu);
+    for (;;) {
+        if (ck.head) {
+            ck_job *j = ck.head;
+            ck.head = j->next;
+            if (!ck.head)
+                ck.tail = NULL;
+            pthread_mutex_unlock(&ck.mu);
+            run_job(j);
+            free(j);
+            pthread_mutex_lock(&ck.mu);
+            continue;
+        }
+        if (ck.stop)
+            break;
+        uint64_t now = mono_ms();
+        if (every && now >= due) {
+            pthread_mutex_unlock(&ck.mu);
+            /* none once shutdown has begun: the exit save follows */
+            if (!atomic_load(&srv.stopping))
+                timed_save("interval");
+            /* period from start to start; a save longer than the period is
+             * followed by the next one at once, never by a backlog */
+            due += every;
+            if (due < mono_ms())
+                due = mono_ms();
+            pthread_mutex_lock(&ck.mu);
+            continue;
+        }
+        if (every) {
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            uint64_t wait = due - now;
+            dl.tv_sec += (time_t)(wait / 1000);
+            dl.tv_nsec += (long)(wait % 1000) * 1000000L;
+            if (dl.tv_nsec >= 1000000000L) {
+                dl.tv_sec++;
+                dl.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&ck.cv, &ck.mu, &dl);
+        } else {
+            pthread_cond_wait(&ck.cv, &ck.mu);
+        }
+    }
+    pthread_mutex_unlock(&ck.mu);
+    return NULL;
+}
+
+int srv_ckpt_start(char *msg, size_t cap)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&ck.cv, &a);
+    pthread_condattr_destroy(&a);
+    int e = pthread_create(&ck.thread, NULL, ck_main, NULL);
+    if (e) {
+        snprintf(msg, cap, "cannot start the checkpointer thread: %s", strerror(e));
+        return -1;
+    }
+    ck.started = 1;
+    if (*srv.cfg.checkpoint_dir)
+        srv_log(SRV_LOG_INFO, "checkpointer", "dir=%s interval_ms=%llu keep=%u on_exit=%d",
+                srv.cfg.checkpoint_dir, (unsigned long long)srv.cfg.checkpoint_interval_ms,
+                srv.cfg.checkpoint_keep, srv.cfg.checkpoint_on_exit);
+    return 0;
+}
+
+void srv_ckpt_queue_save(srv_call *c, const char *table, const char *dir)
+{
+    ck_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        return;
+    }
+    j->call = c;
+    snprintf(j->table, sizeof j->table, "%s", table);
+    snprintf(j->dir, sizeof j->dir, "%s", dir);
+    pthread_mutex_lock(&ck.mu);
+    if (ck.tail)
+        ck.tail->next = j;
+    else
+        ck.head = j;
+    ck.tail = j;
+    pthread_cond_signal(&ck.cv);
+    pthread_mutex_unlock(&ck.mu);
+}
+
+void srv_ckpt_stop(void)
+{
+    if (!ck.started)
+        return;
+    pthread_mutex_lock(&ck.mu);
+    ck.stop = 1;
+    pthread_cond_signal(&ck.cv);
+    pthread_mutex_unlock(&ck.mu);
+    pthread_join(ck.thread, NULL);
+    ck.started = 0;
+}
+
+/* ---- the exit save ------------------------------------------------------- */
+
+static pthread_mutex_t exit_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t exit_cv = PTHREAD_COND_INITIALIZER;
+static int exit_done;
+
+/* --checkpoint-exit-timeout-ms: a save still running then is abandoned. */
+static void *exit_watchdog(void *arg)
+{
+    unsigned ms = *(unsigned *)arg;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&exit_mu);
+    while (!exit_done)
+        if (pthread_cond_timedwait(&exit_cv, &exit_mu, &dl) == ETIMEDOUT && !exit_done) {
+            srv_log(SRV_LOG_ERROR, "shutdown_checkpoint_timeout",
+                    "timeout_ms=%u saved=partial: exiting without finishing the save; the "
+                    "previous checkpoints are intact",
+                    ms);
+            _exit(1);
+        }
+    pthread_mutex_unlock(&exit_mu);
+    return NULL;
+}
+
+int srv_ckpt_exit_save(void)
+{
+    if (!*srv.cfg.checkpoint_dir || !srv.cfg.checkpoint_on_exit)
+        return 0;
+    static unsigned timeout;
+    pthread_t wd;
+    int have_wd = 0;
+    timeout = srv.cfg.checkpoint_exit_timeout_ms;
+    if (timeout)
+        have_wd = pthread_create(&wd, NULL, exit_watchdog, &timeout) == 0;
+    uint64_t t0 = mono_ms();
+    save_result res;
+    ember_error err = {0, {0}};
+    int rc = save_set(srv.cfg.checkpoint_dir, "", "exit", &res, &err);
+    char q[600];
+    srv_log(rc ? SRV_LOG_ERROR : SRV_LOG_INFO, "shutdown_checkpoint",
+            "dir=%s tables=%zu failed=%zu rows=%llu ms=%.0f%s%s", srv.cfg.checkpoint_dir, res.n,
+            res.failed, (unsigned long long)res.rows, ms_since(t0), rc ? " reason=" : "",
+            rc ? srv_log_q(q, sizeof q, err.message) : "");
+    result_free(&res);
+    if (have_wd) {
+        pthread_mutex_lock(&exit_mu);
+        exit_done = 1;
+        pthread_cond_signal(&exit_cv);
+        pthread_mutex_unlock(&exit_mu);
+        pthread_join(wd, NULL);
+    }
+    return rc ? -1 : 0;
+}

@@ -1,0 +1,105 @@
+/*
+ * ckpt.h — this shard's checkpoints: the layout of a checkpoint directory, the
+ * restore at start, and the saves (Admin/Save, every --checkpoint-interval, and
+ * at SIGTERM). storage/checkpoint.h has the file format.
+ *
+ * Layout of a directory saved into:
+ *
+ *   <dir>/<table>.ckpt                  the newest complete checkpoint of <table>:
+ *                                       what the restore and Admin/Load read
+ *   <dir>/<table>.ckpt.tmp.<pid>.<n>    a save in progress; never read. One left by
+ *                                       a crash is removed when a server starts on
+ *                                       the dir.
+ *   <dir>/history/<table>.<UTC>.ckpt    older checkpoints, <UTC> the moment their
+ *                                       save started (YYYYMMDDTHHMMSS.nnnnnnnnnZ,
+ *                                       so names sort by time); a save keeps the
+ *                                       newest --checkpoint-keep − 1 of its table
+ *   <dir>/.lock                         --checkpoint-dir only: flock'ed by the
+ *                                       server using the dir, holds its pid
+ *
+ * A save of one table links the current <table>.ckpt into history/, writes the
+ * temp file, fsyncs it, renames it over <table>.ckpt, fsyncs the directory and
+ * prunes history/. <table>.ckpt is a complete checkpoint at every moment: the
+ * previous one until the rename, the new one after it; a kill at any moment
+ * leaves one of the two and perhaps a temp file, which nothing reads.
+ *
+ * Tables are saved one after another, each file on its own: a crash in the middle
+ * of a save of every table leaves the tables saved so far at the new checkpoint
+ * and the others at their previous one. Each row in a file is whole (embedding and
+ * optimizer slots from one moment: the table's export takes each bucket's lock),
+ * while Pull and Push go on during the save: a push that lands during it may or
+ * may not be in the file.
+ *
+ * Dropping a table moves its <table>.ckpt into history/ (--checkpoint-dir only):
+ * a dropped table is not restored at the next start, while Admin/Load of it by
+ * name still finds it there.
+ *
+ * Restore (at start, before the port opens): every <dir>/<table>.ckpt. All
+ * headers are checked first (this server's shard index and count, the table name
+ * of the file's name), then each file is verified whole and loaded into a table
+ * created from its config. Any failure stops the start, naming the file: a server
+ * never serves a table missing or partial because its checkpoint was bad.
+ *
+ * Threads: all saves other than the exit save run on one checkpointer thread, so
+ * a save never holds a gRPC worker (an Admin/Save call is answered from that
+ * thread when its save ends). A drop waits for a table save in progress to end.
+ */
+#ifndef EMBER_SRV_CKPT_H
+#define EMBER_SRV_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/checkpoint.h"
+#include "storage/status.h"
+
+struct srv_call;
+
+/* Before srv_rpc_start: with --checkpoint-dir, creates the dir, locks it, removes
+ * temp files left by a crash and, with --checkpoint-restore, restores every table
+ * found, logging each (event=restored) and the total (event=restore_done).
+ * Returns 0, or -1 with the reason in msg (the dir cannot be created or is
+ * locked by another server; a checkpoint is damaged, of another shard or cannot
+ * be loaded). */
+int srv_ckpt_open(char *msg, size_t cap);
+
+/* Before srv_rpc_start (a Save call may come at once): starts the checkpointer thread (queued Admin/Save calls,
+ * and the periodic saves). Returns 0, or -1 with the reason in msg. */
+int srv_ckpt_start(char *msg, size_t cap);
+
+/* After srv_rpc_stop (no call is left to answer): lets a save in progress end,
+ * then joins the checkpointer thread. */
+void srv_ckpt_stop(void);
+
+/* The save at SIGTERM (--checkpoint-on-exit, with a --checkpoint-dir): every
+ * table, logged as event=shutdown_checkpoint with what was saved and how long it
+ * took. With --checkpoint-exit-timeout-ms, a save still running then is given up:
+ * the process exits 1 at once (the previous checkpoints are intact). Returns 0
+ * (saved, or nothing to do) or -1 (a table could not be saved: logged). */
+int srv_ckpt_exit_save(void);
+
+/* Admin/Save: queues the save of `table` ("" = every table) into `dir` ("" = the
+ * --checkpoint-dir); the call is answered from the checkpointer thread when it
+ * ends. The caller has checked the names. */
+void srv_ckpt_queue_save(struct srv_call *c, const char *table, const char *dir);
+
+/* A dropped table's checkpoint in --checkpoint-dir goes to history/ (waits for a
+ * save of it in progress). No-op without a dir or without a file. */
+void srv_ckpt_retire(const char *table);
+
+/* The newest complete checkpoint of `table` in `dir` into path[cap]:
+ * <dir>/<table>.ckpt, or where there is none the newest in <dir>/history/.
+ * Errors: NOT_FOUND (neither), INVALID_ARGUMENT (path too long). */
+int srv_ckpt_resolve(const char *dir, const char *table, char *path, size_t cap,
+                     ember_error *err);
+
+/* Loads the checkpoint at `path` into the table `name` (creating it from the
+ * file's config when `create` and it does not exist) by filling a fresh table and
+ * swapping it in, so calls on the old one never see a half-loaded table. On
+ * success fills *out (if not NULL) with the file's header and *created (if not
+ * NULL) with whether the table was created. Errors: those of ember_ckpt_load,
+ * NOT_FOUND (no such table and not `create`). */
+int srv_ckpt_load_file(const char *path, const char *name, int create,
+                       ember_ckpt_meta *out, int *created, ember_error *err);
+
+#endif
