@@ -3,9 +3,10 @@
  * service (protoc-c messages: these calls are rare and small).
  *
  * All shards' requests start at once on the call machinery of internal.h; the
- * first failing shard (lowest index) is reported. Only DescribeTable is retried
- * on UNAVAILABLE: a retried create or drop whose first try did land would come
- * back ALREADY_EXISTS / NOT_FOUND, and save/load are too heavy to repeat blindly.
+ * first failing shard (lowest index) is reported. Only DescribeTable and
+ * ListTables are retried on UNAVAILABLE: a retried create or drop whose first
+ * try did land would come back ALREADY_EXISTS / NOT_FOUND, and save/load are too
+ * heavy to repeat blindly.
  * A fan-out that fails half-way is not undone: create with if_not_exists (or
  * drop with if_exists) again to converge.
  */
@@ -211,6 +212,99 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
     info.load_factor = info.capacity ? (double)info.size / (double)info.capacity : 0.0;
     ember_op_release(op);
     *out = info;
+    return 0;
+}
+
+static int info_by_name(const void *a, const void *b)
+{
+    return strcmp(((const ember_table_info *)a)->name, ((const ember_table_info *)b)->name);
+}
+
+int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t *count,
+                      ember_error *err)
+{
+    if (!c)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+    if (!count || (cap && !out))
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no output");
+    Ember__V1__ListTablesRequest req = EMBER__V1__LIST_TABLES_REQUEST__INIT;
+    int rv;
+    ember_op *op = fan_out(c, EMBER_M_LIST, &req.base, 1, &rv, err);
+    if (!op)
+        return rv;
+
+    /* The union over shards, found by name: a handful of tables per server, so
+     * a linear search per entry is cheaper than anything cleverer. */
+    ember_table_info *all = NULL;
+    size_t n = 0, ncap = 0;
+    for (unsigned s = 0; s < c->nshards; s++) {
+        Ember__V1__ListTablesResponse *r = ember__v1__list_tables_response__unpack(
+            NULL, op->calls[s].resp_len, op->calls[s].resp);
+        if (!r) {
+            free(all);
+            return bad_reply(op, s, "ListTables", err);
+        }
+        for (size_t k = 0; k < r->n_tables; k++) {
+            const Ember__V1__TableInfo *t = r->tables[k];
+            if (!t || !t->name || !t->config || !t->stats || strlen(t->name) > 64) {
+                ember__v1__list_tables_response__free_unpacked(r, NULL);
+                free(all);
+                return bad_reply(op, s, "ListTables", err);
+            }
+            ember_table_info *e = NULL;
+            for (size_t i = 0; i < n && !e; i++)
+                if (strcmp(all[i].name, t->name) == 0)
+                    e = &all[i];
+            if (e && e->dim != t->config->dim) {
+                rv = ember_op_shard_error(op, s, EMBER_E_FAILED_PRECONDITION, err,
+                                          "table '%s' has dim %u here but %u on another shard",
+                                          t->name, t->config->dim, e->dim);
+                ember__v1__list_tables_response__free_unpacked(r, NULL);
+                free(all);
+                ember_op_release(op);
+                return rv;
+            }
+            if (!e) {
+                if (n == ncap) {
+                    size_t nc = ncap ? 2 * ncap : 16;
+                    ember_table_info *a = realloc(all, nc * sizeof *a);
+                    if (!a) {
+                        ember__v1__list_tables_response__free_unpacked(r, NULL);
+                        free(all);
+                        ember_op_release(op);
+                        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
+                                                   "out of memory");
+                    }
+                    all = a;
+                    ncap = nc;
+                }
+                e = &all[n++];
+                memset(e, 0, sizeof *e);
+                snprintf(e->name, sizeof e->name, "%s", t->name);
+                e->dim = t->config->dim;
+            }
+            const Ember__V1__TableStats *st = t->stats;
+            e->size += st->size;
+            e->capacity += st->capacity;
+            e->evictions += st->evictions;
+            e->admission_drops += st->admission_drops;
+            if (st->version > e->version_max)
+                e->version_max = st->version;
+        }
+        ember__v1__list_tables_response__free_unpacked(r, NULL);
+    }
+    ember_op_release(op);
+    if (n > 1)
+        qsort(all, n, sizeof *all, info_by_name);
+    for (size_t i = 0; i < n; i++) {
+        all[i].load_factor =
+            all[i].capacity ? (double)all[i].size / (double)all[i].capacity : 0.0;
+        if (i < cap)
+            out[i] = all[i];
+    }
+    free(all);
+    *count = n;
+    ember_cli_error_clear(err);
     return 0;
 }
 

@@ -20,6 +20,7 @@
 #include "client/error.h"
 #include "client/internal.h"
 #include "client/rpc.h"
+#include "client/tfconfig.h"
 
 #define EMBER_DEFAULT_TIMEOUT_MS 10000u
 #define EMBER_DEFAULT_RETRIES 5u
@@ -43,6 +44,7 @@ static const char *const method_paths[EMBER_M_COUNT] = {
     [EMBER_M_DESCRIBE] = "/ember.v1.Admin/DescribeTable",
     [EMBER_M_SAVE] = "/ember.v1.Admin/Save",
     [EMBER_M_LOAD] = "/ember.v1.Admin/Load",
+    [EMBER_M_LIST] = "/ember.v1.Admin/ListTables",
 };
 
 /* ---- the key → shard function ------------------------------------------------ */
@@ -283,28 +285,11 @@ static int expand_pattern(const char *pat, unsigned count, const char *source, c
     return 0;
 }
 
-/* Where the shards come from, first that is set: options.shards,
- * options.shard_pattern, EMBER_SHARDS, EMBER_SHARD_PATTERN. */
-static int resolve_shards(const ember_client_options *o, char ***addrs, unsigned *n,
-                          ember_error *err)
+/* A pattern's addresses: the count from options.shard_count, else
+ * EMBER_SHARD_COUNT. */
+static int resolve_pattern(const ember_client_options *o, const char *pat, const char *pat_src,
+                           char ***addrs, unsigned *n, ember_error *err)
 {
-    if (o->shards && *o->shards)
-        return split_list(o->shards, "options.shards", addrs, n, err);
-
-    const char *pat = o->shard_pattern, *pat_src = "options.shard_pattern";
-    const char *env_list = getenv("EMBER_SHARDS");
-    if (!(pat && *pat) && env_list && *env_list)
-        return split_list(env_list, "EMBER_SHARDS", addrs, n, err);
-    if (!(pat && *pat)) {
-        pat = getenv("EMBER_SHARD_PATTERN");
-        pat_src = "EMBER_SHARD_PATTERN";
-    }
-    if (!(pat && *pat))
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "no shards: set options.shards or EMBER_SHARDS "
-                                   "(host:port,...), or a pattern with {i} and a count "
-                                   "(options.shard_pattern/shard_count or "
-                                   "EMBER_SHARD_PATTERN/EMBER_SHARD_COUNT)");
     unsigned count = o->shard_count;
     if (count == 0) {
         const char *env_count = getenv("EMBER_SHARD_COUNT");
@@ -319,6 +304,58 @@ static int resolve_shards(const ember_client_options *o, char ***addrs, unsigned
         return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
                                    "%u shards, at most %u", count, EMBER_MAX_SHARDS);
     return expand_pattern(pat, count, pat_src, addrs, n, err);
+}
+
+/* Where the shards come from, the first that is set (ember.h): options.shards,
+ * options.shard_pattern, EMBER_SHARDS, TF_CONFIG's cluster.ps,
+ * EMBER_SHARD_PATTERN. What the caller says beats the environment; of the
+ * environment, ember's own variable beats the generic TensorFlow one, so a job
+ * that carries both can point its workers elsewhere without editing its cluster
+ * spec; and a listed cluster beats a pattern. *source is a static string. */
+static int resolve_shards(const ember_client_options *o, char ***addrs, unsigned *n,
+                          const char **source, ember_error *err)
+{
+    if (o->shards && *o->shards) {
+        *source = "options.shards";
+        return split_list(o->shards, *source, addrs, n, err);
+    }
+    if (o->shard_pattern && *o->shard_pattern) {
+        *source = "options.shard_pattern";
+        return resolve_pattern(o, o->shard_pattern, *source, addrs, n, err);
+    }
+    const char *env_list = getenv("EMBER_SHARDS");
+    if (env_list && *env_list) {
+        *source = "EMBER_SHARDS";
+        return split_list(env_list, *source, addrs, n, err);
+    }
+    const char *tf = getenv("TF_CONFIG");
+    if (tf && *tf) {
+        int rv = ember_tfconfig_ps(tf, addrs, n, err);
+        if (rv != 0)
+            return rv;
+        if (*n > EMBER_MAX_SHARDS) {
+            free_addrs(*addrs, *n);
+            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                       "TF_CONFIG: %u ps tasks, at most %u", *n,
+                                       EMBER_MAX_SHARDS);
+        }
+        if (*n > 0) {
+            *source = "TF_CONFIG";
+            return 0;
+        }
+        /* A cluster without parameter servers: not ours, look further. */
+    }
+    const char *pat = getenv("EMBER_SHARD_PATTERN");
+    if (pat && *pat) {
+        *source = "EMBER_SHARD_PATTERN";
+        return resolve_pattern(o, pat, *source, addrs, n, err);
+    }
+    return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                               "no shards: set options.shards or EMBER_SHARDS "
+                               "(host:port,...), TF_CONFIG with a cluster.ps list%s, or a "
+                               "pattern with {i} and a count (options.shard_pattern/"
+                               "shard_count or EMBER_SHARD_PATTERN/EMBER_SHARD_COUNT)",
+                               tf && *tf ? " (TF_CONFIG is set but lists no ps tasks)" : "");
 }
 
 static uint64_t random_id(void)
@@ -417,7 +454,8 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
     }
     char **addrs = NULL;
     unsigned n = 0;
-    if (resolve_shards(opts, &addrs, &n, err) != 0)
+    const char *source = NULL;
+    if (resolve_shards(opts, &addrs, &n, &source, err) != 0)
         return NULL;
     for (unsigned i = 0; i < n; i++) {
         ember_error e;
@@ -444,6 +482,7 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
     }
     pthread_mutex_init(&c->pool_mu, NULL);
     c->nshards = n;
+    c->shard_source = source;
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : EMBER_DEFAULT_TIMEOUT_MS;
     c->max_retries = opts->max_retries ? opts->max_retries : EMBER_DEFAULT_RETRIES;
     c->wire_dtype = opts->wire_dtype;
@@ -536,6 +575,11 @@ const char *ember_client_shard_address(const ember_client *c, unsigned i)
 uint64_t ember_client_id(const ember_client *c)
 {
     return c ? c->client_id : 0;
+}
+
+const char *ember_client_shard_source(const ember_client *c)
+{
+    return c ? c->shard_source : NULL;
 }
 
 /* ---- test hooks (declared in client/debug.h) --------------------------------- */

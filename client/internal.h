@@ -36,6 +36,7 @@
 typedef enum ember_method {
     EMBER_M_PULL, EMBER_M_PUSH, EMBER_M_PUSHPULL,
     EMBER_M_CREATE, EMBER_M_DROP, EMBER_M_DESCRIBE, EMBER_M_SAVE, EMBER_M_LOAD,
+    EMBER_M_LIST,
     EMBER_M_COUNT
 } ember_method;
 
@@ -53,6 +54,7 @@ typedef struct ember_shard {
 struct ember_client {
     unsigned nshards;
     ember_shard *shards;
+    const char *shard_source;    /* where the list came from: a static string */
     unsigned timeout_ms, max_retries;
     ember_dtype wire_dtype;
     uint64_t client_id;

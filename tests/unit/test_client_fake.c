@@ -913,6 +913,7 @@ START_TEST(options_and_environment)
     unsetenv("EMBER_SHARDS");
     unsetenv("EMBER_SHARD_PATTERN");
     unsetenv("EMBER_SHARD_COUNT");
+    unsetenv("TF_CONFIG"); /* test_client_shards.c covers it */
     ck_assert_ptr_null(ember_client_open(&o, &e));
     ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(e.message, "EMBER_SHARDS"));

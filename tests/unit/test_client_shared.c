@@ -19,7 +19,8 @@ int main(void)
         (void (*)(void))ember_wait,            (void (*)(void))ember_table_spec_init,
         (void (*)(void))ember_create_table,    (void (*)(void))ember_drop_table,
         (void (*)(void))ember_describe_table,  (void (*)(void))ember_save,
-        (void (*)(void))ember_load,
+        (void (*)(void))ember_load,            (void (*)(void))ember_client_shard_source,
+        (void (*)(void))ember_list_tables,
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         if (!fns[i])

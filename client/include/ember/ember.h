@@ -89,14 +89,19 @@ typedef enum ember_dtype {
 typedef struct ember_client ember_client;
 
 typedef struct ember_client_options {
-    /* Where the shards are, the first of these that is set:
+    /* Where the shards are, the first of these that is set (the caller's
+     * options, then the environment; ember_client_shard_source says which):
      *   1. shards: "host:port,host:port,..." in shard order (spaces around
      *      entries ignored; host may be a name, IPv4 or [IPv6]; gRPC URIs such
      *      as "unix:/path" or "dns:///h:p" pass through);
      *   2. shard_pattern with shard_count (or EMBER_SHARD_COUNT): a StatefulSet's
      *      names, "ember-{i}.ember.ns.svc:7070", every {i} replaced by 0..count-1;
      *   3. the environment variable EMBER_SHARDS (as 1);
-     *   4. EMBER_SHARD_PATTERN with shard_count or EMBER_SHARD_COUNT (as 2).
+     *   4. TF_CONFIG, a TensorFlow job's cluster spec (JSON): its cluster.ps
+     *      list, ps task i being shard i, so a parameter-server job's config
+     *      points at ember as it is. Other jobs and "task" are ignored; a
+     *      TF_CONFIG without ps tasks is skipped; a malformed one fails the open;
+     *   5. EMBER_SHARD_PATTERN with shard_count or EMBER_SHARD_COUNT (as 2).
      * The order of the list is the shard index: every client of a cluster must
      * use the same order. The same address twice is refused. */
     const char *shards;
@@ -141,6 +146,10 @@ unsigned ember_client_shard_count(const ember_client *c);
 uint64_t ember_client_id(const ember_client *c);
 /* The address of shard i, or NULL. */
 const char *ember_client_shard_address(const ember_client *c, unsigned i);
+/* Where the shard list came from: "options.shards", "options.shard_pattern",
+ * "EMBER_SHARDS", "TF_CONFIG" or "EMBER_SHARD_PATTERN" (static strings); NULL
+ * for a NULL client. */
+const char *ember_client_shard_source(const ember_client *c);
 
 /* The documented key→shard function, fixed forever (clients, checkpoint import
  * and resharding tools must agree): jump consistent hash (Lamping & Veach 2014)
@@ -294,6 +303,17 @@ typedef struct ember_table_info {
 } ember_table_info;
 int ember_describe_table(ember_client *c, const char *name, ember_table_info *out,
                          ember_error *err);
+
+/* Lists every table that any shard holds, in name order, each summed over the
+ * shards that hold it (as ember_describe_table). Fills out[0..min(cap, *count))
+ * and sets *count to the number of tables: when *count > cap, call again with a
+ * larger array (out may be NULL when cap is 0). A table that only some shards
+ * hold (a create that failed half-way) is listed with those shards' sums;
+ * ember_describe_table names the shard that lacks it. Retried on UNAVAILABLE as
+ * describe is. INVALID_ARGUMENT for a NULL client or count, FAILED_PRECONDITION
+ * if shards disagree on a table's dim. */
+int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t *count,
+                      ember_error *err);
 
 /* Saves every shard's tables (table NULL: all) to the servers' checkpoint dirs
  * (dir NULL) or `dir` on each server: <dir>/<table>.ckpt on every shard, so
