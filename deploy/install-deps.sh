@@ -8,6 +8,10 @@ packages=(build-essential cmake pkg-config libjemalloc-dev check
           python3-grpcio python3-protobuf protobuf-compiler
           iperf3 python3-yaml clang libclang-rt-dev llvm)  # clang..llvm: tests/fuzz
 
+# tests/python and client/python/examples: numpy, and PyTorch for ember.torch
+# (python3-torch is large: about 150 MB to download, 640 MB installed, a minute).
+packages+=(python3-numpy python3-torch)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

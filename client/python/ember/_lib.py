@@ -1,0 +1,201 @@
+"""libember through ctypes: finding the shared library, its structs, its calls.
+
+Internal to the ``ember`` package. The structs mirror client/include/ember/ember.h
+field for field (ctypes lays them out as the C compiler does); every pointer to
+keys, rows and gradients is passed as ``c_void_p`` so that numpy arrays go in by
+address, without a copy. ctypes releases the GIL for the length of every call, so
+other Python threads (and an async pull's network progress) run meanwhile.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import pathlib
+
+# ---- finding libember --------------------------------------------------------
+
+
+def _is_sanitized(path):
+    # An ASan-instrumented libember aborts a Python that did not preload the ASan
+    # runtime, so build trees made with -DEMBER_SANITIZE are passed over.
+    try:
+        with open(path, "rb") as f:
+            return b"libasan.so" in f.read()
+    except OSError:
+        return True
+
+
+def _source_root():
+    """The checkout this package lives in, or None when it was installed elsewhere."""
+    root = pathlib.Path(__file__).resolve().parents[3]
+    if (root / "client" / "include" / "ember" / "ember.h").is_file():
+        return root
+    return None
+
+
+def candidates():
+    """Where libember is looked for, in order (see find_library)."""
+    env = os.environ.get("EMBER_LIBRARY")
+    if env:
+        return [env]
+    out = []
+    root = _source_root()
+    if root is not None:
+        built = [p for p in root.glob("build*/client/libember.so") if p.is_file()]
+        built.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        out += [str(p) for p in built if not _is_sanitized(p)]
+    found = ctypes.util.find_library("ember")
+    if found:
+        out.append(found)
+    out += ["libember.so.0", "libember.so"]
+    return out
+
+
+def find_library():
+    """Loads libember: $EMBER_LIBRARY (a path, and nothing else when it is set);
+    else the newest build tree of the checkout this package sits in
+    (build*/client/libember.so, sanitizer builds skipped); else the system's
+    (ldconfig's cache, LD_LIBRARY_PATH, the install prefix's lib directory).
+    Returns (CDLL, path). Raises OSError naming every place tried."""
+    tried = []
+    for c in candidates():
+        try:
+            return ctypes.CDLL(c), c
+        except OSError as e:
+            tried.append(f"{c}: {e}")
+    raise OSError(
+        "ember: cannot load libember; build it (cmake --build build) or set "
+        "EMBER_LIBRARY=/path/to/libember.so. Tried:\n  " + "\n  ".join(tried)
+    )
+
+
+# ---- structs (ember.h) ----------------------------------------------------------
+
+
+class ember_error(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_int),
+        ("shard", ctypes.c_int),
+        ("message", ctypes.c_char * 512),
+    ]
+
+
+class ember_client_options(ctypes.Structure):
+    _fields_ = [
+        ("shards", ctypes.c_char_p),
+        ("shard_pattern", ctypes.c_char_p),
+        ("shard_count", ctypes.c_uint),
+        ("timeout_ms", ctypes.c_uint),
+        ("max_retries", ctypes.c_uint),
+        ("wire_dtype", ctypes.c_int),
+        ("client_id", ctypes.c_uint64),
+        ("channels_per_shard", ctypes.c_uint),
+    ]
+
+
+class _optimizer(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int)] + [
+        (n, ctypes.c_float)
+        for n in (
+            "lr", "eps", "initial_accumulator", "beta1", "beta2", "weight_decay",
+            "l1", "l2", "lr_power", "beta",
+        )
+    ]
+
+
+class _initializer(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("a", ctypes.c_float), ("b", ctypes.c_float)]
+
+
+class ember_table_spec(ctypes.Structure):
+    _fields_ = [
+        ("dim", ctypes.c_uint32),
+        ("capacity_per_shard", ctypes.c_uint64),
+        ("score_policy", ctypes.c_int),
+        ("seed", ctypes.c_uint64),
+        ("optimizer", _optimizer),
+        ("initializer", _initializer),
+        ("admission_min_count", ctypes.c_uint32),
+        ("admission_sketch_width", ctypes.c_uint32),
+        ("zero_nonfinite", ctypes.c_int),
+        ("backend", ctypes.c_char_p),
+    ]
+
+
+class ember_table_info(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char * 65),
+        ("dim", ctypes.c_uint32),
+        ("size", ctypes.c_uint64),
+        ("capacity", ctypes.c_uint64),
+        ("load_factor", ctypes.c_double),
+        ("evictions", ctypes.c_uint64),
+        ("admission_drops", ctypes.c_uint64),
+        ("version_max", ctypes.c_uint64),
+    ]
+
+
+# ---- calls ------------------------------------------------------------------------
+
+_p = ctypes.c_void_p
+_i = ctypes.c_int
+_u = ctypes.c_uint
+_u32 = ctypes.c_uint32
+_u64 = ctypes.c_uint64
+_sz = ctypes.c_size_t
+_s = ctypes.c_char_p
+_err = ctypes.POINTER(ember_error)
+
+# name: (restype, argtypes). Keys, rows and gradients are c_void_p (addresses).
+_PROTOTYPES = {
+    "ember_code_name": (_s, [_i]),
+    "ember_client_options_init": (None, [ctypes.POINTER(ember_client_options)]),
+    "ember_client_open": (_p, [ctypes.POINTER(ember_client_options), _err]),
+    "ember_client_close": (None, [_p]),
+    "ember_client_shard_count": (_u, [_p]),
+    "ember_client_id": (_u64, [_p]),
+    "ember_client_shard_address": (_s, [_p, _u]),
+    "ember_client_shard_source": (_s, [_p]),
+    "ember_shard_of": (_u, [_u64, _u]),
+    "ember_pull": (_i, [_p, _s, _p, _sz, _p, _u32, _u, _err]),
+    "ember_push": (_i, [_p, _s, _p, _sz, _p, _u32, _err]),
+    "ember_push_mode_values": (_i, [_p, _s, _p, _sz, _p, _u32, _i, _err]),
+    "ember_push_pull": (_i, [_p, _s, _p, _sz, _p, _p, _sz, _p, _u32, _u, _err]),
+    "ember_pull_async": (_p, [_p, _s, _p, _sz, _p, _u32, _u, _err]),
+    "ember_push_async": (_p, [_p, _s, _p, _sz, _p, _u32, _err]),
+    "ember_wait": (_i, [_p, _err]),
+    "ember_table_spec_init": (None, [ctypes.POINTER(ember_table_spec)]),
+    "ember_create_table": (_i, [_p, _s, ctypes.POINTER(ember_table_spec), _i, _err]),
+    "ember_drop_table": (_i, [_p, _s, _i, _err]),
+    "ember_describe_table": (_i, [_p, _s, ctypes.POINTER(ember_table_info), _err]),
+    "ember_list_tables": (
+        _i, [_p, ctypes.POINTER(ember_table_info), _sz, ctypes.POINTER(_sz), _err]),
+    "ember_save": (_i, [_p, _s, _s, _err]),
+    "ember_load": (_i, [_p, _s, _s, _err]),
+}
+
+
+class Lib:
+    """The loaded library with typed functions as attributes. A function that
+    this libember lacks (an older build) is None, and its Python call raises
+    UnimplementedError instead of failing at import."""
+
+    def __init__(self):
+        self.cdll, self.path = find_library()
+        for name, (res, args) in _PROTOTYPES.items():
+            fn = getattr(self.cdll, name, None)
+            if fn is not None:
+                fn.restype = res
+                fn.argtypes = args
+            setattr(self, name, fn)
+
+
+_lib = None
+
+
+def lib():
+    """The process's libember, loaded on first use."""
+    global _lib
+    if _lib is None:
+        _lib = Lib()
+    return _lib

@@ -1,0 +1,198 @@
+"""ember.torch: PyTorch embedding modules whose rows live on ember's shards.
+
+    emb = ember.torch.Embedding(client, "user", dim=16)
+    bag = ember.torch.EmbeddingBag(client, "tags", dim=16, mode="mean")
+    model = torch.nn.Sequential(...)                  # the dense part
+    opt = torch.optim.Adam(model.parameters())        # dense parameters only
+
+    for ids, tags, offsets, y in batches:
+        x = torch.cat([emb(ids), bag(tags, offsets)], dim=1)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()          # also pushes the rows' gradients to ember
+        opt.step()
+
+forward() pulls the batch's rows (training: find_or_insert, new ids get the
+table's initializer; eval(): find, missing ids read as their initial rows
+and nothing is created); backward() pushes the gradient of every looked-up row to the table,
+whose server-side optimizer (SGD, Adagrad, Adam, FTRL, set at create_table)
+updates it. libember sums the gradients of an id that occurs several times, so
+the server sees exactly the gradient torch computed for that row. The modules
+have no torch parameters: the sparse part is the server's, the dense part trains
+with any torch optimizer, and checkpoints of the sparse part are client.save().
+
+prefetch(next_ids) starts the next batch's pull (ember_pull_async) so its rows
+travel while this batch computes; forward(next_ids) then waits for them instead
+of pulling. Those rows are read before this step's push lands: the one-step
+staleness every asynchronous parameter server has.
+
+Ids are integer tensors of any shape on any device (int64 ids are ember's
+uint64 keys bit for bit); rows come back on the ids' device, float32.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .client import as_keys
+from .errors import Code, InvalidArgumentError
+
+
+class _PushGrad(torch.autograd.Function):
+    """Identity on the pulled rows whose backward pushes their gradient."""
+
+    @staticmethod
+    def forward(ctx, rows, module, keys):
+        ctx.module = module
+        ctx.keys = keys
+        return rows.view_as(rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.module._push(ctx.keys, grad)
+        ctx.module = ctx.keys = None
+        return None, None, None
+
+
+def _ids_to_keys(ids, copy=False):
+    """(ids on the CPU as int64, their uint64 view) for an integer tensor/array."""
+    if not torch.is_tensor(ids):
+        a = np.asarray(ids)
+        ids = torch.as_tensor(a.view(np.int64) if a.dtype == np.uint64 else a)
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"ids must be integers, not {ids.dtype}")
+    ids = ids.detach().to("cpu", torch.int64).contiguous()
+    if copy:
+        ids = ids.clone()
+    return ids, as_keys(ids.numpy())
+
+
+class Embedding(torch.nn.Module):
+    """Looks up rows of ember table `table` (dim `dim`): forward(ids) returns a
+    float32 tensor of shape ids.shape + (dim,). create: None when the table
+    exists, or create_table's keyword arguments (capacity_per_shard, optimizer,
+    lr, initializer, ...) to create it if it does not. Counters: pulls, pushes,
+    prefetch_hits (forward calls served by a prefetch)."""
+
+    def __init__(self, client, table, dim, *, create=None):
+        super().__init__()
+        self.client = client
+        self.table = table
+        self.dim = int(dim)
+        if create is not None:
+            client.create_table(table, self.dim, if_not_exists=True, **create)
+        self._prefetched = None
+        self.pulls = self.pushes = self.prefetch_hits = 0
+
+    def extra_repr(self):
+        return f"table={self.table!r}, dim={self.dim}"
+
+    # ---- pulls -------------------------------------------------------------------
+
+    def prefetch(self, ids):
+        """Starts pulling the rows of `ids` (a coming batch) and returns at once;
+        the next forward() with the same ids uses them. A prefetch not used by
+        the next forward is dropped."""
+        self._drop_prefetch()
+        _, keys = _ids_to_keys(ids, copy=True)
+        pending = self.client.pull_async(self.table, keys, self.dim, insert=self.training)
+        self._prefetched = (keys, pending, self.training)
+
+    def _drop_prefetch(self):
+        p, self._prefetched = self._prefetched, None
+        if p is not None:
+            try:
+                p[1].wait()
+            except Exception:
+                pass
+
+    def _pull(self, keys):
+        insert = self.training
+        p, self._prefetched = self._prefetched, None
+        if p is not None:
+            pkeys, pending, pinsert = p
+            rows = pending.wait()
+            if pinsert == insert and pkeys.size == keys.size and \
+                    np.array_equal(pkeys.ravel(), keys.ravel()):
+                self.prefetch_hits += 1
+                return rows.reshape(keys.shape + (self.dim,))
+        self.pulls += 1
+        return self.client.pull(self.table, keys, self.dim, insert=insert)
+
+    def _lookup(self, ids):
+        """The rows of ids on the CPU, wired for a push on backward."""
+        _, keys = _ids_to_keys(ids)
+        rows = torch.from_numpy(self._pull(keys))
+        if self.training and torch.is_grad_enabled():
+            rows.requires_grad_(True)
+            rows = _PushGrad.apply(rows, self, keys)
+        return rows
+
+    def forward(self, ids):
+        device = ids.device if torch.is_tensor(ids) else torch.device("cpu")
+        return self._lookup(ids).to(device)
+
+    # ---- pushes ------------------------------------------------------------------
+
+    def _push(self, keys, grad):
+        g = grad.detach().to("cpu", torch.float32).contiguous().numpy()
+        self.client.push(self.table, keys, g.reshape(keys.shape + (self.dim,)))
+        self.pushes += 1
+
+    def train(self, mode=True):
+        # A prefetch made in the other mode would pull with the wrong flag.
+        if mode != self.training:
+            self._drop_prefetch()
+        return super().train(mode)
+
+
+class EmbeddingBag(Embedding):
+    """Sums or averages bags of rows, as torch.nn.EmbeddingBag does: forward(input,
+    offsets=None, per_sample_weights=None) with input 2-D (B, L: B bags of L
+    ids) and no offsets, or input 1-D with offsets (B,) where each bag starts
+    (include_last_offset: offsets has B+1 entries, the last the end). mode:
+    "sum" or "mean" (an empty bag is zeros). per_sample_weights scale the rows
+    ("sum" only). Returns (B, dim) float32 on the input's device; backward
+    pushes each looked-up row's gradient, as Embedding."""
+
+    def __init__(self, client, table, dim, mode="mean", *, include_last_offset=False,
+                 create=None):
+        if mode not in ("sum", "mean"):
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"mode {mode!r}: sum or mean")
+        super().__init__(client, table, dim, create=create)
+        self.mode = mode
+        self.include_last_offset = include_last_offset
+
+    def extra_repr(self):
+        return super().extra_repr() + f", mode={self.mode!r}"
+
+    def prefetch(self, input, offsets=None):
+        """As Embedding.prefetch, for forward(input, offsets)."""
+        flat = input.reshape(-1) if torch.is_tensor(input) else np.asarray(input).reshape(-1)
+        super().prefetch(flat)
+
+    def forward(self, input, offsets=None, per_sample_weights=None):
+        if not torch.is_tensor(input):
+            a = np.asarray(input)
+            input = torch.as_tensor(a.view(np.int64) if a.dtype == np.uint64 else a)
+        device = input.device
+        if input.dim() == 2:
+            if offsets is not None:
+                raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                           "offsets must be None for a 2-D input")
+            idx = torch.arange(input.numel(), device=device).view(input.shape)
+        elif input.dim() == 1:
+            if offsets is None:
+                raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                           "a 1-D input needs offsets (where each bag starts)")
+            idx = torch.arange(input.numel(), device=device)
+            offsets = offsets.to(device)
+        else:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"input must be 1-D or 2-D, not {input.dim()}-D")
+        rows = self._lookup(input.reshape(-1)).to(device)
+        if per_sample_weights is not None:
+            per_sample_weights = per_sample_weights.reshape(idx.shape).to(device, rows.dtype)
+        return F.embedding_bag(idx, rows, offsets, mode=self.mode,
+                               per_sample_weights=per_sample_weights,
+                               include_last_offset=self.include_last_offset)

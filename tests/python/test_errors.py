@@ -1,0 +1,125 @@
+"""libember's statuses reach Python as ember.Error subclasses carrying the gRPC
+code, the failing shard and the message: unknown table NOT_FOUND, wrong dim
+INVALID_ARGUMENT, and the rest of what a worker meets."""
+
+import socket
+
+import numpy as np
+
+from ember_test_util import ShardsTest, main
+
+import ember
+from ember import Code
+
+
+class Errors(ShardsTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.client.create_table("t4", 4, 256)
+
+    def assertCode(self, cm, code, cls):
+        e = cm.exception
+        self.assertIsInstance(e, ember.Error)
+        self.assertIsInstance(e, cls)
+        self.assertEqual(e.code, code)
+        self.assertEqual(int(e.code), int(code))
+        self.assertTrue(str(e).startswith(code.name + ": "), str(e))
+        self.assertTrue(e.message)
+        return e
+
+    def test_unknown_table_is_not_found(self):
+        with self.assertRaises(ember.NotFoundError) as cm:
+            self.client.pull("no_such_table", [1, 2, 3], 4)
+        e = self.assertCode(cm, Code.NOT_FOUND, LookupError)
+        self.assertIn(e.shard, (0, 1))  # a shard answered it
+        self.assertIn("no_such_table", e.message)
+        with self.assertRaises(ember.NotFoundError):
+            self.client.push("no_such_table", [1], np.zeros((1, 4), np.float32))
+        with self.assertRaises(ember.NotFoundError):
+            self.client.describe_table("no_such_table")
+        with self.assertRaises(ember.NotFoundError):
+            self.client.drop_table("no_such_table")
+        self.client.drop_table("no_such_table", if_exists=True)
+        # Without a dim the lookup itself (describe) reports it.
+        with ember.Client(self.addresses) as c, self.assertRaises(ember.NotFoundError):
+            c.pull("no_such_table", [1])
+
+    def test_wrong_dim_is_invalid_argument(self):
+        with self.assertRaises(ember.InvalidArgumentError) as cm:
+            self.client.pull("t4", [1, 2], 5)
+        e = self.assertCode(cm, Code.INVALID_ARGUMENT, ValueError)
+        self.assertIn("dim 4", e.message)  # the table's dim is named
+        with self.assertRaises(ember.InvalidArgumentError) as cm:
+            self.client.push("t4", [1, 2], np.zeros((2, 3), np.float32))
+        self.assertCode(cm, Code.INVALID_ARGUMENT, ValueError)
+        # Gradients that do not fit the keys are refused before anything is sent.
+        with self.assertRaises(ember.InvalidArgumentError) as cm:
+            self.client.push("t4", [1, 2], np.zeros(7, np.float32))
+        self.assertIsNone(cm.exception.shard)
+
+    def test_async_errors_come_from_wait(self):
+        try:
+            p = self.client.pull_async("no_such_table", [1, 2], 4)
+        except ember.NotFoundError:
+            return  # refused at the start: also fine
+        with self.assertRaises(ember.NotFoundError):
+            p.wait()
+        with self.assertRaises(ember.NotFoundError):
+            p.wait()  # the same error again
+
+    def test_reserved_key_refused_before_sending(self):
+        with self.assertRaises(ember.InvalidArgumentError) as cm:
+            self.client.pull("t4", np.array([1, 2**64 - 1], dtype=np.uint64), 4)
+        self.assertIsNone(cm.exception.shard)
+        with self.assertRaises(ember.InvalidArgumentError):
+            self.client.pull("t4", np.array([-1], dtype=np.int64), 4)  # the same key
+
+    def test_create_conflicts(self):
+        with self.assertRaises(ember.AlreadyExistsError) as cm:
+            self.client.create_table("t4", 4, 256)
+        self.assertCode(cm, Code.ALREADY_EXISTS, ember.AlreadyExistsError)
+        with self.assertRaises(ember.AlreadyExistsError):
+            self.client.create_table("t4", 8, 256, if_not_exists=True)  # another dim
+        with self.assertRaises(ember.InvalidArgumentError):
+            self.client.create_table("bad", 0, 256)
+        with self.assertRaises(ember.InvalidArgumentError):
+            self.client.create_table("bad", 4, 256, optimizer="rmsprop")
+        with self.assertRaises(ember.InvalidArgumentError):
+            self.client.create_table("x" * 65, 4, 256)
+
+    def test_no_shards_and_bad_options(self):
+        with self.assertRaises(ember.InvalidArgumentError) as cm:
+            ember.Client()
+        self.assertIn("no shards", cm.exception.message)
+        with self.assertRaises(ember.InvalidArgumentError):
+            ember.Client("a:1,a:1")
+        with self.assertRaises(ember.InvalidArgumentError):
+            ember.Client(self.addresses, wire_dtype="float64")
+
+    def test_down_shard_is_unavailable_in_time(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        with ember.Client(f"127.0.0.1:{port}", timeout_ms=600, max_retries=2) as c:
+            with self.assertRaises(ember.Error) as cm:
+                c.pull("t4", [1], 4)
+            self.assertIn(cm.exception.code, (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED))
+            self.assertEqual(cm.exception.shard, 0)
+
+    def test_every_code_has_its_class(self):
+        for code in Code:
+            if code == Code.OK:
+                continue
+            e = ember.Error.of(int(code), "m", 2)
+            self.assertIsInstance(e, ember.Error)
+            self.assertEqual(e.code, code)
+            self.assertEqual(type(e).code, code)
+            self.assertEqual(e.shard, 2)
+        self.assertIsInstance(ember.Error.of(Code.DEADLINE_EXCEEDED, "m"), TimeoutError)
+        self.assertEqual(ember.Error.of(99, "m").code, Code.UNKNOWN)
+
+
+if __name__ == "__main__":
+    main()
