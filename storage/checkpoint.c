@@ -7,6 +7,10 @@
  * when the scan ends. Loading reads the file twice through one open fd: a first
  * pass checks everything, a second clears the table and imports chunk by chunk,
  * so a bad file never touches the table. Both passes reuse one chunk buffer.
+ *
+ * The reader and writer at the end move rows between files without a table
+ * (emberctl reshard): the reader runs load's checking pass at open, then hands
+ * out chunks; the writer fills one chunk at a time and writes it unbuffered.
  */
 #define _GNU_SOURCE
 #include "checkpoint.h"
@@ -847,4 +851,294 @@ int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
     if (!rc && out_meta)
         *out_meta = h.ch_meta;
     return rc;
+}
+
+/* ---- rows without a table (ember_ckpt_reader / ember_ckpt_writer) ---------- */
+
+struct ember_ckpt_reader {
+    ckpt_file cr_file;
+    char *cr_path;          /* cr_file.cf_path points here */
+    uint8_t *cr_buf;        /* one chunk */
+    uint64_t cr_off, cr_rows, cr_chunks;
+    int cr_done, cr_failed;
+};
+
+int ember_ckpt_reader_open(const char *path, ember_ckpt_reader **out, ember_ckpt_meta *meta,
+                           ember_error *err)
+{
+    if (!path || !out)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "reader_open needs path and out");
+    *out = NULL;
+    ember_ckpt_reader *r = calloc(1, sizeof *r);
+    char *copy = strdup(path);
+    if (!r || !copy) {
+        free(r);
+        free(copy);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    }
+    r->cr_path = copy;
+    int rc = ckpt_open(copy, &r->cr_file, err);
+    if (rc) {
+        free(copy);
+        free(r);
+        return rc;
+    }
+    const ckpt_header *h = &r->cr_file.cf_hdr;
+    r->cr_buf = malloc(chunk_bytes(h->ch_chunk_rows, h->ch_row_floats));
+    rc = r->cr_buf ? ckpt_scan(&r->cr_file, r->cr_buf, NULL, err)
+                   : ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    if (rc) {
+        ember_ckpt_reader_close(r);
+        return rc;
+    }
+    r->cr_off = HDR_LEN;
+    if (meta)
+        *meta = h->ch_meta;
+    *out = r;
+    return EMBER_OK;
+}
+
+uint32_t ember_ckpt_reader_row_floats(const ember_ckpt_reader *r)
+{
+    return r->cr_file.cf_hdr.ch_row_floats;
+}
+
+int ember_ckpt_reader_next(ember_ckpt_reader *r, size_t *n, const uint64_t **keys,
+                           const uint64_t **scores, const uint64_t **versions,
+                           const float **rows, ember_error *err)
+{
+    *n = 0;
+    if (r->cr_failed)
+        return ckpt_fail(err, EMBER_FAILED_PRECONDITION, r->cr_path,
+                         "read again after an error");
+    if (r->cr_done)
+        return EMBER_OK;
+    int footer, rc = at_footer(&r->cr_file, r->cr_off, &footer, err);
+    if (!rc && footer) {
+        /* The file was whole at open; a changed one is found out here at the
+         * latest, by its counts or its CRCs. */
+        rc = footer_check(&r->cr_file, r->cr_off, r->cr_rows, r->cr_chunks, err);
+        r->cr_done = !rc;
+    } else if (!rc) {
+        ckpt_chunk c = {0, NULL, NULL, NULL, NULL};
+        rc = chunk_read(&r->cr_file, r->cr_buf, &r->cr_off, r->cr_chunks, &c, err);
+        if (!rc)
+            rc = chunk_check_rows(&c, r->cr_file.cf_hdr.ch_row_floats, r->cr_chunks, r->cr_path,
+                                  err);
+        if (!rc) {
+            r->cr_rows += c.n;
+            r->cr_chunks++;
+            *n = c.n;
+            *keys = c.keys;
+            *scores = c.scores;
+            *versions = c.versions;
+            *rows = c.rows;
+        }
+    }
+    r->cr_failed = rc != EMBER_OK;
+    return rc;
+}
+
+void ember_ckpt_reader_close(ember_ckpt_reader *r)
+{
+    if (!r)
+        return;
+    close(r->cr_file.cf_fd);
+    free(r->cr_buf);
+    free(r->cr_path);
+    free(r);
+}
+
+struct ember_ckpt_writer {
+    char *cw_path;
+    char cw_tmp[PATH_MAX];
+    int cw_fd;
+    ckpt_header cw_hdr;
+    uint64_t cw_chunks;
+    ckpt_batch cw_batch;    /* the chunk being filled */
+    size_t cw_n;            /* rows in it */
+    int cw_failed;
+};
+
+int ember_ckpt_writer_open(const char *path, const ember_table_config *config,
+                           const char *table_name, uint32_t shard_index, uint32_t shard_count,
+                           uint32_t chunk_rows, ember_ckpt_writer **out, ember_error *err)
+{
+    if (!path || !*path || !config || !out)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "writer_open needs a path, a config and out");
+    *out = NULL;
+    if (!table_name)
+        table_name = "";
+    if (strnlen(table_name, EMBER_CKPT_NAME_MAX + 1) > EMBER_CKPT_NAME_MAX)
+        return ckpt_fail(err, EMBER_INVALID_ARGUMENT, path, "table name longer than %u bytes",
+                         EMBER_CKPT_NAME_MAX);
+    if (shard_count == 0 || shard_index >= shard_count)
+        return ckpt_fail(err, EMBER_INVALID_ARGUMENT, path, "bad shard %u of %u", shard_index,
+                         shard_count);
+    if (chunk_rows > EMBER_CKPT_CHUNK_ROWS_MAX)
+        return ckpt_fail(err, EMBER_INVALID_ARGUMENT, path, "chunks of %u rows, over %u",
+                         chunk_rows, EMBER_CKPT_CHUNK_ROWS_MAX);
+    int rc = ember_table_config_validate(config, err);
+    if (rc)
+        return rc;
+    ember_ckpt_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->cw_path = strdup(path))) {
+        free(w);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    }
+    ckpt_header *h = &w->cw_hdr;
+    strcpy(h->ch_meta.table_name, table_name);
+    h->ch_meta.shard_index = shard_index;
+    h->ch_meta.shard_count = shard_count;
+    h->ch_meta.created_ns = now_ns();
+    h->ch_meta.config = *config;
+    h->ch_row_floats = ember_table_config_row_floats(config);
+    h->ch_chunk_rows = chunk_rows ? chunk_rows : chunk_rows_for(h->ch_row_floats);
+    w->cw_fd = -1;
+    rc = batch_alloc(&w->cw_batch, h->ch_chunk_rows, h->ch_row_floats, err);
+    if (!rc && (rc = tmp_create(path, w->cw_tmp, &w->cw_fd, err)))
+        w->cw_tmp[0] = '\0'; /* the name tried is not ours to remove */
+    if (!rc) {
+        uint8_t hdr[HDR_LEN] = {0}; /* the real one goes here at commit */
+        int e = write_full(w->cw_fd, hdr, sizeof hdr);
+        if (e)
+            rc = io_fail(err, w->cw_tmp, "write", e);
+    }
+    if (rc) {
+        ember_ckpt_writer_abort(w);
+        return rc;
+    }
+    *out = w;
+    return EMBER_OK;
+}
+
+/* Writes the rows buffered so far as one chunk: straight from the column
+ * arrays, with no write buffer, so that a reshard to many shards holds only one
+ * chunk per writer. */
+static int writer_flush_chunk(ember_ckpt_writer *w, ember_error *err)
+{
+    size_t n = w->cw_n, o = 0;
+    if (!n)
+        return EMBER_OK;
+    const ckpt_batch *b = &w->cw_batch;
+    uint8_t head[CHUNK_HEAD], tail[4];
+    put_u32(head, &o, CHUNK_MAGIC);
+    put_u32(head, &o, (uint32_t)n);
+    const void *part[] = {head, b->cb_keys, b->cb_scores, b->cb_versions, b->cb_rows};
+    const size_t len[] = {sizeof head, n * sizeof(uint64_t), n * sizeof(uint64_t),
+                          n * sizeof(uint64_t), n * w->cw_hdr.ch_row_floats * sizeof(float)};
+    uint32_t crc = 0;
+    int e = 0;
+    for (int i = 0; !e && i < 5; i++) {
+        crc = ember_crc32c_extend(crc, part[i], len[i]);
+        e = write_full(w->cw_fd, part[i], len[i]);
+    }
+    o = 0;
+    put_u32(tail, &o, crc);
+    if (!e)
+        e = write_full(w->cw_fd, tail, sizeof tail);
+    if (e)
+        return io_fail(err, w->cw_tmp, "write", e);
+    w->cw_hdr.ch_meta.rows += w->cw_n;
+    w->cw_chunks++;
+    w->cw_n = 0;
+    return EMBER_OK;
+}
+
+int ember_ckpt_writer_append(ember_ckpt_writer *w, const uint64_t *keys, size_t n,
+                             const float *rows, const uint64_t *scores,
+                             const uint64_t *versions, ember_error *err)
+{
+    const char *p = w->cw_path;
+    uint32_t rf = w->cw_hdr.ch_row_floats;
+    if (w->cw_failed)
+        return ckpt_fail(err, EMBER_FAILED_PRECONDITION, p, "append after an error");
+    if (n && (!keys || !rows || !scores || !versions))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "append needs every array");
+    for (size_t i = 0; i < n; i++)
+        if (ember_key_is_reserved(keys[i]))
+            return ckpt_fail(err, EMBER_INVALID_ARGUMENT, p, "reserved key %llu",
+                             (unsigned long long)keys[i]);
+    size_t bad = first_nonfinite(rows, n * rf);
+    if (bad < n * rf)
+        return ckpt_fail(err, EMBER_FAILED_PRECONDITION, p, "row of key %llu holds NaN or Inf",
+                         (unsigned long long)keys[bad / rf]);
+    int rc = EMBER_OK;
+    while (!rc && n) {
+        size_t room = w->cw_hdr.ch_chunk_rows - w->cw_n, k = n < room ? n : room;
+        ckpt_batch *b = &w->cw_batch;
+        memcpy(b->cb_keys + w->cw_n, keys, k * sizeof *keys);
+        memcpy(b->cb_scores + w->cw_n, scores, k * sizeof *scores);
+        memcpy(b->cb_versions + w->cw_n, versions, k * sizeof *versions);
+        memcpy(b->cb_rows + w->cw_n * rf, rows, k * rf * sizeof *rows);
+        w->cw_n += k;
+        keys += k;
+        scores += k;
+        versions += k;
+        rows += k * rf;
+        n -= k;
+        if (w->cw_n == w->cw_hdr.ch_chunk_rows)
+            rc = writer_flush_chunk(w, err);
+    }
+    w->cw_failed = rc != EMBER_OK;
+    return rc;
+}
+
+int ember_ckpt_writer_commit(ember_ckpt_writer *w, uint64_t version, ember_ckpt_meta *out_meta,
+                             ember_error *err)
+{
+    if (w->cw_failed) {
+        int rc = ckpt_fail(err, EMBER_FAILED_PRECONDITION, w->cw_path, "commit after an error");
+        ember_ckpt_writer_abort(w);
+        return rc;
+    }
+    ckpt_header *h = &w->cw_hdr;
+    uint8_t hdr[HDR_LEN];
+    int rc = writer_flush_chunk(w, err);
+    if (!rc) {
+        uint8_t ftr[FTR_LEN];
+        size_t o = 8;
+        memcpy(ftr, ftr_magic, sizeof ftr_magic);
+        put_u64(ftr, &o, h->ch_meta.rows);
+        put_u64(ftr, &o, w->cw_chunks);
+        put_u32(ftr, &o, ember_crc32c(ftr, FTR_LEN - 4));
+        h->ch_meta.version = version;
+        hdr_encode(h, hdr);
+        int e = write_full(w->cw_fd, ftr, sizeof ftr);
+        if (!e)
+            e = pwrite_full(w->cw_fd, hdr, sizeof hdr, 0);
+        if (e)
+            rc = io_fail(err, w->cw_tmp, "write", e);
+    }
+    if (!rc && fsync(w->cw_fd))
+        rc = io_fail(err, w->cw_tmp, "fsync", errno);
+    if (close(w->cw_fd) && !rc)
+        rc = io_fail(err, w->cw_tmp, "close", errno);
+    w->cw_fd = -1;
+    if (!rc && rename(w->cw_tmp, w->cw_path))
+        rc = io_fail(err, w->cw_path, "rename", errno);
+    if (rc) {
+        ember_ckpt_writer_abort(w);
+        return rc;
+    }
+    w->cw_tmp[0] = '\0'; /* renamed: nothing to remove */
+    rc = fsync_dir(w->cw_path, err);
+    if (!rc && out_meta)
+        *out_meta = h->ch_meta;
+    ember_ckpt_writer_abort(w);
+    return rc;
+}
+
+void ember_ckpt_writer_abort(ember_ckpt_writer *w)
+{
+    if (!w)
+        return;
+    if (w->cw_fd >= 0)
+        close(w->cw_fd);
+    if (w->cw_tmp[0])
+        unlink(w->cw_tmp);
+    free(w->cw_batch.cb_mem);
+    free(w->cw_path);
+    free(w);
 }

@@ -150,6 +150,73 @@ int ember_ckpt_read_meta(const char *path, ember_ckpt_meta *out, ember_error *er
 int ember_ckpt_load(ember_table *t, const char *path, const ember_ckpt_expect *expect,
                     ember_ckpt_meta *out_meta, ember_error *err);
 
+/* ---- rows without a table: reading and writing files row by row ----------
+ *
+ * For tools that move rows between checkpoints without building a table
+ * (emberctl reshard). The files are the format above, nothing else. */
+
+typedef struct ember_ckpt_reader ember_ckpt_reader;
+
+/* Opens the checkpoint at `path` and checks all of it — header, every chunk's
+ * CRC, count and rows (as load's first pass does), the footer — before handing
+ * out a single row, so a damaged file is refused whole. On success *out owns
+ * the reader (close it with ember_ckpt_reader_close) and *meta (if not NULL)
+ * holds the header. Errors: as ember_ckpt_load before it touches a table:
+ * NOT_FOUND, DATA_LOSS, FAILED_PRECONDITION (a row holds NaN/Inf),
+ * INVALID_ARGUMENT (not a regular file, NULL arguments), RESOURCE_EXHAUSTED,
+ * INTERNAL (I/O). */
+int ember_ckpt_reader_open(const char *path, ember_ckpt_reader **out, ember_ckpt_meta *meta,
+                           ember_error *err);
+
+/* Floats per row in the reader's file (embedding + optimizer slots). */
+uint32_t ember_ckpt_reader_row_floats(const ember_ckpt_reader *r);
+
+/* The next chunk, in file order: *n rows (0 once the footer is reached), and
+ * pointers to their keys, scores, versions and rows (row_floats each), valid
+ * until the next call or close. Errors: DATA_LOSS (the file changed since it
+ * was opened), INTERNAL (I/O); after an error the reader only closes. */
+int ember_ckpt_reader_next(ember_ckpt_reader *r, size_t *n, const uint64_t **keys,
+                           const uint64_t **scores, const uint64_t **versions,
+                           const float **rows, ember_error *err);
+
+/* Closes the file and frees the reader. NULL is a no-op. */
+void ember_ckpt_reader_close(ember_ckpt_reader *r);
+
+typedef struct ember_ckpt_writer ember_ckpt_writer;
+
+/* Starts a checkpoint for `path`: rows go to a temp file beside it (as
+ * ember_ckpt_save's) until ember_ckpt_writer_commit renames it over `path`.
+ * The header carries `config` (row layout: ember_table_config_row_floats),
+ * `table_name` (NULL or "" for none) and shard `shard_index` of `shard_count`.
+ * `chunk_rows`: most rows per chunk, 0 for the size ember_ckpt_save uses; the
+ * writer holds one chunk of rows in memory. On success *out owns the writer:
+ * end it with commit or abort. Errors: INVALID_ARGUMENT (bad config, name,
+ * shard, chunk_rows over EMBER_CKPT_CHUNK_ROWS_MAX, path too long),
+ * RESOURCE_EXHAUSTED, INTERNAL (I/O). */
+int ember_ckpt_writer_open(const char *path, const ember_table_config *config,
+                           const char *table_name, uint32_t shard_index, uint32_t shard_count,
+                           uint32_t chunk_rows, ember_ckpt_writer **out, ember_error *err);
+
+/* Appends n whole rows (row_floats each) with their keys, scores and versions,
+ * copied. Refuses what a load would refuse, before writing any of the n:
+ * INVALID_ARGUMENT (a reserved key), FAILED_PRECONDITION (a row holding
+ * NaN/Inf). INTERNAL (I/O). After any error the writer refuses further
+ * appends and commit; abort it. Duplicate keys are not detected. */
+int ember_ckpt_writer_append(ember_ckpt_writer *w, const uint64_t *keys, size_t n,
+                             const float *rows, const uint64_t *scores,
+                             const uint64_t *versions, ember_error *err);
+
+/* Writes the last chunk, the footer and the header (with `version` as the
+ * table's version), fsyncs, renames the temp file over the path and fsyncs the
+ * directory; fills *out_meta (if not NULL). Frees `w` whatever happens; on
+ * error the temp file is removed and `path` is as it was (except INTERNAL from
+ * the directory fsync, as for ember_ckpt_save). */
+int ember_ckpt_writer_commit(ember_ckpt_writer *w, uint64_t version, ember_ckpt_meta *out_meta,
+                             ember_error *err);
+
+/* Removes the temp file and frees `w`; `path` is untouched. NULL is a no-op. */
+void ember_ckpt_writer_abort(ember_ckpt_writer *w);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1220,36 +1220,60 @@ static int cmd_info(ctl *c, const ctl_args *a)
 /* ---- the table of commands ---------------------------------------------------------------------------- */
 
 const ctl_cmd ctl_commands[] = {
-    {"tables", "", 0, 0, "list the tables, summed over shards", NULL, NULL, cmd_tables},
+    {"tables", "", 0, 0, "list the tables, summed over shards", NULL, NULL, cmd_tables, 0},
     {"create", "NAME", 1, 1, "create a table on every shard",
      "NAME: [a-z0-9_.-], 1..64 characters. --capacity is per shard: a table spread\n"
      "over N shards holds up to N × capacity keys; a full table keeps working as a\n"
      "cache, evicting the lowest-scored key of a full bucket.\n",
-     create_opts, cmd_create},
+     create_opts, cmd_create, 0},
     {"drop", "NAME", 1, 1, "drop a table on every shard, with its rows", NULL, drop_opts,
-     cmd_drop},
+     cmd_drop, 0},
     {"describe", "NAME", 1, 1, "a table's config, and its size and memory per shard", NULL,
-     NULL, cmd_describe},
+     NULL, cmd_describe, 0},
     {"stats", "[TABLE]", 0, 1, "traffic and size per table (all or one) per shard, and summed",
-     NULL, NULL, cmd_stats},
+     NULL, NULL, cmd_stats, 0},
     {"save", "[TABLE]", 0, 1, "checkpoint a table (default: every table) on every shard",
      "Each server writes one file per table into DIR (default: its --checkpoint-dir);\n"
      "the previous checkpoint stays whole until the new one is complete.\n",
-     save_opts, cmd_save},
+     save_opts, cmd_save, 0},
     {"load", "[TABLE]", 0, 1, "restore a table (default: every table found) from checkpoints",
      "The table's rows are replaced by the checkpoint's; a corrupt file is refused\n"
      "whole (DATA_LOSS) and leaves the table as it was.\n",
-     load_opts, cmd_load},
+     load_opts, cmd_load, 0},
     {"evict", "NAME", 1, 1, "erase keys below a score, or down to a size per shard",
      "Scores are the table's eviction scores (lru: server clock in ns; lfu: hits;\n"
      "epoch_*: epoch in the high 32 bits; custom: the client's).\n",
-     evict_opts, cmd_evict},
+     evict_opts, cmd_evict, 0},
     {"clear", "NAME", 1, 1, "erase every key of a table on every shard (the table stays)", NULL,
-     NULL, cmd_clear},
+     NULL, cmd_clear, 0},
     {"health", "", 0, 0, "grpc.health.v1 status of every shard",
-     "Exit status 0 only when every shard answers SERVING.\n", health_opts, cmd_health},
+     "Exit status 0 only when every shard answers SERVING.\n", health_opts, cmd_health, 0},
     {"info", "", 0, 0, "each server's version, shard index, backend, limits and uptime",
      "Warns when a server's shard index or count disagrees with its place in the list.\n",
-     NULL, cmd_info},
-    {NULL, NULL, 0, 0, NULL, NULL, NULL, NULL},
+     NULL, cmd_info, 0},
+    {"export", "TABLE FILE", 2, 2, "write a table's rows (all, or a delta) to one file",
+     "FILE is written whole or not at all (a temp file renamed at the end). It records\n"
+     "each shard's table version when its export began: give the file to the next\n"
+     "export as --after-version-file to get the rows written since (a delta; rows\n"
+     "written during an export may come again in the next delta, none are missed).\n"
+     "--full-rows keeps the optimizer state, which import needs for tables that\n"
+     "have some (all but sgd).\n",
+     ctl_export_opts, ctl_cmd_export, 0},
+    {"import", "TABLE FILE", 2, 2, "stream an export file's rows into a table on every shard",
+     "Each row goes to the shard the key→shard function picks among --shards, so a\n"
+     "file exported from N shards imports into any M. Rows keep their scores and\n"
+     "versions and replace rows of the same key. The file is checked whole before\n"
+     "any row is sent; a failure half-way leaves the rows sent (importing again is\n"
+     "safe). With --shard I, only shard I's rows are sent.\n",
+     ctl_import_opts, ctl_cmd_import, 0},
+    {"reshard", "", 0, 0, "turn N shards' checkpoints into checkpoints for M shards (offline)",
+     "Reads the checkpoints of one table saved by N shards (all of them) and writes\n"
+     "DIR/shard-<i>/<table>.ckpt for M new shards, each key's row (embedding,\n"
+     "optimizer state, score, version) in the shard the key→shard function picks.\n"
+     "Mixed tables, dims or shard counts, a missing shard and damaged files are\n"
+     "refused before any output is put in place. Start new shard i with\n"
+     "--checkpoint-dir DIR/shard-<i>, or load it with\n"
+     "'emberctl load TABLE --dir DIR/shard-<i> --create'.\n",
+     ctl_reshard_opts, ctl_cmd_reshard, CTL_CMD_OFFLINE},
+    {NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, 0},
 };

@@ -6,12 +6,20 @@
  *   shards.c    the shard list and the fan-out: one Admin call sent to every
  *               selected shard at once, each shard's reply or error kept apart.
  *   commands.c  the subcommands: build the request, fan it out, print the result.
- *   format.c    output: aligned human tables, a JSON writer, human numbers.
+ *   format.c    output: aligned human tables, a JSON writer, human numbers, the
+ *               progress line of long transfers.
+ *   transfer.c  export and import: rows between shards and an export file.
+ *   xfile.c     the export file's format, written and read.
+ *   reshard.c   reshard: N shards' checkpoints into M shards' (reshard.h; it uses
+ *               storage/checkpoint.h, whose ember_error is not libember's, so it
+ *               includes neither this header nor ember.h).
  *
  * Exit status, for scripts: CTL_EXIT_OK (0) every call succeeded;
  * CTL_EXIT_RPC (1) a call failed on some shard (each failure printed on stderr
  * as "emberctl: shard I (ADDR): CODE_NAME: message", and listed under "errors" in
- * --json output); CTL_EXIT_USAGE (2) the command line was wrong.
+ * --json output), or a file of export/import/reshard could not be used (printed
+ * as "emberctl CMD: message"; {"error": {"code", "message"}} in --json output);
+ * CTL_EXIT_USAGE (2) the command line was wrong.
  */
 #ifndef EMBER_CTL_H
 #define EMBER_CTL_H
@@ -127,6 +135,142 @@ void ctl_json_finish(ctl_json *j);
 /* "errors": [{"shard", "address", "code", "message"}...] for the failed replies. */
 void ctl_json_errors(ctl_json *j, const ctl_reply *replies, unsigned n);
 
+/* ---- format.c: progress ----------------------------------------------------------- */
+
+/* A progress line on stderr, redrawn in place at most ten times a second: rows
+ * and bytes done, the rate, and with a known total the share done and an ETA.
+ * Drawn only when stderr is a terminal; otherwise every call is a no-op. */
+typedef struct ctl_progress {
+    int on;
+    const char *what;        /* "export emb" */
+    uint64_t total_rows;     /* 0: unknown (no share, no ETA) */
+    uint64_t rows, bytes;
+    double start, last;
+} ctl_progress;
+
+void ctl_progress_start(ctl_progress *p, const char *what, uint64_t total_rows);
+/* Sets the rows and bytes done so far. */
+void ctl_progress_update(ctl_progress *p, uint64_t rows, uint64_t bytes);
+/* Draws the last state and ends the line. */
+void ctl_progress_end(ctl_progress *p);
+/* Seconds on the monotonic clock. */
+double ctl_now(void);
+
+/* ---- xfile.c: the export file ------------------------------------------------------ */
+
+/*
+ * What `emberctl export` writes: one file for a table of any number of shards.
+ * Integers little-endian, floats IEEE-754 binary32, CRCs CRC-32C (as in a
+ * checkpoint, storage/checkpoint.h, whose chunk layout it shares).
+ *
+ *   header (144 + 40·E + L + 4 bytes; E shard entries, L config bytes)
+ *     0   8  magic "EMBREXPT"
+ *     8   4  format version = 1
+ *    12   4  header length in bytes, CRC included
+ *    16   4  dim
+ *    20   4  row_floats: floats per row in this file (dim; with --full-rows the
+ *            table's embedding + optimizer slots)
+ *    24   4  flags: bit 0 = full rows
+ *    28   4  optimizer (ember.v1.Optimizer) of the exported table
+ *    32   4  shard count of the exporting cluster
+ *    36   4  E: shards exported (all, or the --shard one)
+ *    40   4  table name length, 1..64
+ *    44  64  table name, zero-padded
+ *   108   8  --min-score filter (0: none)
+ *   116   8  creation time, ns since the Unix epoch
+ *   124   8  rows in the file
+ *   132   4  most rows in one chunk
+ *   136   4  L
+ *   140   4  zero
+ *   144  40  per shard exported, E times:
+ *              0 4 shard index     4 4 zero
+ *              8 8 after_version: the delta filter used (0: every row)
+ *             16 8 table_version: the shard's table version when its export
+ *                  began — the after_version of the next delta
+ *             24 8 rows from this shard
+ *             32 8 largest row version among them
+ *     …   L  the table's ember.v1.TableConfig, protobuf-encoded, as the first
+ *            shard's DescribeTable gave it (import --create makes tables from it)
+ *     …   4  CRC of every header byte before it
+ *
+ *   chunks (zero or more; n = 1.. rows in this chunk)
+ *     0   4  magic 0x4B4E4843 ("CHNK" in file order)
+ *     4   4  n
+ *        8n  keys (uint64)      8n  scores (uint64)      8n  versions (uint64)
+ *     4n·row_floats  rows (float32, row after row)
+ *         4  CRC of the chunk's bytes before it, from its magic on
+ *
+ *   footer (28 bytes), then end of file
+ *     0   8  magic "EMBXEND\0"
+ *     8   8  rows in the file      16   8  chunks in the file
+ *    24   4  CRC of bytes 0..23 of the footer
+ *
+ * A file is written under a temp name and renamed when whole. A reader refuses
+ * a damaged file whole (DATA_LOSS) before handing out any row; NOT_FOUND for a
+ * missing one, INVALID_ARGUMENT for a checkpoint or a non-regular file.
+ */
+#define CTL_XFILE_VERSION 1u
+
+typedef struct ctl_xshard {
+    uint32_t index;
+    uint64_t after_version, table_version, rows, max_version;
+} ctl_xshard;
+
+typedef struct ctl_xheader {
+    char table[65];
+    uint32_t dim, row_floats, optimizer;
+    int full_rows;
+    uint32_t shard_count;
+    uint32_t n_shards;
+    ctl_xshard *shards;      /* [n_shards], malloc'ed */
+    uint64_t min_score, created_ns, rows;
+    uint32_t chunk_rows;
+    uint8_t *config;         /* packed ember.v1.TableConfig, malloc'ed */
+    size_t config_len;
+} ctl_xheader;
+
+/* One chunk read: pointers into the reader's buffer, valid until the next read. */
+typedef struct ctl_xchunk {
+    size_t n;
+    const uint64_t *keys, *scores, *versions;
+    const float *rows;
+} ctl_xchunk;
+
+typedef struct ctl_xreader ctl_xreader;
+typedef struct ctl_xwriter ctl_xwriter;
+
+size_t ctl_xheader_length(const ctl_xheader *h);
+/* Frees h->shards and h->config. */
+void ctl_xheader_free(ctl_xheader *h);
+/* Reads and checks only the header of the file at path (for --after-version-file). */
+int ctl_xheader_read(const char *path, ctl_xheader *h, ember_error *err);
+
+/* Opens the export file at path, fills *h (free with ctl_xheader_free) and checks
+ * the whole file; then ctl_xreader_next hands out its chunks in order (c->n 0 at
+ * the end). */
+int ctl_xreader_open(const char *path, ctl_xreader **out, ctl_xheader *h, ember_error *err);
+int ctl_xreader_next(ctl_xreader *r, ctl_xchunk *c, ember_error *err);
+/* Bytes of the file read so far. */
+uint64_t ctl_xreader_offset(const ctl_xreader *r);
+void ctl_xreader_close(ctl_xreader *r);
+
+/* Starts writing `path` (through a temp file); h gives the table, the shard
+ * entries and the config, and must keep its entry count and config length until
+ * commit. Sets h->created_ns. */
+int ctl_xwriter_open(const char *path, ctl_xheader *h, ctl_xwriter **out, ember_error *err);
+/* Appends n rows of row_floats floats each (every chunk of a file must have the
+ * same row_floats). n = 0 writes nothing. */
+int ctl_xwriter_chunk(ctl_xwriter *w, size_t n, const uint64_t *keys, const uint64_t *scores,
+                      const uint64_t *versions, const float *rows, uint32_t row_floats,
+                      ember_error *err);
+/* The file's size once committed, as it stands. */
+uint64_t ctl_xwriter_bytes(const ctl_xwriter *w);
+/* Fills h->rows, row_floats and chunk_rows, writes the footer and header, fsyncs
+ * and renames the file into place. Frees w in every case. */
+int ctl_xwriter_commit(ctl_xwriter *w, ctl_xheader *h, ember_error *err);
+/* Removes the temp file and frees w. NULL is a no-op. */
+void ctl_xwriter_abort(ctl_xwriter *w);
+
 /* ---- main.c: the command line ---------------------------------------------------- */
 
 #define CTL_MAX_POSITIONAL 4
@@ -155,7 +299,11 @@ typedef struct ctl_cmd {
     const char *details;     /* more help, or NULL */
     const ctl_optdef *opts;  /* NULL-terminated, or NULL */
     int (*run)(ctl *c, const ctl_args *a);
+    unsigned flags;          /* CTL_CMD_* */
 } ctl_cmd;
+
+/* The command works on files only: no shard list is needed or opened. */
+#define CTL_CMD_OFFLINE 1u
 
 extern const ctl_cmd ctl_commands[];
 
@@ -170,5 +318,12 @@ int ctl_parse_u64(const ctl_args *a, const char *opt, const char *s, uint64_t lo
 int ctl_parse_float(const ctl_args *a, const char *opt, const char *s, float *out);
 /* Prints "emberctl CMD: <message>" and a pointer to --help; returns CTL_EXIT_USAGE. */
 int ctl_usage_error(const ctl_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- transfer.c: the commands beyond commands.c ------------------------------------ */
+
+extern const ctl_optdef ctl_export_opts[], ctl_import_opts[], ctl_reshard_opts[];
+int ctl_cmd_export(ctl *c, const ctl_args *a);
+int ctl_cmd_import(ctl *c, const ctl_args *a);
+int ctl_cmd_reshard(ctl *c, const ctl_args *a);
 
 #endif /* EMBER_CTL_H */

@@ -1,6 +1,7 @@
 /*
  * format.c — emberctl's output: aligned tables for people, JSON for scripts,
- * and human renderings of counts, bytes and durations (see ctl.h).
+ * human renderings of counts, bytes and durations, and the progress line of
+ * long transfers (see ctl.h).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -11,6 +12,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---- tables -------------------------------------------------------------------- */
 
@@ -273,4 +276,68 @@ void ctl_json_errors(ctl_json *j, const ctl_reply *replies, unsigned n)
         ctl_json_end_object(j);
     }
     ctl_json_end_array(j);
+}
+
+/* ---- progress -------------------------------------------------------------------- */
+
+double ctl_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void ctl_progress_start(ctl_progress *p, const char *what, uint64_t total_rows)
+{
+    memset(p, 0, sizeof *p);
+    p->on = isatty(STDERR_FILENO);
+    p->what = what;
+    p->total_rows = total_rows;
+    p->start = ctl_now();
+}
+
+/* "export emb: 1,234 / 5,678 rows (21.7%), 1.50 MiB, 12.0 MiB/s, ETA 3s" */
+static void progress_draw(ctl_progress *p, double now)
+{
+    char rows[32], total[32], bytes[32], rate[32], eta[32];
+    double dt = now - p->start;
+    ctl_fmt_count(rows, sizeof rows, p->rows);
+    ctl_fmt_bytes(bytes, sizeof bytes, p->bytes);
+    ctl_fmt_bytes(rate, sizeof rate, dt > 0 ? (uint64_t)((double)p->bytes / dt) : 0);
+    fprintf(stderr, "\r%s: %s", p->what, rows);
+    if (p->total_rows) {
+        double share = (double)p->rows / (double)p->total_rows;
+        fprintf(stderr, " / %s rows (%.1f%%)", ctl_fmt_count(total, sizeof total, p->total_rows),
+                100.0 * (share < 1 ? share : 1));
+    } else {
+        fprintf(stderr, " rows");
+    }
+    fprintf(stderr, ", %s, %s/s", bytes, rate);
+    if (p->total_rows && p->rows && p->rows < p->total_rows && dt > 0.5) {
+        double left = dt * (double)(p->total_rows - p->rows) / (double)p->rows;
+        fprintf(stderr, ", ETA %s", ctl_fmt_duration(eta, sizeof eta, (uint64_t)(left + 0.5)));
+    }
+    fprintf(stderr, "\033[K"); /* clear what a longer earlier line left */
+    fflush(stderr);
+    p->last = now;
+}
+
+void ctl_progress_update(ctl_progress *p, uint64_t rows, uint64_t bytes)
+{
+    p->rows = rows;
+    p->bytes = bytes;
+    if (!p->on)
+        return;
+    double now = ctl_now();
+    if (now - p->last >= 0.1)
+        progress_draw(p, now);
+}
+
+void ctl_progress_end(ctl_progress *p)
+{
+    if (!p->on)
+        return;
+    progress_draw(p, ctl_now());
+    fputc('\n', stderr);
+    p->on = 0;
 }

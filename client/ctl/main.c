@@ -53,7 +53,8 @@ static void usage_main(FILE *f)
     print_opts(f, global_opts);
     fprintf(f, "\n'emberctl COMMAND --help' tells more about each command.\n"
                "Exit status: 0 success; 1 a call failed on some shard (printed as\n"
-               "'shard I (ADDRESS): CODE: message'); 2 a usage error.\n");
+               "'shard I (ADDRESS): CODE: message'), or a file could not be used;\n"
+               "2 a usage error.\n");
 }
 
 static void usage_cmd(FILE *f, const ctl_cmd *c)
@@ -297,10 +298,12 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.json = g.json;
     c.timeout_ms = g.timeout_ms;
-    rc = ctl_shards_parse(&c, g.shards ? g.shards : getenv("EMBER_SHARDS"), g.shard);
-    if (rc != 0)
-        return rc;
-    rc = ctl_shards_open(&c);
+    if (!(a.cmd->flags & CTL_CMD_OFFLINE)) {
+        rc = ctl_shards_parse(&c, g.shards ? g.shards : getenv("EMBER_SHARDS"), g.shard);
+        if (rc != 0)
+            return rc;
+        rc = ctl_shards_open(&c);
+    }
     if (rc == 0)
         rc = a.cmd->run(&c, &a);
     ctl_shards_close(&c);
