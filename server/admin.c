@@ -181,6 +181,8 @@ static void info_fill(info_box *b, srv_table *t)
     b->stats.nonfinite_zeroed = s.nonfinite_zeroed;
     b->stats.bytes_host = s.bytes_host;
     b->stats.bytes_device = s.bytes_device;
+    b->stats.slots_device = s.slots_device;
+    b->stats.slots_host = s.slots_host;
     b->stats.pulls = atomic_load_explicit(&t->counters.pulls, memory_order_relaxed);
     b->stats.pushes = atomic_load_explicit(&t->counters.pushes, memory_order_relaxed);
     b->stats.keys_pulled = atomic_load_explicit(&t->counters.keys_pulled, memory_order_relaxed);
@@ -603,6 +605,7 @@ static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     out.backend = srv.backend.name;
     out.device = srv.backend.device;
     out.device_memory_bytes = srv.backend.device_memory;
+    out.device_memory_free_bytes = srv_backend_memory_free(&srv.backend);
     out.hbm_bytes = srv.backend.hbm_bytes;
     out.threads = srv.cfg.threads;
     out.max_keys_per_request = srv.cfg.max_keys_per_request;

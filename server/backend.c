@@ -88,6 +88,20 @@ int srv_backend_thread_init(const srv_backend *b, ember_error *err)
     return 0;
 }
 
+uint64_t srv_backend_memory_free(const srv_backend *b)
+{
+    uint64_t free_bytes = 0;
+#ifdef EMBER_HAVE_CUDA
+    ember_error err;
+    if (b->gpu >= 0 &&
+        ember_cuda_device_describe(b->gpu, NULL, 0, NULL, &free_bytes, &err) != EMBER_OK)
+        free_bytes = 0;
+#else
+    (void)b;
+#endif
+    return free_bytes;
+}
+
 int srv_backend_for_table(const srv_backend *b, const char *name, uint64_t asked,
                           const ember_table_backend **out, uint64_t *hbm_bytes,
                           ember_error *err)

@@ -46,6 +46,10 @@ int srv_backend_select(const srv_config *c, srv_backend *out, char *msg, size_t 
  * Errors: the CUDA failures of cuda/cuda_check.h. */
 int srv_backend_thread_init(const srv_backend *b, ember_error *err);
 
+/* The backend's device memory free right now, in bytes (0 on cpu, or when the
+ * device cannot say). */
+uint64_t srv_backend_memory_free(const srv_backend *b);
+
 /* The backend for a table whose config names `name` ("" or NULL: b's), and the
  * table config's hbm_bytes to use in *hbm_bytes (`asked`, or b's default when 0;
  * 0 for cpu). Errors: INVALID_ARGUMENT (unknown name), FAILED_PRECONDITION (gpu

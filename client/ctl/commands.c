@@ -66,7 +66,7 @@ static const struct stat_field {
     STAT(insert_refused), STAT(admission_drops), STAT(nonfinite_zeroed), STAT(bytes_host),
     STAT(bytes_device), STAT(pulls), STAT(pushes), STAT(keys_pulled), STAT(keys_pushed),
     STAT(duplicate_pushes), STAT(coalesced_batches), STAT(coalesced_calls),
-    STAT(coalesced_keys), STAT(coalesced_split_calls),
+    STAT(coalesced_keys), STAT(coalesced_split_calls), STAT(slots_device), STAT(slots_host),
 };
 
 static uint64_t *stat_at(Ember__V1__TableStats *s, size_t off)
@@ -1147,7 +1147,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
     ctl_reply *r = replies_new(c);
     ctl_json j;
     ctl_table t;
-    char b[2][32];
+    char b[3][32];
 
     if (!r)
         return CTL_EXIT_RPC;
@@ -1183,6 +1183,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_str(&j, "backend", s->backend);
             ctl_json_str(&j, "device", s->device);
             ctl_json_u64(&j, "device_memory_bytes", s->device_memory_bytes);
+            ctl_json_u64(&j, "device_memory_free_bytes", s->device_memory_free_bytes);
             ctl_json_u64(&j, "hbm_bytes", s->hbm_bytes);
             ctl_json_u64(&j, "threads", s->threads);
             ctl_json_u64(&j, "max_keys_per_request", s->max_keys_per_request);
@@ -1196,9 +1197,10 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_table_add(&t, "%s", r[i].shard->address);
             ctl_table_add(&t, "%s", s->version);
             ctl_table_add(&t, "%" PRIu32 "/%" PRIu32, s->shard_index, s->shard_count);
-            if (*s->device)      /* gpu: which device, and its memory */
-                ctl_table_add(&t, "%s (%s, %s)", s->backend, s->device,
-                              ctl_fmt_bytes(b[1], sizeof b[1], s->device_memory_bytes));
+            if (*s->device)      /* gpu: which device, its memory and what is free */
+                ctl_table_add(&t, "%s (%s, %s, %s free)", s->backend, s->device,
+                              ctl_fmt_bytes(b[1], sizeof b[1], s->device_memory_bytes),
+                              ctl_fmt_bytes(b[2], sizeof b[2], s->device_memory_free_bytes));
             else
                 ctl_table_add(&t, "%s", s->backend);
             ctl_table_add(&t, "%" PRIu32, s->threads);
