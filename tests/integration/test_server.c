@@ -667,6 +667,13 @@ START_TEST(admin_lifecycle)
     ck_assert_uint_eq(gs->n_tables, 1);
     ck_assert_uint_eq(gs->tables[0]->stats->pulls, 1);
     ck_assert_uint_eq(gs->tables[0]->stats->keys_pulled, 300);
+    /* Every slot's row is in one kind of memory or the other: host on the CPU,
+     * device on the GPU (no hbm budget is set here). */
+    ck_assert_uint_eq(gs->tables[0]->stats->slots_device + gs->tables[0]->stats->slots_host,
+                      gs->tables[0]->stats->capacity);
+    ck_assert_uint_eq(strcmp(eh_backend_served(), "gpu") ? gs->tables[0]->stats->slots_host
+                                                       : gs->tables[0]->stats->slots_device,
+                      gs->tables[0]->stats->capacity);
     ck_assert_uint_gt(gs->requests, 0);
     ember__v1__get_stats_response__free_unpacked(gs, NULL);
     eh_result_free(&r);
