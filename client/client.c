@@ -505,6 +505,21 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
     ember_rpc_channel_options co;
     ember_rpc_channel_options_init(&co);
     co.own_connection = nch > 1;
+    co.tls_ca = opts->tls_ca ? opts->tls_ca : getenv("EMBER_TLS_CA");
+    co.tls_cert = opts->tls_cert ? opts->tls_cert : getenv("EMBER_TLS_CERT");
+    co.tls_key = opts->tls_key ? opts->tls_key : getenv("EMBER_TLS_KEY");
+    co.tls_server_name =
+        opts->tls_server_name ? opts->tls_server_name : getenv("EMBER_TLS_SERVER_NAME");
+    char token[4096];
+    co.token = opts->token ? opts->token : getenv("EMBER_TOKEN");
+    const char *token_file = opts->token_file ? opts->token_file : getenv("EMBER_TOKEN_FILE");
+    if (!co.token && token_file && *token_file) {
+        if (ember_rpc_read_token(token_file, token, sizeof token, err)) {
+            free_addrs(addrs, n);
+            return NULL;
+        }
+        co.token = token;
+    }
     uint64_t seq0 = first_sequence();
     for (unsigned s = 0; s < n; s++) {
         ember_shard *sh = &c->shards[s];
@@ -530,6 +545,7 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
         }
     }
     free_addrs(addrs, n);
+    memset(token, 0, sizeof token); /* the channels hold their own copies */
 
     grpc_init(); /* for the completion queue; released in ember_client_close */
     c->cq = grpc_completion_queue_create_for_next(NULL);

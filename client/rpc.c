@@ -8,12 +8,16 @@
 #include "client/rpc.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/string_util.h>
 #include <grpc/support/time.h>
 
 #include "client/error.h"
@@ -62,6 +66,122 @@ int ember_rpc_target_check(const char *target, ember_error *err)
     return 0;
 }
 
+/* Reads a PEM file whole (malloc'ed, NUL-terminated). NULL and err on failure. */
+static char *read_pem(const char *path, const char *what, ember_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "%s %s: %s", what, path,
+                            strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 20;
+    char *p = malloc(cap);
+    size_t n = p ? fread(p, 1, cap, f) : 0;
+    int bad = !p || ferror(f) || n >= cap;
+    fclose(f);
+    if (bad) {
+        if (p)
+            memset(p, 0, cap);
+        free(p);
+        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "%s %s: unreadable or over 1 MiB",
+                            what, path);
+        return NULL;
+    }
+    p[n] = '\0';
+    return p;
+}
+
+static void free_secret(char *p)
+{
+    if (p) {
+        memset(p, 0, strlen(p));
+        free(p);
+    }
+}
+
+/* The token as call credentials: a synchronous plugin that adds the header to
+ * every call. Security level NONE so that it works over plaintext channels too
+ * (gRPC's own access-token credentials refuse those). */
+static int token_get_metadata(void *state, grpc_auth_metadata_context ctx,
+                              grpc_credentials_plugin_metadata_cb cb, void *user_data,
+                              grpc_metadata md[GRPC_METADATA_CREDENTIALS_PLUGIN_SYNC_MAX],
+                              size_t *n, grpc_status_code *status, const char **details)
+{
+    (void)ctx, (void)cb, (void)user_data;
+    md[0].key = grpc_slice_from_static_string("authorization");
+    md[0].value = grpc_slice_from_copied_string(state);
+    *n = 1;
+    *status = GRPC_STATUS_OK;
+    *details = NULL;
+    return 1;
+}
+
+static char *token_debug(void *state)
+{
+    (void)state;
+    return gpr_strdup("ember bearer token");
+}
+
+static void token_destroy(void *state) { free_secret(state); }
+
+static grpc_channel_credentials *channel_credentials(const ember_rpc_channel_options *o,
+                                                     ember_error *err)
+{
+    grpc_channel_credentials *ch;
+    if (!!o->tls_cert != !!o->tls_key) {
+        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                            "a TLS client certificate needs its key, and a key its certificate");
+        return NULL;
+    }
+    if (o->tls_ca || o->tls_cert) {
+        char *ca = NULL, *cert = NULL, *key = NULL;
+        if ((o->tls_ca && !(ca = read_pem(o->tls_ca, "TLS CA", err))) ||
+            (o->tls_cert && !(cert = read_pem(o->tls_cert, "TLS certificate", err))) ||
+            (o->tls_key && !(key = read_pem(o->tls_key, "TLS key", err)))) {
+            free(ca);
+            free(cert);
+            free_secret(key);
+            return NULL;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        ch = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL, NULL);
+        free(ca);
+        free(cert);
+        free_secret(key);
+    } else {
+        ch = grpc_insecure_credentials_create();
+    }
+    if (!ch) {
+        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "gRPC refused the TLS files");
+        return NULL;
+    }
+    if (!o->token || !*o->token)
+        return ch;
+    size_t tl = strlen(o->token);
+    char *hdr = malloc(tl + 8);
+    if (!hdr) {
+        grpc_channel_credentials_release(ch);
+        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return NULL;
+    }
+    memcpy(hdr, "Bearer ", 7);
+    memcpy(hdr + 7, o->token, tl + 1);
+    grpc_metadata_credentials_plugin plugin = {.get_metadata = token_get_metadata,
+                                               .debug_string = token_debug,
+                                               .destroy = token_destroy,
+                                               .state = hdr,
+                                               .type = "ember_token"};
+    grpc_call_credentials *call =
+        grpc_metadata_credentials_create_from_plugin(plugin, GRPC_SECURITY_NONE, NULL);
+    grpc_channel_credentials *both = grpc_composite_channel_credentials_create(ch, call, NULL);
+    grpc_call_credentials_release(call);
+    grpc_channel_credentials_release(ch);
+    if (!both)
+        ember_cli_error_set(err, EMBER_E_INTERNAL, -1, "cannot combine the token with the channel");
+    return both;
+}
+
 grpc_channel *ember_rpc_channel_open(const char *target, const ember_rpc_channel_options *o,
                                      ember_error *err)
 {
@@ -75,7 +195,7 @@ grpc_channel *ember_rpc_channel_open(const char *target, const ember_rpc_channel
 
     int backoff_max = o->max_reconnect_backoff_ms > 0 ? o->max_reconnect_backoff_ms : 1000;
     int backoff_initial = backoff_max < 100 ? backoff_max : 100;
-    grpc_arg args[4];
+    grpc_arg args[5];
     size_t nargs = 0;
     args[nargs].type = GRPC_ARG_INTEGER;
     args[nargs].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -91,10 +211,19 @@ grpc_channel *ember_rpc_channel_open(const char *target, const ember_rpc_channel
         args[nargs].key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
         args[nargs++].value.integer = 1;
     }
+    if (o->tls_server_name && *o->tls_server_name) {
+        args[nargs].type = GRPC_ARG_STRING;
+        args[nargs].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+        args[nargs++].value.string = (char *)o->tls_server_name;
+    }
     grpc_channel_args cargs = {.num_args = nargs, .args = args};
 
     grpc_init();
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = channel_credentials(o, err);
+    if (!creds) {
+        grpc_shutdown();
+        return NULL;
+    }
     grpc_channel *ch = grpc_channel_create(target, creds, &cargs);
     grpc_channel_credentials_release(creds);
     if (!ch) {
@@ -102,6 +231,29 @@ grpc_channel *ember_rpc_channel_open(const char *target, const ember_rpc_channel
         ember_cli_error_set(err, EMBER_E_INTERNAL, -1, "cannot create a channel to '%s'", target);
     }
     return ch;
+}
+
+int ember_rpc_read_token(const char *path, char *tok, size_t cap, ember_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "token file %s: %s", path,
+                                   strerror(errno));
+    size_t n = fread(tok, 1, cap, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n >= cap) {
+        memset(tok, 0, cap);
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
+                                   "token file %s: unreadable or over %zu bytes", path, cap - 1);
+    }
+    while (n && strchr(" \t\r\n", tok[n - 1]))
+        n--;
+    tok[n] = '\0';
+    if (!n)
+        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "token file %s is empty",
+                                   path);
+    return 0;
 }
 
 void ember_rpc_channel_close(grpc_channel *ch)

@@ -50,6 +50,15 @@ typedef struct ember_rpc_channel_options {
      * gRPC's default grows to 120 s, which would keep a restarted shard unused
      * long after it is back. */
     int max_reconnect_backoff_ms;
+    /* TLS, when tls_ca or tls_cert is set: PEM file paths of the CA that signed
+     * the server's certificate (NULL: gRPC's default roots), and of this client's
+     * certificate and key for mutual TLS (both or neither). tls_server_name, when
+     * set, is the name the server's certificate must carry instead of the
+     * target's host. */
+    const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
+    /* Sent as `authorization: Bearer <token>` with every call (NULL: none). Over
+     * plaintext too, where a NetworkPolicy is the only protection: prefer TLS. */
+    const char *token;
 } ember_rpc_channel_options;
 
 /* Fills `o` with the defaults above (all 0). */
@@ -61,12 +70,18 @@ void ember_rpc_channel_options_init(ember_rpc_channel_options *o);
  * Returns 0 or EMBER_E_INVALID_ARGUMENT naming the target. */
 int ember_rpc_target_check(const char *target, ember_error *err);
 
-/* Opens an insecure channel to `target` (checked as above; NULL options:
- * defaults). Connects lazily: a down server shows as UNAVAILABLE on the first
- * call. Returns NULL and fills `err` (INVALID_ARGUMENT) for a bad target.
+/* Opens a channel to `target` (checked as above; NULL options: defaults),
+ * plaintext or TLS as the options say. Connects lazily: a down server, or one
+ * whose TLS handshake fails, shows as UNAVAILABLE on the first call. Returns
+ * NULL and fills `err`: INVALID_ARGUMENT for a bad target, a TLS file that
+ * cannot be read, a certificate without its key.
  * Close with ember_rpc_channel_close. */
 grpc_channel *ember_rpc_channel_open(const char *target,
                                      const ember_rpc_channel_options *o, ember_error *err);
+
+/* Reads a token file into tok[0..cap) (NUL-terminated, trailing whitespace
+ * dropped). Returns 0, or INVALID_ARGUMENT (unreadable, empty, too long). */
+int ember_rpc_read_token(const char *path, char *tok, size_t cap, ember_error *err);
 
 /* Destroys the channel (calls still in flight on it are cancelled) and releases
  * this channel's reference to gRPC. NULL is a no-op. */

@@ -26,6 +26,7 @@
 #include "ember/v1/ember.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "server/ckpt.h"
+#include "server/auth.h"
 #include "server/log.h"
 #include "server/rpc.h"
 #include "storage/checkpoint.h"
@@ -606,6 +607,9 @@ static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     out.device = srv.backend.device;
     out.device_memory_bytes = srv.backend.device_memory;
     out.device_memory_free_bytes = srv_backend_memory_free(&srv.backend);
+    out.tls = (char *)(!*srv.cfg.tls_cert ? "off" : *srv.cfg.tls_client_ca ? "mutual" : "on");
+    out.auth = srv_auth_enabled();
+    srv_auth_counts(&out.refused_unauthenticated, &out.refused_permission_denied);
     out.hbm_bytes = srv.backend.hbm_bytes;
     out.threads = srv.cfg.threads;
     out.max_keys_per_request = srv.cfg.max_keys_per_request;

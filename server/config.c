@@ -34,6 +34,13 @@ static const opt opts[] = {
     {"coalesce", "EMBER_COALESCE", "auto|on|off", "run concurrent Pull/Push calls on one table as one table call (default auto: on for tables on the gpu backend, where large batches pay; a cpu table serves concurrent calls in parallel on its own)"},
     {"coalesce-max-keys", "EMBER_COALESCE_MAX_KEYS", "N", "most keys in one coalesced batch (default 262144; a larger single call runs alone)"},
     {"coalesce-wait-us", "EMBER_COALESCE_WAIT_US", "US", "how long a batch that queued behind another waits for more calls before it runs; never on an idle table (default 0)"},
+    {"tls-cert", "EMBER_TLS_CERT", "FILE", "PEM certificate chain: serve TLS only (needs --tls-key; default: plaintext)"},
+    {"tls-key", "EMBER_TLS_KEY", "FILE", "PEM private key of --tls-cert"},
+    {"tls-client-ca", "EMBER_TLS_CLIENT_CA", "FILE", "PEM CA bundle: mutual TLS, every client must present a certificate it signed (needs --tls-cert)"},
+    {"worker-token-file", "EMBER_WORKER_TOKEN_FILE", "FILE", "file holding the workers' bearer token (Shard service); EMBER_WORKER_TOKEN holds the token itself instead. Setting any token or identity list turns authentication on"},
+    {"admin-token-file", "EMBER_ADMIN_TOKEN_FILE", "FILE", "file holding the admins' bearer token (Admin and Shard services); EMBER_ADMIN_TOKEN holds the token itself instead"},
+    {"worker-identities", "EMBER_WORKER_IDENTITIES", "LIST", "comma-separated mTLS client certificate names (CN or a DNS/URI/IP SAN) that act as workers (needs --tls-client-ca)"},
+    {"admin-identities", "EMBER_ADMIN_IDENTITIES", "LIST", "comma-separated mTLS client certificate names that act as admins (needs --tls-client-ca)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -48,6 +55,14 @@ void srv_config_usage(FILE *out)
         snprintf(left, sizeof left, "--%s %s", opts[i].flag, opts[i].arg);
         fprintf(out, "  %-32s %s\n  %-32s [env %s]\n", left, opts[i].help, "", opts[i].env);
     }
+    /* tokens by value, for a Kubernetes Secret mapped into the environment: no
+     * flag, since a command line is visible to every user of the machine */
+    fprintf(out, "  %-32s %s\n  %-32s [env %s]\n", "(environment only)",
+            "the workers' bearer token itself (instead of --worker-token-file)", "",
+            "EMBER_WORKER_TOKEN");
+    fprintf(out, "  %-32s %s\n  %-32s [env %s]\n", "(environment only)",
+            "the admins' bearer token itself (instead of --admin-token-file)", "",
+            "EMBER_ADMIN_TOKEN");
     fprintf(out, "  %-32s %s\n", "--help", "this text");
     fprintf(out, "\nSizes take K, M or G suffixes (powers of 1024). SIGTERM/SIGINT: stop "
                  "accepting, finish in-flight calls,\nsave every table when --checkpoint-dir "
@@ -119,7 +134,9 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
     int numeric = strcmp(name, "listen") && strcmp(name, "backend") &&
                   strcmp(name, "checkpoint-dir") && strcmp(name, "log-level") &&
                   strcmp(name, "coalesce") && strcmp(name, "checkpoint-interval") &&
-                  strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit");
+                  strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit") &&
+                  strncmp(name, "tls-", 4) && !strstr(name, "-token-file") &&
+                  !strstr(name, "-identities");
     if (numeric && parse_u64(v, &u)) {
         snprintf(msg, cap, "%s: '%s' is not a non-negative number", src, v);
         return -1;
@@ -237,6 +254,21 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         c->coalesce_max_keys = u;
+    } else if (!strncmp(name, "tls-", 4) || strstr(name, "-token-file") ||
+               strstr(name, "-identities")) {
+        char *dst = !strcmp(name, "tls-cert")            ? c->tls_cert
+                    : !strcmp(name, "tls-key")           ? c->tls_key
+                    : !strcmp(name, "tls-client-ca")     ? c->tls_client_ca
+                    : !strcmp(name, "worker-token-file") ? c->worker_token_file
+                    : !strcmp(name, "admin-token-file")  ? c->admin_token_file
+                    : !strcmp(name, "worker-identities") ? c->worker_identities
+                                                         : c->admin_identities;
+        size_t dcap = strstr(name, "-identities") ? sizeof c->worker_identities : SRV_PATH_MAX;
+        if (strlen(v) >= dcap) {
+            snprintf(msg, cap, "%s: too long", src);
+            return -1;
+        }
+        strcpy(dst, v);
     } else if (!strcmp(name, "coalesce-wait-us")) {
         if (u > 1000000) {
             snprintf(msg, cap, "%s: %s is outside 0..1000000", src, v);
@@ -317,6 +349,19 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
             snprintf(src, sizeof src, "%s", opts[i].env);
         if (v && set(c, i, v, src, msg, cap))
             return -1;
+    }
+    if (!*c->tls_cert != !*c->tls_key) {
+        snprintf(msg, cap, "--tls-cert and --tls-key go together");
+        return -1;
+    }
+    if (*c->tls_client_ca && !*c->tls_cert) {
+        snprintf(msg, cap, "--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key");
+        return -1;
+    }
+    if ((*c->worker_identities || *c->admin_identities) && !*c->tls_client_ca) {
+        snprintf(msg, cap, "--worker-identities/--admin-identities need --tls-client-ca "
+                           "(client certificates)");
+        return -1;
     }
     if (c->shard_index >= c->shard_count) {
         snprintf(msg, cap, "shard-index %u must be below shard-count %u", c->shard_index,

@@ -25,6 +25,15 @@
  *   --coalesce auto|on|off      EMBER_COALESCE            auto (on for gpu tables)
  *   --coalesce-max-keys N       EMBER_COALESCE_MAX_KEYS   262144
  *   --coalesce-wait-us US       EMBER_COALESCE_WAIT_US    0
+ *   --tls-cert FILE             EMBER_TLS_CERT            "" (PEM; with --tls-key: TLS only)
+ *   --tls-key FILE              EMBER_TLS_KEY             ""
+ *   --tls-client-ca FILE        EMBER_TLS_CLIENT_CA       "" (mutual TLS: client certs
+ *                                                           required, verified against it)
+ *   --worker-token-file FILE    EMBER_WORKER_TOKEN_FILE   "" (or the token itself in
+ *                                                           EMBER_WORKER_TOKEN)
+ *   --admin-token-file FILE     EMBER_ADMIN_TOKEN_FILE    "" (or EMBER_ADMIN_TOKEN)
+ *   --worker-identities LIST    EMBER_WORKER_IDENTITIES   "" (mTLS client CNs/SANs)
+ *   --admin-identities LIST     EMBER_ADMIN_IDENTITIES    ""
  *
  * Sizes accept a K/M/G suffix (powers of 1024).
  */
@@ -60,6 +69,10 @@ typedef struct srv_config {
     int coalesce;               /* SRV_COALESCE_*; auto: on for tables on the gpu backend */
     uint64_t coalesce_max_keys; /* most keys in one coalesced batch */
     unsigned coalesce_wait_us;  /* a queued batch's wait for more members */
+    /* security (auth.h): file paths and lists as given; "" = unset */
+    char tls_cert[SRV_PATH_MAX], tls_key[SRV_PATH_MAX], tls_client_ca[SRV_PATH_MAX];
+    char worker_token_file[SRV_PATH_MAX], admin_token_file[SRV_PATH_MAX];
+    char worker_identities[4096], admin_identities[4096];
 } srv_config;
 
 /* Fills defaults, then the environment, then argv. Returns 0 to run, 1 when

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "server/ckpt.h"
+#include "server/auth.h"
 #include "server/log.h"
 #include "server/rpc.h"
 
@@ -47,6 +48,12 @@ int main(int argc, char **argv)
         return 2;
     }
     srv_log_set_level(srv.cfg.log_level);
+    if (srv_auth_setup(&srv.cfg, msg, sizeof msg)) {
+        char q[600];
+        srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
+        fprintf(stderr, "ember-server: %s\n", msg);
+        return 1;
+    }
 
     /* before any thread starts: the gpu backend sets this thread's device, and
      * the worker threads set theirs from srv.backend */

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "server/auth.h"
 #include "server/log.h"
 
 srv_state srv;
@@ -409,6 +410,15 @@ static void on_matched(srv_worker *w, srv_call *c)
         srv_call_finish(c, EMBER_UNIMPLEMENTED, msg, NULL);
         return;
     }
+    {
+        /* before anything of the request is looked at: a refused call does nothing */
+        char amsg[EMBER_ERROR_MSG_MAX];
+        int code = srv_auth_check(c->call, &c->md, methods[c->method].path, amsg, sizeof amsg);
+        if (code) {
+            srv_call_finish(c, code, amsg, NULL);
+            return;
+        }
+    }
     gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
     if (gpr_time_cmp(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC), now) < 0) {
         srv_call_finish(c, EMBER_DEADLINE_EXCEEDED, "deadline expired before the call ran",
@@ -597,14 +607,19 @@ int srv_rpc_start(char *msg, size_t cap)
         }
         pthread_mutex_init(&w->pool->mu, NULL);
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    int port = grpc_server_add_http2_port(srv.server, srv.cfg.listen, creds);
-    grpc_server_credentials_release(creds);
+    grpc_server_credentials *creds = srv_auth_server_credentials(&srv.cfg, msg, cap);
+    int port = 0;
+    if (creds) {
+        port = grpc_server_add_http2_port(srv.server, srv.cfg.listen, creds);
+        grpc_server_credentials_release(creds);
+        if (port <= 0)
+            snprintf(msg, cap,
+                     "cannot listen on %s: the address is in use by another process or is "
+                     "not a valid HOST:PORT%s",
+                     srv.cfg.listen, *srv.cfg.tls_cert ? ", or the TLS certificate or key is "
+                                                         "not valid PEM" : "");
+    }
     if (port <= 0) {
-        snprintf(msg, cap,
-                 "cannot listen on %s: the address is in use by another process or is not a "
-                 "valid HOST:PORT",
-                 srv.cfg.listen);
         grpc_server_destroy(srv.server);
         grpc_completion_queue_shutdown(srv.cq);
         while (grpc_completion_queue_next(srv.cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
@@ -636,14 +651,17 @@ int srv_rpc_start(char *msg, size_t cap)
         *colon = '\0';
     srv_log(SRV_LOG_INFO, "listening",
             "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
-            "max_message_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_wait_us=%u",
+            "max_message_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_wait_us=%u "
+            "tls=%s auth=%s",
             host, port, srv.cfg.threads, srv.backend.name, srv.cfg.shard_index,
             srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
             (unsigned long long)srv.cfg.max_message_bytes,
             srv.cfg.coalesce == SRV_COALESCE_ON    ? "on"
             : srv.cfg.coalesce == SRV_COALESCE_OFF ? "off"
                                                    : "auto",
-            (unsigned long long)srv.cfg.coalesce_max_keys, srv.cfg.coalesce_wait_us);
+            (unsigned long long)srv.cfg.coalesce_max_keys, srv.cfg.coalesce_wait_us,
+            !*srv.cfg.tls_cert ? "off" : *srv.cfg.tls_client_ca ? "mutual" : "on",
+            srv_auth_enabled() ? "on" : "off");
     return 0;
 }
 

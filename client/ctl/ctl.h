@@ -50,6 +50,8 @@ typedef struct ctl {
     unsigned count;          /* shards in the list: the cluster's shard count */
     int json;                /* --json: one JSON document on stdout */
     int timeout_ms;          /* deadline of each call */
+    /* security (--tls-*, --token-file or their EMBER_* variables; NULL: unset) */
+    const char *tls_ca, *tls_cert, *tls_key, *tls_server_name, *token_file;
 } ctl;
 
 /* One shard's answer to a fanned-out call. */

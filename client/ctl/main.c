@@ -22,6 +22,11 @@ static const ctl_optdef global_opts[] = {
     {"--shard", "I", "only the shard at position I of the list (default: all)"},
     {"--json", NULL, "print one JSON document on stdout, for scripts"},
     {"--timeout-ms", "MS", "deadline of each call (default 10000)"},
+    {"--tls-ca", "FILE", "TLS: PEM CA that signed the shards' certificates (default: $EMBER_TLS_CA; unset: plaintext)"},
+    {"--tls-cert", "FILE", "mutual TLS: this client's PEM certificate (default: $EMBER_TLS_CERT)"},
+    {"--tls-key", "FILE", "mutual TLS: its PEM key (default: $EMBER_TLS_KEY)"},
+    {"--tls-server-name", "NAME", "the name in the shards' certificates when not the address's host (default: $EMBER_TLS_SERVER_NAME)"},
+    {"--token-file", "FILE", "file with the bearer token sent with every call (default: $EMBER_TOKEN_FILE, or the token itself in $EMBER_TOKEN)"},
     {"--help", NULL, "this help"},
     {NULL, NULL, NULL},
 };
@@ -31,6 +36,7 @@ typedef struct globals {
     int shard;               /* -1: all */
     int json;
     int timeout_ms;
+    const char *tls_ca, *tls_cert, *tls_key, *tls_server_name, *token_file;
     int help;
 } globals;
 
@@ -190,6 +196,16 @@ static int parse_global(int argc, char **argv, int *i, globals *g, const ctl_arg
         g->shard = (int)v;
     } else if (strcmp(o->name, "--json") == 0) {
         g->json = 1;
+    } else if (strcmp(o->name, "--tls-ca") == 0) {
+        g->tls_ca = value;
+    } else if (strcmp(o->name, "--tls-cert") == 0) {
+        g->tls_cert = value;
+    } else if (strcmp(o->name, "--tls-key") == 0) {
+        g->tls_key = value;
+    } else if (strcmp(o->name, "--tls-server-name") == 0) {
+        g->tls_server_name = value;
+    } else if (strcmp(o->name, "--token-file") == 0) {
+        g->token_file = value;
     } else if (strcmp(o->name, "--timeout-ms") == 0) {
         uint64_t v;
         if (ctl_parse_u64(a, o->name, value, 1, 3600000, &v) != 0)
@@ -298,6 +314,11 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.json = g.json;
     c.timeout_ms = g.timeout_ms;
+    c.tls_ca = g.tls_ca ? g.tls_ca : getenv("EMBER_TLS_CA");
+    c.tls_cert = g.tls_cert ? g.tls_cert : getenv("EMBER_TLS_CERT");
+    c.tls_key = g.tls_key ? g.tls_key : getenv("EMBER_TLS_KEY");
+    c.tls_server_name = g.tls_server_name ? g.tls_server_name : getenv("EMBER_TLS_SERVER_NAME");
+    c.token_file = g.token_file ? g.token_file : getenv("EMBER_TOKEN_FILE");
     if (!(a.cmd->flags & CTL_CMD_OFFLINE)) {
         rc = ctl_shards_parse(&c, g.shards ? g.shards : getenv("EMBER_SHARDS"), g.shard);
         if (rc != 0)

@@ -83,15 +83,32 @@ fail:
 
 int ctl_shards_open(ctl *c)
 {
-    for (unsigned i = 0; i < c->n; i++) {
-        ember_error err;
-        c->shards[i].ch = ember_rpc_channel_open(c->shards[i].address, NULL, &err);
-        if (!c->shards[i].ch) {
+    ember_rpc_channel_options o;
+    ember_rpc_channel_options_init(&o);
+    o.tls_ca = c->tls_ca;
+    o.tls_cert = c->tls_cert;
+    o.tls_key = c->tls_key;
+    o.tls_server_name = c->tls_server_name;
+    char token[4096];
+    ember_error err;
+    o.token = getenv("EMBER_TOKEN");
+    if (c->token_file && *c->token_file) {
+        if (ember_rpc_read_token(c->token_file, token, sizeof token, &err)) {
             fprintf(stderr, "emberctl: %s\n", err.message);
             return CTL_EXIT_USAGE;
         }
+        o.token = token;
     }
-    return 0;
+    int rc = 0;
+    for (unsigned i = 0; i < c->n && !rc; i++) {
+        c->shards[i].ch = ember_rpc_channel_open(c->shards[i].address, &o, &err);
+        if (!c->shards[i].ch) {
+            fprintf(stderr, "emberctl: %s\n", err.message);
+            rc = CTL_EXIT_USAGE;
+        }
+    }
+    memset(token, 0, sizeof token); /* the channels hold their own copies */
+    return rc;
 }
 
 void ctl_shards_close(ctl *c)

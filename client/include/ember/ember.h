@@ -124,6 +124,17 @@ typedef struct ember_client_options {
      * process to the same address; > 1: this client's own, calls spread over
      * them), at most 64. */
     unsigned channels_per_shard;
+    /* Security (README "Securing a deployment"). Each unset field falls back to
+     * its environment variable: EMBER_TLS_CA, EMBER_TLS_CERT, EMBER_TLS_KEY,
+     * EMBER_TLS_SERVER_NAME, EMBER_TOKEN, EMBER_TOKEN_FILE.
+     * TLS when tls_ca or tls_cert is set: PEM file paths of the CA that signed
+     * the shards' certificates, and of this client's certificate and key for
+     * mutual TLS (both or neither). tls_server_name: the name the shards'
+     * certificates carry when it is not the host of the address. */
+    const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
+    /* The bearer token sent with every call (`authorization: Bearer <token>`),
+     * or a file holding it (trailing newline ignored); token wins. */
+    const char *token, *token_file;
 } ember_client_options;
 
 /* Fills `o` with the defaults above. */
@@ -133,7 +144,8 @@ void ember_client_options_init(ember_client_options *o);
  * EMBER_E_UNAVAILABLE on the first call that needs it. Starts one thread (the
  * client's network poller). Returns NULL and fills `err`: INVALID_ARGUMENT for
  * bad options (no shards, a malformed or repeated address, a pattern without
- * {i} or without a count, an unknown wire_dtype, over 64 channels per shard);
+ * {i} or without a count, an unknown wire_dtype, over 64 channels per shard,
+ * an unreadable TLS or token file, a certificate without its key);
  * RESOURCE_EXHAUSTED when out of memory or threads. */
 ember_client *ember_client_open(const ember_client_options *opts, ember_error *err);
 

@@ -90,6 +90,14 @@ class ember_client_options(ctypes.Structure):
         ("wire_dtype", ctypes.c_int),
         ("client_id", ctypes.c_uint64),
         ("channels_per_shard", ctypes.c_uint),
+        # security: unset falls back to EMBER_TLS_CA, EMBER_TLS_CERT, EMBER_TLS_KEY,
+        # EMBER_TLS_SERVER_NAME, EMBER_TOKEN, EMBER_TOKEN_FILE (ember.h)
+        ("tls_ca", ctypes.c_char_p),
+        ("tls_cert", ctypes.c_char_p),
+        ("tls_key", ctypes.c_char_p),
+        ("tls_server_name", ctypes.c_char_p),
+        ("token", ctypes.c_char_p),
+        ("token_file", ctypes.c_char_p),
     ]
 
 

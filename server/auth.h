@@ -1,0 +1,59 @@
+/*
+ * auth.h — who may call what: TLS credentials for the listener and the role
+ * check every call passes before it runs.
+ *
+ * Roles: a worker may call ember.v1.Shard; an admin may call ember.v1.Admin and
+ * ember.v1.Shard (an operator's tools pull and push too). grpc.health.v1.Health
+ * is open to everyone, for probes. Authentication is on when any token or
+ * identity list is set; then every other call must prove a role:
+ *   - `authorization: Bearer <token>` metadata equal to the admin or the worker
+ *     token (compared in constant time), or, with no such metadata,
+ *   - under mutual TLS, the client certificate's common name or any of its
+ *     subject alternative names listed in --admin-identities (admin) or
+ *     --worker-identities (worker).
+ * A call that proves no role (missing, malformed or wrong token, unlisted
+ * certificate) is UNAUTHENTICATED; a worker calling Admin is PERMISSION_DENIED.
+ * Either way the handler does not run; each refusal is counted (srv_auth_counts,
+ * shown by Admin/ServerInfo) and logged at debug level.
+ *
+ * Thread-safety: srv_auth_setup runs once before the workers start; the rest may
+ * be called from any thread.
+ */
+#ifndef EMBER_SRV_AUTH_H
+#define EMBER_SRV_AUTH_H
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/config.h"
+
+/* Reads the token files (or EMBER_WORKER_TOKEN / EMBER_ADMIN_TOKEN) and the
+ * identity lists of `cfg`. Returns 0, or -1 with the reason in msg (an
+ * unreadable or empty token file, the same token for both roles). */
+int srv_auth_setup(const srv_config *cfg, char *msg, size_t cap);
+
+/* The listener's credentials: TLS (mutual with --tls-client-ca) when
+ * --tls-cert is set, else insecure. NULL with the reason in msg when a PEM file
+ * cannot be read. The caller releases them. */
+grpc_server_credentials *srv_auth_server_credentials(const srv_config *cfg, char *msg,
+                                                     size_t cap);
+
+/* Whether authentication is on (any token or identity list set). */
+int srv_auth_enabled(void);
+
+/* Checks a matched call to `method` (its full gRPC path), with its initial
+ * metadata `md`. Returns 0 (run it), UNAUTHENTICATED or PERMISSION_DENIED with
+ * the reason in msg; refusals are counted and logged. */
+int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *method,
+                   char *msg, size_t cap);
+
+/* Refusals since start. */
+void srv_auth_counts(uint64_t *unauthenticated, uint64_t *permission_denied);
+
+/* 1 when a and b (of lengths la, lb) are equal; the time taken depends on la
+ * and lb only, not on where they differ. */
+int srv_auth_equal(const void *a, size_t la, const void *b, size_t lb);
+
+#endif

@@ -1,0 +1,430 @@
+/*
+ * test_security.c — TLS, mutual TLS and the worker/admin roles against real
+ * ember-server processes, through libember (issue 7, "Security").
+ *
+ * Certificates are made at test time with `openssl` in a temporary directory: a
+ * CA, a server certificate for 127.0.0.1/localhost, client certificates with
+ * CNs worker-1, admin-1 and stranger, and a second, unrelated CA. Servers are
+ * started here (not by the harness, whose readiness probe speaks plaintext): the
+ * test waits for their "event=listening" log line.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/rpc.h"
+#include "ember/ember.h"
+#include "ember/v1/ember.pb-c.h"
+#include "harness.h"
+
+static char dir[256];
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    ck_assert_msg(rc == 0, "command failed (%d): %s", rc, cmd);
+}
+
+static const char *path(const char *name)
+{
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 512, "%s/%s", dir, name);
+    return p;
+}
+
+/* ca NAME; cert NAME CN CA [SAN] */
+static void make_ca(const char *name)
+{
+    sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+       "-keyout %s.key -out %s.pem -days 2 -subj /CN=%s >/dev/null 2>&1",
+       dir, name, name, name);
+}
+
+static void make_cert(const char *name, const char *cn, const char *ca, const char *san)
+{
+    sh("cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+       "-keyout %s.key -out %s.csr -subj /CN=%s >/dev/null 2>&1 && "
+       "printf 'subjectAltName=%s\\n' > %s.ext && "
+       "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -days 2 "
+       "-extfile %s.ext -out %s.pem >/dev/null 2>&1",
+       dir, name, name, cn, san, name, name, ca, ca, name, name);
+}
+
+static void setup_certs(void)
+{
+    if (dir[0])
+        return;
+    snprintf(dir, sizeof dir, "%s/ember-test-security.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    make_ca("ca");
+    make_ca("wrongca");
+    make_cert("server", "ember-server", "ca", "IP:127.0.0.1,DNS:localhost");
+    make_cert("worker", "worker-1", "ca", "DNS:worker-1.jobs");
+    make_cert("admin", "admin-1", "ca", "DNS:admin-1.ops");
+    make_cert("stranger", "stranger", "ca", "DNS:stranger");
+    make_cert("wrongclient", "admin-1", "wrongca", "DNS:admin-1.ops");
+    sh("printf 'w0rker-secret\\n' > %s/worker.token && printf 'adm1n-secret' > %s/admin.token",
+       dir, dir);
+    sh("printf 'not-the-token\\n' > %s/bad.token", dir);
+}
+
+typedef struct srv {
+    pid_t pid;
+    char addr[64];
+    char log[512];
+} srv;
+
+/* Starts ember-server with `flags` (NULL-terminated) and env "K=V" pairs. */
+static void start(srv *s, const char *const *flags, const char *const *env)
+{
+    int port = eh_free_port();
+    snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", port);
+    snprintf(s->log, sizeof s->log, "%s/server-%d.log", dir, port);
+    const char *argv[48];
+    int n = 0;
+    argv[n++] = EMBER_SERVER_BIN;
+    argv[n++] = "--listen";
+    argv[n++] = s->addr;
+    argv[n++] = "--threads";
+    argv[n++] = "2";
+    argv[n++] = "--backend";
+    argv[n++] = "cpu";
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    for (int i = 0; flags && flags[i] && n < 46; i++)
+        argv[n++] = flags[i];
+    argv[n] = NULL;
+    s->pid = fork();
+    ck_assert_int_ge(s->pid, 0);
+    if (s->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed check leaves no server behind */
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        for (int i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "grep -qs event=listening %s", s->log);
+        if (system(cmd) == 0)
+            return;
+        int st;
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            s->pid = 0;
+            break;
+        }
+        usleep(50000);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cat %s >&2", s->log);
+    (void)!system(cmd);
+    ck_abort_msg("ember-server did not start");
+}
+
+static void stop(srv *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+    }
+    s->pid = 0;
+}
+
+static int log_has(const srv *s, const char *what)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -q -- '%s' %s", what, s->log);
+    return system(cmd) == 0;
+}
+
+typedef struct copts {
+    const char *ca, *cert, *key, *token, *token_file;
+} copts;
+
+static ember_client *open_client(const srv *s, copts o)
+{
+    ember_client_options co;
+    ember_client_options_init(&co);
+    co.shards = s->addr;
+    co.timeout_ms = 3000;
+    co.max_retries = 1;
+    co.tls_ca = o.ca;
+    co.tls_cert = o.cert;
+    co.tls_key = o.key;
+    co.token = o.token;
+    co.token_file = o.token_file;
+    ember_error e;
+    ember_client *c = ember_client_open(&co, &e);
+    ck_assert_msg(c != NULL, "open: %s", e.message);
+    return c;
+}
+
+/* Creates table t (if missing) and does a pull and a push: returns the first
+ * failing status. */
+static int create(ember_client *c, const char *t, ember_error *e)
+{
+    ember_table_spec spec;
+    ember_table_spec_init(&spec);
+    spec.dim = 4;
+    spec.capacity_per_shard = 1024;
+    return ember_create_table(c, t, &spec, 1, e);
+}
+
+static int pull_push(ember_client *c, const char *t, ember_error *e)
+{
+    uint64_t keys[3] = {1, 2, 3};
+    float out[12], g[12];
+    for (int i = 0; i < 12; i++)
+        g[i] = 0.5f;
+    int rc = ember_pull(c, t, keys, 3, out, 4, EMBER_PULL_INSERT, e);
+    if (!rc)
+        rc = ember_push(c, t, keys, 3, g, 4, e);
+    return rc;
+}
+
+static int table_exists(ember_client *c, const char *t)
+{
+    ember_table_info info;
+    ember_error e;
+    return ember_describe_table(c, t, &info, &e) == 0;
+}
+
+START_TEST(tls_serves_and_refuses_plaintext_and_wrong_ca)
+{
+    setup_certs();
+    srv s = {0};
+    const char *flags[] = {"--tls-cert", path("server.pem"), "--tls-key", path("server.key"),
+                           NULL};
+    start(&s, flags, NULL);
+    ck_assert(log_has(&s, "tls=on"));
+    ember_error e;
+
+    ember_client *c = open_client(&s, (copts){.ca = path("ca.pem")});
+    ck_assert_msg(create(c, "t", &e) == 0, "TLS create: %s", e.message);
+    ck_assert_msg(pull_push(c, "t", &e) == 0, "TLS pull/push: %s", e.message);
+    ember_client_close(c);
+
+    c = open_client(&s, (copts){0}); /* plaintext to a TLS listener */
+    int rc = pull_push(c, "t", &e);
+    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "plaintext: %d %s", rc, e.message);
+    ember_client_close(c);
+
+    c = open_client(&s, (copts){.ca = path("wrongca.pem")});
+    rc = pull_push(c, "t", &e);
+    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "wrong CA: %d %s", rc, e.message);
+    ember_client_close(c);
+    stop(&s);
+}
+END_TEST
+
+START_TEST(mtls_requires_a_client_certificate_of_the_ca)
+{
+    setup_certs();
+    srv s = {0};
+    const char *flags[] = {"--tls-cert", path("server.pem"), "--tls-key", path("server.key"),
+                           "--tls-client-ca", path("ca.pem"), NULL};
+    start(&s, flags, NULL);
+    ck_assert(log_has(&s, "tls=mutual"));
+    ember_error e;
+
+    ember_client *c = open_client(&s, (copts){.ca = path("ca.pem")}); /* no client cert */
+    int rc = create(c, "t", &e);
+    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "no client cert: %d %s", rc, e.message);
+    ember_client_close(c);
+
+    c = open_client(&s, (copts){.ca = path("ca.pem"), .cert = path("wrongclient.pem"),
+                                .key = path("wrongclient.key")});
+    rc = create(c, "t", &e);
+    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "client cert of another CA: %d %s", rc, e.message);
+    ember_client_close(c);
+
+    c = open_client(&s, (copts){.ca = path("ca.pem"), .cert = path("worker.pem"),
+                                .key = path("worker.key")});
+    ck_assert_msg(create(c, "t", &e) == 0, "mTLS create: %s", e.message);
+    ck_assert_msg(pull_push(c, "t", &e) == 0, "mTLS pull/push: %s", e.message);
+    ember_client_close(c);
+    stop(&s);
+}
+END_TEST
+
+/* The ServerInfo refusal counters, asked with the admin token. */
+static void refusals(const srv *s, uint64_t *unauth, uint64_t *denied)
+{
+    ember_rpc_channel_options o;
+    ember_rpc_channel_options_init(&o);
+    o.token = "adm1n-secret";
+    ember_error e;
+    grpc_channel *ch = ember_rpc_channel_open(s->addr, &o, &e);
+    ck_assert_ptr_nonnull(ch);
+    uint8_t *resp = NULL;
+    size_t len = 0;
+    int rc = ember_rpc_unary(ch, "/ember.v1.Admin/ServerInfo", "", 0, 3000, &resp, &len, &e);
+    ck_assert_msg(rc == 0, "ServerInfo: %s", e.message);
+    Ember__V1__ServerInfoResponse *r = ember__v1__server_info_response__unpack(NULL, len, resp);
+    ck_assert_ptr_nonnull(r);
+    ck_assert(r->auth);
+    *unauth = r->refused_unauthenticated;
+    *denied = r->refused_permission_denied;
+    ember__v1__server_info_response__free_unpacked(r, NULL);
+    free(resp);
+    ember_rpc_channel_close(ch);
+}
+
+START_TEST(worker_token_cannot_drop_admin_token_can)
+{
+    setup_certs();
+    srv s = {0};
+    const char *flags[] = {"--worker-token-file", path("worker.token"), NULL};
+    const char *env[] = {"EMBER_ADMIN_TOKEN=adm1n-secret", NULL};
+    start(&s, flags, env);
+    ck_assert(log_has(&s, "auth=on"));
+    ember_error e;
+
+    ember_client *admin = open_client(&s, (copts){.token_file = path("admin.token")});
+    ck_assert_msg(create(admin, "t", &e) == 0, "admin create: %s", e.message);
+
+    ember_client *worker = open_client(&s, (copts){.token = "w0rker-secret"});
+    ck_assert_msg(pull_push(worker, "t", &e) == 0, "worker pull/push: %s", e.message);
+    int rc = ember_drop_table(worker, "t", 0, &e);
+    ck_assert_msg(rc == EMBER_E_PERMISSION_DENIED, "worker drop: %d %s", rc, e.message);
+    ck_assert(table_exists(admin, "t"));
+    rc = create(worker, "u", &e);
+    ck_assert_msg(rc == EMBER_E_PERMISSION_DENIED, "worker create: %d %s", rc, e.message);
+
+    ember_client *none = open_client(&s, (copts){0});
+    rc = pull_push(none, "t", &e);
+    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "no token pull: %d %s", rc, e.message);
+    rc = ember_drop_table(none, "t", 0, &e);
+    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "no token drop: %d %s", rc, e.message);
+    ember_client_close(none);
+
+    ember_client *bad = open_client(&s, (copts){.token_file = path("bad.token")});
+    rc = pull_push(bad, "t", &e);
+    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "wrong token: %d %s", rc, e.message);
+    ember_client_close(bad);
+    ck_assert(table_exists(admin, "t"));
+
+    /* probes need no credentials */
+    eh_client *probe = eh_client_open(s.addr);
+    ck_assert_int_eq(eh_health_serving(probe, 3000), 1);
+    eh_client_close(probe);
+
+    uint64_t unauth, denied;
+    refusals(&s, &unauth, &denied);
+    ck_assert_uint_ge(unauth, 3);
+    ck_assert_uint_eq(denied, 2);
+    ck_assert(log_has(&s, "event=refused method=/ember.v1.Admin/DropTable code=PERMISSION_DENIED"));
+
+    ck_assert_msg(pull_push(admin, "t", &e) == 0, "admin pull/push: %s", e.message);
+    ck_assert_msg(ember_drop_table(admin, "t", 0, &e) == 0, "admin drop: %s", e.message);
+    ck_assert(!table_exists(admin, "t"));
+    ember_client_close(worker);
+    ember_client_close(admin);
+    stop(&s);
+}
+END_TEST
+
+START_TEST(mtls_identity_decides_the_role)
+{
+    setup_certs();
+    srv s = {0};
+    const char *flags[] = {"--tls-cert", path("server.pem"), "--tls-key", path("server.key"),
+                           "--tls-client-ca", path("ca.pem"), "--worker-identities",
+                           "worker-1, other", "--admin-identities", "admin-1.ops", NULL};
+    start(&s, flags, NULL);
+    ember_error e;
+    copts base = {.ca = path("ca.pem")};
+
+    copts a = base;
+    a.cert = path("admin.pem"), a.key = path("admin.key"); /* listed by its SAN */
+    ember_client *admin = open_client(&s, a);
+    ck_assert_msg(create(admin, "t", &e) == 0, "admin create: %s", e.message);
+
+    copts w = base;
+    w.cert = path("worker.pem"), w.key = path("worker.key"); /* listed by its CN */
+    ember_client *worker = open_client(&s, w);
+    ck_assert_msg(pull_push(worker, "t", &e) == 0, "worker pull/push: %s", e.message);
+    int rc = ember_drop_table(worker, "t", 0, &e);
+    ck_assert_msg(rc == EMBER_E_PERMISSION_DENIED, "worker drop: %d %s", rc, e.message);
+    ck_assert(table_exists(admin, "t"));
+
+    copts x = base;
+    x.cert = path("stranger.pem"), x.key = path("stranger.key"); /* valid, not listed */
+    ember_client *stranger = open_client(&s, x);
+    rc = pull_push(stranger, "t", &e);
+    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "stranger: %d %s", rc, e.message);
+    ember_client_close(stranger);
+
+    ck_assert_msg(ember_drop_table(admin, "t", 0, &e) == 0, "admin drop: %s", e.message);
+    ember_client_close(worker);
+    ember_client_close(admin);
+    stop(&s);
+}
+END_TEST
+
+START_TEST(bad_security_settings_stop_the_start)
+{
+    setup_certs();
+    char *out = NULL;
+    const char *a1[] = {"--tls-cert", path("server.pem"), NULL};
+    int st = eh_run_server_cmd(a1, &out, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2, "cert without key: %s", out);
+    ck_assert_ptr_nonnull(strstr(out, "--tls-key"));
+    free(out);
+    const char *a2[] = {"--listen", "127.0.0.1:0", "--backend", "cpu",
+                        "--worker-token-file", path("missing.token"), NULL};
+    st = eh_run_server_cmd(a2, &out, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "missing token file: %s", out);
+    ck_assert_ptr_nonnull(strstr(out, "missing.token"));
+    free(out);
+    const char *a3[] = {"--admin-identities", "admin-1", NULL};
+    st = eh_run_server_cmd(a3, &out, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2, "identities without mTLS: %s", out);
+    free(out);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("security");
+    TCase *tc = tcase_create("security");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, tls_serves_and_refuses_plaintext_and_wrong_ca);
+    tcase_add_test(tc, mtls_requires_a_client_certificate_of_the_ca);
+    tcase_add_test(tc, worker_token_cannot_drop_admin_token_can);
+    tcase_add_test(tc, mtls_identity_decides_the_role);
+    tcase_add_test(tc, bad_security_settings_stop_the_start);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_ENV);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (dir[0]) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        (void)!system(cmd);
+    }
+    return failed ? 1 : 0;
+}
