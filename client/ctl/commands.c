@@ -1191,6 +1191,10 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_u64(&j, "uptime_seconds", s->uptime_seconds);
             ctl_json_str(&j, "listen", s->listen);
             ctl_json_str(&j, "checkpoint_dir", s->checkpoint_dir);
+            ctl_json_str(&j, "tls", *s->tls ? s->tls : "off");
+            ctl_json_bool(&j, "auth", s->auth);
+            ctl_json_u64(&j, "refused_unauthenticated", s->refused_unauthenticated);
+            ctl_json_u64(&j, "refused_permission_denied", s->refused_permission_denied);
             ctl_json_end_object(&j);
         } else {
             ctl_table_add(&t, "%u", r[i].shard->index);
