@@ -11,6 +11,9 @@
  * For each, checkpoint.h's contract:
  *   - ember_ckpt_read_meta: OK, or DATA_LOSS; on OK a NUL-terminated name, a
  *     shard below the count, a dim within 1..EMBER_DIM_MAX;
+ *   - the row reader (ember_ckpt_reader_*): OK, DATA_LOSS or FAILED_PRECONDITION;
+ *     on OK chunks of rows without reserved keys or NaN/Inf adding up to the
+ *     header's count; it takes every file that load takes;
  *   - ember_ckpt_load into a small CPU table holding 3 known rows (of the file's
  *     shape when the header is sound and small enough, else dim 4 Adagrad): OK,
  *     DATA_LOSS or FAILED_PRECONDITION; on an error the table is exactly as it
@@ -20,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -192,6 +196,43 @@ static void same_known_rows(ember_table *t, const float *want)
     free(k);
 }
 
+/* The row-by-row reader (emberctl reshard's): OK or DATA_LOSS /
+ * FAILED_PRECONDITION, as load before it touches a table; on OK, chunks whose
+ * rows add up to the header's, none reserved or holding NaN/Inf. Returns its
+ * status. */
+static int read_rows(void)
+{
+    ember_ckpt_reader *r = NULL;
+    ember_ckpt_meta meta;
+    ember_error err;
+    int rc = ember_ckpt_reader_open(in_path, &r, &meta, &err);
+    FUZZ_CHECK(rc == EMBER_OK || rc == EMBER_DATA_LOSS || rc == EMBER_FAILED_PRECONDITION,
+               "reader_open returned %s: %s", ember_status_name(rc), err.message);
+    if (rc)
+        return rc;
+    uint32_t rf = ember_ckpt_reader_row_floats(r);
+    FUZZ_CHECK(rf == ember_table_config_row_floats(&meta.config), "reader row_floats %u", rf);
+    uint64_t rows = 0;
+    for (;;) {
+        size_t n;
+        const uint64_t *keys, *scores, *versions;
+        const float *v;
+        rc = ember_ckpt_reader_next(r, &n, &keys, &scores, &versions, &v, &err);
+        FUZZ_CHECK(rc == 0, "reader_next after a whole-file check: %s", err.message);
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; i++)
+            FUZZ_CHECK(!ember_key_is_reserved(keys[i]), "reader hands out a reserved key");
+        for (size_t i = 0; i < n * rf; i++)
+            FUZZ_CHECK(isfinite(v[i]), "reader hands out NaN/Inf");
+        rows += n;
+    }
+    FUZZ_CHECK(rows == meta.rows, "reader gave %llu rows, the header says %llu",
+               (unsigned long long)rows, (unsigned long long)meta.rows);
+    ember_ckpt_reader_close(r);
+    return 0;
+}
+
 static void load_one(const uint8_t *data, size_t size)
 {
     ember_ckpt_meta meta, loaded;
@@ -209,11 +250,16 @@ static void load_one(const uint8_t *data, size_t size)
                    meta.config.dim);
     }
 
+    int rrc = read_rows();
+    FUZZ_CHECK(mrc == EMBER_OK || rrc != EMBER_OK, "the reader opened a file read_meta refused");
+
     float *known;
     ember_table *t = small_table(mrc == EMBER_OK ? &meta : NULL, &known);
     int rc = ember_ckpt_load(t, in_path, NULL, &loaded, &err);
     FUZZ_CHECK(rc == EMBER_OK || rc == EMBER_DATA_LOSS || rc == EMBER_FAILED_PRECONDITION,
                "load returned %s: %s", ember_status_name(rc), err.message);
+    /* The reader checks the whole file as load does: a file load took, it takes. */
+    FUZZ_CHECK(rc != EMBER_OK || rrc == EMBER_OK, "load took a file the reader refused");
     if (rc) {
         same_known_rows(t, known);
     } else {
