@@ -172,6 +172,13 @@ SCHEMAS = {
     ("policy/v1", "PodDisruptionBudget"): top({
         "maxUnavailable": INTSTR, "minAvailable": INTSTR, "selector": LABELSEL,
         "unhealthyPodEvictionPolicy": E("IfHealthyBudget", "AlwaysAllow")}),
+    ("networking.k8s.io/v1", "NetworkPolicy"): top({
+        "podSelector": LABELSEL, "policyTypes": L(E("Ingress", "Egress")),
+        "ingress": L({"from": L({"podSelector": LABELSEL, "namespaceSelector": LABELSEL,
+                                 "ipBlock": {"cidr": S, "except": L(S)}}),
+                      "ports": L({"protocol": E("TCP", "UDP", "SCTP"), "port": INTSTR,
+                                  "endPort": I})}),
+        "egress": ANY}),
     ("batch/v1", "Job"): top({
         "backoffLimit": I, "completions": I, "parallelism": I, "activeDeadlineSeconds": I,
         "ttlSecondsAfterFinished": I, "template": POD_TEMPLATE}),
@@ -494,6 +501,9 @@ class Deployment:
         self.sts = kinds["StatefulSet"][0]
         self.svc = kinds["Service"][0]
         self.pdb = kinds["PodDisruptionBudget"][0]
+        check(len(kinds.get("NetworkPolicy", [])) == 1,
+              "%s: one NetworkPolicy, found %d" % (where, len(kinds.get("NetworkPolicy", []))))
+        self.netpol = (kinds.get("NetworkPolicy") or [None])[0]
         self.replicas = self.sts["spec"].get("replicas", 1)
         servers = [c for c in containers_of(self.sts, init=False)
                    if os.path.basename((c.get("command") or [""])[0]) == "ember-server"]
@@ -645,7 +655,50 @@ def check_deployment(dep, flags, envs, uid):
           "%s: a restarted pod restores its checkpoints (--checkpoint-restore on)" % w)
     check(setting(c, "checkpoint-interval", "EMBER_CHECKPOINT_INTERVAL") not in (None, "0"),
           "%s: periodic checkpoints (--checkpoint-interval)" % w)
+
+    # the NetworkPolicy: it covers the shards, and admits only ember clients, only on
+    # the gRPC port
+    np = dep.netpol
+    if np:
+        nspec = np.get("spec", {})
+        check(selects(nspec.get("podSelector", {}), plabels),
+              "%s: the NetworkPolicy selects the shard pods" % w)
+        check("Ingress" in nspec.get("policyTypes", []), "%s: the NetworkPolicy limits ingress" % w)
+        rules = nspec.get("ingress", [])
+        check(bool(rules), "%s: the NetworkPolicy admits someone (the clients)" % w)
+        for r in rules:
+            check([p.get("port") for p in r.get("ports", [])] in ([dep.port], ["grpc"]),
+                  "%s: each ingress rule opens the gRPC port %d only" % (w, dep.port))
+            for f in r.get("from", []):
+                check(set(f) == {"podSelector"} and not selects(f["podSelector"], {})
+                      and not selects(f["podSelector"], {"ember.io/role": "stranger"})
+                      and selects(f["podSelector"], {"ember.io/role": "worker"}) ==
+                      selects(f["podSelector"], {"ember.io/role": "admin"}),
+                      "%s: the NetworkPolicy admits pods by their ember.io/role "
+                      "(worker, admin), not everyone: %r" % (w, f))
     return True
+
+
+def selects(sel, labels):
+    """Whether a label selector (matchLabels, matchExpressions) selects `labels`."""
+    if not all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items()):
+        return False
+    for e in sel.get("matchExpressions", []):
+        k, op, vals = e.get("key"), e.get("operator"), e.get("values", [])
+        if ((op == "In" and labels.get(k) not in vals) or
+                (op == "NotIn" and k in labels and labels[k] in vals) or
+                (op == "Exists" and k not in labels) or (op == "DoesNotExist" and k in labels)):
+            return False
+    return True
+
+
+def admitted(dep, labels):
+    """Whether the NetworkPolicy lets a pod with `labels` (same namespace) in."""
+    if not dep.netpol:
+        return True
+    return any(selects(f.get("podSelector", {}), labels)
+               for r in dep.netpol.get("spec", {}).get("ingress", []) for f in r.get("from", [])
+               if "podSelector" in f and "namespaceSelector" not in f)
 
 
 def expand_env(env_list, resolve):
@@ -657,7 +710,9 @@ def expand_env(env_list, resolve):
         return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
                       lambda m: "$" if m.group(0) == "$$" else out.get(m.group(1), m.group(0)), s)
     for e in env_list:
-        out[e["name"]] = sub(e["value"]) if "value" in e else resolve(e["valueFrom"])
+        v = sub(e["value"]) if "value" in e else resolve(e["valueFrom"])
+        if v is not None:       # None: an optional Secret's key that is absent
+            out[e["name"]] = v
     return out, sub
 
 
@@ -667,6 +722,8 @@ def check_worker(job, dep, server_image, dockerfile_bins, where):
     check(not subset(dep.svc["spec"]["selector"], plabels) and
           not subset(dep.pdb["spec"]["selector"]["matchLabels"], plabels),
           "%s: the Service and PDB do not select the worker's pods" % where)
+    check(admitted(dep, plabels),
+          "%s: the shards' NetworkPolicy admits the worker's pods (label ember.io/role)" % where)
     check(tspec.get("restartPolicy") in ("Never", "OnFailure"), "%s: a Job's restartPolicy" % where)
     cs = containers_of(job)
     envs = []
@@ -1083,6 +1140,13 @@ class Pod:
                 q = c.get("resources", {}).get(kind, {}).get(name)
                 check(q is not None, "the test resolves resourceFieldRef %s" % r["resource"])
                 return quantity_ceil(q, r.get("divisor", "1"))
+            if "secretKeyRef" in vf:
+                # no Secret exists here: an optional key leaves the variable unset,
+                # as the kubelet does; a required one would keep the pod from starting
+                check(vf["secretKeyRef"].get("optional") is True,
+                      "the StatefulSet starts without Secrets (secretKeyRef %s is optional)"
+                      % vf["secretKeyRef"].get("name"))
+                return None
             check(False, "the test resolves valueFrom %s" % vf)
             return ""
         env, sub = expand_env(c.get("env", []), resolve)
