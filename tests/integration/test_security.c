@@ -383,6 +383,72 @@ START_TEST(mtls_identity_decides_the_role)
 }
 END_TEST
 
+/* Runs emberctl with `args` (a shell fragment); its stdout+stderr into out. */
+static int ctl(char *out, size_t cap, const char *env, const char *args)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", env, EMBERCTL_BIN, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(tokens_over_mutual_tls_with_emberctl)
+{
+    setup_certs();
+    srv s = {0};
+    const char *flags[] = {"--tls-cert", path("server.pem"), "--tls-key", path("server.key"),
+                           "--tls-client-ca", path("ca.pem"), "--worker-token-file",
+                           path("worker.token"), "--admin-token-file", path("admin.token"),
+                           NULL};
+    start(&s, flags, NULL);
+    ember_error e;
+    /* libember: TLS, a client certificate and a token at once; the token decides */
+    ember_client *w = open_client(&s, (copts){.ca = path("ca.pem"), .cert = path("admin.pem"),
+                                              .key = path("admin.key"),
+                                              .token = "w0rker-secret"});
+    ck_assert_int_eq(create(w, "t", &e), EMBER_E_PERMISSION_DENIED);
+    ember_client_close(w);
+
+    char out[8192], tls[2048], env[2048];
+    snprintf(tls, sizeof tls, "--shards %s --tls-ca %s --tls-cert %s --tls-key %s", s.addr,
+             path("ca.pem"), path("stranger.pem"), path("stranger.key"));
+    char args[4096];
+    snprintf(args, sizeof args, "%s --token-file %s create t --dim 4 --capacity 1024", tls,
+             path("admin.token"));
+    int rc = ctl(out, sizeof out, "", args);
+    ck_assert_msg(rc == 0, "emberctl create as admin: %d %s", rc, out);
+    snprintf(args, sizeof args, "%s --token-file %s drop t", tls, path("worker.token"));
+    rc = ctl(out, sizeof out, "", args);
+    ck_assert_msg(rc == 1 && strstr(out, "PERMISSION_DENIED"), "emberctl drop as worker: %d %s",
+                  rc, out);
+    snprintf(args, sizeof args, "%s tables", tls);
+    rc = ctl(out, sizeof out, "", args);
+    ck_assert_msg(rc == 1 && strstr(out, "UNAUTHENTICATED"), "emberctl without token: %d %s",
+                  rc, out);
+    snprintf(args, sizeof args, "--shards %s tables", s.addr);
+    rc = ctl(out, sizeof out, "", args);
+    ck_assert_msg(rc == 1 && strstr(out, "UNAVAILABLE"), "emberctl plaintext: %d %s", rc, out);
+    /* the same from the environment */
+    snprintf(env, sizeof env,
+             "EMBER_TLS_CA=%s EMBER_TLS_CERT=%s EMBER_TLS_KEY=%s EMBER_TOKEN=adm1n-secret",
+             path("ca.pem"), path("worker.pem"), path("worker.key"));
+    snprintf(args, sizeof args, "--shards %s drop t", s.addr);
+    rc = ctl(out, sizeof out, env, args);
+    ck_assert_msg(rc == 0, "emberctl drop as admin from the environment: %d %s", rc, out);
+    snprintf(args, sizeof args, "--shards %s --json info", s.addr);
+    rc = ctl(out, sizeof out, env, args);
+    ck_assert_msg(rc == 0 && strstr(out, "\"tls\":\"mutual\"") &&
+                      strstr(out, "\"refused_permission_denied\":2") &&
+                      strstr(out, "\"refused_unauthenticated\":1"),
+                  "emberctl info: %d %s", rc, out);
+    stop(&s);
+}
+END_TEST
+
 START_TEST(bad_security_settings_stop_the_start)
 {
     setup_certs();
@@ -414,6 +480,7 @@ int main(void)
     tcase_add_test(tc, mtls_requires_a_client_certificate_of_the_ca);
     tcase_add_test(tc, worker_token_cannot_drop_admin_token_can);
     tcase_add_test(tc, mtls_identity_decides_the_role);
+    tcase_add_test(tc, tokens_over_mutual_tls_with_emberctl);
     tcase_add_test(tc, bad_security_settings_stop_the_start);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
