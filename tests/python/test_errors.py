@@ -2,13 +2,18 @@
 code, the failing shard and the message: unknown table NOT_FOUND, wrong dim
 INVALID_ARGUMENT, and the rest of what a worker meets."""
 
+import os
+import shutil
 import socket
+import tempfile
+import unittest
 
 import numpy as np
 
 from ember_test_util import ShardsTest, main
 
 import ember
+import ember.local
 from ember import Code
 
 
@@ -120,6 +125,52 @@ class Errors(ShardsTest):
         self.assertIsInstance(ember.Error.of(Code.DEADLINE_EXCEEDED, "m"), TimeoutError)
         self.assertEqual(ember.Error.of(99, "m").code, Code.UNKNOWN)
 
+
+
+class Roles(unittest.TestCase):
+    """Tokens from Python: the worker token pulls and pushes but cannot drop
+    (PermissionDeniedError, the table stays); none is UnauthenticatedError; the
+    admin token drops; EMBER_TOKEN is the fallback."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="ember-roles-")
+        cls.wfile = os.path.join(cls.dir, "worker.token")
+        afile = os.path.join(cls.dir, "admin.token")
+        with open(cls.wfile, "w") as f:
+            f.write("py-worker\n")
+        with open(afile, "w") as f:
+            f.write("py-admin\n")
+        cls.shards = ember.local.LocalShards(
+            2, extra_args=["--worker-token-file", cls.wfile, "--admin-token-file", afile]).start()
+        cls.addresses = list(cls.shards.addresses)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.shards.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def test_worker_admin_and_none(self):
+        with ember.Client(self.addresses, token="py-admin") as admin, \
+                ember.Client(self.addresses, token_file=self.wfile) as worker, \
+                ember.Client(self.addresses, max_retries=1) as none:
+            admin.create_table("r4", 4, 256)
+            rows = worker.pull("r4", [1, 2, 3], 4)
+            worker.push("r4", [1, 2, 3], np.ones_like(rows))
+            with self.assertRaises(ember.PermissionDeniedError):
+                worker.drop_table("r4")
+            admin.describe_table("r4")  # still there
+            with self.assertRaises(ember.UnauthenticatedError):
+                none.pull("r4", [1], 4)
+            os.environ["EMBER_TOKEN"] = "py-worker"
+            try:
+                with ember.Client(self.addresses) as from_env:
+                    from_env.pull("r4", [1], 4)
+            finally:
+                del os.environ["EMBER_TOKEN"]
+            admin.drop_table("r4")
+            with self.assertRaises(ember.NotFoundError):
+                admin.describe_table("r4")
 
 if __name__ == "__main__":
     main()

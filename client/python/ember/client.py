@@ -167,14 +167,21 @@ class Client:
     with EMBER_SHARD_COUNT (see ember.h; .shard_source says which one won).
     timeout_ms: each call's deadline, retries included (0: 10 s). wire_dtype:
     "float32", "float16" or "bfloat16" on the wire; arrays are float32 in memory
-    either way. client_id: 0 for a random one. Raises ember.Error
-    (InvalidArgumentError for bad options or no shards at all).
+    either way. client_id: 0 for a random one. Security (README, "Securing a
+    deployment"): tls_ca, tls_cert, tls_key (PEM file paths; TLS when tls_ca or
+    tls_cert is set, mutual TLS with cert and key), tls_server_name, and the
+    bearer token (token, or token_file); each unset one falls back to its
+    variable (EMBER_TLS_CA, EMBER_TLS_CERT, EMBER_TLS_KEY, EMBER_TLS_SERVER_NAME,
+    EMBER_TOKEN, EMBER_TOKEN_FILE). Raises ember.Error (InvalidArgumentError for
+    bad options, unreadable TLS or token files, or no shards at all).
 
     Use as a context manager or call close(); close() first waits for any
     async call still pending."""
 
     def __init__(self, shards=None, *, shard_pattern=None, shard_count=0, timeout_ms=0,
-                 max_retries=0, wire_dtype="float32", client_id=0, channels_per_shard=0):
+                 max_retries=0, wire_dtype="float32", client_id=0, channels_per_shard=0,
+                 tls_ca=None, tls_cert=None, tls_key=None, tls_server_name=None,
+                 token=None, token_file=None):
         self._lib = _lib.lib()
         self._c = None
         self._dims = {}
@@ -191,6 +198,11 @@ class Client:
         # Kept referenced while ember_client_open reads them.
         self._opt_strings = (_bytes(shards, "shards"), _bytes(shard_pattern, "shard_pattern"))
         o.shards, o.shard_pattern = self._opt_strings
+        sec = tuple(_bytes(v, n) for v, n in (
+            (tls_ca, "tls_ca"), (tls_cert, "tls_cert"), (tls_key, "tls_key"),
+            (tls_server_name, "tls_server_name"), (token, "token"), (token_file, "token_file")))
+        (o.tls_ca, o.tls_cert, o.tls_key, o.tls_server_name, o.token,
+         o.token_file) = sec  # the channels copy them: not kept here
         o.shard_count = shard_count
         o.timeout_ms = timeout_ms
         o.max_retries = max_retries
