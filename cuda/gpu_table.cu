@@ -1187,7 +1187,7 @@ __global__ void k_export(tview v, uint64_t b0, uint64_t nbk, uint64_t min_score,
         for (unsigned k = 0; k < 8; k++) {
             unsigned s = lane * 8u + k;
             if (((c >> (8 * k)) & 0x80u) == 0 && __ldcg(v.scores + b * SLOTS + s) >= min_score &&
-                __ldcg(v.versions + b * SLOTS + s) > after_version)
+                (after_version == 0 || __ldcg(v.versions + b * SLOTS + s) > after_version))
                 pass |= 1u << k;
         }
         unsigned mine = __popc(pass), before = mine;

@@ -915,7 +915,7 @@ static int cpu_evict_to_size(void *impl, uint64_t target, uint64_t *evicted,
 static inline int passes(const cpu_bucket *b, unsigned s, const ember_export_filter *f)
 {
     return slot_used(b, s) && b->cb_scores[s] >= f->min_score &&
-           b->cb_versions[s] > f->after_version;
+           (f->after_version == 0 || b->cb_versions[s] > f->after_version);
 }
 
 static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor,

@@ -94,8 +94,9 @@ typedef struct ember_table_stats {
                                      them on the CPU, the hybrid rest on the GPU */
 } ember_table_stats;
 
-/* Rows that export returns: score ≥ min_score and version > after_version
- * (0 and 0: every row). `full_rows`: embedding + optimizer slots; else embedding. */
+/* Rows that export returns: score ≥ min_score and version > after_version, where
+ * after_version 0 passes every version, 0 included (an import may carry 0); so
+ * 0 and 0: every row. `full_rows`: embedding + optimizer slots; else embedding. */
 typedef struct ember_export_filter {
     uint64_t min_score;
     uint64_t after_version;

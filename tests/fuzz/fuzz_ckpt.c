@@ -110,26 +110,6 @@ static int fix_crcs(uint8_t *b, size_t len)
     return changed;
 }
 
-/* Rows of version 0 in the chunks of b[len] that can be located. */
-static uint64_t version0_rows(const uint8_t *b, size_t len)
-{
-    if (len < HDR_LEN)
-        return 0;
-    uint64_t rf = rd32(b + 184), off = HDR_LEN, zero = 0;
-    while (len - off >= 8 && rd32(b + off) == CHUNK_MAGIC) {
-        uint64_t n = rd32(b + off + 4), clen = 8 + n * (24 + 4 * rf) + 4;
-        if (clen > len - off)
-            break;
-        for (uint64_t i = 0; i < n; i++) {
-            uint64_t v;
-            memcpy(&v, b + off + 8 + 16 * n + 8 * i, 8);
-            zero += v == 0;
-        }
-        off += clen;
-    }
-    return zero;
-}
-
 static const uint64_t known_keys[3] = {11, 22, UINT64_C(0xFFFFFFFFFFFFFFFB)};
 
 /* A small table: the file's shape when `m` is usable, else dim 4 Adagrad (the
@@ -285,14 +265,10 @@ static void load_one(const uint8_t *data, size_t size)
         t2 = small_table(&meta, &k2);
         rc = ember_ckpt_load(t2, out_path, &ex, NULL, &err);
         FUZZ_CHECK(rc == 0, "loading what was saved: %s", err.message);
-        /* KNOWN BUG (tests/assets/fuzz/crashes/ckpt/version0_row_not_saved.ckpt):
-         * a row of version 0 loads (import keeps its version) but export's
-         * filter is `version > after_version` even for after_version 0, so save
-         * leaves it out. Tolerated unless EMBER_FUZZ_STRICT is set, until fixed. */
-        uint64_t lost = getenv("EMBER_FUZZ_STRICT") ? 0 : version0_rows(data, size);
-        FUZZ_CHECK(ember_table_size(t2) <= st.size && ember_table_size(t2) + lost >= st.size,
-                   "saved %llu rows, loaded %llu", (unsigned long long)st.size,
-                   (unsigned long long)ember_table_size(t2));
+        /* Every row loaded is saved, version 0 too (an import may carry it:
+         * tests/assets/fuzz/crashes/ckpt/version0_row_not_saved.ckpt). */
+        FUZZ_CHECK(ember_table_size(t2) == st.size, "saved %llu rows, loaded %llu",
+                   (unsigned long long)st.size, (unsigned long long)ember_table_size(t2));
         ember_table_destroy(t2);
         free(k2);
     }
