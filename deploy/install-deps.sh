@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Installs the Debian packages ember's build needs, if any is missing.
-# Used by tests/run.sh and deploy/quickstart.sh; safe to run again.
+# Installs the Debian packages ember's build needs, if any is missing; with
+# --tests, also those only the tests and benchmarks need. Used by
+# deploy/quickstart.sh and deploy/Dockerfile (build only) and tests/run.sh
+# (--tests); safe to run again.
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libjemalloc-dev check
-          libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-          python3-grpcio python3-protobuf protobuf-compiler
-          iperf3 python3-yaml clang libclang-rt-dev llvm)  # clang..llvm: tests/fuzz
+          libgrpc-dev protobuf-c-compiler libprotobuf-c-dev)
 
-# tests/python and client/python/examples: numpy, and PyTorch for ember.torch
-# (python3-torch is large: about 150 MB to download, 640 MB installed, a minute).
-packages+=(python3-numpy python3-torch)
+if [ "${1:-}" = "--tests" ]; then
+  # interop.py (Python gRPC), rpc_bench's loopback ceiling (iperf3), the
+  # manifest checks (PyYAML), tests/fuzz (clang, libFuzzer, llvm-symbolizer),
+  # tests/python and client/python/examples: numpy, and PyTorch for ember.torch
+  # (python3-torch is large: about 150 MB to download, 640 MB installed, a minute).
+  packages+=(python3-grpcio python3-protobuf protobuf-compiler iperf3 python3-yaml
+             clang libclang-rt-dev llvm python3-numpy python3-torch)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -12,7 +12,7 @@ build=${EMBER_BUILD_DIR:-$root/build}
 case "$build" in /*) ;; *) build=$root/$build ;; esac
 jobs=$(nproc)
 
-"$root/deploy/install-deps.sh"
+"$root/deploy/install-deps.sh" --tests
 # shellcheck source=../deploy/env.sh
 . "$root/deploy/env.sh"
 
