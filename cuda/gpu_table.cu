@@ -1553,6 +1553,15 @@ int ember_gpu_scratch_counts(const ember_gpu_scratch *s, cudaStream_t stream,
 
 /* ---- stream-ordered operations ------------------------------------------- */
 
+/* EMBER_GPU_FIND_TILE=16 selects the 16-lane find (a tuning knob for A/B runs of
+ * table_bench). With the predicated probe, 8 lanes measured 2.05 B keys/s on an
+ * H200 against 1.56 for 16 (dim 64, λ 0.5). */
+static int find_tile_from_env(void)
+{
+    const char *e = getenv("EMBER_GPU_FIND_TILE");
+    return e && atoi(e) == 16 ? 16 : 8;
+}
+
 int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys, size_t n,
                    float *values, uint8_t *found, ember_error *err)
 {
@@ -1561,14 +1570,7 @@ int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys
     int rc = use_device(t, err);
     if (rc)
         return rc;
-    /* EMBER_GPU_FIND_TILE=16 selects the 16-lane find (a tuning knob for A/B runs
-     * of table_bench). With the predicated probe, 8 lanes measured 2.05 B keys/s
-     * on an H200 against 1.56 for 16 (dim 64, λ 0.5). */
-    static int tile = -1;
-    if (tile < 0) {
-        const char *e = getenv("EMBER_GPU_FIND_TILE");
-        tile = e && atoi(e) == 16 ? 16 : 8;
-    }
+    static const int tile = find_tile_from_env();   /* C++ statics initialise once */
     size_t per_block = BLOCK / (unsigned)tile;
     size_t blocks = (n + per_block - 1) / per_block, cap = (size_t)t->sms * 8u;
     unsigned grid = (unsigned)(blocks < cap ? blocks : cap);
