@@ -10,13 +10,15 @@
  *   rows                 slot s's row at row_ptr(s): the first rows_hbm slots in
  *                        device memory, the others in pinned host memory
  *
- * Work split: one tile of TILE (16) threads per key. Lane l holds control bytes
- * 8l..8l+7 of the key's bucket (one 128-byte load for the tile), so the whole
- * bucket is searched at once: digest matches → key compares (one load per
- * candidate lane) → ballot. Where a new key goes is the CPU's choice exactly:
- * the first free slot counting from the key's home group (hash.h), and in a full
- * bucket the lowest score, first of equals. Rows are copied 16 lanes wide, 16
- * bytes per lane where the row and the caller's array allow.
+ * Work split: one tile of threads per key — TILE (16) for the writers, 8 for
+ * find, which is bound by instructions per key. Lane l of a T-lane tile holds
+ * control bytes (128/T)·l .. of the key's bucket (one 128-byte load for the
+ * tile), so the whole bucket is searched at once: four digests per instruction
+ * (__vcmpeq4) → key compares (a load only under a matching byte) → ballot.
+ * Where a new key goes is the CPU's choice exactly: the first free slot counting
+ * from the key's home group (hash.h), and in a full bucket the lowest score,
+ * first of equals. Rows are copied a tile wide, 16 bytes per lane where the row
+ * and the caller's array allow.
  *
  * Memory order: table state is read with __ldcg (L2, never a stale L1 line of
  * another SM's write). A writer's lane 0 takes the bucket lock with atomicCAS,

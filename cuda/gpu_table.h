@@ -51,7 +51,7 @@
  * bucket's rows puts every row in host memory).
  *
  * Locking: one lock word per bucket in device memory. A writing kernel's tile
- * (16 threads per key) takes its key's bucket lock (atomicCAS), so calls on
+ * (16 threads per key; find uses 8) takes its key's bucket lock (atomicCAS), so calls on
  * different streams, and keys of one call, write one bucket at a time; find takes
  * no lock: the lock word is a sequence number (odd while held) and a reader
  * re-reads it after copying the row, retrying if a writer got in: rows are never
