@@ -29,6 +29,7 @@
 #include "server/auth.h"
 #include "server/log.h"
 #include "server/rpc.h"
+#include "server/table_config.h"
 #include "storage/checkpoint.h"
 
 #ifndef EMBER_VERSION
@@ -68,54 +69,6 @@ static int get_table(const char *name, srv_table **out, ember_error *err)
         return ember_error_set(err, EMBER_NOT_FOUND, "no table '%s' on shard %u", name,
                                srv.cfg.shard_index);
     return 0;
-}
-
-static int config_from_proto(const Ember__V1__TableConfig *p, ember_table_config *c,
-                             ember_error *err)
-{
-    ember_table_config_init(c);
-    if (!p)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                               "no config given (dim and capacity are required)");
-    c->dim = p->dim;
-    c->capacity = p->capacity;
-    c->score_policy = (int)p->score_policy;
-    c->seed = p->seed;
-    if (p->optimizer) {
-        const Ember__V1__OptimizerConfig *o = p->optimizer;
-        c->optim.kind = (int)o->kind;
-#define OVR(f) if (o->f != 0.0f) c->optim.f = o->f
-        OVR(lr);
-        OVR(eps);
-        OVR(initial_accumulator);
-        OVR(beta1);
-        OVR(beta2);
-        OVR(weight_decay);
-        OVR(l1);
-        OVR(l2);
-        OVR(lr_power);
-        OVR(beta);
-#undef OVR
-    }
-    if (p->initializer) {
-        const Ember__V1__InitializerConfig *i = p->initializer;
-        c->init.kind = (int)i->kind;
-        c->init.a = i->a;
-        c->init.b = i->b;
-        if (i->a == 0.0f && i->b == 0.0f) {
-            if (i->kind == EMBER__V1__INITIALIZER__INIT_UNIFORM) {
-                c->init.a = -0.01f;
-                c->init.b = 0.01f;
-            } else if (i->kind == EMBER__V1__INITIALIZER__INIT_NORMAL ||
-                       i->kind == EMBER__V1__INITIALIZER__INIT_TRUNCATED_NORMAL) {
-                c->init.b = 0.01f;
-            }
-        }
-    }
-    c->admission.min_count = p->admission_min_count;
-    c->admission.sketch_width = p->admission_sketch_width;
-    c->nonfinite = p->zero_nonfinite ? EMBER_NONFINITE_ZERO : EMBER_NONFINITE_REJECT;
-    return ember_table_config_validate(c, err);
 }
 
 /* A TableInfo and everything it points to, in one allocation. */
@@ -243,7 +196,7 @@ static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
                                  r->name);
         goto reply;
     }
-    if ((rc = config_from_proto(r->config, &c, err)) ||
+    if ((rc = srv_table_config_from_proto(r->config, &c, err)) ||
         (rc = srv_backend_for_table(&srv.backend, r->config->backend, r->config->hbm_bytes,
                                     &be, &c.hbm_bytes, err)) ||
         (rc = ember_table_create(&c, be, &t, err)))

@@ -53,11 +53,13 @@ cflags=(-std=c11 -g -O1 -fno-math-errno -D_GNU_SOURCE= -I"$root" -I"$out/gen"
 libs=($(pkg-config --libs libprotobuf-c jemalloc) -lpthread -lm)
 
 # What the targets link: the codec, the generated messages, the storage layer
-# and the two server files that hold no gRPC (the table-name check lives in
-# registry.c, which needs coalesce.c's queue teardown).
+# and the server files that hold no gRPC (the table-name check lives in
+# registry.c, which needs coalesce.c's queue teardown; CreateTable's config
+# mapping in table_config.c).
 srcs=("$root/proto/wire.c" "$out/gen/ember/v1/ember.pb-c.c"
       "$out/gen/grpc/health/v1/health.pb-c.c"
-      "$root"/storage/*.c "$root/server/registry.c" "$root/server/coalesce.c")
+      "$root"/storage/*.c "$root/server/registry.c" "$root/server/coalesce.c"
+      "$root/server/table_config.c")
 
 # The newest header decides for every object (a header change rebuilds all).
 newest_h=$(find "$root/storage" "$root/proto" "$root/server" "$root/tests/fuzz" "$out/gen" \

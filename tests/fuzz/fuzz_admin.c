@@ -10,10 +10,9 @@
  * server:
  *
  *   - every table name through the server's own srv_name_valid (registry.c);
- *   - CreateTable: the TableConfig → ember_table_config mapping of admin.c's
- *     config_from_proto (static there, so restated here: defaults for an absent
- *     optimizer or initializer and for hyper-parameters left at 0), then
- *     ember_table_config_validate, and for a valid config small enough for a
+ *   - CreateTable: the server's own TableConfig → ember_table_config mapping
+ *     (server/table_config.c: defaults, then ember_table_config_validate), and
+ *     for a valid config small enough for a
  *     fuzzer (dim ≤ 64, capacity ≤ 4096, a small admission sketch) the table is
  *     created, pulled from and pushed to;
  *   - Evict, Clear, Export: run on a small table holding 64 rows (Export with
@@ -30,6 +29,7 @@
 #include "ember/v1/ember.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "server/registry.h"
+#include "server/table_config.h"
 #include "storage/table.h"
 #include "tests/fuzz/fuzz.h"
 
@@ -85,50 +85,6 @@ static ember_table *small_table(void)
     return t;
 }
 
-/* admin.c's config_from_proto, field by field. */
-static void config_from_proto(const Ember__V1__TableConfig *p, ember_table_config *c)
-{
-    ember_table_config_init(c);
-    c->dim = p->dim;
-    c->capacity = p->capacity;
-    c->score_policy = (int)p->score_policy;
-    c->seed = p->seed;
-    if (p->optimizer) {
-        const Ember__V1__OptimizerConfig *o = p->optimizer;
-        c->optim.kind = (int)o->kind;
-#define OVR(f) if (o->f != 0.0f) c->optim.f = o->f
-        OVR(lr);
-        OVR(eps);
-        OVR(initial_accumulator);
-        OVR(beta1);
-        OVR(beta2);
-        OVR(weight_decay);
-        OVR(l1);
-        OVR(l2);
-        OVR(lr_power);
-        OVR(beta);
-#undef OVR
-    }
-    if (p->initializer) {
-        const Ember__V1__InitializerConfig *i = p->initializer;
-        c->init.kind = (int)i->kind;
-        c->init.a = i->a;
-        c->init.b = i->b;
-        if (i->a == 0.0f && i->b == 0.0f) {
-            if (i->kind == EMBER__V1__INITIALIZER__INIT_UNIFORM) {
-                c->init.a = -0.01f;
-                c->init.b = 0.01f;
-            } else if (i->kind == EMBER__V1__INITIALIZER__INIT_NORMAL ||
-                       i->kind == EMBER__V1__INITIALIZER__INIT_TRUNCATED_NORMAL) {
-                c->init.b = 0.01f;
-            }
-        }
-    }
-    c->admission.min_count = p->admission_min_count;
-    c->admission.sketch_width = p->admission_sketch_width;
-    c->nonfinite = p->zero_nonfinite ? EMBER_NONFINITE_ZERO : EMBER_NONFINITE_REJECT;
-}
-
 static void create_table(const Ember__V1__CreateTableRequest *r)
 {
     name_check(r->name);
@@ -137,9 +93,8 @@ static void create_table(const Ember__V1__CreateTableRequest *r)
     FUZZ_CHECK(r->config->backend, "backend NULL");
     ember_table_config c;
     ember_error err;
-    config_from_proto(r->config, &c);
-    int rc = ember_table_config_validate(&c, &err);
-    rc_ok(rc, &err, "config_validate");
+    int rc = srv_table_config_from_proto(r->config, &c, &err);
+    rc_ok(rc, &err, "config_from_proto");
     /* Only what a fuzzer can afford to allocate a few thousand times a second. */
     if (rc || c.dim > 64 || c.capacity > 4096 ||
         (c.admission.min_count > 1 &&
