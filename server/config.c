@@ -21,6 +21,9 @@ static const opt opts[] = {
     {"max-keys-per-request", "EMBER_MAX_KEYS_PER_REQUEST", "N", "most keys in one Pull/Push (default 1048576)"},
     {"max-message-bytes", "EMBER_MAX_MESSAGE_BYTES", "N", "largest message received or sent (default 256M)"},
     {"max-tables", "EMBER_MAX_TABLES", "N", "most tables on this shard (default 1024)"},
+    {"max-concurrent-calls", "EMBER_MAX_CONCURRENT_CALLS", "N", "most calls in progress at once (Health excluded); a call over it is refused RESOURCE_EXHAUSTED before its request is read (default 4096)"},
+    {"max-table-bytes", "EMBER_MAX_TABLE_BYTES", "N", "most memory one table may take, host and device together (slots, keys, rows, optimizer state); CreateTable and Load over it are refused RESOURCE_EXHAUSTED before allocating (default 0: no cap)"},
+    {"max-table-hbm-bytes", "EMBER_MAX_TABLE_HBM_BYTES", "N", "most device (HBM) memory one gpu table may take; over it is refused the same way (default 0: no cap)"},
     {"shard-index", "EMBER_SHARD_INDEX", "I", "this shard's index, reported and written in checkpoints (default 0)"},
     {"shard-count", "EMBER_SHARD_COUNT", "N", "number of shards (default 1)"},
     {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "this shard's checkpoints: <dir>/<table>.ckpt (the newest), <dir>/history/ (older ones); restored at start, written by Admin/Save, every --checkpoint-interval and at SIGTERM; locked against a second server (default: none)"},
@@ -29,7 +32,9 @@ static const opt opts[] = {
     {"checkpoint-restore", "EMBER_CHECKPOINT_RESTORE", "on|off", "at start, restore every <dir>/<table>.ckpt; a damaged one, or one of another shard, stops the start (exit 1) (default on)"},
     {"checkpoint-on-exit", "EMBER_CHECKPOINT_ON_EXIT", "on|off", "at SIGTERM/SIGINT, after in-flight calls end, save every table to --checkpoint-dir before exiting (default on)"},
     {"checkpoint-exit-timeout-ms", "EMBER_CHECKPOINT_EXIT_TIMEOUT_MS", "MS", "give up the exit save after this long and exit 1, the previous checkpoint intact (default 0: no bound; keep Kubernetes' terminationGracePeriodSeconds above grace + save time)"},
-    {"log-level", "EMBER_LOG_LEVEL", "LEVEL", "error|warn|info|debug (default info)"},
+    {"log-level", "EMBER_LOG_LEVEL", "LEVEL", "error|warn|info|debug (default info); debug adds one line per call"},
+    {"log-format", "EMBER_LOG_FORMAT", "logfmt|json", "one line per event as key=value pairs or as a JSON object (default logfmt)"},
+    {"metrics-listen", "EMBER_METRICS_LISTEN", "HOST:PORT", "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off)"},
     {"shutdown-grace-ms", "EMBER_SHUTDOWN_GRACE_MS", "MS", "on SIGTERM, wait this long for in-flight calls before cancelling them (default 10000)"},
     {"coalesce", "EMBER_COALESCE", "auto|on|off", "run concurrent Pull/Push calls on one table as one table call (default auto: on for tables on the gpu backend, where large batches pay; a cpu table serves concurrent calls in parallel on its own)"},
     {"coalesce-max-keys", "EMBER_COALESCE_MAX_KEYS", "N", "most keys in one coalesced batch (default 262144; a larger single call runs alone)"},
@@ -133,6 +138,7 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
     const char *name = opts[i].flag;
     int numeric = strcmp(name, "listen") && strcmp(name, "backend") &&
                   strcmp(name, "checkpoint-dir") && strcmp(name, "log-level") &&
+                  strcmp(name, "log-format") && strcmp(name, "metrics-listen") &&
                   strcmp(name, "coalesce") && strcmp(name, "checkpoint-interval") &&
                   strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit") &&
                   strncmp(name, "tls-", 4) && !strstr(name, "-token-file") &&
@@ -186,6 +192,16 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         c->max_tables = (unsigned)u;
+    } else if (!strcmp(name, "max-concurrent-calls")) {
+        if (u < 1 || u > 1000000) {
+            snprintf(msg, cap, "%s: %s is outside 1..1000000", src, v);
+            return -1;
+        }
+        c->max_concurrent_calls = (unsigned)u;
+    } else if (!strcmp(name, "max-table-bytes")) {
+        c->max_table_bytes = u;
+    } else if (!strcmp(name, "max-table-hbm-bytes")) {
+        c->max_table_hbm_bytes = u;
     } else if (!strcmp(name, "shard-index")) {
         if (u > UINT32_MAX - 1) {
             snprintf(msg, cap, "%s: %s is too large", src, v);
@@ -235,6 +251,21 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         c->log_level = l;
+    } else if (!strcmp(name, "log-format")) {
+        if (!strcmp(v, "logfmt"))
+            c->log_json = 0;
+        else if (!strcmp(v, "json"))
+            c->log_json = 1;
+        else {
+            snprintf(msg, cap, "%s: '%.32s' is not logfmt or json", src, v);
+            return -1;
+        }
+    } else if (!strcmp(name, "metrics-listen")) {
+        if (strlen(v) >= sizeof c->metrics_listen || !strrchr(v, ':')) {
+            snprintf(msg, cap, "%s: '%.64s' is not HOST:PORT", src, v);
+            return -1;
+        }
+        strcpy(c->metrics_listen, v);
     } else if (!strcmp(name, "shutdown-grace-ms")) {
         c->shutdown_grace_ms = u > 3600000 ? 3600000u : (unsigned)u;
     } else if (!strcmp(name, "coalesce")) {
@@ -289,6 +320,7 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     c->max_keys_per_request = 1048576;
     c->max_message_bytes = 256u << 20;
     c->max_tables = 1024;
+    c->max_concurrent_calls = 4096;
     c->shard_count = 1;
     c->log_level = SRV_LOG_INFO;
     c->shutdown_grace_ms = 10000;

@@ -11,6 +11,9 @@
  *   --max-keys-per-request N    EMBER_MAX_KEYS_PER_REQUEST 1048576
  *   --max-message-bytes N       EMBER_MAX_MESSAGE_BYTES   268435456 (256 MiB)
  *   --max-tables N              EMBER_MAX_TABLES          1024
+ *   --max-concurrent-calls N    EMBER_MAX_CONCURRENT_CALLS 4096 (Health excluded)
+ *   --max-table-bytes N         EMBER_MAX_TABLE_BYTES     0 (no cap; host + device bytes)
+ *   --max-table-hbm-bytes N     EMBER_MAX_TABLE_HBM_BYTES 0 (no cap; device bytes)
  *   --shard-index I             EMBER_SHARD_INDEX         0
  *   --shard-count N             EMBER_SHARD_COUNT         1
  *   --checkpoint-dir DIR        EMBER_CHECKPOINT_DIR      "" (none: no saves of its own,
@@ -21,6 +24,8 @@
  *   --checkpoint-on-exit on|off EMBER_CHECKPOINT_ON_EXIT  on (save at SIGTERM/SIGINT)
  *   --checkpoint-exit-timeout-ms MS EMBER_CHECKPOINT_EXIT_TIMEOUT_MS 0 (no bound)
  *   --log-level LEVEL           EMBER_LOG_LEVEL           info
+ *   --log-format logfmt|json    EMBER_LOG_FORMAT          logfmt
+ *   --metrics-listen HOST:PORT  EMBER_METRICS_LISTEN      "" (off; Prometheus at /metrics)
  *   --shutdown-grace-ms MS      EMBER_SHUTDOWN_GRACE_MS   10000
  *   --coalesce auto|on|off      EMBER_COALESCE            auto (on for gpu tables)
  *   --coalesce-max-keys N       EMBER_COALESCE_MAX_KEYS   262144
@@ -57,6 +62,9 @@ typedef struct srv_config {
     uint64_t max_keys_per_request;
     uint64_t max_message_bytes;
     unsigned max_tables;
+    unsigned max_concurrent_calls; /* calls in progress, Health excluded */
+    uint64_t max_table_bytes;      /* one table's host + device bytes; 0: no cap */
+    uint64_t max_table_hbm_bytes;  /* one table's device bytes; 0: no cap */
     uint32_t shard_index, shard_count;
     char checkpoint_dir[SRV_PATH_MAX];
     uint64_t checkpoint_interval_ms; /* 0: no periodic saves */
@@ -65,6 +73,8 @@ typedef struct srv_config {
     int checkpoint_on_exit;          /* save every table at SIGTERM/SIGINT */
     unsigned checkpoint_exit_timeout_ms; /* bound on that save; 0: none */
     int log_level;
+    int log_json;               /* --log-format json */
+    char metrics_listen[256];   /* "" = no metrics endpoint */
     unsigned shutdown_grace_ms;
     int coalesce;               /* SRV_COALESCE_*; auto: on for tables on the gpu backend */
     uint64_t coalesce_max_keys; /* most keys in one coalesced batch */

@@ -48,6 +48,7 @@ int main(int argc, char **argv)
         return 2;
     }
     srv_log_set_level(srv.cfg.log_level);
+    srv_log_set_json(srv.cfg.log_json);
     if (srv_auth_setup(&srv.cfg, msg, sizeof msg)) {
         char q[600];
         srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
