@@ -2362,6 +2362,27 @@ static void gb_stats(const void *impl, ember_table_stats *out)
     ember_gpu_stats((const ember_gpu_table *)impl, out);
 }
 
+/* What ember_gpu_table_create allocates and counts (keep the two in step:
+ * gpu.table_api compares this with a new table's stats). */
+static void gb_footprint(const ember_table_config *c, uint64_t *bytes_host,
+                         uint64_t *bytes_device)
+{
+    uint64_t nb = (c->capacity + SLOTS - 1) / SLOTS, slots = nb * SLOTS;
+    uint64_t row_bytes = (uint64_t)((ember_table_config_row_floats(c) + 3u) & ~3u) * sizeof(float);
+    uint64_t rows_hbm = slots;
+    if (c->hbm_bytes) {
+        uint64_t fit = c->hbm_bytes / row_bytes / SLOTS * SLOTS;
+        if (fit < rows_hbm)
+            rows_hbm = fit;
+    }
+    *bytes_device = nb * sizeof(uint32_t) * 2 + slots * (1 + 8 + 8 + 8) + sizeof(dev_state) +
+                    256 * sizeof(unsigned long long) + rows_hbm * row_bytes +
+                    (c->admission.min_count >= 2
+                         ? ember_admission_sketch_bytes(c->admission.sketch_width)
+                         : 0);
+    *bytes_host = (slots - rows_hbm) * row_bytes + sizeof(ember_gpu_table);
+}
+
 static const ember_table_backend gpu_backend = {
     "gpu",
     gb_create,
@@ -2382,6 +2403,7 @@ static const ember_table_backend gpu_backend = {
     gb_size,
     gb_capacity,
     gb_stats,
+    gb_footprint,
 };
 
 const ember_table_backend *ember_table_gpu_backend(void)

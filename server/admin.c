@@ -199,6 +199,8 @@ static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if ((rc = srv_table_config_from_proto(r->config, &c, err)) ||
         (rc = srv_backend_for_table(&srv.backend, r->config->backend, r->config->hbm_bytes,
                                     &be, &c.hbm_bytes, err)) ||
+        (rc = srv_table_within_caps(&c, be, srv.cfg.max_table_bytes, srv.cfg.max_table_hbm_bytes,
+                                    err)) ||
         (rc = ember_table_create(&c, be, &t, err)))
         goto out;
     rc = srv_registry_add(srv.registry, r->name, t, &st, err);
@@ -616,6 +618,9 @@ srv_unary_fn srv_admin_handler(srv_method m)
 
 /* ---- Export: a server stream --------------------------------------------- */
 
+/* Largest Export message the server builds (less where --max-message-bytes is). */
+#define EXPORT_MESSAGE_BYTES (16u << 20)
+
 typedef struct export_state {
     srv_table *t;
     ember_export_filter f;
@@ -703,10 +708,15 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
     ember_table_stats_get(t->table, &st);
     s->table_version = st.version;
     /* rows per message: asked (default 1024), at least a bucket (export returns
-     * whole buckets), and small enough for --max-message-bytes */
+     * whole buckets), and within EXPORT_MESSAGE_BYTES and --max-message-bytes: a
+     * stream's buffers are sized by it, so an asked-for billion rows per message
+     * cannot make every open Export hold a quarter-GiB */
     size_t row_bytes = (size_t)s->row_floats * 4 + 24;
     size_t want = r->rows_per_message ? r->rows_per_message : 1024;
-    size_t fit = (srv.cfg.max_message_bytes - 1024) / row_bytes;
+    size_t budget = srv.cfg.max_message_bytes - 1024;
+    if (budget > EXPORT_MESSAGE_BYTES)
+        budget = EXPORT_MESSAGE_BYTES;
+    size_t fit = budget / row_bytes;
     if (want > fit)
         want = fit;
     if (want < EMBER_BUCKET_SLOTS)

@@ -16,6 +16,7 @@
 #include "ember/v1/ember.pb-c.h"
 #include "server/log.h"
 #include "server/rpc.h"
+#include "server/table_config.h"
 #include "storage/checkpoint.h"
 
 #define HIST_DIR "history"
@@ -269,7 +270,9 @@ int srv_ckpt_load_file(const char *path, const char *name, int create,
     const ember_table_backend *be = old ? ember_table_backend_of(old->table) : NULL;
     if (!be && (rc = srv_backend_for_table(&srv.backend, NULL, 0, &be, &c.hbm_bytes, err)))
         goto out;
-    if ((rc = ember_table_create(&c, be, &t, err)))
+    if ((rc = srv_table_within_caps(&c, be, srv.cfg.max_table_bytes,
+                                    srv.cfg.max_table_hbm_bytes, err)) ||
+        (rc = ember_table_create(&c, be, &t, err)))
         goto out;
     if ((rc = ember_ckpt_load(t, path, &ex, &meta, err)))
         goto out;

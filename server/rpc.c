@@ -249,6 +249,8 @@ static void call_destroy(srv_call *c, int matched)
         grpc_call_unref(c->call);
     grpc_call_details_destroy(&c->details);
     grpc_metadata_array_destroy(&c->md);
+    if (c->busy)
+        atomic_fetch_sub(&srv.busy_calls, 1);
     free(c);
     if (matched && atomic_fetch_sub(&srv.live_calls, 1) == 1 && atomic_load(&srv.stopping)) {
         pthread_mutex_lock(&srv.mu);
@@ -409,6 +411,23 @@ static void on_matched(srv_worker *w, srv_call *c)
                  (const char *)GRPC_SLICE_START_PTR(m));
         srv_call_finish(c, EMBER_UNIMPLEMENTED, msg, NULL);
         return;
+    }
+    if (c->method != SRV_M_HEALTH) {
+        /* Every call in progress holds its request, its reply and perhaps a
+         * stream's buffers: past the cap, refuse before reading anything. Health
+         * stays open, so an overloaded shard is not also declared dead. */
+        c->busy = 1;
+        long busy = atomic_fetch_add(&srv.busy_calls, 1) + 1;
+        if (busy > (long)srv.cfg.max_concurrent_calls) {
+            char bmsg[160];
+            atomic_fetch_add_explicit(&srv.refused_busy, 1, memory_order_relaxed);
+            snprintf(bmsg, sizeof bmsg,
+                     "%u calls already in progress on this shard (--max-concurrent-calls); "
+                     "retry later",
+                     srv.cfg.max_concurrent_calls);
+            srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, bmsg, NULL);
+            return;
+        }
     }
     {
         /* before anything of the request is looked at: a refused call does nothing */
@@ -651,11 +670,14 @@ int srv_rpc_start(char *msg, size_t cap)
         *colon = '\0';
     srv_log(SRV_LOG_INFO, "listening",
             "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
-            "max_message_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_wait_us=%u "
+            "max_message_bytes=%llu max_concurrent_calls=%u max_table_bytes=%llu "
+            "max_table_hbm_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_wait_us=%u "
             "tls=%s auth=%s",
             host, port, srv.cfg.threads, srv.backend.name, srv.cfg.shard_index,
             srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
-            (unsigned long long)srv.cfg.max_message_bytes,
+            (unsigned long long)srv.cfg.max_message_bytes, srv.cfg.max_concurrent_calls,
+            (unsigned long long)srv.cfg.max_table_bytes,
+            (unsigned long long)srv.cfg.max_table_hbm_bytes,
             srv.cfg.coalesce == SRV_COALESCE_ON    ? "on"
             : srv.cfg.coalesce == SRV_COALESCE_OFF ? "off"
                                                    : "auto",

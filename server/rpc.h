@@ -113,6 +113,7 @@ struct srv_call {
     grpc_byte_buffer *send;         /* in flight */
     int sent_initial_md;
     int cancelled;                  /* from RECV_CLOSE_ON_SERVER */
+    int busy;                       /* counted in srv.busy_calls */
     int status;
     char msg[EMBER_ERROR_MSG_MAX];
     srv_step_fn step;               /* streaming calls */
@@ -134,6 +135,8 @@ typedef struct srv_state {
     srv_registry *registry;
     srv_dedup *dedup;
     atomic_long live_calls;         /* matched and not yet destroyed */
+    atomic_long busy_calls;         /* the same, Health excluded: --max-concurrent-calls */
+    atomic_uint_fast64_t refused_busy; /* calls refused over --max-concurrent-calls */
     atomic_int stopping;
     atomic_uint_fast64_t requests, errors;
     struct timespec started;        /* CLOCK_MONOTONIC */

@@ -88,6 +88,17 @@ uint32_t ember_admission_estimate(const ember_admission *a, uint64_t key)
     return est;
 }
 
+uint64_t ember_admission_sketch_bytes(uint32_t width)
+{
+    return (uint64_t)EMBER_SKETCH_DEPTH * round_pow2(width ? width : EMBER_SKETCH_DEFAULT_WIDTH) *
+           sizeof(uint32_t);
+}
+
+uint64_t ember_admission_footprint(uint32_t width)
+{
+    return sizeof(ember_admission) + ember_admission_sketch_bytes(width);
+}
+
 uint64_t ember_admission_bytes(const ember_admission *a)
 {
     return sizeof *a + (uint64_t)EMBER_SKETCH_DEPTH * a->ad_width * sizeof(uint32_t);

@@ -57,6 +57,11 @@ uint32_t ember_admission_estimate(const ember_admission *a, uint64_t key);
 
 /* Host bytes held. */
 uint64_t ember_admission_bytes(const ember_admission *a);
+/* The sketch counters' bytes for a requested width (0 = the default), rounded
+ * as ember_admission_create rounds it: what a GPU table puts in device memory. */
+uint64_t ember_admission_sketch_bytes(uint32_t width);
+/* What ember_admission_bytes would report for a sketch of that width. */
+uint64_t ember_admission_footprint(uint32_t width);
 
 #ifdef __cplusplus
 }

@@ -989,6 +989,17 @@ static void cpu_stats(const void *impl, ember_table_stats *out)
                       (t->ct_admission ? ember_admission_bytes(t->ct_admission) : 0);
 }
 
+static void cpu_footprint(const ember_table_config *c, uint64_t *bytes_host,
+                          uint64_t *bytes_device)
+{
+    uint64_t nb = (c->capacity + SLOTS - 1) / SLOTS;
+    *bytes_host = sizeof(cpu_table) + nb * sizeof(cpu_bucket) +
+                  nb * SLOTS * (uint64_t)ember_table_config_row_floats(c) * sizeof(float) +
+                  (c->admission.min_count >= 2 ? ember_admission_footprint(c->admission.sketch_width)
+                                               : 0);
+    *bytes_device = 0;
+}
+
 static const ember_table_backend cpu_backend = {
     .name = "cpu",
     .create = cpu_create,
@@ -1009,6 +1020,7 @@ static const ember_table_backend cpu_backend = {
     .size = cpu_size,
     .capacity = cpu_capacity,
     .stats = cpu_stats,
+    .footprint = cpu_footprint,
 };
 
 const ember_table_backend *ember_table_cpu_backend(void)

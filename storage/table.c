@@ -183,6 +183,23 @@ void ember_table_set_epoch(ember_table *t, uint32_t epoch)
     atomic_store(&t->tb_epoch, epoch);
 }
 
+int ember_table_footprint(const ember_table_config *c, const ember_table_backend *backend,
+                          uint64_t *bytes_host, uint64_t *bytes_device, ember_error *err)
+{
+    int rc = ember_table_config_validate(c, err);
+    if (rc)
+        return rc;
+    if (!backend)
+        backend = ember_table_cpu_backend();
+    uint64_t host = 0, device = 0;
+    backend->footprint(c, &host, &device);
+    if (bytes_host)
+        *bytes_host = host + sizeof(ember_table);
+    if (bytes_device)
+        *bytes_device = device;
+    return EMBER_OK;
+}
+
 void ember_table_stats_get(const ember_table *t, ember_table_stats *out)
 {
     memset(out, 0, sizeof *out);

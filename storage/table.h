@@ -121,6 +121,15 @@ int ember_table_config_validate(const ember_table_config *c, ember_error *err);
 /* Row floats (embedding + optimizer slots) of a table with this config. */
 uint32_t ember_table_config_row_floats(const ember_table_config *c);
 
+/* The memory a table of config `c` on `backend` (NULL = CPU) holds once created,
+ * exactly as its stats report it then: *bytes_host and *bytes_device (either may
+ * be NULL). Rows, keys, slot metadata and the admission sketch; not the
+ * per-call scratch a backend keeps for the largest call so far. Allocates
+ * nothing, needs no device: a server checks its caps with it before creating.
+ * Errors: INVALID_ARGUMENT (config). */
+int ember_table_footprint(const ember_table_config *c, const ember_table_backend *backend,
+                          uint64_t *bytes_host, uint64_t *bytes_device, ember_error *err);
+
 /* Creates a table on `backend` (NULL = CPU). On success *out owns the table
  * (free with ember_table_destroy). Errors: INVALID_ARGUMENT (config),
  * RESOURCE_EXHAUSTED (memory). */

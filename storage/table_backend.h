@@ -54,6 +54,11 @@ struct ember_table_backend {
     uint64_t (*capacity)(const void *impl);
     /* Fills what the backend knows; table.c adds version and its own counters. */
     void (*stats)(const void *impl, ember_table_stats *out);
+    /* What create(c) would hold, as stats would report it right after creation
+     * (bytes_host without table.c's own part, bytes_device); allocates nothing.
+     * `c` is valid. */
+    void (*footprint)(const ember_table_config *c, uint64_t *bytes_host,
+                      uint64_t *bytes_device);
 };
 
 /* The backend's own state behind a table (what create() made), for a backend's

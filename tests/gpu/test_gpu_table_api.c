@@ -901,6 +901,39 @@ START_TEST(backend_identity)
 }
 END_TEST
 
+/* The footprint a server checks its caps with is what a new table reports, in
+ * device and host memory: all in HBM, hybrid, and with an admission sketch. */
+START_TEST(footprint_equals_new_table_stats)
+{
+    static const struct {
+        uint32_t dim;
+        uint64_t capacity, hbm_bytes;
+        uint32_t min_count;
+    } cases[] = {
+        {3, 1000, 0, 0},
+        {64, 1 << 16, 0, 3},
+        {64, 1 << 16, 1 << 20, 0}, /* hybrid: 1 MiB of rows in HBM */
+        {5, 4096, 1, 2},           /* hbm_bytes below one bucket: every row on the host */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ember_table_config c =
+            gt_config(cases[i].dim, cases[i].capacity, EMBER_OPTIM_ADAM, EMBER_SCORE_LRU,
+                      EMBER_INIT_ZEROS);
+        c.hbm_bytes = cases[i].hbm_bytes;
+        c.admission.min_count = cases[i].min_count;
+        uint64_t host = 0, device = 0;
+        ember_error err;
+        ck_assert_int_eq(ember_table_footprint(&c, gt_gpu(), &host, &device, &err), EMBER_OK);
+        ember_table *t = gt_table(&c, gt_gpu());
+        ember_table_stats st;
+        ember_table_stats_get(t, &st);
+        ck_assert_uint_eq(host, st.bytes_host);
+        ck_assert_uint_eq(device, st.bytes_device);
+        ember_table_destroy(t);
+    }
+}
+END_TEST
+
 START_TEST(find_missing_returns_initial_row_without_storing)
 {
     ember_error err;
@@ -1272,6 +1305,7 @@ static Suite *gpu_table_api_suite(void)
 
     tc = tcase_create("whole");
     tcase_add_test(tc, backend_identity);
+    tcase_add_test(tc, footprint_equals_new_table_stats);
     tcase_add_test(tc, find_missing_returns_initial_row_without_storing);
     tcase_add_test(tc, duplicates_in_one_call_match_cpu);
     tcase_add_test(tc, clear_keeps_counters);

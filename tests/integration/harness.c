@@ -602,6 +602,35 @@ int eh_client_stream(eh_client *c, const char *method, const void *const *msgs,
     return rc;
 }
 
+struct eh_call {
+    grpc_call *call;
+};
+
+eh_call *eh_call_open(eh_client *c, const char *method)
+{
+    eh_call *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    k->call = new_call(c, method, 0);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (run_batch(c, k->call, &op, 1) != 0) {
+        eh_call_cancel(k);
+        return NULL;
+    }
+    return k;
+}
+
+void eh_call_cancel(eh_call *k)
+{
+    if (!k)
+        return;
+    grpc_call_cancel(k->call, NULL);
+    grpc_call_unref(k->call);
+    free(k);
+}
+
 void eh_result_free(eh_result *r)
 {
     free(r->data);

@@ -98,6 +98,15 @@ int eh_client_stream(eh_client *c, const char *method, const void *const *msgs,
                      const size_t *lens, size_t n, eh_result *out);
 void eh_result_free(eh_result *r);
 
+/* A call left open: started, its initial metadata sent, nothing more, so the
+ * server holds it in progress (a client-streaming method such as Admin/Import
+ * is matched on its headers alone). NULL on a harness failure.
+ * eh_call_cancel cancels and frees it. No batch stays pending on the client's
+ * queue, so the client's other calls work meanwhile. */
+typedef struct eh_call eh_call;
+eh_call *eh_call_open(eh_client *c, const char *method);
+void eh_call_cancel(eh_call *call);
+
 /* Health/Check: 1 when SERVING. */
 int eh_health_serving(eh_client *c, int deadline_ms);
 

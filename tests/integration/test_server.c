@@ -462,6 +462,154 @@ START_TEST(limits_resource_exhausted)
 }
 END_TEST
 
+static int describe_code(eh_client *c, const char *table)
+{
+    Ember__V1__DescribeTableRequest q = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
+    q.name = (char *)table;
+    eh_result r;
+    int code = admin(c, "DescribeTable", &q.base, &r);
+    eh_result_free(&r);
+    return code;
+}
+
+/* --max-table-bytes / --max-table-hbm-bytes: a table over either is refused
+ * before anything is allocated, by CreateTable and by Load, naming the cap;
+ * nothing is created, and a table within them is served as usual. */
+START_TEST(limits_table_memory)
+{
+    char dir[] = "/tmp/ember-it-cap-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    eh_server s, s2;
+    const char *flags[] = {"--threads=2", "--max-table-bytes=1M", "--max-table-hbm-bytes=1M",
+                           "--log-level=warn", NULL};
+    ck_assert_int_eq(eh_server_start(&s, flags), 0);
+    eh_client *c = eh_client_open(s.addr);
+    eh_result r;
+    /* ~240 KiB: within both caps */
+    ck_assert_int_eq(create_on(c, "small", 8, 4096, 0, 0.5f, 0, 0, 0, &r), 0);
+    eh_result_free(&r);
+    /* 1M keys of dim 64: ~280 MiB, refused (the gpu backend's device cap is checked
+     * first, the cpu backend's total) */
+    ck_assert_int_eq(create_on(c, "big", 64, 1 << 20, 0, 0.5f, 0, 0, 0, &r), 8);
+    expect(&r, 8, "--max-table-");
+    expect(&r, 8, "1048576");
+    ck_assert_int_eq(describe_code(c, "big"), 5);
+    uint64_t keys[16];
+    float g[16 * 8];
+    for (int i = 0; i < 16; i++)
+        keys[i] = (uint64_t)i * 7 + 1;
+    for (int i = 0; i < 16 * 8; i++)
+        g[i] = 1.0f;
+    ck_assert_int_eq(push_full(c, "small", keys, 16, g, 16 * 8, 0, 0, 0, 0, NULL, &r), 0);
+    eh_result_free(&r);
+    Ember__V1__SaveRequest sq = EMBER__V1__SAVE_REQUEST__INIT;
+    sq.table = "small";
+    sq.dir = dir;
+    ck_assert_int_eq(admin(c, "Save", &sq.base, &r), 0);
+    eh_result_free(&r);
+
+    /* a server with a smaller cap refuses to load it, and holds no table after */
+    const char *flags2[] = {"--threads=1", "--max-table-bytes=128K", "--max-table-hbm-bytes=128K",
+                            "--log-level=warn", NULL};
+    ck_assert_int_eq(eh_server_start(&s2, flags2), 0);
+    eh_client *c2 = eh_client_open(s2.addr);
+    Ember__V1__LoadRequest lq = EMBER__V1__LOAD_REQUEST__INIT;
+    lq.table = "small";
+    lq.dir = dir;
+    lq.create = 1;
+    ck_assert_int_eq(admin(c2, "Load", &lq.base, &r), 8);
+    expect(&r, 8, "--max-table-");
+    ck_assert_int_eq(describe_code(c2, "small"), 5);
+    /* ... and the first server, within its caps, loads it back */
+    ck_assert_int_eq(admin(c, "Load", &lq.base, &r), 0);
+    eh_result_free(&r);
+    eh_client_close(c2);
+    eh_client_close(c);
+    int st;
+    ck_assert_int_eq(eh_server_stop(&s2, SIGTERM, &st), 0);
+    eh_server_cleanup(&s2);
+    ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    eh_server_cleanup(&s);
+    char path[300];
+    snprintf(path, sizeof path, "%s/small.ckpt", dir);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* --max-concurrent-calls: with the cap's worth of calls held open, the next
+ * call is refused RESOURCE_EXHAUSTED naming the cap and changes nothing; Health
+ * still answers; once the held calls end, calls run again. */
+START_TEST(limits_concurrent_calls)
+{
+    eh_server s;
+    const char *flags[] = {"--threads=2", "--max-concurrent-calls=2", "--log-level=warn", NULL};
+    ck_assert_int_eq(eh_server_start(&s, flags), 0);
+    eh_client *c = eh_client_open(s.addr);
+    eh_result r;
+    ck_assert_int_eq(create_on(c, "cc", 4, 1024, 0, 0.5f, 0, 0, 0, &r), 0);
+    eh_result_free(&r);
+    uint64_t keys[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float g[8 * 4];
+    for (int i = 0; i < 8 * 4; i++)
+        g[i] = 1.0f;
+    ck_assert_int_eq(push_full(c, "cc", keys, 8, g, 8 * 4, 0, 0, 0, 0, NULL, &r), 0);
+    eh_result_free(&r);
+    float v0[8 * 4], v1[8 * 4];
+    ck_assert_int_eq(pull_dt(c, "cc", keys, 8, 0, 0, v0, NULL, &r), 0);
+    eh_result_free(&r);
+
+    /* two Import streams left open: the server holds two calls in progress */
+    eh_call *held[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_ptr_nonnull(held[i] = eh_call_open(c, ADMIN "Import"));
+    /* the server matches the held calls on its own threads: push until refused */
+    int refused = 0, applied = 0;
+    for (int tries = 0; tries < 500 && !refused; tries++) {
+        int code = push_full(c, "cc", keys, 8, g, 8 * 4, 0, 0, 0, 0, NULL, &r);
+        if (code == 8) {
+            refused = 1;
+            expect(&r, 8, "--max-concurrent-calls");
+        } else {
+            /* an early push that ran before the held calls were matched */
+            ck_assert_int_eq(r.code, 0);
+            eh_result_free(&r);
+            applied++;
+            usleep(10000);
+        }
+    }
+    ck_assert_msg(refused, "no call was refused with 2 calls held open");
+    ck_assert_int_eq(pull_dt(c, "cc", keys, 8, 0, 0, NULL, NULL, &r), 8);
+    expect(&r, 8, "--max-concurrent-calls");
+    ck_assert_int_eq(eh_health_serving(c, 5000), 1);
+    for (int i = 0; i < 2; i++)
+        eh_call_cancel(held[i]);
+    /* the held calls end as their cancellation reaches the server */
+    int ok = 0;
+    for (int tries = 0; tries < 500 && !ok; tries++) {
+        ok = pull_dt(c, "cc", keys, 8, 0, 0, v1, NULL, &r) == 0;
+        eh_result_free(&r);
+        if (!ok)
+            usleep(10000);
+    }
+    ck_assert_msg(ok, "calls still refused after the held calls were cancelled");
+    /* only the pushes that were answered OK changed the rows (SGD, lr 0.5, g 1) */
+    for (int i = 0; i < 8 * 4; i++) {
+        float e = v0[i];
+        for (int k = 0; k < applied; k++)
+            e = e - 0.5f;
+        ck_assert_msg(v1[i] == e, "row element %d: %g, want %g after %d pushes", i, v1[i], e,
+                      applied);
+    }
+    eh_client_close(c);
+    int st;
+    ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    eh_server_cleanup(&s);
+}
+END_TEST
+
 START_TEST(duplicate_push_applied_once)
 {
     uint64_t k = 42;
@@ -1000,6 +1148,8 @@ int main(void)
     tcase_add_test(tc, bad_requests_change_nothing);
     tcase_add_test(tc, unknown_method_unimplemented);
     tcase_add_test(tc, limits_resource_exhausted);
+    tcase_add_test(tc, limits_table_memory);
+    tcase_add_test(tc, limits_concurrent_calls);
     tcase_add_test(tc, duplicate_push_applied_once);
     tcase_add_test(tc, second_server_on_taken_port_fails);
     tcase_add_test(tc, env_settings_and_max_tables);

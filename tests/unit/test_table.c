@@ -526,11 +526,53 @@ START_TEST(stats_report_memory)
 }
 END_TEST
 
+/* A server checks its memory caps with the footprint before creating: it must
+ * be exactly what the table then reports, with and without admission. */
+START_TEST(footprint_equals_new_table_stats)
+{
+    static const struct {
+        uint32_t dim;
+        uint64_t capacity;
+        int optim;
+        uint32_t min_count, width;
+    } cases[] = {
+        {1, 1, EMBER_OPTIM_SGD, 0, 0},
+        {64, 1 << 16, EMBER_OPTIM_ADAM, 0, 0},
+        {7, 1000, EMBER_OPTIM_ADAGRAD, 3, 1000},
+        {128, 5000, EMBER_OPTIM_FTRL, 2, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ember_table_config c;
+        ember_table_config_init(&c);
+        c.dim = cases[i].dim;
+        c.capacity = cases[i].capacity;
+        c.optim.kind = cases[i].optim;
+        c.admission.min_count = cases[i].min_count;
+        c.admission.sketch_width = cases[i].width;
+        uint64_t host = 0, device = 1;
+        ember_error err;
+        ck_assert_int_eq(ember_table_footprint(&c, NULL, &host, &device, &err), EMBER_OK);
+        ember_table *t;
+        ck_assert_int_eq(ember_table_create(&c, NULL, &t, &err), EMBER_OK);
+        ember_table_stats st;
+        ember_table_stats_get(t, &st);
+        ck_assert_uint_eq(host, st.bytes_host);
+        ck_assert_uint_eq(device, st.bytes_device);
+        ember_table_destroy(t);
+    }
+    ember_table_config bad;
+    ember_table_config_init(&bad);
+    ember_error err;
+    ck_assert_int_eq(ember_table_footprint(&bad, NULL, NULL, NULL, &err), EMBER_INVALID_ARGUMENT);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("table");
     TCase *c = tcase_create("ops");
     tcase_add_test(c, find_missing_returns_initial_row_without_storing);
+    tcase_add_test(c, footprint_equals_new_table_stats);
     tcase_add_test(c, insert_assign_accum);
     tcase_add_test(c, insert_or_assign_last_duplicate_wins);
     tcase_add_test(c, apply_gradients_sums_duplicates_first);
