@@ -610,6 +610,59 @@ START_TEST(limits_concurrent_calls)
 }
 END_TEST
 
+/* Lines of `log` that contain every one of the NULL-terminated substrings. */
+static int log_lines_with(const char *log, const char *const *subs)
+{
+    int n = 0;
+    for (const char *l = log; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t len = e ? (size_t)(e - l) : strlen(l);
+        int all = 1;
+        for (const char *const *s = subs; *s && all; s++) {
+            const char *hit = memmem(l, len, *s, strlen(*s));
+            all = hit != NULL;
+        }
+        n += all;
+        l += len + (e ? 1 : 0);
+    }
+    return n;
+}
+
+/* --log-format json: every line one JSON object, numbers unquoted; at debug
+ * level a refused call is logged once with its reason. */
+START_TEST(json_logs_refusals_once_at_debug)
+{
+    eh_server s;
+    const char *flags[] = {"--threads=1", "--log-format=json", "--log-level=debug", NULL};
+    ck_assert_int_eq(eh_server_start(&s, flags), 0);
+    eh_client *c = eh_client_open(s.addr);
+    eh_result r;
+    uint64_t key = 5;
+    ck_assert_int_eq(pull_dt(c, "no_such_table", &key, 1, 0, 0, NULL, NULL, &r), 5);
+    eh_result_free(&r);
+    eh_client_close(c);
+    int st;
+    ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
+    char *log = eh_server_log(&s);
+    int lines = 0;
+    for (const char *l = log; *l; lines++) {
+        const char *e = strchr(l, '\n');
+        ck_assert_msg(e, "unterminated line: %s", l);
+        ck_assert_msg(!strncmp(l, "{\"ts\":\"", 7) && e[-1] == '}', "not a JSON line: %.*s",
+                      (int)(e - l), l);
+        l = e + 1;
+    }
+    ck_assert_int_ge(lines, 4);
+    const char *listening[] = {"\"event\":\"listening\"", "\"threads\":1,", NULL};
+    ck_assert_int_eq(log_lines_with(log, listening), 1);
+    const char *refused[] = {"\"event\":\"call\"", "\"method\":\"Pull\"",
+                             "\"code\":\"NOT_FOUND\"", "no_such_table", NULL};
+    ck_assert_msg(log_lines_with(log, refused) == 1, "log:\n%s", log);
+    free(log);
+    eh_server_cleanup(&s);
+}
+END_TEST
+
 START_TEST(duplicate_push_applied_once)
 {
     uint64_t k = 42;
@@ -1150,6 +1203,7 @@ int main(void)
     tcase_add_test(tc, limits_resource_exhausted);
     tcase_add_test(tc, limits_table_memory);
     tcase_add_test(tc, limits_concurrent_calls);
+    tcase_add_test(tc, json_logs_refusals_once_at_debug);
     tcase_add_test(tc, duplicate_push_applied_once);
     tcase_add_test(tc, second_server_on_taken_port_fails);
     tcase_add_test(tc, env_settings_and_max_tables);
