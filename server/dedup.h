@@ -21,9 +21,13 @@
  * that would be applied again. 65,536 clients × ~160 bytes ≈ 10 MiB.
  *
  * A pair is marked when the push is admitted (srv_dedup_begin), before it is
- * applied, so a retry racing its original is a duplicate too; if the apply then
- * fails (the table refused it, changing nothing), srv_dedup_abort unmarks it so
- * a corrected retry can still go through.
+ * applied, and stays pending until srv_dedup_end (applied, or failed half-way:
+ * the mark stays) or srv_dedup_abort (refused, nothing changed: unmarked, so a
+ * corrected retry can go through). A retry that arrives while its original is
+ * pending (queued in a coalesced batch, or running) waits in srv_dedup_begin
+ * until the original ends, then is a duplicate, or new if it was aborted: a
+ * "duplicate" reply therefore means the push is in the table, and a pull sent
+ * after it sees it. A client whose push is pending is not forgotten.
  *
  * Thread-safety: all functions may be called from any thread (one mutex; each
  * call is a hash lookup and a few bit operations).
@@ -43,8 +47,13 @@ typedef struct srv_dedup srv_dedup;
 srv_dedup *srv_dedup_create(size_t max_clients);
 void srv_dedup_destroy(srv_dedup *d);
 
-/* 1: (client, seq) is new and is now marked; 0: already seen (a duplicate). */
+/* 1: (client, seq) is new and is now marked and pending: the caller must end it
+ * with srv_dedup_end or srv_dedup_abort. 0: already applied (a duplicate). Waits
+ * while the pair is pending on another thread (see above). */
 int srv_dedup_begin(srv_dedup *d, uint64_t client, uint64_t seq);
+/* The push of a pair srv_dedup_begin returned 1 for has been applied (or failed
+ * half-way): it stays marked, no longer pending. */
+void srv_dedup_end(srv_dedup *d, uint64_t client, uint64_t seq);
 /* Unmarks a pair that srv_dedup_begin marked but that was not applied. */
 void srv_dedup_abort(srv_dedup *d, uint64_t client, uint64_t seq);
 /* Clients currently remembered. */

@@ -355,13 +355,13 @@ static void push_applied(const push_plan *p)
     atomic_fetch_add_explicit(&p->t->counters.keys_pushed, p->n, memory_order_relaxed);
 }
 
-/* Runs a validated push on its own. *duplicate = 1 when (client_id, sequence)
- * was seen. */
-static int push_alone(srv_worker *w, const push_plan *p, int *duplicate, ember_error *err)
+/* Runs a validated push on its own. On failure, *kept = 1 when something may
+ * have been applied (its at-most-once mark must stay). */
+static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error *err)
 {
     const ember_wire_push_request *r = p->req;
     size_t n = p->n, nv = n * p->dim;
-    *duplicate = 0;
+    *kept = 0;
     uint64_t *keys = srv_scratch_keys(w, n ? n : 1);
     float *vals = srv_scratch_floats(w, nv ? nv : 1);
     uint64_t *scores = r->scores.len ? srv_scratch_scores(w, n) : NULL;
@@ -371,16 +371,9 @@ static int push_alone(srv_worker *w, const push_plan *p, int *duplicate, ember_e
     ember_wire_from_wire(r->dtype, r->values.data, nv, vals);
     if (scores)
         ember_wire_keys_copy(r->scores, scores);
-    if (push_duplicate(p)) {
-        *duplicate = 1;
-        return 0;
-    }
     int rc = push_call(p->t->table, push_kind(r->mode), keys, n, vals, scores, err);
-    if (rc) {
-        if (r->client_id) /* refused, nothing applied: a corrected retry may go through */
-            srv_dedup_abort(srv.dedup, r->client_id, r->sequence);
+    if (rc) /* refused, nothing applied: a corrected retry may go through */
         return rc;
-    }
     push_applied(p);
     return 0;
 }
@@ -495,23 +488,19 @@ static int push_batch_run(srv_worker *w, srv_table *t, srv_co_kind kind, const s
 static const char partly_applied[] = "partly applied";
 
 /* Runs a validated push through the table's queue `q` (which was busy). */
-static int push_coalesced(srv_worker *w, const push_plan *p, srv_co_queue *q, int *duplicate,
+static int push_coalesced(srv_worker *w, const push_plan *p, srv_co_queue *q, int *kept,
                           ember_error *err)
 {
     const ember_wire_push_request *r = p->req;
     srv_co_kind kind = push_kind(r->mode);
     size_t cap = co_cap(p->n, p->dim);
     co_bufs bufs;
-    *duplicate = 0;
+    *kept = 0;
     int rc = push_check(p, err);
     if (rc)
         return rc;
     if (!co_bufs_get(w, cap, p->dim, 1, &bufs)) /* no room to lead: run beside the batches */
-        return push_alone(w, p, duplicate, err);
-    if (push_duplicate(p)) {
-        *duplicate = 1;
-        return 0;
-    }
+        return push_alone(w, p, kept, err);
     srv_co_member m;
     srv_co_batch b;
     int lead = srv_co_join(q, &m, p->n, &b, &bufs, cap);
@@ -536,8 +525,7 @@ static int push_coalesced(srv_worker *w, const push_plan *p, srv_co_queue *q, in
         *err = m.cm_err;
         /* a batch refused as a whole changed nothing: a retry may go through; one
          * that failed half-way keeps the mark (at most once, as dedup.h says) */
-        if (r->client_id && !m.cm_result)
-            srv_dedup_abort(srv.dedup, r->client_id, r->sequence);
+        *kept = m.cm_result != NULL;
         return m.cm_status;
     }
     push_applied(p);
@@ -545,15 +533,33 @@ static int push_coalesced(srv_worker *w, const push_plan *p, srv_co_queue *q, in
 }
 
 /* Runs a validated push: alone when its table's queue is idle (or it does not
- * coalesce), else in a batch. */
+ * coalesce), else in a batch. *duplicate = 1 when (client_id, sequence) was
+ * applied before. The at-most-once mark is taken first, before any queue is
+ * joined, since srv_dedup_begin may wait for this push's original (a retry of a
+ * push still queued): holding the queue meanwhile could stop that original. */
 static int push_run(srv_worker *w, const push_plan *p, int *duplicate, ember_error *err)
 {
+    const ember_wire_push_request *r = p->req;
+    *duplicate = 0;
+    if (push_duplicate(p)) {
+        *duplicate = 1;
+        return 0;
+    }
+    int rc, kept = 0;
     srv_co_queue *q = push_queue(p);
-    if (q && !srv_co_try_alone(q))
-        return push_coalesced(w, p, q, duplicate, err);
-    int rc = push_alone(w, p, duplicate, err);
-    if (q)
-        srv_co_alone_done(q);
+    if (q && !srv_co_try_alone(q)) {
+        rc = push_coalesced(w, p, q, &kept, err);
+    } else {
+        rc = push_alone(w, p, &kept, err);
+        if (q)
+            srv_co_alone_done(q);
+    }
+    if (r->client_id) {
+        if (rc && !kept)
+            srv_dedup_abort(srv.dedup, r->client_id, r->sequence);
+        else
+            srv_dedup_end(srv.dedup, r->client_id, r->sequence);
+    }
     return rc;
 }
 

@@ -13,6 +13,9 @@
  *     assign, PushPull), while other clients keep the queues busy;
  *   - bad input from one client (NaN, Inf, reserved keys) fails that client only
  *     and changes nothing, while good clients' calls are coalesced beside it;
+ *   - a push and its retry sent at once (same client id and sequence), while
+ *     the queues are busy: applied once, and whichever reply says "duplicate"
+ *     comes only after the push is in the table (a pull right after sees it);
  *   - --coalesce off, a small --coalesce-max-keys and a --coalesce-wait-us all
  *     serve the same results; GetStats shows batches when calls were coalesced;
  *   - the flags and EMBER_* variables are checked.
@@ -845,6 +848,95 @@ START_TEST(push_then_pull_sees_the_push)
 }
 END_TEST
 
+/* ---- a retry racing its original ------------------------------------------ */
+
+enum { RTY_DIM = 4, RTY_ROUNDS = 150 };
+#define RTY_KEY UINT64_C(7777)
+#define RTY_CLIENT UINT64_C(0x5eed)
+
+typedef struct rty_arg {
+    const char *addr;
+    pthread_barrier_t *go;
+    int applied;   /* replies that said applied */
+    fails *f;
+} rty_arg;
+
+/* Each round: the same push (gradient -1 at lr 1, so the key reads r after round
+ * r), with the same (client id, sequence) as the other thread's, sent at the same
+ * moment; then a pull, which must read r whichever reply this thread got. */
+static void *rty_main(void *p)
+{
+    rty_arg *a = p;
+    eh_client *c = eh_client_open(a->addr);
+    uint64_t key = RTY_KEY;
+    float g[RTY_DIM], v[RTY_DIM];
+    char msg[300];
+    for (int d = 0; d < RTY_DIM; d++)
+        g[d] = -1.0f;
+    for (int r = 1; r <= RTY_ROUNDS; r++) {
+        ember_wire_push_request q = {0};
+        q.table.data = (const uint8_t *)"rty";
+        q.table.len = 3;
+        q.keys.data = (const uint8_t *)&key;
+        q.keys.len = 8;
+        q.values.data = (const uint8_t *)g;
+        q.values.len = sizeof g;
+        q.mode = EMBER_WIRE_PUSH_GRADIENTS;
+        q.client_id = RTY_CLIENT;
+        q.sequence = (uint64_t)r;
+        size_t len = ember_wire_push_request_size(&q, NULL);
+        uint8_t b[256];
+        ember_wire_push_request_encode(&q, b);
+        pthread_barrier_wait(a->go);
+        eh_result res;
+        ember_wire_push_response m;
+        if (eh_unary(c, SHARD "Push", b, len, 0, &res) || res.code ||
+            ember_wire_push_response_decode(res.data, res.len, &m, NULL, 0)) {
+            failf(a->f, "round %d: push code %d %s", r, res.code, res.message);
+            eh_result_free(&res);
+            break;
+        }
+        eh_result_free(&res);
+        a->applied += !m.duplicate;
+        int rc = pull_c(c, "rty", &key, 1, 0, 0, RTY_DIM, v, NULL, msg, sizeof msg);
+        if (rc)
+            failf(a->f, "round %d: pull code %d %s", r, rc, msg);
+        else if (v[0] != (float)r)
+            failf(a->f, "round %d: the key reads %g after a %s reply, want %d", r, v[0],
+                  m.duplicate ? "duplicate" : "applied", r);
+        pthread_barrier_wait(a->go); /* both pulled before the next round's push */
+    }
+    eh_client_close(c);
+    return NULL;
+}
+
+START_TEST(retried_push_answered_only_once_applied)
+{
+    eh_client *c = eh_client_open(S.addr);
+    create(c, "rty", RTY_DIM, 0, 1.0f, 0, 0);
+    fails f = {0};
+    atomic_int stop = 0;
+    blocker bl[2];
+    blockers_start(bl, S.addr, "rty", RTY_DIM, 1, &stop, &f);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    rty_arg a[2] = {{S.addr, &go, 0, &f}, {S.addr, &go, 0, &f}};
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++)
+        pthread_create(&th[t], NULL, rty_main, &a[t]);
+    for (int t = 0; t < 2; t++)
+        pthread_join(th[t], NULL);
+    blockers_stop(bl, 1, &stop);
+    pthread_barrier_destroy(&go);
+    CK_FAILS(&f);
+    /* exactly one of each round's two pushes was applied */
+    ck_assert_int_eq(a[0].applied + a[1].applied, RTY_ROUNDS);
+    co_stats s = stats(c, "rty");
+    stats_consistent(s);
+    eh_client_close(c);
+}
+END_TEST
+
 /* ---- bad input fails its own caller only ---------------------------------- */
 
 typedef struct bad_arg {
@@ -1100,6 +1192,7 @@ int main(void)
     tcase_add_test(tc, adagrad_steps_once_per_call);
     tcase_add_test(tc, pulls_get_their_own_rows);
     tcase_add_test(tc, push_then_pull_sees_the_push);
+    tcase_add_test(tc, retried_push_answered_only_once_applied);
     tcase_add_test(tc, bad_input_fails_only_its_caller);
     tcase_add_test(tc, coalesce_off_serves_the_same);
     tcase_add_test(tc, small_max_keys_bounds_batches);
