@@ -434,6 +434,7 @@ static void on_matched(srv_worker *w, srv_call *c)
         char amsg[EMBER_ERROR_MSG_MAX];
         int code = srv_auth_check(c->call, &c->md, methods[c->method].path, amsg, sizeof amsg);
         if (code) {
+            c->logged = 1; /* auth.c logged it, with the identity */
             srv_call_finish(c, code, amsg, NULL);
             return;
         }
@@ -488,7 +489,7 @@ static void on_matched(srv_worker *w, srv_call *c)
 
 static void on_finished(srv_call *c)
 {
-    if (srv_log_level() >= SRV_LOG_DEBUG) {
+    if (srv_log_level() >= SRV_LOG_DEBUG && !c->logged) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         double ms = (double)(now.tv_sec - c->started.tv_sec) * 1e3 +

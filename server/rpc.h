@@ -114,6 +114,7 @@ struct srv_call {
     int sent_initial_md;
     int cancelled;                  /* from RECV_CLOSE_ON_SERVER */
     int busy;                       /* counted in srv.busy_calls */
+    int logged;                     /* its refusal was logged already (auth.c) */
     int status;
     char msg[EMBER_ERROR_MSG_MAX];
     srv_step_fn step;               /* streaming calls */

@@ -158,6 +158,21 @@ static int log_has(const srv *s, const char *what)
     return system(cmd) == 0;
 }
 
+/* Lines of the server's log holding `what`. */
+static int log_count(const srv *s, const char *what)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -c -- '%s' %s", what, s->log);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1)
+            n = -1;
+        pclose(p);
+    }
+    return n;
+}
+
 typedef struct copts {
     const char *ca, *cert, *key, *token, *token_file;
 } copts;
@@ -335,6 +350,8 @@ START_TEST(worker_token_cannot_drop_admin_token_can)
     ck_assert_uint_ge(unauth, 3);
     ck_assert_uint_eq(denied, 2);
     ck_assert(log_has(&s, "event=refused method=/ember.v1.Admin/DropTable code=PERMISSION_DENIED"));
+    /* each refusal logged once (at debug), not again as a call line */
+    ck_assert_int_eq(log_count(&s, "code=PERMISSION_DENIED"), 2);
 
     ck_assert_msg(pull_push(admin, "t", &e) == 0, "admin pull/push: %s", e.message);
     ck_assert_msg(ember_drop_table(admin, "t", 0, &e) == 0, "admin drop: %s", e.message);
