@@ -565,6 +565,12 @@ static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     out.tls = (char *)(!*srv.cfg.tls_cert ? "off" : *srv.cfg.tls_client_ca ? "mutual" : "on");
     out.auth = srv_auth_enabled();
     srv_auth_counts(&out.refused_unauthenticated, &out.refused_permission_denied);
+    out.max_tables = srv.cfg.max_tables;
+    out.max_concurrent_calls = srv.cfg.max_concurrent_calls;
+    out.max_table_bytes = srv.cfg.max_table_bytes;
+    out.max_table_hbm_bytes = srv.cfg.max_table_hbm_bytes;
+    out.calls_in_progress = (uint64_t)atomic_load(&srv.busy_calls);
+    out.refused_over_capacity = atomic_load(&srv.refused_busy);
     out.hbm_bytes = srv.backend.hbm_bytes;
     out.threads = srv.cfg.threads;
     out.max_keys_per_request = srv.cfg.max_keys_per_request;

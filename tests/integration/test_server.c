@@ -494,6 +494,15 @@ START_TEST(limits_table_memory)
     expect(&r, 8, "--max-table-");
     expect(&r, 8, "1048576");
     ck_assert_int_eq(describe_code(c, "big"), 5);
+    Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+    ck_assert_int_eq(admin(c, "ServerInfo", &iq.base, &r), 0);
+    Ember__V1__ServerInfoResponse *si =
+        ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+    ck_assert_uint_eq(si->max_table_bytes, 1 << 20);
+    ck_assert_uint_eq(si->max_table_hbm_bytes, 1 << 20);
+    ck_assert_uint_eq(si->max_tables, 1024);
+    ember__v1__server_info_response__free_unpacked(si, NULL);
+    eh_result_free(&r);
     uint64_t keys[16];
     float g[16 * 8];
     for (int i = 0; i < 16; i++)
@@ -594,6 +603,23 @@ START_TEST(limits_concurrent_calls)
             usleep(10000);
     }
     ck_assert_msg(ok, "calls still refused after the held calls were cancelled");
+    /* ServerInfo counts the refusals; once the second held call is gone too,
+     * the only call in progress is the ServerInfo itself */
+    Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+    uint64_t in_progress = 0;
+    for (int tries = 0; tries < 500 && in_progress != 1; tries++) {
+        ck_assert_int_eq(admin(c, "ServerInfo", &iq.base, &r), 0);
+        Ember__V1__ServerInfoResponse *si =
+            ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+        ck_assert_uint_eq(si->max_concurrent_calls, 2);
+        ck_assert_uint_ge(si->refused_over_capacity, 2); /* the push and the pull above */
+        in_progress = si->calls_in_progress;
+        ember__v1__server_info_response__free_unpacked(si, NULL);
+        eh_result_free(&r);
+        if (in_progress != 1)
+            usleep(10000);
+    }
+    ck_assert_uint_eq(in_progress, 1);
     /* only the pushes that were answered OK changed the rows (SGD, lr 0.5, g 1) */
     for (int i = 0; i < 8 * 4; i++) {
         float e = v0[i];
