@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libjemalloc-dev check
-          libgrpc-dev protobuf-c-compiler libprotobuf-c-dev)
+          libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libmicrohttpd-dev)
 
 if [ "${1:-}" = "--tests" ]; then
   # interop.py (Python gRPC), rpc_bench's loopback ceiling (iperf3), the

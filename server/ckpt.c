@@ -294,6 +294,24 @@ out:
 
 /* ---- save ---------------------------------------------------------------- */
 
+/* A save of t that began at t0 (mono_ms) ended with rc: counted in t's
+ * counters for the metrics endpoint (metrics.h). */
+static void save_counted(srv_table *t, int rc, uint64_t t0)
+{
+    srv_counters *c = &t->counters;
+    if (rc) {
+        atomic_fetch_add_explicit(&c->ckpt_failures, 1, memory_order_relaxed);
+        return;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    atomic_store_explicit(&c->ckpt_save_ms, mono_ms() - t0, memory_order_relaxed);
+    atomic_store_explicit(&c->ckpt_saved_ms,
+                          (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u,
+                          memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->ckpt_saves, 1, memory_order_relaxed);
+}
+
 /* Saves the table now registered as `name` into dir (see the layout in ckpt.h).
  * NOT_FOUND if there is none (dropped since it was listed). */
 static int save_table(const char *dir, const char *name, const char *why, char *path,
@@ -316,10 +334,11 @@ static int save_table(const char *dir, const char *name, const char *why, char *
         hist_keep(dir, name, path, hist, sizeof hist);
     rc = ember_ckpt_save(t->table, path, name, srv.cfg.shard_index, srv.cfg.shard_count,
                          meta, err);
-    srv_table_unref(t);
     if (!rc || srv.cfg.checkpoint_keep > 1)
         hist_prune(dir, name, path, srv.cfg.checkpoint_keep);
     pthread_mutex_unlock(&ck.table_mu);
+    save_counted(t, rc, t0);
+    srv_table_unref(t);
     char q[600];
     if (!rc)
         srv_log(SRV_LOG_INFO, "checkpoint_saved",

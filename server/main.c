@@ -13,7 +13,8 @@
  * turned off so a second server on a port fails instead of sharing it;
  * --backend gpu where this build or machine has no GPU to serve on; the
  * checkpoint dir is locked by another server, or holds a damaged checkpoint or
- * one of another shard), or when the shutdown save failed or was abandoned.
+ * one of another shard; the --metrics-listen address is taken), or when the
+ * shutdown save failed or was abandoned.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "server/ckpt.h"
 #include "server/auth.h"
 #include "server/log.h"
+#include "server/metrics.h"
 #include "server/rpc.h"
 
 /* After the first signal: a second one (an impatient operator's Ctrl-C) ends the
@@ -98,6 +100,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "ember-server: %s\n", msg);
         return 1;
     }
+    /* before the gRPC port opens, so a bad --metrics-listen fails the start
+     * before any client is served */
+    if (srv_metrics_start(msg, sizeof msg)) {
+        char q[600];
+        srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
+        fprintf(stderr, "ember-server: %s\n", msg);
+        return 1;
+    }
     if (srv_rpc_start(msg, sizeof msg)) {
         char q[600];
         srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
@@ -113,6 +123,7 @@ int main(int argc, char **argv)
     srv_rpc_stop(srv.cfg.shutdown_grace_ms);
     srv_ckpt_stop();
     int saved = srv_ckpt_exit_save();
+    srv_metrics_stop(); /* it reads the registry: before that is freed */
     srv_registry_destroy(srv.registry);
     srv_dedup_destroy(srv.dedup);
     srv_log(SRV_LOG_INFO, "stopped", "requests=%llu errors=%llu exit=%d",

@@ -176,6 +176,10 @@ int srv_registry_replace(srv_registry *r, srv_table *old, ember_table *table,
     CARRY(co_max_keys);
     CARRY(co_max_calls);
     CARRY(co_split_calls);
+    CARRY(ckpt_saves);
+    CARRY(ckpt_failures);
+    CARRY(ckpt_saved_ms);
+    CARRY(ckpt_save_ms);
 #undef CARRY
     r->tables[i] = t;
     pthread_rwlock_unlock(&r->lock);

@@ -34,6 +34,10 @@ typedef struct srv_counters {
      * gradient batches took because members pushed the same keys */
     atomic_uint_fast64_t co_batches, co_calls, co_keys, co_max_keys, co_max_calls,
         co_split_calls;
+    /* checkpoint saves of the table by this process (ckpt.c): successful and
+     * failed, and the last successful one's end (CLOCK_REALTIME, ms; 0 = none
+     * yet) and duration (ms), for the metrics endpoint */
+    atomic_uint_fast64_t ckpt_saves, ckpt_failures, ckpt_saved_ms, ckpt_save_ms;
 } srv_counters;
 
 typedef struct srv_table {

@@ -12,6 +12,7 @@
 
 #include "server/auth.h"
 #include "server/log.h"
+#include "server/metrics.h"
 
 srv_state srv;
 
@@ -259,10 +260,12 @@ static void call_destroy(srv_call *c, int matched)
     }
 }
 
-static const char *method_name(const srv_call *c)
+const char *srv_method_name(srv_method m)
 {
-    return c->method == SRV_M_UNKNOWN ? "unknown" : methods[c->method].name;
+    return (unsigned)m < SRV_M_COUNT ? methods[m].name : "unknown";
 }
+
+static const char *method_name(const srv_call *c) { return srv_method_name(c->method); }
 
 static void start_batch(srv_call *c, grpc_op *ops, size_t n)
 {
@@ -331,6 +334,9 @@ void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *re
     atomic_fetch_add_explicit(&srv.requests, 1, memory_order_relaxed);
     if (code)
         atomic_fetch_add_explicit(&srv.errors, 1, memory_order_relaxed);
+    /* counted here, before the status goes out, rather than when the batch
+     * completes: a client that has its reply then finds its call in a scrape */
+    srv_metrics_call(c->method, code, &c->started);
     start_batch(c, ops, n);
     grpc_slice_unref(details); /* the server copied it in start_batch */
 }

@@ -229,6 +229,10 @@ void srv_admin_import_start(srv_worker *w, srv_call *c);
  * checkpointer thread (ckpt.h), from that thread. */
 void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 
+/* A method's name as the method table has it ("Pull", "CreateTable",
+ * "Health.Check"); "unknown" for SRV_M_UNKNOWN. The string is static. */
+const char *srv_method_name(srv_method m);
+
 /* Seconds since the server started. */
 uint64_t srv_uptime_s(void);
 

@@ -43,6 +43,7 @@
 #include "proto/wire.h"
 #include "server/coalesce.h"
 #include "server/log.h"
+#include "server/metrics.h"
 #include "server/rpc.h"
 #include "storage/hash.h"
 
@@ -826,8 +827,10 @@ int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *res
         int bypass;
         rc = pull_coalesced(w, &p, q, &pm, &bypass, err);
         if (!bypass && (rc || r.dtype == EMBER_WIRE_F32)) {
-            if (!rc)
+            if (!rc) {
                 pull_reply_slices(&pm, resp);
+                srv_metrics_keys(SRV_M_PULL, p.n, p.n, 0);
+            }
             srv_table_unref(p.t);
             return rc;
         }
@@ -861,6 +864,7 @@ int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *res
         return rc;
     }
     srv_reply_add(resp, srv_rbuf_slice(buf, base, size));
+    srv_metrics_keys(SRV_M_PULL, p.n, p.n, 0);
     return 0;
 }
 
@@ -879,6 +883,7 @@ int srv_shard_push(srv_worker *w, const uint8_t *req, size_t len, srv_reply *res
     srv_table_unref(p.t);
     if (rc)
         return rc;
+    srv_metrics_keys(SRV_M_PUSH, p.n, 0, dup ? 0 : p.n);
     ember_wire_push_response m = {dup ? 0 : p.n, dup};
     uint8_t out[32];
     size_t n = ember_wire_push_response_encode(&m, out);
@@ -952,6 +957,7 @@ int srv_shard_pushpull(srv_worker *w, const uint8_t *req, size_t len, srv_reply 
         }
     }
     srv_reply_add(resp, srv_rbuf_slice(buf, base, size));
+    srv_metrics_keys(SRV_M_PUSHPULL, pl.n + pp.n, pl.n, dup ? 0 : pp.n);
 out:
     srv_table_unref(pp.t);
     srv_table_unref(pl.t);

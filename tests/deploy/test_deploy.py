@@ -12,7 +12,8 @@ usage: test_deploy.py MODE --repo DIR --server BIN --emberctl BIN --demo BIN
               the StatefulSet, its headless Service and PDB agree (names,
               selectors, ports, probes on the gRPC port, EMBER_SHARD_COUNT =
               replicas, the shard index from the pod-index label, non-root, a
-              read-only root with every path it writes on a volume, ...), every
+              read-only root with every path it writes on a volume, the metrics
+              port, its scrape annotations and NetworkPolicy rule, ...), every
               flag and EMBER_* variable is one ember-server --help lists, and the
               worker Job names every shard in order.
   dockerfile  deploy/Dockerfile: the CUDA 13 devel/runtime Ubuntu 24.04 images, the
@@ -25,12 +26,14 @@ usage: test_deploy.py MODE --repo DIR --server BIN --emberctl BIN --demo BIN
   pods        the StatefulSet's container as N local processes, one per pod: the
               manifest's exact command, args and env (the downward API resolved as
               the kubelet would for ordinal i), with only these substituted: the
-              binary's path, the listen address (127.0.0.1, a free port), each
+              binary's path, the listen and metrics addresses (127.0.0.1, a free
+              port), each
               volume's mount path (a directory per pod), --backend gpu -> cpu (no
               GPU to give each pod here). Then the kubelet's gRPC probes, the worker
               Job's init container and worker through the Job's shard names mapped
               to the local ports, `emberctl info` reporting shard i of N at position
-              i, and SIGTERM as the kubelet sends it. For the deployment (2 shards)
+              i, each pod's /metrics scraped as its annotations say, and SIGTERM as
+              the kubelet sends it. For the deployment (2 shards)
               and the four-shard overlay.
 
 Exit 0 when every check holds; 1 with every failure listed. ctest label integration.
@@ -512,6 +515,8 @@ class Deployment:
         ports = [p for p in self.c.get("ports", []) if p.get("name") == "grpc"]
         check(len(ports) == 1, "%s: the container has a port named grpc" % where)
         self.port = ports[0]["containerPort"]
+        mports = [p for p in self.c.get("ports", []) if p.get("name") == "metrics"]
+        self.metrics_port = mports[0]["containerPort"] if mports else None
 
     def name_pattern(self):
         """Shard i's name, as the headless Service gives it."""
@@ -590,6 +595,23 @@ def check_deployment(dep, flags, envs, uid):
         check(g.get("service", "") in ("", "ember.v1.Shard", "ember.v1.Admin"),
               "%s: %s asks about a service ember-server reports" % (w, p))
 
+    # the metrics endpoint: on every address at the port named metrics, which is
+    # not the gRPC one, and announced to Prometheus by the pod's annotations
+    metrics = setting(c, "metrics-listen", "EMBER_METRICS_LISTEN")
+    ann = pod.get("metadata", {}).get("annotations", {})
+    if check(metrics and dep.metrics_port, "%s: --metrics-listen (%r) and a container port "
+             "named metrics (%r)" % (w, metrics, dep.metrics_port)):
+        mhost, _, mport = metrics.rpartition(":")
+        check(mhost in ("0.0.0.0", "[::]", "") and mport == str(dep.metrics_port)
+              and dep.metrics_port != dep.port,
+              "%s: metrics on every address at the metrics port %d, not the gRPC port (%s)"
+              % (w, dep.metrics_port, metrics))
+        check(ann.get("prometheus.io/scrape") == "true" and
+              ann.get("prometheus.io/port") == str(dep.metrics_port) and
+              ann.get("prometheus.io/path") == "/metrics",
+              "%s: the pod's prometheus.io/scrape, port (%d) and path annotations: %r"
+              % (w, dep.metrics_port, ann))
+
     # resources: one GPU, requests = limits (Guaranteed)
     res = c.get("resources", {})
     req, lim = res.get("requests", {}), res.get("limits", {})
@@ -657,7 +679,7 @@ def check_deployment(dep, flags, envs, uid):
           "%s: periodic checkpoints (--checkpoint-interval)" % w)
 
     # the NetworkPolicy: it covers the shards, and admits only ember clients, only on
-    # the gRPC port
+    # the gRPC port; and to the metrics port, nothing but pods of a namespace it names
     np = dep.netpol
     if np:
         nspec = np.get("spec", {})
@@ -667,8 +689,21 @@ def check_deployment(dep, flags, envs, uid):
         rules = nspec.get("ingress", [])
         check(bool(rules), "%s: the NetworkPolicy admits someone (the clients)" % w)
         for r in rules:
-            check([p.get("port") for p in r.get("ports", [])] in ([dep.port], ["grpc"]),
-                  "%s: each ingress rule opens the gRPC port %d only" % (w, dep.port))
+            ports = [p.get("port") for p in r.get("ports", [])]
+            if dep.metrics_port and ports in ([dep.metrics_port], ["metrics"]):
+                froms = r.get("from", [])
+                check(bool(froms), "%s: the metrics rule names who may scrape" % w)
+                for f in froms:
+                    check(set(f) == {"namespaceSelector", "podSelector"}
+                          and not selects(f["namespaceSelector"], {})
+                          and not selects(f["podSelector"], {})
+                          and not selects(f["podSelector"], {"ember.io/role": "worker"}),
+                          "%s: the metrics port admits the monitoring namespace's "
+                          "Prometheus pods only (a namespace and a pod selector): %r" % (w, f))
+                continue
+            check(ports in ([dep.port], ["grpc"]),
+                  "%s: each ingress rule opens the gRPC port %d only (or the metrics port "
+                  "alone)" % (w, dep.port))
             for f in r.get("from", []):
                 check(set(f) == {"podSelector"} and not selects(f["podSelector"], {})
                       and not selects(f["podSelector"], {"ember.io/role": "stranger"})
@@ -1094,6 +1129,19 @@ def health_check(addr, service, timeout):
     return resp[1] if len(resp) == 2 and resp[0] == 0x08 else 0
 
 
+def scrape(addr, path):
+    """GET http://addr/path: the body, or None (no address, no answer, not 200)."""
+    import urllib.request
+    if not addr:
+        return None
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
+        with opener.open("http://%s%s" % (addr, path), timeout=10) as r:
+            return r.read().decode() if r.status == 200 else None
+    except OSError:
+        return None
+
+
 def quantity_ceil(q, divisor="1"):
     def val(x):
         x = str(x)
@@ -1157,7 +1205,7 @@ class Pod:
         local_path = self.local_path
 
         def local(k, v):
-            if k == "listen":
+            if k in ("listen", "metrics-listen"):
                 return "127.0.0.1:0"
             if k == "backend" and v == "gpu":
                 return "cpu"
@@ -1165,12 +1213,13 @@ class Pod:
         out = [a.server]
         for k, v in flag_values(argv[1:]):
             out.append("--%s=%s" % (k, local(k, v)) if k else v)
-        envmap = {"EMBER_LISTEN": "listen", "EMBER_BACKEND": "backend"}
+        envmap = {"EMBER_LISTEN": "listen", "EMBER_BACKEND": "backend",
+                  "EMBER_METRICS_LISTEN": "metrics-listen"}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
         for k, v in env.items():
             self.env[k] = local(envmap.get(k), v)
         self.argv = out
-        self.proc, self.addr = None, None
+        self.proc, self.addr, self.metrics_addr = None, None, None
 
     def local_path(self, v):
         """A path in the container -> where this pod's volume lies here."""
@@ -1188,9 +1237,12 @@ class Pod:
         while time.time() < deadline:
             with open(self.log, errors="replace") as f:
                 f.seek(since)
-                m = re.findall(r"event=listening addr=(\S+)", f.read())
+                log = f.read()
+            m = re.findall(r"event=listening addr=(\S+)", log)
             if m:
                 self.addr = m[-1]
+                mm = re.findall(r"event=metrics_listening addr=(\S+)", log)
+                self.metrics_addr = mm[-1] if mm else None
                 return True
             if self.proc.poll() is not None:
                 break
@@ -1262,6 +1314,15 @@ def run_cluster(a, dep, names, job, work, namespace, demo_steps):
                     check(st == 1, "pod %d's %s (grpc.health.v1 on %s): SERVING, got %r"
                           % (p.i, name, p.addr, st))
         note("ok: every pod answers its gRPC probes SERVING")
+        # Prometheus' scrape of each pod, as the annotations direct it
+        ann = pod_template(dep.sts).get("metadata", {}).get("annotations", {})
+        if ann.get("prometheus.io/scrape") == "true":
+            for p in pods:
+                text = scrape(p.metrics_addr, ann.get("prometheus.io/path", "/metrics"))
+                want = 'shard_index="%d",shard_count="%d"} 1' % (p.i, n)
+                check(text is not None and want in text,
+                      "pod %d's metrics (%s) say shard %d of %d" % (p.i, p.metrics_addr, p.i, n))
+            note("ok: every pod's /metrics answers, naming its shard")
         local = name_to_local(names, dep, pods, namespace)
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
         env["EMBER_SHARDS"] = local
