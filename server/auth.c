@@ -155,8 +155,7 @@ out:
     return creds;
 }
 
-/* Whether `name` (len bytes) is one of the comma-separated entries of `list`. */
-static int listed(const char *list, const char *name, size_t len)
+int srv_auth_listed(const char *list, const char *name, size_t len)
 {
     const char *p = list;
     while (*p) {
@@ -175,29 +174,27 @@ static int listed(const char *list, const char *name, size_t len)
     return 0;
 }
 
-enum { ROLE_NONE = 0, ROLE_WORKER = 1, ROLE_ADMIN = 2 };
-
 /* The role the client certificate's CN or SANs name, and the first name seen
  * (for the log). */
 static int cert_role(grpc_call *call, char *who, size_t wcap)
 {
-    int role = ROLE_NONE;
+    int role = SRV_ROLE_NONE;
     grpc_auth_context *ctx = grpc_call_auth_context(call);
     if (!ctx)
-        return ROLE_NONE;
+        return SRV_ROLE_NONE;
     static const char *const props[] = {GRPC_X509_CN_PROPERTY_NAME,
                                         GRPC_X509_SAN_PROPERTY_NAME};
-    for (size_t k = 0; k < 2 && role != ROLE_ADMIN; k++) {
+    for (size_t k = 0; k < 2 && role != SRV_ROLE_ADMIN; k++) {
         grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, props[k]);
         const grpc_auth_property *p;
-        while ((p = grpc_auth_property_iterator_next(&it)) && role != ROLE_ADMIN) {
+        while ((p = grpc_auth_property_iterator_next(&it)) && role != SRV_ROLE_ADMIN) {
             if (!*who)
                 snprintf(who, wcap, "%.*s", (int)(p->value_length > 200 ? 200 : p->value_length),
                          p->value);
-            if (listed(auth.admin_ids, p->value, p->value_length))
-                role = ROLE_ADMIN;
-            else if (listed(auth.worker_ids, p->value, p->value_length))
-                role = ROLE_WORKER;
+            if (srv_auth_listed(auth.admin_ids, p->value, p->value_length))
+                role = SRV_ROLE_ADMIN;
+            else if (srv_auth_listed(auth.worker_ids, p->value, p->value_length))
+                role = SRV_ROLE_WORKER;
         }
     }
     grpc_auth_context_release(ctx);
@@ -219,12 +216,19 @@ static int refuse(int code, const char *method, const char *reason, const char *
     return code;
 }
 
+int srv_auth_required_role(const char *method)
+{
+    if (!strncmp(method, "/grpc.health.v1.Health/", 23))
+        return SRV_ROLE_NONE;
+    return !strncmp(method, "/ember.v1.Shard/", 16) ? SRV_ROLE_WORKER : SRV_ROLE_ADMIN;
+}
+
 int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *method,
                    char *msg, size_t cap)
 {
-    if (!auth.enabled || !strncmp(method, "/grpc.health.v1.Health/", 23))
+    int need = srv_auth_required_role(method);
+    if (!auth.enabled || need == SRV_ROLE_NONE)
         return 0;
-    int need = !strncmp(method, "/ember.v1.Shard/", 16) ? ROLE_WORKER : ROLE_ADMIN;
     const char *tok = NULL;
     size_t tlen = 0;
     int have_header = 0;
@@ -244,7 +248,7 @@ int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *m
         }
         break;
     }
-    int role = ROLE_NONE;
+    int role = SRV_ROLE_NONE;
     char who[256] = "";
     if (have_header) {
         if (!tok)
@@ -253,15 +257,15 @@ int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *m
         /* both compared, always: the time does not tell which role matched */
         int admin = srv_auth_equal(tok, tlen, auth.admin_token, auth.admin_len);
         int worker = srv_auth_equal(tok, tlen, auth.worker_token, auth.worker_len);
-        role = admin ? ROLE_ADMIN : worker ? ROLE_WORKER : ROLE_NONE;
+        role = admin ? SRV_ROLE_ADMIN : worker ? SRV_ROLE_WORKER : SRV_ROLE_NONE;
         snprintf(who, sizeof who, "%s", admin ? "admin-token" : worker ? "worker-token" : "token");
-        if (role == ROLE_NONE)
+        if (role == SRV_ROLE_NONE)
             return refuse(EMBER_UNAUTHENTICATED, method, "the bearer token is not valid", who,
                           msg, cap);
     } else {
         if (*auth.worker_ids || *auth.admin_ids)
             role = cert_role(call, who, sizeof who);
-        if (role == ROLE_NONE)
+        if (role == SRV_ROLE_NONE)
             return refuse(EMBER_UNAUTHENTICATED, method,
                           *who ? "the client certificate's identity is not listed in "
                                  "--worker-identities or --admin-identities"

@@ -52,6 +52,21 @@ int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *m
 /* Refusals since start. */
 void srv_auth_counts(uint64_t *unauthenticated, uint64_t *permission_denied);
 
+/* The roles, each allowed what the ones below it are. */
+enum { SRV_ROLE_NONE = 0, SRV_ROLE_WORKER = 1, SRV_ROLE_ADMIN = 2 };
+
+/* The role a call to `method` (its full gRPC path, "/pkg.Service/Method") needs
+ * when authentication is on: SRV_ROLE_NONE for grpc.health.v1.Health,
+ * SRV_ROLE_WORKER for ember.v1.Shard, SRV_ROLE_ADMIN for ember.v1.Admin and any
+ * other path (an unknown method is refused to a worker before it is found
+ * unimplemented). */
+int srv_auth_required_role(const char *method);
+
+/* 1 when `name` (len bytes, not NUL-terminated) is an entry of the
+ * comma-separated identity list `list` (--worker-identities), entries trimmed of
+ * spaces, empty entries skipped; an empty name is never listed. */
+int srv_auth_listed(const char *list, const char *name, size_t len);
+
 /* 1 when a and b (of lengths la, lb) are equal; the time taken depends on la
  * and lb only, not on where they differ. */
 int srv_auth_equal(const void *a, size_t la, const void *b, size_t lb);

@@ -74,8 +74,7 @@ static uint64_t *stat_at(Ember__V1__TableStats *s, size_t off)
     return (uint64_t *)((char *)s + off);
 }
 
-/* total += s; the version is the largest, the load factor recomputed. */
-static void stats_add(Ember__V1__TableStats *total, const Ember__V1__TableStats *s)
+void ctl_stats_add(Ember__V1__TableStats *total, const Ember__V1__TableStats *s)
 {
     if (!s)
         return;
@@ -90,7 +89,7 @@ static void stats_add(Ember__V1__TableStats *total, const Ember__V1__TableStats 
     total->load_factor = total->capacity ? (double)total->size / (double)total->capacity : 0;
 }
 
-static void json_stats(ctl_json *j, const char *key, const Ember__V1__TableStats *s)
+void ctl_json_stats(ctl_json *j, const char *key, const Ember__V1__TableStats *s)
 {
     static const Ember__V1__TableStats zero = EMBER__V1__TABLE_STATS__INIT;
     if (!s)
@@ -235,7 +234,7 @@ static int finish(const ctl *c, ctl_json *j, ctl_reply *r)
     return rc;
 }
 
-static void json_shard(ctl_json *j, const ctl_shard *s)
+void ctl_json_shard(ctl_json *j, const ctl_shard *s)
 {
     ctl_json_u64(j, "shard", s->index);
     ctl_json_str(j, "address", s->address);
@@ -303,7 +302,7 @@ static gathered *gather(const ctl *c, const ctl_reply *r,
             }
             g[i].on[s] = t[k];
             g[i].present++;
-            stats_add(&g[i].total, t[k]->stats);
+            ctl_stats_add(&g[i].total, t[k]->stats);
         }
     }
     if (*n)
@@ -579,7 +578,7 @@ static int cmd_create(ctl *c, const ctl_args *a)
             if (r[i].code != 0)
                 continue;
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_end_object(&j);
         }
         ctl_json_end_array(&j);
@@ -625,7 +624,7 @@ static int cmd_drop(ctl *c, const ctl_args *a)
             if (r[i].code != 0)
                 continue;
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_bool(&j, "dropped", ((Ember__V1__DropTableResponse *)r[i].msg)->dropped);
             ctl_json_end_object(&j);
         }
@@ -656,7 +655,7 @@ static int cmd_clear(ctl *c, const ctl_args *a)
             if (r[i].code != 0)
                 continue;
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_end_object(&j);
         }
         ctl_json_end_array(&j);
@@ -688,7 +687,7 @@ static int cmd_describe(ctl *c, const ctl_args *a)
         const Ember__V1__TableInfo *t;
         if (r[i].code != 0 || !(t = ((Ember__V1__DescribeTableResponse *)r[i].msg)->table))
             continue;
-        stats_add(&total, t->stats);
+        ctl_stats_add(&total, t->stats);
         if (!first) {
             first = t;
             first_shard = r[i].shard->index;
@@ -702,15 +701,15 @@ static int cmd_describe(ctl *c, const ctl_args *a)
         ctl_json_object(&j, NULL);
         ctl_json_str(&j, "name", req.name);
         json_config(&j, "config", first ? first->config : NULL);
-        json_stats(&j, "total", &total);
+        ctl_json_stats(&j, "total", &total);
         ctl_json_array(&j, "shards");
         for (unsigned i = 0; i < c->n; i++) {
             const Ember__V1__TableInfo *t;
             if (r[i].code != 0 || !(t = ((Ember__V1__DescribeTableResponse *)r[i].msg)->table))
                 continue;
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
-            json_stats(&j, "stats", t->stats);
+            ctl_json_shard(&j, r[i].shard);
+            ctl_json_stats(&j, "stats", t->stats);
             ctl_json_end_object(&j);
         }
         ctl_json_end_array(&j);
@@ -802,9 +801,17 @@ static void print_stats_table(const ctl *c, const ctl_reply *r, const gathered *
     ctl_table_print(&t, stdout, 2);
 }
 
+static const ctl_optdef stats_opts[] = {
+    {"--watch", "[SECONDS]", "refresh every SECONDS (default 2; 0.5 works), with rates"},
+    {"--count", "N", "with --watch: stop after N refreshes (default: at SIGINT/SIGTERM)"},
+    {NULL, NULL, NULL},
+};
+
 static int cmd_stats(ctl *c, const ctl_args *a)
 {
     Ember__V1__GetStatsRequest req = EMBER__V1__GET_STATS_REQUEST__INIT;
+    if (ctl_opt(a, "--watch") || ctl_opt(a, "--count"))
+        return ctl_stats_watch(c, a);
     ctl_reply *r = replies_new(c);
     ctl_json j;
     size_t n;
@@ -831,14 +838,14 @@ static int cmd_stats(ctl *c, const ctl_args *a)
         for (size_t k = 0; k < n; k++) {
             ctl_json_object(&j, NULL);
             ctl_json_str(&j, "name", g[k].name);
-            json_stats(&j, "total", &g[k].total);
+            ctl_json_stats(&j, "total", &g[k].total);
             ctl_json_array(&j, "shards");
             for (unsigned i = 0; i < c->n; i++) {
                 if (!g[k].on[i])
                     continue;
                 ctl_json_object(&j, NULL);
-                json_shard(&j, r[i].shard);
-                json_stats(&j, "stats", g[k].on[i]->stats);
+                ctl_json_shard(&j, r[i].shard);
+                ctl_json_stats(&j, "stats", g[k].on[i]->stats);
                 ctl_json_end_object(&j);
             }
             ctl_json_end_array(&j);
@@ -854,7 +861,7 @@ static int cmd_stats(ctl *c, const ctl_args *a)
                 continue;
             const Ember__V1__GetStatsResponse *s = (const Ember__V1__GetStatsResponse *)r[i].msg;
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_u64(&j, "requests", s->requests);
             ctl_json_u64(&j, "errors", s->errors);
             ctl_json_u64(&j, "uptime_seconds", s->uptime_seconds);
@@ -931,7 +938,7 @@ static int cmd_save(ctl *c, const ctl_args *a)
         rows += s->rows;
         if (c->json) {
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_u64(&j, "rows", s->rows);
             ctl_json_array(&j, "files");
             for (size_t f = 0; f < s->n_files; f++)
@@ -981,7 +988,7 @@ static int cmd_load(ctl *c, const ctl_args *a)
         rows += s->rows;
         if (c->json) {
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_u64(&j, "rows", s->rows);
             ctl_json_array(&j, "tables");
             for (size_t k = 0; k < s->n_tables; k++)
@@ -1048,7 +1055,7 @@ static int cmd_evict(ctl *c, const ctl_args *a)
         total += e;
         if (c->json) {
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_u64(&j, "evicted", e);
             ctl_json_end_object(&j);
         } else {
@@ -1126,7 +1133,7 @@ static int cmd_health(ctl *c, const ctl_args *a)
             : ember_code_name(r[i].code);
         if (c->json) {
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_str(&j, "status", status);
             ctl_json_end_object(&j);
         } else {
@@ -1176,7 +1183,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
                     c->count);
         if (c->json) {
             ctl_json_object(&j, NULL);
-            json_shard(&j, r[i].shard);
+            ctl_json_shard(&j, r[i].shard);
             ctl_json_str(&j, "version", s->version);
             ctl_json_u64(&j, "shard_index", s->shard_index);
             ctl_json_u64(&j, "shard_count", s->shard_count);
@@ -1236,8 +1243,18 @@ const ctl_cmd ctl_commands[] = {
      cmd_drop, 0},
     {"describe", "NAME", 1, 1, "a table's config, and its size and memory per shard", NULL,
      NULL, cmd_describe, 0},
-    {"stats", "[TABLE]", 0, 1, "traffic and size per table (all or one) per shard, and summed",
-     NULL, NULL, cmd_stats, 0},
+    {"stats", "[TABLE]", 0, 1, "traffic and size per table (all or one) per shard, and summed; --watch: live",
+     "--watch asks again every SECONDS until SIGINT or SIGTERM (exit 0), or --count\n"
+     "refreshes, adding per-second rates of pulls, pushes, keys pulled and keys\n"
+     "pushed since the previous refresh ('-' on the first, and for a shard that\n"
+     "restarted or missed it; 'all' sums the shards' rates). On a terminal the\n"
+     "screen is redrawn; otherwise each refresh follows a '--- time ---' line, and\n"
+     "with --json each is one JSON object on one line. Give TABLE before --watch\n"
+     "(the argument after --watch is its interval). A shard that fails a refresh is\n"
+     "shown failed in that refresh and asked again in the next; the exit status is\n"
+     "1 when some shard never answered. A down shard costs one --timeout-ms per\n"
+     "refresh.\n",
+     stats_opts, cmd_stats, 0},
     {"save", "[TABLE]", 0, 1, "checkpoint a table (default: every table) on every shard",
      "Each server writes one file per table into DIR (default: its --checkpoint-dir);\n"
      "the previous checkpoint stays whole until the new one is complete.\n",

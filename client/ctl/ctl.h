@@ -8,6 +8,7 @@
  *   commands.c  the subcommands: build the request, fan it out, print the result.
  *   format.c    output: aligned human tables, a JSON writer, human numbers, the
  *               progress line of long transfers.
+ *   watch.c     stats --watch: refreshes, with rates between them.
  *   transfer.c  export and import: rows between shards and an export file.
  *   xfile.c     the export file's format, written and read.
  *   reshard.c   reshard: N shards' checkpoints into M shards' (reshard.h; it uses
@@ -278,7 +279,10 @@ void ctl_xwriter_abort(ctl_xwriter *w);
 #define CTL_MAX_POSITIONAL 4
 #define CTL_MAX_OPTIONS 32
 
-/* An option of a subcommand: "--dim" with metavar "N", or a flag (arg NULL). */
+/* An option of a subcommand: "--dim" with metavar "N", or a flag (arg NULL). A
+ * metavar in brackets ("[SECONDS]") makes the value optional: it is the text
+ * after '=', or the next argument unless that starts with "--"; given without
+ * one, ctl_opt returns "". */
 typedef struct ctl_optdef {
     const char *name;
     const char *arg;
@@ -320,6 +324,30 @@ int ctl_parse_u64(const ctl_args *a, const char *opt, const char *s, uint64_t lo
 int ctl_parse_float(const ctl_args *a, const char *opt, const char *s, float *out);
 /* Prints "emberctl CMD: <message>" and a pointer to --help; returns CTL_EXIT_USAGE. */
 int ctl_usage_error(const ctl_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- commands.c: what stats --watch shares with stats ------------------------------ */
+
+struct Ember__V1__TableStats;
+
+/* total += s, as `stats` sums shards: counters added, the version the largest,
+ * the load factor recomputed. s NULL adds nothing. */
+void ctl_stats_add(struct Ember__V1__TableStats *total, const struct Ember__V1__TableStats *s);
+/* `key`: {every counter of s, "load_factor"}; s NULL: zeros. */
+void ctl_json_stats(ctl_json *j, const char *key, const struct Ember__V1__TableStats *s);
+void ctl_json_shard(ctl_json *j, const ctl_shard *s);
+
+/* ---- watch.c: stats --watch ---------------------------------------------------------- */
+
+/* `stats [TABLE] --watch [SECONDS] [--count N]`: GetStats on every selected
+ * shard every SECONDS (default 2, 0.1..86400, fractions allowed), printed with
+ * per-second rates of pulls, pushes, keys pulled and keys pushed since the
+ * previous refresh; a full screen redrawn on a terminal, refreshes one after
+ * another (each after a timestamp line) otherwise, one JSON object per line with
+ * --json. A shard that fails a refresh is shown failed in that refresh only.
+ * Runs until SIGINT or SIGTERM, or N refreshes. Returns CTL_EXIT_OK, or
+ * CTL_EXIT_RPC when some shard never answered (its last error on stderr), or
+ * CTL_EXIT_USAGE for a bad --watch or --count. */
+int ctl_stats_watch(ctl *c, const ctl_args *a);
 
 /* ---- transfer.c: the commands beyond commands.c ------------------------------------ */
 

@@ -241,7 +241,19 @@ static int parse_cmd_args(int argc, char **argv, int i, globals *g, ctl_args *a)
             unsigned k = (unsigned)(o - a->cmd->opts);
             if (k >= CTL_MAX_OPTIONS)  /* a command with more options than ctl_args holds */
                 return ctl_usage_error(a, "%s: too many options defined", o->name);
-            if (o->arg) {
+            if (o->arg && o->arg[0] == '[') {
+                /* An optional value ("--watch [SECONDS]"): after '=', or the next
+                 * argument unless that is an option. Greedy, so that a mistyped
+                 * value is refused rather than taken for a positional argument. */
+                if (eq)
+                    a->value[k] = eq + 1;
+                else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+                    a->value[k] = argv[++i];
+                else
+                    a->value[k] = "";
+                if ((eq || a->value[k] == argv[i]) && !*a->value[k])  /* "" means none given */
+                    return ctl_usage_error(a, "%s: an empty value (give one, or none)", o->name);
+            } else if (o->arg) {
                 if (eq)
                     a->value[k] = eq + 1;
                 else if (i + 1 < argc)

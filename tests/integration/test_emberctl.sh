@@ -81,6 +81,18 @@ sys.exit(0 if ($expr) else 1)
   fi
 }
 
+# check_lines DESCRIPTION PYTHON_EXPRESSION: true for d = each JSON line of $out.
+check_lines() {
+  local what=$1 expr=$2
+  if ! printf '%s' "$out" | "$py" -c "
+import json, sys
+lines = sys.stdin.read().splitlines()
+sys.exit(0 if lines and all(($expr) for d in map(json.loads, lines)) else 1)
+" 2>"$work/pyerr"; then
+    fail "$what: not ($expr) in every line of: $out $(cat "$work/pyerr")"
+  fi
+}
+
 # value PYTHON_EXPRESSION: prints the expression's value over the JSON in $out.
 value() {
   printf '%s' "$out" | "$py" -c "
@@ -92,6 +104,110 @@ print($1)
 
 contains() {  # contains DESCRIPTION HAYSTACK NEEDLE
   case "$2" in *"$3"*) ;; *) fail "$1: '$3' not in: $2" ;; esac
+}
+
+# stats --watch against the table `rows` the demo filled (no traffic meanwhile),
+# then against `busy` while a demo worker trains it. Values only, never durations.
+test_watch() {
+  run 0 stats rows --json
+  local pulls pushes keys_pushed busy
+  pulls=$(value "d['tables'][0]['total']['pulls']")
+  pushes=$(value "d['tables'][0]['total']['pushes']")
+  keys_pushed=$(value "d['tables'][0]['total']['keys_pushed']")
+
+  # Not a terminal: refreshes one after another, each after a timestamp line; the
+  # first with totals and '-' rates, the second with rates (0: nothing moved).
+  run 0 stats rows --watch 0.2 --count 2
+  "$py" - "$out" "$pulls" "$pushes" "$keys_pushed" <<'PY' || fail "stats --watch 0.2 --count 2: $out"
+import re, sys
+out, pulls, pushes, keys_pushed = sys.argv[1], *map(int, sys.argv[2:])
+blocks = re.split(r"^--- \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}  refresh (\d+), every 0.2s ---$",
+                  out, flags=re.M)
+assert blocks[0] == "" and blocks[1::2] == ["1", "2"], blocks[1::2]
+num = lambda s: int(s.replace(",", ""))
+for n, b in ((1, blocks[2]), (2, blocks[4])):
+    assert "table rows" in b and "PUSHES/S" in b and "KEYS PUSHED/S" in b, b
+    rows = [l.split() for l in b.splitlines() if l.strip()]
+    all_row = [r for r in rows if r[0] == "all"]
+    assert len(all_row) == 1, b
+    a = all_row[0]  # all, SIZE, LOAD, PULLS, PUSHES, KEYS PULLED, KEYS PUSHED, 4 rates
+    assert (num(a[3]), num(a[4]), num(a[6])) == (pulls, pushes, keys_pushed), a
+    assert a[7:11] == (["-"] * 4 if n == 1 else ["0.0"] * 4), (n, a)
+    assert sum(r[-1] == "ok" for r in rows) == 2, b  # both servers answered
+PY
+
+  # --json: one object per line per refresh, rates included (null on the first).
+  run 0 stats rows --json --watch=0.2 --count 3
+  "$py" - "$out" "$pulls" "$pushes" <<'PY' || fail "stats --json --watch: $out"
+import json, sys
+out, pulls, pushes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lines = out.splitlines()
+assert len(lines) == 3, lines
+d = [json.loads(l) for l in lines]
+assert [x["refresh"] for x in d] == [1, 2, 3] and d[0]["elapsed_seconds"] is None
+for x in d:
+    t = x["tables"][0]
+    assert t["name"] == "rows" and (t["total"]["pulls"], t["total"]["pushes"]) == (pulls, pushes)
+    assert x["interval_seconds"] == 0.2 and x["errors"] == [] and len(x["servers"]["shards"]) == 2
+assert all(v is None for v in d[0]["tables"][0]["rates_per_second"].values())
+for x in d[1:]:
+    assert x["elapsed_seconds"] > 0
+    assert x["tables"][0]["rates_per_second"] == {"pulls": 0, "pushes": 0, "keys_pulled": 0,
+                                                  "keys_pushed": 0}
+    assert all(s["rates_per_second"]["pushes"] == 0 for s in x["tables"][0]["shards"])
+PY
+
+  # Under traffic: every rate is the counters' delta over the elapsed time, per
+  # shard and summed, whatever the worker managed between two refreshes.
+  "$demo" --table busy --steps 300 --batch 256 --vocab 200 --eval 100 --log-every 1000 \
+    >"$work/busy.log" 2>&1 &
+  busy=$!
+  for _ in $(seq 100); do  # until the worker has made its table on both shards
+    [ "$("$ctl" stats busy --json 2>/dev/null | "$py" -c 'import json, sys
+print(len(json.load(sys.stdin)["tables"][0]["shards"]))' 2>/dev/null)" = 2 ] && break
+    sleep 0.1
+  done
+  run 0 stats busy --json --watch 0.3 --count 4 --timeout-ms 5000
+  wait "$busy" || { fail "ctr_demo for busy"; cat "$work/busy.log" >&2; }
+  "$py" - "$out" <<'PY' || fail "stats --watch rates under traffic: $out"
+import json, math, sys
+d = [json.loads(l) for l in sys.argv[1].splitlines()]
+assert len(d) == 4, len(d)
+close = lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+checked = 0
+for prev, cur in zip(d, d[1:]):
+    if not prev["tables"] or not cur["tables"]:
+        continue  # the worker had not created its table yet
+    p, c, dt = prev["tables"][0], cur["tables"][0], cur["elapsed_seconds"]
+    before = {s["shard"]: s for s in p["shards"]}
+    for cs in c["shards"]:
+        ps = before.get(cs["shard"])
+        for k, rate in cs["rates_per_second"].items():
+            # a shard's first sighting of the table has no rate yet
+            assert (rate is None) == (ps is None), (cs["shard"], k, rate)
+            if ps:
+                assert rate >= 0 and close(rate * dt, cs["stats"][k] - ps["stats"][k]), (cs["shard"], k)
+    if sorted(before) == sorted(s["shard"] for s in c["shards"]) == [0, 1]:
+        checked += 1
+        for k, rate in c["rates_per_second"].items():
+            assert rate >= 0 and close(rate * dt, c["total"][k] - p["total"][k]), (k, rate, dt)
+assert checked >= 1, "no two refreshes saw the table on both shards"
+PY
+  run 0 drop busy
+
+  # Usage errors: exit 2, nothing sent, the reason named.
+  run 2 stats --watch 0;            contains "--watch 0" "$err" "--watch 0: the interval must be"
+  run 2 stats --watch -1;           contains "--watch -1" "$err" "--watch -1: the interval must be"
+  run 2 stats --watch abc;          contains "--watch abc" "$err" "'abc': not a number of seconds"
+  run 2 stats --watch=;             contains "--watch=" "$err" "empty value"
+  run 2 stats --watch 1 --count 0;  contains "--count 0" "$err" "--count 0: must be in 1.."
+  run 2 stats --watch 1 --count x;  contains "--count x" "$err" "not a whole number"
+  run 2 stats --count 2;            contains "--count alone" "$err" "--count needs --watch"
+  # A shard that never answers: failed in every refresh, the other still shown; exit 1.
+  run 1 stats rows --watch 0.2 --count 2 --json --timeout-ms 500 --shards "${addr[0]},127.0.0.1:1"
+  check_lines "unreachable shard in every refresh" \
+    "[e['shard'] for e in d['errors']] == [1] and d['tables'][0]['total']['pushes'] > 0"
+  contains "unreachable shard on stderr" "$err" "shard 1 (127.0.0.1:1): UNAVAILABLE"
 }
 
 test_ctl() {
@@ -173,6 +289,7 @@ test_ctl() {
   check "stats: servers" "len(d['servers']['shards']) == 2 and d['servers']['requests'] > 0"
   size=$(value "d['tables'][0]['total']['size']")
   run 0 stats;                      contains "stats" "$out" "all"
+  test_watch
 
   run 0 save rows --json
   check "save rows" "d['rows'] == $size and all(len(s['files']) == 1 for s in d['shards'])"
