@@ -1161,8 +1161,8 @@ static int cmd_info(ctl *c, const ctl_args *a)
     ctl_call(c, ADMIN "ServerInfo", &req.base, &ember__v1__server_info_response__descriptor, 0,
              r);
     static const char *const head[] = {">SHARD", "ADDRESS", "VERSION", ">INDEX", "BACKEND",
-                                       ">THREADS", ">MAX KEYS", ">MAX MESSAGE", ">UPTIME",
-                                       "CHECKPOINT DIR"};
+                                       ">THREADS", ">CALLS", ">MAX KEYS", ">MAX MESSAGE",
+                                       ">MAX TABLE", ">UPTIME", "CHECKPOINT DIR"};
     if (c->json) {
         ctl_json_init(&j, stdout);
         ctl_json_object(&j, NULL);
@@ -1202,6 +1202,12 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_bool(&j, "auth", s->auth);
             ctl_json_u64(&j, "refused_unauthenticated", s->refused_unauthenticated);
             ctl_json_u64(&j, "refused_permission_denied", s->refused_permission_denied);
+            ctl_json_u64(&j, "max_tables", s->max_tables);
+            ctl_json_u64(&j, "max_concurrent_calls", s->max_concurrent_calls);
+            ctl_json_u64(&j, "max_table_bytes", s->max_table_bytes);
+            ctl_json_u64(&j, "max_table_hbm_bytes", s->max_table_hbm_bytes);
+            ctl_json_u64(&j, "calls_in_progress", s->calls_in_progress);
+            ctl_json_u64(&j, "refused_over_capacity", s->refused_over_capacity);
             ctl_json_end_object(&j);
         } else {
             ctl_table_add(&t, "%u", r[i].shard->index);
@@ -1215,8 +1221,15 @@ static int cmd_info(ctl *c, const ctl_args *a)
             else
                 ctl_table_add(&t, "%s", s->backend);
             ctl_table_add(&t, "%" PRIu32, s->threads);
+            /* in progress (this call included) of --max-concurrent-calls */
+            ctl_table_add(&t, "%" PRIu64 "/%" PRIu32, s->calls_in_progress,
+                          s->max_concurrent_calls);
             ctl_table_add(&t, "%s", ctl_fmt_count(b[0], sizeof b[0], s->max_keys_per_request));
             ctl_table_add(&t, "%s", ctl_fmt_bytes(b[1], sizeof b[1], s->max_message_bytes));
+            if (s->max_table_bytes)
+                ctl_table_add(&t, "%s", ctl_fmt_bytes(b[1], sizeof b[1], s->max_table_bytes));
+            else
+                ctl_table_add(&t, "-");
             ctl_table_add(&t, "%s", ctl_fmt_duration(b[0], sizeof b[0], s->uptime_seconds));
             ctl_table_add(&t, "%s", *s->checkpoint_dir ? s->checkpoint_dir : "-");
         }
