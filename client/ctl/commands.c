@@ -807,6 +807,36 @@ static const ctl_optdef stats_opts[] = {
     {NULL, NULL, NULL},
 };
 
+void ctl_json_stats_servers(ctl_json *j, const ctl *c, const ctl_reply *r,
+                            const double *req_rate)
+{
+    uint64_t requests = 0, errors = 0;
+    for (unsigned i = 0; i < c->n; i++)
+        if (r[i].code == 0) {
+            requests += ((const Ember__V1__GetStatsResponse *)r[i].msg)->requests;
+            errors += ((const Ember__V1__GetStatsResponse *)r[i].msg)->errors;
+        }
+    ctl_json_object(j, "servers");
+    ctl_json_u64(j, "requests", requests);
+    ctl_json_u64(j, "errors", errors);
+    ctl_json_array(j, "shards");
+    for (unsigned i = 0; i < c->n; i++) {
+        if (r[i].code != 0)
+            continue;
+        const Ember__V1__GetStatsResponse *s = (const Ember__V1__GetStatsResponse *)r[i].msg;
+        ctl_json_object(j, NULL);
+        ctl_json_shard(j, r[i].shard);
+        ctl_json_u64(j, "requests", s->requests);
+        ctl_json_u64(j, "errors", s->errors);
+        ctl_json_u64(j, "uptime_seconds", s->uptime_seconds);
+        if (req_rate)
+            ctl_json_double(j, "requests_per_second", req_rate[i]);
+        ctl_json_end_object(j);
+    }
+    ctl_json_end_array(j);
+    ctl_json_end_object(j);
+}
+
 static int cmd_stats(ctl *c, const ctl_args *a)
 {
     Ember__V1__GetStatsRequest req = EMBER__V1__GET_STATS_REQUEST__INIT;
@@ -852,23 +882,7 @@ static int cmd_stats(ctl *c, const ctl_args *a)
             ctl_json_end_object(&j);
         }
         ctl_json_end_array(&j);
-        ctl_json_object(&j, "servers");
-        ctl_json_u64(&j, "requests", requests);
-        ctl_json_u64(&j, "errors", errors);
-        ctl_json_array(&j, "shards");
-        for (unsigned i = 0; i < c->n; i++) {
-            if (r[i].code != 0)
-                continue;
-            const Ember__V1__GetStatsResponse *s = (const Ember__V1__GetStatsResponse *)r[i].msg;
-            ctl_json_object(&j, NULL);
-            ctl_json_shard(&j, r[i].shard);
-            ctl_json_u64(&j, "requests", s->requests);
-            ctl_json_u64(&j, "errors", s->errors);
-            ctl_json_u64(&j, "uptime_seconds", s->uptime_seconds);
-            ctl_json_end_object(&j);
-        }
-        ctl_json_end_array(&j);
-        ctl_json_end_object(&j);
+        ctl_json_stats_servers(&j, c, r, NULL);
     } else if (ok_count(c, r) > 0) {
         for (size_t k = 0; k < n; k++) {
             printf("table %s\n", g[k].name);

@@ -335,6 +335,11 @@ void ctl_stats_add(struct Ember__V1__TableStats *total, const struct Ember__V1__
 /* `key`: {every counter of s, "load_factor"}; s NULL: zeros. */
 void ctl_json_stats(ctl_json *j, const char *key, const struct Ember__V1__TableStats *s);
 void ctl_json_shard(ctl_json *j, const ctl_shard *s);
+/* `stats --json`'s "servers" object from GetStats replies r[c->n]: requests and
+ * errors summed, then per answering shard; with req_rate (per shard, NAN: none
+ * yet) each shard's requests per second too (stats --watch). */
+void ctl_json_stats_servers(ctl_json *j, const ctl *c, const ctl_reply *r,
+                            const double *req_rate);
 
 /* ---- watch.c: stats --watch ---------------------------------------------------------- */
 

@@ -273,30 +273,7 @@ static void print_json(const watch *w, const ctl_reply *r, const w_refresh *f)
         ctl_json_end_object(&j);
     }
     ctl_json_end_array(&j);
-    uint64_t requests = 0, errors = 0;
-    for (unsigned i = 0; i < c->n; i++)
-        if (r[i].code == 0) {
-            requests += ((const Ember__V1__GetStatsResponse *)r[i].msg)->requests;
-            errors += ((const Ember__V1__GetStatsResponse *)r[i].msg)->errors;
-        }
-    ctl_json_object(&j, "servers");
-    ctl_json_u64(&j, "requests", requests);
-    ctl_json_u64(&j, "errors", errors);
-    ctl_json_array(&j, "shards");
-    for (unsigned i = 0; i < c->n; i++) {
-        if (r[i].code != 0)
-            continue;
-        const Ember__V1__GetStatsResponse *s = (const Ember__V1__GetStatsResponse *)r[i].msg;
-        ctl_json_object(&j, NULL);
-        ctl_json_shard(&j, r[i].shard);
-        ctl_json_u64(&j, "requests", s->requests);
-        ctl_json_u64(&j, "errors", s->errors);
-        ctl_json_u64(&j, "uptime_seconds", s->uptime_seconds);
-        ctl_json_double(&j, "requests_per_second", f->req_rate[i]);
-        ctl_json_end_object(&j);
-    }
-    ctl_json_end_array(&j);
-    ctl_json_end_object(&j);
+    ctl_json_stats_servers(&j, c, r, f->req_rate);
     ctl_json_errors(&j, r, c->n);
     ctl_json_end_object(&j);
     ctl_json_finish(&j);
