@@ -203,7 +203,12 @@ static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
                                     err)) ||
         (rc = ember_table_create(&c, be, &t, err)))
         goto out;
-    rc = srv_registry_add(srv.registry, r->name, t, &st, err);
+    /* what was asked, not what was chosen: a checkpoint of the table then
+     * follows a changed server default (backend.h) */
+    ember_ckpt_placement asked = {"", r->config->hbm_bytes};
+    snprintf(asked.backend, sizeof asked.backend, "%s",
+             r->config->backend ? r->config->backend : "");
+    rc = srv_registry_add(srv.registry, r->name, t, &asked, &st, err);
     if (rc) {
         ember_table_destroy(t);
         if (rc == EMBER_ALREADY_EXISTS && r->if_not_exists && st) {

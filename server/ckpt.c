@@ -248,6 +248,22 @@ int srv_ckpt_resolve(const char *dir, const char *table, char *path, size_t cap,
 
 /* ---- load ---------------------------------------------------------------- */
 
+/* The backend and hbm_bytes for a table recreated from a checkpoint that asked
+ * for `p`. A table that asked for the gpu, restored on a server serving the
+ * cpu only (another machine, --backend cpu), is served from the cpu rather than
+ * not at all: its rows load into either backend. Logged at warn. */
+static int placement_backend(const char *name, const ember_ckpt_placement *p,
+                             const ember_table_backend **be, uint64_t *hbm_bytes,
+                             ember_error *err)
+{
+    int rc = srv_backend_for_table(&srv.backend, p->backend, p->hbm_bytes, be, hbm_bytes, err);
+    if (rc != EMBER_FAILED_PRECONDITION)
+        return rc;
+    srv_log(SRV_LOG_WARN, "placement_unavailable",
+            "table=%s asked_backend=%s serving_backend=%s", name, p->backend, srv.backend.name);
+    return srv_backend_for_table(&srv.backend, NULL, 0, be, hbm_bytes, err);
+}
+
 int srv_ckpt_load_file(const char *path, const char *name, int create,
                        ember_ckpt_meta *out, int *created, ember_error *err)
 {
@@ -265,10 +281,11 @@ int srv_ckpt_load_file(const char *path, const char *name, int create,
         goto out;
     }
     /* a loaded table keeps the backend (and device budget) of the one it replaces;
-     * a created one gets the server's (the file holds no hbm_bytes) */
+     * a created one is placed as the file's table asked (version-1 files: the
+     * server's defaults) */
     ember_table_config c = old ? *ember_table_config_of(old->table) : meta.config;
     const ember_table_backend *be = old ? ember_table_backend_of(old->table) : NULL;
-    if (!be && (rc = srv_backend_for_table(&srv.backend, NULL, 0, &be, &c.hbm_bytes, err)))
+    if (!be && (rc = placement_backend(name, &meta.placement, &be, &c.hbm_bytes, err)))
         goto out;
     if ((rc = srv_table_within_caps(&c, be, srv.cfg.max_table_bytes,
                                     srv.cfg.max_table_hbm_bytes, err)) ||
@@ -278,7 +295,7 @@ int srv_ckpt_load_file(const char *path, const char *name, int create,
         goto out;
     ember_table_raise_version(t, meta.version);
     rc = old ? srv_registry_replace(srv.registry, old, t, err)
-             : srv_registry_add(srv.registry, name, t, NULL, err);
+             : srv_registry_add(srv.registry, name, t, &meta.placement, NULL, err);
     if (rc)
         goto out;
     t = NULL; /* the registry owns it */
@@ -333,7 +350,7 @@ static int save_table(const char *dir, const char *name, const char *why, char *
     if (srv.cfg.checkpoint_keep > 1)
         hist_keep(dir, name, path, hist, sizeof hist);
     rc = ember_ckpt_save(t->table, path, name, srv.cfg.shard_index, srv.cfg.shard_count,
-                         meta, err);
+                         &t->placement, meta, err);
     if (!rc || srv.cfg.checkpoint_keep > 1)
         hist_prune(dir, name, path, srv.cfg.checkpoint_keep);
     pthread_mutex_unlock(&ck.table_mu);

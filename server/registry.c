@@ -98,7 +98,8 @@ static srv_table *entry_new(const char *name, ember_table *table)
 }
 
 int srv_registry_add(srv_registry *r, const char *name, ember_table *table,
-                     srv_table **existing, ember_error *err)
+                     const ember_ckpt_placement *placement, srv_table **existing,
+                     ember_error *err)
 {
     size_t len = strlen(name);
     if (existing)
@@ -126,6 +127,8 @@ int srv_registry_add(srv_registry *r, const char *name, ember_table *table,
         pthread_rwlock_unlock(&r->lock);
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     }
+    if (placement)
+        t->placement = *placement;
     r->tables[r->count++] = t;
     pthread_rwlock_unlock(&r->lock);
     return 0;
@@ -152,6 +155,7 @@ int srv_registry_replace(srv_registry *r, srv_table *old, ember_table *table,
     srv_table *t = entry_new(old->name, table);
     if (!t)
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    t->placement = old->placement;
     pthread_rwlock_wrlock(&r->lock);
     unsigned i;
     for (i = 0; i < r->count && r->tables[i] != old; i++)

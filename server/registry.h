@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "server/coalesce.h"
+#include "storage/checkpoint.h"
 #include "storage/table.h"
 
 #define SRV_NAME_MAX 64
@@ -43,6 +44,10 @@ typedef struct srv_counters {
 typedef struct srv_table {
     char name[SRV_NAME_MAX + 1];
     ember_table *table;
+    /* where CreateTable asked the table to live (backend, hbm_bytes; "" and 0:
+     * the server's defaults), written into its checkpoints so a restore places
+     * it alike; set before the entry is shared, then read-only */
+    ember_ckpt_placement placement;
     srv_counters counters;
     srv_co_queue co[SRV_CO_KINDS];
     atomic_int refs; /* the registry's one + one per call using it */
@@ -63,18 +68,20 @@ srv_table *srv_registry_get(srv_registry *r, const char *name, size_t len);
 void srv_table_ref(srv_table *t);
 void srv_table_unref(srv_table *t);
 
-/* Adds `table` (ownership passes to the registry on success) as `name`.
+/* Adds `table` (ownership passes to the registry on success) as `name`, asked
+ * to live where `placement` says (NULL: the server's defaults).
  * Errors: ALREADY_EXISTS (*existing, if not NULL, gets a reference to it),
  * RESOURCE_EXHAUSTED (max tables), INVALID_ARGUMENT (name). */
 int srv_registry_add(srv_registry *r, const char *name, ember_table *table,
-                     srv_table **existing, ember_error *err);
+                     const ember_ckpt_placement *placement, srv_table **existing,
+                     ember_error *err);
 
 /* Removes `name`; the table is freed when its last user lets go.
  * Errors: NOT_FOUND. */
 int srv_registry_drop(srv_registry *r, const char *name, ember_error *err);
 
 /* Replaces the table of an existing entry `old` (still registered) by `table`
- * under a new entry that keeps `old`'s counters: calls already holding `old`
+ * under a new entry that keeps `old`'s counters and placement: calls already holding `old`
  * finish on the old table. Errors: NOT_FOUND (old was dropped meanwhile; the
  * caller still owns `table`). */
 int srv_registry_replace(srv_registry *r, srv_table *old, ember_table *table,

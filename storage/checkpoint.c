@@ -34,8 +34,10 @@
 #error "checkpoint.c supports little-endian hosts only"
 #endif
 
-#define HDR_LEN 220u
-#define HDR_CRC_OFF 216u
+#define HDR_LEN 244u     /* version 2, written */
+#define HDR_CRC_OFF 240u
+#define HDR_LEN_V1 220u  /* version 1, still read: no placement */
+#define HDR_CRC_OFF_V1 216u
 #define FTR_LEN 28u
 #define CHUNK_HEAD 8u
 #define CHUNK_MAGIC 0x4B4E4843u /* "CHNK" */
@@ -54,6 +56,7 @@ typedef struct ckpt_header {
     ember_ckpt_meta ch_meta;
     uint32_t ch_row_floats;
     uint32_t ch_chunk_rows;
+    uint32_t ch_len;        /* this file's header length: where its chunks begin */
 } ckpt_header;
 
 /* An open checkpoint being read. */
@@ -194,7 +197,27 @@ static void hdr_encode(const ckpt_header *h, uint8_t b[HDR_LEN])
     put_u64(b, &off, m->version);
     put_u64(b, &off, m->created_ns);
     put_u64(b, &off, m->rows);
+    put_u64(b, &off, m->placement.hbm_bytes);
+    memcpy(b + off, m->placement.backend, strlen(m->placement.backend));
+    off += EMBER_CKPT_BACKEND_MAX + 1;
     put_u32(b, &off, ember_crc32c(b, HDR_CRC_OFF));
+}
+
+/* A placement backend: printable ASCII without spaces, NUL-padded. */
+static int backend_valid(const uint8_t *b, size_t cap)
+{
+    size_t n = 0;
+    while (n < cap && b[n])
+        n++;
+    if (n == cap)
+        return 0; /* no room for the NUL */
+    for (size_t i = 0; i < n; i++)
+        if (b[i] <= ' ' || b[i] > '~')
+            return 0;
+    for (size_t i = n; i < cap; i++)
+        if (b[i])
+            return 0;
+    return 1;
 }
 
 /* Fields a sound writer never produces: bad name, shard or row layout. */
@@ -223,7 +246,7 @@ static int hdr_check_fields(const ckpt_header *h, const uint8_t *name, uint32_t 
 
 /* Decodes b[have] (have ≤ HDR_LEN bytes read from the start of a file of
  * `size` bytes), saying first whether it is a checkpoint at all, then whether
- * it is whole, then whether it is intact. */
+ * it is whole, then whether it is intact. Versions 1 and 2. */
 static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header *h,
                       const char *path, ember_error *err)
 {
@@ -234,21 +257,25 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "truncated in the header (%llu bytes)",
                          (unsigned long long)size);
     uint32_t version = get_u32(b, &off), len = get_u32(b, &off);
-    if (version != EMBER_CKPT_FORMAT_VERSION)
-        return ckpt_fail(err, EMBER_DATA_LOSS, path, "format version %u, this build reads %u",
-                         version, EMBER_CKPT_FORMAT_VERSION);
-    if (len != HDR_LEN)
+    if (version != 1 && version != EMBER_CKPT_FORMAT_VERSION)
+        return ckpt_fail(err, EMBER_DATA_LOSS, path,
+                         "format version %u, this build reads 1 to %u", version,
+                         EMBER_CKPT_FORMAT_VERSION);
+    uint32_t want = version == 1 ? HDR_LEN_V1 : HDR_LEN;
+    uint32_t crc_off = version == 1 ? HDR_CRC_OFF_V1 : HDR_CRC_OFF;
+    if (len != want)
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "header length %u, expected %u", len,
-                         HDR_LEN);
-    if (have < HDR_LEN)
+                         want);
+    if (have < want)
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "truncated in the header (%llu bytes)",
                          (unsigned long long)size);
-    off = HDR_CRC_OFF;
-    if (get_u32(b, &off) != ember_crc32c(b, HDR_CRC_OFF))
+    off = crc_off;
+    if (get_u32(b, &off) != ember_crc32c(b, crc_off))
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "header CRC mismatch");
     off = 16;
     ember_ckpt_meta *m = &h->ch_meta;
     memset(h, 0, sizeof *h);
+    h->ch_len = want;
     config_decode(b, &off, &m->config);
     uint32_t name_len = get_u32(b, &off);
     const uint8_t *name = b + off;
@@ -260,6 +287,12 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
     m->version = get_u64(b, &off);
     m->created_ns = get_u64(b, &off);
     m->rows = get_u64(b, &off);
+    if (version >= 2) {
+        m->placement.hbm_bytes = get_u64(b, &off);
+        if (!backend_valid(b + off, EMBER_CKPT_BACKEND_MAX + 1))
+            return ckpt_fail(err, EMBER_DATA_LOSS, path, "bad placement backend");
+        memcpy(m->placement.backend, b + off, EMBER_CKPT_BACKEND_MAX + 1);
+    }
     int rc = hdr_check_fields(h, name, name_len, path, err);
     if (!rc)
         memcpy(m->table_name, name, name_len);
@@ -480,7 +513,7 @@ static int at_footer(const ckpt_file *f, uint64_t off, int *yes, ember_error *er
  * imports each chunk into t (the caller has cleared it). */
 static int ckpt_scan(const ckpt_file *f, uint8_t *buf, ember_table *t, ember_error *err)
 {
-    uint64_t off = HDR_LEN, rows = 0, chunks = 0;
+    uint64_t off = f->cf_hdr.ch_len, rows = 0, chunks = 0;
     for (;;) {
         int footer, rc = at_footer(f, off, &footer, err);
         if (rc || footer)
@@ -801,9 +834,30 @@ static int fsync_dir(const char *path, ember_error *err)
 }
 
 /* Checks save's arguments and fills the header fields known before the scan. */
+/* Copies `p` (NULL: none) into h's meta; INVALID_ARGUMENT on a backend that a
+ * reader would refuse. */
+static int placement_set(ckpt_header *h, const ember_ckpt_placement *p, const char *path,
+                         ember_error *err)
+{
+    memset(&h->ch_meta.placement, 0, sizeof h->ch_meta.placement);
+    if (!p)
+        return EMBER_OK;
+    uint8_t b[EMBER_CKPT_BACKEND_MAX + 1] = {0};
+    size_t n = strnlen(p->backend, sizeof b);
+    if (n < sizeof b)
+        memcpy(b, p->backend, n);
+    if (n == sizeof b || !backend_valid(b, sizeof b))
+        return ckpt_fail(err, EMBER_INVALID_ARGUMENT, path,
+                         "placement backend is not up to %u printable characters",
+                         EMBER_CKPT_BACKEND_MAX);
+    memcpy(h->ch_meta.placement.backend, b, sizeof b);
+    h->ch_meta.placement.hbm_bytes = p->hbm_bytes;
+    return EMBER_OK;
+}
+
 static int save_begin(ember_table *t, const char *path, const char *table_name,
-                      uint32_t shard_index, uint32_t shard_count, ckpt_header *h,
-                      ember_error *err)
+                      uint32_t shard_index, uint32_t shard_count,
+                      const ember_ckpt_placement *placement, ckpt_header *h, ember_error *err)
 {
     if (!t || !path || !*path)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "save needs a table and a path");
@@ -821,19 +875,22 @@ static int save_begin(ember_table *t, const char *path, const char *table_name,
     h->ch_meta.shard_count = shard_count;
     h->ch_meta.created_ns = now_ns();
     h->ch_meta.config = *ember_table_config_of(t);
+    h->ch_meta.config.hbm_bytes = 0; /* not in the file: placement says what was asked */
     h->ch_row_floats = ember_table_row_floats(t);
     h->ch_chunk_rows = chunk_rows_for(h->ch_row_floats);
-    return EMBER_OK;
+    h->ch_len = HDR_LEN;
+    return placement_set(h, placement, path, err);
 }
 
 int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
-                    uint32_t shard_index, uint32_t shard_count, ember_ckpt_meta *out_meta,
+                    uint32_t shard_index, uint32_t shard_count,
+                    const ember_ckpt_placement *placement, ember_ckpt_meta *out_meta,
                     ember_error *err)
 {
     ckpt_header h;
     char tmp[PATH_MAX];
     int fd = -1;
-    int rc = save_begin(t, path, table_name, shard_index, shard_count, &h, err);
+    int rc = save_begin(t, path, table_name, shard_index, shard_count, placement, &h, err);
     if (!rc)
         rc = tmp_create(path, tmp, &fd, err);
     if (rc)
@@ -891,7 +948,7 @@ int ember_ckpt_reader_open(const char *path, ember_ckpt_reader **out, ember_ckpt
         ember_ckpt_reader_close(r);
         return rc;
     }
-    r->cr_off = HDR_LEN;
+    r->cr_off = h->ch_len;
     if (meta)
         *meta = h->ch_meta;
     *out = r;
@@ -962,7 +1019,8 @@ struct ember_ckpt_writer {
 
 int ember_ckpt_writer_open(const char *path, const ember_table_config *config,
                            const char *table_name, uint32_t shard_index, uint32_t shard_count,
-                           uint32_t chunk_rows, ember_ckpt_writer **out, ember_error *err)
+                           const ember_ckpt_placement *placement, uint32_t chunk_rows,
+                           ember_ckpt_writer **out, ember_error *err)
 {
     if (!path || !*path || !config || !out)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
@@ -993,10 +1051,14 @@ int ember_ckpt_writer_open(const char *path, const ember_table_config *config,
     h->ch_meta.shard_count = shard_count;
     h->ch_meta.created_ns = now_ns();
     h->ch_meta.config = *config;
+    h->ch_meta.config.hbm_bytes = 0;
     h->ch_row_floats = ember_table_config_row_floats(config);
     h->ch_chunk_rows = chunk_rows ? chunk_rows : chunk_rows_for(h->ch_row_floats);
+    h->ch_len = HDR_LEN;
     w->cw_fd = -1;
-    rc = batch_alloc(&w->cw_batch, h->ch_chunk_rows, h->ch_row_floats, err);
+    rc = placement_set(h, placement, path, err);
+    if (!rc)
+        rc = batch_alloc(&w->cw_batch, h->ch_chunk_rows, h->ch_row_floats, err);
     if (!rc && (rc = tmp_create(path, w->cw_tmp, &w->cw_fd, err)))
         w->cw_tmp[0] = '\0'; /* the name tried is not ours to remove */
     if (!rc) {

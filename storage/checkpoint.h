@@ -14,13 +14,14 @@
  * the file is whole (embedding and slots from one moment), but the file is not a
  * snapshot of one moment: rows written during the save may or may not be in it.
  *
- * File format, version 1. All integers little-endian, floats IEEE-754 binary32
- * (this code builds only on little-endian hosts). CRCs are CRC-32C (crc32c.h).
+ * File format, version 2 (written), and 1 (still read). All integers
+ * little-endian, floats IEEE-754 binary32 (this code builds only on
+ * little-endian hosts). CRCs are CRC-32C (crc32c.h).
  *
- *   header (220 bytes)
+ *   header (244 bytes; version 1: 220)
  *     0   8  magic "EMBRCKPT"
- *     8   4  format version = 1
- *    12   4  header length in bytes, CRC included = 220
+ *     8   4  format version = 2 (or 1)
+ *    12   4  header length in bytes, CRC included = 244 (version 1: 220)
  *    16   4  config.dim
  *    20   8  config.capacity
  *    28   4  config.score_policy                 (int32)
@@ -43,7 +44,9 @@
  *   192   8  the table's version when the save finished
  *   200   8  creation time, ns since the Unix epoch
  *   208   8  rows in the file
- *   216   4  CRC of bytes 0..215
+ *   216   8  placement.hbm_bytes                  (version 2 on)
+ *   224  16  placement.backend, ASCII, zero-padded (version 2 on)
+ *   240   4  CRC of bytes 0..239                  (version 1: at 216, of 0..215)
  *
  *   chunks (zero or more, each 1..chunk_rows rows; n = rows in this chunk)
  *     0   4  magic 0x4B4E4843 ("CHNK" in file order)
@@ -61,7 +64,7 @@
  *    24   4  CRC of bytes 0..23 of the footer
  *
  * Statuses: EMBER_NOT_FOUND (no such file), EMBER_DATA_LOSS (the file is damaged,
- * truncated, has bytes after its footer, or is not a version-1 checkpoint),
+ * truncated, has bytes after its footer, or is not a version-1 or -2 checkpoint),
  * EMBER_FAILED_PRECONDITION (a sound checkpoint that does not fit the table or
  * the expectation: other dim, optimizer or row layout, another shard or table
  * name, more rows than the table's capacity, a row holding NaN/Inf),
@@ -86,13 +89,25 @@
 extern "C" {
 #endif
 
-#define EMBER_CKPT_FORMAT_VERSION 1u
+#define EMBER_CKPT_FORMAT_VERSION 2u
 #define EMBER_CKPT_NAME_MAX 64u
+#define EMBER_CKPT_BACKEND_MAX 15u
 /* Chunks hold up to 4,096 rows, fewer for wide rows so that one chunk's buffer
  * stays near 4 MiB, but never fewer than a bucket (export returns whole
  * buckets). */
 #define EMBER_CKPT_CHUNK_ROWS_MAX 4096u
 #define EMBER_CKPT_CHUNK_BYTES (UINT64_C(4) << 20)
+
+/* Where the saved table asked to live, so that a server recreating it from the
+ * file places it alike: `backend` "cpu", "gpu" or "" (the server's default),
+ * `hbm_bytes` its budget of rows in device memory, 0 = the server's default.
+ * What was asked, not what the server chose: a table that took the server's
+ * default follows a changed default. Storage keeps it and does not interpret
+ * it. Version-1 files have none ("" and 0). */
+typedef struct ember_ckpt_placement {
+    char backend[EMBER_CKPT_BACKEND_MAX + 1]; /* NUL-terminated */
+    uint64_t hbm_bytes;
+} ember_ckpt_placement;
 
 /* What a checkpoint's header says. */
 typedef struct ember_ckpt_meta {
@@ -102,7 +117,8 @@ typedef struct ember_ckpt_meta {
     uint64_t version;      /* the table's version when the save finished */
     uint64_t created_ns;   /* when the save started, ns since the Unix epoch */
     uint64_t rows;
-    ember_table_config config;
+    ember_table_config config;  /* config.hbm_bytes is 0: see placement */
+    ember_ckpt_placement placement;
 } ember_ckpt_meta;
 
 /* What a load demands of the file beyond fitting the table. */
@@ -113,16 +129,19 @@ typedef struct ember_ckpt_expect {
 } ember_ckpt_expect;
 
 /* Saves every row of `t` to `path` (replacing any file there), labelled with
- * `table_name` (NULL or "" for none, at most EMBER_CKPT_NAME_MAX bytes) and the
- * shard `shard_index` of `shard_count`. On success fills *out_meta (if not NULL)
- * with what the header says. The caller keeps ownership of everything.
- * Errors: INVALID_ARGUMENT (name too long, shard index ≥ count, path too long),
+ * `table_name` (NULL or "" for none, at most EMBER_CKPT_NAME_MAX bytes), the
+ * shard `shard_index` of `shard_count` and `placement` (NULL: none). On success
+ * fills *out_meta (if not NULL) with what the header says. The caller keeps
+ * ownership of everything.
+ * Errors: INVALID_ARGUMENT (name too long, shard index ≥ count, path too long,
+ * a placement backend that is not printable ASCII),
  * FAILED_PRECONDITION (a row holds NaN/Inf: a file that could not be loaded is
  * not written), RESOURCE_EXHAUSTED, INTERNAL (I/O), or what export returned.
  * On any error `path` is as it was, except INTERNAL from the directory fsync
  * after the rename: then the new file is in place but may not survive a crash. */
 int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
-                    uint32_t shard_index, uint32_t shard_count, ember_ckpt_meta *out_meta,
+                    uint32_t shard_index, uint32_t shard_count,
+                    const ember_ckpt_placement *placement, ember_ckpt_meta *out_meta,
                     ember_error *err);
 
 /* Reads and checks the header of the checkpoint at `path` (not its rows) into
@@ -187,7 +206,8 @@ typedef struct ember_ckpt_writer ember_ckpt_writer;
 /* Starts a checkpoint for `path`: rows go to a temp file beside it (as
  * ember_ckpt_save's) until ember_ckpt_writer_commit renames it over `path`.
  * The header carries `config` (row layout: ember_table_config_row_floats),
- * `table_name` (NULL or "" for none) and shard `shard_index` of `shard_count`.
+ * `table_name` (NULL or "" for none), shard `shard_index` of `shard_count` and
+ * `placement` (NULL: none).
  * `chunk_rows`: most rows per chunk, 0 for the size ember_ckpt_save uses; the
  * writer holds one chunk of rows in memory. On success *out owns the writer:
  * end it with commit or abort. Errors: INVALID_ARGUMENT (bad config, name,
@@ -195,7 +215,8 @@ typedef struct ember_ckpt_writer ember_ckpt_writer;
  * RESOURCE_EXHAUSTED, INTERNAL (I/O). */
 int ember_ckpt_writer_open(const char *path, const ember_table_config *config,
                            const char *table_name, uint32_t shard_index, uint32_t shard_count,
-                           uint32_t chunk_rows, ember_ckpt_writer **out, ember_error *err);
+                           const ember_ckpt_placement *placement, uint32_t chunk_rows,
+                           ember_ckpt_writer **out, ember_error *err);
 
 /* Appends n whole rows (row_floats each) with their keys, scores and versions,
  * copied. Refuses what a load would refuse, before writing any of the n:

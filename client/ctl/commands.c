@@ -141,6 +141,7 @@ static void json_config(ctl_json *j, const char *key, const Ember__V1__TableConf
         ctl_json_u64(j, "admission_sketch_width", cfg->admission_sketch_width);
         ctl_json_bool(j, "zero_nonfinite", cfg->zero_nonfinite);
         ctl_json_str(j, "backend", cfg->backend);
+        ctl_json_u64(j, "hbm_bytes", cfg->hbm_bytes);
     }
     ctl_json_end_object(j);
 }
@@ -437,6 +438,8 @@ static const ctl_optdef create_opts[] = {
     {"--admission-width", "N", "counters per admission sketch row (default: the server's)"},
     {"--seed", "N", "initializer seed (default 0)"},
     {"--backend", "NAME", "cpu or gpu (default: the server's)"},
+    {"--hbm-bytes", "N", "gpu: bytes of rows in device memory, the rest in pinned host\n"
+                         "                           memory; K, M, G (default: the server's)"},
     {"--zero-nonfinite", NULL, "replace NaN/Inf gradients by 0 instead of refusing them"},
     {"--if-not-exists", NULL, "a table of that name already there is not an error"},
     {NULL, NULL, NULL},
@@ -560,6 +563,9 @@ static int cmd_create(ctl *c, const ctl_args *a)
         return CTL_EXIT_USAGE;
     if ((v = ctl_opt(a, "--backend")))
         cfg.backend = (char *)v;
+    if ((v = ctl_opt(a, "--hbm-bytes")) &&
+        ctl_parse_u64(a, "--hbm-bytes", v, 0, UINT64_MAX, &cfg.hbm_bytes) != 0)
+        return CTL_EXIT_USAGE;
     cfg.zero_nonfinite = ctl_opt(a, "--zero-nonfinite") != NULL;
 
     ctl_reply *r = replies_new(c);

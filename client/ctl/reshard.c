@@ -349,8 +349,9 @@ int ctl_reshard_run(const ctl_reshard_job *j, ctl_reshard_result *r, char *msg, 
         if (!rc)
             rc = make_dir(dir, msg, len);
         free(dir);
-        if (!rc && (rc = ember_ckpt_writer_open(r->outputs[s], &cfg, r->table, s, m, chunk_rows,
-                                                &w[s], &err)))
+        /* the new shards are placed as shard 0's table asked (its backend, HBM) */
+        if (!rc && (rc = ember_ckpt_writer_open(r->outputs[s], &cfg, r->table, s, m,
+                                                &m0->placement, chunk_rows, &w[s], &err)))
             fail(msg, len, rc, "%s", err.message);
     }
 

@@ -357,19 +357,20 @@ static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
  * most `per` rows, with every CRC and count redone (checkpoint.h's layout). */
 static uint8_t *rechunk(const uint8_t *b, size_t n, uint32_t rf, uint32_t per, size_t *out_n)
 {
+    enum { HDR = 244 }; /* format version 2's header; the chunk's count follows */
     uint32_t rows;
-    memcpy(&rows, b + 224, 4);
-    const uint8_t *keys = b + 228, *scores = keys + 8 * rows, *vers = scores + 8 * rows,
+    memcpy(&rows, b + HDR + 4, 4);
+    const uint8_t *keys = b + HDR + 8, *scores = keys + 8 * rows, *vers = scores + 8 * rows,
                   *data = vers + 8 * rows;
     uint32_t chunks = (rows + per - 1) / per;
     size_t cap = n + chunks * 12 + 64;
     uint8_t *o = calloc(1, cap);
     if (!o)
         die("calloc");
-    memcpy(o, b, 220);
+    memcpy(o, b, HDR);
     wr32(o + 188, per);
-    wr32(o + 216, ember_crc32c(o, 216));
-    size_t off = 220;
+    wr32(o + HDR - 4, ember_crc32c(o, HDR - 4));
+    size_t off = HDR;
     for (uint32_t c = 0; c < chunks; c++) {
         uint32_t first = c * per, k = rows - first < per ? rows - first : per;
         size_t start = off;
@@ -425,7 +426,7 @@ static void ckpt_seeds(void)
         }
         char path[256], name[64];
         snprintf(path, sizeof path, "%s/%s.ckpt", tmp, opt_names[o]);
-        if (ember_ckpt_save(t, path, o ? "emb" : "", (uint32_t)o, 4, NULL, &err)) {
+        if (ember_ckpt_save(t, path, o ? "emb" : "", (uint32_t)o, 4, NULL, NULL, &err)) {
             fprintf(stderr, "make_seeds: %s\n", err.message);
             exit(1);
         }

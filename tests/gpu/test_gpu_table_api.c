@@ -783,7 +783,7 @@ START_TEST(checkpoint_crosses_backends)
     train(c2, 200000, 500, 1, 7);
 
     /* CPU → GPU (hybrid): a load copies rows, so they are exact. */
-    CK(ember_ckpt_save(cpu, p1, "emb", 0, 1, NULL, &err), err);
+    CK(ember_ckpt_save(cpu, p1, "emb", 0, 1, NULL, NULL, &err), err);
     CK(ember_ckpt_load(gh, p1, NULL, NULL, &err), err);
     expect_loaded(cpu, gh, "cpu -> gpu (hybrid)");
     /* Both train on, the same way (Adam: within the tolerance). */
@@ -792,7 +792,7 @@ START_TEST(checkpoint_crosses_backends)
     gt_expect_same_tables(cpu, gh, GT_ROW_TOL, 1, "cpu and gpu after training on");
     /* GPU → CPU and GPU → GPU, each into a table holding other keys. */
     ember_ckpt_meta m;
-    CK(ember_ckpt_save(gh, p2, "emb", 0, 1, &m, &err), err);
+    CK(ember_ckpt_save(gh, p2, "emb", 0, 1, NULL, &m, &err), err);
     ck_assert_uint_eq(m.rows, ember_table_size(gh));
     CK(ember_ckpt_load(c2, p2, NULL, NULL, &err), err);
     expect_loaded(gh, c2, "gpu -> cpu");

@@ -15,7 +15,10 @@
  *     naming the file, and Admin/Load refuses them without creating the table;
  *   SIGTERM saves every table (optimizer slots included), a drop keeps its table
  *     from coming back, periodic saves keep --checkpoint-keep files, and a
- *     second server on a locked dir is refused.
+ *     second server on a locked dir is refused;
+ *   a table's placement (the backend and hbm_bytes CreateTable asked for) is
+ *     written into its checkpoints and kept across restarts; a table that asked
+ *     for the gpu is restored on a cpu-only server from the cpu, with a warning.
  *
  * Runs without forking (CK_FORK=no, set by CMake): gRPC state does not survive
  * Check's fork. EMBER_IT_SEED picks the kill moments (default fixed).
@@ -38,6 +41,7 @@
 #include <unistd.h>
 
 #include "ember/ember.h"
+#include "ember/v1/ember.pb-c.h"
 #include "harness.h"
 #include "test_durability_file.h"
 
@@ -706,6 +710,87 @@ START_TEST(sigterm_saves_and_the_restart_restores)
 }
 END_TEST
 
+/* CreateTable through the wire, for what libember's spec does not carry
+ * (hbm_bytes): returns the gRPC code. */
+static int create_raw(const char *addr, const char *name, const char *backend,
+                      uint64_t hbm_bytes)
+{
+    Ember__V1__CreateTableRequest q = EMBER__V1__CREATE_TABLE_REQUEST__INIT;
+    Ember__V1__TableConfig cfg = EMBER__V1__TABLE_CONFIG__INIT;
+    q.name = (char *)name;
+    q.config = &cfg;
+    cfg.dim = 4;
+    cfg.capacity = 4096;
+    cfg.backend = (char *)backend;
+    cfg.hbm_bytes = hbm_bytes;
+    size_t len = protobuf_c_message_get_packed_size(&q.base);
+    uint8_t *b = malloc(len + 1);
+    protobuf_c_message_pack(&q.base, b);
+    eh_client *c = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(c, "/ember.v1.Admin/CreateTable", b, len, 0, &r), 0);
+    free(b);
+    eh_result_free(&r);
+    eh_client_close(c);
+    return r.code;
+}
+
+static void expect_placement(const char *dir, const char *table, const char *backend,
+                             uint64_t hbm_bytes)
+{
+    char path[400], got[32], msg[512];
+    uint64_t hbm = 0;
+    snprintf(path, sizeof path, "%s/%s.ckpt", dir, table);
+    ck_assert_msg(dur_ckpt_placement(path, got, sizeof got, &hbm, msg, sizeof msg) == 0, "%s",
+                  msg);
+    ck_assert_msg(!strcmp(got, backend) && hbm == hbm_bytes,
+                  "%s: placement (%s, %llu), want (%s, %llu)", path, got,
+                  (unsigned long long)hbm, backend, (unsigned long long)hbm_bytes);
+}
+
+START_TEST(placement_is_kept_across_restarts)
+{
+    char dir[256], p[400], msg[512];
+    mkdir_in(dir, sizeof dir, "placement");
+    eh_server s;
+    start(&s, dir, 2, NULL, NULL);
+    ck_assert_int_eq(create_raw(s.addr, "asked_cpu", "cpu", 65536), 0);
+    ck_assert_int_eq(create_raw(s.addr, "default", "", 0), 0);
+    ember_client *c = open_client(s.addr, 10000);
+    uint64_t keys[50];
+    float g[200], before[200], after[200];
+    for (int i = 0; i < 50; i++)
+        keys[i] = (uint64_t)i * 13 + 5;
+    for (int i = 0; i < 200; i++)
+        g[i] = (float)(i % 5) - 2.0f;
+    ember_error e;
+    ck_assert_int_eq(ember_push(c, "default", keys, 50, g, 4, &e), 0);
+    ck_assert_int_eq(ember_pull(c, "default", keys, 50, before, 4, EMBER_PULL_SERVE, &e), 0);
+    int st;
+    ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* what was asked, not what the server chose (cpu, and hbm 0 on the cpu) */
+    expect_placement(dir, "asked_cpu", "cpu", 65536);
+    expect_placement(dir, "default", "", 0);
+
+    /* the file of a table that asked for the gpu, on this cpu-only server */
+    snprintf(p, sizeof p, "%s/default.ckpt", dir);
+    ck_assert_msg(dur_ckpt_set_placement(p, "gpu", 1 << 20, msg, sizeof msg) == 0, "%s", msg);
+    ck_assert_int_eq(eh_server_restart(&s), 0);
+    ck_assert_int_eq(log_count(&s, "event=placement_unavailable table=default asked_backend=gpu "
+                                   "serving_backend=cpu"), 1);
+    ck_assert_int_eq(ember_pull(c, "default", keys, 50, after, 4, EMBER_PULL_SERVE, &e), 0);
+    ck_assert(memcmp(before, after, sizeof before) == 0);
+    ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* served from the cpu, still asking for the gpu: a gpu server restores it there */
+    expect_placement(dir, "default", "gpu", 1 << 20);
+    expect_placement(dir, "asked_cpu", "cpu", 65536);
+    ember_client_close(c);
+    eh_server_cleanup(&s);
+}
+END_TEST
+
 START_TEST(interval_saves_keep_the_newest)
 {
     char dir[256], hist[300];
@@ -756,6 +841,7 @@ int main(void)
     TCase *tc = tcase_create("durability");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, sigterm_saves_and_the_restart_restores);
+    tcase_add_test(tc, placement_is_kept_across_restarts);
     tcase_add_test(tc, interval_saves_keep_the_newest);
     tcase_add_test(tc, damaged_checkpoints_stop_the_start);
     tcase_add_test(tc, temp_files_are_never_loaded);

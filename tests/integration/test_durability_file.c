@@ -71,3 +71,50 @@ void dur_ckpt_free(dur_ckpt *c)
     free(c->rows);
     memset(c, 0, sizeof *c);
 }
+
+int dur_ckpt_placement(const char *path, char *backend, size_t cap, uint64_t *hbm_bytes,
+                       char *msg, size_t msg_cap)
+{
+    ember_error err = {0, {0}};
+    ember_ckpt_meta m;
+    int rc = ember_ckpt_read_meta(path, &m, &err);
+    if (rc) {
+        snprintf(msg, msg_cap, "%s: %s", ember_status_name(rc), err.message);
+        return rc;
+    }
+    snprintf(backend, cap, "%s", m.placement.backend);
+    *hbm_bytes = m.placement.hbm_bytes;
+    return 0;
+}
+
+int dur_ckpt_set_placement(const char *path, const char *backend, uint64_t hbm_bytes,
+                           char *msg, size_t msg_cap)
+{
+    ember_error err = {0, {0}};
+    ember_ckpt_meta m;
+    ember_ckpt_reader *r = NULL;
+    ember_ckpt_writer *w = NULL;
+    ember_ckpt_placement p = {"", hbm_bytes};
+    snprintf(p.backend, sizeof p.backend, "%s", backend);
+    int rc = ember_ckpt_reader_open(path, &r, &m, &err);
+    if (!rc)
+        rc = ember_ckpt_writer_open(path, &m.config, m.table_name, m.shard_index,
+                                    m.shard_count, &p, 0, &w, &err);
+    for (size_t n = 1; !rc && n;) {
+        const uint64_t *keys, *scores, *versions;
+        const float *rows;
+        rc = ember_ckpt_reader_next(r, &n, &keys, &scores, &versions, &rows, &err);
+        if (!rc && n)
+            rc = ember_ckpt_writer_append(w, keys, n, rows, scores, versions, &err);
+    }
+    ember_ckpt_reader_close(r);
+    if (w) {
+        if (rc)
+            ember_ckpt_writer_abort(w);
+        else
+            rc = ember_ckpt_writer_commit(w, m.version, NULL, &err);
+    }
+    if (rc)
+        snprintf(msg, msg_cap, "%s: %s", ember_status_name(rc), err.message);
+    return rc;
+}

@@ -224,6 +224,7 @@ test_ctl() {
   run 2 create t --dim 8 --capacity 10 --optimizer rmsprop
   run 2 create t --dim 8 --capacity 10 --initializer uniform:1
   run 2 create t --dim 8 --capacity 10 --lr fast
+  run 2 create t --dim 8 --capacity 10 --hbm-bytes lots; contains "create --hbm-bytes" "$err" "--hbm-bytes"
   run 2 create;                     contains "create without NAME" "$err" "missing NAME"
   run 2 describe a b
   run 2 evict t;                    contains "evict without a bound" "$err" "--below-score"
@@ -278,6 +279,11 @@ test_ctl() {
   check "describe admission" "d['config']['admission_min_count'] == 2"
   check "describe per shard" "[s['shard'] for s in d['shards']] == [0, 1] and d['total']['capacity'] == sum(s['stats']['capacity'] for s in d['shards'])"
   run 0 describe emb;               contains "describe" "$out" "adam lr 0.001"
+  # --hbm-bytes reaches the server: a gpu table keeps it, a cpu table has no HBM
+  run 0 create hb --dim 4 --capacity 1K --hbm-bytes 1M
+  run 0 describe hb --json
+  check "create --hbm-bytes" "d['config']['hbm_bytes'] == (1048576 if d['config']['backend'] == 'gpu' else 0)"
+  run 0 drop hb
 
   # ---- rows through the demo worker, then stats, save, clear, load, evict ---------
   "$demo" --table rows --steps 20 --batch 256 --vocab 200 --eval 1000 --log-every 100 \

@@ -192,8 +192,8 @@ static void round_trip(int optim)
     ember_table *t = tu_table(8, 1 << 15, optim, EMBER_SCORE_LFU, EMBER_INIT_UNIFORM);
     train(t, 1, 10000, 3, (uint64_t)optim + 1); /* 10,000 rows: several chunks */
     uint64_t before_ns = (uint64_t)time(NULL) * 1000000000u;
-    ck_assert_msg(ember_ckpt_save(t, path, "emb_user", 2, 3, &saved, &err) == EMBER_OK, "%s",
-                  err.message);
+    ck_assert_msg(ember_ckpt_save(t, path, "emb_user", 2, 3, NULL, &saved, &err) == EMBER_OK,
+                  "%s", err.message);
     ck_assert_uint_eq(saved.rows, 10000);
     ck_assert_uint_eq(saved.version, table_version(t));
     ck_assert_uint_ge(saved.created_ns, before_ns - 1000000000u);
@@ -247,7 +247,7 @@ START_TEST(load_replaces_existing_rows)
     ember_table *u = tu_table(4, 4096, EMBER_OPTIM_ADAM, EMBER_SCORE_LRU, EMBER_INIT_NORMAL);
     train(t, 100, 300, 2, 1);
     train(u, 250, 300, 4, 2); /* overlaps keys 250..399, and has 400..549 of its own */
-    ck_assert_int_eq(ember_ckpt_save(t, path, NULL, 0, 1, NULL, &err), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_save(t, path, NULL, 0, 1, NULL, NULL, &err), EMBER_OK);
     ck_assert_msg(ember_ckpt_load(u, path, NULL, NULL, &err) == EMBER_OK, "%s", err.message);
     tu_snapshot a, b;
     tu_snapshot_take(t, &a);
@@ -271,10 +271,10 @@ START_TEST(empty_table_round_trip)
     tdir_make(&d);
     tdir_file(&d, "empty.ckpt", path);
     ember_table *t = tu_table(16, 1024, EMBER_OPTIM_FTRL, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
-    ck_assert_int_eq(ember_ckpt_save(t, path, "e", 0, 1, &m, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_save(t, path, "e", 0, 1, NULL, &m, NULL), EMBER_OK);
     ck_assert_uint_eq(m.rows, 0);
     ck_assert_int_eq(stat(path, &st), 0);
-    ck_assert_int_eq(st.st_size, 220 + 28); /* header + footer, no chunk */
+    ck_assert_int_eq(st.st_size, 244 + 28); /* header + footer, no chunk */
     ember_table *u = table_like(t);
     train(u, 1, 100, 1, 3);
     ck_assert_int_eq(ember_ckpt_load(u, path, NULL, &m, NULL), EMBER_OK);
@@ -301,7 +301,7 @@ START_TEST(load_restores_version_past_last_row_write)
     float out[8];
     for (int i = 0; i < 3; i++) /* versions move on, no row is written */
         ck_assert_int_eq(ember_table_find_or_insert(t, keys, 2, out, NULL, NULL, NULL), EMBER_OK);
-    ck_assert_int_eq(ember_ckpt_save(t, path, "v", 0, 1, &m, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_save(t, path, "v", 0, 1, NULL, &m, NULL), EMBER_OK);
     ember_table *u = table_like(t);
     ck_assert_int_eq(ember_ckpt_load(u, path, NULL, NULL, NULL), EMBER_OK);
     ck_assert_uint_eq(table_version(u), table_version(t));
@@ -323,7 +323,7 @@ START_TEST(no_temp_file_left_after_save)
     ember_table *t = tu_table(4, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
     train(t, 1, 200, 1, 4);
     for (int i = 0; i < 3; i++) { /* the first creates, the others replace */
-        ck_assert_int_eq(ember_ckpt_save(t, path, NULL, 0, 1, NULL, NULL), EMBER_OK);
+        ck_assert_int_eq(ember_ckpt_save(t, path, NULL, 0, 1, NULL, NULL, NULL), EMBER_OK);
         ck_assert_int_eq(tdir_count(&d, ".tmp."), 0);
         ck_assert_int_eq(tdir_count(&d, ""), 1);
         train(t, 1, 200, 1, 5 + (uint64_t)i);
@@ -352,10 +352,10 @@ START_TEST(failed_save_keeps_previous_file)
     ck_assert_int_eq(ember_table_create(&c, NULL, &t, NULL), EMBER_OK);
     uint64_t key = 77;
     float g[2] = {3e38f, 0.0f};
-    ck_assert_int_eq(ember_ckpt_save(t, path, NULL, 0, 1, NULL, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_save(t, path, NULL, 0, 1, NULL, NULL, NULL), EMBER_OK);
     size_t n = read_file(path, &before);
     ck_assert_int_eq(ember_table_apply_gradients(t, &key, 1, g, NULL, NULL), EMBER_OK);
-    int rc = ember_ckpt_save(t, path, NULL, 0, 1, NULL, &err);
+    int rc = ember_ckpt_save(t, path, NULL, 0, 1, NULL, NULL, &err);
     ck_assert_int_eq(rc, EMBER_FAILED_PRECONDITION);
     ck_assert_msg(strstr(err.message, "key 77") != NULL, "%s", err.message);
     ck_assert_int_eq(tdir_count(&d, ".tmp."), 0);
@@ -377,13 +377,15 @@ START_TEST(save_refuses_bad_arguments)
     ember_table *t = tu_table(4, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
     memset(name, 'a', 65);
     name[65] = '\0';
-    ck_assert_int_eq(ember_ckpt_save(t, path, name, 0, 1, NULL, NULL), EMBER_INVALID_ARGUMENT);
-    ck_assert_int_eq(ember_ckpt_save(t, path, "x", 1, 1, NULL, NULL), EMBER_INVALID_ARGUMENT);
-    ck_assert_int_eq(ember_ckpt_save(t, path, "x", 0, 0, NULL, NULL), EMBER_INVALID_ARGUMENT);
-    ck_assert_int_eq(ember_ckpt_save(NULL, path, "x", 0, 1, NULL, NULL), EMBER_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_ckpt_save(t, path, name, 0, 1, NULL, NULL, NULL),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_ckpt_save(t, path, "x", 1, 1, NULL, NULL, NULL), EMBER_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_ckpt_save(t, path, "x", 0, 0, NULL, NULL, NULL), EMBER_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_ckpt_save(NULL, path, "x", 0, 1, NULL, NULL, NULL),
+                     EMBER_INVALID_ARGUMENT);
     ck_assert_int_eq(tdir_count(&d, ""), 0);
     name[64] = '\0'; /* exactly 64 bytes is allowed */
-    ck_assert_int_eq(ember_ckpt_save(t, path, name, 0, 1, NULL, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_save(t, path, name, 0, 1, NULL, NULL, NULL), EMBER_OK);
     ember_ckpt_meta m;
     ck_assert_int_eq(ember_ckpt_read_meta(path, &m, NULL), EMBER_OK);
     ck_assert_str_eq(m.table_name, name);
@@ -396,7 +398,7 @@ START_TEST(save_into_missing_directory)
 {
     ember_error err;
     ember_table *t = tu_table(4, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
-    int rc = ember_ckpt_save(t, "/nonexistent-ember-dir/t.ckpt", NULL, 0, 1, NULL, &err);
+    int rc = ember_ckpt_save(t, "/nonexistent-ember-dir/t.ckpt", NULL, 0, 1, NULL, NULL, &err);
     ck_assert_int_eq(rc, EMBER_INTERNAL);
     ck_assert_msg(strstr(err.message, "No such file") != NULL, "%s", err.message);
     ember_table_destroy(t);
@@ -413,14 +415,18 @@ static float fixture_value(uint32_t i, uint32_t j)
     return j < 4 ? (float)(i + 1) + (float)j / 8.0f : 0.5f * (float)(i + 1) + (float)(j - 4);
 }
 
-START_TEST(valid_fixture_loads_known_rows)
+/* Loads a valid fixture (either format version) and checks every field and row;
+ * `backend` and `hbm_bytes` are the placement it must carry. */
+static void load_known_rows(const char *path, const char *backend, uint64_t hbm_bytes)
 {
     ember_table *t = fixture_shaped_table();
     ember_ckpt_meta m;
     ember_error err;
     ember_ckpt_expect ex = {1, 4, "fixture"};
-    ck_assert_msg(ember_ckpt_load(t, FIXTURE("valid.ckpt"), &ex, &m, &err) == EMBER_OK, "%s",
-                  err.message);
+    ck_assert_msg(ember_ckpt_load(t, path, &ex, &m, &err) == EMBER_OK, "%s", err.message);
+    ck_assert_str_eq(m.placement.backend, backend);
+    ck_assert_uint_eq(m.placement.hbm_bytes, hbm_bytes);
+    ck_assert_uint_eq(m.config.hbm_bytes, 0);
     ck_assert_str_eq(m.table_name, "fixture");
     ck_assert_uint_eq(m.shard_index, 1);
     ck_assert_uint_eq(m.shard_count, 4);
@@ -452,6 +458,56 @@ START_TEST(valid_fixture_loads_known_rows)
     tu_snapshot_free(&s);
     ember_table_destroy(t);
 }
+
+START_TEST(valid_fixture_loads_known_rows)
+{
+    load_known_rows(FIXTURE("valid.ckpt"), "gpu", UINT64_C(1) << 20);
+}
+END_TEST
+
+/* Files of format version 1 (before placement) still load, placed by default. */
+START_TEST(version_1_fixture_still_loads)
+{
+    load_known_rows(FIXTURE("valid_v1.ckpt"), "", 0);
+}
+END_TEST
+
+/* Placement goes into the file as given and comes back; one a reader would
+ * refuse is refused at save, with the previous file kept. */
+START_TEST(placement_round_trip_and_refusals)
+{
+    tdir d;
+    char path[512];
+    tdir_make(&d);
+    tdir_file(&d, "p.ckpt", path);
+    ember_table *t = tu_table(4, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    train(t, 1, 10, 1, 1);
+    ember_ckpt_placement p = {"cpu", 12345};
+    ember_ckpt_meta m;
+    ember_error err;
+    ck_assert_int_eq(ember_ckpt_save(t, path, "p", 0, 1, &p, NULL, &err), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_read_meta(path, &m, &err), EMBER_OK);
+    ck_assert_str_eq(m.placement.backend, "cpu");
+    ck_assert_uint_eq(m.placement.hbm_bytes, 12345);
+    static const char *const bad[] = {"g p u", "tab\t", "\x7f"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p.backend, sizeof p.backend, "%s", bad[i]);
+        ck_assert_int_eq(ember_ckpt_save(t, path, "p", 0, 1, &p, NULL, &err),
+                         EMBER_INVALID_ARGUMENT);
+        ck_assert(strstr(err.message, "placement"));
+    }
+    memset(p.backend, 'x', sizeof p.backend); /* no NUL within 16 bytes */
+    ck_assert_int_eq(ember_ckpt_save(t, path, "p", 0, 1, &p, NULL, &err), EMBER_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_ckpt_read_meta(path, &m, &err), EMBER_OK);
+    ck_assert_str_eq(m.placement.backend, "cpu"); /* the first file, untouched */
+    ck_assert_int_eq(ember_ckpt_save(t, path, "p", 0, 1, NULL, NULL, &err), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_read_meta(path, &m, &err), EMBER_OK);
+    ck_assert_str_eq(m.placement.backend, "");
+    ck_assert_uint_eq(m.placement.hbm_bytes, 0);
+    ember_table_destroy(t);
+    unlink(path);
+    tdir_remove(&d);
+}
 END_TEST
 
 static uint32_t le32(const uint8_t *p)
@@ -470,10 +526,10 @@ START_TEST(valid_fixture_byte_layout)
 {
     uint8_t *b;
     size_t n = read_file(FIXTURE("valid.ckpt"), &b);
-    ck_assert_uint_eq(n, 220 + 8 + 4 * (24 + 8 * 4) + 4 + 28);
+    ck_assert_uint_eq(n, 244 + 8 + 4 * (24 + 8 * 4) + 4 + 28);
     ck_assert_mem_eq(b, "EMBRCKPT", 8);
-    ck_assert_uint_eq(le32(b + 8), 1);
-    ck_assert_uint_eq(le32(b + 12), 220);
+    ck_assert_uint_eq(le32(b + 8), 2);
+    ck_assert_uint_eq(le32(b + 12), 244);
     ck_assert_uint_eq(le32(b + 16), 4);              /* dim */
     ck_assert_uint_eq(le64(b + 20), 1024);           /* capacity */
     ck_assert_uint_eq(le64(b + 32), 7);              /* seed */
@@ -485,8 +541,10 @@ START_TEST(valid_fixture_byte_layout)
     ck_assert_uint_eq(le32(b + 184), 8);             /* row floats */
     ck_assert_uint_eq(le64(b + 192), 14);            /* version */
     ck_assert_uint_eq(le64(b + 208), 4);             /* rows */
-    ck_assert_uint_eq(le32(b + 216), ember_crc32c(b, 216));
-    const uint8_t *c = b + 220, *f = b + n - 28;
+    ck_assert_uint_eq(le64(b + 216), 1 << 20);       /* placement: hbm_bytes */
+    ck_assert_mem_eq(b + 224, "gpu\0\0\0\0\0\0\0\0\0\0\0\0\0", 16); /* backend */
+    ck_assert_uint_eq(le32(b + 240), ember_crc32c(b, 240));
+    const uint8_t *c = b + 244, *f = b + n - 28;
     ck_assert_mem_eq(c, "CHNK", 4);
     ck_assert_uint_eq(le32(c + 4), 4);
     size_t chunk_len = 8 + 4 * (24 + 8 * 4);
@@ -518,7 +576,7 @@ START_TEST(damaged_fixtures_refused)
         {FIXTURE("flipped_byte.ckpt"), "CRC mismatch"},
         {FIXTURE("truncated.ckpt"), "truncated"},
         {FIXTURE("wrong_magic.ckpt"), "bad magic"},
-        {FIXTURE("wrong_version.ckpt"), "format version 2"},
+        {FIXTURE("wrong_version.ckpt"), "format version 3"},
         {FIXTURE("bad_header_crc.ckpt"), "header CRC"},
         {FIXTURE("trailing_garbage.ckpt"), "after the footer"},
     };
@@ -566,7 +624,7 @@ START_TEST(other_optimizer_refused)
     tdir_file(&d, "big.ckpt", path);
     ember_table *big = tu_table(4, 4096, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
     train(big, 1, 1000, 1, 7);
-    ck_assert_int_eq(ember_ckpt_save(big, path, NULL, 0, 1, NULL, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_ckpt_save(big, path, NULL, 0, 1, NULL, NULL, NULL), EMBER_OK);
     ember_table *small = tu_table(4, 128, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
     train(small, 1, 10, 1, 8);
     expect_refused(small, path, NULL, EMBER_FAILED_PRECONDITION, "capacity");
@@ -682,7 +740,7 @@ START_TEST(save_while_training)
     for (int i = 0; i < 4; i++) {
         ember_ckpt_meta m;
         uint64_t lo = ember_table_size(t);
-        ck_assert_msg(ember_ckpt_save(t, path, "live", 0, 1, &m, &err) == EMBER_OK, "%s",
+        ck_assert_msg(ember_ckpt_save(t, path, "live", 0, 1, NULL, &m, &err) == EMBER_OK, "%s",
                       err.message);
         uint64_t hi = ember_table_size(t);
         /* Keys are only added (no erase, no eviction at this load factor). The
@@ -726,6 +784,8 @@ static Suite *checkpoint_suite(void)
     suite_add_tcase(s, at);
     TCase *fx = tcase_create("fixtures");
     tcase_add_test(fx, valid_fixture_loads_known_rows);
+    tcase_add_test(fx, version_1_fixture_still_loads);
+    tcase_add_test(rt, placement_round_trip_and_refusals);
     tcase_add_test(fx, valid_fixture_byte_layout);
     tcase_add_test(fx, empty_fixture_loads_nothing);
     tcase_add_test(fx, damaged_fixtures_refused);

@@ -10,17 +10,20 @@
  *      $(pkg-config --libs jemalloc) -lpthread -lm -o /tmp/make_fixtures
  *   /tmp/make_fixtures tests/assets/ckpt
  *
- * Files (the test expects exactly these contents):
+ * Files (the test expects exactly these contents), format version 2:
  *   valid.ckpt            table "fixture", shard 1 of 4, dim 4, Adagrad (8 floats
- *                         per row), the 4 rows of fixture_row() below
+ *                         per row), the 4 rows of fixture_row() below, placed
+ *                         backend "gpu", hbm_bytes 1 MiB
  *   empty.ckpt            the same table with no rows
  *   wrong_dim.ckpt        a sound checkpoint of the same rows at dim 8
  *   flipped_byte.ckpt     valid.ckpt with one byte of a row's floats flipped
  *   truncated.ckpt        valid.ckpt cut to 300 bytes (inside its chunk)
  *   wrong_magic.ckpt      valid.ckpt starting "XMBRCKPT"
- *   wrong_version.ckpt    valid.ckpt claiming format version 2 (header CRC redone)
+ *   wrong_version.ckpt    valid.ckpt claiming format version 3 (header CRC redone)
  *   bad_header_crc.ckpt   valid.ckpt with its dim changed and the CRC not redone
  *   trailing_garbage.ckpt valid.ckpt followed by 16 bytes
+ * Not made here: valid_v1.ckpt, the valid.ckpt of format version 1 (no
+ * placement; a 220-byte header), which every later reader must still load.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -81,7 +84,8 @@ static void save(uint32_t dim, int with_rows, const char *dir, const char *name)
     ember_error err;
     snprintf(path, sizeof path, "%s/%s", dir, name);
     ember_table *t = fixture_table(dim, with_rows);
-    if (ember_ckpt_save(t, path, "fixture", 1, 4, NULL, &err))
+    static const ember_ckpt_placement placed = {"gpu", UINT64_C(1) << 20};
+    if (ember_ckpt_save(t, path, "fixture", 1, 4, &placed, NULL, &err))
         die("save", &err);
     ember_table_destroy(t);
 }
@@ -123,15 +127,15 @@ int main(int argc, char **argv)
     size_t n = slurp(path, valid, sizeof valid);
 
     memcpy(b, valid, n);
-    b[220 + 8 + 3 * 8 * FIX_ROWS + 5] ^= 0x10; /* a byte of row 0's floats */
+    b[244 + 8 + 3 * 8 * FIX_ROWS + 5] ^= 0x10; /* a byte of row 0's floats */
     spit(dir, "flipped_byte.ckpt", b, n);
     spit(dir, "truncated.ckpt", valid, 300);
     memcpy(b, valid, n);
     b[0] = 'X';
     spit(dir, "wrong_magic.ckpt", b, n);
     memcpy(b, valid, n);
-    put_le32(b + 8, 2);
-    put_le32(b + 216, ember_crc32c(b, 216));
+    put_le32(b + 8, 3);
+    put_le32(b + 240, ember_crc32c(b, 240));
     spit(dir, "wrong_version.ckpt", b, n);
     memcpy(b, valid, n);
     b[16] = 5; /* dim 4 → 5, CRC left as it was */
