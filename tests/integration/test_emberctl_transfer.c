@@ -338,12 +338,16 @@ static uint64_t mix(uint64_t x)
     return (x ^ (x >> 31)) >> 2; /* never a reserved key */
 }
 
+/* `emb` is pinned to the cpu backend (the servers' own here): its checkpoints
+ * then carry a placement that reshard must pass on. */
 static void make_table(const cluster *c, const char *name, uint32_t dim, int optim)
 {
     ember_client *cl = client_of(c);
     ember_table_spec s;
     ember_error e;
     ember_table_spec_init(&s);
+    if (!strcmp(name, "emb"))
+        s.backend = "cpu";
     s.dim = dim;
     s.capacity_per_shard = 1 << 14;
     s.optimizer.kind = optim;
@@ -558,6 +562,20 @@ END_TEST
 
 /* ---- reshard --------------------------------------------------------------------------- */
 
+/* The placement backend in the header of the checkpoint at `path` (format
+ * version 2, checkpoint.h: 16 bytes at offset 224). */
+static void placement_of(const char *path, char out[17])
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    uint8_t h[244];
+    ck_assert_uint_eq(fread(h, 1, sizeof h, f), sizeof h);
+    fclose(f);
+    ck_assert_uint_eq(h[8], 2); /* format version */
+    memcpy(out, h + 224, 16);
+    out[16] = '\0';
+}
+
 /* The checkpoint of `table` that a server saved into dir. */
 static void ckpt_in(const char *dir, const char *table, char *out, size_t len)
 {
@@ -576,6 +594,16 @@ START_TEST(reshard_2_to_3_and_load)
     ck_assert_msg(strstr(OUT, want) && strstr(OUT, "\"misplaced\":0"), "%s", OUT);
     for (unsigned i = 0; i < 3; i++)
         ck_assert_msg(exists("%s/re/shard-%u/emb.ckpt", tmpdir, i), "no output for shard %u", i);
+    /* the table asked for the cpu: so do its resharded checkpoints */
+    char p[400], backend[17];
+    snprintf(p, sizeof p, "%s/src0/emb.ckpt", tmpdir);
+    placement_of(p, backend);
+    ck_assert_str_eq(backend, "cpu");
+    for (unsigned i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/re/shard-%u/emb.ckpt", tmpdir, i);
+        placement_of(p, backend);
+        ck_assert_str_eq(backend, "cpu");
+    }
 
     /* fresh servers, each loading the file of its own index */
     cluster re;
