@@ -199,7 +199,7 @@ static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if ((rc = srv_table_config_from_proto(r->config, &c, err)) ||
         (rc = srv_backend_for_table(&srv.backend, r->config->backend, r->config->hbm_bytes,
                                     &be, &c.hbm_bytes, err)) ||
-        (rc = srv_table_within_caps(&c, be, srv.cfg.max_table_bytes, srv.cfg.max_table_hbm_bytes,
+        (rc = srv_table_within_caps(&c, be, srv.cfg.max_table_host_bytes, srv.cfg.max_table_hbm_bytes,
                                     err)) ||
         (rc = ember_table_create(&c, be, &t, err)))
         goto out;
@@ -572,7 +572,7 @@ static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     srv_auth_counts(&out.refused_unauthenticated, &out.refused_permission_denied);
     out.max_tables = srv.cfg.max_tables;
     out.max_concurrent_calls = srv.cfg.max_concurrent_calls;
-    out.max_table_bytes = srv.cfg.max_table_bytes;
+    out.max_table_host_bytes = srv.cfg.max_table_host_bytes;
     out.max_table_hbm_bytes = srv.cfg.max_table_hbm_bytes;
     out.calls_in_progress = (uint64_t)atomic_load(&srv.busy_calls);
     out.refused_over_capacity = atomic_load(&srv.refused_busy);

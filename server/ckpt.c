@@ -287,7 +287,7 @@ int srv_ckpt_load_file(const char *path, const char *name, int create,
     const ember_table_backend *be = old ? ember_table_backend_of(old->table) : NULL;
     if (!be && (rc = placement_backend(name, &meta.placement, &be, &c.hbm_bytes, err)))
         goto out;
-    if ((rc = srv_table_within_caps(&c, be, srv.cfg.max_table_bytes,
+    if ((rc = srv_table_within_caps(&c, be, srv.cfg.max_table_host_bytes,
                                     srv.cfg.max_table_hbm_bytes, err)) ||
         (rc = ember_table_create(&c, be, &t, err)))
         goto out;

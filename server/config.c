@@ -22,7 +22,7 @@ static const opt opts[] = {
     {"max-message-bytes", "EMBER_MAX_MESSAGE_BYTES", "N", "largest message received or sent (default 256M)"},
     {"max-tables", "EMBER_MAX_TABLES", "N", "most tables on this shard (default 1024)"},
     {"max-concurrent-calls", "EMBER_MAX_CONCURRENT_CALLS", "N", "most calls in progress at once (Health excluded); a call over it is refused RESOURCE_EXHAUSTED before its request is read (default 4096)"},
-    {"max-table-bytes", "EMBER_MAX_TABLE_BYTES", "N", "most memory one table may take, host and device together (slots, keys, rows, optimizer state); CreateTable and Load over it are refused RESOURCE_EXHAUSTED before allocating (default 0: no cap)"},
+    {"max-table-host-bytes", "EMBER_MAX_TABLE_HOST_BYTES", "N", "most host memory one table may take (a cpu table's slots, keys, rows and optimizer state; a hybrid gpu table's rows in pinned host memory); CreateTable, Load and the restore at start over it are refused RESOURCE_EXHAUSTED before allocating (default 0: no cap)"},
     {"max-table-hbm-bytes", "EMBER_MAX_TABLE_HBM_BYTES", "N", "most device (HBM) memory one gpu table may take; over it is refused the same way (default 0: no cap)"},
     {"shard-index", "EMBER_SHARD_INDEX", "I", "this shard's index, reported and written in checkpoints (default 0)"},
     {"shard-count", "EMBER_SHARD_COUNT", "N", "number of shards (default 1)"},
@@ -198,8 +198,8 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         c->max_concurrent_calls = (unsigned)u;
-    } else if (!strcmp(name, "max-table-bytes")) {
-        c->max_table_bytes = u;
+    } else if (!strcmp(name, "max-table-host-bytes")) {
+        c->max_table_host_bytes = u;
     } else if (!strcmp(name, "max-table-hbm-bytes")) {
         c->max_table_hbm_bytes = u;
     } else if (!strcmp(name, "shard-index")) {

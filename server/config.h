@@ -12,7 +12,7 @@
  *   --max-message-bytes N       EMBER_MAX_MESSAGE_BYTES   268435456 (256 MiB)
  *   --max-tables N              EMBER_MAX_TABLES          1024
  *   --max-concurrent-calls N    EMBER_MAX_CONCURRENT_CALLS 4096 (Health excluded)
- *   --max-table-bytes N         EMBER_MAX_TABLE_BYTES     0 (no cap; host + device bytes)
+ *   --max-table-host-bytes N    EMBER_MAX_TABLE_HOST_BYTES 0 (no cap; a table's host bytes)
  *   --max-table-hbm-bytes N     EMBER_MAX_TABLE_HBM_BYTES 0 (no cap; device bytes)
  *   --shard-index I             EMBER_SHARD_INDEX         0
  *   --shard-count N             EMBER_SHARD_COUNT         1
@@ -63,7 +63,7 @@ typedef struct srv_config {
     uint64_t max_message_bytes;
     unsigned max_tables;
     unsigned max_concurrent_calls; /* calls in progress, Health excluded */
-    uint64_t max_table_bytes;      /* one table's host + device bytes; 0: no cap */
+    uint64_t max_table_host_bytes; /* one table's host bytes; 0: no cap */
     uint64_t max_table_hbm_bytes;  /* one table's device bytes; 0: no cap */
     uint32_t shard_index, shard_count;
     char checkpoint_dir[SRV_PATH_MAX];

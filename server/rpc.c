@@ -677,13 +677,13 @@ int srv_rpc_start(char *msg, size_t cap)
         *colon = '\0';
     srv_log(SRV_LOG_INFO, "listening",
             "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
-            "max_message_bytes=%llu max_concurrent_calls=%u max_table_bytes=%llu "
+            "max_message_bytes=%llu max_concurrent_calls=%u max_table_host_bytes=%llu "
             "max_table_hbm_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_wait_us=%u "
             "tls=%s auth=%s",
             host, port, srv.cfg.threads, srv.backend.name, srv.cfg.shard_index,
             srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
             (unsigned long long)srv.cfg.max_message_bytes, srv.cfg.max_concurrent_calls,
-            (unsigned long long)srv.cfg.max_table_bytes,
+            (unsigned long long)srv.cfg.max_table_host_bytes,
             (unsigned long long)srv.cfg.max_table_hbm_bytes,
             srv.cfg.coalesce == SRV_COALESCE_ON    ? "on"
             : srv.cfg.coalesce == SRV_COALESCE_OFF ? "off"

@@ -50,7 +50,7 @@ int srv_table_config_from_proto(const Ember__V1__TableConfig *p, ember_table_con
 }
 
 int srv_table_within_caps(const ember_table_config *c, const ember_table_backend *be,
-                          uint64_t max_bytes, uint64_t max_hbm_bytes, ember_error *err)
+                          uint64_t max_host_bytes, uint64_t max_hbm_bytes, ember_error *err)
 {
     uint64_t host = 0, device = 0;
     int rc = ember_table_footprint(c, be, &host, &device, err);
@@ -63,12 +63,11 @@ int srv_table_within_caps(const ember_table_config *c, const ember_table_backend
                                "or hbm_bytes fits)",
                                (unsigned long long)device, (unsigned long long)c->capacity,
                                c->dim, (unsigned long long)max_hbm_bytes);
-    if (max_bytes && host + device > max_bytes)
+    if (max_host_bytes && host > max_host_bytes)
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
-                               "the table needs %llu bytes (%llu host, %llu device) for %llu "
-                               "keys of dim %u, over --max-table-bytes %llu",
-                               (unsigned long long)(host + device), (unsigned long long)host,
-                               (unsigned long long)device, (unsigned long long)c->capacity,
-                               c->dim, (unsigned long long)max_bytes);
+                               "the table needs %llu bytes of host memory for %llu keys of "
+                               "dim %u, over --max-table-host-bytes %llu",
+                               (unsigned long long)host, (unsigned long long)c->capacity,
+                               c->dim, (unsigned long long)max_host_bytes);
     return EMBER_OK;
 }

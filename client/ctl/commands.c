@@ -1224,7 +1224,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_u64(&j, "refused_permission_denied", s->refused_permission_denied);
             ctl_json_u64(&j, "max_tables", s->max_tables);
             ctl_json_u64(&j, "max_concurrent_calls", s->max_concurrent_calls);
-            ctl_json_u64(&j, "max_table_bytes", s->max_table_bytes);
+            ctl_json_u64(&j, "max_table_host_bytes", s->max_table_host_bytes);
             ctl_json_u64(&j, "max_table_hbm_bytes", s->max_table_hbm_bytes);
             ctl_json_u64(&j, "calls_in_progress", s->calls_in_progress);
             ctl_json_u64(&j, "refused_over_capacity", s->refused_over_capacity);
@@ -1246,8 +1246,8 @@ static int cmd_info(ctl *c, const ctl_args *a)
                           s->max_concurrent_calls);
             ctl_table_add(&t, "%s", ctl_fmt_count(b[0], sizeof b[0], s->max_keys_per_request));
             ctl_table_add(&t, "%s", ctl_fmt_bytes(b[1], sizeof b[1], s->max_message_bytes));
-            if (s->max_table_bytes)
-                ctl_table_add(&t, "%s", ctl_fmt_bytes(b[1], sizeof b[1], s->max_table_bytes));
+            if (s->max_table_host_bytes)
+                ctl_table_add(&t, "%s", ctl_fmt_bytes(b[1], sizeof b[1], s->max_table_host_bytes));
             else
                 ctl_table_add(&t, "-");
             ctl_table_add(&t, "%s", ctl_fmt_duration(b[0], sizeof b[0], s->uptime_seconds));

@@ -249,7 +249,7 @@ test_ctl() {
   run 0 info --json
   check "info --json" "[(s['shard_index'], s['shard_count'], s['address']) for s in d['shards']] == [(0, 2, '${addr[0]}'), (1, 2, '${addr[1]}')]"
   check "info checkpoint dir" "d['shards'][1]['checkpoint_dir'] == '$work/ckpt1'"
-  check "info limits" "[(s['max_tables'], s['max_concurrent_calls'], s['max_table_bytes'], s['calls_in_progress'] >= 1) for s in d['shards']] == [(1024, 4096, 0, True)] * 2"
+  check "info limits" "[(s['max_tables'], s['max_concurrent_calls'], s['max_table_host_bytes'], s['calls_in_progress'] >= 1) for s in d['shards']] == [(1024, 4096, 0, True)] * 2"
   case "${EMBER_TEST_BACKEND-cpu}" in
     cpu|gpu) check "info backend" "[s['backend'] for s in d['shards']] == ['${EMBER_TEST_BACKEND-cpu}'] * 2" ;;
   esac

@@ -472,7 +472,7 @@ static int describe_code(eh_client *c, const char *table)
     return code;
 }
 
-/* --max-table-bytes / --max-table-hbm-bytes: a table over either is refused
+/* --max-table-host-bytes / --max-table-hbm-bytes: a table over either is refused
  * before anything is allocated, by CreateTable and by Load, naming the cap;
  * nothing is created, and a table within them is served as usual. */
 START_TEST(limits_table_memory)
@@ -480,7 +480,7 @@ START_TEST(limits_table_memory)
     char dir[] = "/tmp/ember-it-cap-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
     eh_server s, s2;
-    const char *flags[] = {"--threads=2", "--max-table-bytes=1M", "--max-table-hbm-bytes=1M",
+    const char *flags[] = {"--threads=2", "--max-table-host-bytes=1M", "--max-table-hbm-bytes=1M",
                            "--log-level=warn", NULL};
     ck_assert_int_eq(eh_server_start(&s, flags), 0);
     eh_client *c = eh_client_open(s.addr);
@@ -498,7 +498,7 @@ START_TEST(limits_table_memory)
     ck_assert_int_eq(admin(c, "ServerInfo", &iq.base, &r), 0);
     Ember__V1__ServerInfoResponse *si =
         ember__v1__server_info_response__unpack(NULL, r.len, r.data);
-    ck_assert_uint_eq(si->max_table_bytes, 1 << 20);
+    ck_assert_uint_eq(si->max_table_host_bytes, 1 << 20);
     ck_assert_uint_eq(si->max_table_hbm_bytes, 1 << 20);
     ck_assert_uint_eq(si->max_tables, 1024);
     ember__v1__server_info_response__free_unpacked(si, NULL);
@@ -518,7 +518,7 @@ START_TEST(limits_table_memory)
     eh_result_free(&r);
 
     /* a server with a smaller cap refuses to load it, and holds no table after */
-    const char *flags2[] = {"--threads=1", "--max-table-bytes=128K", "--max-table-hbm-bytes=128K",
+    const char *flags2[] = {"--threads=1", "--max-table-host-bytes=128K", "--max-table-hbm-bytes=128K",
                             "--log-level=warn", NULL};
     ck_assert_int_eq(eh_server_start(&s2, flags2), 0);
     eh_client *c2 = eh_client_open(s2.addr);
