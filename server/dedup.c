@@ -186,15 +186,14 @@ int srv_dedup_begin(srv_dedup *d, uint64_t client, uint64_t seq)
         lru_unlink_locked(d, e);
         if (seq > e->high) {
             uint64_t gap = seq - e->high;
-            if (gap >= SRV_DEDUP_WINDOW)
-                {
+            if (gap >= SRV_DEDUP_WINDOW) {
                 memset(e->bits, 0, sizeof e->bits);
                 memset(e->pend, 0, sizeof e->pend);
                 e->npend = 0;
-            }
-            else
+            } else {
                 for (uint64_t s = e->high + 1; s <= seq; s++)
                     bit_put(e, s, 0);
+            }
             e->high = seq;
             bit_put(e, seq, 1);
             if (d->waiters) /* a retry waiting on a pair the window left behind */
