@@ -606,16 +606,23 @@ struct eh_call {
     grpc_call *call;
 };
 
-eh_call *eh_call_open(eh_client *c, const char *method)
+eh_call *eh_call_open(eh_client *c, const char *method, const void *msg, size_t len)
 {
     eh_call *k = calloc(1, sizeof *k);
     if (!k)
         return NULL;
     k->call = new_call(c, method, 0);
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (run_batch(c, k->call, &op, 1) != 0) {
+    grpc_slice s = grpc_slice_from_copied_buffer(msg, len);
+    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    int rc = run_batch(c, k->call, ops, 2);
+    grpc_byte_buffer_destroy(send);
+    if (rc != 0) {
         eh_call_cancel(k);
         return NULL;
     }
@@ -647,4 +654,63 @@ int eh_health_serving(eh_client *c, int deadline_ms)
     int ok = r.code == 0 && r.len == 2 && r.data[0] == 0x08 && r.data[1] == 0x01;
     eh_result_free(&r);
     return ok;
+}
+
+double eh_metric(const eh_server *s, const char *series)
+{
+    static const char tag[] = "event=metrics_listening addr=127.0.0.1:";
+    char *log = eh_server_log(s);
+    const char *m = log ? strstr(log, tag) : NULL;
+    int port = m ? atoi(m + strlen(tag)) : 0;
+    free(log);
+    if (port <= 0)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+        close(fd);
+        return -1;
+    }
+    size_t len = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    ssize_t got;
+    while (buf && (got = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)got;
+        if (cap - len < 2) {
+            char *b = realloc(buf, cap *= 2);
+            if (!b)
+                free(buf);
+            buf = b;
+        }
+    }
+    close(fd);
+    if (!buf)
+        return -1;
+    buf[len] = '\0';
+    double v = -1;
+    size_t n = strlen(series);
+    for (const char *l = strstr(buf, "\r\n\r\n"); l; l = strchr(l + 1, '\n'))
+        if (!strncmp(l + 1, series, n) && l[1 + n] == ' ') {
+            v = strtod(l + 2 + n, NULL);
+            break;
+        }
+    free(buf);
+    return v;
+}
+
+double eh_metric_wait(const eh_server *s, const char *series, double want, int timeout_ms)
+{
+    double v = eh_metric(s, series);
+    for (int waited = 0; v != want && waited < timeout_ms; waited += 10) {
+        usleep(10000);
+        v = eh_metric(s, series);
+    }
+    return v;
 }

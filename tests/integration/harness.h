@@ -98,14 +98,24 @@ int eh_client_stream(eh_client *c, const char *method, const void *const *msgs,
                      const size_t *lens, size_t n, eh_result *out);
 void eh_result_free(eh_result *r);
 
-/* A call left open: started, its initial metadata sent, nothing more, so the
- * server holds it in progress (a client-streaming method such as Admin/Import
- * is matched on its headers alone). NULL on a harness failure.
- * eh_call_cancel cancels and frees it. No batch stays pending on the client's
- * queue, so the client's other calls work meanwhile. */
+/* A client-streaming call left open: started, its initial metadata and one
+ * message (`msg`, `len` bytes) sent, not half-closed, so the server holds it in
+ * progress waiting for the next (a message, not headers alone: gRPC's client
+ * may hold back the headers of a stream that has nothing else to send). NULL on
+ * a harness failure. eh_call_cancel cancels and frees it. No batch stays
+ * pending on the client's queue, so the client's other calls work meanwhile. */
 typedef struct eh_call eh_call;
-eh_call *eh_call_open(eh_client *c, const char *method);
+eh_call *eh_call_open(eh_client *c, const char *method, const void *msg, size_t len);
 void eh_call_cancel(eh_call *call);
+
+/* The value of the sample `series` (e.g. "ember_live_calls") in the /metrics of
+ * a server started with --metrics-listen=127.0.0.1:0 (the port is read from its
+ * log); -1 when the endpoint or the sample cannot be read. A scrape is plain
+ * HTTP, not a gRPC call: it changes no call count. */
+double eh_metric(const eh_server *s, const char *series);
+/* Polls eh_metric every 10 ms until it equals `want`, for up to timeout_ms;
+ * returns the last value read. */
+double eh_metric_wait(const eh_server *s, const char *series, double want, int timeout_ms);
 
 /* Health/Check: 1 when SERVING. */
 int eh_health_serving(eh_client *c, int deadline_ms);
