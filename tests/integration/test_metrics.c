@@ -495,7 +495,10 @@ START_TEST(calls_counted_exactly)
     double age = value(t, "ember_checkpoint_last_save_age_seconds{table=\"m\"}");
     ck_assert_msg(age >= 0 && age < 60, "age %g", age);
     ck_assert(value(t, "ember_checkpoint_last_save_duration_seconds{table=\"m\"}") >= 0);
-    ck_assert(value(t, "ember_live_calls") == 0);
+    /* a call counts until the server lets go of it, a moment after its reply:
+     * the Save above may still be there in this scrape, not for long */
+    ck_assert(value(t, "ember_live_calls") <= 1);
+    ck_assert(eh_metric_wait(&s, "ember_live_calls", 0, 10000) == 0);
     ck_assert(value(t, "ember_uptime_seconds") > 0);
     ck_assert(value(t, "ember_resident_memory_bytes") > 1e6);
     free(t);
