@@ -656,15 +656,19 @@ int eh_health_serving(eh_client *c, int deadline_ms)
     return ok;
 }
 
-double eh_metric(const eh_server *s, const char *series)
+int eh_metrics_port(const eh_server *s)
 {
     static const char tag[] = "event=metrics_listening addr=127.0.0.1:";
     char *log = eh_server_log(s);
     const char *m = log ? strstr(log, tag) : NULL;
     int port = m ? atoi(m + strlen(tag)) : 0;
     free(log);
-    if (port <= 0)
-        return -1;
+    return port;
+}
+
+int eh_http(int port, const char *method, const char *path, char **reply)
+{
+    *reply = NULL;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -673,8 +677,10 @@ double eh_metric(const eh_server *s, const char *series)
             close(fd);
         return -1;
     }
-    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+    char req[512];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method,
+                     path);
+    if (n <= 0 || (size_t)n >= sizeof req || write(fd, req, (size_t)n) != n) {
         close(fd);
         return -1;
     }
@@ -694,6 +700,16 @@ double eh_metric(const eh_server *s, const char *series)
     if (!buf)
         return -1;
     buf[len] = '\0';
+    *reply = buf;
+    return 0;
+}
+
+double eh_metric(const eh_server *s, const char *series)
+{
+    char *buf;
+    int port = eh_metrics_port(s);
+    if (port <= 0 || eh_http(port, "GET", "/metrics", &buf))
+        return -1;
     double v = -1;
     size_t n = strlen(series);
     for (const char *l = strstr(buf, "\r\n\r\n"); l; l = strchr(l + 1, '\n'))

@@ -136,41 +136,14 @@ static int pushpull(eh_client *c, const char *table, const uint64_t *push_keys, 
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-/* The metrics port from the server's event=metrics_listening line; 0 if none. */
-static int metrics_port(const eh_server *s)
-{
-    char *log = eh_server_log(s);
-    const char *m = log ? strstr(log, "event=metrics_listening addr=127.0.0.1:") : NULL;
-    int port = m ? atoi(m + strlen("event=metrics_listening addr=127.0.0.1:")) : 0;
-    free(log);
-    return port;
-}
-
-/* `METHOD path HTTP/1.0` to 127.0.0.1:port; the status code, and the body into
- * *body (malloc'ed, NUL-terminated) when body is not NULL. -1: no connection. */
+/* `METHOD path` to the metrics port: the status code, and the body into *body
+ * (malloc'ed, NUL-terminated) when body is not NULL; a 200 with a body must say
+ * it is the exposition format. -1: no connection. */
 static int http(int port, const char *method, const char *path, char **body)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        if (fd >= 0)
-            close(fd);
+    char *buf;
+    if (eh_http(port, method, path, &buf))
         return -1;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method, path);
-    ck_assert_int_eq(write(fd, req, (size_t)n), n);
-    size_t len = 0, cap = 65536;
-    char *buf = malloc(cap);
-    ssize_t got;
-    while ((got = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)got;
-        if (cap - len < 2)
-            buf = realloc(buf, cap *= 2);
-    }
-    close(fd);
-    buf[len] = '\0';
     int code = 0;
     ck_assert_msg(sscanf(buf, "HTTP/1.%*d %d", &code) == 1, "reply: %.200s", buf);
     char *sep = strstr(buf, "\r\n\r\n");
@@ -400,7 +373,7 @@ START_TEST(calls_counted_exactly)
 {
     eh_server s;
     start_with_metrics(&s, NULL);
-    int port = metrics_port(&s);
+    int port = eh_metrics_port(&s);
     ck_assert_msg(port > 0, "no event=metrics_listening in the log");
     eh_client *c = eh_client_open(s.addr);
 
@@ -531,7 +504,7 @@ START_TEST(other_paths_not_found)
 {
     eh_server s;
     start_with_metrics(&s, NULL);
-    int port = metrics_port(&s);
+    int port = eh_metrics_port(&s);
     ck_assert_int_gt(port, 0);
     char *body = NULL;
     ck_assert_int_eq(http(port, "GET", "/", &body), 404);
@@ -604,14 +577,14 @@ START_TEST(no_flag_no_port)
     int ports[8];
     int n = listening_ports(s.pid, ports, 8);
     ck_assert_msg(n == 1 && ports[0] == s.port, "%d ports, the first %d", n, n ? ports[0] : 0);
-    ck_assert_int_eq(metrics_port(&s), 0);
+    ck_assert_int_eq(eh_metrics_port(&s), 0);
     eh_server_stop(&s, SIGTERM, NULL);
     eh_server_cleanup(&s);
 
     /* with it: two, the gRPC one and the logged metrics one */
     start_with_metrics(&s, NULL);
     n = listening_ports(s.pid, ports, 8);
-    int mp = metrics_port(&s);
+    int mp = eh_metrics_port(&s);
     ck_assert_int_eq(n, 2);
     ck_assert((ports[0] == s.port && ports[1] == mp) || (ports[1] == s.port && ports[0] == mp));
     eh_server_stop(&s, SIGTERM, NULL);

@@ -51,6 +51,20 @@ static int admin(eh_client *c, const char *method, const ProtobufCMessage *req, 
     return r->code;
 }
 
+/* ServerInfo, unpacked (free with ember__v1__server_info_response__free_unpacked);
+ * fails the test if the call does. */
+static Ember__V1__ServerInfoResponse *server_info(eh_client *c)
+{
+    Ember__V1__ServerInfoRequest q = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+    eh_result r;
+    ck_assert_int_eq(admin(c, "ServerInfo", &q.base, &r), 0);
+    Ember__V1__ServerInfoResponse *si =
+        ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+    ck_assert_ptr_nonnull(si);
+    eh_result_free(&r);
+    return si;
+}
+
 static int create_on(eh_client *c, const char *name, uint32_t dim, uint64_t cap, int optim,
                      float lr, int init_kind, float init_a, int if_not_exists, eh_result *r)
 {
@@ -494,15 +508,11 @@ START_TEST(limits_table_memory)
     expect(&r, 8, "--max-table-");
     expect(&r, 8, "1048576");
     ck_assert_int_eq(describe_code(c, "big"), 5);
-    Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
-    ck_assert_int_eq(admin(c, "ServerInfo", &iq.base, &r), 0);
-    Ember__V1__ServerInfoResponse *si =
-        ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+    Ember__V1__ServerInfoResponse *si = server_info(c);
     ck_assert_uint_eq(si->max_table_host_bytes, 1 << 20);
     ck_assert_uint_eq(si->max_table_hbm_bytes, 1 << 20);
     ck_assert_uint_eq(si->max_tables, 1024);
     ember__v1__server_info_response__free_unpacked(si, NULL);
-    eh_result_free(&r);
     uint64_t keys[16];
     float g[16 * 8];
     for (int i = 0; i < 16; i++)
@@ -602,15 +612,11 @@ START_TEST(limits_concurrent_calls)
     eh_result_free(&r);
     ck_assert(memcmp(v0, v1, sizeof v0) == 0);
     ck_assert_int_eq(eh_metric_wait(&s, "ember_live_calls", 0, 10000), 0);
-    Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
-    ck_assert_int_eq(admin(c, "ServerInfo", &iq.base, &r), 0);
-    Ember__V1__ServerInfoResponse *si =
-        ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+    Ember__V1__ServerInfoResponse *si = server_info(c);
     ck_assert_uint_eq(si->max_concurrent_calls, 2);
     ck_assert_uint_eq(si->refused_over_capacity, 2); /* the push and the pull */
     ck_assert_uint_eq(si->calls_in_progress, 1);     /* this one */
     ember__v1__server_info_response__free_unpacked(si, NULL);
-    eh_result_free(&r);
     eh_client_close(c);
     int st;
     ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
@@ -775,14 +781,11 @@ START_TEST(env_settings_and_max_tables)
     eh_result_free(&r);
     ck_assert_int_eq(create_on(c, "two", 4, 1024, 0, 0.1f, 0, 0, 0, &r), 8);
     expect(&r, 8, "max-tables");
-    Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
-    ck_assert_int_eq(admin(c, "ServerInfo", &iq.base, &r), 0);
-    Ember__V1__ServerInfoResponse *si = ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+    Ember__V1__ServerInfoResponse *si = server_info(c);
     ck_assert_uint_eq(si->shard_index, 2);
     ck_assert_uint_eq(si->shard_count, 9);
     ck_assert_uint_eq(si->threads, 1);
     ember__v1__server_info_response__free_unpacked(si, NULL);
-    eh_result_free(&r);
     eh_client_close(c);
     ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -912,15 +915,12 @@ START_TEST(admin_lifecycle)
     eh_result_free(&r);
 
     /* server info */
-    Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
-    ck_assert_int_eq(admin(C, "ServerInfo", &iq.base, &r), 0);
-    Ember__V1__ServerInfoResponse *si = ember__v1__server_info_response__unpack(NULL, r.len, r.data);
+    Ember__V1__ServerInfoResponse *si = server_info(C);
     ck_assert_uint_eq(si->shard_index, 1);
     ck_assert_uint_eq(si->shard_count, 3);
     ck_assert_str_eq(si->backend, eh_backend_served());
     ck_assert_uint_eq(si->max_keys_per_request, 1048576);
     ember__v1__server_info_response__free_unpacked(si, NULL);
-    eh_result_free(&r);
 
     /* drop, drop again, drop if_exists */
     Ember__V1__DropTableRequest xq = EMBER__V1__DROP_TABLE_REQUEST__INIT;
