@@ -18,6 +18,7 @@
 #include "server/rpc.h"
 #include "server/table_config.h"
 #include "storage/checkpoint.h"
+#include "storage/durable.h"
 
 #define HIST_DIR "history"
 #define CKPT_EXT ".ckpt"
@@ -111,16 +112,6 @@ static int is_hist_of(const char *name, const char *table)
     return 1;
 }
 
-static int fsync_path(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 static int cmp_desc(const void *a, const void *b)
 {
     return strcmp(*(char *const *)b, *(char *const *)a);
@@ -188,7 +179,7 @@ static int hist_keep(const char *dir, const char *table, const char *path, char 
         goto fail;
     if (link(path, hist) && errno != EEXIST)
         goto fail;
-    fsync_path(hd);
+    ember_durable_fsync_dir(hd, NULL);
     return 0;
 fail:;
     char q[600];
@@ -451,7 +442,7 @@ void srv_ckpt_retire(const char *table)
     pthread_mutex_lock(&ck.table_mu);
     if (stat(path, &st) == 0 && hist_keep(dir, table, path, hist, sizeof hist) == 0) {
         if (unlink(path) == 0) {
-            fsync_path(dir);
+            ember_durable_fsync_dir(dir, NULL);
             char q[600];
             srv_log(SRV_LOG_INFO, "checkpoint_retired", "table=%s file=%s", table,
                     srv_log_q(q, sizeof q, hist));
@@ -508,27 +499,17 @@ static int lock_dir(const char *dir, char *msg, size_t cap)
     return 0;
 }
 
+static void temp_removed(const char *path, void *arg)
+{
+    (void)arg;
+    srv_log(SRV_LOG_INFO, "checkpoint_temp_removed", "file=%s", path);
+}
+
 /* Removes temp files of saves that a crash interrupted. Under the dir's lock,
  * every one of them is stale. */
 static void clean_temps(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    unsigned n = 0;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, CKPT_EXT ".tmp.")) {
-            char p[PATH_CAP];
-            pathf(p, sizeof p, "%s/%s", dir, e->d_name);
-            if (unlink(p) == 0) {
-                n++;
-                srv_log(SRV_LOG_INFO, "checkpoint_temp_removed", "file=%s", p);
-            }
-        }
-    closedir(d);
-    if (n)
-        fsync_path(dir);
+    ember_durable_clean_temps(dir, CKPT_EXT, temp_removed, NULL, NULL, NULL);
 }
 
 /* The table names of <dir>/<name>.ckpt files, sorted (malloc'ed; *n). */

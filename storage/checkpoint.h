@@ -6,7 +6,7 @@
  * the table (ember_ckpt_read_meta) and fill it (ember_ckpt_load).
  *
  * Durability: a save writes `<path>.tmp.<pid>.<n>` in the same directory, fsyncs
- * it, renames it over `path` and fsyncs the directory. A crash at any moment
+ * it, renames it over `path` and fsyncs the directory (durable.h). A crash at any moment
  * leaves either the previous file or the new one at `path`, never a mix; a failed
  * save removes its temp file and leaves `path` untouched.
  *
@@ -71,6 +71,9 @@
  * EMBER_INVALID_ARGUMENT (bad arguments), EMBER_RESOURCE_EXHAUSTED (memory),
  * EMBER_INTERNAL (an I/O call failed; the message has strerror). Messages name
  * the file and what is wrong with it.
+ *
+ * Code: the format's codec is ckpt_format.c, a table's save and load
+ * checkpoint.c, the reader and writer without a table ckpt_rows.c.
  *
  * Thread-safety: saves and loads of different files may run at once; a save may
  * run beside writers of its table (see Consistency). A load replaces the table's

@@ -40,6 +40,8 @@
 #endif
 
 #include "admission.h"
+/* A backend is called by table.c and calls nothing of it (the row layout comes
+ * from optim.h): the dependency points one way, table.c -> backends. */
 #include "table_backend.h"
 
 /* Prefetch helpers must be inlined early: a function whose only effects are
@@ -429,7 +431,7 @@ static int cpu_create(const ember_table_config *c, void **impl, ember_error *err
     pthread_mutex_init(&t->ct_scratch_lock, NULL);
     t->ct_cfg = *c;
     t->ct_dim = c->dim;
-    t->ct_row_floats = ember_table_config_row_floats(c);
+    t->ct_row_floats = ember_row_floats(c->optim.kind, c->dim);
     t->ct_num_buckets = (c->capacity + SLOTS - 1) / SLOTS;
     t->ct_buckets_bytes = t->ct_num_buckets * sizeof(cpu_bucket);
     t->ct_rows_bytes = t->ct_num_buckets * SLOTS * (size_t)t->ct_row_floats * sizeof(float);
@@ -993,8 +995,9 @@ static void cpu_footprint(const ember_table_config *c, uint64_t *bytes_host,
                           uint64_t *bytes_device)
 {
     uint64_t nb = (c->capacity + SLOTS - 1) / SLOTS;
+    uint64_t rf = ember_row_floats(c->optim.kind, c->dim);
     *bytes_host = sizeof(cpu_table) + nb * sizeof(cpu_bucket) +
-                  nb * SLOTS * (uint64_t)ember_table_config_row_floats(c) * sizeof(float) +
+                  nb * SLOTS * rf * sizeof(float) +
                   (c->admission.min_count >= 2 ? ember_admission_footprint(c->admission.sketch_width)
                                                : 0);
     *bytes_device = 0;

@@ -2,10 +2,10 @@
  * xfile.c — the export file that `emberctl export` writes and `emberctl import`
  * reads (the format is in ctl.h).
  *
- * The writer streams chunks through stdio into `<file>.tmp.<pid>.<n>` and puts
- * the header last (its counts are known only at the end), then fsyncs, renames
- * and fsyncs the directory, as checkpoints do: an interrupted export never
- * leaves a half file under the name asked for. The reader checks the whole file
+ * The writer writes chunks into a temp file beside the file (storage/durable.h,
+ * as checkpoints are written) and puts the header last (its counts are known
+ * only at the end); commit fsyncs, renames and fsyncs the directory: an
+ * interrupted export never leaves a half file under the name asked for. The reader checks the whole file
  * (every CRC and count, the footer) when it opens it, so import refuses a
  * damaged file before it sends a single row, then hands the chunks out in a
  * second pass.
@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,6 +24,7 @@
 
 #include "client/error.h"
 #include "storage/crc32c.h"
+#include "storage/durable.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "xfile.c writes arrays as they lie in memory: little-endian hosts only"
@@ -455,9 +455,7 @@ void ctl_xreader_close(ctl_xreader *r)
 /* ---- writing ------------------------------------------------------------------------- */
 
 struct ctl_xwriter {
-    char *path;
-    char tmp[PATH_MAX];
-    FILE *f;
+    ember_durable_file *file;
     size_t header_len;
     uint64_t rows, chunks, bytes;
     uint32_t row_floats, chunk_rows;
@@ -470,38 +468,34 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* The error for a storage/durable.h failure e. */
+static int xf_durable(ember_error *err, int e, const ember_durable_fail *fail)
+{
+    if (e == ENOMEM)
+        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+    return xf_io(err, fail->df_path, fail->df_step, e);
+}
+
 int ctl_xwriter_open(const char *path, ctl_xheader *h, ctl_xwriter **out, ember_error *err)
 {
+    ember_durable_fail fail;
     *out = NULL;
     ctl_xwriter *w = calloc(1, sizeof *w);
-    if (!w || !(w->path = strdup(path))) {
-        free(w);
+    if (!w)
         return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
-    }
-    int fd = -1;
-    for (int i = 0; i < 1000 && fd < 0; i++) {
-        int l = snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld.%d", path, (long)getpid(), i);
-        if (l < 0 || (size_t)l >= sizeof w->tmp)
-            break;
-        fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    int rc = 0;
-    if (fd < 0) {
-        rc = xf_io(err, path, "create", errno ? errno : ENAMETOOLONG);
-        w->tmp[0] = '\0';
-    } else if (!(w->f = fdopen(fd, "wb"))) {
-        rc = xf_io(err, w->tmp, "fdopen", errno);
-        close(fd);
-    }
+    int e = ember_durable_create(path, &w->file, &fail), rc = 0;
     h->created_ns = now_ns();
     w->header_len = ctl_xheader_length(h);
     w->row_floats = h->row_floats;
     /* a placeholder: the header goes in at commit */
-    for (size_t i = 0; !rc && i < w->header_len; i++)
-        if (fputc(0, w->f) == EOF)
-            rc = xf_io(err, w->tmp, "write", errno);
+    uint8_t *zero = e ? NULL : calloc(1, w->header_len);
+    if (e)
+        rc = xf_durable(err, e, &fail);
+    else if (!zero)
+        rc = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+    else if ((e = ember_durable_write(w->file, zero, w->header_len, &fail)))
+        rc = xf_durable(err, e, &fail);
+    free(zero);
     if (rc) {
         ctl_xwriter_abort(w);
         return rc;
@@ -529,16 +523,19 @@ int ctl_xwriter_chunk(ctl_xwriter *w, size_t n, const uint64_t *keys, const uint
     put32(head, &o, (uint32_t)n);
     const void *part[] = {head, keys, scores, versions, rows};
     const size_t len[] = {sizeof head, 8 * n, 8 * n, 8 * n, 4 * n * row_floats};
+    ember_durable_fail fail;
     uint32_t crc = 0;
-    for (int i = 0; i < 5; i++) {
+    int e = 0;
+    for (int i = 0; !e && i < 5; i++) {
         crc = ember_crc32c_extend(crc, part[i], len[i]);
-        if (fwrite(part[i], 1, len[i], w->f) != len[i])
-            return xf_io(err, w->tmp, "write", errno);
+        e = ember_durable_write(w->file, part[i], len[i], &fail);
     }
     o = 0;
     put32(tail, &o, crc);
-    if (fwrite(tail, 1, 4, w->f) != 4)
-        return xf_io(err, w->tmp, "write", errno);
+    if (!e)
+        e = ember_durable_write(w->file, tail, 4, &fail);
+    if (e)
+        return xf_durable(err, e, &fail);
     w->rows += n;
     w->chunks++;
     w->bytes += chunk_len(n, row_floats);
@@ -552,30 +549,12 @@ uint64_t ctl_xwriter_bytes(const ctl_xwriter *w)
     return w->bytes + XF_FTR_LEN;
 }
 
-static int fsync_parent(const char *path, ember_error *err)
-{
-    char dir[PATH_MAX] = ".";
-    const char *slash = strrchr(path, '/');
-    if (slash) {
-        size_t len = slash == path ? 1 : (size_t)(slash - path);
-        if (len >= sizeof dir)
-            return xf_fail(err, EMBER_E_INVALID_ARGUMENT, path, "path too long");
-        memcpy(dir, path, len);
-        dir[len] = '\0';
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return xf_io(err, dir, "open directory", errno);
-    int rc = fsync(fd) ? xf_io(err, dir, "fsync directory", errno) : 0;
-    close(fd);
-    return rc;
-}
-
 int ctl_xwriter_commit(ctl_xwriter *w, ctl_xheader *h, ember_error *err)
 {
+    ember_durable_fail fail;
     uint8_t f[XF_FTR_LEN];
     size_t o = 8, hlen = 0;
-    int rc = 0;
+    int rc = 0, e = 0;
     h->rows = w->rows;
     h->row_floats = w->row_floats ? w->row_floats : h->dim;
     h->chunk_rows = w->chunk_rows;
@@ -587,24 +566,17 @@ int ctl_xwriter_commit(ctl_xwriter *w, ctl_xheader *h, ember_error *err)
     if (!hdr || hlen != w->header_len)
         rc = ember_cli_error_set(err, hdr ? EMBER_E_INTERNAL : EMBER_E_RESOURCE_EXHAUSTED, -1,
                                  hdr ? "the header changed size" : "out of memory");
-    if (!rc && fwrite(f, 1, sizeof f, w->f) != sizeof f)
-        rc = xf_io(err, w->tmp, "write", errno);
-    if (!rc && fflush(w->f))
-        rc = xf_io(err, w->tmp, "write", errno);
-    if (!rc && pwrite(fileno(w->f), hdr, hlen, 0) != (ssize_t)hlen)
-        rc = xf_io(err, w->tmp, "write", errno ? errno : EIO);
-    if (!rc && fsync(fileno(w->f)))
-        rc = xf_io(err, w->tmp, "fsync", errno);
+    if (!rc)
+        e = ember_durable_write(w->file, f, sizeof f, &fail);
+    if (!rc && !e)
+        e = ember_durable_pwrite(w->file, hdr, hlen, 0, &fail);
     free(hdr);
-    if (fclose(w->f) && !rc)
-        rc = xf_io(err, w->tmp, "close", errno);
-    w->f = NULL;
-    if (!rc && rename(w->tmp, w->path))
-        rc = xf_io(err, w->path, "rename", errno);
-    if (!rc) {
-        w->tmp[0] = '\0';
-        rc = fsync_parent(w->path, err);
+    if (!rc && !e) {
+        e = ember_durable_commit(w->file, &fail);
+        w->file = NULL; /* committed or removed */
     }
+    if (e)
+        rc = xf_durable(err, e, &fail);
     ctl_xwriter_abort(w);
     return rc;
 }
@@ -613,10 +585,6 @@ void ctl_xwriter_abort(ctl_xwriter *w)
 {
     if (!w)
         return;
-    if (w->f)
-        fclose(w->f);
-    if (w->tmp[0])
-        unlink(w->tmp);
-    free(w->path);
+    ember_durable_abort(w->file);
     free(w);
 }

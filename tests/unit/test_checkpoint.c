@@ -25,49 +25,6 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-typedef struct tdir {
-    char path[256];
-} tdir;
-
-static void tdir_make(tdir *d)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(d->path, sizeof d->path, "%s/ember_ckpt_XXXXXX", base && *base ? base : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(d->path));
-}
-
-/* d/name into out. */
-static const char *tdir_file(const tdir *d, const char *name, char out[512])
-{
-    snprintf(out, 512, "%s/%s", d->path, name);
-    return out;
-}
-
-/* Entries of d whose name contains `part` ("" counts all). */
-static int tdir_count(const tdir *d, const char *part)
-{
-    DIR *dir = opendir(d->path);
-    ck_assert_ptr_nonnull(dir);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(dir));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strstr(e->d_name, part))
-            n++;
-    closedir(dir);
-    return n;
-}
-
-static void tdir_remove(tdir *d)
-{
-    DIR *dir = opendir(d->path);
-    char p[512];
-    for (struct dirent *e; dir && (e = readdir(dir));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            unlink(tdir_file(d, e->d_name, p));
-    if (dir)
-        closedir(dir);
-    rmdir(d->path);
-}
-
 static size_t read_file(const char *path, uint8_t **out)
 {
     FILE *f = fopen(path, "rb");

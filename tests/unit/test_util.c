@@ -1,7 +1,11 @@
+#define _GNU_SOURCE
 #include "test_util.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, int init_kind)
 {
@@ -116,4 +120,42 @@ int tu_run(Suite *s)
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
     return failed ? 1 : 0;
+}
+
+void tdir_make(tdir *d)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(d->path, sizeof d->path, "%s/ember_test_XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(d->path));
+}
+
+const char *tdir_file(const tdir *d, const char *name, char out[512])
+{
+    snprintf(out, 512, "%s/%s", d->path, name);
+    return out;
+}
+
+int tdir_count(const tdir *d, const char *part)
+{
+    DIR *dir = opendir(d->path);
+    ck_assert_ptr_nonnull(dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dir));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strstr(e->d_name, part))
+            n++;
+    closedir(dir);
+    return n;
+}
+
+void tdir_remove(tdir *d)
+{
+    DIR *dir = opendir(d->path);
+    char p[512];
+    for (struct dirent *e; dir && (e = readdir(dir));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            unlink(tdir_file(d, e->d_name, p)))
+            rmdir(p);
+    if (dir)
+        closedir(dir);
+    rmdir(d->path);
 }

@@ -1,6 +1,7 @@
 /*
- * test_util.h — helpers shared by the unit suites: tables with a given shape, and
- * whole-table snapshots to prove that a refused call changed nothing.
+ * test_util.h — helpers shared by the unit suites: tables with a given shape,
+ * whole-table snapshots to prove that a refused call changed nothing, and
+ * temp directories for suites that write files.
  */
 #ifndef EMBER_TEST_UTIL_H
 #define EMBER_TEST_UTIL_H
@@ -31,6 +32,19 @@ int tu_snapshot_equal(const tu_snapshot *a, const tu_snapshot *b);
 void tu_snapshot_free(tu_snapshot *s);
 /* Index of `key` in the snapshot, or -1. */
 long tu_snapshot_find(const tu_snapshot *s, uint64_t key);
+
+/* A fresh directory under $TMPDIR (or /tmp) for a test's files. */
+typedef struct tdir {
+    char path[256];
+} tdir;
+
+void tdir_make(tdir *d);
+/* d/name into out; returns out. */
+const char *tdir_file(const tdir *d, const char *name, char out[512]);
+/* Entries of d whose name contains `part` ("" counts all). */
+int tdir_count(const tdir *d, const char *part);
+/* Removes d with the files (and empty directories) in it. */
+void tdir_remove(tdir *d);
 
 /* Runs one Check suite and returns the process exit code (0 = all passed). */
 int tu_run(Suite *s);
