@@ -400,7 +400,7 @@ static void on_matched(srv_worker *w, srv_call *c)
     if (d->capped) {
         /* Every call in progress holds its request, its reply and perhaps a
          * stream's buffers: past the cap, refuse before reading anything. Health
-         * stays open, so an overloaded shard is not also declared dead. */
+         * is uncapped, so an overloaded shard is not also declared dead. */
         c->busy = 1;
         long busy = atomic_fetch_add(&srv.busy_calls, 1) + 1;
         if (busy > (long)srv.cfg.max_concurrent_calls) {

@@ -33,7 +33,6 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 
 #include "server/server.h"
