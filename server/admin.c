@@ -29,6 +29,7 @@
 #include "server/auth.h"
 #include "server/log.h"
 #include "server/rpc.h"
+#include "server/server.h"
 #include "server/table_config.h"
 #include "storage/checkpoint.h"
 
@@ -171,8 +172,8 @@ static Ember__V1__TableInfo **infos(srv_table **list, size_t n)
 
 /* ---- table lifecycle ----------------------------------------------------- */
 
-static int h_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                    ember_error *err)
+int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                     ember_error *err)
 {
     (void)w;
     Ember__V1__CreateTableRequest *r =
@@ -240,8 +241,8 @@ out:
     return rc;
 }
 
-static int h_drop(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                  ember_error *err)
+int srv_admin_drop(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err)
 {
     (void)w;
     Ember__V1__DropTableRequest *r =
@@ -264,8 +265,8 @@ static int h_drop(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     return rc;
 }
 
-static int h_list(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                  ember_error *err)
+int srv_admin_list(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err)
 {
     (void)w;
     ProtobufCMessage *r = unpack(&ember__v1__list_tables_request__descriptor, req, len, err);
@@ -288,8 +289,8 @@ static int h_list(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     return 0;
 }
 
-static int h_describe(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                      ember_error *err)
+int srv_admin_describe(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                       ember_error *err)
 {
     (void)w;
     Ember__V1__DescribeTableRequest *r =
@@ -310,8 +311,8 @@ static int h_describe(srv_worker *w, const uint8_t *req, size_t len, grpc_slice 
     return rc;
 }
 
-static int h_stats(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                   ember_error *err)
+int srv_admin_stats(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                    ember_error *err)
 {
     (void)w;
     Ember__V1__GetStatsRequest *r =
@@ -368,9 +369,26 @@ static int ckpt_dir(const char *given, const char **dir, ember_error *err)
     return 0;
 }
 
+/* Admin/Save's answer, on the checkpointer thread when the save of call `arg`
+ * ends: a SaveResponse naming the files written, or the error. */
+static void save_done(void *arg, int rc, const ember_error *err, const srv_ckpt_saved *saved)
+{
+    srv_call *c = arg;
+    if (rc) {
+        srv_call_finish(c, rc, err->message, NULL);
+        return;
+    }
+    Ember__V1__SaveResponse out = EMBER__V1__SAVE_RESPONSE__INIT;
+    out.n_files = saved->n;
+    out.files = saved->files;
+    out.rows = saved->rows;
+    grpc_slice s = pack(&out.base);
+    srv_call_finish(c, EMBER_OK, NULL, &s);
+}
+
 /* Admin/Save: checked here, run by the checkpointer thread (ckpt.h), which
- * answers the call when the save ends: a save never holds a worker, so Pull and
- * Push go on while it runs, even with --threads 1. */
+ * answers the call when the save ends (save_done): a save never holds a worker,
+ * so Pull and Push go on while it runs, even with --threads 1. */
 void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
     (void)w;
@@ -388,15 +406,15 @@ void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t
         if (!(rc = get_table(r->table, &t, &err)))
             srv_table_unref(t);
     }
+    if (!rc)
+        rc = srv_ckpt_queue_save(r->table, r->dir, save_done, c, &err);
     if (rc)
         srv_call_finish(c, rc, err.message, NULL);
-    else
-        srv_ckpt_queue_save(c, r->table, r->dir);
     protobuf_c_message_free_unpacked(&r->base, NULL);
 }
 
-static int h_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                  ember_error *err)
+int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err)
 {
     (void)w;
     Ember__V1__LoadRequest *r = (void *)unpack(&ember__v1__load_request__descriptor, req, len, err);
@@ -497,8 +515,8 @@ out:
 
 /* ---- maintenance --------------------------------------------------------- */
 
-static int h_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                   ember_error *err)
+int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                    ember_error *err)
 {
     (void)w;
     Ember__V1__EvictRequest *r =
@@ -529,8 +547,8 @@ static int h_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     return rc;
 }
 
-static int h_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                   ember_error *err)
+int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                    ember_error *err)
 {
     (void)w;
     Ember__V1__ClearRequest *r =
@@ -551,8 +569,8 @@ static int h_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     return rc;
 }
 
-static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                  ember_error *err)
+int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                   ember_error *err)
 {
     (void)w;
     ProtobufCMessage *r = unpack(&ember__v1__server_info_request__descriptor, req, len, err);
@@ -587,8 +605,8 @@ static int h_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *res
     return 0;
 }
 
-static int h_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                    ember_error *err)
+int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                     ember_error *err)
 {
     (void)w;
     Grpc__Health__V1__HealthCheckRequest *r =
@@ -608,23 +626,6 @@ static int h_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     }
     protobuf_c_message_free_unpacked(&r->base, NULL);
     return rc;
-}
-
-srv_unary_fn srv_admin_handler(srv_method m)
-{
-    switch (m) {
-    case SRV_M_CREATE: return h_create;
-    case SRV_M_DROP: return h_drop;
-    case SRV_M_LIST: return h_list;
-    case SRV_M_DESCRIBE: return h_describe;
-    case SRV_M_STATS: return h_stats;
-    case SRV_M_LOAD: return h_load;
-    case SRV_M_EVICT: return h_evict;
-    case SRV_M_CLEAR: return h_clear;
-    case SRV_M_INFO: return h_info;
-    case SRV_M_HEALTH: return h_health;
-    default: return NULL;
-    }
 }
 
 /* ---- Export: a server stream --------------------------------------------- */
@@ -858,9 +859,11 @@ static void import_step(srv_worker *w, srv_call *c, int ok)
     srv_call_recv(c);
 }
 
-void srv_admin_import_start(srv_worker *w, srv_call *c)
+void srv_admin_import_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
     (void)w;
+    (void)req; /* a client stream: its messages come through srv_call_recv */
+    (void)len;
     import_state *s = calloc(1, sizeof *s);
     if (!s) {
         srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, "out of memory", NULL);

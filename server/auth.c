@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "server/log.h"
+#include "server/server.h"
 #include "storage/status.h"
 
 #define TOKEN_MAX 4096
@@ -218,6 +219,9 @@ static int refuse(int code, const char *method, const char *reason, const char *
 
 int srv_auth_required_role(const char *method)
 {
+    srv_method m = srv_method_of_path(method);
+    if (m != SRV_M_UNKNOWN)
+        return srv_methods[m].role;
     if (!strncmp(method, "/grpc.health.v1.Health/", 23))
         return SRV_ROLE_NONE;
     return !strncmp(method, "/ember.v1.Shard/", 16) ? SRV_ROLE_WORKER : SRV_ROLE_ADMIN;
@@ -226,7 +230,12 @@ int srv_auth_required_role(const char *method)
 int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *method,
                    char *msg, size_t cap)
 {
-    int need = srv_auth_required_role(method);
+    return srv_auth_check_role(call, md, method, srv_auth_required_role(method), msg, cap);
+}
+
+int srv_auth_check_role(grpc_call *call, const grpc_metadata_array *md, const char *method,
+                        int need, char *msg, size_t cap)
+{
     if (!auth.enabled || need == SRV_ROLE_NONE)
         return 0;
     const char *tok = NULL;

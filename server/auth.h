@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "server/config.h"
+#include "server/server.h"
 
 /* Reads the token files (or EMBER_WORKER_TOKEN / EMBER_ADMIN_TOKEN) and the
  * identity lists of `cfg`. Returns 0, or -1 with the reason in msg (an
@@ -43,23 +44,25 @@ grpc_server_credentials *srv_auth_server_credentials(const srv_config *cfg, char
 /* Whether authentication is on (any token or identity list set). */
 int srv_auth_enabled(void);
 
-/* Checks a matched call to `method` (its full gRPC path), with its initial
- * metadata `md`. Returns 0 (run it), UNAUTHENTICATED or PERMISSION_DENIED with
- * the reason in msg; refusals are counted and logged. */
+/* Checks a matched call to `method` (its full gRPC path, for the log), which
+ * needs role `need` (SRV_ROLE_*, the method table's), with its initial metadata
+ * `md`. Returns 0 (run it), UNAUTHENTICATED or PERMISSION_DENIED with the reason
+ * in msg; refusals are counted and logged. */
+int srv_auth_check_role(grpc_call *call, const grpc_metadata_array *md, const char *method,
+                        int need, char *msg, size_t cap);
+
+/* The same for the role srv_auth_required_role(method) gives. */
 int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *method,
                    char *msg, size_t cap);
 
 /* Refusals since start. */
 void srv_auth_counts(uint64_t *unauthenticated, uint64_t *permission_denied);
 
-/* The roles, each allowed what the ones below it are. */
-enum { SRV_ROLE_NONE = 0, SRV_ROLE_WORKER = 1, SRV_ROLE_ADMIN = 2 };
-
-/* The role a call to `method` (its full gRPC path, "/pkg.Service/Method") needs
- * when authentication is on: SRV_ROLE_NONE for grpc.health.v1.Health,
- * SRV_ROLE_WORKER for ember.v1.Shard, SRV_ROLE_ADMIN for ember.v1.Admin and any
- * other path (an unknown method is refused to a worker before it is found
- * unimplemented). */
+/* The role (SRV_ROLE_*, server.h) a call to `method` (its full gRPC path,
+ * "/pkg.Service/Method") needs when authentication is on: the method table's for
+ * a method in it; for any other path its service's: SRV_ROLE_NONE for
+ * grpc.health.v1.Health, SRV_ROLE_WORKER for ember.v1.Shard, SRV_ROLE_ADMIN for
+ * ember.v1.Admin and anything else. */
 int srv_auth_required_role(const char *method);
 
 /* 1 when `name` (len bytes, not NUL-terminated) is an entry of the

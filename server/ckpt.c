@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ember/v1/ember.pb-c.h"
+#include "server/backend.h"
 #include "server/log.h"
-#include "server/rpc.h"
-#include "server/table_config.h"
+#include "server/server.h"
 #include "storage/checkpoint.h"
 #include "storage/durable.h"
 
@@ -27,9 +27,10 @@
 #define STAMP_BUF 64
 #define PATH_CAP (SRV_PATH_MAX + 160)
 
-/* An Admin/Save call waiting for the checkpointer. */
+/* A queued save (Admin/Save) waiting for the checkpointer. */
 typedef struct ck_job {
-    srv_call *call;
+    srv_ckpt_done_fn done;
+    void *arg;
     char table[SRV_NAME_MAX + 1];
     char dir[SRV_PATH_MAX];
     struct ck_job *next;
@@ -679,18 +680,8 @@ static void run_job(ck_job *j)
     save_result res;
     ember_error err = {0, {0}};
     int rc = save_set(dir, j->table, "save", &res, &err);
-    if (!rc) {
-        Ember__V1__SaveResponse out = EMBER__V1__SAVE_RESPONSE__INIT;
-        out.n_files = res.n;
-        out.files = res.files;
-        out.rows = res.rows;
-        size_t len = protobuf_c_message_get_packed_size(&out.base);
-        grpc_slice s = grpc_slice_malloc(len);
-        protobuf_c_message_pack(&out.base, GRPC_SLICE_START_PTR(s));
-        srv_call_finish(j->call, EMBER_OK, NULL, &s);
-    } else {
-        srv_call_finish(j->call, rc, err.message, NULL);
-    }
+    srv_ckpt_saved saved = {res.files, res.n, res.rows};
+    j->done(j->arg, rc, &err, &saved);
     result_free(&res);
 }
 
@@ -785,14 +776,14 @@ int srv_ckpt_start(char *msg, size_t cap)
     return 0;
 }
 
-void srv_ckpt_queue_save(srv_call *c, const char *table, const char *dir)
+int srv_ckpt_queue_save(const char *table, const char *dir, srv_ckpt_done_fn done, void *arg,
+                        ember_error *err)
 {
     ck_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        return;
-    }
-    j->call = c;
+    if (!j)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    j->done = done;
+    j->arg = arg;
     snprintf(j->table, sizeof j->table, "%s", table);
     snprintf(j->dir, sizeof j->dir, "%s", dir);
     pthread_mutex_lock(&ck.mu);
@@ -803,6 +794,7 @@ void srv_ckpt_queue_save(srv_call *c, const char *table, const char *dir)
     ck.tail = j;
     pthread_cond_signal(&ck.cv);
     pthread_mutex_unlock(&ck.mu);
+    return 0;
 }
 
 void srv_ckpt_stop(void)

@@ -41,8 +41,11 @@
  * never serves a table missing or partial because its checkpoint was bad.
  *
  * Threads: all saves other than the exit save run on one checkpointer thread, so
- * a save never holds a gRPC worker (an Admin/Save call is answered from that
- * thread when its save ends). A drop waits for a table save in progress to end.
+ * a save never holds a gRPC worker (a queued save reports its end through a
+ * callback on that thread: Admin/Save answers its call there). A drop waits for a
+ * table save in progress to end.
+ *
+ * Persistence only: no protobuf and no gRPC here; the caller shapes the reply.
  */
 #ifndef EMBER_SRV_CKPT_H
 #define EMBER_SRV_CKPT_H
@@ -52,8 +55,6 @@
 
 #include "storage/checkpoint.h"
 #include "storage/status.h"
-
-struct srv_call;
 
 /* Before srv_rpc_start: with --checkpoint-dir, creates the dir, locks it, removes
  * temp files left by a crash and, with --checkpoint-restore, restores every table
@@ -78,10 +79,24 @@ void srv_ckpt_stop(void);
  * (saved, or nothing to do) or -1 (a table could not be saved: logged). */
 int srv_ckpt_exit_save(void);
 
+/* What a queued save did: the files written (one per table saved) and their rows. */
+typedef struct srv_ckpt_saved {
+    char **files;
+    size_t n;
+    uint64_t rows;
+} srv_ckpt_saved;
+
+/* A queued save's end, on the checkpointer thread: `rc` 0 with what was saved in
+ * *saved (valid during the call only), else the error in *err. */
+typedef void (*srv_ckpt_done_fn)(void *arg, int rc, const ember_error *err,
+                                 const srv_ckpt_saved *saved);
+
 /* Admin/Save: queues the save of `table` ("" = every table) into `dir` ("" = the
- * --checkpoint-dir); the call is answered from the checkpointer thread when it
- * ends. The caller has checked the names. */
-void srv_ckpt_queue_save(struct srv_call *c, const char *table, const char *dir);
+ * --checkpoint-dir); `done(arg, ...)` runs on the checkpointer thread when it
+ * ends. The caller has checked the names. Returns 0 (queued: done will run), or
+ * RESOURCE_EXHAUSTED in err (not queued: done will not run). */
+int srv_ckpt_queue_save(const char *table, const char *dir, srv_ckpt_done_fn done, void *arg,
+                        ember_error *err);
 
 /* A dropped table's checkpoint in --checkpoint-dir goes to history/ (waits for a
  * save of it in progress). No-op without a dir or without a file. */

@@ -26,6 +26,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/rpc.h"
+#include "server/server.h"
 
 /* After the first signal: a second one (an impatient operator's Ctrl-C) ends the
  * process at once, a shutdown save in progress included. */

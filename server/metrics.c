@@ -51,14 +51,11 @@ typedef struct keys_hist {
     atomic_uint_fast64_t mk_sum;
 } keys_hist;
 
-/* Shard methods that carry keys: Pull, Push, PushPull (SRV_M_PULL .. _PUSHPULL). */
-#define N_SHARD 3
-
 /* One per process, like `srv`. SRV_M_UNKNOWN (unregistered methods) has a row. */
 static struct {
     atomic_uint_fast64_t calls[SRV_M_COUNT + 1][N_CODES];
     lat_hist lat[SRV_M_COUNT + 1];
-    keys_hist keys[N_SHARD];
+    keys_hist keys[SRV_KEYS_METRICS]; /* by the method table's keys_metric */
     atomic_uint_fast64_t keys_pulled, keys_pushed;
     struct MHD_Daemon *daemon;
 } mx;
@@ -91,13 +88,14 @@ void srv_metrics_call(srv_method m, int code, const struct timespec *started)
 
 void srv_metrics_keys(srv_method m, uint64_t keys, uint64_t pulled, uint64_t pushed)
 {
-    if (m > SRV_M_PUSHPULL)
+    int k = (unsigned)m < SRV_M_COUNT ? srv_methods[m].keys_metric : -1;
+    if (k < 0)
         return;
     size_t b = 0;
     while (b < N_KEYS && keys > keys_le[b])
         b++;
-    add(&mx.keys[m - SRV_M_PULL].mk_bucket[b], 1);
-    add(&mx.keys[m - SRV_M_PULL].mk_sum, keys);
+    add(&mx.keys[k].mk_bucket[b], 1);
+    add(&mx.keys[k].mk_sum, keys);
     if (pulled)
         add(&mx.keys_pulled, pulled);
     if (pushed)
@@ -263,9 +261,11 @@ static void render_calls(sbuf *b)
     family(b, "ember_request_keys", "histogram",
            "Keys per Pull, Push and PushPull served (a PushPull's pull and push keys "
            "together): the batch sizes clients send.");
-    for (int k = 0; k < N_SHARD; k++) {
-        const keys_hist *h = &mx.keys[k];
-        const char *name = srv_method_name((srv_method)(SRV_M_PULL + k));
+    for (int m = 0; m < SRV_M_COUNT; m++) {
+        if (srv_methods[m].keys_metric < 0)
+            continue;
+        const keys_hist *h = &mx.keys[srv_methods[m].keys_metric];
+        const char *name = srv_methods[m].name;
         uint64_t cum = 0;
         for (size_t i = 0; i < N_KEYS; i++) {
             cum += get(&h->mk_bucket[i]);

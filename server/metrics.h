@@ -31,7 +31,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "server/rpc.h"
+#include "server/server.h"
 
 /* A call ended with gRPC status `code`; `started` is when it was matched
  * (CLOCK_MONOTONIC). Counts it by method and code, and its latency. */

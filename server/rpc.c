@@ -13,33 +13,23 @@
 #include "server/auth.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/server.h"
 
-srv_state srv;
+/* The transport's own state; the server's is the core's (`srv`). */
+static struct {
+    grpc_server *server;
+    /* One completion queue that every worker thread polls: gRPC binds each
+     * connection to one registered queue, so with a queue per thread all calls
+     * of one connection (one client) would run on one thread. */
+    grpc_completion_queue *cq;
+    void *methods[SRV_M_COUNT];     /* srv_methods[m] as registered with gRPC */
+    srv_worker *workers;
+    pthread_mutex_t mu;             /* guards shutdown_seen; signals cv */
+    pthread_cond_t cv;
+    int shutdown_seen;
+} rpc;
 
 enum { ST_REQUESTED = 1, ST_STEP = 2, ST_FINISH = 3 };
-
-static const struct {
-    const char *path, *name;
-    int payload;  /* read the request with the call */
-    int requests; /* requests kept outstanding per worker */
-} methods[SRV_M_COUNT] = {
-    [SRV_M_PULL] = {"/ember.v1.Shard/Pull", "Pull", 1, 4},
-    [SRV_M_PUSH] = {"/ember.v1.Shard/Push", "Push", 1, 4},
-    [SRV_M_PUSHPULL] = {"/ember.v1.Shard/PushPull", "PushPull", 1, 2},
-    [SRV_M_CREATE] = {"/ember.v1.Admin/CreateTable", "CreateTable", 1, 1},
-    [SRV_M_DROP] = {"/ember.v1.Admin/DropTable", "DropTable", 1, 1},
-    [SRV_M_LIST] = {"/ember.v1.Admin/ListTables", "ListTables", 1, 1},
-    [SRV_M_DESCRIBE] = {"/ember.v1.Admin/DescribeTable", "DescribeTable", 1, 1},
-    [SRV_M_STATS] = {"/ember.v1.Admin/GetStats", "GetStats", 1, 1},
-    [SRV_M_SAVE] = {"/ember.v1.Admin/Save", "Save", 1, 1},
-    [SRV_M_LOAD] = {"/ember.v1.Admin/Load", "Load", 1, 1},
-    [SRV_M_EVICT] = {"/ember.v1.Admin/Evict", "Evict", 1, 1},
-    [SRV_M_CLEAR] = {"/ember.v1.Admin/Clear", "Clear", 1, 1},
-    [SRV_M_INFO] = {"/ember.v1.Admin/ServerInfo", "ServerInfo", 1, 1},
-    [SRV_M_EXPORT] = {"/ember.v1.Admin/Export", "Export", 1, 1},
-    [SRV_M_IMPORT] = {"/ember.v1.Admin/Import", "Import", 0, 1},
-    [SRV_M_HEALTH] = {"/grpc.health.v1.Health/Check", "Health.Check", 1, 2},
-};
 
 /* ---- response buffer pool ------------------------------------------------ */
 
@@ -229,13 +219,6 @@ int srv_payload_bytes(srv_worker *w, grpc_byte_buffer *bb, const uint8_t **out, 
 
 static void request(srv_worker *w, srv_method m);
 
-uint64_t srv_uptime_s(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)(now.tv_sec - srv.started.tv_sec);
-}
-
 static void call_destroy(srv_call *c, int matched)
 {
     if (c->payload)
@@ -254,15 +237,10 @@ static void call_destroy(srv_call *c, int matched)
         atomic_fetch_sub(&srv.busy_calls, 1);
     free(c);
     if (matched && atomic_fetch_sub(&srv.live_calls, 1) == 1 && atomic_load(&srv.stopping)) {
-        pthread_mutex_lock(&srv.mu);
-        pthread_cond_broadcast(&srv.cv);
-        pthread_mutex_unlock(&srv.mu);
+        pthread_mutex_lock(&rpc.mu);
+        pthread_cond_broadcast(&rpc.cv);
+        pthread_mutex_unlock(&rpc.mu);
     }
-}
-
-const char *srv_method_name(srv_method m)
-{
-    return (unsigned)m < SRV_M_COUNT ? methods[m].name : "unknown";
 }
 
 static const char *method_name(const srv_call *c) { return srv_method_name(c->method); }
@@ -393,11 +371,11 @@ static void request(srv_worker *w, srv_method m)
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
     if (m == SRV_M_UNKNOWN)
-        e = grpc_server_request_call(srv.server, &c->call, &c->details, &c->md, w->cq, w->cq, c);
+        e = grpc_server_request_call(rpc.server, &c->call, &c->details, &c->md, w->cq, w->cq, c);
     else
-        e = grpc_server_request_registered_call(srv.server, srv.methods[m], &c->call,
+        e = grpc_server_request_registered_call(rpc.server, rpc.methods[m], &c->call,
                                                 &c->deadline, &c->md,
-                                                methods[m].payload ? &c->payload : NULL,
+                                                srv_methods[m].payload ? &c->payload : NULL,
                                                 w->cq, w->cq, c);
     if (e != GRPC_CALL_OK)
         call_destroy(c, 0); /* shutting down */
@@ -418,10 +396,11 @@ static void on_matched(srv_worker *w, srv_call *c)
         srv_call_finish(c, EMBER_UNIMPLEMENTED, msg, NULL);
         return;
     }
-    if (c->method != SRV_M_HEALTH) {
+    const srv_method_desc *d = &srv_methods[c->method];
+    if (d->capped) {
         /* Every call in progress holds its request, its reply and perhaps a
          * stream's buffers: past the cap, refuse before reading anything. Health
-         * stays open, so an overloaded shard is not also declared dead. */
+         * is uncapped, so an overloaded shard is not also declared dead. */
         c->busy = 1;
         long busy = atomic_fetch_add(&srv.busy_calls, 1) + 1;
         if (busy > (long)srv.cfg.max_concurrent_calls) {
@@ -438,7 +417,7 @@ static void on_matched(srv_worker *w, srv_call *c)
     {
         /* before anything of the request is looked at: a refused call does nothing */
         char amsg[EMBER_ERROR_MSG_MAX];
-        int code = srv_auth_check(c->call, &c->md, methods[c->method].path, amsg, sizeof amsg);
+        int code = srv_auth_check_role(c->call, &c->md, d->path, d->role, amsg, sizeof amsg);
         if (code) {
             c->logged = 1; /* auth.c logged it, with the identity */
             srv_call_finish(c, code, amsg, NULL);
@@ -451,32 +430,21 @@ static void on_matched(srv_worker *w, srv_call *c)
                         NULL);
         return;
     }
-    if (c->method == SRV_M_IMPORT) {
-        srv_admin_import_start(w, c);
-        return;
-    }
     const uint8_t *req;
     size_t len;
+    /* a method whose payload is not read with the call (a client stream) has none */
     if (srv_payload_bytes(w, c->payload, &req, &len, &err)) {
         srv_call_finish(c, err.code, err.message, NULL);
         return;
     }
-    if (c->method == SRV_M_EXPORT) {
-        srv_admin_export_start(w, c, req, len);
+    if (d->call) {
+        d->call(w, c, req, len);
         return;
     }
-    if (c->method == SRV_M_SAVE) {
-        srv_admin_save_start(w, c, req, len);
-        return;
-    }
-    srv_shard_fn shard = c->method == SRV_M_PULL       ? srv_shard_pull
-                         : c->method == SRV_M_PUSH     ? srv_shard_push
-                         : c->method == SRV_M_PUSHPULL ? srv_shard_pushpull
-                                                       : NULL;
     ember_error_clear(&err);
-    if (shard) {
+    if (d->shard) {
         srv_reply reply = {.n = 0};
-        int rc = shard(w, req, len, &reply, &err);
+        int rc = d->shard(w, req, len, &reply, &err);
         grpc_byte_buffer_destroy(c->payload); /* give the request back before sending */
         c->payload = NULL;
         if (rc)
@@ -484,9 +452,8 @@ static void on_matched(srv_worker *w, srv_call *c)
         srv_call_finish_reply(c, rc, rc ? err.message : NULL, rc ? NULL : &reply);
         return;
     }
-    srv_unary_fn fn = srv_admin_handler(c->method);
     grpc_slice resp;
-    int rc = fn(w, req, len, &resp, &err);
+    int rc = d->unary(w, req, len, &resp, &err);
     /* the request is no longer needed: give its memory back before sending */
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
@@ -532,10 +499,10 @@ static void *worker_main(void *arg)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         if (ev.tag == &shutdown_tag) {
-            pthread_mutex_lock(&srv.mu);
-            srv.shutdown_seen = 1;
-            pthread_cond_broadcast(&srv.cv);
-            pthread_mutex_unlock(&srv.mu);
+            pthread_mutex_lock(&rpc.mu);
+            rpc.shutdown_seen = 1;
+            pthread_cond_broadcast(&rpc.cv);
+            pthread_mutex_unlock(&rpc.mu);
             continue;
         }
         srv_call *c = ev.tag;
@@ -566,8 +533,8 @@ static void *worker_main(void *arg)
 static void workers_free(void)
 {
     for (unsigned i = 0; i < srv.cfg.threads; i++) {
-        srv_worker *w = &srv.workers[i];
-        w->cq = NULL; /* srv.cq, destroyed below */
+        srv_worker *w = &rpc.workers[i];
+        w->cq = NULL; /* rpc.cq, destroyed below */
         free(w->flat);
         free(w->keys);
         free(w->keys2);
@@ -582,15 +549,15 @@ static void workers_free(void)
         free(w->co_starts);
         /* w->pool stays: slices released late by gRPC may still return to it */
     }
-    if (srv.cq)
-        grpc_completion_queue_destroy(srv.cq);
-    srv.cq = NULL;
+    if (rpc.cq)
+        grpc_completion_queue_destroy(rpc.cq);
+    rpc.cq = NULL;
 }
 
 int srv_rpc_start(char *msg, size_t cap)
 {
-    pthread_mutex_init(&srv.mu, NULL);
-    pthread_cond_init(&srv.cv, NULL);
+    pthread_mutex_init(&rpc.mu, NULL);
+    pthread_cond_init(&rpc.cv, NULL);
     clock_gettime(CLOCK_MONOTONIC, &srv.started);
     grpc_init();
 
@@ -608,24 +575,24 @@ int srv_rpc_start(char *msg, size_t cap)
     args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
     args[2].value.integer = 0;
     grpc_channel_args ca = {3, args};
-    srv.server = grpc_server_create(&ca, NULL);
+    rpc.server = grpc_server_create(&ca, NULL);
     for (int m = 0; m < SRV_M_COUNT; m++)
-        srv.methods[m] = grpc_server_register_method(
-            srv.server, methods[m].path, NULL,
-            methods[m].payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+        rpc.methods[m] = grpc_server_register_method(
+            rpc.server, srv_methods[m].path, NULL,
+            srv_methods[m].payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
                                : GRPC_SRM_PAYLOAD_NONE,
             0);
-    srv.workers = calloc(srv.cfg.threads, sizeof *srv.workers);
-    if (!srv.workers) {
+    rpc.workers = calloc(srv.cfg.threads, sizeof *rpc.workers);
+    if (!rpc.workers) {
         snprintf(msg, cap, "out of memory");
         return -1;
     }
-    srv.cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(srv.server, srv.cq, NULL);
+    rpc.cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(rpc.server, rpc.cq, NULL);
     for (unsigned i = 0; i < srv.cfg.threads; i++) {
-        srv_worker *w = &srv.workers[i];
+        srv_worker *w = &rpc.workers[i];
         w->index = i;
-        w->cq = srv.cq;
+        w->cq = rpc.cq;
         w->pool = calloc(1, sizeof *w->pool);
         if (!w->pool) {
             snprintf(msg, cap, "out of memory");
@@ -636,7 +603,7 @@ int srv_rpc_start(char *msg, size_t cap)
     grpc_server_credentials *creds = srv_auth_server_credentials(&srv.cfg, msg, cap);
     int port = 0;
     if (creds) {
-        port = grpc_server_add_http2_port(srv.server, srv.cfg.listen, creds);
+        port = grpc_server_add_http2_port(rpc.server, srv.cfg.listen, creds);
         grpc_server_credentials_release(creds);
         if (port <= 0)
             snprintf(msg, cap,
@@ -646,25 +613,25 @@ int srv_rpc_start(char *msg, size_t cap)
                                                          "not valid PEM" : "");
     }
     if (port <= 0) {
-        grpc_server_destroy(srv.server);
-        grpc_completion_queue_shutdown(srv.cq);
-        while (grpc_completion_queue_next(srv.cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+        grpc_server_destroy(rpc.server);
+        grpc_completion_queue_shutdown(rpc.cq);
+        while (grpc_completion_queue_next(rpc.cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
                    .type != GRPC_QUEUE_SHUTDOWN)
             ;
         workers_free();
         grpc_shutdown();
         return -1;
     }
-    grpc_server_start(srv.server);
+    grpc_server_start(rpc.server);
     for (unsigned i = 0; i < srv.cfg.threads; i++) {
         for (int m = 0; m <= SRV_M_UNKNOWN; m++) {
-            int k = m == SRV_M_UNKNOWN ? 1 : methods[m].requests;
+            int k = m == SRV_M_UNKNOWN ? 1 : srv_methods[m].requests;
             for (int j = 0; j < k; j++)
-                request(&srv.workers[i], (srv_method)m);
+                request(&rpc.workers[i], (srv_method)m);
         }
     }
     for (unsigned i = 0; i < srv.cfg.threads; i++) {
-        int e = pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]);
+        int e = pthread_create(&rpc.workers[i].thread, NULL, worker_main, &rpc.workers[i]);
         if (e) {
             snprintf(msg, cap, "cannot start worker threads: %s", strerror(e));
             return -1;
@@ -705,36 +672,36 @@ static int wait_until(int (*cond)(void), unsigned ms)
         dl.tv_nsec -= 1000000000L;
     }
     int ok = 1;
-    pthread_mutex_lock(&srv.mu);
+    pthread_mutex_lock(&rpc.mu);
     while (!cond())
-        if (pthread_cond_timedwait(&srv.cv, &srv.mu, &dl) == ETIMEDOUT) {
+        if (pthread_cond_timedwait(&rpc.cv, &rpc.mu, &dl) == ETIMEDOUT) {
             ok = cond();
             break;
         }
-    pthread_mutex_unlock(&srv.mu);
+    pthread_mutex_unlock(&rpc.mu);
     return ok;
 }
 
-static int shutdown_done(void) { return srv.shutdown_seen; }
+static int shutdown_done(void) { return rpc.shutdown_seen; }
 static int no_live_calls(void) { return atomic_load(&srv.live_calls) == 0; }
 
 void srv_rpc_stop(unsigned grace_ms)
 {
     atomic_store(&srv.stopping, 1);
-    grpc_server_shutdown_and_notify(srv.server, srv.cq, &shutdown_tag);
+    grpc_server_shutdown_and_notify(rpc.server, rpc.cq, &shutdown_tag);
     if (!wait_until(shutdown_done, grace_ms)) {
         srv_log(SRV_LOG_WARN, "shutdown_grace_expired", "live_calls=%ld grace_ms=%u",
                 atomic_load(&srv.live_calls), grace_ms);
-        grpc_server_cancel_all_calls(srv.server);
+        grpc_server_cancel_all_calls(rpc.server);
         while (!wait_until(shutdown_done, 1000))
             ;
     }
     while (!wait_until(no_live_calls, 1000))
         ;
-    grpc_server_destroy(srv.server);
-    grpc_completion_queue_shutdown(srv.cq); /* every worker's next then sees SHUTDOWN */
+    grpc_server_destroy(rpc.server);
+    grpc_completion_queue_shutdown(rpc.cq); /* every worker's next then sees SHUTDOWN */
     for (unsigned i = 0; i < srv.cfg.threads; i++)
-        pthread_join(srv.workers[i].thread, NULL);
+        pthread_join(rpc.workers[i].thread, NULL);
     workers_free();
     grpc_shutdown();
 }

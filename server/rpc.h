@@ -1,5 +1,6 @@
 /*
- * rpc.h — the gRPC plumbing of ember-server.
+ * rpc.h — the transport of ember-server: the gRPC plumbing, for the handlers
+ * and main.
  *
  * Threads: `--threads N` workers, all polling one completion queue (gRPC binds a
  * connection to one registered queue; with a queue per thread, all the calls of
@@ -20,8 +21,11 @@
  * the batch's members, who write their keys and values into them; a worker that
  * follows blocks until the batch has run, then answers its own call.
  *
- * One deliberate global (`srv`), like Redis's `server`: the settings, the table
- * registry and the counters that every handler needs.
+ * Methods: the transport registers every row of the method table (server.h),
+ * refuses what the core's rules refuse (over --max-concurrent-calls, auth.h, an
+ * expired deadline) and runs the row's handler. The server's state is the core's
+ * (`srv`); what is the transport's own (the gRPC server, the completion queue,
+ * the workers) stays in rpc.c.
  */
 #ifndef EMBER_SRV_RPC_H
 #define EMBER_SRV_RPC_H
@@ -29,41 +33,16 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 
-#include "server/backend.h"
-#include "server/config.h"
-#include "server/dedup.h"
-#include "server/registry.h"
+#include "server/server.h"
 #include "storage/status.h"
-
-typedef enum srv_method {
-    SRV_M_PULL,
-    SRV_M_PUSH,
-    SRV_M_PUSHPULL,
-    SRV_M_CREATE,
-    SRV_M_DROP,
-    SRV_M_LIST,
-    SRV_M_DESCRIBE,
-    SRV_M_STATS,
-    SRV_M_SAVE,
-    SRV_M_LOAD,
-    SRV_M_EVICT,
-    SRV_M_CLEAR,
-    SRV_M_INFO,
-    SRV_M_EXPORT,
-    SRV_M_IMPORT,
-    SRV_M_HEALTH,
-    SRV_M_COUNT,
-    SRV_M_UNKNOWN = SRV_M_COUNT,
-} srv_method;
 
 typedef struct srv_pool srv_pool;
 
 /* A worker thread and what it reuses across calls. Only its thread touches it,
  * except the pool (gRPC may release a response slice on any thread). */
-typedef struct srv_worker {
+struct srv_worker {
     unsigned index;
     pthread_t thread;
     grpc_completion_queue *cq;
@@ -94,9 +73,8 @@ typedef struct srv_worker {
     size_t *co_starts;   /* each member's first key */
     size_t co_starts_cap;
     srv_pool *pool;
-} srv_worker;
+};
 
-typedef struct srv_call srv_call;
 /* A streaming method's next step: `ok` says whether the last batch succeeded. */
 typedef void (*srv_step_fn)(srv_worker *w, srv_call *c, int ok);
 
@@ -122,31 +100,6 @@ struct srv_call {
     void (*stream_free)(void *);
     struct timespec started;
 };
-
-typedef struct srv_state {
-    srv_config cfg;
-    srv_backend backend;            /* what cfg.backend chose (set before start) */
-    grpc_server *server;
-    /* One completion queue that every worker thread polls: gRPC binds each
-     * connection to one registered queue, so with a queue per thread all calls
-     * of one connection (one client) would run on one thread. */
-    grpc_completion_queue *cq;
-    void *methods[SRV_M_COUNT];
-    srv_worker *workers;
-    srv_registry *registry;
-    srv_dedup *dedup;
-    atomic_long live_calls;         /* matched and not yet destroyed */
-    atomic_long busy_calls;         /* the same, Health excluded: --max-concurrent-calls */
-    atomic_uint_fast64_t refused_busy; /* calls refused over --max-concurrent-calls */
-    atomic_int stopping;
-    atomic_uint_fast64_t requests, errors;
-    struct timespec started;        /* CLOCK_MONOTONIC */
-    pthread_mutex_t mu;             /* guards shutdown_seen; signals cv */
-    pthread_cond_t cv;
-    int shutdown_seen;
-} srv_state;
-
-extern srv_state srv;
 
 /* Starts gRPC, binds cfg.listen and starts the workers. Returns 0, or -1 with a
  * reason in msg (the port is taken, a bad address). */
@@ -184,10 +137,10 @@ void srv_rbuf_drop(uint8_t *buf);
 
 /* A unary reply in up to SRV_REPLY_SLICES slices, sent as one message. */
 #define SRV_REPLY_SLICES 6
-typedef struct srv_reply {
+struct srv_reply {
     grpc_slice s[SRV_REPLY_SLICES];
     unsigned n;
-} srv_reply;
+};
 /* Appends a slice (ownership passes to the reply). */
 void srv_reply_add(srv_reply *r, grpc_slice s);
 /* Unrefs every slice (a reply not sent). */
@@ -195,8 +148,8 @@ void srv_reply_discard(srv_reply *r);
 
 /* Ends a call: sends `resp` (if not NULL; ownership passes) when code is OK,
  * then the status. The call is freed when the batch completes. May be called
- * from a thread other than the workers' (the checkpointer's) for a call that has
- * no batch in flight. */
+ * from a thread other than the workers' (Admin/Save's answer, on the
+ * checkpointer thread) for a call that has no batch in flight. */
 void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp);
 /* The same with a reply in slices (NULL or empty: no message). */
 void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *resp);
@@ -204,36 +157,5 @@ void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *re
  * c->step runs when it completes. */
 void srv_call_send(srv_call *c, grpc_slice msg);
 void srv_call_recv(srv_call *c);
-
-/* Handlers (shard.c, admin.c). A unary handler returns a status; on OK it sets
- * *resp (owned by the caller afterwards), else fills err. The Shard handlers
- * reply in slices (a coalesced Pull's rows are a slice of the batch's buffer):
- * on OK *resp holds them, else it is empty. */
-typedef int (*srv_unary_fn)(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                            ember_error *err);
-typedef int (*srv_shard_fn)(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                            ember_error *err);
-int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                   ember_error *err);
-int srv_shard_push(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                   ember_error *err);
-int srv_shard_pushpull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                       ember_error *err);
-/* Whether calls on `t` coalesce (--coalesce; auto: t is on the gpu backend). */
-int srv_shard_coalesces(const srv_table *t);
-srv_unary_fn srv_admin_handler(srv_method m);
-/* Streaming starts: begin the call's first batch or finish it. */
-void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
-void srv_admin_import_start(srv_worker *w, srv_call *c);
-/* Admin/Save: finished at once on bad input, else answered later by the
- * checkpointer thread (ckpt.h), from that thread. */
-void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
-
-/* A method's name as the method table has it ("Pull", "CreateTable",
- * "Health.Check"); "unknown" for SRV_M_UNKNOWN. The string is static. */
-const char *srv_method_name(srv_method m);
-
-/* Seconds since the server started. */
-uint64_t srv_uptime_s(void);
 
 #endif

@@ -45,6 +45,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/rpc.h"
+#include "server/server.h"
 #include "storage/hash.h"
 
 /* A validated pull: everything needed to run it. */
@@ -176,7 +177,8 @@ static int push_prepare(const ember_wire_push_request *r, push_plan *p, ember_er
 
 /* ---- coalescing: shared parts ------------------------------------------- */
 
-int srv_shard_coalesces(const srv_table *t)
+/* Whether calls on `t` coalesce (--coalesce; auto: t is on the gpu backend). */
+static int coalesces(const srv_table *t)
 {
     if (srv.cfg.coalesce == SRV_COALESCE_ON)
         return 1;
@@ -321,7 +323,7 @@ static srv_co_kind push_kind(int32_t mode)
 /* The queue a push joins; NULL when it runs on its own. */
 static srv_co_queue *push_queue(const push_plan *p)
 {
-    if (!p->n || p->req->scores.len || !srv_shard_coalesces(p->t))
+    if (!p->n || p->req->scores.len || !coalesces(p->t))
         return NULL;
     return &p->t->co[push_kind(p->req->mode)];
 }
@@ -569,7 +571,7 @@ static int push_run(srv_worker *w, const push_plan *p, int *duplicate, ember_err
 /* The queue a pull joins; NULL when it runs on its own. */
 static srv_co_queue *pull_queue(const pull_plan *p)
 {
-    if (!p->n || p->req->scores.len || !srv_shard_coalesces(p->t))
+    if (!p->n || p->req->scores.len || !coalesces(p->t))
         return NULL;
     return &p->t->co[p->req->insert_missing ? SRV_CO_FIND_OR_INSERT : SRV_CO_FIND];
 }

@@ -48,26 +48,3 @@ int srv_table_config_from_proto(const Ember__V1__TableConfig *p, ember_table_con
     c->nonfinite = p->zero_nonfinite ? EMBER_NONFINITE_ZERO : EMBER_NONFINITE_REJECT;
     return ember_table_config_validate(c, err);
 }
-
-int srv_table_within_caps(const ember_table_config *c, const ember_table_backend *be,
-                          uint64_t max_host_bytes, uint64_t max_hbm_bytes, ember_error *err)
-{
-    uint64_t host = 0, device = 0;
-    int rc = ember_table_footprint(c, be, &host, &device, err);
-    if (rc)
-        return rc;
-    if (max_hbm_bytes && device > max_hbm_bytes)
-        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
-                               "the table needs %llu bytes of device memory for %llu keys of "
-                               "dim %u, over --max-table-hbm-bytes %llu (a smaller capacity "
-                               "or hbm_bytes fits)",
-                               (unsigned long long)device, (unsigned long long)c->capacity,
-                               c->dim, (unsigned long long)max_hbm_bytes);
-    if (max_host_bytes && host > max_host_bytes)
-        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
-                               "the table needs %llu bytes of host memory for %llu keys of "
-                               "dim %u, over --max-table-host-bytes %llu",
-                               (unsigned long long)host, (unsigned long long)c->capacity,
-                               c->dim, (unsigned long long)max_host_bytes);
-    return EMBER_OK;
-}

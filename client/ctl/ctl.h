@@ -8,6 +8,8 @@
  *   commands.c  the subcommands: build the request, fan it out, print the result.
  *   format.c    output: aligned human tables, a JSON writer, human numbers, the
  *               progress line of long transfers.
+ *   stats.c     what stats and stats --watch share: counters summed over
+ *               shards, and their JSON.
  *   watch.c     stats --watch: refreshes, with rates between them.
  *   transfer.c  export and import: rows between shards and an export file.
  *   xfile.c     the export file's format, written and read.
@@ -135,6 +137,8 @@ void ctl_json_bool(ctl_json *j, const char *key, int v);
 /* Closes the document (ends with a newline). */
 void ctl_json_finish(ctl_json *j);
 
+/* "shard": s's index, "address": its address (inside an object). */
+void ctl_json_shard(ctl_json *j, const ctl_shard *s);
 /* "errors": [{"shard", "address", "code", "message"}...] for the failed replies. */
 void ctl_json_errors(ctl_json *j, const ctl_reply *replies, unsigned n);
 
@@ -325,7 +329,7 @@ int ctl_parse_float(const ctl_args *a, const char *opt, const char *s, float *ou
 /* Prints "emberctl CMD: <message>" and a pointer to --help; returns CTL_EXIT_USAGE. */
 int ctl_usage_error(const ctl_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* ---- commands.c: what stats --watch shares with stats ------------------------------ */
+/* ---- stats.c: what stats --watch shares with stats --------------------------------- */
 
 struct Ember__V1__TableStats;
 
@@ -334,7 +338,6 @@ struct Ember__V1__TableStats;
 void ctl_stats_add(struct Ember__V1__TableStats *total, const struct Ember__V1__TableStats *s);
 /* `key`: {every counter of s, "load_factor"}; s NULL: zeros. */
 void ctl_json_stats(ctl_json *j, const char *key, const struct Ember__V1__TableStats *s);
-void ctl_json_shard(ctl_json *j, const ctl_shard *s);
 /* `stats --json`'s "servers" object from GetStats replies r[c->n]: requests and
  * errors summed, then per answering shard; with req_rate (per shard, NAN: none
  * yet) each shard's requests per second too (stats --watch). */

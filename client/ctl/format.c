@@ -261,6 +261,12 @@ void ctl_json_finish(ctl_json *j)
     fflush(j->f);
 }
 
+void ctl_json_shard(ctl_json *j, const ctl_shard *s)
+{
+    ctl_json_u64(j, "shard", s->index);
+    ctl_json_str(j, "address", s->address);
+}
+
 void ctl_json_errors(ctl_json *j, const ctl_reply *replies, unsigned n)
 {
     ctl_json_array(j, "errors");

@@ -8,7 +8,7 @@
 #include <check.h>
 #include <string.h>
 
-#include "server/table_config.h"
+#include "server/backend.h"
 #include "storage/table.h"
 #ifdef EMBER_HAVE_CUDA
 #include "cuda/gpu_table.h"
