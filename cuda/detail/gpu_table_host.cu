@@ -142,31 +142,32 @@ static int gb_run(ember_gpu_table *t, const gcall *c, ember_error *err)
         goto out;
     switch (c->op) {
     case G_FIND:
-        rc = ember_gpu_find(t, x->st, x->d_keys, n, x->d_vals, df, err);
+        rc = ember_gpu_find_async(t, x->d_keys, n, x->d_vals, df, err, x->st);
         break;
     case G_FIND_OR_INSERT:
-        rc = ember_gpu_find_or_insert(t, x->sc, x->st, c->eop, x->d_keys, n, x->d_vals, df, ds,
-                                      err);
+        rc = ember_gpu_find_or_insert_async(t, x->sc, c->eop, x->d_keys, n, x->d_vals, df, ds, err,
+                                            x->st);
         break;
     case G_INSERT_OR_ASSIGN:
-        rc = ember_gpu_insert_or_assign(t, x->sc, x->st, c->eop, x->d_keys, n, x->d_vals, ds,
-                                        err);
+        rc = ember_gpu_insert_or_assign_async(t, x->sc, c->eop, x->d_keys, n, x->d_vals, ds, err,
+                                              x->st);
         break;
     case G_ASSIGN:
-        rc = ember_gpu_assign(t, x->sc, x->st, c->eop, x->d_keys, n, x->d_vals, df, ds, err);
+        rc = ember_gpu_assign_async(t, x->sc, c->eop, x->d_keys, n, x->d_vals, df, ds, err, x->st);
         break;
     case G_ACCUM:
-        rc = ember_gpu_accum(t, x->sc, x->st, c->eop, x->d_keys, n, x->d_vals, df, err);
+        rc = ember_gpu_accum_async(t, x->sc, c->eop, x->d_keys, n, x->d_vals, df, err, x->st);
         break;
     case G_APPLY:
-        rc = ember_gpu_apply_gradients(t, x->sc, x->st, c->eop, x->d_keys, n, x->d_vals, ds,
-                                       err);
+        rc = ember_gpu_apply_gradients_async(t, x->sc, c->eop, x->d_keys, n, x->d_vals, ds, err,
+                                             x->st);
         break;
     case G_IMPORT:
-        rc = ember_gpu_import(t, x->sc, x->st, x->d_keys, n, x->d_vals, ds, x->d_versions, err);
+        rc = ember_gpu_import_async(t, x->sc, x->d_keys, n, x->d_vals, ds, x->d_versions, err,
+                                    x->st);
         break;
     default:
-        rc = ember_gpu_erase(t, x->sc, x->st, x->d_keys, n, err);
+        rc = ember_gpu_erase_async(t, x->sc, x->d_keys, n, err, x->st);
         break;
     }
     if (rc)

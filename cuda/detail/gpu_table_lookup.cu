@@ -107,8 +107,8 @@ static int find_tile_from_env(void)
     return e && atoi(e) == 16 ? 16 : 8;
 }
 
-int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys, size_t n,
-                   float *values, uint8_t *found, ember_error *err)
+int ember_gpu_find_async(ember_gpu_table *t, const uint64_t *keys, size_t n, float *values,
+                         uint8_t *found, ember_error *err, cudaStream_t stream)
 {
     if (n == 0)
         return EMBER_OK;
@@ -126,9 +126,9 @@ int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys
     return launched(err);
 }
 
-int ember_gpu_find_or_insert(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                             const ember_op *op, const uint64_t *keys, size_t n, float *values,
-                             uint8_t *found, const uint64_t *scores, ember_error *err)
+int ember_gpu_find_or_insert_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                                   const uint64_t *keys, size_t n, float *values, uint8_t *found,
+                                   const uint64_t *scores, ember_error *err, cudaStream_t stream)
 {
     int rc = ember_gpu_call_begin_async(t, s, n, err, stream);
     if (rc || n == 0)

@@ -198,8 +198,8 @@ __global__ void k_export(tview v, uint64_t b0, uint64_t nbk, uint64_t min_score,
 
 /* ---- stream-ordered operations ------------------------------------------- */
 
-int ember_gpu_erase(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                    const uint64_t *keys, size_t n, ember_error *err)
+int ember_gpu_erase_async(ember_gpu_table *t, ember_gpu_scratch *s, const uint64_t *keys, size_t n,
+                          ember_error *err, cudaStream_t stream)
 {
     int rc = ember_gpu_call_begin_async(t, s, n, err, stream);
     if (rc || n == 0)

@@ -370,23 +370,23 @@ static int write_call(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t st,
     return ember_gpu_call_end_async(t, s, err, st);
 }
 
-int ember_gpu_insert_or_assign(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                               const ember_op *op, const uint64_t *keys, size_t n,
-                               const float *values, const uint64_t *scores, ember_error *err)
+int ember_gpu_insert_or_assign_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                                     const uint64_t *keys, size_t n, const float *values,
+                                     const uint64_t *scores, ember_error *err, cudaStream_t stream)
 {
     return write_call(t, s, stream, op, W_ASSIGN, 1, keys, n, values, NULL, scores, NULL, err);
 }
 
-int ember_gpu_assign(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                     const ember_op *op, const uint64_t *keys, size_t n, const float *values,
-                     uint8_t *found, const uint64_t *scores, ember_error *err)
+int ember_gpu_assign_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                           const uint64_t *keys, size_t n, const float *values, uint8_t *found,
+                           const uint64_t *scores, ember_error *err, cudaStream_t stream)
 {
     return write_call(t, s, stream, op, W_ASSIGN, 0, keys, n, values, found, scores, NULL, err);
 }
 
-int ember_gpu_import(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                     const uint64_t *keys, size_t n, const float *rows, const uint64_t *scores,
-                     const uint64_t *versions, ember_error *err)
+int ember_gpu_import_async(ember_gpu_table *t, ember_gpu_scratch *s, const uint64_t *keys, size_t n,
+                           const float *rows, const uint64_t *scores, const uint64_t *versions,
+                           ember_error *err, cudaStream_t stream)
 {
     return write_call(t, s, stream, NULL, W_IMPORT, 1, keys, n, rows, NULL, scores, versions,
                       err);
@@ -405,9 +405,9 @@ static int sort_keys(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t st,
     return rc ? rc : launched(err);
 }
 
-int ember_gpu_accum(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                    const ember_op *op, const uint64_t *keys, size_t n, const float *deltas,
-                    uint8_t *found, ember_error *err)
+int ember_gpu_accum_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                          const uint64_t *keys, size_t n, const float *deltas, uint8_t *found,
+                          ember_error *err, cudaStream_t stream)
 {
     int rc = ember_gpu_call_begin_async(t, s, n, err, stream);
     if (rc || n == 0)
@@ -421,9 +421,9 @@ int ember_gpu_accum(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t strea
     return ember_gpu_call_end_async(t, s, err, stream);
 }
 
-int ember_gpu_apply_gradients(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                              const ember_op *op, const uint64_t *keys, size_t n,
-                              const float *grads, const uint64_t *scores, ember_error *err)
+int ember_gpu_apply_gradients_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                                    const uint64_t *keys, size_t n, const float *grads,
+                                    const uint64_t *scores, ember_error *err, cudaStream_t stream)
 {
     int rc = ember_gpu_call_begin_async(t, s, n, err, stream);
     if (rc || n == 0)

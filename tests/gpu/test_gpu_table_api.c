@@ -131,7 +131,8 @@ static void *st_device_writer(void *arg)
         memset(&op, 0, sizeof op);
         op.score.policy = EMBER_SCORE_LFU;
         op.version = atomic_fetch_add(&sh->version, 1) + 1;
-        if (ember_gpu_apply_gradients(sh->g, sc, st, &op, dk, ST_N, dg, NULL, &err) != EMBER_OK) {
+        if (ember_gpu_apply_gradients_async(sh->g, sc, &op, dk, ST_N, dg, NULL, &err, st) !=
+            EMBER_OK) {
             st_fail(sh, "apply_gradients call %d: %s", c, err.message);
             goto out;
         }
@@ -182,7 +183,7 @@ static void *st_device_reader(void *arg)
         goto out;
     }
     do {
-        if (ember_gpu_find(sh->g, st, dk, N, dv, df, &err) != EMBER_OK) {
+        if (ember_gpu_find_async(sh->g, dk, N, dv, df, &err, st) != EMBER_OK) {
             st_fail(sh, "find: %s", err.message);
             break;
         }
@@ -384,13 +385,13 @@ START_TEST(streams_scratch_capacity_enforced)
     memset(&op, 0, sizeof op);
     op.score.policy = EMBER_SCORE_LFU;
     op.version = 1;
-    ck_assert_int_eq(ember_gpu_insert_or_assign(g, s, st, &op, dk, cap + 1, dv, NULL, &err),
+    ck_assert_int_eq(ember_gpu_insert_or_assign_async(g, s, &op, dk, cap + 1, dv, NULL, &err, st),
                      EMBER_INVALID_ARGUMENT);
-    ck_assert_int_eq(ember_gpu_apply_gradients(g, s, st, &op, dk, cap + 1, dv, NULL, &err),
+    ck_assert_int_eq(ember_gpu_apply_gradients_async(g, s, &op, dk, cap + 1, dv, NULL, &err, st),
                      EMBER_INVALID_ARGUMENT);
     CUDA_CK(cudaStreamSynchronize(st));
     ck_assert_uint_eq(ember_table_size(t), 0);
-    CK(ember_gpu_insert_or_assign(g, s, st, &op, dk, cap, dv, NULL, &err), err);
+    CK(ember_gpu_insert_or_assign_async(g, s, &op, dk, cap, dv, NULL, &err, st), err);
     ember_gpu_counts cnt;
     CK(ember_gpu_scratch_counts(s, st, &cnt, &err), err);
     ck_assert_int_eq(cnt.size_delta, (int64_t)cap);
@@ -625,35 +626,35 @@ START_TEST(reserved_keys_in_device_batches)
             CUDA_CK(cudaMemsetAsync(df, 0xee, N, st));
             switch (call) {
             case 0:
-                CK(ember_gpu_find(g, st, dk, N, dout, df, &err), err);
+                CK(ember_gpu_find_async(g, dk, N, dout, df, &err, st), err);
                 CK(ember_table_find(cpu, clean, M, outc, fc, &err), err);
                 break;
             case 1:
-                CK(ember_gpu_find_or_insert(g, s, st, &op, dk, N, dout, df, NULL, &err), err);
+                CK(ember_gpu_find_or_insert_async(g, s, &op, dk, N, dout, df, NULL, &err, st), err);
                 CK(ember_table_find_or_insert(cpu, clean, M, outc, fc, NULL, &err), err);
                 break;
             case 2:
-                CK(ember_gpu_insert_or_assign(g, s, st, &op, dk, N, dv, NULL, &err), err);
+                CK(ember_gpu_insert_or_assign_async(g, s, &op, dk, N, dv, NULL, &err, st), err);
                 CK(ember_table_insert_or_assign(cpu, clean, M, vc, NULL, &err), err);
                 break;
             case 3:
-                CK(ember_gpu_assign(g, s, st, &op, dk, N, dv, df, NULL, &err), err);
+                CK(ember_gpu_assign_async(g, s, &op, dk, N, dv, df, NULL, &err, st), err);
                 CK(ember_table_assign(cpu, clean, M, vc, fc, NULL, &err), err);
                 break;
             case 4:
-                CK(ember_gpu_accum(g, s, st, &op, dk, N, dv, df, &err), err);
+                CK(ember_gpu_accum_async(g, s, &op, dk, N, dv, df, &err, st), err);
                 CK(ember_table_accum(cpu, clean, M, vc, fc, &err), err);
                 break;
             case 5:
-                CK(ember_gpu_apply_gradients(g, s, st, &op, dk, N, dv, NULL, &err), err);
+                CK(ember_gpu_apply_gradients_async(g, s, &op, dk, N, dv, NULL, &err, st), err);
                 CK(ember_table_apply_gradients(cpu, clean, M, vc, NULL, &err), err);
                 break;
             case 6:
-                CK(ember_gpu_import(g, s, st, dk, N, dv, dsc, dver, &err), err);
+                CK(ember_gpu_import_async(g, s, dk, N, dv, dsc, dver, &err, st), err);
                 CK(ember_table_import(cpu, clean, M, vc, scc, verc, &err), err);
                 break;
             default:
-                CK(ember_gpu_erase(g, s, st, dk, N, &err), err);
+                CK(ember_gpu_erase_async(g, s, dk, N, &err, st), err);
                 CK(ember_table_erase(cpu, clean, M, NULL, &err), err);
                 break;
             }
