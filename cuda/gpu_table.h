@@ -98,10 +98,22 @@ typedef struct ember_gpu_scratch ember_gpu_scratch;
 /* The GPU table behind an ember_table of the GPU backend; NULL for another backend. */
 ember_gpu_table *ember_gpu_table_of(ember_table *t);
 
+/* A table's tuning: how fast, never what. A zeroed struct gives the defaults. */
+typedef struct ember_gpu_table_options {
+    /* Lanes (threads) per key in find: 8 or 16; 0 = 8. find is bound by
+     * instructions per key, so a narrower tile serves more keys per warp
+     * instruction: with the predicated probe, 8 lanes measured 2.05 B keys/s on
+     * an H200 against 1.56 for 16 (dim 64, λ 0.5). 16 is for A/B runs
+     * (table_bench --find-lanes). */
+    unsigned find_lanes;
+} ember_gpu_table_options;
+
 /* Creates a table directly (without table.c): `c` must be valid
- * (ember_table_config_validate). Errors: RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL. */
-int ember_gpu_table_create(const ember_table_config *c, ember_gpu_table **out,
-                           ember_error *err);
+ * (ember_table_config_validate); `opt` NULL = the defaults (as the backend of
+ * table.h creates its tables). Errors: INVALID_ARGUMENT (an option out of range),
+ * RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL. */
+int ember_gpu_table_create(const ember_table_config *c, const ember_gpu_table_options *opt,
+                           ember_gpu_table **out, ember_error *err);
 void ember_gpu_table_destroy(ember_gpu_table *t);
 
 /* Where rows live: the device the table is on, rows (slots) whose values are in

@@ -141,8 +141,13 @@ static int dev_alloc(ember_gpu_table *t, void **p, size_t bytes, const char *wha
     return rc;
 }
 
-int ember_gpu_table_create(const ember_table_config *c, ember_gpu_table **out, ember_error *err)
+int ember_gpu_table_create(const ember_table_config *c, const ember_gpu_table_options *opt,
+                           ember_gpu_table **out, ember_error *err)
 {
+    unsigned find_lanes = opt && opt->find_lanes ? opt->find_lanes : 8u;
+    if (find_lanes != 8u && find_lanes != 16u)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "find_lanes %u: 8 or 16",
+                               find_lanes);
     int count = 0, rc = ember_cuda_device_count(&count, err);
     if (rc)
         return rc;
@@ -154,6 +159,7 @@ int ember_gpu_table_create(const ember_table_config *c, ember_gpu_table **out, e
     pthread_mutex_init(&t->sync_lock, NULL);
     pthread_mutex_init(&t->ctx_lock, NULL);
     t->cfg = *c;
+    t->find_lanes = find_lanes;
     t->dim = c->dim;
     t->row_floats = ember_table_config_row_floats(c);
     t->stride = (t->row_floats + 3u) & ~3u;

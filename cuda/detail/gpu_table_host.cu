@@ -205,7 +205,7 @@ out:
 
 static int gb_create(const ember_table_config *c, void **impl, ember_error *err)
 {
-    return ember_gpu_table_create(c, (ember_gpu_table **)impl, err);
+    return ember_gpu_table_create(c, NULL, (ember_gpu_table **)impl, err);
 }
 
 static void gb_destroy(void *impl)

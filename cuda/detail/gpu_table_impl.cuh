@@ -25,7 +25,8 @@
  *                        device memory, the others in pinned host memory
  *
  * Work split: one tile of threads per key — TILE (16) for the writers, 8 for
- * find, which is bound by instructions per key. Lane l of a T-lane tile holds
+ * find, which is bound by instructions per key (16 where the table's options
+ * ask: ember_gpu_table_options.find_lanes). Lane l of a T-lane tile holds
  * control bytes (128/T)·l .. of the key's bucket (one 128-byte load for the
  * tile), so the whole bucket is searched at once: four digests per instruction
  * (__vcmpeq4) → key compares (a load only under a matching byte) → ballot.
@@ -110,6 +111,7 @@ struct ember_gpu_table {
     ember_table_config cfg;
     int device;
     int sms;
+    unsigned find_lanes;             /* ember_gpu_table_options.find_lanes: 8 or 16 */
     uint32_t dim, row_floats, stride;
     uint64_t nb, slots, rows_hbm;
     uint32_t *seq, *bsize;

@@ -98,15 +98,6 @@ __global__ void __launch_bounds__(BLOCK, 4) k_find_or_insert(tview v, ember_op o
 
 /* ---- stream-ordered operations ------------------------------------------- */
 
-/* EMBER_GPU_FIND_TILE=16 selects the 16-lane find (a tuning knob for A/B runs of
- * table_bench). With the predicated probe, 8 lanes measured 2.05 B keys/s on an
- * H200 against 1.56 for 16 (dim 64, λ 0.5). */
-static int find_tile_from_env(void)
-{
-    const char *e = getenv("EMBER_GPU_FIND_TILE");
-    return e && atoi(e) == 16 ? 16 : 8;
-}
-
 int ember_gpu_find_async(ember_gpu_table *t, const uint64_t *keys, size_t n, float *values,
                          uint8_t *found, ember_error *err, cudaStream_t stream)
 {
@@ -115,7 +106,7 @@ int ember_gpu_find_async(ember_gpu_table *t, const uint64_t *keys, size_t n, flo
     int rc = use_device(t, err);
     if (rc)
         return rc;
-    static const int tile = find_tile_from_env();   /* C++ statics initialise once */
+    int tile = (int)t->find_lanes;   /* ember_gpu_table_options.find_lanes: 8 or 16 */
     size_t per_block = BLOCK / (unsigned)tile;
     size_t blocks = (n + per_block - 1) / per_block, cap = (size_t)t->sms * 8u;
     unsigned grid = (unsigned)(blocks < cap ? blocks : cap);

@@ -361,7 +361,8 @@ static int create_table(gpu_bench *g, const gpu_case *gc, int tab, gpu_tab *gt)
         die("ember_table_config_validate", rc, &err);
 
     double t0 = now_s();
-    if ((rc = ember_gpu_table_create(&c, &gt->t, &err)) != 0) {
+    ember_gpu_table_options opt = {g->o->find_lanes};
+    if ((rc = ember_gpu_table_create(&c, &opt, &gt->t, &err)) != 0) {
         fprintf(stderr, "table_bench: skipped: %s table, dim %u, capacity %llu, hbm %.2f GiB: "
                         "ember_gpu_table_create: %s: %s\n",
                 tab_names[tab], gc->dim, (unsigned long long)gc->capacity,
@@ -936,10 +937,11 @@ int gpu_bench_main(const bench_opts *o)
         g.chunk = g.n;
 
     printf("table_bench: backend gpu on %s (%.1f GiB, %.1f GiB free), batch %zu, reps %d, "
-           "hit %.2f, zipf s %.2f, seed %llu, fill calls of %zu keys%s%s\n",
+           "hit %.2f, zipf s %.2f, seed %llu, fill calls of %zu keys%s%s%s\n",
            g.device, (double)mem_total / GIB, (double)mem_free / GIB, g.n, o->reps, o->hit,
            o->zipf_s, (unsigned long long)o->seed, g.chunk, o->quick ? " (quick)" : "",
-           o->hkv_matrix ? " (hkv matrix)" : "");
+           o->hkv_matrix ? " (hkv matrix)" : "",
+           o->find_lanes == 16 ? " (find: 16 lanes)" : "");
     printf("method: HierarchicalKV's (keys and values in device memory; host clock around one "
            "call + cudaStreamSynchronize; LRU); median of --reps after one warm-up call; after "
            "each call that inserts, an untimed restore (absent keys erased, size topped up to "

@@ -406,6 +406,85 @@ START_TEST(streams_scratch_capacity_enforced)
 }
 END_TEST
 
+/* ember_gpu_table_options.find_lanes: a 16-lane find gives what the default
+ * 8-lane one does, bit for bit (stored rows, missing keys' initial rows, found
+ * flags), on the vector and the scalar row paths; other widths are refused. */
+START_TEST(streams_find_lanes_option_same_results)
+{
+    enum { N = 1000, MAXDIM = 12 };
+    ember_error err;
+    ember_table_config c = gt_config(MAXDIM, 64 * SLOTS, EMBER_OPTIM_SGD, EMBER_SCORE_LRU,
+                                     EMBER_INIT_UNIFORM);
+    ember_gpu_table *g = NULL;
+    ember_gpu_table_options bad = {12};
+    ck_assert_int_eq(ember_gpu_table_create(&c, &bad, &g, &err), EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_null(g);
+
+    uint64_t *hk = malloc(N * sizeof *hk), *dk = NULL;
+    float *hv = malloc((size_t)N * MAXDIM * sizeof *hv), *dv = NULL, *dout[2] = {NULL, NULL};
+    float *hout[2] = {malloc((size_t)N * MAXDIM * sizeof(float)),
+                      malloc((size_t)N * MAXDIM * sizeof(float))};
+    uint8_t *df[2] = {NULL, NULL}, hf[2][N];
+    for (size_t i = 0; i < N; i++)
+        hk[i] = 7919 * (uint64_t)i + 1;
+    for (size_t i = 0; i < (size_t)N * MAXDIM; i++)
+        hv[i] = (float)i * 0.5f;
+    CUDA_CK(cudaMalloc((void **)&dk, N * sizeof *hk));
+    CUDA_CK(cudaMalloc((void **)&dv, (size_t)N * MAXDIM * sizeof *hv));
+    CUDA_CK(cudaMemcpy(dk, hk, N * sizeof *hk, cudaMemcpyHostToDevice));
+    CUDA_CK(cudaMemcpy(dv, hv, (size_t)N * MAXDIM * sizeof *hv, cudaMemcpyHostToDevice));
+    for (int k = 0; k < 2; k++) {
+        CUDA_CK(cudaMalloc((void **)&dout[k], (size_t)N * MAXDIM * sizeof(float)));
+        CUDA_CK(cudaMalloc((void **)&df[k], N));
+    }
+    cudaStream_t st;
+    CUDA_CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    ember_op op;
+    memset(&op, 0, sizeof op);
+    op.score.policy = EMBER_SCORE_LRU;
+    op.version = 1;
+
+    const uint32_t dims[2] = {MAXDIM, 10};   /* 16-byte rows, and not */
+    for (int d = 0; d < 2; d++) {
+        c.dim = dims[d];
+        const ember_gpu_table_options opt[2] = {{0}, {16}};
+        for (int k = 0; k < 2; k++) {
+            ember_gpu_scratch *s = NULL;
+            CK(ember_gpu_table_create(&c, &opt[k], &g, &err), err);
+            CK(ember_gpu_scratch_create(g, N, &s, &err), err);
+            CK(ember_gpu_insert_or_assign_async(g, s, &op, dk, N / 2, dv, NULL, &err, st), err);
+            CK(ember_gpu_find_async(g, dk, N, dout[k], df[k], &err, st), err);
+            CUDA_CK(cudaMemcpyAsync(hout[k], dout[k], (size_t)N * c.dim * sizeof(float),
+                                    cudaMemcpyDeviceToHost, st));
+            CUDA_CK(cudaMemcpyAsync(hf[k], df[k], N, cudaMemcpyDeviceToHost, st));
+            CUDA_CK(cudaStreamSynchronize(st));
+            ember_gpu_scratch_destroy(s);
+            ember_gpu_table_destroy(g);
+            g = NULL;
+        }
+        for (size_t i = 0; i < N; i++)
+            GT_EXPECT(hf[0][i] == (i < N / 2) && hf[1][i] == hf[0][i],
+                      "dim %u key %zu: found %d (8 lanes), %d (16 lanes)", c.dim, i, hf[0][i],
+                      hf[1][i]);
+        for (size_t i = 0; i < (size_t)N / 2 * c.dim; i++)
+            GT_EXPECT(hout[0][i] == hv[i], "dim %u float %zu: %g stored, %g found", c.dim, i,
+                      (double)hv[i], (double)hout[0][i]);
+        ck_assert_msg(memcmp(hout[0], hout[1], (size_t)N * c.dim * sizeof(float)) == 0,
+                      "dim %u: 16 lanes found other rows than 8", c.dim);
+    }
+    CUDA_CK(cudaStreamDestroy(st));
+    for (int k = 0; k < 2; k++) {
+        CUDA_CK(cudaFree(dout[k]));
+        CUDA_CK(cudaFree(df[k]));
+        free(hout[k]);
+    }
+    CUDA_CK(cudaFree(dk));
+    CUDA_CK(cudaFree(dv));
+    free(hk);
+    free(hv);
+}
+END_TEST
+
 /* ---- reserved keys and bad input ----------------------------------------------------- */
 
 static const uint64_t reserved_keys[4] = {EMBER_KEY_EMPTY, EMBER_KEY_ERASED, EMBER_KEY_LOCKED,
@@ -844,7 +923,7 @@ START_TEST(absurd_capacity_is_resource_exhausted)
     GT_EXPECT(rc == EMBER_RESOURCE_EXHAUSTED, "capacity 2^40: %s: %s", ember_status_name(rc),
               err.message);
     printf("gpu.table capacity 2^40: %s\n", err.message);
-    rc = ember_gpu_table_create(&c, &g, &err);
+    rc = ember_gpu_table_create(&c, NULL, &g, &err);
     GT_EXPECT(rc == EMBER_RESOURCE_EXHAUSTED, "direct, capacity 2^40: %s: %s",
               ember_status_name(rc), err.message);
 
@@ -1287,6 +1366,7 @@ static Suite *gpu_table_api_suite(void)
     tcase_add_test(tc, streams_device_api_sums_exact_rows_never_torn);
     tcase_add_test(tc, streams_host_threads_sums_exact_rows_never_torn);
     tcase_add_test(tc, streams_scratch_capacity_enforced);
+    tcase_add_test(tc, streams_find_lanes_option_same_results);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("reserved");
