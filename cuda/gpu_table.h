@@ -8,20 +8,23 @@
  *     results are host arrays, staged through pinned buffers per calling thread.
  *     This is what the server and the checkpoint code use.
  *
- *  2. The stream-ordered device API below (ember_gpu_*): keys, values, found
- *     flags and scores are device pointers (or host-mapped pinned memory), and
- *     every call only enqueues work on `stream` and returns; results are ready
- *     when the stream is. No validation happens here beyond what is free (a
+ *  2. The stream-ordered device API below (ember_gpu_*_async): keys, values,
+ *     found flags and scores are device pointers (or host-mapped pinned memory),
+ *     and every call only enqueues work on `stream` and returns; results are
+ *     ready when the stream is. As in cuCollections, a call that enqueues
+ *     without waiting ends in _async and takes the stream last; calls that wait
+ *     keep plain names. No validation happens here beyond what is free (a
  *     reserved key is never stored, found = 0, initial row returned): callers
  *     validate on the host, as table.c does. This is what table_bench measures,
  *     HierarchicalKV's way.
  *
- * Layout (see gpu_table.cu): buckets of EMBER_BUCKET_SLOTS slots; per slot a control
- * byte (7-bit digest of hash.h, or EMPTY/ERASED), key, score and version, in
- * separate arrays; a bucket's lock word; rows (embedding + optimizer slots, padded
- * to 16 bytes) at a fixed place per slot. Rows of the first buckets live in
- * device memory up to config.hbm_bytes, the rest in pinned host memory mapped
- * into the device's address space ("hybrid"); 0 = all in device memory.
+ * Layout (see cuda/detail/gpu_table_impl.cuh): buckets of EMBER_BUCKET_SLOTS
+ * slots; per slot a control byte (7-bit digest of hash.h, or EMPTY/ERASED), key,
+ * score and version, in separate arrays; a bucket's lock word; rows (embedding +
+ * optimizer slots, padded to 16 bytes) at a fixed place per slot. Rows of the
+ * first buckets live in device memory up to config.hbm_bytes, the rest in pinned
+ * host memory mapped into the device's address space ("hybrid"); 0 = all in
+ * device memory.
  *
  * Same rows as the CPU backend: the hash, digest, probe order (first free slot
  * from the key's home group on), eviction choice (lowest score, first of equal
@@ -95,10 +98,22 @@ typedef struct ember_gpu_scratch ember_gpu_scratch;
 /* The GPU table behind an ember_table of the GPU backend; NULL for another backend. */
 ember_gpu_table *ember_gpu_table_of(ember_table *t);
 
+/* A table's tuning: how fast, never what. A zeroed struct gives the defaults. */
+typedef struct ember_gpu_table_options {
+    /* Lanes (threads) per key in find: 8 or 16; 0 = 8. find is bound by
+     * instructions per key, so a narrower tile serves more keys per warp
+     * instruction: with the predicated probe, 8 lanes measured 2.05 B keys/s on
+     * an H200 against 1.56 for 16 (dim 64, λ 0.5). 16 is for A/B runs
+     * (table_bench --find-lanes). */
+    unsigned find_lanes;
+} ember_gpu_table_options;
+
 /* Creates a table directly (without table.c): `c` must be valid
- * (ember_table_config_validate). Errors: RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL. */
-int ember_gpu_table_create(const ember_table_config *c, ember_gpu_table **out,
-                           ember_error *err);
+ * (ember_table_config_validate); `opt` NULL = the defaults (as the backend of
+ * table.h creates its tables). Errors: INVALID_ARGUMENT (an option out of range),
+ * RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL. */
+int ember_gpu_table_create(const ember_table_config *c, const ember_gpu_table_options *opt,
+                           ember_gpu_table **out, ember_error *err);
 void ember_gpu_table_destroy(ember_gpu_table *t);
 
 /* Where rows live: the device the table is on, rows (slots) whose values are in
@@ -136,31 +151,29 @@ int ember_gpu_scratch_counts(const ember_gpu_scratch *s, cudaStream_t stream,
  * found (optional): n bytes; scores (optional, CUSTOM): n; versions: n.
  * `op` (table_backend.h): the call's score context and version; the caller
  * assigns versions (table.c does it with an atomic counter). */
-int ember_gpu_find(ember_gpu_table *t, cudaStream_t stream, const uint64_t *keys, size_t n,
-                   float *values, uint8_t *found, ember_error *err);
-int ember_gpu_find_or_insert(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                             const ember_op *op, const uint64_t *keys, size_t n,
-                             float *values, uint8_t *found, const uint64_t *scores,
-                             ember_error *err);
-int ember_gpu_insert_or_assign(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                               const ember_op *op, const uint64_t *keys, size_t n,
-                               const float *values, const uint64_t *scores,
-                               ember_error *err);
-int ember_gpu_assign(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                     const ember_op *op, const uint64_t *keys, size_t n, const float *values,
-                     uint8_t *found, const uint64_t *scores, ember_error *err);
-int ember_gpu_accum(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                    const ember_op *op, const uint64_t *keys, size_t n, const float *deltas,
-                    uint8_t *found, ember_error *err);
-int ember_gpu_apply_gradients(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                              const ember_op *op, const uint64_t *keys, size_t n,
-                              const float *grads, const uint64_t *scores, ember_error *err);
-int ember_gpu_import(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                     const uint64_t *keys, size_t n, const float *rows, const uint64_t *scores,
-                     const uint64_t *versions, ember_error *err);
+int ember_gpu_find_async(ember_gpu_table *t, const uint64_t *keys, size_t n, float *values,
+                         uint8_t *found, ember_error *err, cudaStream_t stream);
+int ember_gpu_find_or_insert_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                                   const uint64_t *keys, size_t n, float *values, uint8_t *found,
+                                   const uint64_t *scores, ember_error *err, cudaStream_t stream);
+int ember_gpu_insert_or_assign_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                                     const uint64_t *keys, size_t n, const float *values,
+                                     const uint64_t *scores, ember_error *err, cudaStream_t stream);
+int ember_gpu_assign_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                           const uint64_t *keys, size_t n, const float *values, uint8_t *found,
+                           const uint64_t *scores, ember_error *err, cudaStream_t stream);
+int ember_gpu_accum_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                          const uint64_t *keys, size_t n, const float *deltas, uint8_t *found,
+                          ember_error *err, cudaStream_t stream);
+int ember_gpu_apply_gradients_async(ember_gpu_table *t, ember_gpu_scratch *s, const ember_op *op,
+                                    const uint64_t *keys, size_t n, const float *grads,
+                                    const uint64_t *scores, ember_error *err, cudaStream_t stream);
+int ember_gpu_import_async(ember_gpu_table *t, ember_gpu_scratch *s, const uint64_t *keys, size_t n,
+                           const float *rows, const uint64_t *scores, const uint64_t *versions,
+                           ember_error *err, cudaStream_t stream);
 /* Erased keys count as size_delta < 0 in the scratch's counts. */
-int ember_gpu_erase(ember_gpu_table *t, ember_gpu_scratch *s, cudaStream_t stream,
-                    const uint64_t *keys, size_t n, ember_error *err);
+int ember_gpu_erase_async(ember_gpu_table *t, ember_gpu_scratch *s, const uint64_t *keys, size_t n,
+                          ember_error *err, cudaStream_t stream);
 
 /* Whole-table calls: synchronous, host arguments (as the backend's). */
 int ember_gpu_clear(ember_gpu_table *t, ember_error *err);

@@ -845,6 +845,9 @@ static void usage(FILE *f)
 "                    dim 128 at lf 0.5, 64 M; hybrid dim 64, lf 0.5, 128 M, 16 GiB\n"
 "                    HBM, without apply_gradients); --dims, --lfs, --capacity and\n"
 "                    --hbm-gb are ignored, --ops narrows it\n"
+"  --find-lanes N    gpu: threads per key in find, 8 (default, the faster) or 16;\n"
+"                    the table option ember_gpu_table_options.find_lanes, for A/B\n"
+"                    runs\n"
 "  --help\n"
 "\n"
 "Method: the table (LRU) is filled with insert_or_assign to the load factor, then\n"
@@ -948,7 +951,7 @@ bad:
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
     enum { O_BACKEND = 256, O_OPS, O_DIMS, O_LFS, O_DIST, O_BATCH, O_CAPACITY, O_THREADS,
-           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HBM_GB, O_HKV, O_HELP };
+           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HBM_GB, O_HKV, O_FIND_LANES, O_HELP };
     static const struct option longopts[] = {
         {"backend", required_argument, NULL, O_BACKEND},
         {"ops", required_argument, NULL, O_OPS},
@@ -967,6 +970,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"memcpy-mib", required_argument, NULL, O_MEMCPY},
         {"hbm-gb", required_argument, NULL, O_HBM_GB},
         {"hkv-matrix", no_argument, NULL, O_HKV},
+        {"find-lanes", required_argument, NULL, O_FIND_LANES},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1107,6 +1111,13 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case O_HKV:
             o->hkv_matrix = 1;
             break;
+        case O_FIND_LANES:
+            if (parse_u64(optarg, &v) || (v != 8 && v != 16)) {
+                fprintf(stderr, "table_bench: bad --find-lanes '%s' (8 or 16)\n", optarg);
+                return -1;
+            }
+            o->find_lanes = (unsigned)v;
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -1120,8 +1131,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         return -1;
     }
     int gpu = !strcmp(o->backend, "gpu");
-    if ((o->hbm_bytes || o->hkv_matrix) && !gpu) {
-        fprintf(stderr, "table_bench: --hbm-gb and --hkv-matrix need --backend gpu\n");
+    if ((o->hbm_bytes || o->hkv_matrix || o->find_lanes) && !gpu) {
+        fprintf(stderr, "table_bench: --hbm-gb, --hkv-matrix and --find-lanes need --backend "
+                        "gpu\n");
         return -1;
     }
     /* HierarchicalKV's conventions on the GPU: capacity 64 M, dim 64, uniform

@@ -65,6 +65,7 @@ typedef struct bench_opts {
     size_t memcpy_bytes;
     uint64_t hbm_bytes;           /* gpu: config.hbm_bytes (0 = all rows in HBM) */
     int hkv_matrix;               /* gpu: the BENCHMARKS.md comparison matrix */
+    unsigned find_lanes;          /* gpu: ember_gpu_table_options.find_lanes (0: default) */
 } bench_opts;
 
 /* ---- helpers (table_bench.c) ------------------------------------------------ */

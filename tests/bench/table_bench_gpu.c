@@ -245,8 +245,8 @@ static void gpu_insert_or_assign(gpu_bench *g, gpu_tab *gt, const uint64_t *keys
 {
     ember_op op = next_op(g);
     ember_error err;
-    int rc = ember_gpu_insert_or_assign(gt->t, gt->s, g->stream, &op, keys, n, values, NULL,
-                                        &err);
+    int rc = ember_gpu_insert_or_assign_async(gt->t, gt->s, &op, keys, n, values, NULL, &err,
+                                              g->stream);
     if (rc)
         die(what, rc, &err);
 }
@@ -361,7 +361,8 @@ static int create_table(gpu_bench *g, const gpu_case *gc, int tab, gpu_tab *gt)
         die("ember_table_config_validate", rc, &err);
 
     double t0 = now_s();
-    if ((rc = ember_gpu_table_create(&c, &gt->t, &err)) != 0) {
+    ember_gpu_table_options opt = {g->o->find_lanes};
+    if ((rc = ember_gpu_table_create(&c, &opt, &gt->t, &err)) != 0) {
         fprintf(stderr, "table_bench: skipped: %s table, dim %u, capacity %llu, hbm %.2f GiB: "
                         "ember_gpu_table_create: %s: %s\n",
                 tab_names[tab], gc->dim, (unsigned long long)gc->capacity,
@@ -478,7 +479,7 @@ static void restore(gpu_bench *g, gpu_tab *gt, const gpu_batch *bb)
 {
     ember_error err;
     int rc;
-    if (bb->na && (rc = ember_gpu_erase(gt->t, gt->s, g->stream, g->d_absent, bb->na, &err)))
+    if (bb->na && (rc = ember_gpu_erase_async(gt->t, gt->s, g->d_absent, bb->na, &err, g->stream)))
         die("restore: erase", rc, &err);
     top_up(g, gt);
     /* find_or_insert touches the present keys' scores first, so when it must
@@ -486,8 +487,8 @@ static void restore(gpu_bench *g, gpu_tab *gt, const gpu_batch *bb)
      * key outside the batch; a second pass mops up what the first evicted. */
     for (int round = 0; round < 8 && bb->np; round++) {
         ember_op op = next_op(g);
-        rc = ember_gpu_find_or_insert(gt->t, gt->s, g->stream, &op, g->d_present, bb->np,
-                                      g->d_out, g->d_found, NULL, &err);
+        rc = ember_gpu_find_or_insert_async(gt->t, gt->s, &op, g->d_present, bb->np, g->d_out,
+                                            g->d_found, NULL, &err, g->stream);
         if (rc)
             die("restore: find_or_insert", rc, &err);
         if (found_on_device(g, bb->np) == bb->np)
@@ -510,24 +511,24 @@ static double timed_call(gpu_bench *g, gpu_tab *gt, int op, size_t n)
     double t0 = now_s();
     switch (op) {
     case OP_FIND:
-        rc = ember_gpu_find(gt->t, g->stream, g->d_keys, n, g->d_out, g->d_found, &err);
+        rc = ember_gpu_find_async(gt->t, g->d_keys, n, g->d_out, g->d_found, &err, g->stream);
         break;
     case OP_FIND_OR_INSERT:
-        rc = ember_gpu_find_or_insert(gt->t, gt->s, g->stream, &eop, g->d_keys, n, g->d_out,
-                                      NULL, NULL, &err);
+        rc = ember_gpu_find_or_insert_async(gt->t, gt->s, &eop, g->d_keys, n, g->d_out, NULL, NULL,
+                                            &err, g->stream);
         break;
     case OP_INSERT_OR_ASSIGN:
-        rc = ember_gpu_insert_or_assign(gt->t, gt->s, g->stream, &eop, g->d_keys, n, g->d_in,
-                                        NULL, &err);
+        rc = ember_gpu_insert_or_assign_async(gt->t, gt->s, &eop, g->d_keys, n, g->d_in, NULL, &err,
+                                              g->stream);
         break;
     case OP_ASSIGN:
-        rc = ember_gpu_assign(gt->t, gt->s, g->stream, &eop, g->d_keys, n, g->d_in, NULL,
-                              NULL, &err);
+        rc = ember_gpu_assign_async(gt->t, gt->s, &eop, g->d_keys, n, g->d_in, NULL, NULL, &err,
+                                    g->stream);
         break;
     case OP_ADAGRAD:
     case OP_ADAM:
-        rc = ember_gpu_apply_gradients(gt->t, gt->s, g->stream, &eop, g->d_keys, n, g->d_in,
-                                       NULL, &err);
+        rc = ember_gpu_apply_gradients_async(gt->t, gt->s, &eop, g->d_keys, n, g->d_in, NULL, &err,
+                                             g->stream);
         break;
     default:
         rc = ember_error_set(&err, EMBER_INTERNAL, "op %d is not a batch call", op);
@@ -936,10 +937,11 @@ int gpu_bench_main(const bench_opts *o)
         g.chunk = g.n;
 
     printf("table_bench: backend gpu on %s (%.1f GiB, %.1f GiB free), batch %zu, reps %d, "
-           "hit %.2f, zipf s %.2f, seed %llu, fill calls of %zu keys%s%s\n",
+           "hit %.2f, zipf s %.2f, seed %llu, fill calls of %zu keys%s%s%s\n",
            g.device, (double)mem_total / GIB, (double)mem_free / GIB, g.n, o->reps, o->hit,
            o->zipf_s, (unsigned long long)o->seed, g.chunk, o->quick ? " (quick)" : "",
-           o->hkv_matrix ? " (hkv matrix)" : "");
+           o->hkv_matrix ? " (hkv matrix)" : "",
+           o->find_lanes == 16 ? " (find: 16 lanes)" : "");
     printf("method: HierarchicalKV's (keys and values in device memory; host clock around one "
            "call + cudaStreamSynchronize; LRU); median of --reps after one warm-up call; after "
            "each call that inserts, an untimed restore (absent keys erased, size topped up to "

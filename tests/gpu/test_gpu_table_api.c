@@ -131,7 +131,8 @@ static void *st_device_writer(void *arg)
         memset(&op, 0, sizeof op);
         op.score.policy = EMBER_SCORE_LFU;
         op.version = atomic_fetch_add(&sh->version, 1) + 1;
-        if (ember_gpu_apply_gradients(sh->g, sc, st, &op, dk, ST_N, dg, NULL, &err) != EMBER_OK) {
+        if (ember_gpu_apply_gradients_async(sh->g, sc, &op, dk, ST_N, dg, NULL, &err, st) !=
+            EMBER_OK) {
             st_fail(sh, "apply_gradients call %d: %s", c, err.message);
             goto out;
         }
@@ -182,7 +183,7 @@ static void *st_device_reader(void *arg)
         goto out;
     }
     do {
-        if (ember_gpu_find(sh->g, st, dk, N, dv, df, &err) != EMBER_OK) {
+        if (ember_gpu_find_async(sh->g, dk, N, dv, df, &err, st) != EMBER_OK) {
             st_fail(sh, "find: %s", err.message);
             break;
         }
@@ -384,13 +385,13 @@ START_TEST(streams_scratch_capacity_enforced)
     memset(&op, 0, sizeof op);
     op.score.policy = EMBER_SCORE_LFU;
     op.version = 1;
-    ck_assert_int_eq(ember_gpu_insert_or_assign(g, s, st, &op, dk, cap + 1, dv, NULL, &err),
+    ck_assert_int_eq(ember_gpu_insert_or_assign_async(g, s, &op, dk, cap + 1, dv, NULL, &err, st),
                      EMBER_INVALID_ARGUMENT);
-    ck_assert_int_eq(ember_gpu_apply_gradients(g, s, st, &op, dk, cap + 1, dv, NULL, &err),
+    ck_assert_int_eq(ember_gpu_apply_gradients_async(g, s, &op, dk, cap + 1, dv, NULL, &err, st),
                      EMBER_INVALID_ARGUMENT);
     CUDA_CK(cudaStreamSynchronize(st));
     ck_assert_uint_eq(ember_table_size(t), 0);
-    CK(ember_gpu_insert_or_assign(g, s, st, &op, dk, cap, dv, NULL, &err), err);
+    CK(ember_gpu_insert_or_assign_async(g, s, &op, dk, cap, dv, NULL, &err, st), err);
     ember_gpu_counts cnt;
     CK(ember_gpu_scratch_counts(s, st, &cnt, &err), err);
     ck_assert_int_eq(cnt.size_delta, (int64_t)cap);
@@ -402,6 +403,85 @@ START_TEST(streams_scratch_capacity_enforced)
     free(hk);
     ember_gpu_scratch_destroy(s);
     ember_table_destroy(t);
+}
+END_TEST
+
+/* ember_gpu_table_options.find_lanes: a 16-lane find gives what the default
+ * 8-lane one does, bit for bit (stored rows, missing keys' initial rows, found
+ * flags), on the vector and the scalar row paths; other widths are refused. */
+START_TEST(streams_find_lanes_option_same_results)
+{
+    enum { N = 1000, MAXDIM = 12 };
+    ember_error err;
+    ember_table_config c = gt_config(MAXDIM, 64 * SLOTS, EMBER_OPTIM_SGD, EMBER_SCORE_LRU,
+                                     EMBER_INIT_UNIFORM);
+    ember_gpu_table *g = NULL;
+    ember_gpu_table_options bad = {12};
+    ck_assert_int_eq(ember_gpu_table_create(&c, &bad, &g, &err), EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_null(g);
+
+    uint64_t *hk = malloc(N * sizeof *hk), *dk = NULL;
+    float *hv = malloc((size_t)N * MAXDIM * sizeof *hv), *dv = NULL, *dout[2] = {NULL, NULL};
+    float *hout[2] = {malloc((size_t)N * MAXDIM * sizeof(float)),
+                      malloc((size_t)N * MAXDIM * sizeof(float))};
+    uint8_t *df[2] = {NULL, NULL}, hf[2][N];
+    for (size_t i = 0; i < N; i++)
+        hk[i] = 7919 * (uint64_t)i + 1;
+    for (size_t i = 0; i < (size_t)N * MAXDIM; i++)
+        hv[i] = (float)i * 0.5f;
+    CUDA_CK(cudaMalloc((void **)&dk, N * sizeof *hk));
+    CUDA_CK(cudaMalloc((void **)&dv, (size_t)N * MAXDIM * sizeof *hv));
+    CUDA_CK(cudaMemcpy(dk, hk, N * sizeof *hk, cudaMemcpyHostToDevice));
+    CUDA_CK(cudaMemcpy(dv, hv, (size_t)N * MAXDIM * sizeof *hv, cudaMemcpyHostToDevice));
+    for (int k = 0; k < 2; k++) {
+        CUDA_CK(cudaMalloc((void **)&dout[k], (size_t)N * MAXDIM * sizeof(float)));
+        CUDA_CK(cudaMalloc((void **)&df[k], N));
+    }
+    cudaStream_t st;
+    CUDA_CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    ember_op op;
+    memset(&op, 0, sizeof op);
+    op.score.policy = EMBER_SCORE_LRU;
+    op.version = 1;
+
+    const uint32_t dims[2] = {MAXDIM, 10};   /* 16-byte rows, and not */
+    for (int d = 0; d < 2; d++) {
+        c.dim = dims[d];
+        const ember_gpu_table_options opt[2] = {{0}, {16}};
+        for (int k = 0; k < 2; k++) {
+            ember_gpu_scratch *s = NULL;
+            CK(ember_gpu_table_create(&c, &opt[k], &g, &err), err);
+            CK(ember_gpu_scratch_create(g, N, &s, &err), err);
+            CK(ember_gpu_insert_or_assign_async(g, s, &op, dk, N / 2, dv, NULL, &err, st), err);
+            CK(ember_gpu_find_async(g, dk, N, dout[k], df[k], &err, st), err);
+            CUDA_CK(cudaMemcpyAsync(hout[k], dout[k], (size_t)N * c.dim * sizeof(float),
+                                    cudaMemcpyDeviceToHost, st));
+            CUDA_CK(cudaMemcpyAsync(hf[k], df[k], N, cudaMemcpyDeviceToHost, st));
+            CUDA_CK(cudaStreamSynchronize(st));
+            ember_gpu_scratch_destroy(s);
+            ember_gpu_table_destroy(g);
+            g = NULL;
+        }
+        for (size_t i = 0; i < N; i++)
+            GT_EXPECT(hf[0][i] == (i < N / 2) && hf[1][i] == hf[0][i],
+                      "dim %u key %zu: found %d (8 lanes), %d (16 lanes)", c.dim, i, hf[0][i],
+                      hf[1][i]);
+        for (size_t i = 0; i < (size_t)N / 2 * c.dim; i++)
+            GT_EXPECT(hout[0][i] == hv[i], "dim %u float %zu: %g stored, %g found", c.dim, i,
+                      (double)hv[i], (double)hout[0][i]);
+        ck_assert_msg(memcmp(hout[0], hout[1], (size_t)N * c.dim * sizeof(float)) == 0,
+                      "dim %u: 16 lanes found other rows than 8", c.dim);
+    }
+    CUDA_CK(cudaStreamDestroy(st));
+    for (int k = 0; k < 2; k++) {
+        CUDA_CK(cudaFree(dout[k]));
+        CUDA_CK(cudaFree(df[k]));
+        free(hout[k]);
+    }
+    CUDA_CK(cudaFree(dk));
+    CUDA_CK(cudaFree(dv));
+    free(hk);
+    free(hv);
 }
 END_TEST
 
@@ -625,35 +705,35 @@ START_TEST(reserved_keys_in_device_batches)
             CUDA_CK(cudaMemsetAsync(df, 0xee, N, st));
             switch (call) {
             case 0:
-                CK(ember_gpu_find(g, st, dk, N, dout, df, &err), err);
+                CK(ember_gpu_find_async(g, dk, N, dout, df, &err, st), err);
                 CK(ember_table_find(cpu, clean, M, outc, fc, &err), err);
                 break;
             case 1:
-                CK(ember_gpu_find_or_insert(g, s, st, &op, dk, N, dout, df, NULL, &err), err);
+                CK(ember_gpu_find_or_insert_async(g, s, &op, dk, N, dout, df, NULL, &err, st), err);
                 CK(ember_table_find_or_insert(cpu, clean, M, outc, fc, NULL, &err), err);
                 break;
             case 2:
-                CK(ember_gpu_insert_or_assign(g, s, st, &op, dk, N, dv, NULL, &err), err);
+                CK(ember_gpu_insert_or_assign_async(g, s, &op, dk, N, dv, NULL, &err, st), err);
                 CK(ember_table_insert_or_assign(cpu, clean, M, vc, NULL, &err), err);
                 break;
             case 3:
-                CK(ember_gpu_assign(g, s, st, &op, dk, N, dv, df, NULL, &err), err);
+                CK(ember_gpu_assign_async(g, s, &op, dk, N, dv, df, NULL, &err, st), err);
                 CK(ember_table_assign(cpu, clean, M, vc, fc, NULL, &err), err);
                 break;
             case 4:
-                CK(ember_gpu_accum(g, s, st, &op, dk, N, dv, df, &err), err);
+                CK(ember_gpu_accum_async(g, s, &op, dk, N, dv, df, &err, st), err);
                 CK(ember_table_accum(cpu, clean, M, vc, fc, &err), err);
                 break;
             case 5:
-                CK(ember_gpu_apply_gradients(g, s, st, &op, dk, N, dv, NULL, &err), err);
+                CK(ember_gpu_apply_gradients_async(g, s, &op, dk, N, dv, NULL, &err, st), err);
                 CK(ember_table_apply_gradients(cpu, clean, M, vc, NULL, &err), err);
                 break;
             case 6:
-                CK(ember_gpu_import(g, s, st, dk, N, dv, dsc, dver, &err), err);
+                CK(ember_gpu_import_async(g, s, dk, N, dv, dsc, dver, &err, st), err);
                 CK(ember_table_import(cpu, clean, M, vc, scc, verc, &err), err);
                 break;
             default:
-                CK(ember_gpu_erase(g, s, st, dk, N, &err), err);
+                CK(ember_gpu_erase_async(g, s, dk, N, &err, st), err);
                 CK(ember_table_erase(cpu, clean, M, NULL, &err), err);
                 break;
             }
@@ -843,7 +923,7 @@ START_TEST(absurd_capacity_is_resource_exhausted)
     GT_EXPECT(rc == EMBER_RESOURCE_EXHAUSTED, "capacity 2^40: %s: %s", ember_status_name(rc),
               err.message);
     printf("gpu.table capacity 2^40: %s\n", err.message);
-    rc = ember_gpu_table_create(&c, &g, &err);
+    rc = ember_gpu_table_create(&c, NULL, &g, &err);
     GT_EXPECT(rc == EMBER_RESOURCE_EXHAUSTED, "direct, capacity 2^40: %s: %s",
               ember_status_name(rc), err.message);
 
@@ -1286,6 +1366,7 @@ static Suite *gpu_table_api_suite(void)
     tcase_add_test(tc, streams_device_api_sums_exact_rows_never_torn);
     tcase_add_test(tc, streams_host_threads_sums_exact_rows_never_torn);
     tcase_add_test(tc, streams_scratch_capacity_enforced);
+    tcase_add_test(tc, streams_find_lanes_option_same_results);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("reserved");
