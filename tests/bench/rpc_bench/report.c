@@ -104,9 +104,9 @@ static int backend_of_kind(int kind)
     return -1;
 }
 
-static double pct_of(double gbps, double ceiling)
+static double pct_of(double gbps, double ceiling_bps)
 {
-    return ceiling > 0 ? 100.0 * gbps * 1e9 / ceiling : NAN;
+    return ceiling_bps > 0 ? 100.0 * gbps * 1e9 / ceiling_bps : NAN;
 }
 
 /* Every shape, each backend's keys/s and server CPU per key side by side, and
