@@ -36,7 +36,7 @@
  *     the cursor range; the key distribution does not apply to it, and its
  *     "keys" are the rows exported.
  *
- * Units: billions of keys/s are 2^30 keys/s (as in BENCHMARKS.md); millions of
+ * Units: billions of keys/s are 2^30 keys/s (as in docs/BENCHMARKS.md); millions of
  * keys/s are 10^6 keys/s. memcpy bandwidth counts bytes read + bytes written
  * (2 × bytes copied) per second, 10^9 bytes = 1 GB, all threads each copying
  * its slice of one large buffer. The fraction of memcpy bandwidth of an op is
@@ -840,11 +840,11 @@ static void usage(FILE *f)
 "                    (flags given explicitly win)\n"
 "  --hbm-gb X        gpu: at most X GiB of rows in device memory, the rest in pinned\n"
 "                    host memory (default 0: all in device memory)\n"
-"  --hkv-matrix      gpu: BENCHMARKS.md's HierarchicalKV comparison in one run (dim\n"
-"                    64 at lf 0.5,0.75,1.0 and capacity 64 M; dim 8 at lf 0.5, 128 M;\n"
-"                    dim 128 at lf 0.5, 64 M; hybrid dim 64, lf 0.5, 128 M, 16 GiB\n"
-"                    HBM, without apply_gradients); --dims, --lfs, --capacity and\n"
-"                    --hbm-gb are ignored, --ops narrows it\n"
+"  --hkv-matrix      gpu: the HierarchicalKV comparison of docs/BENCHMARKS.md in\n"
+"                    one run (dim 64 at lf 0.5,0.75,1.0 and capacity 64 M; dim 8 at\n"
+"                    lf 0.5, 128 M; dim 128 at lf 0.5, 64 M; hybrid dim 64, lf 0.5,\n"
+"                    128 M, 16 GiB HBM, without apply_gradients); --dims, --lfs,\n"
+"                    --capacity and --hbm-gb are ignored, --ops narrows it\n"
 "  --find-lanes N    gpu: threads per key in find, 8 (default, the faster) or 16;\n"
 "                    the table option ember_gpu_table_options.find_lanes, for A/B\n"
 "                    runs\n"

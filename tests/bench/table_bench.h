@@ -64,7 +64,7 @@ typedef struct bench_opts {
     uint64_t seed;
     size_t memcpy_bytes;
     uint64_t hbm_bytes;           /* gpu: config.hbm_bytes (0 = all rows in HBM) */
-    int hkv_matrix;               /* gpu: the BENCHMARKS.md comparison matrix */
+    int hkv_matrix;               /* gpu: docs/BENCHMARKS.md's comparison matrix */
     unsigned find_lanes;          /* gpu: ember_gpu_table_options.find_lanes (0: default) */
 } bench_opts;
 

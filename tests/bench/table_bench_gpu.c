@@ -52,7 +52,7 @@
  *     on the host).
  *
  * Bandwidths, measured first: device-to-device copy (cudaMemcpyAsync, bytes read +
- * written, as BENCHMARKS.md's ~4.3 TB/s for an H200) and device → pinned host. An
+ * written, as docs/BENCHMARKS.md's ~4.3 TB/s for an H200) and device → pinned host. An
  * op's fraction = keys/s × value bytes per key (table_bench.c's definitions) /
  * device copy bandwidth; export's is of device → host bandwidth.
  */
@@ -697,7 +697,7 @@ static void upload_batch(gpu_bench *g, const gpu_tab *gt, int dist, uint64_t see
 
 /* ---- the shapes to measure ------------------------------------------------------ */
 
-/* --hkv-matrix: BENCHMARKS.md's comparison, one process. HBM: dim 64 at λ 0.5,
+/* --hkv-matrix: docs/BENCHMARKS.md's comparison, one process. HBM: dim 64 at λ 0.5,
  * 0.75, 1.0 (64 M); dim 8 at λ 0.5 (128 M, HKV's dim-8 capacity); dim 128 at
  * λ 0.5 (64 M; no HKV figure). Hybrid: dim 64, λ 0.5, 128 M, 16 GiB of rows in
  * HBM, without apply_gradients (Adam's 784-byte rows would put 84 GiB in pinned

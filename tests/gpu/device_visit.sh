@@ -90,10 +90,11 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = rpc ]; then
-  # GPU- against CPU-backend servers, same run (issue 5's matrix). --quick keeps
-  # every shape with short windows; drop it when the visit has time to spare.
-  EMBER_SERVER_BIN="$bin/ember-server" step bench.rpc_issue5 280 "$bin/rpc_bench" \
-    --issue5 ${EMBER_VISIT_RPC_ARGS:---quick} --backends cpu,gpu --csv "$out/rpc_issue5.csv"
+  # GPU- against CPU-backend servers, same run (rpc_bench's gpu-vs-cpu matrix).
+  # --quick keeps every shape with short windows; drop it when the visit has time.
+  EMBER_SERVER_BIN="$bin/ember-server" step bench.rpc_gpu_vs_cpu 280 "$bin/rpc_bench" \
+    --matrix gpu-vs-cpu ${EMBER_VISIT_RPC_ARGS:---quick} --backends cpu,gpu \
+    --csv "$out/rpc_gpu_vs_cpu.csv"
 fi
 
 for f in "$logs"/bench.*.log; do

@@ -1,11 +1,9 @@
 /* harness.c — real ember-server processes and a raw gRPC client (harness.h). */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "server_proc.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
@@ -15,9 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #ifdef EMBER_HAVE_CUDA
@@ -28,43 +23,11 @@
 #error "EMBER_SERVER_BIN must name the ember-server binary"
 #endif
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-int eh_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    socklen_t l = sizeof a;
-    if (fd < 0)
-        return -1;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &l)) {
-        close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* $EMBER_SERVER_BIN where set (programs carried to another machine), else the
  * binary this test was built with. */
 static const char *server_bin(void)
 {
-    const char *b = getenv("EMBER_SERVER_BIN");
-    return b && *b ? b : EMBER_SERVER_BIN;
+    return sp_server_bin(NULL, EMBER_SERVER_BIN, NULL);
 }
 
 const char *eh_backend(void)
@@ -112,7 +75,9 @@ int eh_skip_without_gpu(const char *test)
     return 1;
 }
 
-static pid_t spawn(const eh_server *s)
+/* Starts s's server and waits until it serves: 0 serving, -1 could not start,
+ * 1 started but never served (it is killed again). */
+static int spawn_serving(eh_server *s)
 {
     char listen[80], backend[48];
     const char *argv[EH_MAX_FLAGS + 8];
@@ -127,86 +92,17 @@ static pid_t spawn(const eh_server *s)
     for (int i = 0; i < s->nflags; i++)
         argv[k++] = s->flags[i];
     argv[k] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-            close(fd);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Waits until the server answers SERVING; -1 if it exited or time ran out. */
-static int port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static int wait_serving(eh_server *s, int timeout_ms)
-{
-    double end = now_ms() + timeout_ms;
-    int ok = 0;
-    /* poll the port first: a channel that failed to connect backs off for ~1 s */
-    while (now_ms() < end && !port_accepts(s->port)) {
-        int st;
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            s->pid = 0;
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    eh_client *c = eh_client_open(s->addr);
-    if (!c)
-        return -1;
-    while (now_ms() < end) {
-        int st;
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            s->pid = 0;
-            break;
-        }
-        if (eh_health_serving(c, 500) == 1) {
-            ok = 1;
-            break;
-        }
-        sleep_ms(20);
-    }
-    eh_client_close(c);
-    return ok ? 0 : -1;
-}
-
-/* Starts s's server and waits until it serves: 0 serving, -1 could not start,
- * 1 started but never served (it is killed again). */
-static int spawn_serving(eh_server *s)
-{
-    s->pid = spawn(s);
+    s->pid = sp_spawn(argv, NULL, s->log_path, 0);
     if (s->pid < 0) {
         s->pid = 0;
         return -1;
     }
-    if (wait_serving(s, 20000) == 0)
+    int rc = sp_wait_serving(s->pid, s->port, 20.0, NULL);
+    if (rc == 0)
         return 0;
-    if (s->pid) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-    }
+    if (rc == -2)
+        sp_stop(s->pid, SIGKILL, 30.0, NULL);
+    s->pid = 0;
     return 1;
 }
 
@@ -220,7 +116,7 @@ int eh_server_start_on(eh_server *s, int port, const char *const *flags)
     snprintf(s->log_path, sizeof s->log_path, "%s/ember-it-%d-%d.log", tmp, (int)getpid(),
              seq++);
     for (int attempt = 0; attempt < 5; attempt++) {
-        s->port = port ? port : eh_free_port();
+        s->port = port ? port : sp_free_port();
         snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
         int rc = spawn_serving(s);
         if (rc <= 0)
@@ -241,29 +137,14 @@ int eh_server_start(eh_server *s, const char *const *flags)
 
 int eh_server_stop(eh_server *s, int sig, int *wstatus)
 {
-    int st = 0;
     if (!s->pid)
         return -1;
-    kill(s->pid, sig);
-    double end = now_ms() + 30000;
-    for (;;) {
-        pid_t r = waitpid(s->pid, &st, WNOHANG);
-        if (r == s->pid)
-            break;
-        if (now_ms() > end) {
-            fprintf(stderr, "harness: server %d ignored signal %d for 30 s; killing\n",
-                    (int)s->pid, sig);
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, &st, 0);
-            s->pid = 0;
-            return -1;
-        }
-        sleep_ms(10);
-    }
+    int rc = sp_stop(s->pid, sig, 30.0, wstatus);
+    if (rc > 0)
+        fprintf(stderr, "harness: server %d ignored signal %d for 30 s; killed\n", (int)s->pid,
+                sig);
     s->pid = 0;
-    if (wstatus)
-        *wstatus = st;
-    return 0;
+    return rc ? -1 : 0;
 }
 
 int eh_server_restart(eh_server *s)
@@ -275,7 +156,7 @@ int eh_server_restart(eh_server *s)
         int rc = spawn_serving(s);
         if (rc <= 0)
             return rc;
-        sleep_ms(100);
+        sp_sleep_s(0.1);
     }
     return -1;
 }
@@ -283,8 +164,7 @@ int eh_server_restart(eh_server *s)
 void eh_server_cleanup(eh_server *s)
 {
     if (s->pid) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
+        sp_stop(s->pid, SIGKILL, 30.0, NULL);
         s->pid = 0;
     }
     if (s->log_path[0] && !getenv("EMBER_IT_KEEP_LOGS"))
@@ -294,59 +174,17 @@ void eh_server_cleanup(eh_server *s)
     s->nflags = 0;
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)(n > 0 ? n : 0) + 1);
-    size_t got = b ? fread(b, 1, (size_t)(n > 0 ? n : 0), f) : 0;
-    if (b)
-        b[got] = '\0';
-    fclose(f);
-    return b;
-}
-
-char *eh_server_log(const eh_server *s) { return slurp(s->log_path); }
+char *eh_server_log(const eh_server *s) { return sp_read_file(s->log_path); }
 
 int eh_run_server_cmd(const char *const *args, char **output, int timeout_ms)
 {
-    char path[256];
     const char *argv[EH_MAX_FLAGS + 2];
-    int k = 0, st = 0;
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(path, sizeof path, "%s/ember-it-cmd-%d.log", tmp, (int)getpid());
+    int k = 0;
     argv[k++] = server_bin();
     for (int i = 0; args && args[i] && k < EH_MAX_FLAGS + 1; i++)
         argv[k++] = args[i];
     argv[k] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    double end = now_ms() + timeout_ms;
-    while (waitpid(pid, &st, WNOHANG) != pid) {
-        if (now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            break;
-        }
-        sleep_ms(10);
-    }
-    if (output)
-        *output = slurp(path);
-    unlink(path);
-    return st;
+    return sp_run(argv, 0, timeout_ms / 1000.0, output);
 }
 
 /* ---- client -------------------------------------------------------------- */
@@ -407,35 +245,23 @@ static int run_batch(eh_client *c, grpc_call *call, grpc_op *ops, size_t n)
     }
 }
 
-static void bb_flatten(grpc_byte_buffer *bb, uint8_t **data, size_t *len)
+/* deadline_ms > 0: that long from now; < 0: that long ago; 0: 30 s. */
+static gpr_timespec deadline_of(int deadline_ms)
 {
-    grpc_byte_buffer_reader rd;
-    *data = NULL;
-    *len = 0;
-    if (!bb || !grpc_byte_buffer_reader_init(&rd, bb))
-        return;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
-    grpc_byte_buffer_reader_destroy(&rd);
-    *len = GRPC_SLICE_LENGTH(s);
-    *data = malloc(*len ? *len : 1);
-    if (*data && *len)
-        memcpy(*data, GRPC_SLICE_START_PTR(s), *len);
-    grpc_slice_unref(s);
+    if (deadline_ms == 0)
+        deadline_ms = 30000;
+    if (deadline_ms > 0)
+        return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                            gpr_time_from_millis(deadline_ms, GPR_TIMESPAN));
+    return gpr_time_sub(gpr_now(GPR_CLOCK_REALTIME),
+                        gpr_time_from_millis(-deadline_ms, GPR_TIMESPAN));
 }
 
 static grpc_call *new_call(eh_client *c, const char *method, int deadline_ms)
 {
-    gpr_timespec dl;
-    if (deadline_ms == 0)
-        deadline_ms = 30000;
-    if (deadline_ms > 0)
-        dl = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                          gpr_time_from_millis(deadline_ms, GPR_TIMESPAN));
-    else
-        dl = gpr_time_sub(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(-deadline_ms, GPR_TIMESPAN));
     grpc_slice m = grpc_slice_from_copied_string(method);
     grpc_call *call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, m,
-                                               NULL, dl, NULL);
+                                               NULL, deadline_of(deadline_ms), NULL);
     grpc_slice_unref(m);
     return call;
 }
@@ -443,53 +269,15 @@ static grpc_call *new_call(eh_client *c, const char *method, int deadline_ms)
 static void status_into(eh_result *out, grpc_status_code st, grpc_slice details)
 {
     out->code = (int)st;
-    size_t l = GRPC_SLICE_LENGTH(details);
-    if (l >= sizeof out->message)
-        l = sizeof out->message - 1;
-    memcpy(out->message, GRPC_SLICE_START_PTR(details), l);
-    out->message[l] = '\0';
-    grpc_slice_unref(details);
+    sp_status_message(details, out->message, sizeof out->message);
 }
 
 int eh_unary(eh_client *c, const char *method, const void *req, size_t len, int deadline_ms,
              eh_result *out)
 {
     memset(out, 0, sizeof *out);
-    grpc_call *call = new_call(c, method, deadline_ms);
-    grpc_slice s = grpc_slice_from_copied_buffer(req, len);
-    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&s, 1), *recv = NULL;
-    grpc_slice_unref(s);
-    grpc_metadata_array md, tmd;
-    grpc_metadata_array_init(&md);
-    grpc_metadata_array_init(&tmd);
-    grpc_status_code st;
-    grpc_slice details = grpc_empty_slice();
-    grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &tmd;
-    ops[5].data.recv_status_on_client.status = &st;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    int rc = run_batch(c, call, ops, 6) < 0 ? -1 : 0;
-    if (!rc) {
-        status_into(out, st, details);
-        bb_flatten(recv, &out->data, &out->len);
-    }
-    if (recv)
-        grpc_byte_buffer_destroy(recv);
-    grpc_byte_buffer_destroy(send);
-    grpc_metadata_array_destroy(&md);
-    grpc_metadata_array_destroy(&tmd);
-    grpc_call_unref(call);
-    return rc;
+    return sp_unary(c->ch, c->cq, method, req, len, deadline_of(deadline_ms), &out->code,
+                    out->message, sizeof out->message, &out->data, &out->len);
 }
 
 int eh_server_stream(eh_client *c, const char *method, const void *req, size_t len,
@@ -522,7 +310,7 @@ int eh_server_stream(eh_client *c, const char *method, const void *req, size_t l
             break;
         uint8_t *d;
         size_t l;
-        bb_flatten(recv, &d, &l);
+        sp_flatten(recv, &d, &l);
         grpc_byte_buffer_destroy(recv);
         out->messages++;
         if (on_msg)
@@ -591,7 +379,7 @@ int eh_client_stream(eh_client *c, const char *method, const void *const *msgs,
         rc = run_batch(c, call, ops, 4) < 0 ? -1 : 0;
         if (!rc) {
             status_into(out, st, details);
-            bb_flatten(recv, &out->data, &out->len);
+            sp_flatten(recv, &out->data, &out->len);
         }
         if (recv)
             grpc_byte_buffer_destroy(recv);
@@ -650,8 +438,7 @@ int eh_health_serving(eh_client *c, int deadline_ms)
     eh_result r;
     if (eh_unary(c, "/grpc.health.v1.Health/Check", "", 0, deadline_ms, &r))
         return -1;
-    /* HealthCheckResponse{status = SERVING}: field 1 varint 1 */
-    int ok = r.code == 0 && r.len == 2 && r.data[0] == 0x08 && r.data[1] == 0x01;
+    int ok = r.code == 0 && sp_health_reply_serving(r.data, r.len);
     eh_result_free(&r);
     return ok;
 }

@@ -3,10 +3,13 @@
  * loopback, and a raw gRPC client to call them.
  *
  * Servers: eh_server_start() picks a free 127.0.0.1 port, starts the binary
- * ($EMBER_SERVER_BIN, else the compile definition of that name) with --backend=<eh_backend()> and the
- * given extra flags (a --backend among them wins), its stderr going to a log
- * file, and waits until grpc.health.v1.Health/Check answers SERVING. eh_server_stop() sends SIGTERM or SIGKILL and reaps it;
- * eh_server_restart() starts it again on the same port with the same flags.
+ * ($EMBER_SERVER_BIN, else the compile definition of that name) with
+ * --backend=<eh_backend()> and the given extra flags (a --backend among them
+ * wins), its stderr going to a log file, and waits until
+ * grpc.health.v1.Health/Check answers SERVING. eh_server_stop() sends SIGTERM
+ * or SIGKILL and reaps it; eh_server_restart() starts it again on the same
+ * port with the same flags. The process half (ports, spawn, wait, stop) is
+ * tests/lib/server_proc.h, which rpc_bench links too.
  *
  * Calls: eh_client is one channel and one completion queue, for one thread at a
  * time. eh_unary() sends one request's bytes and returns the status code,
@@ -24,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "server_proc.h" /* sp_free_port, sp_spawn, sp_stop, ... */
 
 #define EH_MAX_FLAGS 32
 
@@ -68,9 +73,6 @@ char *eh_server_log(const eh_server *s);
 /* Runs `ember-server args...` (NULL-terminated) to completion, with stderr and
  * stdout captured into *output (malloc'ed). Returns the wait status. */
 int eh_run_server_cmd(const char *const *args, char **output, int timeout_ms);
-
-/* A free TCP port on 127.0.0.1 (bound and released: a small race, retried). */
-int eh_free_port(void);
 
 typedef struct eh_client eh_client;
 

@@ -545,7 +545,7 @@ static void make_case(char *dir, size_t cap, const char *name, damage d)
 static char *run_on(const char *dir, const char *f1, const char *f2, int *st)
 {
     char listen[64], d[300], be[48];
-    snprintf(listen, sizeof listen, "--listen=127.0.0.1:%d", eh_free_port());
+    snprintf(listen, sizeof listen, "--listen=127.0.0.1:%d", sp_free_port());
     snprintf(d, sizeof d, "--checkpoint-dir=%s", dir);
     snprintf(be, sizeof be, "--backend=%s", *eh_backend() ? eh_backend() : "auto");
     const char *args[] = {listen, d, be, f1, f2, NULL};

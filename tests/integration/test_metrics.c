@@ -603,7 +603,7 @@ START_TEST(taken_port_exits_1)
     ck_assert_int_eq(listen(fd, 4), 0);
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
     char listen_flag[64], metrics_flag[64], *out = NULL;
-    snprintf(listen_flag, sizeof listen_flag, "--listen=127.0.0.1:%d", eh_free_port());
+    snprintf(listen_flag, sizeof listen_flag, "--listen=127.0.0.1:%d", sp_free_port());
     snprintf(metrics_flag, sizeof metrics_flag, "--metrics-listen=127.0.0.1:%d",
              ntohs(a.sin_port));
     const char *args[] = {listen_flag, metrics_flag, "--threads=1", "--backend=cpu", NULL};

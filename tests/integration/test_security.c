@@ -10,13 +10,11 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,7 +93,7 @@ typedef struct srv {
 /* Starts ember-server with `flags` (NULL-terminated) and env "K=V" pairs. */
 static void start(srv *s, const char *const *flags, const char *const *env)
 {
-    int port = eh_free_port();
+    int port = sp_free_port();
     snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", port);
     snprintf(s->log, sizeof s->log, "%s/server-%d.log", dir, port);
     const char *argv[48];
@@ -112,25 +110,15 @@ static void start(srv *s, const char *const *flags, const char *const *env)
     for (int i = 0; flags && flags[i] && n < 46; i++)
         argv[n++] = flags[i];
     argv[n] = NULL;
-    s->pid = fork();
+    /* its own group, killed with this test: a failed check leaves no server behind */
+    s->pid = sp_spawn(argv, env, s->log, SP_LOG_TRUNCATE | SP_OWN_GROUP);
     ck_assert_int_ge(s->pid, 0);
-    if (s->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed check leaves no server behind */
-        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        for (int i = 0; env && env[i]; i++)
-            putenv((char *)env[i]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
     for (int i = 0; i < 200; i++) {
         char cmd[600];
         snprintf(cmd, sizeof cmd, "grep -qs event=listening %s", s->log);
         if (system(cmd) == 0)
             return;
-        int st;
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+        if (sp_exited(s->pid, NULL) == 1) {
             s->pid = 0;
             break;
         }
@@ -144,10 +132,8 @@ static void start(srv *s, const char *const *flags, const char *const *env)
 
 static void stop(srv *s)
 {
-    if (s->pid > 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-    }
+    if (s->pid > 0)
+        sp_stop(s->pid, SIGKILL, 30.0, NULL);
     s->pid = 0;
 }
 

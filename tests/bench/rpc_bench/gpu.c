@@ -1,7 +1,7 @@
 /*
- * rpc_bench_gpu.c — whether a GPU is visible to rpc_bench, for its default
+ * rpc_bench/gpu.c — whether a GPU is visible to rpc_bench, for its default
  * --backends. Built only where CUDA is (tests/bench/CMakeLists.txt). A file of
- * its own because cuda/device.h brings storage's ember_error and rpc_bench.c
+ * its own because cuda/device.h brings storage's ember_error and rpc_bench.h
  * includes the client's ember.h, whose ember_error has the same name.
  */
 #include <stdio.h>
