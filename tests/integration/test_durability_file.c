@@ -15,7 +15,7 @@
 
 int dur_ckpt_read(const char *path, dur_ckpt *out, char *msg, size_t cap)
 {
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     ember_ckpt_meta m;
     ember_table *t = NULL;
     memset(out, 0, sizeof *out);
@@ -75,7 +75,7 @@ void dur_ckpt_free(dur_ckpt *c)
 int dur_ckpt_placement(const char *path, char *backend, size_t cap, uint64_t *hbm_bytes,
                        char *msg, size_t msg_cap)
 {
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     ember_ckpt_meta m;
     int rc = ember_ckpt_read_meta(path, &m, &err);
     if (rc) {
@@ -90,7 +90,7 @@ int dur_ckpt_placement(const char *path, char *backend, size_t cap, uint64_t *hb
 int dur_ckpt_set_placement(const char *path, const char *backend, uint64_t hbm_bytes,
                            char *msg, size_t msg_cap)
 {
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     ember_ckpt_meta m;
     ember_ckpt_reader *r = NULL;
     ember_ckpt_writer *w = NULL;
