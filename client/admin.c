@@ -14,24 +14,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/error.h"
 #include "client/internal.h"
 #include "ember/v1/ember.pb-c.h"
 
 enum { EMBER_OP_ADMIN = 2 };
 
+/* A table spec's kinds (<ember/types.h>) go on the wire as they are. */
+#define EMBER_SAME_ON_WIRE(ours, wire) \
+    _Static_assert((int)(ours) == (int)(wire), #ours " is " #wire)
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_SGD, EMBER__V1__OPTIMIZER__OPTIMIZER_SGD);
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_ADAGRAD, EMBER__V1__OPTIMIZER__OPTIMIZER_ADAGRAD);
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_ADAM, EMBER__V1__OPTIMIZER__OPTIMIZER_ADAM);
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_FTRL, EMBER__V1__OPTIMIZER__OPTIMIZER_FTRL);
+EMBER_SAME_ON_WIRE(EMBER_INIT_ZEROS, EMBER__V1__INITIALIZER__INIT_ZEROS);
+EMBER_SAME_ON_WIRE(EMBER_INIT_CONSTANT, EMBER__V1__INITIALIZER__INIT_CONSTANT);
+EMBER_SAME_ON_WIRE(EMBER_INIT_UNIFORM, EMBER__V1__INITIALIZER__INIT_UNIFORM);
+EMBER_SAME_ON_WIRE(EMBER_INIT_NORMAL, EMBER__V1__INITIALIZER__INIT_NORMAL);
+EMBER_SAME_ON_WIRE(EMBER_INIT_TRUNCATED_NORMAL, EMBER__V1__INITIALIZER__INIT_TRUNCATED_NORMAL);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_LRU, EMBER__V1__SCORE_POLICY__SCORE_LRU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_LFU, EMBER__V1__SCORE_POLICY__SCORE_LFU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_EPOCH_LRU, EMBER__V1__SCORE_POLICY__SCORE_EPOCH_LRU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_EPOCH_LFU, EMBER__V1__SCORE_POLICY__SCORE_EPOCH_LFU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_CUSTOM, EMBER__V1__SCORE_POLICY__SCORE_CUSTOM);
+
 void ember_table_spec_init(ember_table_spec *s)
 {
     memset(s, 0, sizeof *s);
-    s->score_policy = EMBER_SCORES_LRU;
-    s->optimizer.kind = EMBER_OPT_SGD;
+    s->struct_size = sizeof *s;
+    s->score_policy = EMBER_SCORE_LRU;
+    s->optimizer.kind = EMBER_OPTIM_SGD;
     s->optimizer.lr = 0.01f;
     s->optimizer.eps = 1e-8f;
     s->optimizer.initial_accumulator = 0.1f;
     s->optimizer.beta1 = 0.9f;
     s->optimizer.beta2 = 0.999f;
     s->optimizer.lr_power = -0.5f;
-    s->initializer.kind = EMBER_INITIALIZER_UNIFORM;
+    s->initializer.kind = EMBER_INIT_UNIFORM;
     s->initializer.a = -0.01f;
     s->initializer.b = 0.01f;
 }
@@ -43,7 +61,7 @@ static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMe
 {
     ember_op *op = ember_op_acquire(c, EMBER_OP_ADMIN);
     if (!op) {
-        *code = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        *code = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
     }
     op->retry = retry;
@@ -53,7 +71,7 @@ static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMe
         ember_shard_call *sc = ember_op_add(op, s, method, len);
         if (!sc) {
             ember_op_release(op);
-            *code = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+            *code = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
             return NULL;
         }
         protobuf_c_message_pack(req, sc->req_data);
@@ -69,7 +87,7 @@ static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMe
 
 static int bad_reply(ember_op *op, unsigned s, const char *what, ember_error *err)
 {
-    int rv = ember_op_shard_error(op, s, EMBER_E_INTERNAL, err, "malformed %s reply", what);
+    int rv = ember_op_shard_error(op, s, EMBER_INTERNAL, err, "malformed %s reply", what);
     ember_op_release(op);
     return rv;
 }
@@ -77,23 +95,34 @@ static int bad_reply(ember_op *op, unsigned s, const char *what, ember_error *er
 static int check_client_table(ember_client *c, const char *name, ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     return ember_table_name_check(name, err);
 }
 
-int ember_create_table(ember_client *c, const char *name, const ember_table_spec *s,
+/* ember_table_spec as libember 0.1 laid it out: the least a caller's struct_size
+ * may say (ember.h, "Growing structs"). */
+#define EMBER_TABLE_SPEC_FIRST_SIZE (offsetof(ember_table_spec, backend) + sizeof(const char *))
+
+int ember_create_table(ember_client *c, const char *name, const ember_table_spec *caller_spec,
                        int if_not_exists, ember_error *err)
 {
     int rv = check_client_table(c, name, err);
     if (rv)
         return rv;
-    if (!s)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no table spec");
+    if (!caller_spec)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table spec");
+    ember_table_spec spec;
+    ember_table_spec_init(&spec);
+    rv = ember_struct_take(&spec, sizeof spec, caller_spec, caller_spec->struct_size,
+                           EMBER_TABLE_SPEC_FIRST_SIZE, "ember_table_spec", err);
+    if (rv)
+        return rv;
+    const ember_table_spec *s = &spec;
     if (s->dim == 0 || s->capacity_per_shard == 0)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "table '%s': dim and capacity_per_shard must be set "
-                                   "(dim %u, capacity %llu)",
-                                   name, s->dim, (unsigned long long)s->capacity_per_shard);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "table '%s': dim and capacity_per_shard must be set "
+                               "(dim %u, capacity %llu)",
+                               name, s->dim, (unsigned long long)s->capacity_per_shard);
 
     Ember__V1__OptimizerConfig opt = EMBER__V1__OPTIMIZER_CONFIG__INIT;
     opt.kind = (Ember__V1__Optimizer)s->optimizer.kind;
@@ -136,12 +165,12 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
         Ember__V1__CreateTableResponse *r = ember__v1__create_table_response__unpack(
             NULL, op->calls[i].resp_len, op->calls[i].resp);
         if (!r) {
-            rv = ember_op_shard_error(op, i, EMBER_E_INTERNAL, err,
+            rv = ember_op_shard_error(op, i, EMBER_INTERNAL, err,
                                       "malformed CreateTable reply");
             break;
         }
         if (r->table && r->table->config && r->table->config->dim != s->dim)
-            rv = ember_op_shard_error(op, i, EMBER_E_ALREADY_EXISTS, err,
+            rv = ember_op_shard_error(op, i, EMBER_ALREADY_EXISTS, err,
                                       "table '%s' already exists with dim %u, not %u", name,
                                       r->table->config->dim, s->dim);
         ember__v1__create_table_response__free_unpacked(r, NULL);
@@ -171,7 +200,7 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
     if (rv)
         return rv;
     if (!out)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no output");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no output");
     Ember__V1__DescribeTableRequest req = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
     req.name = (char *)name;
     ember_op *op = fan_out(c, EMBER_M_DESCRIBE, &req.base, 1, &rv, err);
@@ -194,7 +223,7 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
         const Ember__V1__TableStats *st = r->table->stats;
         if (s > 0 && dim != info.dim) {
             ember__v1__describe_table_response__free_unpacked(r, NULL);
-            rv = ember_op_shard_error(op, s, EMBER_E_FAILED_PRECONDITION, err,
+            rv = ember_op_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
                                       "table '%s' has dim %u here but %u on shard 0", name, dim,
                                       info.dim);
             ember_op_release(op);
@@ -224,9 +253,9 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                       ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     if (!count || (cap && !out))
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no output");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no output");
     Ember__V1__ListTablesRequest req = EMBER__V1__LIST_TABLES_REQUEST__INIT;
     int rv;
     ember_op *op = fan_out(c, EMBER_M_LIST, &req.base, 1, &rv, err);
@@ -256,7 +285,7 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                 if (strcmp(all[i].name, t->name) == 0)
                     e = &all[i];
             if (e && e->dim != t->config->dim) {
-                rv = ember_op_shard_error(op, s, EMBER_E_FAILED_PRECONDITION, err,
+                rv = ember_op_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
                                           "table '%s' has dim %u here but %u on another shard",
                                           t->name, t->config->dim, e->dim);
                 ember__v1__list_tables_response__free_unpacked(r, NULL);
@@ -272,8 +301,8 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                         ember__v1__list_tables_response__free_unpacked(r, NULL);
                         free(all);
                         ember_op_release(op);
-                        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
-                                                   "out of memory");
+                        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                                               "out of memory");
                     }
                     all = a;
                     ncap = nc;
@@ -304,14 +333,14 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
     }
     free(all);
     *count = n;
-    ember_cli_error_clear(err);
+    ember_error_clear(err);
     return 0;
 }
 
 static int check_dir(ember_client *c, const char *table, ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     return table ? ember_table_name_check(table, err) : 0;
 }
 

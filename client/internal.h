@@ -151,11 +151,18 @@ void ember_op_start(ember_op *op);
 int ember_op_finish(ember_op *op, ember_error *err);
 /* Points sc->resp/resp_len at sc->recv's bytes: in place when gRPC handed over
  * one uncompressed slice, else copied into sc's reusable buffer. Returns 0 or
- * EMBER_E_RESOURCE_EXHAUSTED / EMBER_E_INTERNAL. (Internal; exposed for a test.) */
+ * EMBER_RESOURCE_EXHAUSTED / EMBER_INTERNAL. (Internal; exposed for a test.) */
 int ember_call_take_reply(ember_shard_call *sc);
 /* Fills err for shard s's failure: "shard s (addr): <msg>"; returns code. */
 int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Copies a caller's growable public struct (ember.h, "Growing structs") into
+ * `dst`, which holds the defaults: the first src_size bytes (first_size when
+ * src_size is 0), the rest left at the defaults. INVALID_ARGUMENT, naming
+ * `what`, when src_size is below first_size or above dst_size. */
+int ember_struct_take(void *dst, size_t dst_size, const void *src, uint32_t src_size,
+                      size_t first_size, const char *what, ember_error *err);
 
 /* Checks a table name's length (1..64); the server checks the rest. */
 int ember_table_name_check(const char *name, ember_error *err);

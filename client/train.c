@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/error.h"
 #include "client/internal.h"
 #include "proto/wire.h"
 
@@ -47,31 +46,31 @@ typedef struct train_args {
 static int check_args(ember_client *c, const train_args *a, ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     int rv = ember_table_name_check(a->table, err);
     if (rv)
         return rv;
     if (a->dim == 0)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "dim 0");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dim 0");
     if (a->flags & ~EMBER_PULL_SERVE)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown pull flags 0x%x",
-                                   a->flags);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown pull flags 0x%x",
+                               a->flags);
     if (a->mode < EMBER_PUSH_GRADIENTS || a->mode > EMBER_PUSH_INSERT_OR_ASSIGN)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown push mode %d",
-                                   a->mode);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown push mode %d",
+                               a->mode);
     if ((a->n_push && (!a->push_keys || !a->values)) || (a->n_pull && (!a->pull_keys || !a->out)))
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "NULL keys, values or output with n > 0");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "NULL keys, values or output with n > 0");
     size_t most = a->n_push > a->n_pull ? a->n_push : a->n_pull;
     if (most > SIZE_MAX / 16 / a->dim)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "%zu keys × dim %u is too large", most, a->dim);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%zu keys × dim %u is too large", most, a->dim);
     return 0;
 }
 
 static int oom(ember_error *err)
 {
-    return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+    return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
 }
 
 /* Most keys in one request: c->chunk_bytes of values on the wire, and at most
@@ -222,7 +221,7 @@ fail:
 
 static int bad_reply(ember_op *op, unsigned s, ember_error *err, const char *what, const char *msg)
 {
-    return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err, "malformed %s reply: %s", what, msg);
+    return ember_op_shard_error(op, s, EMBER_INTERNAL, err, "malformed %s reply: %s", what, msg);
 }
 
 /* Waits, decodes, scatters. Does not release the op. */
@@ -268,22 +267,22 @@ static int train_finish(ember_op *op, ember_error *err)
 
         size_t lo = sc->pull_lo, cnt = sc->n_pull;
         if (pr.dim != dim)
-            return ember_op_shard_error(op, s, EMBER_E_INVALID_ARGUMENT, err,
+            return ember_op_shard_error(op, s, EMBER_INVALID_ARGUMENT, err,
                                         "table '%s' has dim %u; the call passed dim %u",
                                         op->table, pr.dim, dim);
         size_t dsize = ember_wire_dtype_size(pr.dtype);
         if (dsize == 0)
-            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
+            return ember_op_shard_error(op, s, EMBER_INTERNAL, err,
                                         "reply values in unknown dtype %d", (int)pr.dtype);
         if (dtype >= 0 && pr.dtype != dtype)
-            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
+            return ember_op_shard_error(op, s, EMBER_INTERNAL, err,
                                         "reply values in %s, other shards sent %s",
                                         ember_wire_dtype_name(pr.dtype),
                                         ember_wire_dtype_name(dtype));
         dtype = pr.dtype;
         size_t row_bytes = (size_t)dim * dsize;
         if (pr.values.len != cnt * row_bytes)
-            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
+            return ember_op_shard_error(op, s, EMBER_INTERNAL, err,
                                         "reply has %zu value bytes for %zu keys × dim %u %s",
                                         pr.values.len, cnt, dim, ember_wire_dtype_name(pr.dtype));
         for (size_t j = 0; j < cnt; j++)
@@ -389,7 +388,7 @@ ember_pending *ember_push_async(ember_client *c, const char *table, const uint64
 int ember_wait(ember_pending *p, ember_error *err)
 {
     if (!p)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no pending call");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no pending call");
     ember_op *op = (ember_op *)p;
     int rv = train_finish(op, err);
     ember_op_release(op);

@@ -1,8 +1,7 @@
 /*
  * test_durability_file.c — what a checkpoint file holds, read through
  * storage/checkpoint.h into a CPU table of its own: an oracle for
- * test_durability.c that does not go through the server under test. A separate
- * file because storage/status.h and libember's ember.h both define ember_error.
+ * test_durability.c that does not go through the server under test.
  */
 #include "test_durability_file.h"
 
