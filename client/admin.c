@@ -17,7 +17,7 @@
 #include "client/internal.h"
 #include "ember/v1/ember.pb-c.h"
 
-enum { EMBER_OP_ADMIN = 2 };
+enum { EMBER_CALL_ADMIN = 2 };
 
 /* A table spec's kinds (<ember/types.h>) go on the wire as they are. */
 #define EMBER_SAME_ON_WIRE(ours, wire) \
@@ -56,10 +56,10 @@ void ember_table_spec_init(ember_table_spec *s)
 
 /* Sends the same request to every shard and waits. On success the op holds each
  * shard's reply (release it); on failure it is released and NULL returned. */
-static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMessage *req,
-                         int retry, int *code, ember_error *err)
+static ember_call *fan_out(ember_client *c, ember_method method, const ProtobufCMessage *req,
+                           int retry, int *code, ember_error *err)
 {
-    ember_op *op = ember_op_acquire(c, EMBER_OP_ADMIN);
+    ember_call *op = ember_call_acquire(c, EMBER_CALL_ADMIN);
     if (!op) {
         *code = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
@@ -68,27 +68,27 @@ static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMe
     size_t len = protobuf_c_message_get_packed_size(req);
     /* One call per shard, added in shard order: op->calls[s] is shard s's. */
     for (unsigned s = 0; s < c->nshards; s++) {
-        ember_shard_call *sc = ember_op_add(op, s, method, len);
+        ember_shard_call *sc = ember_call_add(op, s, method, len);
         if (!sc) {
-            ember_op_release(op);
+            ember_call_release(op);
             *code = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
             return NULL;
         }
         protobuf_c_message_pack(req, sc->req_data);
     }
-    ember_op_start(op);
-    *code = ember_op_finish(op, err);
+    ember_call_start(op);
+    *code = ember_call_finish(op, err);
     if (*code != 0) {
-        ember_op_release(op);
+        ember_call_release(op);
         return NULL;
     }
     return op;
 }
 
-static int bad_reply(ember_op *op, unsigned s, const char *what, ember_error *err)
+static int bad_reply(ember_call *op, unsigned s, const char *what, ember_error *err)
 {
-    int rv = ember_op_shard_error(op, s, EMBER_INTERNAL, err, "malformed %s reply", what);
-    ember_op_release(op);
+    int rv = ember_call_shard_error(op, s, EMBER_INTERNAL, err, "malformed %s reply", what);
+    ember_call_release(op);
     return rv;
 }
 
@@ -156,7 +156,7 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
     req.config = &cfg;
     req.if_not_exists = if_not_exists != 0;
 
-    ember_op *op = fan_out(c, EMBER_M_CREATE, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_CREATE, &req.base, 0, &rv, err);
     if (!op)
         return rv;
     /* if_not_exists accepts any existing table of that name; one of another dim
@@ -165,17 +165,17 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
         Ember__V1__CreateTableResponse *r = ember__v1__create_table_response__unpack(
             NULL, op->calls[i].resp_len, op->calls[i].resp);
         if (!r) {
-            rv = ember_op_shard_error(op, i, EMBER_INTERNAL, err,
-                                      "malformed CreateTable reply");
+            rv = ember_call_shard_error(op, i, EMBER_INTERNAL, err,
+                                        "malformed CreateTable reply");
             break;
         }
         if (r->table && r->table->config && r->table->config->dim != s->dim)
-            rv = ember_op_shard_error(op, i, EMBER_ALREADY_EXISTS, err,
-                                      "table '%s' already exists with dim %u, not %u", name,
-                                      r->table->config->dim, s->dim);
+            rv = ember_call_shard_error(op, i, EMBER_ALREADY_EXISTS, err,
+                                        "table '%s' already exists with dim %u, not %u", name,
+                                        r->table->config->dim, s->dim);
         ember__v1__create_table_response__free_unpacked(r, NULL);
     }
-    ember_op_release(op);
+    ember_call_release(op);
     return rv;
 }
 
@@ -187,9 +187,9 @@ int ember_drop_table(ember_client *c, const char *name, int if_exists, ember_err
     Ember__V1__DropTableRequest req = EMBER__V1__DROP_TABLE_REQUEST__INIT;
     req.name = (char *)name;
     req.if_exists = if_exists != 0;
-    ember_op *op = fan_out(c, EMBER_M_DROP, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_DROP, &req.base, 0, &rv, err);
     if (op)
-        ember_op_release(op);
+        ember_call_release(op);
     return rv;
 }
 
@@ -203,7 +203,7 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no output");
     Ember__V1__DescribeTableRequest req = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
     req.name = (char *)name;
-    ember_op *op = fan_out(c, EMBER_M_DESCRIBE, &req.base, 1, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_DESCRIBE, &req.base, 1, &rv, err);
     if (!op)
         return rv;
 
@@ -223,10 +223,10 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
         const Ember__V1__TableStats *st = r->table->stats;
         if (s > 0 && dim != info.dim) {
             ember__v1__describe_table_response__free_unpacked(r, NULL);
-            rv = ember_op_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
-                                      "table '%s' has dim %u here but %u on shard 0", name, dim,
-                                      info.dim);
-            ember_op_release(op);
+            rv = ember_call_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
+                                        "table '%s' has dim %u here but %u on shard 0", name, dim,
+                                        info.dim);
+            ember_call_release(op);
             return rv;
         }
         info.dim = dim;
@@ -239,7 +239,7 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
         ember__v1__describe_table_response__free_unpacked(r, NULL);
     }
     info.load_factor = info.capacity ? (double)info.size / (double)info.capacity : 0.0;
-    ember_op_release(op);
+    ember_call_release(op);
     *out = info;
     return 0;
 }
@@ -258,7 +258,7 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no output");
     Ember__V1__ListTablesRequest req = EMBER__V1__LIST_TABLES_REQUEST__INIT;
     int rv;
-    ember_op *op = fan_out(c, EMBER_M_LIST, &req.base, 1, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_LIST, &req.base, 1, &rv, err);
     if (!op)
         return rv;
 
@@ -285,12 +285,12 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                 if (strcmp(all[i].name, t->name) == 0)
                     e = &all[i];
             if (e && e->dim != t->config->dim) {
-                rv = ember_op_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
-                                          "table '%s' has dim %u here but %u on another shard",
-                                          t->name, t->config->dim, e->dim);
+                rv = ember_call_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
+                                            "table '%s' has dim %u here but %u on another shard",
+                                            t->name, t->config->dim, e->dim);
                 ember__v1__list_tables_response__free_unpacked(r, NULL);
                 free(all);
-                ember_op_release(op);
+                ember_call_release(op);
                 return rv;
             }
             if (!e) {
@@ -300,7 +300,7 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                     if (!a) {
                         ember__v1__list_tables_response__free_unpacked(r, NULL);
                         free(all);
-                        ember_op_release(op);
+                        ember_call_release(op);
                         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
                                                "out of memory");
                     }
@@ -322,7 +322,7 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
         }
         ember__v1__list_tables_response__free_unpacked(r, NULL);
     }
-    ember_op_release(op);
+    ember_call_release(op);
     if (n > 1)
         qsort(all, n, sizeof *all, info_by_name);
     for (size_t i = 0; i < n; i++) {
@@ -352,9 +352,9 @@ int ember_save(ember_client *c, const char *table, const char *dir, ember_error 
     Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
     req.table = (char *)(table ? table : "");
     req.dir = (char *)(dir ? dir : "");
-    ember_op *op = fan_out(c, EMBER_M_SAVE, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_SAVE, &req.base, 0, &rv, err);
     if (op)
-        ember_op_release(op);
+        ember_call_release(op);
     return rv;
 }
 
@@ -367,8 +367,8 @@ int ember_load(ember_client *c, const char *table, const char *dir, ember_error 
     req.table = (char *)(table ? table : "");
     req.dir = (char *)(dir ? dir : "");
     req.create = 1;
-    ember_op *op = fan_out(c, EMBER_M_LOAD, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_LOAD, &req.base, 0, &rv, err);
     if (op)
-        ember_op_release(op);
+        ember_call_release(op);
     return rv;
 }

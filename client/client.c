@@ -398,7 +398,7 @@ static void *poller_main(void *arg)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         ember_shard_call *sc = ev.tag;
-        ember_op *op = sc->op;
+        ember_call *op = sc->op;
         pthread_mutex_lock(&op->mu);
         sc->finished = 1;
         if (--op->outstanding == 0)
@@ -409,7 +409,7 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
-static void op_destroy(ember_op *op);
+static void op_destroy(ember_call *op);
 
 static void client_free(ember_client *c)
 {
@@ -423,7 +423,7 @@ static void client_free(ember_client *c)
         free(c->shards);
     }
     while (c->free_ops) {
-        ember_op *op = c->free_ops;
+        ember_call *op = c->free_ops;
         c->free_ops = op->next;
         op_destroy(op);
     }
@@ -630,7 +630,7 @@ uint64_t ember_client_debug_duplicate_acks(const ember_client *c)
 
 /* ---- ops -------------------------------------------------------------------- */
 
-static void op_destroy(ember_op *op)
+static void op_destroy(ember_call *op)
 {
     for (size_t i = 0; i < op->cap_calls; i++)
         free(op->calls[i].resp_copy);
@@ -643,10 +643,10 @@ static void op_destroy(ember_op *op)
     free(op);
 }
 
-ember_op *ember_op_acquire(ember_client *c, int kind)
+ember_call *ember_call_acquire(ember_client *c, int kind)
 {
     pthread_mutex_lock(&c->pool_mu);
-    ember_op *op = c->free_ops;
+    ember_call *op = c->free_ops;
     if (op) {
         c->free_ops = op->next;
         c->nfree_ops--;
@@ -681,7 +681,7 @@ static void call_clear_result(ember_shard_call *sc)
     sc->resp_len = 0;
 }
 
-void ember_op_release(ember_op *op)
+void ember_call_release(ember_call *op)
 {
     if (!op)
         return;
@@ -705,7 +705,7 @@ void ember_op_release(ember_op *op)
         op_destroy(op);
 }
 
-ember_shard_call *ember_op_add(ember_op *op, unsigned s, ember_method method, size_t len)
+ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method, size_t len)
 {
     if (op->ncalls == op->cap_calls) {
         size_t cap = op->cap_calls ? 2 * op->cap_calls : (op->c->nshards < 4 ? 4 : op->c->nshards);
@@ -739,7 +739,7 @@ ember_shard_call *ember_op_add(ember_op *op, unsigned s, ember_method method, si
 }
 
 /* Starts one attempt of shard call sc. Returns 1 if a completion will come. */
-static int call_start(ember_op *op, ember_shard_call *sc)
+static int call_start(ember_call *op, ember_shard_call *sc)
 {
     ember_client *c = op->c;
     ember_shard *sh = &c->shards[sc->shard];
@@ -818,14 +818,14 @@ static void call_end(ember_shard_call *sc)
     sc->details = grpc_empty_slice();
 }
 
-void ember_op_start(ember_op *op)
+void ember_call_start(ember_call *op)
 {
     op->deadline = ember_rpc_deadline((int)op->timeout_ms);
     for (size_t i = 0; i < op->ncalls; i++)
         call_start(op, &op->calls[i]);
 }
 
-static void wait_outstanding(ember_op *op)
+static void wait_outstanding(ember_call *op)
 {
     pthread_mutex_lock(&op->mu);
     while (op->outstanding > 0)
@@ -848,7 +848,7 @@ static void sleep_ms(int64_t ms)
 
 /* Makes the reply contiguous: in place when gRPC handed over one uncompressed
  * slice, else copied into the call's reusable buffer. */
-int ember_call_take_reply(ember_shard_call *sc)
+int ember_shard_call_take_reply(ember_shard_call *sc)
 {
     grpc_byte_buffer *bb = sc->recv;
     sc->resp = NULL;
@@ -892,8 +892,8 @@ int ember_call_take_reply(ember_shard_call *sc)
     return 0;
 }
 
-int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
-                         const char *fmt, ...)
+int ember_call_shard_error(ember_call *op, unsigned s, int code, ember_error *err,
+                           const char *fmt, ...)
 {
     if (!err)
         return code;
@@ -907,7 +907,7 @@ int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
                                         body));
 }
 
-int ember_op_finish(ember_op *op, ember_error *err)
+int ember_call_finish(ember_call *op, ember_error *err)
 {
     ember_client *c = op->c;
     const size_t n = op->ncalls;
@@ -960,7 +960,7 @@ int ember_op_finish(ember_op *op, ember_error *err)
     ember_shard_call *bad = NULL;
     for (size_t i = 0; i < n; i++) {
         ember_shard_call *sc = &op->calls[i];
-        if (sc->code == 0 && ember_call_take_reply(sc) != 0) {
+        if (sc->code == 0 && ember_shard_call_take_reply(sc) != 0) {
             sc->code = EMBER_RESOURCE_EXHAUSTED;
             snprintf(sc->msg, sizeof sc->msg, "cannot copy the reply");
         }
@@ -973,9 +973,9 @@ int ember_op_finish(ember_op *op, ember_error *err)
     }
     const char *msg = bad->msg[0] ? bad->msg : ember_status_name(bad->code);
     if (bad->attempts > 1)
-        return ember_op_shard_error(op, bad->shard, bad->code, err, "%s (%u attempts)", msg,
-                                    bad->attempts);
-    return ember_op_shard_error(op, bad->shard, bad->code, err, "%s", msg);
+        return ember_call_shard_error(op, bad->shard, bad->code, err, "%s (%u attempts)", msg,
+                                      bad->attempts);
+    return ember_call_shard_error(op, bad->shard, bad->code, err, "%s", msg);
 }
 
 int ember_table_name_check(const char *name, ember_error *err)

@@ -1024,7 +1024,7 @@ START_TEST(small_reply_not_read_from_stack)
         ember_shard_call sc;
         memset(&sc, 0, sizeof sc);
         sc.recv = bb;
-        ck_assert_int_eq(ember_call_take_reply(&sc), 0);
+        ck_assert_int_eq(ember_shard_call_take_reply(&sc), 0);
         scribble_stack();
         ck_assert_uint_eq(sc.resp_len, len);
         ck_assert_msg(memcmp(sc.resp, want, len) == 0, "reply of %zu bytes garbled", len);
