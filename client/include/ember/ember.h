@@ -42,8 +42,8 @@
  *
  * Growing structs (ABI): ember_client_options and ember_table_spec begin with
  * `uint32_t struct_size`, which ember_client_options_init / ember_table_spec_init
- * set to the size of the struct the caller was compiled with; fill them with the
- * init function, then change fields. The rule for later versions: fields are
+ * set to the struct's size as this header declares it; fill them with the init
+ * function, then change fields. The rule for later versions: fields are
  * only ever added at the end; the library reads the first struct_size bytes and
  * takes the defaults for the fields past them, so a program built against an
  * older, smaller struct keeps working; struct_size 0 (a zeroed struct no init
