@@ -14,86 +14,115 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/error.h"
 #include "client/internal.h"
 #include "ember/v1/ember.pb-c.h"
 
-enum { EMBER_OP_ADMIN = 2 };
+enum { EMBER_CALL_ADMIN = 2 };
+
+/* A table spec's kinds (<ember/types.h>) go on the wire as they are. */
+#define EMBER_SAME_ON_WIRE(ours, wire) \
+    _Static_assert((int)(ours) == (int)(wire), #ours " is " #wire)
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_SGD, EMBER__V1__OPTIMIZER__OPTIMIZER_SGD);
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_ADAGRAD, EMBER__V1__OPTIMIZER__OPTIMIZER_ADAGRAD);
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_ADAM, EMBER__V1__OPTIMIZER__OPTIMIZER_ADAM);
+EMBER_SAME_ON_WIRE(EMBER_OPTIM_FTRL, EMBER__V1__OPTIMIZER__OPTIMIZER_FTRL);
+EMBER_SAME_ON_WIRE(EMBER_INIT_ZEROS, EMBER__V1__INITIALIZER__INIT_ZEROS);
+EMBER_SAME_ON_WIRE(EMBER_INIT_CONSTANT, EMBER__V1__INITIALIZER__INIT_CONSTANT);
+EMBER_SAME_ON_WIRE(EMBER_INIT_UNIFORM, EMBER__V1__INITIALIZER__INIT_UNIFORM);
+EMBER_SAME_ON_WIRE(EMBER_INIT_NORMAL, EMBER__V1__INITIALIZER__INIT_NORMAL);
+EMBER_SAME_ON_WIRE(EMBER_INIT_TRUNCATED_NORMAL, EMBER__V1__INITIALIZER__INIT_TRUNCATED_NORMAL);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_LRU, EMBER__V1__SCORE_POLICY__SCORE_LRU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_LFU, EMBER__V1__SCORE_POLICY__SCORE_LFU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_EPOCH_LRU, EMBER__V1__SCORE_POLICY__SCORE_EPOCH_LRU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_EPOCH_LFU, EMBER__V1__SCORE_POLICY__SCORE_EPOCH_LFU);
+EMBER_SAME_ON_WIRE(EMBER_SCORE_CUSTOM, EMBER__V1__SCORE_POLICY__SCORE_CUSTOM);
 
 void ember_table_spec_init(ember_table_spec *s)
 {
     memset(s, 0, sizeof *s);
-    s->score_policy = EMBER_SCORES_LRU;
-    s->optimizer.kind = EMBER_OPT_SGD;
+    s->struct_size = sizeof *s;
+    s->score_policy = EMBER_SCORE_LRU;
+    s->optimizer.kind = EMBER_OPTIM_SGD;
     s->optimizer.lr = 0.01f;
     s->optimizer.eps = 1e-8f;
     s->optimizer.initial_accumulator = 0.1f;
     s->optimizer.beta1 = 0.9f;
     s->optimizer.beta2 = 0.999f;
     s->optimizer.lr_power = -0.5f;
-    s->initializer.kind = EMBER_INITIALIZER_UNIFORM;
+    s->initializer.kind = EMBER_INIT_UNIFORM;
     s->initializer.a = -0.01f;
     s->initializer.b = 0.01f;
 }
 
 /* Sends the same request to every shard and waits. On success the op holds each
  * shard's reply (release it); on failure it is released and NULL returned. */
-static ember_op *fan_out(ember_client *c, ember_method method, const ProtobufCMessage *req,
-                         int retry, int *code, ember_error *err)
+static ember_call *fan_out(ember_client *c, ember_method method, const ProtobufCMessage *req,
+                           int retry, int *code, ember_error *err)
 {
-    ember_op *op = ember_op_acquire(c, EMBER_OP_ADMIN);
+    ember_call *op = ember_call_acquire(c, EMBER_CALL_ADMIN);
     if (!op) {
-        *code = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        *code = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
     }
     op->retry = retry;
     size_t len = protobuf_c_message_get_packed_size(req);
     /* One call per shard, added in shard order: op->calls[s] is shard s's. */
     for (unsigned s = 0; s < c->nshards; s++) {
-        ember_shard_call *sc = ember_op_add(op, s, method, len);
+        ember_shard_call *sc = ember_call_add(op, s, method, len);
         if (!sc) {
-            ember_op_release(op);
-            *code = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+            ember_call_release(op);
+            *code = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
             return NULL;
         }
         protobuf_c_message_pack(req, sc->req_data);
     }
-    ember_op_start(op);
-    *code = ember_op_finish(op, err);
+    ember_call_start(op);
+    *code = ember_call_finish(op, err);
     if (*code != 0) {
-        ember_op_release(op);
+        ember_call_release(op);
         return NULL;
     }
     return op;
 }
 
-static int bad_reply(ember_op *op, unsigned s, const char *what, ember_error *err)
+static int bad_reply(ember_call *op, unsigned s, const char *what, ember_error *err)
 {
-    int rv = ember_op_shard_error(op, s, EMBER_E_INTERNAL, err, "malformed %s reply", what);
-    ember_op_release(op);
+    int rv = ember_call_shard_error(op, s, EMBER_INTERNAL, err, "malformed %s reply", what);
+    ember_call_release(op);
     return rv;
 }
 
 static int check_client_table(ember_client *c, const char *name, ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     return ember_table_name_check(name, err);
 }
 
-int ember_create_table(ember_client *c, const char *name, const ember_table_spec *s,
+/* ember_table_spec as libember 0.1 laid it out: the least a caller's struct_size
+ * may say (ember.h, "Growing structs"). */
+#define EMBER_TABLE_SPEC_FIRST_SIZE (offsetof(ember_table_spec, backend) + sizeof(const char *))
+
+int ember_create_table(ember_client *c, const char *name, const ember_table_spec *caller_spec,
                        int if_not_exists, ember_error *err)
 {
     int rv = check_client_table(c, name, err);
     if (rv)
         return rv;
-    if (!s)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no table spec");
+    if (!caller_spec)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table spec");
+    ember_table_spec spec;
+    ember_table_spec_init(&spec);
+    rv = ember_struct_take(&spec, sizeof spec, caller_spec, caller_spec->struct_size,
+                           EMBER_TABLE_SPEC_FIRST_SIZE, "ember_table_spec", err);
+    if (rv)
+        return rv;
+    const ember_table_spec *s = &spec;
     if (s->dim == 0 || s->capacity_per_shard == 0)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "table '%s': dim and capacity_per_shard must be set "
-                                   "(dim %u, capacity %llu)",
-                                   name, s->dim, (unsigned long long)s->capacity_per_shard);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "table '%s': dim and capacity_per_shard must be set "
+                               "(dim %u, capacity %llu)",
+                               name, s->dim, (unsigned long long)s->capacity_per_shard);
 
     Ember__V1__OptimizerConfig opt = EMBER__V1__OPTIMIZER_CONFIG__INIT;
     opt.kind = (Ember__V1__Optimizer)s->optimizer.kind;
@@ -127,7 +156,7 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
     req.config = &cfg;
     req.if_not_exists = if_not_exists != 0;
 
-    ember_op *op = fan_out(c, EMBER_M_CREATE, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_CREATE, &req.base, 0, &rv, err);
     if (!op)
         return rv;
     /* if_not_exists accepts any existing table of that name; one of another dim
@@ -136,17 +165,17 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
         Ember__V1__CreateTableResponse *r = ember__v1__create_table_response__unpack(
             NULL, op->calls[i].resp_len, op->calls[i].resp);
         if (!r) {
-            rv = ember_op_shard_error(op, i, EMBER_E_INTERNAL, err,
-                                      "malformed CreateTable reply");
+            rv = ember_call_shard_error(op, i, EMBER_INTERNAL, err,
+                                        "malformed CreateTable reply");
             break;
         }
         if (r->table && r->table->config && r->table->config->dim != s->dim)
-            rv = ember_op_shard_error(op, i, EMBER_E_ALREADY_EXISTS, err,
-                                      "table '%s' already exists with dim %u, not %u", name,
-                                      r->table->config->dim, s->dim);
+            rv = ember_call_shard_error(op, i, EMBER_ALREADY_EXISTS, err,
+                                        "table '%s' already exists with dim %u, not %u", name,
+                                        r->table->config->dim, s->dim);
         ember__v1__create_table_response__free_unpacked(r, NULL);
     }
-    ember_op_release(op);
+    ember_call_release(op);
     return rv;
 }
 
@@ -158,9 +187,9 @@ int ember_drop_table(ember_client *c, const char *name, int if_exists, ember_err
     Ember__V1__DropTableRequest req = EMBER__V1__DROP_TABLE_REQUEST__INIT;
     req.name = (char *)name;
     req.if_exists = if_exists != 0;
-    ember_op *op = fan_out(c, EMBER_M_DROP, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_DROP, &req.base, 0, &rv, err);
     if (op)
-        ember_op_release(op);
+        ember_call_release(op);
     return rv;
 }
 
@@ -171,10 +200,10 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
     if (rv)
         return rv;
     if (!out)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no output");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no output");
     Ember__V1__DescribeTableRequest req = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
     req.name = (char *)name;
-    ember_op *op = fan_out(c, EMBER_M_DESCRIBE, &req.base, 1, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_DESCRIBE, &req.base, 1, &rv, err);
     if (!op)
         return rv;
 
@@ -194,10 +223,10 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
         const Ember__V1__TableStats *st = r->table->stats;
         if (s > 0 && dim != info.dim) {
             ember__v1__describe_table_response__free_unpacked(r, NULL);
-            rv = ember_op_shard_error(op, s, EMBER_E_FAILED_PRECONDITION, err,
-                                      "table '%s' has dim %u here but %u on shard 0", name, dim,
-                                      info.dim);
-            ember_op_release(op);
+            rv = ember_call_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
+                                        "table '%s' has dim %u here but %u on shard 0", name, dim,
+                                        info.dim);
+            ember_call_release(op);
             return rv;
         }
         info.dim = dim;
@@ -210,7 +239,7 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
         ember__v1__describe_table_response__free_unpacked(r, NULL);
     }
     info.load_factor = info.capacity ? (double)info.size / (double)info.capacity : 0.0;
-    ember_op_release(op);
+    ember_call_release(op);
     *out = info;
     return 0;
 }
@@ -224,12 +253,12 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                       ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     if (!count || (cap && !out))
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no output");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no output");
     Ember__V1__ListTablesRequest req = EMBER__V1__LIST_TABLES_REQUEST__INIT;
     int rv;
-    ember_op *op = fan_out(c, EMBER_M_LIST, &req.base, 1, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_LIST, &req.base, 1, &rv, err);
     if (!op)
         return rv;
 
@@ -256,12 +285,12 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                 if (strcmp(all[i].name, t->name) == 0)
                     e = &all[i];
             if (e && e->dim != t->config->dim) {
-                rv = ember_op_shard_error(op, s, EMBER_E_FAILED_PRECONDITION, err,
-                                          "table '%s' has dim %u here but %u on another shard",
-                                          t->name, t->config->dim, e->dim);
+                rv = ember_call_shard_error(op, s, EMBER_FAILED_PRECONDITION, err,
+                                            "table '%s' has dim %u here but %u on another shard",
+                                            t->name, t->config->dim, e->dim);
                 ember__v1__list_tables_response__free_unpacked(r, NULL);
                 free(all);
-                ember_op_release(op);
+                ember_call_release(op);
                 return rv;
             }
             if (!e) {
@@ -271,9 +300,9 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
                     if (!a) {
                         ember__v1__list_tables_response__free_unpacked(r, NULL);
                         free(all);
-                        ember_op_release(op);
-                        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
-                                                   "out of memory");
+                        ember_call_release(op);
+                        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                                               "out of memory");
                     }
                     all = a;
                     ncap = nc;
@@ -293,7 +322,7 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
         }
         ember__v1__list_tables_response__free_unpacked(r, NULL);
     }
-    ember_op_release(op);
+    ember_call_release(op);
     if (n > 1)
         qsort(all, n, sizeof *all, info_by_name);
     for (size_t i = 0; i < n; i++) {
@@ -304,14 +333,14 @@ int ember_list_tables(ember_client *c, ember_table_info *out, size_t cap, size_t
     }
     free(all);
     *count = n;
-    ember_cli_error_clear(err);
+    ember_error_clear(err);
     return 0;
 }
 
 static int check_dir(ember_client *c, const char *table, ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     return table ? ember_table_name_check(table, err) : 0;
 }
 
@@ -323,9 +352,9 @@ int ember_save(ember_client *c, const char *table, const char *dir, ember_error 
     Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
     req.table = (char *)(table ? table : "");
     req.dir = (char *)(dir ? dir : "");
-    ember_op *op = fan_out(c, EMBER_M_SAVE, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_SAVE, &req.base, 0, &rv, err);
     if (op)
-        ember_op_release(op);
+        ember_call_release(op);
     return rv;
 }
 
@@ -338,8 +367,8 @@ int ember_load(ember_client *c, const char *table, const char *dir, ember_error 
     req.table = (char *)(table ? table : "");
     req.dir = (char *)(dir ? dir : "");
     req.create = 1;
-    ember_op *op = fan_out(c, EMBER_M_LOAD, &req.base, 0, &rv, err);
+    ember_call *op = fan_out(c, EMBER_M_LOAD, &req.base, 0, &rv, err);
     if (op)
-        ember_op_release(op);
+        ember_call_release(op);
     return rv;
 }

@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/error.h"
-
 void ember_batch_init(ember_batch *b)
 {
     memset(b, 0, sizeof *b);
@@ -96,19 +94,19 @@ int ember_batch_build(ember_batch *b, const uint64_t *keys, size_t n, unsigned n
                       ember_error *err)
 {
     if (n >= UINT32_MAX)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "%zu keys in one call: at most %u", n, UINT32_MAX - 1);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%zu keys in one call: at most %u", n, UINT32_MAX - 1);
     if (nshards == 0)
         nshards = 1;
     for (size_t i = 0; i < n; i++)
         if (keys[i] >= EMBER_KEY_RESERVED_MIN)
-            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                       "key %zu is 0x%016llx, a reserved value (keys from "
-                                       "0xFFFFFFFFFFFFFFFC up are reserved)",
-                                       i, (unsigned long long)keys[i]);
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "key %zu is 0x%016llx, a reserved value (keys from "
+                                   "0xFFFFFFFFFFFFFFFC up are reserved)",
+                                   i, (unsigned long long)keys[i]);
     if (reserve(b, n, nshards) != 0)
-        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
-                                   "out of memory for a batch of %zu keys", n);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                               "out of memory for a batch of %zu keys", n);
     b->n = n;
     b->nshards = nshards;
 
@@ -190,8 +188,8 @@ int ember_batch_merge(ember_batch *b, const float *grads, uint32_t dim, ember_er
     if (ndup * dim > b->cap_merged) {
         float *p = realloc(b->b_merged, ndup * dim * sizeof *p);
         if (!p)
-            return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
-                                       "out of memory merging %zu gradient rows", ndup);
+            return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                                   "out of memory merging %zu gradient rows", ndup);
         b->b_merged = p;
         b->cap_merged = ndup * dim;
     }

@@ -1,7 +1,8 @@
 /*
  * batch.h — what a pull or push does to its keys before anything is sent:
- * refuse reserved keys, deduplicate, and group the unique keys by shard; for a
- * push, sum equal keys' gradients.
+ * refuse reserved keys (EMBER_KEY_RESERVED_MIN and up, <ember/types.h>),
+ * deduplicate, and group the unique keys by shard; for a push, sum equal keys'
+ * gradients.
  *
  * After ember_batch_build(keys, n, S):
  *   m              unique keys, numbered 0..m-1 in shard order ("grouped" order):
@@ -25,8 +26,6 @@
 #include <stdint.h>
 
 #include "ember/ember.h"
-
-#define EMBER_KEY_RESERVED_MIN UINT64_C(0xFFFFFFFFFFFFFFFC)
 
 typedef struct ember_batch {
     size_t n, m;
@@ -58,14 +57,14 @@ void ember_batch_init(ember_batch *b);
 void ember_batch_free(ember_batch *b);
 
 /* Builds the grouping above for keys[0..n) over `nshards` shards (ember_shard_of).
- * Returns 0; EMBER_E_INVALID_ARGUMENT for a reserved key (the message names it and
- * its position) or n ≥ 2^32; EMBER_E_RESOURCE_EXHAUSTED when out of memory. */
+ * Returns 0; EMBER_INVALID_ARGUMENT for a reserved key (the message names it and
+ * its position) or n ≥ 2^32; EMBER_RESOURCE_EXHAUSTED when out of memory. */
 int ember_batch_build(ember_batch *b, const uint64_t *keys, size_t n, unsigned nshards,
                       ember_error *err);
 
 /* After a build: points rows[g] at grouped key g's gradient row (dim floats),
  * summing the rows of equal keys in caller order into scratch; keys that occur
- * once point straight into `grads`. Returns 0 or EMBER_E_RESOURCE_EXHAUSTED. */
+ * once point straight into `grads`. Returns 0 or EMBER_RESOURCE_EXHAUSTED. */
 int ember_batch_merge(ember_batch *b, const float *grads, uint32_t dim, ember_error *err);
 
 #endif /* EMBER_CLIENT_BATCH_H */

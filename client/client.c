@@ -17,7 +17,6 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/time.h>
 
-#include "client/error.h"
 #include "client/internal.h"
 #include "client/rpc.h"
 #include "client/tfconfig.h"
@@ -47,27 +46,10 @@ static const char *const method_paths[EMBER_M_COUNT] = {
     [EMBER_M_LIST] = "/ember.v1.Admin/ListTables",
 };
 
-/* ---- the key → shard function ------------------------------------------------ */
-
-unsigned ember_shard_of(uint64_t key, unsigned shard_count)
+/* The exported name of <ember/types.h>'s table, for callers that bind by symbol. */
+const char *ember_code_name(int code)
 {
-    if (shard_count <= 1)
-        return 0;
-    /* mix: splitmix64's finaliser of key ^ a constant. The servers' buckets use
-     * Murmur3's fmix64 of the raw key: a different function, so the keys of one
-     * shard still spread over all its buckets. */
-    uint64_t z = key ^ UINT64_C(0x5bd1e9955bd1e995);
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    z ^= z >> 31;
-    /* Jump consistent hash (Lamping & Veach 2014), their reference code. */
-    int64_t b = -1, j = 0;
-    while (j < (int64_t)shard_count) {
-        b = j;
-        z = z * UINT64_C(2862933555777941757) + 1;
-        j = (int64_t)((double)(b + 1) * ((double)(INT64_C(1) << 31) / (double)((z >> 33) + 1)));
-    }
-    return (unsigned)b;
+    return ember_status_name(code);
 }
 
 /* ---- request buffers -------------------------------------------------------- */
@@ -173,9 +155,32 @@ static void reqbuf_slice_done(void *ud)
 
 /* ---- options and shard lists ------------------------------------------------ */
 
+/* Names shard s (if err is not NULL) as the one that failed with `code`, which
+ * ember_error_set has just recorded; returns code. */
+static int shard_failed(ember_error *err, unsigned s, int code)
+{
+    if (err)
+        err->shard = (int)s;
+    return code;
+}
+
 void ember_client_options_init(ember_client_options *o)
 {
     memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+}
+
+int ember_struct_take(void *dst, size_t dst_size, const void *src, uint32_t src_size,
+                      size_t first_size, const char *what, ember_error *err)
+{
+    size_t n = src_size ? src_size : first_size;
+    if (n < first_size || n > dst_size)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%s.struct_size is %u; this libember reads %zu to %zu bytes "
+                               "(fill the struct with its init function first)",
+                               what, (unsigned)src_size, first_size, dst_size);
+    memcpy(dst, src, n);
+    return 0;
 }
 
 static int parse_count(const char *s, unsigned *out)
@@ -205,7 +210,7 @@ static int split_list(const char *list, const char *source, char ***out, unsigne
         cap += *p == ',';
     char **a = calloc(cap, sizeof *a);
     if (!a)
-        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     unsigned n = 0;
     const char *p = list;
     for (;;) {
@@ -219,13 +224,13 @@ static int split_list(const char *list, const char *source, char ***out, unsigne
             t--;
         if (s == t) {
             free_addrs(a, n);
-            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                       "%s: empty shard address in '%s'", source, list);
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "%s: empty shard address in '%s'", source, list);
         }
         a[n] = strndup(s, (size_t)(t - s));
         if (!a[n]) {
             free_addrs(a, n);
-            return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+            return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         }
         n++;
         if (!*e)
@@ -234,8 +239,8 @@ static int split_list(const char *list, const char *source, char ***out, unsigne
     }
     if (n > EMBER_MAX_SHARDS) {
         free_addrs(a, n);
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "%s: %u shards, at most %u", source, n, EMBER_MAX_SHARDS);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%s: %u shards, at most %u", source, n, EMBER_MAX_SHARDS);
     }
     *out = a;
     *nout = n;
@@ -247,11 +252,11 @@ static int expand_pattern(const char *pat, unsigned count, const char *source, c
                           unsigned *nout, ember_error *err)
 {
     if (!strstr(pat, "{i}"))
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "%s: shard pattern '%s' has no {i}", source, pat);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%s: shard pattern '%s' has no {i}", source, pat);
     char **a = calloc(count, sizeof *a);
     if (!a)
-        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     for (unsigned i = 0; i < count; i++) {
         char num[16];
         int nl = snprintf(num, sizeof num, "%u", i);
@@ -267,7 +272,7 @@ static int expand_pattern(const char *pat, unsigned count, const char *source, c
         char *s = malloc(len + 1), *w = s;
         if (!s) {
             free_addrs(a, i);
-            return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+            return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         }
         for (const char *p = pat; *p;)
             if (strncmp(p, "{i}", 3) == 0) {
@@ -294,15 +299,15 @@ static int resolve_pattern(const ember_client_options *o, const char *pat, const
     if (count == 0) {
         const char *env_count = getenv("EMBER_SHARD_COUNT");
         if (!env_count || parse_count(env_count, &count) != 0)
-            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                       "%s given but no shard count (options.shard_count or "
-                                       "EMBER_SHARD_COUNT, 1..%u; EMBER_SHARD_COUNT is '%s')",
-                                       pat_src, EMBER_MAX_SHARDS,
-                                       env_count ? env_count : "unset");
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "%s given but no shard count (options.shard_count or "
+                                   "EMBER_SHARD_COUNT, 1..%u; EMBER_SHARD_COUNT is '%s')",
+                                   pat_src, EMBER_MAX_SHARDS,
+                                   env_count ? env_count : "unset");
     }
     if (count > EMBER_MAX_SHARDS)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "%u shards, at most %u", count, EMBER_MAX_SHARDS);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%u shards, at most %u", count, EMBER_MAX_SHARDS);
     return expand_pattern(pat, count, pat_src, addrs, n, err);
 }
 
@@ -335,9 +340,9 @@ static int resolve_shards(const ember_client_options *o, char ***addrs, unsigned
             return rv;
         if (*n > EMBER_MAX_SHARDS) {
             free_addrs(*addrs, *n);
-            return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                       "TF_CONFIG: %u ps tasks, at most %u", *n,
-                                       EMBER_MAX_SHARDS);
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "TF_CONFIG: %u ps tasks, at most %u", *n,
+                                   EMBER_MAX_SHARDS);
         }
         if (*n > 0) {
             *source = "TF_CONFIG";
@@ -350,12 +355,12 @@ static int resolve_shards(const ember_client_options *o, char ***addrs, unsigned
         *source = "EMBER_SHARD_PATTERN";
         return resolve_pattern(o, pat, *source, addrs, n, err);
     }
-    return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                               "no shards: set options.shards or EMBER_SHARDS "
-                               "(host:port,...), TF_CONFIG with a cluster.ps list%s, or a "
-                               "pattern with {i} and a count (options.shard_pattern/"
-                               "shard_count or EMBER_SHARD_PATTERN/EMBER_SHARD_COUNT)",
-                               tf && *tf ? " (TF_CONFIG is set but lists no ps tasks)" : "");
+    return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                           "no shards: set options.shards or EMBER_SHARDS "
+                           "(host:port,...), TF_CONFIG with a cluster.ps list%s, or a "
+                           "pattern with {i} and a count (options.shard_pattern/"
+                           "shard_count or EMBER_SHARD_PATTERN/EMBER_SHARD_COUNT)",
+                           tf && *tf ? " (TF_CONFIG is set but lists no ps tasks)" : "");
 }
 
 static uint64_t random_id(void)
@@ -393,7 +398,7 @@ static void *poller_main(void *arg)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         ember_shard_call *sc = ev.tag;
-        ember_op *op = sc->op;
+        ember_call *op = sc->op;
         pthread_mutex_lock(&op->mu);
         sc->finished = 1;
         if (--op->outstanding == 0)
@@ -404,7 +409,7 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
-static void op_destroy(ember_op *op);
+static void op_destroy(ember_call *op);
 
 static void client_free(ember_client *c)
 {
@@ -418,7 +423,7 @@ static void client_free(ember_client *c)
         free(c->shards);
     }
     while (c->free_ops) {
-        ember_op *op = c->free_ops;
+        ember_call *op = c->free_ops;
         c->free_ops = op->next;
         op_destroy(op);
     }
@@ -432,24 +437,31 @@ static void client_free(ember_client *c)
     free(c);
 }
 
-ember_client *ember_client_open(const ember_client_options *opts, ember_error *err)
+/* ember_client_options as libember 0.1 laid it out: the least a caller's
+ * struct_size may say (ember.h, "Growing structs"). */
+#define EMBER_OPTIONS_FIRST_SIZE \
+    (offsetof(ember_client_options, token_file) + sizeof(const char *))
+
+ember_client *ember_client_open(const ember_client_options *caller_opts, ember_error *err)
 {
-    ember_client_options def;
-    if (!opts) {
-        ember_client_options_init(&def);
-        opts = &def;
-    }
-    ember_cli_error_clear(err);
+    ember_client_options o;
+    ember_client_options_init(&o);
+    ember_error_clear(err);
+    if (caller_opts && ember_struct_take(&o, sizeof o, caller_opts, caller_opts->struct_size,
+                                         EMBER_OPTIONS_FIRST_SIZE, "ember_client_options",
+                                         err) != 0)
+        return NULL;
+    const ember_client_options *opts = &o;
     if (opts->wire_dtype != EMBER_DTYPE_FLOAT32 && opts->wire_dtype != EMBER_DTYPE_FLOAT16 &&
         opts->wire_dtype != EMBER_DTYPE_BFLOAT16) {
-        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown wire_dtype %d",
-                            (int)opts->wire_dtype);
+        ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown wire_dtype %d",
+                        (int)opts->wire_dtype);
         return NULL;
     }
     unsigned nch = opts->channels_per_shard ? opts->channels_per_shard : 1;
     if (nch > EMBER_MAX_CHANNELS) {
-        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                            "channels_per_shard %u: at most %u", nch, EMBER_MAX_CHANNELS);
+        ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                        "channels_per_shard %u: at most %u", nch, EMBER_MAX_CHANNELS);
         return NULL;
     }
     char **addrs = NULL;
@@ -460,15 +472,16 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
     for (unsigned i = 0; i < n; i++) {
         ember_error e;
         if (ember_rpc_target_check(addrs[i], &e) != 0) {
-            ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, (int)i, "shard %u: %s", i,
-                                e.message);
+            shard_failed(err, i, ember_error_set(err, EMBER_INVALID_ARGUMENT, "shard %u: %s", i,
+                                                 e.message));
             free_addrs(addrs, n);
             return NULL;
         }
         for (unsigned j = 0; j < i; j++)
             if (strcmp(addrs[i], addrs[j]) == 0) {
-                ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, (int)i,
-                                    "shards %u and %u are both %s", j, i, addrs[i]);
+                shard_failed(err, i, ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                                     "shards %u and %u are both %s", j, i,
+                                                     addrs[i]));
                 free_addrs(addrs, n);
                 return NULL;
             }
@@ -477,7 +490,7 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
     ember_client *c = calloc(1, sizeof *c);
     if (!c) {
         free_addrs(addrs, n);
-        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&c->pool_mu, NULL);
@@ -496,7 +509,7 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
     if (!c->reqpool || !c->shards) {
         free_addrs(addrs, n);
         client_free(c);
-        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&c->reqpool->mu, NULL);
@@ -531,7 +544,7 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
         if (!sh->ch) {
             free_addrs(addrs, n);
             client_free(c);
-            ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+            ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
             return NULL;
         }
         for (unsigned k = 0; k < nch; k++) {
@@ -554,7 +567,7 @@ ember_client *ember_client_open(const ember_client_options *opts, ember_error *e
         grpc_completion_queue_destroy(c->cq);
         grpc_shutdown();
         client_free(c);
-        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "cannot start a thread");
+        ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "cannot start a thread");
         return NULL;
     }
     return c;
@@ -617,7 +630,7 @@ uint64_t ember_client_debug_duplicate_acks(const ember_client *c)
 
 /* ---- ops -------------------------------------------------------------------- */
 
-static void op_destroy(ember_op *op)
+static void op_destroy(ember_call *op)
 {
     for (size_t i = 0; i < op->cap_calls; i++)
         free(op->calls[i].resp_copy);
@@ -630,10 +643,10 @@ static void op_destroy(ember_op *op)
     free(op);
 }
 
-ember_op *ember_op_acquire(ember_client *c, int kind)
+ember_call *ember_call_acquire(ember_client *c, int kind)
 {
     pthread_mutex_lock(&c->pool_mu);
-    ember_op *op = c->free_ops;
+    ember_call *op = c->free_ops;
     if (op) {
         c->free_ops = op->next;
         c->nfree_ops--;
@@ -668,7 +681,7 @@ static void call_clear_result(ember_shard_call *sc)
     sc->resp_len = 0;
 }
 
-void ember_op_release(ember_op *op)
+void ember_call_release(ember_call *op)
 {
     if (!op)
         return;
@@ -692,7 +705,7 @@ void ember_op_release(ember_op *op)
         op_destroy(op);
 }
 
-ember_shard_call *ember_op_add(ember_op *op, unsigned s, ember_method method, size_t len)
+ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method, size_t len)
 {
     if (op->ncalls == op->cap_calls) {
         size_t cap = op->cap_calls ? 2 * op->cap_calls : (op->c->nshards < 4 ? 4 : op->c->nshards);
@@ -726,7 +739,7 @@ ember_shard_call *ember_op_add(ember_op *op, unsigned s, ember_method method, si
 }
 
 /* Starts one attempt of shard call sc. Returns 1 if a completion will come. */
-static int call_start(ember_op *op, ember_shard_call *sc)
+static int call_start(ember_call *op, ember_shard_call *sc)
 {
     ember_client *c = op->c;
     ember_shard *sh = &c->shards[sc->shard];
@@ -780,7 +793,7 @@ static int call_start(ember_op *op, ember_shard_call *sc)
 fail:
     grpc_metadata_array_destroy(&sc->imd);
     grpc_metadata_array_destroy(&sc->tmd);
-    sc->code = EMBER_E_INTERNAL;
+    sc->code = EMBER_INTERNAL;
     snprintf(sc->msg, sizeof sc->msg, "cannot start a call to %s", method_paths[sc->method]);
     sc->finished = 1;
     return 0;
@@ -805,14 +818,14 @@ static void call_end(ember_shard_call *sc)
     sc->details = grpc_empty_slice();
 }
 
-void ember_op_start(ember_op *op)
+void ember_call_start(ember_call *op)
 {
     op->deadline = ember_rpc_deadline((int)op->timeout_ms);
     for (size_t i = 0; i < op->ncalls; i++)
         call_start(op, &op->calls[i]);
 }
 
-static void wait_outstanding(ember_op *op)
+static void wait_outstanding(ember_call *op)
 {
     pthread_mutex_lock(&op->mu);
     while (op->outstanding > 0)
@@ -835,7 +848,7 @@ static void sleep_ms(int64_t ms)
 
 /* Makes the reply contiguous: in place when gRPC handed over one uncompressed
  * slice, else copied into the call's reusable buffer. */
-int ember_call_take_reply(ember_shard_call *sc)
+int ember_shard_call_take_reply(ember_shard_call *sc)
 {
     grpc_byte_buffer *bb = sc->recv;
     sc->resp = NULL;
@@ -855,13 +868,13 @@ int ember_call_take_reply(ember_shard_call *sc)
     if (n > sc->resp_copy_cap) {
         uint8_t *p = realloc(sc->resp_copy, n);
         if (!p)
-            return EMBER_E_RESOURCE_EXHAUSTED;
+            return EMBER_RESOURCE_EXHAUSTED;
         sc->resp_copy = p;
         sc->resp_copy_cap = n;
     }
     grpc_byte_buffer_reader rd;
     if (!grpc_byte_buffer_reader_init(&rd, bb))
-        return EMBER_E_INTERNAL;
+        return EMBER_INTERNAL;
     size_t at = 0;
     grpc_slice s;
     while (grpc_byte_buffer_reader_next(&rd, &s)) {
@@ -873,14 +886,14 @@ int ember_call_take_reply(ember_shard_call *sc)
     }
     grpc_byte_buffer_reader_destroy(&rd);
     if (at != n)
-        return EMBER_E_INTERNAL;
+        return EMBER_INTERNAL;
     sc->resp = sc->resp_copy;
     sc->resp_len = n;
     return 0;
 }
 
-int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
-                         const char *fmt, ...)
+int ember_call_shard_error(ember_call *op, unsigned s, int code, ember_error *err,
+                           const char *fmt, ...)
 {
     if (!err)
         return code;
@@ -889,11 +902,12 @@ int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
     va_start(ap, fmt);
     vsnprintf(body, sizeof body, fmt, ap);
     va_end(ap);
-    return ember_cli_error_set(err, code, (int)s, "shard %u (%s): %s", s, op->c->shards[s].addr,
-                               body);
+    return shard_failed(err, s,
+                        ember_error_set(err, code, "shard %u (%s): %s", s, op->c->shards[s].addr,
+                                        body));
 }
 
-int ember_op_finish(ember_op *op, ember_error *err)
+int ember_call_finish(ember_call *op, ember_error *err)
 {
     ember_client *c = op->c;
     const size_t n = op->ncalls;
@@ -906,7 +920,7 @@ int ember_op_finish(ember_op *op, ember_error *err)
             if (!sc->call)
                 continue;
             call_end(sc);
-            if (sc->code == EMBER_E_UNAVAILABLE && op->retry &&
+            if (sc->code == EMBER_UNAVAILABLE && op->retry &&
                 sc->attempts <= c->max_retries) {
                 call_clear_result(sc);
                 sc->resend = 1;
@@ -946,31 +960,31 @@ int ember_op_finish(ember_op *op, ember_error *err)
     ember_shard_call *bad = NULL;
     for (size_t i = 0; i < n; i++) {
         ember_shard_call *sc = &op->calls[i];
-        if (sc->code == 0 && ember_call_take_reply(sc) != 0) {
-            sc->code = EMBER_E_RESOURCE_EXHAUSTED;
+        if (sc->code == 0 && ember_shard_call_take_reply(sc) != 0) {
+            sc->code = EMBER_RESOURCE_EXHAUSTED;
             snprintf(sc->msg, sizeof sc->msg, "cannot copy the reply");
         }
         if (sc->code != 0 && (!bad || sc->shard < bad->shard))
             bad = sc;
     }
     if (!bad) {
-        ember_cli_error_clear(err);
+        ember_error_clear(err);
         return 0;
     }
-    const char *msg = bad->msg[0] ? bad->msg : ember_code_name(bad->code);
+    const char *msg = bad->msg[0] ? bad->msg : ember_status_name(bad->code);
     if (bad->attempts > 1)
-        return ember_op_shard_error(op, bad->shard, bad->code, err, "%s (%u attempts)", msg,
-                                    bad->attempts);
-    return ember_op_shard_error(op, bad->shard, bad->code, err, "%s", msg);
+        return ember_call_shard_error(op, bad->shard, bad->code, err, "%s (%u attempts)", msg,
+                                      bad->attempts);
+    return ember_call_shard_error(op, bad->shard, bad->code, err, "%s", msg);
 }
 
 int ember_table_name_check(const char *name, ember_error *err)
 {
     if (!name || !*name)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no table name");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table name");
     size_t len = strnlen(name, 65);
     if (len > 64)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "table name '%.64s...' is longer than 64 characters", name);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "table name '%.64s...' is longer than 64 characters", name);
     return 0;
 }

@@ -2,22 +2,22 @@
  * internal.h — libember's insides, shared by client.c (handle, shards, calls),
  * train.c (pull/push) and admin.c (table admin). Not installed.
  *
- * The call machinery: an ember_op is one library call (a pull, a push, an admin
- * fan-out). It holds its requests — one per shard, or several for a big batch —
- * (ember_op_add), starts them all at once on the client's completion queue
- * (ember_op_start), and
- * ember_op_finish waits for every shard, retrying those that answered
- * UNAVAILABLE with exponential backoff inside the op's deadline. A poller thread
- * per client drives gRPC's network progress and wakes the waiting thread, so an
- * async pull keeps moving while the worker computes.
+ * The call machinery: an ember_call is one library call (a pull, a push, an admin
+ * fan-out; `op` in the code, as its shard calls are `sc`). It holds its requests
+ * — one per shard, or several for a big batch — (ember_call_add), starts them all
+ * at once on the client's completion queue (ember_call_start), and
+ * ember_call_finish waits for every shard, retrying those that answered
+ * UNAVAILABLE with exponential backoff inside the call's deadline. A poller
+ * thread per client drives gRPC's network progress and wakes the waiting thread,
+ * so an async pull keeps moving while the worker computes.
  *
- * Ops and their buffers are pooled per client; requests are written into pooled,
- * reference-counted buffers that gRPC sends without copying (released when gRPC
- * drops its slice, which may be after the call ended).
+ * Calls and their buffers are pooled per client; requests are written into
+ * pooled, reference-counted buffers that gRPC sends without copying (released
+ * when gRPC drops its slice, which may be after the call ended).
  *
- * Locking: c->pool_mu guards the op free list; op->mu guards op->outstanding and
- * the calls' completion flags (written by the poller thread); everything else in
- * an op belongs to the thread that started it.
+ * Locking: c->pool_mu guards the call free list; op->mu guards op->outstanding
+ * and the shard calls' completion flags (written by the poller thread);
+ * everything else in a call belongs to the thread that started it.
  */
 #ifndef EMBER_CLIENT_INTERNAL_H
 #define EMBER_CLIENT_INTERNAL_H
@@ -32,7 +32,7 @@
 #include "client/batch.h"
 #include "ember/ember.h"
 
-/* Methods the op machinery calls. */
+/* Methods the call machinery calls. */
 typedef enum ember_method {
     EMBER_M_PULL, EMBER_M_PUSH, EMBER_M_PUSHPULL,
     EMBER_M_CREATE, EMBER_M_DROP, EMBER_M_DESCRIBE, EMBER_M_SAVE, EMBER_M_LOAD,
@@ -64,7 +64,7 @@ struct ember_client {
     pthread_t poller;
 
     pthread_mutex_t pool_mu;
-    struct ember_op *free_ops;
+    struct ember_call *free_ops;
     unsigned nfree_ops;
     ember_reqpool *reqpool;
 
@@ -76,7 +76,7 @@ struct ember_client {
 };
 
 typedef struct ember_shard_call {
-    struct ember_op *op;
+    struct ember_call *op;
     unsigned shard;
     ember_method method;
     ember_reqbuf *req;
@@ -104,10 +104,10 @@ typedef struct ember_shard_call {
     char msg[400];               /* status details of a failure */
 } ember_shard_call;
 
-typedef struct ember_op {
+typedef struct ember_call {
     ember_client *c;
-    struct ember_op *next;       /* free list */
-    int kind;                    /* EMBER_OP_* in train.c / admin.c */
+    struct ember_call *next;     /* free list */
+    int kind;                    /* EMBER_CALL_* in train.c / admin.c */
     int retry;                   /* retry UNAVAILABLE */
     gpr_timespec deadline;
     unsigned timeout_ms;
@@ -119,7 +119,7 @@ typedef struct ember_op {
     ember_shard_call *calls;     /* [ncalls]: any number per shard, in the order added */
     size_t ncalls, cap_calls;
 
-    /* the caller's arguments and the op's working set (train.c) */
+    /* the caller's arguments and the call's working set (train.c) */
     const char *table;
     const uint64_t *keys;
     size_t n;
@@ -130,32 +130,39 @@ typedef struct ember_op {
     ember_batch pull_b, push_b;
     const uint8_t **rowptr;      /* [pull_b.m] reply row of each grouped key */
     size_t rowptr_cap;
-} ember_op;
+} ember_call;
 
-/* Takes an op from the pool (or makes one); NULL when out of memory. */
-ember_op *ember_op_acquire(ember_client *c, int kind);
-/* Returns an op to the pool; every started call must have been finished. */
-void ember_op_release(ember_op *op);
+/* Takes a call from the pool (or makes one); NULL when out of memory. */
+ember_call *ember_call_acquire(ember_client *c, int kind);
+/* Returns a call to the pool; every shard call started must have finished. */
+void ember_call_release(ember_call *op);
 /* Adds a call of `method` to shard `s` with a request buffer of `len` bytes
  * (sc->req_data), into which the caller writes the encoded message. Calls must
- * all be added before ember_op_start; the returned pointer is valid until the
- * next ember_op_add. NULL when out of memory. */
-ember_shard_call *ember_op_add(ember_op *op, unsigned s, ember_method method, size_t len);
+ * all be added before ember_call_start; the returned pointer is valid until the
+ * next ember_call_add. NULL when out of memory. */
+ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method, size_t len);
 /* Starts every call, all before any is waited on. The deadline is
  * op->timeout_ms from now. */
-void ember_op_start(ember_op *op);
+void ember_call_start(ember_call *op);
 /* Waits for every call (retrying UNAVAILABLE when op->retry, within the
  * deadline) and returns 0, or the status of the failing call with the lowest
  * shard index, with "shard i (host:port): message" in err. Replies stay readable
- * in op->calls[i].resp until ember_op_release. */
-int ember_op_finish(ember_op *op, ember_error *err);
+ * in op->calls[i].resp until ember_call_release. */
+int ember_call_finish(ember_call *op, ember_error *err);
 /* Points sc->resp/resp_len at sc->recv's bytes: in place when gRPC handed over
  * one uncompressed slice, else copied into sc's reusable buffer. Returns 0 or
- * EMBER_E_RESOURCE_EXHAUSTED / EMBER_E_INTERNAL. (Internal; exposed for a test.) */
-int ember_call_take_reply(ember_shard_call *sc);
+ * EMBER_RESOURCE_EXHAUSTED / EMBER_INTERNAL. (Internal; exposed for a test.) */
+int ember_shard_call_take_reply(ember_shard_call *sc);
 /* Fills err for shard s's failure: "shard s (addr): <msg>"; returns code. */
-int ember_op_shard_error(ember_op *op, unsigned s, int code, ember_error *err,
-                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int ember_call_shard_error(ember_call *op, unsigned s, int code, ember_error *err,
+                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Copies a caller's growable public struct (ember.h, "Growing structs") into
+ * `dst`, which holds the defaults: the first src_size bytes (first_size when
+ * src_size is 0), the rest left at the defaults. INVALID_ARGUMENT, naming
+ * `what`, when src_size is below first_size or above dst_size. */
+int ember_struct_take(void *dst, size_t dst_size, const void *src, uint32_t src_size,
+                      size_t first_size, const char *what, ember_error *err);
 
 /* Checks a table name's length (1..64); the server checks the rest. */
 int ember_table_name_check(const char *name, ember_error *err);

@@ -20,7 +20,27 @@
 #include <grpc/support/string_util.h>
 #include <grpc/support/time.h>
 
-#include "client/error.h"
+/* ember_status (<ember/types.h>) is gRPC's status codes by number: the library
+ * and the servers hand one for the other without translation. */
+#define EMBER_SAME_AS_GRPC(name) \
+    _Static_assert((int)EMBER_##name == (int)GRPC_STATUS_##name, "EMBER_" #name " is gRPC's")
+EMBER_SAME_AS_GRPC(OK);
+EMBER_SAME_AS_GRPC(CANCELLED);
+EMBER_SAME_AS_GRPC(UNKNOWN);
+EMBER_SAME_AS_GRPC(INVALID_ARGUMENT);
+EMBER_SAME_AS_GRPC(DEADLINE_EXCEEDED);
+EMBER_SAME_AS_GRPC(NOT_FOUND);
+EMBER_SAME_AS_GRPC(ALREADY_EXISTS);
+EMBER_SAME_AS_GRPC(PERMISSION_DENIED);
+EMBER_SAME_AS_GRPC(RESOURCE_EXHAUSTED);
+EMBER_SAME_AS_GRPC(FAILED_PRECONDITION);
+EMBER_SAME_AS_GRPC(ABORTED);
+EMBER_SAME_AS_GRPC(OUT_OF_RANGE);
+EMBER_SAME_AS_GRPC(UNIMPLEMENTED);
+EMBER_SAME_AS_GRPC(INTERNAL);
+EMBER_SAME_AS_GRPC(UNAVAILABLE);
+EMBER_SAME_AS_GRPC(DATA_LOSS);
+EMBER_SAME_AS_GRPC(UNAUTHENTICATED);
 
 void ember_rpc_channel_options_init(ember_rpc_channel_options *o)
 {
@@ -42,7 +62,7 @@ int ember_rpc_target_check(const char *target, ember_error *err)
 {
     static const char *const schemes[] = {"dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:"};
     if (!target || !*target)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "empty shard address");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "empty shard address");
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
         if (strncmp(target, schemes[i], strlen(schemes[i])) == 0)
             return 0;
@@ -60,9 +80,9 @@ int ember_rpc_target_check(const char *target, ember_error *err)
                 host_ok = 0;
     }
     if (!host_ok || !port_ok(colon + 1))
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "bad shard address '%s': want host:port (port 1..65535)",
-                                   target);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "bad shard address '%s': want host:port (port 1..65535)",
+                               target);
     return 0;
 }
 
@@ -71,8 +91,8 @@ static char *read_pem(const char *path, const char *what, ember_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "%s %s: %s", what, path,
-                            strerror(errno));
+        ember_error_set(err, EMBER_INVALID_ARGUMENT, "%s %s: %s", what, path,
+                        strerror(errno));
         return NULL;
     }
     size_t cap = 1 << 20;
@@ -84,8 +104,8 @@ static char *read_pem(const char *path, const char *what, ember_error *err)
         if (p)
             memset(p, 0, cap);
         free(p);
-        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "%s %s: unreadable or over 1 MiB",
-                            what, path);
+        ember_error_set(err, EMBER_INVALID_ARGUMENT, "%s %s: unreadable or over 1 MiB",
+                        what, path);
         return NULL;
     }
     p[n] = '\0';
@@ -130,8 +150,8 @@ static grpc_channel_credentials *channel_credentials(const ember_rpc_channel_opt
 {
     grpc_channel_credentials *ch;
     if (!!o->tls_cert != !!o->tls_key) {
-        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                            "a TLS client certificate needs its key, and a key its certificate");
+        ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                        "a TLS client certificate needs its key, and a key its certificate");
         return NULL;
     }
     if (o->tls_ca || o->tls_cert) {
@@ -153,7 +173,7 @@ static grpc_channel_credentials *channel_credentials(const ember_rpc_channel_opt
         ch = grpc_insecure_credentials_create();
     }
     if (!ch) {
-        ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "gRPC refused the TLS files");
+        ember_error_set(err, EMBER_INVALID_ARGUMENT, "gRPC refused the TLS files");
         return NULL;
     }
     if (!o->token || !*o->token)
@@ -162,7 +182,7 @@ static grpc_channel_credentials *channel_credentials(const ember_rpc_channel_opt
     char *hdr = malloc(tl + 8);
     if (!hdr) {
         grpc_channel_credentials_release(ch);
-        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
     }
     memcpy(hdr, "Bearer ", 7);
@@ -178,7 +198,7 @@ static grpc_channel_credentials *channel_credentials(const ember_rpc_channel_opt
     grpc_call_credentials_release(call);
     grpc_channel_credentials_release(ch);
     if (!both)
-        ember_cli_error_set(err, EMBER_E_INTERNAL, -1, "cannot combine the token with the channel");
+        ember_error_set(err, EMBER_INTERNAL, "cannot combine the token with the channel");
     return both;
 }
 
@@ -228,7 +248,7 @@ grpc_channel *ember_rpc_channel_open(const char *target, const ember_rpc_channel
     grpc_channel_credentials_release(creds);
     if (!ch) {
         grpc_shutdown();
-        ember_cli_error_set(err, EMBER_E_INTERNAL, -1, "cannot create a channel to '%s'", target);
+        ember_error_set(err, EMBER_INTERNAL, "cannot create a channel to '%s'", target);
     }
     return ch;
 }
@@ -237,22 +257,22 @@ int ember_rpc_read_token(const char *path, char *tok, size_t cap, ember_error *e
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "token file %s: %s", path,
-                                   strerror(errno));
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "token file %s: %s", path,
+                               strerror(errno));
     size_t n = fread(tok, 1, cap, f);
     int bad = ferror(f);
     fclose(f);
     if (bad || n >= cap) {
         memset(tok, 0, cap);
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "token file %s: unreadable or over %zu bytes", path, cap - 1);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "token file %s: unreadable or over %zu bytes", path, cap - 1);
     }
     while (n && strchr(" \t\r\n", tok[n - 1]))
         n--;
     tok[n] = '\0';
     if (!n)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "token file %s is empty",
-                                   path);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "token file %s is empty",
+                               path);
     return 0;
 }
 
@@ -283,11 +303,11 @@ int ember_rpc_buffer_copy(grpc_byte_buffer *bb, uint8_t **out, size_t *len)
         return 0;
     uint8_t *p = malloc(n);
     if (!p)
-        return EMBER_E_RESOURCE_EXHAUSTED;
+        return EMBER_RESOURCE_EXHAUSTED;
     grpc_byte_buffer_reader rd;
     if (!grpc_byte_buffer_reader_init(&rd, bb)) {
         free(p);
-        return EMBER_E_INTERNAL;
+        return EMBER_INTERNAL;
     }
     size_t at = 0;
     grpc_slice s;
@@ -301,7 +321,7 @@ int ember_rpc_buffer_copy(grpc_byte_buffer *bb, uint8_t **out, size_t *len)
     grpc_byte_buffer_reader_destroy(&rd);
     if (at != n) { /* a compressed buffer would decompress to another length */
         free(p);
-        return EMBER_E_INTERNAL;
+        return EMBER_INTERNAL;
     }
     *out = p;
     *len = n;
@@ -312,17 +332,21 @@ int ember_rpc_status_error(ember_error *err, int shard, const char *prefix,
                            grpc_status_code code, grpc_slice details)
 {
     if (code == GRPC_STATUS_OK) {
-        ember_cli_error_clear(err);
+        ember_error_clear(err);
         return 0;
     }
     size_t dl = GRPC_SLICE_LENGTH(details);
     if (dl > 400)
         dl = 400;
     if (dl)
-        return ember_cli_error_set(err, (int)code, shard, "%s%.*s", prefix ? prefix : "",
-                                   (int)dl, (const char *)GRPC_SLICE_START_PTR(details));
-    return ember_cli_error_set(err, (int)code, shard, "%s%s", prefix ? prefix : "",
-                               ember_code_name((int)code));
+        ember_error_set(err, (int)code, "%s%.*s", prefix ? prefix : "", (int)dl,
+                        (const char *)GRPC_SLICE_START_PTR(details));
+    else
+        ember_error_set(err, (int)code, "%s%s", prefix ? prefix : "",
+                        ember_status_name((int)code));
+    if (err)
+        err->shard = shard;
+    return (int)code;
 }
 
 /* A call on a private pluck queue. */
@@ -344,7 +368,7 @@ static int rpc_call_start(rpc_call *rc, grpc_channel *ch, const char *method, in
     grpc_metadata_array_init(&rc->trailing_md);
     rc->cq = grpc_completion_queue_create_for_pluck(NULL);
     if (!rc->cq)
-        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "no completion queue");
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "no completion queue");
     grpc_slice m = grpc_slice_from_copied_string(method);
     rc->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, rc->cq, m, NULL,
                                         ember_rpc_deadline(timeout_ms), NULL);
@@ -353,7 +377,7 @@ static int rpc_call_start(rpc_call *rc, grpc_channel *ch, const char *method, in
         grpc_completion_queue_shutdown(rc->cq);
         grpc_completion_queue_destroy(rc->cq);
         rc->cq = NULL;
-        return ember_cli_error_set(err, EMBER_E_INTERNAL, -1, "cannot create call %s", method);
+        return ember_error_set(err, EMBER_INTERNAL, "cannot create call %s", method);
     }
     return 0;
 }
@@ -439,7 +463,7 @@ int ember_rpc_unary(grpc_channel *ch, const char *method, const void *req, size_
     if (grpc_call_start_batch(rc.call, ops, 6, (void *)&rc, NULL) != GRPC_CALL_OK) {
         grpc_byte_buffer_destroy(send);
         rpc_call_end(&rc);
-        return ember_cli_error_set(err, EMBER_E_INTERNAL, -1, "cannot start call %s", method);
+        return ember_error_set(err, EMBER_INTERNAL, "cannot start call %s", method);
     }
     /* The batch always completes: at the latest when the deadline cancels the call. */
     grpc_completion_queue_pluck(rc.cq, (void *)&rc, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -448,9 +472,9 @@ int ember_rpc_unary(grpc_channel *ch, const char *method, const void *req, size_
 
     rv = ember_rpc_status_error(err, -1, NULL, rc.status, rc.details);
     if (rv == 0 && ember_rpc_buffer_copy(recv, resp, resp_len) != 0)
-        rv = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
-                                 "cannot copy the %zu-byte reply of %s",
-                                 grpc_byte_buffer_length(recv), method);
+        rv = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                             "cannot copy the %zu-byte reply of %s",
+                             grpc_byte_buffer_length(recv), method);
     if (recv)
         grpc_byte_buffer_destroy(recv);
     rpc_call_end(&rc);
@@ -471,7 +495,7 @@ ember_rpc_stream *ember_rpc_stream_open(grpc_channel *ch, const char *method, co
 {
     ember_rpc_stream *s = calloc(1, sizeof *s);
     if (!s) {
-        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
     }
     if (rpc_call_start(&s->rc, ch, method, timeout_ms, err) != 0) {
@@ -508,12 +532,12 @@ int ember_rpc_stream_read(ember_rpc_stream *s, uint8_t **msg, size_t *len, ember
             int rv = ember_rpc_buffer_copy(recv, msg, len);
             grpc_byte_buffer_destroy(recv);
             if (rv != 0)
-                return ember_cli_error_set(err, rv, -1, "cannot copy a stream message");
+                return ember_error_set(err, rv, "cannot copy a stream message");
             if (!*msg) { /* an empty message is still a message */
                 *msg = malloc(1);
                 if (!*msg)
-                    return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1,
-                                               "out of memory");
+                    return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                                           "out of memory");
             }
             return 0;
         }
@@ -548,7 +572,7 @@ ember_rpc_upload *ember_rpc_upload_open(grpc_channel *ch, const char *method, in
 {
     ember_rpc_upload *u = calloc(1, sizeof *u);
     if (!u) {
-        ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         return NULL;
     }
     if (rpc_call_start(&u->rc, ch, method, timeout_ms, err) != 0) {
@@ -579,8 +603,8 @@ int ember_rpc_upload_write(ember_rpc_upload *u, const void *msg, size_t len, emb
     }
     rpc_call_recv_status(&u->rc);
     int code = ember_rpc_status_error(err, -1, NULL, u->rc.status, u->rc.details);
-    return code ? code : ember_cli_error_set(err, EMBER_E_UNKNOWN, -1,
-                                             "the server ended the upload early");
+    return code ? code : ember_error_set(err, EMBER_UNKNOWN,
+                                         "the server ended the upload early");
 }
 
 int ember_rpc_upload_finish(ember_rpc_upload *u, uint8_t **resp, size_t *resp_len,
@@ -602,7 +626,7 @@ int ember_rpc_upload_finish(ember_rpc_upload *u, uint8_t **resp, size_t *resp_le
     rpc_call_recv_status(&u->rc);
     int rv = ember_rpc_status_error(err, -1, NULL, u->rc.status, u->rc.details);
     if (rv == 0 && ember_rpc_buffer_copy(recv, resp, resp_len) != 0)
-        rv = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "cannot copy the reply");
+        rv = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "cannot copy the reply");
     if (recv)
         grpc_byte_buffer_destroy(recv);
     rpc_call_end(&u->rc);

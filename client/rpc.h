@@ -7,11 +7,11 @@
  * with the protoc-c code in ember_proto (ember/v1/ember.pb-c.h) or proto/wire.h.
  *
  * Every call has a deadline (timeout_ms; ≤ 0 means EMBER_RPC_DEFAULT_TIMEOUT_MS).
- * Calls return the gRPC status code (0 = OK; EMBER_E_* in ember.h are the same
- * numbers) and, on failure, fill the optional `ember_error *` with that code,
- * shard -1 and the status message ("<CODE_NAME>: <details>" when the peer sent
- * none). A message that cannot be handed over (out of memory) is
- * EMBER_E_RESOURCE_EXHAUSTED.
+ * Calls return the gRPC status code (0 = OK; the ember_status codes of
+ * <ember/types.h> are the same numbers, checked in rpc.c) and, on failure, fill
+ * the optional `ember_error *` with that code, shard -1 and the status message
+ * ("<CODE_NAME>: <details>" when the peer sent none). A message that cannot be
+ * handed over (out of memory) is EMBER_RESOURCE_EXHAUSTED.
  *
  * Unary and stream calls pluck on a private completion queue, so they make their
  * own network progress in the calling thread and need no poller thread.
@@ -67,7 +67,7 @@ void ember_rpc_channel_options_init(ember_rpc_channel_options *o);
 /* Checks that `target` is "host:port" (host may be a name, IPv4, or [IPv6]; port
  * 1..65535), or a gRPC URI with a scheme gRPC resolves ("dns:", "ipv4:",
  * "ipv6:", "unix:", "unix-abstract:"), which is passed through unchecked.
- * Returns 0 or EMBER_E_INVALID_ARGUMENT naming the target. */
+ * Returns 0 or EMBER_INVALID_ARGUMENT naming the target. */
 int ember_rpc_target_check(const char *target, ember_error *err);
 
 /* Opens a channel to `target` (checked as above; NULL options: defaults),
@@ -143,7 +143,7 @@ int ember_rpc_upload_finish(ember_rpc_upload *u, uint8_t **resp, size_t *resp_le
 /* ---- shared by the library's own async calls -------------------------------- */
 
 /* Copies a received byte buffer into one malloc'ed block (*out NULL when empty).
- * Returns 0 or EMBER_E_RESOURCE_EXHAUSTED. Does not destroy `bb`. */
+ * Returns 0 or EMBER_RESOURCE_EXHAUSTED. Does not destroy `bb`. */
 int ember_rpc_buffer_copy(grpc_byte_buffer *bb, uint8_t **out, size_t *len);
 
 /* Fills `err` from a finished call's status and details ("<CODE>: ..." when the

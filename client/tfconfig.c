@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/error.h"
-
 #define TFC_MAX_DEPTH 64
 
 typedef struct tfc {
@@ -27,8 +25,8 @@ typedef struct tfc {
 static int tfc_fail(tfc *t, int code, const char *what)
 {
     if (!t->code)
-        t->code = ember_cli_error_set(t->err, code, -1, "TF_CONFIG: %s at byte %ld", what,
-                                      (long)(t->p - t->start));
+        t->code = ember_error_set(t->err, code, "TF_CONFIG: %s at byte %ld", what,
+                                  (long)(t->p - t->start));
     return -1;
 }
 
@@ -90,12 +88,12 @@ static char *put_utf8(char *w, unsigned cp)
 static int tfc_string(tfc *t, char **out)
 {
     if (*t->p != '"')
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "expected a string");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "expected a string");
     const char *s = ++t->p, *end = s;
     while (*end != '"') {
         if (!*end) {
             t->p = end;
-            return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "unterminated string");
+            return tfc_fail(t, EMBER_INVALID_ARGUMENT, "unterminated string");
         }
         if (*end == '\\' && end[1])
             end++;
@@ -105,7 +103,7 @@ static int tfc_string(tfc *t, char **out)
     if (out) {
         buf = malloc((size_t)(end - s) + 1);
         if (!buf)
-            return tfc_fail(t, EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+            return tfc_fail(t, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         w = buf;
     }
     const char *p = s;
@@ -114,7 +112,7 @@ static int tfc_string(tfc *t, char **out)
         if (ch < 0x20) {
             t->p = p;
             free(buf);
-            return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "control character in a string");
+            return tfc_fail(t, EMBER_INVALID_ARGUMENT, "control character in a string");
         }
         if (ch != '\\') {
             if (w)
@@ -157,7 +155,7 @@ static int tfc_string(tfc *t, char **out)
     bad_escape:
         t->p = p;
         free(buf);
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "bad escape in a string");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "bad escape in a string");
     }
     t->p = end + 1;
     if (out) {
@@ -171,7 +169,7 @@ static int tfc_literal(tfc *t, const char *word)
 {
     size_t n = strlen(word);
     if (strncmp(t->p, word, n) != 0)
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "not JSON");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "not JSON");
     t->p += n;
     return 0;
 }
@@ -179,7 +177,7 @@ static int tfc_literal(tfc *t, const char *word)
 static int digits(tfc *t)
 {
     if (*t->p < '0' || *t->p > '9')
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "malformed number");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "malformed number");
     while (*t->p >= '0' && *t->p <= '9')
         t->p++;
     return 0;
@@ -231,7 +229,7 @@ static int tfc_object(tfc *t, int depth, int in)
         tfc_ws(t);
         if (*t->p != ':') {
             free(key);
-            return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "expected ':'");
+            return tfc_fail(t, EMBER_INVALID_ARGUMENT, "expected ':'");
         }
         t->p++;
         tfc_ws(t);
@@ -242,7 +240,7 @@ static int tfc_object(tfc *t, int depth, int in)
             t->ps = NULL;
             t->nps = 0;
             rv = *t->p == '{' ? tfc_value(t, depth + 1, IN_CLUSTER)
-                              : tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "cluster is not an object");
+                              : tfc_fail(t, EMBER_INVALID_ARGUMENT, "cluster is not an object");
         } else if (in == IN_CLUSTER && strcmp(key, "ps") == 0) {
             rv = tfc_value(t, depth + 1, IN_PS);
         } else {
@@ -260,7 +258,7 @@ static int tfc_object(tfc *t, int depth, int in)
             t->p++;
             return 0;
         }
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "expected ',' or '}'");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "expected ',' or '}'");
     }
 }
 
@@ -268,11 +266,11 @@ static int tfc_object(tfc *t, int depth, int in)
 static int tfc_ps(tfc *t)
 {
     if (*t->p == '{')
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT,
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT,
                         "cluster.ps is a map of task indices; give a list of every ps "
                         "address, in task order");
     if (*t->p != '[')
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "cluster.ps is not a list");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "cluster.ps is not a list");
     free_list(t->ps, t->nps);
     t->ps = NULL;
     t->nps = 0;
@@ -286,12 +284,12 @@ static int tfc_ps(tfc *t)
     for (;;) {
         tfc_ws(t);
         if (*t->p != '"')
-            return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "cluster.ps holds a non-string");
+            return tfc_fail(t, EMBER_INVALID_ARGUMENT, "cluster.ps holds a non-string");
         if (t->nps == cap) {
             unsigned nc = cap ? 2 * cap : 8;
             char **a = realloc(t->ps, nc * sizeof *a);
             if (!a)
-                return tfc_fail(t, EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+                return tfc_fail(t, EMBER_RESOURCE_EXHAUSTED, "out of memory");
             t->ps = a;
             cap = nc;
         }
@@ -301,7 +299,7 @@ static int tfc_ps(tfc *t)
         if (!*t->ps[t->nps]) {
             free(t->ps[t->nps]);
             t->p = at;
-            return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "cluster.ps holds an empty address");
+            return tfc_fail(t, EMBER_INVALID_ARGUMENT, "cluster.ps holds an empty address");
         }
         t->nps++;
         tfc_ws(t);
@@ -313,14 +311,14 @@ static int tfc_ps(tfc *t)
             t->p++;
             return 0;
         }
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "expected ',' or ']'");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "expected ',' or ']'");
     }
 }
 
 static int tfc_value(tfc *t, int depth, int in)
 {
     if (depth > TFC_MAX_DEPTH)
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "nested too deep");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, "nested too deep");
     tfc_ws(t);
     if (in == IN_PS)
         return tfc_ps(t);
@@ -346,7 +344,7 @@ static int tfc_value(tfc *t, int depth, int in)
                 t->p++;
                 return 0;
             }
-            return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, "expected ',' or ']'");
+            return tfc_fail(t, EMBER_INVALID_ARGUMENT, "expected ',' or ']'");
         }
     case '"':
         return tfc_string(t, NULL);
@@ -359,7 +357,7 @@ static int tfc_value(tfc *t, int depth, int in)
     default:
         if (*t->p == '-' || (*t->p >= '0' && *t->p <= '9'))
             return tfc_number(t);
-        return tfc_fail(t, EMBER_E_INVALID_ARGUMENT, *t->p ? "not JSON" : "unexpected end");
+        return tfc_fail(t, EMBER_INVALID_ARGUMENT, *t->p ? "not JSON" : "unexpected end");
     }
 }
 
@@ -368,15 +366,15 @@ int ember_tfconfig_ps(const char *json, char ***addrs, unsigned *n, ember_error 
     *addrs = NULL;
     *n = 0;
     if (!json)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "TF_CONFIG: no document");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "TF_CONFIG: no document");
     tfc t = {.start = json, .p = json, .err = err};
     tfc_ws(&t);
     if (*t.p != '{')
-        tfc_fail(&t, EMBER_E_INVALID_ARGUMENT, "not a JSON object");
+        tfc_fail(&t, EMBER_INVALID_ARGUMENT, "not a JSON object");
     else if (tfc_object(&t, 1, IN_TOP) == 0) {
         tfc_ws(&t);
         if (*t.p)
-            tfc_fail(&t, EMBER_E_INVALID_ARGUMENT, "trailing characters after the object");
+            tfc_fail(&t, EMBER_INVALID_ARGUMENT, "trailing characters after the object");
     }
     if (t.code) {
         free_list(t.ps, t.nps);

@@ -14,11 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/error.h"
 #include "client/internal.h"
 #include "proto/wire.h"
 
-enum { EMBER_OP_TRAIN = 1 };
+enum { EMBER_CALL_TRAIN = 1 };
 
 _Static_assert((int)EMBER_DTYPE_FLOAT32 == (int)EMBER_WIRE_F32 &&
                    (int)EMBER_DTYPE_FLOAT16 == (int)EMBER_WIRE_F16 &&
@@ -47,31 +46,31 @@ typedef struct train_args {
 static int check_args(ember_client *c, const train_args *a, ember_error *err)
 {
     if (!c)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no client");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     int rv = ember_table_name_check(a->table, err);
     if (rv)
         return rv;
     if (a->dim == 0)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "dim 0");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dim 0");
     if (a->flags & ~EMBER_PULL_SERVE)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown pull flags 0x%x",
-                                   a->flags);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown pull flags 0x%x",
+                               a->flags);
     if (a->mode < EMBER_PUSH_GRADIENTS || a->mode > EMBER_PUSH_INSERT_OR_ASSIGN)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "unknown push mode %d",
-                                   a->mode);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown push mode %d",
+                               a->mode);
     if ((a->n_push && (!a->push_keys || !a->values)) || (a->n_pull && (!a->pull_keys || !a->out)))
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "NULL keys, values or output with n > 0");
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "NULL keys, values or output with n > 0");
     size_t most = a->n_push > a->n_pull ? a->n_push : a->n_pull;
     if (most > SIZE_MAX / 16 / a->dim)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1,
-                                   "%zu keys × dim %u is too large", most, a->dim);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "%zu keys × dim %u is too large", most, a->dim);
     return 0;
 }
 
 static int oom(ember_error *err)
 {
-    return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+    return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
 }
 
 /* Most keys in one request: c->chunk_bytes of values on the wire, and at most
@@ -88,11 +87,11 @@ static size_t chunk_keys(const ember_client *c, uint32_t dim)
 }
 
 /* Builds and sends every shard's request. NULL (err filled) if nothing was sent. */
-static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *err)
+static ember_call *train_begin(ember_client *c, const train_args *a, ember_error *err)
 {
     if (check_args(c, a, err) != 0)
         return NULL;
-    ember_op *op = ember_op_acquire(c, EMBER_OP_TRAIN);
+    ember_call *op = ember_call_acquire(c, EMBER_CALL_TRAIN);
     if (!op) {
         oom(err);
         return NULL;
@@ -182,12 +181,12 @@ static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *
             ember_shard_call *sc;
             if (n_pull && !n_push) {
                 size_t len = ember_wire_pull_request_size(&pull, NULL);
-                if (!(sc = ember_op_add(op, s, EMBER_M_PULL, len)))
+                if (!(sc = ember_call_add(op, s, EMBER_M_PULL, len)))
                     goto fail_oom;
                 ember_wire_pull_request_encode(&pull, sc->req_data);
             } else if (n_push && !n_pull) {
                 size_t len = ember_wire_push_request_size(&push, &off);
-                if (!(sc = ember_op_add(op, s, EMBER_M_PUSH, len)))
+                if (!(sc = ember_call_add(op, s, EMBER_M_PUSH, len)))
                     goto fail_oom;
                 ember_wire_push_request_encode(&push, sc->req_data);
             } else {
@@ -195,7 +194,7 @@ static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *
                                                   .pull = pull};
                 ember_wire_off pull_off;
                 size_t len = ember_wire_pushpull_request_size(&pp, &off, &pull_off);
-                if (!(sc = ember_op_add(op, s, EMBER_M_PUSHPULL, len)))
+                if (!(sc = ember_call_add(op, s, EMBER_M_PUSHPULL, len)))
                     goto fail_oom;
                 ember_wire_pushpull_request_encode(&pp, sc->req_data);
             }
@@ -210,25 +209,26 @@ static ember_op *train_begin(ember_client *c, const train_args *a, ember_error *
             }
         }
     }
-    ember_op_start(op);
+    ember_call_start(op);
     return op;
 
 fail_oom:
     oom(err);
 fail:
-    ember_op_release(op);
+    ember_call_release(op);
     return NULL;
 }
 
-static int bad_reply(ember_op *op, unsigned s, ember_error *err, const char *what, const char *msg)
+static int bad_reply(ember_call *op, unsigned s, ember_error *err, const char *what,
+                     const char *msg)
 {
-    return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err, "malformed %s reply: %s", what, msg);
+    return ember_call_shard_error(op, s, EMBER_INTERNAL, err, "malformed %s reply: %s", what, msg);
 }
 
 /* Waits, decodes, scatters. Does not release the op. */
-static int train_finish(ember_op *op, ember_error *err)
+static int train_finish(ember_call *op, ember_error *err)
 {
-    int rv = ember_op_finish(op, err);
+    int rv = ember_call_finish(op, err);
     if (rv != 0)
         return rv;
     ember_client *c = op->c;
@@ -268,24 +268,24 @@ static int train_finish(ember_op *op, ember_error *err)
 
         size_t lo = sc->pull_lo, cnt = sc->n_pull;
         if (pr.dim != dim)
-            return ember_op_shard_error(op, s, EMBER_E_INVALID_ARGUMENT, err,
-                                        "table '%s' has dim %u; the call passed dim %u",
-                                        op->table, pr.dim, dim);
+            return ember_call_shard_error(op, s, EMBER_INVALID_ARGUMENT, err,
+                                          "table '%s' has dim %u; the call passed dim %u",
+                                          op->table, pr.dim, dim);
         size_t dsize = ember_wire_dtype_size(pr.dtype);
         if (dsize == 0)
-            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
-                                        "reply values in unknown dtype %d", (int)pr.dtype);
+            return ember_call_shard_error(op, s, EMBER_INTERNAL, err,
+                                          "reply values in unknown dtype %d", (int)pr.dtype);
         if (dtype >= 0 && pr.dtype != dtype)
-            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
-                                        "reply values in %s, other shards sent %s",
-                                        ember_wire_dtype_name(pr.dtype),
-                                        ember_wire_dtype_name(dtype));
+            return ember_call_shard_error(op, s, EMBER_INTERNAL, err,
+                                          "reply values in %s, other shards sent %s",
+                                          ember_wire_dtype_name(pr.dtype),
+                                          ember_wire_dtype_name(dtype));
         dtype = pr.dtype;
         size_t row_bytes = (size_t)dim * dsize;
         if (pr.values.len != cnt * row_bytes)
-            return ember_op_shard_error(op, s, EMBER_E_INTERNAL, err,
-                                        "reply has %zu value bytes for %zu keys × dim %u %s",
-                                        pr.values.len, cnt, dim, ember_wire_dtype_name(pr.dtype));
+            return ember_call_shard_error(op, s, EMBER_INTERNAL, err,
+                                          "reply has %zu value bytes for %zu keys × dim %u %s",
+                                          pr.values.len, cnt, dim, ember_wire_dtype_name(pr.dtype));
         for (size_t j = 0; j < cnt; j++)
             op->rowptr[lo + j] = pr.values.data + j * row_bytes;
     }
@@ -300,10 +300,10 @@ static int train_finish(ember_op *op, ember_error *err)
 }
 
 /* train_begin's failures always fill err; callers that pass NULL still need the code. */
-static ember_op *begin_or_code(ember_client *c, const train_args *a, ember_error *err, int *code)
+static ember_call *begin_or_code(ember_client *c, const train_args *a, ember_error *err, int *code)
 {
     ember_error local;
-    ember_op *op = train_begin(c, a, err ? err : &local);
+    ember_call *op = train_begin(c, a, err ? err : &local);
     *code = op ? 0 : (err ? err->code : local.code);
     return op;
 }
@@ -314,11 +314,11 @@ int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t 
     train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
                     .dim = dim, .flags = flags};
     int code;
-    ember_op *op = begin_or_code(c, &a, err, &code);
+    ember_call *op = begin_or_code(c, &a, err, &code);
     if (!op)
         return code;
     int rv = train_finish(op, err);
-    ember_op_release(op);
+    ember_call_release(op);
     return rv;
 }
 
@@ -335,11 +335,11 @@ int ember_push_mode_values(ember_client *c, const char *table, const uint64_t *k
     train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
                     .values = values, .mode = (int)mode, .dim = dim};
     int code;
-    ember_op *op = begin_or_code(c, &a, err, &code);
+    ember_call *op = begin_or_code(c, &a, err, &code);
     if (!op)
         return code;
     int rv = train_finish(op, err);
-    ember_op_release(op);
+    ember_call_release(op);
     return rv;
 }
 
@@ -359,11 +359,11 @@ int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_key
                     .pull_keys = pull_keys, .n_pull = n_pull, .out = out, .dim = dim,
                     .flags = pull_flags};
     int code;
-    ember_op *op = begin_or_code(c, &a, err, &code);
+    ember_call *op = begin_or_code(c, &a, err, &code);
     if (!op)
         return code;
     int rv = train_finish(op, err);
-    ember_op_release(op);
+    ember_call_release(op);
     return rv;
 }
 
@@ -389,9 +389,9 @@ ember_pending *ember_push_async(ember_client *c, const char *table, const uint64
 int ember_wait(ember_pending *p, ember_error *err)
 {
     if (!p)
-        return ember_cli_error_set(err, EMBER_E_INVALID_ARGUMENT, -1, "no pending call");
-    ember_op *op = (ember_op *)p;
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no pending call");
+    ember_call *op = (ember_call *)p;
     int rv = train_finish(op, err);
-    ember_op_release(op);
+    ember_call_release(op);
     return rv;
 }

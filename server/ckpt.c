@@ -404,7 +404,7 @@ static int save_set(const char *dir, const char *table, const char *why, save_re
         names_free(names, n);
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     }
-    ember_error first = {0, {0}};
+    ember_error first = {0};
     for (size_t i = 0; i < n; i++) {
         char path[PATH_CAP];
         ember_ckpt_meta meta;
@@ -601,7 +601,7 @@ static int restore(const char *dir, char *msg, size_t cap)
         snprintf(msg, cap, "cannot read checkpoint dir %s: %s", dir, strerror(err_no));
         return -1;
     }
-    ember_error err = {0, {0}}, first = {0, {0}};
+    ember_error err = {0}, first = {0};
     size_t bad = 0;
     char path[PATH_CAP], q[700];
     /* every header first: a foreign or damaged file refuses the whole start
@@ -678,7 +678,7 @@ static void run_job(ck_job *j)
 {
     const char *dir = *j->dir ? j->dir : srv.cfg.checkpoint_dir;
     save_result res;
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     int rc = save_set(dir, j->table, "save", &res, &err);
     srv_ckpt_saved saved = {res.files, res.n, res.rows};
     j->done(j->arg, rc, &err, &saved);
@@ -689,7 +689,7 @@ static void timed_save(const char *why)
 {
     uint64_t t0 = mono_ms();
     save_result res;
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     int rc = save_set(srv.cfg.checkpoint_dir, "", why, &res, &err);
     srv_log(rc ? SRV_LOG_ERROR : SRV_LOG_INFO, "checkpoint_done",
             "why=%s tables=%zu failed=%zu rows=%llu ms=%.0f", why, res.n, res.failed,
@@ -852,7 +852,7 @@ int srv_ckpt_exit_save(void)
         have_wd = pthread_create(&wd, NULL, exit_watchdog, &timeout) == 0;
     uint64_t t0 = mono_ms();
     save_result res;
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     int rc = save_set(srv.cfg.checkpoint_dir, "", "exit", &res, &err);
     char q[600];
     srv_log(rc ? SRV_LOG_ERROR : SRV_LOG_INFO, "shutdown_checkpoint",

@@ -67,7 +67,7 @@ static int ckpt_fill(ember_table *t, const ckpt_file *f, uint8_t *buf, ember_err
         ember_table_raise_version(t, f->cf_hdr.ch_meta.version);
         return EMBER_OK;
     }
-    ember_error first = {0, {0}};
+    ember_error first = {0};
     if (err)
         first = *err;
     ember_table_clear(t, NULL);

@@ -12,16 +12,18 @@
  *             the control byte's top bit marks a free slot (empty or erased)
  *   group   = where probing starts inside the bucket, bits 8..15 of the hash
  *
- * Reserved keys: the four largest uint64 values (UINT64_MAX-3 .. UINT64_MAX) are
- * sentinels inside backends (empty, erased, locked, spare), as in HierarchicalKV.
- * No operation accepts them; a request carrying one is refused whole.
+ * Reserved keys: the four largest uint64 values (EMBER_KEY_RESERVED_MIN, in
+ * include/ember/types.h, up to UINT64_MAX) are sentinels inside backends (empty,
+ * erased, locked, spare), as in HierarchicalKV. No operation accepts them; a
+ * request carrying one is refused whole.
  */
 #ifndef EMBER_HASH_H
 #define EMBER_HASH_H
 
+#include <ember/types.h>
+
 #include "hd.h"
 
-#define EMBER_KEY_RESERVED_MIN UINT64_C(0xFFFFFFFFFFFFFFFC)
 #define EMBER_KEY_EMPTY        UINT64_C(0xFFFFFFFFFFFFFFFF)
 #define EMBER_KEY_ERASED       UINT64_C(0xFFFFFFFFFFFFFFFE)
 #define EMBER_KEY_LOCKED       UINT64_C(0xFFFFFFFFFFFFFFFD)

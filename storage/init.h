@@ -18,21 +18,18 @@
  *                                     24-bit uniforms: R·cos θ, R·sin θ
  *   TRUNCATED_NORMAL a + b·z, |z| ≤ 2 (an element outside redraws its pair with
  *                                     d = 1, 2, … and keeps its own half)
+ *
+ * The kinds (ember_init_kind, EMBER_INIT_*) are in include/ember/types.h, shared
+ * with libember.
  */
 #ifndef EMBER_INIT_H
 #define EMBER_INIT_H
 
 #include <math.h>
 
-#include "hash.h"
+#include <ember/types.h>
 
-typedef enum ember_init_kind {
-    EMBER_INIT_ZEROS = 0,
-    EMBER_INIT_CONSTANT = 1,
-    EMBER_INIT_UNIFORM = 2,
-    EMBER_INIT_NORMAL = 3,
-    EMBER_INIT_TRUNCATED_NORMAL = 4,
-} ember_init_kind;
+#include "hash.h"
 
 typedef struct ember_init_config {
     int kind;      /* an ember_init_kind */

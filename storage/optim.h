@@ -20,20 +20,18 @@
  *   FTRL     FTRL-Proximal as in TensorFlow, p = lr_power (≤ 0, -0.5 usual):
  *            n' = n + g²;  σ = (n'^-p - n^-p) / lr;  z += g - σ·w;  n = n'
  *            w = |z| ≤ l1 ? 0 : (sign(z)·l1 - z) / ((beta + n'^-p)/lr + 2·l2)
+ *
+ * The kinds (ember_optim_kind, EMBER_OPTIM_*) are in include/ember/types.h,
+ * shared with libember.
  */
 #ifndef EMBER_OPTIM_H
 #define EMBER_OPTIM_H
 
 #include <math.h>
 
-#include "hd.h"
+#include <ember/types.h>
 
-typedef enum ember_optim_kind {
-    EMBER_OPTIM_SGD = 0,
-    EMBER_OPTIM_ADAGRAD = 1,
-    EMBER_OPTIM_ADAM = 2,
-    EMBER_OPTIM_FTRL = 3,
-} ember_optim_kind;
+#include "hd.h"
 
 typedef struct ember_optim_config {
     int kind;                   /* an ember_optim_kind */

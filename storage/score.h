@@ -14,19 +14,16 @@
  *
  * "Accessed" means: find_or_insert, insert_or_assign, assign, accum and
  * apply_gradients touch the score; find (serving reads) does not.
+ *
+ * The policies (ember_score_policy, EMBER_SCORE_*) are in include/ember/types.h,
+ * shared with libember.
  */
 #ifndef EMBER_SCORE_H
 #define EMBER_SCORE_H
 
-#include "hd.h"
+#include <ember/types.h>
 
-typedef enum ember_score_policy {
-    EMBER_SCORE_LRU = 0,
-    EMBER_SCORE_LFU = 1,
-    EMBER_SCORE_EPOCH_LRU = 2,
-    EMBER_SCORE_EPOCH_LFU = 3,
-    EMBER_SCORE_CUSTOM = 4,
-} ember_score_policy;
+#include "hd.h"
 
 /* What one call knows when it scores: the clock read once per call, the table's
  * epoch, and (CUSTOM) the caller's score for this key, if any. */

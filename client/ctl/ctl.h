@@ -13,9 +13,8 @@
  *   watch.c     stats --watch: refreshes, with rates between them.
  *   transfer.c  export and import: rows between shards and an export file.
  *   xfile.c     the export file's format, written and read.
- *   reshard.c   reshard: N shards' checkpoints into M shards' (reshard.h; it uses
- *               storage/checkpoint.h, whose ember_error is not libember's, so it
- *               includes neither this header nor ember.h).
+ *   reshard.c   reshard: N shards' checkpoints into M shards' (reshard.h, over
+ *               storage/checkpoint.h).
  *
  * Exit status, for scripts: CTL_EXIT_OK (0) every call succeeded;
  * CTL_EXIT_RPC (1) a call failed on some shard (each failure printed on stderr

@@ -3,11 +3,9 @@
  * turned into checkpoints for M shards, offline, with the client's key→shard
  * function.
  *
- * reshard.c works on storage/checkpoint.h, whose ember_error is storage's, not
- * libember's: this header therefore includes neither checkpoint.h nor ember.h,
- * and the two sides meet only through the plain types below. The key→shard
- * function comes in as a pointer (ember_shard_of), so the routing is exactly
- * the one libember uses.
+ * reshard.c works on storage/checkpoint.h; emberctl's command side meets it
+ * through the plain types below. The key→shard function comes in as a pointer
+ * (ember_shard_of), so the routing is exactly the one libember uses.
  *
  * Inputs: each entry of `from` is a path or a glob(3) pattern. A file is taken
  * as a checkpoint (an older one from a server's `history/` too). A directory is

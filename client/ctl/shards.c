@@ -152,7 +152,7 @@ static void call_packed(const ctl *c, const ctl_shard *s, const char *method, co
     r->msg = protobuf_c_message_unpack(reply_type, NULL, resp_len, resp ? resp : &empty);
     free(resp);
     if (!r->msg)
-        reply_fail(r, EMBER_E_INTERNAL, "the reply does not decode as the expected message");
+        reply_fail(r, EMBER_INTERNAL, "the reply does not decode as the expected message");
 }
 
 static uint8_t *pack(const ProtobufCMessage *req, size_t *len)
@@ -199,7 +199,7 @@ unsigned ctl_call(const ctl *c, const char *method, const ProtobufCMessage *req,
     }
     if (!buf || !jobs || !threads) {
         for (unsigned i = 0; i < c->n; i++)
-            reply_fail(&replies[i], EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+            reply_fail(&replies[i], EMBER_RESOURCE_EXHAUSTED, "out of memory");
         failed = c->n;
         goto out;
     }

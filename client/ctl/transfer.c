@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/error.h"
 #include "client/rpc.h"
 #include "ember/v1/ember.pb-c.h"
 #include "reshard.h"
@@ -104,7 +103,7 @@ static int describe_all(const ctl *c, const char *table, ctl_reply *r)
     for (unsigned i = 0; i < c->n; i++) {
         const Ember__V1__DescribeTableResponse *d = (const void *)r[i].msg;
         if (!d->table || !d->table->config) {
-            r[i].code = EMBER_E_INTERNAL;
+            r[i].code = EMBER_INTERNAL;
             snprintf(r[i].message, sizeof r[i].message, "DescribeTable sent no config");
             return fail_shards(c, r);
         }
@@ -150,11 +149,11 @@ static int after_versions(const ctl *c, const ctl_args *a, const char *table, ui
     int rc = 0;
     if (strcmp(h.table, table)) {
         snprintf(m, sizeof m, "%s is an export of table '%s', not '%s'", prev, h.table, table);
-        rc = fail_whole(c, "export", EMBER_E_INVALID_ARGUMENT, m);
+        rc = fail_whole(c, "export", EMBER_INVALID_ARGUMENT, m);
     } else if (h.shard_count != c->count) {
         snprintf(m, sizeof m, "%s was exported from %u shards, the list has %u: versions are "
                  "per shard", prev, h.shard_count, c->count);
-        rc = fail_whole(c, "export", EMBER_E_INVALID_ARGUMENT, m);
+        rc = fail_whole(c, "export", EMBER_INVALID_ARGUMENT, m);
     }
     for (unsigned i = 0; !rc && i < c->n; i++) {
         unsigned k = 0;
@@ -162,7 +161,7 @@ static int after_versions(const ctl *c, const ctl_args *a, const char *table, ui
             k++;
         if (k == h.n_shards) {
             snprintf(m, sizeof m, "%s holds no export of shard %u", prev, c->shards[i].index);
-            rc = fail_whole(c, "export", EMBER_E_INVALID_ARGUMENT, m);
+            rc = fail_whole(c, "export", EMBER_INVALID_ARGUMENT, m);
         } else {
             after[i] = h.shards[k].table_version;
         }
@@ -188,7 +187,7 @@ static int export_shard(const ctl *c, unsigned i, const Ember__V1__ExportRequest
     ctl_xshard *e = &x->h->shards[i];
     int code = 0, first = 1;
     if (!(req = malloc(len + 1)))
-        return r->code = EMBER_E_RESOURCE_EXHAUSTED;
+        return r->code = EMBER_RESOURCE_EXHAUSTED;
     protobuf_c_message_pack(&q->base, req);
     ember_rpc_stream *s = ember_rpc_stream_open(c->shards[i].ch, ADMIN "Export", req, len, ms,
                                                 &err);
@@ -206,8 +205,8 @@ static int export_shard(const ctl *c, unsigned i, const Ember__V1__ExportRequest
             !ch->row_floats || ch->values.len != (size_t)4 * n * ch->row_floats) {
             if (ch)
                 ember__v1__export_chunk__free_unpacked(ch, NULL);
-            code = ember_cli_error_set(&err, EMBER_E_INTERNAL, -1,
-                                       "an Export message of inconsistent lengths");
+            code = ember_error_set(&err, EMBER_INTERNAL,
+                                   "an Export message of inconsistent lengths");
             break;
         }
         if (first)
@@ -254,7 +253,7 @@ int ctl_cmd_export(ctl *c, const ctl_args *a)
     if (!r || !after) {
         free(r);
         free(after);
-        return fail_whole(c, "export", EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+        return fail_whole(c, "export", EMBER_RESOURCE_EXHAUSTED, "out of memory");
     }
     const char *v = ctl_opt(a, "--min-score");
     if ((v && ctl_parse_u64(a, "--min-score", v, 0, UINT64_MAX, &q.min_score) != 0) ||
@@ -276,7 +275,7 @@ int ctl_cmd_export(ctl *c, const ctl_args *a)
             snprintf(m, sizeof m, "table '%s' is dim %u, %s on shard %u but dim %u, %s on "
                      "shard %u: one file cannot hold both", table, cfg->dim, optimizer_name(k0),
                      c->shards[0].index, ti->dim, optimizer_name(ki), c->shards[i].index);
-            rc = fail_whole(c, "export", EMBER_E_FAILED_PRECONDITION, m);
+            rc = fail_whole(c, "export", EMBER_FAILED_PRECONDITION, m);
             goto out;
         }
         size += t->stats ? t->stats->size : 0;
@@ -295,7 +294,7 @@ int ctl_cmd_export(ctl *c, const ctl_args *a)
     h.config_len = protobuf_c_message_get_packed_size(&cfg->base);
     h.config = malloc(h.config_len + 1);
     if (!h.shards || !h.config) {
-        rc = fail_whole(c, "export", EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+        rc = fail_whole(c, "export", EMBER_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     protobuf_c_message_pack(&cfg->base, h.config);
@@ -438,7 +437,7 @@ static int import_flush(import_run *x, unsigned i)
     ch.row_floats = x->rf;
     size_t len = protobuf_c_message_get_packed_size(&ch.base);
     uint8_t *buf = malloc(len);
-    int code = buf ? 0 : ember_cli_error_set(&err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+    int code = buf ? 0 : ember_error_set(&err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     if (buf) {
         protobuf_c_message_pack(&ch.base, buf);
         code = ember_rpc_upload_write(d->up, buf, len, &err);
@@ -479,15 +478,15 @@ static int import_finish(import_run *x, unsigned i)
             d->acked = ir->rows;
             ember__v1__import_response__free_unpacked(ir, NULL);
         } else {
-            code = ember_cli_error_set(&err, EMBER_E_INTERNAL, -1,
-                                       "the Import reply does not decode");
+            code = ember_error_set(&err, EMBER_INTERNAL,
+                                   "the Import reply does not decode");
         }
     }
     free(resp);
     if (!code && d->acked != d->sent)
-        code = ember_cli_error_set(&err, EMBER_E_INTERNAL, -1,
-                                   "the server imported %" PRIu64 " rows of %" PRIu64 " sent",
-                                   d->acked, d->sent);
+        code = ember_error_set(&err, EMBER_INTERNAL,
+                               "the server imported %" PRIu64 " rows of %" PRIu64 " sent",
+                               d->acked, d->sent);
     if (code && !x->r[i].code) {
         x->r[i].code = code;
         snprintf(x->r[i].message, sizeof x->r[i].message, "%s", err.message);
@@ -501,7 +500,7 @@ static int import_create(const ctl *c, const ctl_args *a, const char *table, con
 {
     Ember__V1__TableConfig *cfg = ember__v1__table_config__unpack(NULL, h->config_len, h->config);
     if (!cfg)
-        return fail_whole(c, "import", EMBER_E_DATA_LOSS,
+        return fail_whole(c, "import", EMBER_DATA_LOSS,
                           "the file's table config does not decode: create the table first");
     Ember__V1__CreateTableRequest req = EMBER__V1__CREATE_TABLE_REQUEST__INIT;
     const char *v = ctl_opt(a, "--capacity");
@@ -550,7 +549,7 @@ static int import_check(const ctl *c, const char *table, const char *file, const
                      "--full-rows", file, table, optimizer_name(kind));
         else
             continue;
-        return fail_whole(c, "import", EMBER_E_FAILED_PRECONDITION, m);
+        return fail_whole(c, "import", EMBER_FAILED_PRECONDITION, m);
     }
     return 0;
 }
@@ -576,7 +575,7 @@ static int import_batches(const ctl *c, uint32_t rf, dest *d, ctl_reply *r)
         d[i].versions = malloc(d[i].batch * 8);
         d[i].rows = malloc(d[i].batch * row);
         if (!d[i].keys || !d[i].scores || !d[i].versions || !d[i].rows)
-            return fail_whole(c, "import", EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+            return fail_whole(c, "import", EMBER_RESOURCE_EXHAUSTED, "out of memory");
     }
     ctl_replies_free(r, c->n);
     return 0;
@@ -596,7 +595,7 @@ int ctl_cmd_import(ctl *c, const ctl_args *a)
 
     memset(&h, 0, sizeof h);
     if (!r || !d || !pos) {
-        rc = fail_whole(c, "import", EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+        rc = fail_whole(c, "import", EMBER_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     if ((rc = deadline_ms(a, &ms)))
@@ -782,7 +781,7 @@ int ctl_cmd_reshard(ctl *c, const ctl_args *a)
     if (!list || !paths) {
         free(list);
         free(paths);
-        return fail_whole(c, "reshard", EMBER_E_RESOURCE_EXHAUSTED, "out of memory");
+        return fail_whole(c, "reshard", EMBER_RESOURCE_EXHAUSTED, "out of memory");
     }
     for (char *tok = list, *next; tok; tok = next) {
         if ((next = strchr(tok, ',')))

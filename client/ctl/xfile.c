@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/error.h"
 #include "storage/crc32c.h"
 #include "storage/durable.h"
 
@@ -81,13 +80,13 @@ static uint64_t get64(const uint8_t *b, size_t *o)
 
 static int xf_fail(ember_error *err, int code, const char *path, const char *what)
 {
-    return ember_cli_error_set(err, code, -1, "%s: %s", path, what);
+    return ember_error_set(err, code, "%s: %s", path, what);
 }
 
 static int xf_io(ember_error *err, const char *path, const char *call, int errnum)
 {
-    return ember_cli_error_set(err, EMBER_E_INTERNAL, -1, "%s: %s: %s", path, call,
-                               strerror(errnum));
+    return ember_error_set(err, EMBER_INTERNAL, "%s: %s: %s", path, call,
+                           strerror(errnum));
 }
 
 /* ---- header ------------------------------------------------------------------------- */
@@ -159,18 +158,18 @@ static int header_read(int fd, uint64_t size, const char *path, ctl_xheader *h, 
     if (pread(fd, fixed, have, 0) != (ssize_t)have)
         return xf_io(err, path, "read", errno ? errno : EIO);
     if (have >= 8 && memcmp(fixed, ckpt_magic, 8) == 0)
-        return xf_fail(err, EMBER_E_INVALID_ARGUMENT, path,
+        return xf_fail(err, EMBER_INVALID_ARGUMENT, path,
                        "a checkpoint, not an export file (load it with 'emberctl load', or "
                        "'emberctl reshard' it)");
     if (have < 8 || memcmp(fixed, xf_magic, 8))
-        return xf_fail(err, EMBER_E_DATA_LOSS, path, "not an ember export file (bad magic)");
+        return xf_fail(err, EMBER_DATA_LOSS, path, "not an ember export file (bad magic)");
     if (have < XF_FIXED)
-        return xf_fail(err, EMBER_E_DATA_LOSS, path, "truncated in the header");
+        return xf_fail(err, EMBER_DATA_LOSS, path, "truncated in the header");
     uint32_t version = get32(fixed, &o), len = get32(fixed, &o);
     if (version != CTL_XFILE_VERSION)
-        return ember_cli_error_set(err, EMBER_E_DATA_LOSS, -1,
-                                   "%s: export format version %u, this emberctl reads %u", path,
-                                   version, CTL_XFILE_VERSION);
+        return ember_error_set(err, EMBER_DATA_LOSS,
+                               "%s: export format version %u, this emberctl reads %u", path,
+                               version, CTL_XFILE_VERSION);
     h->dim = get32(fixed, &o);
     h->row_floats = get32(fixed, &o);
     uint32_t flags = get32(fixed, &o);
@@ -190,17 +189,17 @@ static int header_read(int fd, uint64_t size, const char *path, ctl_xheader *h, 
         len != ctl_xheader_length(h)) {
         h->n_shards = 0;
         h->config_len = 0;
-        return xf_fail(err, EMBER_E_DATA_LOSS, path, "bad header length");
+        return xf_fail(err, EMBER_DATA_LOSS, path, "bad header length");
     }
     if (len > size)
-        return xf_fail(err, EMBER_E_DATA_LOSS, path, "truncated in the header");
+        return xf_fail(err, EMBER_DATA_LOSS, path, "truncated in the header");
     uint8_t *b = malloc(len);
     h->shards = calloc(h->n_shards ? h->n_shards : 1, sizeof *h->shards);
     h->config = malloc(h->config_len ? h->config_len : 1);
     if (!b || !h->shards || !h->config) {
         free(b);
         ctl_xheader_free(h);
-        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     }
     int rc = 0;
     if (pread(fd, b, len, 0) != (ssize_t)len) {
@@ -209,7 +208,7 @@ static int header_read(int fd, uint64_t size, const char *path, ctl_xheader *h, 
     }
     o = len - 4;
     if (get32(b, &o) != ember_crc32c(b, len - 4)) {
-        rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "header CRC mismatch");
+        rc = xf_fail(err, EMBER_DATA_LOSS, path, "header CRC mismatch");
         goto out;
     }
     o = XF_FIXED;
@@ -225,18 +224,18 @@ static int header_read(int fd, uint64_t size, const char *path, ctl_xheader *h, 
     memcpy(h->config, b + o, h->config_len);
     /* Fields a sound writer never produces. */
     if (name_len < 1 || name_len > 64 || memchr(name, 0, name_len))
-        rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "bad table name");
+        rc = xf_fail(err, EMBER_DATA_LOSS, path, "bad table name");
     else if (h->dim < 1 || h->row_floats < h->dim || h->row_floats > XF_MAX_ROW_FLOATS ||
              (!h->full_rows && h->row_floats != h->dim))
-        rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "bad row layout");
+        rc = xf_fail(err, EMBER_DATA_LOSS, path, "bad row layout");
     else if (h->shard_count < 1 || h->n_shards > h->shard_count)
-        rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "bad shard count");
+        rc = xf_fail(err, EMBER_DATA_LOSS, path, "bad shard count");
     else if (h->chunk_rows > XF_MAX_CHUNK_ROWS ||
              (uint64_t)h->chunk_rows * (24u + 4u * h->row_floats) > XF_MAX_CHUNK_BYTES)
-        rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "bad chunk size");
+        rc = xf_fail(err, EMBER_DATA_LOSS, path, "bad chunk size");
     for (uint32_t i = 0; !rc && i < h->n_shards; i++)
         if (h->shards[i].index >= h->shard_count)
-            rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "bad shard index");
+            rc = xf_fail(err, EMBER_DATA_LOSS, path, "bad shard index");
     if (!rc)
         memcpy(h->table, name, name_len);
     h->table[rc ? 0 : name_len] = '\0';
@@ -252,11 +251,11 @@ static int open_regular(const char *path, int *fd, uint64_t *size, ember_error *
     struct stat st;
     *fd = open(path, O_RDONLY | O_CLOEXEC);
     if (*fd < 0)
-        return errno == ENOENT ? xf_fail(err, EMBER_E_NOT_FOUND, path, "no such file")
+        return errno == ENOENT ? xf_fail(err, EMBER_NOT_FOUND, path, "no such file")
                                : xf_io(err, path, "open", errno);
     if (fstat(*fd, &st) || !S_ISREG(st.st_mode)) {
         close(*fd);
-        return xf_fail(err, EMBER_E_INVALID_ARGUMENT, path, "not a regular file");
+        return xf_fail(err, EMBER_INVALID_ARGUMENT, path, "not a regular file");
     }
     *size = (uint64_t)st.st_size;
     return 0;
@@ -300,50 +299,50 @@ static int read_next(ctl_xreader *r, size_t *n, ember_error *err)
     size_t o = 0;
     *n = 0;
     if (r->size - r->off < 8)
-        return xf_fail(err, EMBER_E_DATA_LOSS, r->path, "truncated (no footer)");
+        return xf_fail(err, EMBER_DATA_LOSS, r->path, "truncated (no footer)");
     if (fread(head, 1, 8, r->f) != 8)
-        return xf_fail(err, EMBER_E_DATA_LOSS, r->path, "read failed or file shrank");
+        return xf_fail(err, EMBER_DATA_LOSS, r->path, "read failed or file shrank");
     if (memcmp(head, xf_ftr_magic, 8) == 0) {
         uint8_t f[XF_FTR_LEN];
         memcpy(f, head, 8);
         if (r->size - r->off != XF_FTR_LEN)
-            return xf_fail(err, EMBER_E_DATA_LOSS, r->path,
+            return xf_fail(err, EMBER_DATA_LOSS, r->path,
                            r->size - r->off < XF_FTR_LEN ? "truncated in the footer"
                                                          : "garbage after the footer");
         if (fread(f + 8, 1, XF_FTR_LEN - 8, r->f) != XF_FTR_LEN - 8)
-            return xf_fail(err, EMBER_E_DATA_LOSS, r->path, "read failed or file shrank");
+            return xf_fail(err, EMBER_DATA_LOSS, r->path, "read failed or file shrank");
         o = 8;
         uint64_t rows = get64(f, &o), chunks = get64(f, &o);
         if (get32(f, &o) != ember_crc32c(f, XF_FTR_LEN - 4))
-            return xf_fail(err, EMBER_E_DATA_LOSS, r->path, "footer CRC mismatch");
+            return xf_fail(err, EMBER_DATA_LOSS, r->path, "footer CRC mismatch");
         if (rows != r->rows || chunks != r->chunks)
-            return xf_fail(err, EMBER_E_DATA_LOSS, r->path,
+            return xf_fail(err, EMBER_DATA_LOSS, r->path,
                            "the footer's counts disagree with the chunks");
         r->off += XF_FTR_LEN;
         return 0;
     }
     uint32_t magic = get32(head, &o), k = get32(head, &o);
     if (magic != XF_CHUNK_MAGIC)
-        return ember_cli_error_set(err, EMBER_E_DATA_LOSS, -1,
-                                   "%s: bad chunk magic at offset %llu", r->path,
-                                   (unsigned long long)r->off);
+        return ember_error_set(err, EMBER_DATA_LOSS,
+                               "%s: bad chunk magic at offset %llu", r->path,
+                               (unsigned long long)r->off);
     if (k < 1 || k > r->chunk_rows)
-        return ember_cli_error_set(err, EMBER_E_DATA_LOSS, -1,
-                                   "%s: chunk %llu claims %u rows (1..%u allowed)", r->path,
-                                   (unsigned long long)r->chunks, k, r->chunk_rows);
+        return ember_error_set(err, EMBER_DATA_LOSS,
+                               "%s: chunk %llu claims %u rows (1..%u allowed)", r->path,
+                               (unsigned long long)r->chunks, k, r->chunk_rows);
     uint64_t len = chunk_len(k, r->row_floats);
     if (len > r->size - r->off)
-        return ember_cli_error_set(err, EMBER_E_DATA_LOSS, -1,
-                                   "%s: truncated in chunk %llu at offset %llu", r->path,
-                                   (unsigned long long)r->chunks, (unsigned long long)r->off);
+        return ember_error_set(err, EMBER_DATA_LOSS,
+                               "%s: truncated in chunk %llu at offset %llu", r->path,
+                               (unsigned long long)r->chunks, (unsigned long long)r->off);
     memcpy(r->buf, head, 8);
     if (fread(r->buf + 8, 1, (size_t)len - 8, r->f) != (size_t)len - 8)
-        return xf_fail(err, EMBER_E_DATA_LOSS, r->path, "read failed or file shrank");
+        return xf_fail(err, EMBER_DATA_LOSS, r->path, "read failed or file shrank");
     o = (size_t)len - 4;
     if (get32(r->buf, &o) != ember_crc32c(r->buf, (size_t)len - 4))
-        return ember_cli_error_set(err, EMBER_E_DATA_LOSS, -1,
-                                   "%s: chunk %llu at offset %llu: CRC mismatch", r->path,
-                                   (unsigned long long)r->chunks, (unsigned long long)r->off);
+        return ember_error_set(err, EMBER_DATA_LOSS,
+                               "%s: chunk %llu at offset %llu: CRC mismatch", r->path,
+                               (unsigned long long)r->chunks, (unsigned long long)r->off);
     r->off += len;
     r->rows += k;
     r->chunks++;
@@ -379,7 +378,7 @@ int ctl_xreader_open(const char *path, ctl_xreader **out, ctl_xheader *h, ember_
             fd = -1;
     }
     if (!rc && (!r || !r->path || !r->f || !r->buf))
-        rc = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     if (fd >= 0)
         close(fd);
     if (rc) {
@@ -398,12 +397,12 @@ int ctl_xreader_open(const char *path, ctl_xreader **out, ctl_xheader *h, ember_
         rc = rc ? rc : read_next(r, &n, err);
     while (!rc && n);
     if (!rc && r->rows != h->rows)
-        rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "the header's row count disagrees");
+        rc = xf_fail(err, EMBER_DATA_LOSS, path, "the header's row count disagrees");
     uint64_t per_shard = 0;
     for (uint32_t i = 0; i < h->n_shards; i++)
         per_shard += h->shards[i].rows;
     if (!rc && per_shard != h->rows)
-        rc = xf_fail(err, EMBER_E_DATA_LOSS, path, "the shards' row counts disagree");
+        rc = xf_fail(err, EMBER_DATA_LOSS, path, "the shards' row counts disagree");
     if (!rc)
         rc = rewind_to_data(r, err);
     if (rc) {
@@ -419,7 +418,7 @@ int ctl_xreader_next(ctl_xreader *r, ctl_xchunk *c, ember_error *err)
 {
     memset(c, 0, sizeof *c);
     if (r->failed)
-        return xf_fail(err, EMBER_E_FAILED_PRECONDITION, r->path, "read after an error");
+        return xf_fail(err, EMBER_FAILED_PRECONDITION, r->path, "read after an error");
     if (r->off == r->size)
         return 0;
     size_t n;
@@ -472,7 +471,7 @@ static uint64_t now_ns(void)
 static int xf_durable(ember_error *err, int e, const ember_durable_fail *fail)
 {
     if (e == ENOMEM)
-        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     return xf_io(err, fail->df_path, fail->df_step, e);
 }
 
@@ -482,7 +481,7 @@ int ctl_xwriter_open(const char *path, ctl_xheader *h, ctl_xwriter **out, ember_
     *out = NULL;
     ctl_xwriter *w = calloc(1, sizeof *w);
     if (!w)
-        return ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     int e = ember_durable_create(path, &w->file, &fail), rc = 0;
     h->created_ns = now_ns();
     w->header_len = ctl_xheader_length(h);
@@ -492,7 +491,7 @@ int ctl_xwriter_open(const char *path, ctl_xheader *h, ctl_xwriter **out, ember_
     if (e)
         rc = xf_durable(err, e, &fail);
     else if (!zero)
-        rc = ember_cli_error_set(err, EMBER_E_RESOURCE_EXHAUSTED, -1, "out of memory");
+        rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     else if ((e = ember_durable_write(w->file, zero, w->header_len, &fail)))
         rc = xf_durable(err, e, &fail);
     free(zero);
@@ -512,9 +511,9 @@ int ctl_xwriter_chunk(ctl_xwriter *w, size_t n, const uint64_t *keys, const uint
     if (!w->row_floats)
         w->row_floats = row_floats;
     if (row_floats != w->row_floats || !row_floats)
-        return ember_cli_error_set(err, EMBER_E_INTERNAL, -1,
-                                   "rows of %u floats in a file of rows of %u", row_floats,
-                                   w->row_floats);
+        return ember_error_set(err, EMBER_INTERNAL,
+                               "rows of %u floats in a file of rows of %u", row_floats,
+                               w->row_floats);
     if (!n)
         return 0;
     uint8_t head[XF_CHUNK_HEAD], tail[4];
@@ -564,8 +563,8 @@ int ctl_xwriter_commit(ctl_xwriter *w, ctl_xheader *h, ember_error *err)
     put32(f, &o, ember_crc32c(f, XF_FTR_LEN - 4));
     uint8_t *hdr = header_encode(h, &hlen);
     if (!hdr || hlen != w->header_len)
-        rc = ember_cli_error_set(err, hdr ? EMBER_E_INTERNAL : EMBER_E_RESOURCE_EXHAUSTED, -1,
-                                 hdr ? "the header changed size" : "out of memory");
+        rc = ember_error_set(err, hdr ? EMBER_INTERNAL : EMBER_RESOURCE_EXHAUSTED,
+                             hdr ? "the header changed size" : "out of memory");
     if (!rc)
         e = ember_durable_write(w->file, f, sizeof f, &fail);
     if (!rc && !e)

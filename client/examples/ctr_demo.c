@@ -344,17 +344,17 @@ static int demo_table(ember_client *c, const demo_opts *o, unsigned dim)
     /* Room for every id at a load factor near 0.5: a key lives only in its
      * bucket, and at 0.75 the fullest buckets already evict a few. */
     spec.capacity_per_shard = 2 * (keys / shards) + 1024;
-    spec.optimizer.kind = EMBER_OPT_ADAGRAD;
+    spec.optimizer.kind = EMBER_OPTIM_ADAGRAD;
     spec.optimizer.lr = (float)o->lr;
     spec.seed = o->seed;
     if (o->model == MODEL_FM) {
         /* Factors must start apart from zero, or their gradients (the other
          * factors) stay zero. */
-        spec.initializer.kind = EMBER_INITIALIZER_NORMAL;
+        spec.initializer.kind = EMBER_INIT_NORMAL;
         spec.initializer.a = 0.0f;
         spec.initializer.b = 0.05f;
     } else {
-        spec.initializer.kind = EMBER_INITIALIZER_ZEROS;
+        spec.initializer.kind = EMBER_INIT_ZEROS;
     }
     if (ember_create_table(c, o->table, &spec, 1, &err) != 0)
         return fail("create table", &err);

@@ -1029,7 +1029,7 @@ def mode_dockerfile(a):
     with open(os.path.join(repo, "CMakeLists.txt")) as f:
         top = f.read()
     needed = ["CMakeLists.txt", "deploy/install-deps.sh"] + [
-        d for d in ("storage", "proto", "cuda", "server", "client") if d in top]
+        d for d in ("include", "storage", "proto", "cuda", "server", "client") if d in top]
     for n in needed:
         check(not ignored(n, patterns), "the build context keeps %s" % n)
     for o, r in build["ins"]:

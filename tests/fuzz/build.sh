@@ -48,7 +48,7 @@ for p in ember/v1/ember.proto grpc/health/v1/health.proto; do
 done
 
 san=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
-cflags=(-std=c11 -g -O1 -fno-math-errno -D_GNU_SOURCE= -I"$root" -I"$out/gen"
+cflags=(-std=c11 -g -O1 -fno-math-errno -D_GNU_SOURCE= -I"$root" -I"$root/include" -I"$out/gen"
         $(pkg-config --cflags libprotobuf-c jemalloc) -Wall -Wextra -Werror)
 libs=($(pkg-config --libs libprotobuf-c jemalloc) -lpthread -lm)
 
@@ -62,8 +62,8 @@ srcs=("$root/proto/wire.c" "$out/gen/ember/v1/ember.pb-c.c"
       "$root/server/table_config.c")
 
 # The newest header decides for every object (a header change rebuilds all).
-newest_h=$(find "$root/storage" "$root/proto" "$root/server" "$root/tests/fuzz" "$out/gen" \
-             -name '*.h' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+newest_h=$(find "$root/include" "$root/storage" "$root/proto" "$root/server" "$root/tests/fuzz" \
+             "$out/gen" -name '*.h' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 
 objs=()
 pids=()

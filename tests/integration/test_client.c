@@ -59,7 +59,7 @@ static void create(ember_client *c, const char *name, uint32_t dim, int optim, f
     s.capacity_per_shard = 1 << 14;
     s.optimizer.kind = optim;
     s.optimizer.lr = lr;
-    s.initializer.kind = EMBER_INITIALIZER_ZEROS;
+    s.initializer.kind = EMBER_INIT_ZEROS;
     s.initializer.a = s.initializer.b = 0;
     ember_error e;
     ck_assert_msg(ember_create_table(c, name, &s, 0, &e) == 0, "create %s: %s", name, e.message);
@@ -82,7 +82,7 @@ static float grad_of(uint64_t key, int d, int step)
 START_TEST(pull_push_exact_with_duplicates)
 {
     ember_client *c = open_client(shard_list, 0, EMBER_DTYPE_FLOAT32);
-    create(c, "rt", 8, EMBER_OPT_SGD, 0.5f);
+    create(c, "rt", 8, EMBER_OPTIM_SGD, 0.5f);
     enum { N = 3000, DIM = 8 };
     uint64_t *keys = malloc(N * sizeof *keys);
     float *out = malloc(N * DIM * sizeof *out), *g = malloc(N * DIM * sizeof *g);
@@ -145,7 +145,7 @@ START_TEST(wire_float16_and_bfloat16)
 {
     for (int dt = EMBER_DTYPE_FLOAT16; dt <= EMBER_DTYPE_BFLOAT16; dt++) {
         ember_client *c = open_client(shard_list, 0, (ember_dtype)dt);
-        create(c, "half", 16, EMBER_OPT_SGD, 1.0f);
+        create(c, "half", 16, EMBER_OPTIM_SGD, 1.0f);
         enum { N = 500, DIM = 16 };
         uint64_t keys[N];
         float g[N * DIM], out[N * DIM];
@@ -178,7 +178,7 @@ END_TEST
 START_TEST(async_prefetch_and_push_pull)
 {
     ember_client *c = open_client(shard_list, 0, EMBER_DTYPE_FLOAT32);
-    create(c, "async", 4, EMBER_OPT_SGD, 0.25f);
+    create(c, "async", 4, EMBER_OPTIM_SGD, 0.25f);
     enum { N = 256, DIM = 4, STEPS = 6 };
     static uint64_t batch[STEPS][N];
     static float rows[2][N * DIM];
@@ -238,17 +238,17 @@ static void ref_apply(const ember_table_spec *s, ref_row *r, const double *g, in
 {
     double lr = s->optimizer.lr;
     switch (s->optimizer.kind) {
-    case EMBER_OPT_SGD:
+    case EMBER_OPTIM_SGD:
         for (int j = 0; j < dim; j++)
             r->w[j] -= lr * g[j];
         break;
-    case EMBER_OPT_ADAGRAD:
+    case EMBER_OPTIM_ADAGRAD:
         for (int j = 0; j < dim; j++) {
             r->a[j] += g[j] * g[j];
             r->w[j] -= lr * g[j] / (sqrt(r->a[j]) + s->optimizer.eps);
         }
         break;
-    case EMBER_OPT_ADAM: {
+    case EMBER_OPTIM_ADAM: {
         double b1 = s->optimizer.beta1, b2 = s->optimizer.beta2;
         r->t += 1;
         double c1 = 1 / (1 - pow(b1, r->t)), c2 = 1 / (1 - pow(b2, r->t));
@@ -260,7 +260,7 @@ static void ref_apply(const ember_table_spec *s, ref_row *r, const double *g, in
         }
         break;
     }
-    case EMBER_OPT_FTRL: {
+    case EMBER_OPTIM_FTRL: {
         double p = s->optimizer.lr_power, l1 = s->optimizer.l1, l2 = s->optimizer.l2;
         for (int j = 0; j < dim; j++) {
             double n2 = r->b[j] + g[j] * g[j];
@@ -281,18 +281,18 @@ START_TEST(every_optimizer_matches_float64)
 {
     ember_client *c = open_client(shard_list, 0, EMBER_DTYPE_FLOAT32);
     enum { N = 96, DIM = 4, DISTINCT = 40, STEPS = 6 };
-    for (int kind = EMBER_OPT_SGD; kind <= EMBER_OPT_FTRL; kind++) {
+    for (int kind = EMBER_OPTIM_SGD; kind <= EMBER_OPTIM_FTRL; kind++) {
         ember_table_spec s;
         ember_table_spec_init(&s);
         s.dim = DIM;
         s.capacity_per_shard = 4096;
         s.optimizer.kind = kind;
-        s.optimizer.lr = kind == EMBER_OPT_SGD ? 0.3f : 0.05f;
-        s.optimizer.weight_decay = kind == EMBER_OPT_ADAM ? 0.01f : 0.0f;
-        s.optimizer.l1 = kind == EMBER_OPT_FTRL ? 0.002f : 0.0f;
-        s.optimizer.l2 = kind == EMBER_OPT_FTRL ? 0.01f : 0.0f;
-        s.optimizer.beta = kind == EMBER_OPT_FTRL ? 1.0f : 0.0f;
-        s.initializer.kind = EMBER_INITIALIZER_ZEROS;
+        s.optimizer.lr = kind == EMBER_OPTIM_SGD ? 0.3f : 0.05f;
+        s.optimizer.weight_decay = kind == EMBER_OPTIM_ADAM ? 0.01f : 0.0f;
+        s.optimizer.l1 = kind == EMBER_OPTIM_FTRL ? 0.002f : 0.0f;
+        s.optimizer.l2 = kind == EMBER_OPTIM_FTRL ? 0.01f : 0.0f;
+        s.optimizer.beta = kind == EMBER_OPTIM_FTRL ? 1.0f : 0.0f;
+        s.initializer.kind = EMBER_INIT_ZEROS;
         s.initializer.a = s.initializer.b = 0;
         ember_error e;
         char name[32];
@@ -303,8 +303,8 @@ START_TEST(every_optimizer_matches_float64)
         memset(ref, 0, sizeof ref);
         for (int k = 0; k < DISTINCT; k++)
             for (int j = 0; j < DIM; j++) {
-                ref[k].a[j] = kind == EMBER_OPT_ADAGRAD ? s.optimizer.initial_accumulator : 0;
-                ref[k].b[j] = kind == EMBER_OPT_FTRL ? s.optimizer.initial_accumulator : 0;
+                ref[k].a[j] = kind == EMBER_OPTIM_ADAGRAD ? s.optimizer.initial_accumulator : 0;
+                ref[k].b[j] = kind == EMBER_OPTIM_FTRL ? s.optimizer.initial_accumulator : 0;
             }
         uint64_t keys[N];
         float g[N * DIM], out[N * DIM];
@@ -347,7 +347,7 @@ END_TEST
 START_TEST(errors_name_shard_and_dim)
 {
     ember_client *c = open_client(shard_list, 0, EMBER_DTYPE_FLOAT32);
-    create(c, "dim8", 8, EMBER_OPT_SGD, 0.1f);
+    create(c, "dim8", 8, EMBER_OPTIM_SGD, 0.1f);
     uint64_t keys[64];
     float v[64 * 8];
     for (int i = 0; i < 64; i++)
@@ -357,33 +357,33 @@ START_TEST(errors_name_shard_and_dim)
     /* A training pull of the wrong dim is refused before any key is created
      * (PullRequest carries the dim the caller expects). */
     ck_assert_int_eq(ember_pull(c, "dim8", keys, 64, v, 4, EMBER_PULL_INSERT, &e),
-                     EMBER_E_INVALID_ARGUMENT);
+                     EMBER_INVALID_ARGUMENT);
     ck_assert_msg(strstr(e.message, "dim 8") != NULL, "%s", e.message);
     ember_table_info before;
     ck_assert_int_eq(ember_describe_table(c, "dim8", &before, &e), 0);
     ck_assert_uint_eq(before.size, 0);
     ck_assert_int_eq(ember_pull(c, "dim8", keys, 64, v, 4, EMBER_PULL_SERVE, &e),
-                     EMBER_E_INVALID_ARGUMENT);
+                     EMBER_INVALID_ARGUMENT);
     ck_assert_int_ge(e.shard, 0);
     ck_assert_msg(strstr(e.message, "dim 8") != NULL, "%s", e.message);
     char prefix[96];
     snprintf(prefix, sizeof prefix, "shard %d (%s): ", e.shard, S[e.shard].addr);
     ck_assert_msg(strncmp(e.message, prefix, strlen(prefix)) == 0, "%s", e.message);
     /* A push of the wrong width is the server's to refuse. */
-    ck_assert_int_eq(ember_push(c, "dim8", keys, 64, v, 4, &e), EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_push(c, "dim8", keys, 64, v, 4, &e), EMBER_INVALID_ARGUMENT);
     ck_assert_int_ge(e.shard, 0);
     /* Unknown table: NOT_FOUND from the first shard. */
-    ck_assert_int_eq(ember_pull(c, "nope", keys, 64, v, 8, 0, &e), EMBER_E_NOT_FOUND);
+    ck_assert_int_eq(ember_pull(c, "nope", keys, 64, v, 8, 0, &e), EMBER_NOT_FOUND);
     ck_assert_int_eq(e.shard, 0);
     snprintf(prefix, sizeof prefix, "shard 0 (%s): ", S[0].addr);
     ck_assert_msg(strncmp(e.message, prefix, strlen(prefix)) == 0, "%s", e.message);
     ember_table_info info;
-    ck_assert_int_eq(ember_describe_table(c, "nope", &info, &e), EMBER_E_NOT_FOUND);
-    ck_assert_int_eq(ember_drop_table(c, "nope", 0, &e), EMBER_E_NOT_FOUND);
+    ck_assert_int_eq(ember_describe_table(c, "nope", &info, &e), EMBER_NOT_FOUND);
+    ck_assert_int_eq(ember_drop_table(c, "nope", 0, &e), EMBER_NOT_FOUND);
     ck_assert_int_eq(ember_drop_table(c, "nope", 1, &e), 0);
     /* Reserved keys never leave the client. */
     keys[10] = UINT64_MAX;
-    ck_assert_int_eq(ember_push(c, "dim8", keys, 64, v, 8, &e), EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_push(c, "dim8", keys, 64, v, 8, &e), EMBER_INVALID_ARGUMENT);
     ck_assert_int_eq(e.shard, -1);
     ck_assert_int_eq(ember_describe_table(c, "dim8", &info, &e), 0);
     ck_assert_uint_eq(info.size, 0);
@@ -392,10 +392,10 @@ START_TEST(errors_name_shard_and_dim)
     ember_table_spec_init(&s);
     s.dim = 8;
     s.capacity_per_shard = 1 << 14;
-    ck_assert_int_eq(ember_create_table(c, "dim8", &s, 0, &e), EMBER_E_ALREADY_EXISTS);
+    ck_assert_int_eq(ember_create_table(c, "dim8", &s, 0, &e), EMBER_ALREADY_EXISTS);
     ck_assert_int_eq(ember_create_table(c, "dim8", &s, 1, &e), 0);
     s.dim = 16;
-    ck_assert_int_eq(ember_create_table(c, "dim8", &s, 1, &e), EMBER_E_ALREADY_EXISTS);
+    ck_assert_int_eq(ember_create_table(c, "dim8", &s, 1, &e), EMBER_ALREADY_EXISTS);
     ck_assert_msg(strstr(e.message, "dim 8, not 16") != NULL, "%s", e.message);
     drop(c, "dim8");
     ember_client_close(c);
@@ -414,7 +414,7 @@ START_TEST(down_shard_fails_in_time_then_reconnects)
         ck_assert_int_eq(eh_server_start(&own[i], flags), 0);
     snprintf(list, sizeof list, "%s,%s", own[0].addr, own[1].addr);
     ember_client *c = open_client(list, 1000, EMBER_DTYPE_FLOAT32);
-    create(c, "t", 4, EMBER_OPT_SGD, 1.0f);
+    create(c, "t", 4, EMBER_OPTIM_SGD, 1.0f);
     uint64_t keys[32];
     float out[32 * 4];
     for (int i = 0; i < 32; i++)
@@ -427,12 +427,12 @@ START_TEST(down_shard_fails_in_time_then_reconnects)
         double t0 = now_ms();
         int rv = ember_pull(c, "t", keys, 32, out, 4, 0, &e);
         double dt = now_ms() - t0;
-        ck_assert_msg(rv == EMBER_E_UNAVAILABLE || rv == EMBER_E_DEADLINE_EXCEEDED, "rv %d: %s",
+        ck_assert_msg(rv == EMBER_UNAVAILABLE || rv == EMBER_DEADLINE_EXCEEDED, "rv %d: %s",
                       rv, e.message);
         ck_assert_int_eq(e.shard, 1);
         ck_assert_msg(dt < 1300, "took %.0f ms with a 1000 ms deadline", dt);
         rv = ember_push(c, "t", keys, 32, out, 4, &e);
-        ck_assert(rv == EMBER_E_UNAVAILABLE || rv == EMBER_E_DEADLINE_EXCEEDED);
+        ck_assert(rv == EMBER_UNAVAILABLE || rv == EMBER_DEADLINE_EXCEEDED);
     }
 
     /* Back on the same port (empty: recreate its table); the client reconnects
@@ -445,10 +445,10 @@ START_TEST(down_shard_fails_in_time_then_reconnects)
         ember_table_spec_init(&s);
         s.dim = 4;
         s.capacity_per_shard = 1 << 14;
-        s.initializer.kind = EMBER_INITIALIZER_ZEROS;
+        s.initializer.kind = EMBER_INIT_ZEROS;
         s.initializer.a = s.initializer.b = 0;
         rv = ember_create_table(c, "t", &s, 1, &e);
-    } while (rv == EMBER_E_UNAVAILABLE && now_ms() - t0 < 5000);
+    } while (rv == EMBER_UNAVAILABLE && now_ms() - t0 < 5000);
     ck_assert_msg(rv == 0, "create after restart: %s", e.message);
     ck_assert_msg(ember_pull(c, "t", keys, 32, out, 4, 0, &e) == 0, "%s", e.message);
     ck_assert_msg(now_ms() - t0 < 5000, "reconnect took %.0f ms", now_ms() - t0);
@@ -469,7 +469,7 @@ START_TEST(push_retried_across_a_restart)
     const char *flags[] = {"--threads=1", dir, NULL};
     ck_assert_int_eq(eh_server_start(&own, flags), 0);
     ember_client *c = open_client(own.addr, 8000, EMBER_DTYPE_FLOAT32);
-    create(c, "r", 4, EMBER_OPT_SGD, 1.0f);
+    create(c, "r", 4, EMBER_OPTIM_SGD, 1.0f);
     uint64_t keys[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     float g[32], out[32];
     for (int i = 0; i < 32; i++)
@@ -497,7 +497,7 @@ START_TEST(push_retried_across_a_restart)
     } else {
         /* The retries gave up before the server was serving again (a slow
          * machine): still an honest UNAVAILABLE, and nothing applied. */
-        ck_assert_int_eq(rv, EMBER_E_UNAVAILABLE);
+        ck_assert_int_eq(rv, EMBER_UNAVAILABLE);
         ck_assert_int_eq(ember_pull(c, "r", keys, 8, out, 4, 0, &e), 0);
         for (int i = 0; i < 32; i++)
             ck_assert_float_eq(out[i], -0.5f);
@@ -510,7 +510,7 @@ END_TEST
 START_TEST(retried_push_applied_once)
 {
     ember_client *c = open_client(shard_list, 0, EMBER_DTYPE_FLOAT32);
-    create(c, "once", 4, EMBER_OPT_SGD, 1.0f);
+    create(c, "once", 4, EMBER_OPTIM_SGD, 1.0f);
     ember_client_debug_resend_pushes(c, 1);
     uint64_t keys[300];
     float g[300 * 4], out[300 * 4];
@@ -569,7 +569,7 @@ static void *worker_main(void *p)
 static void run_workers(ember_client *shared)
 {
     ember_client *c = open_client(shard_list, 0, EMBER_DTYPE_FLOAT32);
-    create(c, "conc", W_DIM, EMBER_OPT_SGD, 0.5f);
+    create(c, "conc", W_DIM, EMBER_OPTIM_SGD, 0.5f);
     pthread_t t[W_THREADS];
     worker w[W_THREADS];
     for (int i = 0; i < W_THREADS; i++) {
@@ -621,7 +621,7 @@ END_TEST
 START_TEST(save_drop_load_round_trip)
 {
     ember_client *c = open_client(shard_list, 0, EMBER_DTYPE_FLOAT32);
-    create(c, "ck", 4, EMBER_OPT_SGD, 1.0f);
+    create(c, "ck", 4, EMBER_OPTIM_SGD, 1.0f);
     uint64_t keys[500];
     float g[500 * 4], out[500 * 4];
     for (int i = 0; i < 500; i++)
@@ -632,7 +632,7 @@ START_TEST(save_drop_load_round_trip)
     ck_assert_int_eq(ember_push(c, "ck", keys, 500, g, 4, &e), 0);
     ck_assert_msg(ember_save(c, "ck", NULL, &e) == 0, "%s", e.message);
     drop(c, "ck");
-    ck_assert_int_eq(ember_pull(c, "ck", keys, 500, out, 4, 0, &e), EMBER_E_NOT_FOUND);
+    ck_assert_int_eq(ember_pull(c, "ck", keys, 500, out, 4, 0, &e), EMBER_NOT_FOUND);
     ck_assert_msg(ember_load(c, "ck", NULL, &e) == 0, "%s", e.message);
     ember_table_info info;
     ck_assert_int_eq(ember_describe_table(c, "ck", &info, &e), 0);

@@ -83,7 +83,7 @@ static void create(ember_client *c, const char *name, uint32_t dim, uint64_t cap
     s.capacity_per_shard = cap;
     s.optimizer.kind = optim;
     s.optimizer.lr = lr;
-    s.initializer.kind = EMBER_INITIALIZER_ZEROS;
+    s.initializer.kind = EMBER_INIT_ZEROS;
     s.initializer.a = s.initializer.b = 0;
     ember_error e;
     ck_assert_msg(ember_create_table(c, name, &s, 0, &e) == 0, "create %s: %s", name, e.message);
@@ -209,7 +209,7 @@ START_TEST(kill9_during_saves_keeps_the_previous_checkpoint)
      * run on the workers */
     start(&s, dir, 1, NULL, NULL);
     ember_client *c = open_client(s.addr, 30000);
-    create(c, "big", KS_DIM, 2 * KS_KEYS, EMBER_OPT_SGD, 1.0f);
+    create(c, "big", KS_DIM, 2 * KS_KEYS, EMBER_OPTIM_SGD, 1.0f);
     uint64_t *keys = malloc(KS_KEYS * sizeof *keys);
     float *vals = malloc((size_t)KS_KEYS * KS_DIM * sizeof *vals);
     for (size_t i = 0; i < KS_KEYS; i++)
@@ -264,7 +264,7 @@ START_TEST(kill9_during_saves_keeps_the_previous_checkpoint)
         mid += temps > 0;
         /* an acknowledged save is complete; an unacknowledged one may be too
          * (killed between its rename and its reply) */
-        ck_assert_msg(k.rc == 0 || k.rc == EMBER_E_UNAVAILABLE || k.rc == EMBER_E_CANCELLED,
+        ck_assert_msg(k.rc == 0 || k.rc == EMBER_UNAVAILABLE || k.rc == EMBER_CANCELLED,
                       "save: %d %s", k.rc, k.msg);
 
         ck_assert_int_eq(eh_server_restart(&s), 0);
@@ -348,9 +348,9 @@ static void *push_main(void *arg)
         p->fails++;
         if (ms > p->max_fail_ms)
             p->max_fail_ms = ms;
-        if (rc == EMBER_E_UNAVAILABLE)
+        if (rc == EMBER_UNAVAILABLE)
             p->unavailable++;
-        else if (rc != EMBER_E_DEADLINE_EXCEEDED)
+        else if (rc != EMBER_DEADLINE_EXCEEDED)
             p->other_code = rc;
         sleep_ms(5);
     }
@@ -368,7 +368,7 @@ START_TEST(kill9_under_load_restores_the_last_checkpoint)
     eh_server s;
     start(&s, dir, 2, NULL, NULL);
     ember_client *admin = open_client(s.addr, 10000);
-    create(admin, "load", UL_DIM, 1 << 14, EMBER_OPT_SGD, 1.0f);
+    create(admin, "load", UL_DIM, 1 << 14, EMBER_OPTIM_SGD, 1.0f);
     /* one client shared by the pushers, kept across the crash */
     ember_client *pc = open_client(s.addr, UL_TIMEOUT_MS);
     static pusher P[UL_PUSHERS];
@@ -484,8 +484,8 @@ static void make_source(void)
     eh_server s;
     start(&s, src_dir, 2, NULL, NULL);
     ember_client *c = open_client(s.addr, 10000);
-    create(c, "good", 4, 4096, EMBER_OPT_SGD, 1.0f);
-    create(c, "bad", 4, 4096, EMBER_OPT_ADAGRAD, 0.5f);
+    create(c, "good", 4, 4096, EMBER_OPTIM_SGD, 1.0f);
+    create(c, "bad", 4, 4096, EMBER_OPTIM_ADAGRAD, 0.5f);
     uint64_t keys[1000];
     float g[4000];
     for (int i = 0; i < 1000; i++)
@@ -634,9 +634,9 @@ START_TEST(temp_files_are_never_loaded)
     snprintf(p, sizeof p, "%s/good.ckpt", d2);
     unlink(p);
     ck_assert_int_eq(ember_drop_table(c, "bad", 0, &e), 0);
-    ck_assert_int_eq(ember_load(c, "bad", d2, &e), EMBER_E_DATA_LOSS);
+    ck_assert_int_eq(ember_load(c, "bad", d2, &e), EMBER_DATA_LOSS);
     ck_assert_msg(strstr(e.message, "bad.ckpt"), "%s", e.message);
-    ck_assert_int_eq(ember_describe_table(c, "bad", &info, &e), EMBER_E_NOT_FOUND);
+    ck_assert_int_eq(ember_describe_table(c, "bad", &info, &e), EMBER_NOT_FOUND);
     ember_client_close(c);
     eh_server_cleanup(&s);
 }
@@ -651,12 +651,12 @@ START_TEST(sigterm_saves_and_the_restart_restores)
     eh_server s;
     start(&s, dir, 2, NULL, NULL);
     ember_client *c = open_client(s.addr, 10000);
-    create(c, "a", 4, 4096, EMBER_OPT_SGD, 0.5f);
+    create(c, "a", 4, 4096, EMBER_OPTIM_SGD, 0.5f);
     /* Adagrad: a restored table must carry its accumulators too. "ctrl" has the
      * same history as "b" and takes one more push before the stop; "b" takes it
      * after the restart, from its restored slots: the rows must agree. */
-    create(c, "b", 3, 4096, EMBER_OPT_ADAGRAD, 0.1f);
-    create(c, "ctrl", 3, 4096, EMBER_OPT_ADAGRAD, 0.1f);
+    create(c, "b", 3, 4096, EMBER_OPTIM_ADAGRAD, 0.1f);
+    create(c, "ctrl", 3, 4096, EMBER_OPTIM_ADAGRAD, 0.1f);
     uint64_t keys[300];
     float g[1200], va[1200], vb[900], vc[900];
     for (int i = 0; i < 300; i++)
@@ -699,7 +699,7 @@ START_TEST(sigterm_saves_and_the_restart_restores)
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     ck_assert_int_eq(eh_server_restart(&s), 0);
     ember_table_info info;
-    ck_assert_int_eq(ember_describe_table(c, "a", &info, &e), EMBER_E_NOT_FOUND);
+    ck_assert_int_eq(ember_describe_table(c, "a", &info, &e), EMBER_NOT_FOUND);
     ck_assert_msg(ember_load(c, "a", NULL, &e) == 0, "%s", e.message);
     ck_assert_int_eq(ember_pull(c, "a", keys, 300, got, 4, EMBER_PULL_SERVE, &e), 0);
     ck_assert(memcmp(got, va, sizeof va) == 0);
@@ -799,7 +799,7 @@ START_TEST(interval_saves_keep_the_newest)
     eh_server s;
     start(&s, dir, 2, "--checkpoint-interval=150ms", "--checkpoint-keep=3");
     ember_client *c = open_client(s.addr, 10000);
-    create(c, "t", 4, 4096, EMBER_OPT_SGD, 1.0f);
+    create(c, "t", 4, 4096, EMBER_OPTIM_SGD, 1.0f);
     uint64_t key = 42;
     float g[4] = {-1, -1, -1, -1};
     ember_error e;

@@ -1,8 +1,7 @@
 /*
  * test_durability_file.c — what a checkpoint file holds, read through
  * storage/checkpoint.h into a CPU table of its own: an oracle for
- * test_durability.c that does not go through the server under test. A separate
- * file because storage/status.h and libember's ember.h both define ember_error.
+ * test_durability.c that does not go through the server under test.
  */
 #include "test_durability_file.h"
 
@@ -15,7 +14,7 @@
 
 int dur_ckpt_read(const char *path, dur_ckpt *out, char *msg, size_t cap)
 {
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     ember_ckpt_meta m;
     ember_table *t = NULL;
     memset(out, 0, sizeof *out);
@@ -75,7 +74,7 @@ void dur_ckpt_free(dur_ckpt *c)
 int dur_ckpt_placement(const char *path, char *backend, size_t cap, uint64_t *hbm_bytes,
                        char *msg, size_t msg_cap)
 {
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     ember_ckpt_meta m;
     int rc = ember_ckpt_read_meta(path, &m, &err);
     if (rc) {
@@ -90,7 +89,7 @@ int dur_ckpt_placement(const char *path, char *backend, size_t cap, uint64_t *hb
 int dur_ckpt_set_placement(const char *path, const char *backend, uint64_t hbm_bytes,
                            char *msg, size_t msg_cap)
 {
-    ember_error err = {0, {0}};
+    ember_error err = {0};
     ember_ckpt_meta m;
     ember_ckpt_reader *r = NULL;
     ember_ckpt_writer *w = NULL;

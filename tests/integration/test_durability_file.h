@@ -1,7 +1,6 @@
 /*
  * test_durability_file.h — a checkpoint file's rows, read without the server
- * (test_durability_file.c). Plain types only: this header is included beside
- * libember's ember.h.
+ * (test_durability_file.c).
  */
 #ifndef EMBER_IT_DURABILITY_FILE_H
 #define EMBER_IT_DURABILITY_FILE_H

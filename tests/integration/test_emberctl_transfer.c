@@ -381,7 +381,7 @@ static void push_keys(const cluster *c, const char *table, uint32_t dim, uint64_
 
 START_TEST(export_2_import_3_then_delta)
 {
-    make_table(&SRC, "emb", DIM, EMBER_OPT_ADAGRAD);
+    make_table(&SRC, "emb", DIM, EMBER_OPTIM_ADAGRAD);
     push_keys(&SRC, "emb", DIM, 0, NKEYS, 0, 1);
     push_keys(&SRC, "emb", DIM, 0, NKEYS, 1, 2);
     rows src = snapshot(&SRC, "emb");
@@ -465,7 +465,7 @@ END_TEST
 /* An sgd table's rows are its embeddings: an export without --full-rows imports. */
 START_TEST(embeddings_only_sgd)
 {
-    make_table(&SRC, "plain", 4, EMBER_OPT_SGD);
+    make_table(&SRC, "plain", 4, EMBER_OPTIM_SGD);
     push_keys(&SRC, "plain", 4, 0, 500, 0, 1);
     rows src = snapshot(&SRC, "plain");
     CTL_OK("--shards %s export plain %s/plain.exp", SRC.list, tmpdir);

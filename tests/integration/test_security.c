@@ -228,12 +228,12 @@ START_TEST(tls_serves_and_refuses_plaintext_and_wrong_ca)
 
     c = open_client(&s, (copts){0}); /* plaintext to a TLS listener */
     int rc = pull_push(c, "t", &e);
-    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "plaintext: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAVAILABLE, "plaintext: %d %s", rc, e.message);
     ember_client_close(c);
 
     c = open_client(&s, (copts){.ca = path("wrongca.pem")});
     rc = pull_push(c, "t", &e);
-    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "wrong CA: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAVAILABLE, "wrong CA: %d %s", rc, e.message);
     ember_client_close(c);
     stop(&s);
 }
@@ -251,13 +251,13 @@ START_TEST(mtls_requires_a_client_certificate_of_the_ca)
 
     ember_client *c = open_client(&s, (copts){.ca = path("ca.pem")}); /* no client cert */
     int rc = create(c, "t", &e);
-    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "no client cert: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAVAILABLE, "no client cert: %d %s", rc, e.message);
     ember_client_close(c);
 
     c = open_client(&s, (copts){.ca = path("ca.pem"), .cert = path("wrongclient.pem"),
                                 .key = path("wrongclient.key")});
     rc = create(c, "t", &e);
-    ck_assert_msg(rc == EMBER_E_UNAVAILABLE, "client cert of another CA: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAVAILABLE, "client cert of another CA: %d %s", rc, e.message);
     ember_client_close(c);
 
     c = open_client(&s, (copts){.ca = path("ca.pem"), .cert = path("worker.pem"),
@@ -308,21 +308,21 @@ START_TEST(worker_token_cannot_drop_admin_token_can)
     ember_client *worker = open_client(&s, (copts){.token = "w0rker-secret"});
     ck_assert_msg(pull_push(worker, "t", &e) == 0, "worker pull/push: %s", e.message);
     int rc = ember_drop_table(worker, "t", 0, &e);
-    ck_assert_msg(rc == EMBER_E_PERMISSION_DENIED, "worker drop: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED, "worker drop: %d %s", rc, e.message);
     ck_assert(table_exists(admin, "t"));
     rc = create(worker, "u", &e);
-    ck_assert_msg(rc == EMBER_E_PERMISSION_DENIED, "worker create: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED, "worker create: %d %s", rc, e.message);
 
     ember_client *none = open_client(&s, (copts){0});
     rc = pull_push(none, "t", &e);
-    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "no token pull: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAUTHENTICATED, "no token pull: %d %s", rc, e.message);
     rc = ember_drop_table(none, "t", 0, &e);
-    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "no token drop: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAUTHENTICATED, "no token drop: %d %s", rc, e.message);
     ember_client_close(none);
 
     ember_client *bad = open_client(&s, (copts){.token_file = path("bad.token")});
     rc = pull_push(bad, "t", &e);
-    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "wrong token: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAUTHENTICATED, "wrong token: %d %s", rc, e.message);
     ember_client_close(bad);
     ck_assert(table_exists(admin, "t"));
 
@@ -369,14 +369,14 @@ START_TEST(mtls_identity_decides_the_role)
     ember_client *worker = open_client(&s, w);
     ck_assert_msg(pull_push(worker, "t", &e) == 0, "worker pull/push: %s", e.message);
     int rc = ember_drop_table(worker, "t", 0, &e);
-    ck_assert_msg(rc == EMBER_E_PERMISSION_DENIED, "worker drop: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED, "worker drop: %d %s", rc, e.message);
     ck_assert(table_exists(admin, "t"));
 
     copts x = base;
     x.cert = path("stranger.pem"), x.key = path("stranger.key"); /* valid, not listed */
     ember_client *stranger = open_client(&s, x);
     rc = pull_push(stranger, "t", &e);
-    ck_assert_msg(rc == EMBER_E_UNAUTHENTICATED, "stranger: %d %s", rc, e.message);
+    ck_assert_msg(rc == EMBER_UNAUTHENTICATED, "stranger: %d %s", rc, e.message);
     ember_client_close(stranger);
 
     ck_assert_msg(ember_drop_table(admin, "t", 0, &e) == 0, "admin drop: %s", e.message);
@@ -413,7 +413,7 @@ START_TEST(tokens_over_mutual_tls_with_emberctl)
     ember_client *w = open_client(&s, (copts){.ca = path("ca.pem"), .cert = path("admin.pem"),
                                               .key = path("admin.key"),
                                               .token = "w0rker-secret"});
-    ck_assert_int_eq(create(w, "t", &e), EMBER_E_PERMISSION_DENIED);
+    ck_assert_int_eq(create(w, "t", &e), EMBER_PERMISSION_DENIED);
     ember_client_close(w);
 
     char out[8192], tls[2048], env[2048];

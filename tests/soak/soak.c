@@ -239,7 +239,7 @@ static void bad_request(worker *w)
         for (int i = 0; i < 4 * 16; i++)
             w->vals[i] = 1.0f;
         rc = ember_push(w->c, EXACT, w->keys, 4, w->vals, 16, &err);
-        want_code(w, rc, EMBER_E_INVALID_ARGUMENT, &err, "push at the wrong dim");
+        want_code(w, rc, EMBER_INVALID_ARGUMENT, &err, "push at the wrong dim");
         break;
     case 1: /* a NaN among tracked keys' gradients: nothing may be applied */
         for (int i = 0; i < 4; i++)
@@ -248,52 +248,52 @@ static void bad_request(worker *w)
             w->vals[i] = 2.0f;
         w->vals[rnd_below(&w->rng, 4 * EXACT_DIM)] = NAN;
         rc = ember_push(w->c, EXACT, w->keys, 4, w->vals, EXACT_DIM, &err);
-        want_code(w, rc, EMBER_E_INVALID_ARGUMENT, &err, "NaN gradient");
+        want_code(w, rc, EMBER_INVALID_ARGUMENT, &err, "NaN gradient");
         break;
     case 2:
         w->keys[0] = 5;
         w->keys[1] = UINT64_MAX;
         rc = ember_pull(w->c, BULK, w->keys, 2, w->out, BULK_DIM, EMBER_PULL_INSERT, &err);
-        want_code(w, rc, EMBER_E_INVALID_ARGUMENT, &err, "reserved key");
+        want_code(w, rc, EMBER_INVALID_ARGUMENT, &err, "reserved key");
         break;
     case 3:
         w->keys[0] = 5;
         rc = ember_pull(w->c, "no_such_table", w->keys, 1, w->out, BULK_DIM,
                         EMBER_PULL_SERVE, &err);
-        want_code(w, rc, EMBER_E_NOT_FOUND, &err, "missing table");
+        want_code(w, rc, EMBER_NOT_FOUND, &err, "missing table");
         break;
     case 4: { /* over --max-keys-per-request */
         size_t n = MAX_KEYS_PER_REQUEST + 1 + rnd_below(&w->rng, 100);
         for (size_t i = 0; i < n; i++)
             w->keys[i] = i + 1;
         rc = ember_pull(w->c, EXACT, w->keys, n, w->out, EXACT_DIM, EMBER_PULL_SERVE, &err);
-        want_code(w, rc, EMBER_E_RESOURCE_EXHAUSTED, &err, "over the key cap");
+        want_code(w, rc, EMBER_RESOURCE_EXHAUSTED, &err, "over the key cap");
         break;
     }
     case 5:
         rc = eh_unary(w->raw, "/ember.v1.Shard/Pull", garbage, sizeof garbage, 0, &r);
-        if (rc || r.code != EMBER_E_INVALID_ARGUMENT)
+        if (rc || r.code != EMBER_INVALID_ARGUMENT)
             failf("client %d: garbage Pull: harness %d, status %d (%s)", w->id, rc, r.code,
                   r.message);
         eh_result_free(&r);
         break;
     case 6:
         rc = eh_unary(w->raw, "/ember.v1.Admin/CreateTable", garbage, sizeof garbage, 0, &r);
-        if (rc || r.code != EMBER_E_INVALID_ARGUMENT)
+        if (rc || r.code != EMBER_INVALID_ARGUMENT)
             failf("client %d: garbage CreateTable: harness %d, status %d (%s)", w->id, rc,
                   r.code, r.message);
         eh_result_free(&r);
         break;
     case 7:
         rc = eh_unary(w->raw, "/ember.v1.Shard/Nope", garbage, sizeof garbage, 0, &r);
-        if (rc || r.code != EMBER_E_UNIMPLEMENTED)
+        if (rc || r.code != EMBER_UNIMPLEMENTED)
             failf("client %d: unknown method: harness %d, status %d (%s)", w->id, rc, r.code,
                   r.message);
         eh_result_free(&r);
         break;
     default: /* a deadline already past: the server must not run it */
         rc = eh_unary(w->raw, "/ember.v1.Shard/Pull", garbage, sizeof garbage, -1, &r);
-        if (rc || r.code != EMBER_E_DEADLINE_EXCEEDED)
+        if (rc || r.code != EMBER_DEADLINE_EXCEEDED)
             failf("client %d: expired deadline: harness %d, status %d (%s)", w->id, rc,
                   r.code, r.message);
         eh_result_free(&r);
@@ -311,7 +311,7 @@ static void tmp_table(worker *w)
     ember_table_spec_init(&s);
     s.dim = 16;
     s.capacity_per_shard = 16384;
-    s.optimizer.kind = EMBER_OPT_ADAM;
+    s.optimizer.kind = EMBER_OPTIM_ADAM;
     int rc = ember_create_table(w->c, name, &s, 0, &err);
     want_ok(w, rc, &err, "create tmp table");
     if (rc)
@@ -433,7 +433,7 @@ static void create_tables(ember_client *c)
     ember_table_spec_init(&s);
     s.dim = BULK_DIM;
     s.capacity_per_shard = BULK_CAPACITY;
-    s.optimizer.kind = EMBER_OPT_ADAGRAD;
+    s.optimizer.kind = EMBER_OPTIM_ADAGRAD;
     if (ember_create_table(c, BULK, &s, 0, &err)) {
         fprintf(stderr, "soak: create %s: %s\n", BULK, err.message);
         exit(1);
@@ -441,9 +441,9 @@ static void create_tables(ember_client *c)
     ember_table_spec_init(&s);
     s.dim = EXACT_DIM;
     s.capacity_per_shard = 65536;
-    s.optimizer.kind = EMBER_OPT_SGD;
+    s.optimizer.kind = EMBER_OPTIM_SGD;
     s.optimizer.lr = 0.5f;
-    s.initializer.kind = EMBER_INITIALIZER_ZEROS;
+    s.initializer.kind = EMBER_INIT_ZEROS;
     if (ember_create_table(c, EXACT, &s, 0, &err)) {
         fprintf(stderr, "soak: create %s: %s\n", EXACT, err.message);
         exit(1);

@@ -187,8 +187,8 @@ START_TEST(reserved_keys_refused)
     for (uint64_t r = UINT64_C(0xFFFFFFFFFFFFFFFC); r != 0; r++) {
         const uint64_t keys[] = {1, 2, r, 4};
         ember_error e;
-        ck_assert_int_eq(ember_batch_build(&b, keys, 4, 2, &e), EMBER_E_INVALID_ARGUMENT);
-        ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+        ck_assert_int_eq(ember_batch_build(&b, keys, 4, 2, &e), EMBER_INVALID_ARGUMENT);
+        ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
         ck_assert_ptr_nonnull(strstr(e.message, "key 2"));
         ck_assert_ptr_nonnull(strstr(e.message, "reserved"));
     }

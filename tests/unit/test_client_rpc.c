@@ -28,13 +28,13 @@ START_TEST(target_check)
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         ck_assert_msg(ember_rpc_target_check(good[i], &e) == 0, "refused %s", good[i]);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        ck_assert_msg(ember_rpc_target_check(bad[i], &e) == EMBER_E_INVALID_ARGUMENT,
+        ck_assert_msg(ember_rpc_target_check(bad[i], &e) == EMBER_INVALID_ARGUMENT,
                       "accepted '%s'", bad[i]);
-        ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+        ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
     }
-    ck_assert_int_eq(ember_rpc_target_check(NULL, &e), EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_rpc_target_check(NULL, &e), EMBER_INVALID_ARGUMENT);
     ck_assert_ptr_null(ember_rpc_channel_open("nohost", NULL, &e));
-    ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(e.message, "nohost"));
 }
 END_TEST
@@ -49,7 +49,7 @@ START_TEST(unary_closed_port)
     double t0 = now_ms();
     int rv = ember_rpc_unary(ch, "/ember.v1.Admin/ListTables", "", 0, 2000, &resp, &len, &e);
     double dt = now_ms() - t0;
-    ck_assert_msg(rv == EMBER_E_UNAVAILABLE || rv == EMBER_E_DEADLINE_EXCEEDED, "rv %d", rv);
+    ck_assert_msg(rv == EMBER_UNAVAILABLE || rv == EMBER_DEADLINE_EXCEEDED, "rv %d", rv);
     ck_assert_int_eq(e.code, rv);
     ck_assert_int_eq(e.shard, -1);
     ck_assert_ptr_null(resp);
@@ -59,7 +59,7 @@ START_TEST(unary_closed_port)
     ember_rpc_stream *s = ember_rpc_stream_open(ch, "/ember.v1.Admin/Export", "", 0, 2000, &e);
     ck_assert_ptr_nonnull(s);
     rv = ember_rpc_stream_read(s, &resp, &len, &e);
-    ck_assert_msg(rv == EMBER_E_UNAVAILABLE || rv == EMBER_E_DEADLINE_EXCEEDED, "rv %d", rv);
+    ck_assert_msg(rv == EMBER_UNAVAILABLE || rv == EMBER_DEADLINE_EXCEEDED, "rv %d", rv);
     ck_assert_int_eq(ember_rpc_stream_read(s, &resp, &len, &e), rv);
     ember_rpc_stream_close(s);
 
@@ -67,7 +67,7 @@ START_TEST(unary_closed_port)
     ck_assert_ptr_nonnull(u);
     ember_rpc_upload_write(u, "x", 1, &e);
     rv = ember_rpc_upload_finish(u, &resp, &len, &e);
-    ck_assert_msg(rv == EMBER_E_UNAVAILABLE || rv == EMBER_E_DEADLINE_EXCEEDED, "rv %d", rv);
+    ck_assert_msg(rv == EMBER_UNAVAILABLE || rv == EMBER_DEADLINE_EXCEEDED, "rv %d", rv);
     ember_rpc_channel_close(ch);
 }
 END_TEST

@@ -42,10 +42,10 @@ static void expect_bad(const char *json, const char *needle)
     unsigned n = 99;
     ember_error e;
     int rv = ember_tfconfig_ps(json, &a, &n, &e);
-    ck_assert_msg(rv == EMBER_E_INVALID_ARGUMENT, "accepted %s (rv %d)", json, rv);
+    ck_assert_msg(rv == EMBER_INVALID_ARGUMENT, "accepted %s (rv %d)", json, rv);
     ck_assert_uint_eq(n, 0);
     ck_assert_ptr_null(a);
-    ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
     ck_assert_msg(strstr(e.message, "TF_CONFIG") != NULL, "message: %s", e.message);
     if (needle)
         ck_assert_msg(strstr(e.message, needle) != NULL, "'%s' not in: %s", needle, e.message);
@@ -142,9 +142,9 @@ START_TEST(tfconfig_refuses_malformed_documents)
     ember_error e;
     ember_tfconfig_ps("{\"cluster\": 7}", &a, &n, &e);
     ck_assert_ptr_nonnull(strstr(e.message, "at byte 12"));
-    ck_assert_int_eq(ember_tfconfig_ps(NULL, &a, &n, &e), EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_tfconfig_ps(NULL, &a, &n, &e), EMBER_INVALID_ARGUMENT);
     /* err may be NULL. */
-    ck_assert_int_eq(ember_tfconfig_ps("{", &a, &n, NULL), EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_tfconfig_ps("{", &a, &n, NULL), EMBER_INVALID_ARGUMENT);
 }
 END_TEST
 
@@ -223,7 +223,7 @@ START_TEST(tf_config_without_ps_falls_through)
     setenv("TF_CONFIG", "{\"cluster\":{\"worker\":[\"w0:1\",\"w1:1\"]},\"task\":{\"type\":"
                         "\"worker\",\"index\":0}}", 1);
     ck_assert_ptr_null(ember_client_open(&o, &e));
-    ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
     ck_assert_msg(strstr(e.message, "TF_CONFIG is set but lists no ps tasks"), "%s", e.message);
     setenv("EMBER_SHARD_PATTERN", "s{i}:1", 1);
     o.shard_count = 2;
@@ -243,7 +243,7 @@ START_TEST(tf_config_errors_fail_the_open)
     setenv("EMBER_SHARD_PATTERN", "s{i}:1", 1);
     setenv("EMBER_SHARD_COUNT", "2", 1);
     ck_assert_ptr_null(ember_client_open(&o, &e));
-    ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(e.message, "TF_CONFIG"));
     /* ... but only when it is the source in use: EMBER_SHARDS wins unread. */
     setenv("EMBER_SHARDS", "a:1", 1);
@@ -252,11 +252,11 @@ START_TEST(tf_config_errors_fail_the_open)
     /* Addresses are checked as any list's are: repeated, malformed. */
     setenv("TF_CONFIG", "{\"cluster\":{\"ps\":[\"a:1\",\"a:1\"]}}", 1);
     ck_assert_ptr_null(ember_client_open(&o, &e));
-    ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
     ck_assert_int_eq(e.shard, 1);
     setenv("TF_CONFIG", "{\"cluster\":{\"ps\":[\"a:1\",\"nohost\"]}}", 1);
     ck_assert_ptr_null(ember_client_open(&o, &e));
-    ck_assert_int_eq(e.code, EMBER_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
     ck_assert_int_eq(e.shard, 1);
     clear_env();
 }

@@ -39,7 +39,7 @@ int main(void)
     float v[2];
     int rv = ember_pull(c, "t", &k, 1, v, 2, 0, &e);
     ember_client_close(c);
-    if (rv != EMBER_E_UNAVAILABLE && rv != EMBER_E_DEADLINE_EXCEEDED) {
+    if (rv != EMBER_UNAVAILABLE && rv != EMBER_DEADLINE_EXCEEDED) {
         fprintf(stderr, "pull from a closed port: %d %s\n", rv, e.message);
         return 1;
     }

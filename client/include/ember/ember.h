@@ -8,12 +8,13 @@
  * and scatters the rows back into the caller's order. Pushes merge equal keys'
  * gradients before they are sent.
  *
- * Errors: every fallible call returns 0 on success or a gRPC status code
- * (EMBER_E_* below, equal to gRPC's), and fills the optional `ember_error *`
- * with the code, the shard that failed (-1 when none) and a message. A shard's
- * failure reads "shard i (host:port): <the server's message>"; when several
- * shards fail, the lowest shard index is reported. Arguments are checked before
- * anything is sent: a call refused with shard -1 changed nothing anywhere.
+ * Errors: every fallible call returns 0 (EMBER_OK) on success or a gRPC status
+ * code (ember_status: EMBER_* in <ember/types.h>, equal to gRPC's), and fills
+ * the optional `ember_error *` with the code, the shard that failed (-1 when
+ * none) and a message. A shard's failure reads "shard i (host:port): <the
+ * server's message>"; when several shards fail, the lowest shard index is
+ * reported. Arguments are checked before anything is sent: a call refused with
+ * shard -1 changed nothing anywhere.
  *
  * Deadlines and retries: every call (pull, push, admin) has one deadline,
  * options.timeout_ms from its start, covering all its requests and retries. A
@@ -30,8 +31,27 @@
  * Thread-safety: an ember_client may be used from many threads at once; each
  * call is independent. An ember_pending belongs to the thread that waits on it.
  *
- * Keys: uint64; the four largest values (0xFFFFFFFFFFFFFFFC and up) are reserved
- * and refused with EMBER_E_INVALID_ARGUMENT.
+ * Keys: uint64; the four largest values (EMBER_KEY_RESERVED_MIN,
+ * 0xFFFFFFFFFFFFFFFC, and up) are reserved and refused with
+ * EMBER_INVALID_ARGUMENT.
+ *
+ * Vocabulary: the status codes, ember_error, the reserved keys and the kinds of
+ * optimizer (EMBER_OPTIM_*), score policy (EMBER_SCORE_*) and initializer
+ * (EMBER_INIT_*) are in <ember/types.h>, installed beside this header and shared
+ * with the servers' own code, so the two never disagree on a name or a number.
+ *
+ * Growing structs (ABI): ember_client_options and ember_table_spec begin with
+ * `uint32_t struct_size`, which ember_client_options_init / ember_table_spec_init
+ * set to the struct's size as this header declares it; fill them with the init
+ * function, then change fields. The rule for later versions: fields are
+ * only ever added at the end; the library reads the first struct_size bytes and
+ * takes the defaults for the fields past them, so a program built against an
+ * older, smaller struct keeps working; struct_size 0 (a zeroed struct no init
+ * touched) reads as this first layout; a size smaller than the first layout or
+ * larger than the library's own struct is refused with EMBER_INVALID_ARGUMENT.
+ * A struct that grows gives its init function a new symbol version in
+ * libember.map, so programs linked before keep an init that fills only the
+ * size they know.
  *
  * Linking: pkg-config ember (libember.so or libember.a; needs gRPC C core and
  * protobuf-c). No global state: clients are independent.
@@ -42,40 +62,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ember/types.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define EMBER_CLIENT_VERSION "0.1.0"
 
-/* Status codes: gRPC's. */
-enum {
-    EMBER_E_OK = 0,
-    EMBER_E_CANCELLED = 1,
-    EMBER_E_UNKNOWN = 2,
-    EMBER_E_INVALID_ARGUMENT = 3,
-    EMBER_E_DEADLINE_EXCEEDED = 4,
-    EMBER_E_NOT_FOUND = 5,
-    EMBER_E_ALREADY_EXISTS = 6,
-    EMBER_E_PERMISSION_DENIED = 7,
-    EMBER_E_RESOURCE_EXHAUSTED = 8,
-    EMBER_E_FAILED_PRECONDITION = 9,
-    EMBER_E_ABORTED = 10,
-    EMBER_E_OUT_OF_RANGE = 11,
-    EMBER_E_UNIMPLEMENTED = 12,
-    EMBER_E_INTERNAL = 13,
-    EMBER_E_UNAVAILABLE = 14,
-    EMBER_E_DATA_LOSS = 15,
-    EMBER_E_UNAUTHENTICATED = 16,
-};
-
-typedef struct ember_error {
-    int code;            /* EMBER_E_* */
-    int shard;           /* index of the shard that failed, -1 if none */
-    char message[512];
-} ember_error;
-
-/* The gRPC name of a code ("UNAVAILABLE"). Static string. */
+/* The gRPC name of a code ("UNAVAILABLE"); static string. The exported form of
+ * ember_status_name (<ember/types.h>), for callers that bind by symbol. */
 const char *ember_code_name(int code);
 
 /* Wire types for values and gradients. Float32 in memory always; the library
@@ -89,6 +85,9 @@ typedef enum ember_dtype {
 typedef struct ember_client ember_client;
 
 typedef struct ember_client_options {
+    /* sizeof(ember_client_options) as the caller was compiled: set by
+     * ember_client_options_init (see "Growing structs" above). */
+    uint32_t struct_size;
     /* Where the shards are, the first of these that is set (the caller's
      * options, then the environment; ember_client_shard_source says which):
      *   1. shards: "host:port,host:port,..." in shard order (spaces around
@@ -137,14 +136,15 @@ typedef struct ember_client_options {
     const char *token, *token_file;
 } ember_client_options;
 
-/* Fills `o` with the defaults above. */
+/* Fills `o` with the defaults above and sets o->struct_size. */
 void ember_client_options_init(ember_client_options *o);
 
 /* Opens a client. Connections are made lazily; an unreachable shard shows up as
- * EMBER_E_UNAVAILABLE on the first call that needs it. Starts one thread (the
+ * EMBER_UNAVAILABLE on the first call that needs it. Starts one thread (the
  * client's network poller). Returns NULL and fills `err`: INVALID_ARGUMENT for
  * bad options (no shards, a malformed or repeated address, a pattern without
  * {i} or without a count, an unknown wire_dtype, over 64 channels per shard,
+ * a struct_size this library does not know,
  * an unreadable TLS or token file, a certificate without its key);
  * RESOURCE_EXHAUSTED when out of memory or threads. */
 ember_client *ember_client_open(const ember_client_options *opts, ember_error *err);
@@ -251,32 +251,21 @@ int ember_wait(ember_pending *p, ember_error *err);
 
 /* ---- tables (fanned out to every shard) ----------------------------------- */
 
-typedef enum ember_optimizer {
-    EMBER_OPT_SGD = 0, EMBER_OPT_ADAGRAD = 1, EMBER_OPT_ADAM = 2, EMBER_OPT_FTRL = 3,
-} ember_optimizer;
-
-typedef enum ember_initializer {
-    EMBER_INITIALIZER_ZEROS = 0, EMBER_INITIALIZER_CONSTANT = 1, EMBER_INITIALIZER_UNIFORM = 2,
-    EMBER_INITIALIZER_NORMAL = 3, EMBER_INITIALIZER_TRUNCATED_NORMAL = 4,
-} ember_initializer;
-
-typedef enum ember_scores {
-    EMBER_SCORES_LRU = 0, EMBER_SCORES_LFU = 1, EMBER_SCORES_EPOCH_LRU = 2,
-    EMBER_SCORES_EPOCH_LFU = 3, EMBER_SCORES_CUSTOM = 4,
-} ember_scores;
-
 typedef struct ember_table_spec {
+    /* sizeof(ember_table_spec) as the caller was compiled: set by
+     * ember_table_spec_init (see "Growing structs" above). */
+    uint32_t struct_size;
     uint32_t dim;
     uint64_t capacity_per_shard;
-    int score_policy;                /* EMBER_SCORES_* */
+    ember_score_policy score_policy;
     uint64_t seed;
     struct {
-        int kind;                    /* EMBER_OPT_* */
+        ember_optim_kind kind;
         float lr, eps, initial_accumulator, beta1, beta2, weight_decay;
         float l1, l2, lr_power, beta;
     } optimizer;
     struct {
-        int kind;                    /* EMBER_INITIALIZER_* */
+        ember_init_kind kind;
         float a, b;
     } initializer;
     uint32_t admission_min_count;
@@ -286,7 +275,8 @@ typedef struct ember_table_spec {
 } ember_table_spec;
 
 /* Defaults: LRU, SGD lr 0.01 (Adam betas 0.9/0.999, eps 1e-8, accumulator 0.1,
- * FTRL lr_power -0.5), uniform(-0.01, 0.01); dim and capacity 0 (caller sets). */
+ * FTRL lr_power -0.5), uniform(-0.01, 0.01); dim and capacity 0 (caller sets);
+ * struct_size set. */
 void ember_table_spec_init(ember_table_spec *s);
 
 /* Table admin runs on every shard at once, with the client's deadline. A
@@ -295,8 +285,9 @@ void ember_table_spec_init(ember_table_spec *s);
  *
  * Creates the table on every shard (capacity_per_shard keys on each).
  * if_not_exists: an existing table is fine if its dim is the same (the rest of
- * its config is not compared). INVALID_ARGUMENT for dim or capacity 0 or a bad
- * config; ALREADY_EXISTS (also for an existing table of another dim). */
+ * its config is not compared). INVALID_ARGUMENT for dim or capacity 0, a bad
+ * config or a struct_size this library does not know; ALREADY_EXISTS (also for
+ * an existing table of another dim). */
 int ember_create_table(ember_client *c, const char *name, const ember_table_spec *s,
                        int if_not_exists, ember_error *err);
 /* Drops the table on every shard. if_exists: a missing table is fine; else

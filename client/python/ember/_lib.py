@@ -1,7 +1,10 @@
 """libember through ctypes: finding the shared library, its structs, its calls.
 
 Internal to the ``ember`` package. The structs mirror client/include/ember/ember.h
-field for field (ctypes lays them out as the C compiler does); every pointer to
+and include/ember/types.h field for field (ctypes lays them out as the C
+compiler does; an enum field is a C int); a struct that starts with
+``struct_size`` gets it set to its ctypes size (``sized``), so the library reads
+exactly the fields declared here; every pointer to
 keys, rows and gradients is passed as ``c_void_p`` so that numpy arrays go in by
 address, without a copy. ctypes releases the GIL for the length of every call, so
 other Python threads (and an async pull's network progress) run meanwhile.
@@ -82,6 +85,7 @@ class ember_error(ctypes.Structure):
 
 class ember_client_options(ctypes.Structure):
     _fields_ = [
+        ("struct_size", ctypes.c_uint32),
         ("shards", ctypes.c_char_p),
         ("shard_pattern", ctypes.c_char_p),
         ("shard_count", ctypes.c_uint),
@@ -102,7 +106,7 @@ class ember_client_options(ctypes.Structure):
 
 
 class _optimizer(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int)] + [
+    _fields_ = [("kind", ctypes.c_int)] + [  # kind: ember_optim_kind
         (n, ctypes.c_float)
         for n in (
             "lr", "eps", "initial_accumulator", "beta1", "beta2", "weight_decay",
@@ -112,14 +116,16 @@ class _optimizer(ctypes.Structure):
 
 
 class _initializer(ctypes.Structure):
+    # kind: ember_init_kind
     _fields_ = [("kind", ctypes.c_int), ("a", ctypes.c_float), ("b", ctypes.c_float)]
 
 
 class ember_table_spec(ctypes.Structure):
     _fields_ = [
+        ("struct_size", ctypes.c_uint32),
         ("dim", ctypes.c_uint32),
         ("capacity_per_shard", ctypes.c_uint64),
-        ("score_policy", ctypes.c_int),
+        ("score_policy", ctypes.c_int),  # ember_score_policy
         ("seed", ctypes.c_uint64),
         ("optimizer", _optimizer),
         ("initializer", _initializer),
@@ -128,6 +134,13 @@ class ember_table_spec(ctypes.Structure):
         ("zero_nonfinite", ctypes.c_int),
         ("backend", ctypes.c_char_p),
     ]
+
+
+def sized(struct):
+    """Sets struct.struct_size to the size of the layout declared here (after the
+    library's init function filled it); returns struct."""
+    struct.struct_size = ctypes.sizeof(struct)
+    return struct
 
 
 class ember_table_info(ctypes.Structure):

@@ -20,6 +20,8 @@ PULL_INSERT = 0  # training: missing keys are created (find_or_insert)
 PULL_SERVE = 1   # serving: missing keys are not created (find)
 
 _DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+# The values of ember_optim_kind, ember_init_kind and ember_score_policy
+# (include/ember/types.h).
 _OPTIMIZERS = {"sgd": 0, "adagrad": 1, "adam": 2, "ftrl": 3}
 _INITIALIZERS = {"zeros": 0, "constant": 1, "uniform": 2, "normal": 3, "truncated_normal": 4}
 _SCORES = {"lru": 0, "lfu": 1, "epoch_lru": 2, "epoch_lfu": 3, "custom": 4}
@@ -195,6 +197,7 @@ class Client:
                 f"wire_dtype {wire_dtype!r}: one of {', '.join(_DTYPES)}")
         o = _lib.ember_client_options()
         self._lib.ember_client_options_init(ctypes.byref(o))
+        _lib.sized(o)
         # Kept referenced while ember_client_open reads them.
         self._opt_strings = (_bytes(shards, "shards"), _bytes(shard_pattern, "shard_pattern"))
         o.shards, o.shard_pattern = self._opt_strings
@@ -420,6 +423,7 @@ class Client:
         of the same dim is fine. Raises AlreadyExistsError, InvalidArgumentError."""
         s = _lib.ember_table_spec()
         self._lib.ember_table_spec_init(ctypes.byref(s))
+        _lib.sized(s)
         s.dim = dim
         s.capacity_per_shard = capacity_per_shard
         try:

@@ -19,7 +19,8 @@ import enum
 
 
 class Code(enum.IntEnum):
-    """gRPC status codes, as libember returns them (EMBER_E_*)."""
+    """gRPC status codes, as libember returns them (ember_status, EMBER_* in
+    include/ember/types.h)."""
 
     OK = 0
     CANCELLED = 1

@@ -190,7 +190,7 @@ static void *worker_main(void *arg)
                     tiss[slot] = sp_now_s();
                     pend[slot] = issue_async(w, slot);
                     if (!pend[slot]) {
-                        w->rc = w->err.code ? w->err.code : EMBER_E_UNKNOWN;
+                        w->rc = w->err.code ? w->err.code : EMBER_UNKNOWN;
                         break;
                     }
                     count++;
@@ -386,7 +386,7 @@ void measure(ctx *x, const cell *c0, int dist, conc cc, int b)
                 op_label[c.op], c.n, c.dim, dist_names[dist], cc.clients, cc.depth,
                 ember_code_name(rc), err.message);
         if (backend_alive(bk) &&
-            (rc == EMBER_E_DEADLINE_EXCEEDED || rc == EMBER_E_UNAVAILABLE || bk->failures >= 3)) {
+            (rc == EMBER_DEADLINE_EXCEEDED || rc == EMBER_UNAVAILABLE || bk->failures >= 3)) {
             snprintf(bk->why_down, sizeof bk->why_down, "%s after %d failed measurement(s)",
                      ember_code_name(rc), bk->failures);
             bk->up = 0;
@@ -508,8 +508,8 @@ int create_tables(ctx *x, backend *bk, uint32_t dim)
         s.dim = dim;
         s.capacity_per_shard = o->capacity ? o->capacity : 2 * o->universe / nshards + 1024;
         s.seed = o->seed;
-        s.optimizer.kind = tab == TAB_SGD ? EMBER_OPT_SGD
-                           : tab == TAB_ADAM ? EMBER_OPT_ADAM : EMBER_OPT_ADAGRAD;
+        s.optimizer.kind = tab == TAB_SGD ? EMBER_OPTIM_SGD
+                           : tab == TAB_ADAM ? EMBER_OPTIM_ADAM : EMBER_OPTIM_ADAGRAD;
         s.optimizer.lr = tab == TAB_ADAM ? 0.001f : 0.01f;
         /* the server's default: the backend it was started with */
         s.backend = NULL;
@@ -542,7 +542,7 @@ int create_tables(ctx *x, backend *bk, uint32_t dim)
                 pend[slot] = ember_pull_async(cl, name, k, m, out + slot * chunk * dim, dim,
                                               EMBER_PULL_INSERT, &err);
                 if (!pend[slot]) {
-                    rc = err.code ? err.code : EMBER_E_UNKNOWN;
+                    rc = err.code ? err.code : EMBER_UNKNOWN;
                     backend_down(bk, "pre-fill pull", rc, &err);
                     continue;
                 }
