@@ -49,7 +49,8 @@ done
 
 san=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 cflags=(-std=c11 -g -O1 -fno-math-errno -D_GNU_SOURCE= -I"$root" -I"$root/include" -I"$out/gen"
-        $(pkg-config --cflags libprotobuf-c jemalloc) -Wall -Wextra -Werror)
+        $(pkg-config --cflags libprotobuf-c jemalloc) -Wall -Wextra -Wshadow -Wstrict-prototypes)
+[ "${EMBER_WERROR:-1}" = 0 ] || cflags+=(-Werror)   # as -DEMBER_WERROR=OFF does for CMake
 libs=($(pkg-config --libs libprotobuf-c jemalloc) -lpthread -lm)
 
 # What the targets link: the codec, the generated messages, the storage layer
