@@ -16,6 +16,7 @@
 #define EMBER_TYPES_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -114,6 +115,30 @@ static inline void ember_error_clear(ember_error *err)
  * one; a request carrying one is refused whole with EMBER_INVALID_ARGUMENT,
  * by libember before anything is sent and by the servers. */
 #define EMBER_KEY_RESERVED_MIN UINT64_C(0xFFFFFFFFFFFFFFFC)
+
+/* ---- table names ---------------------------------------------------------------- */
+
+/* A table's name is 1 to EMBER_TABLE_NAME_MAX characters of [a-z0-9_.-]
+ * (lower-case letters, digits, '_', '.', '-'); a server refuses any other with
+ * EMBER_INVALID_ARGUMENT (its message says "is not [a-z0-9_.-]{1,64}"). The
+ * rule keeps a name usable as a file name (a checkpoint is <name>.ckpt) and in
+ * metric labels as it is. libember checks only that a name is there and not
+ * too long before sending, and leaves the characters to the servers. */
+#define EMBER_TABLE_NAME_MAX 64
+
+/* Is name[len] (not NUL-terminated: exactly len bytes) a valid table name? */
+static inline int ember_table_name_valid(const char *name, size_t len)
+{
+    if (len < 1 || len > EMBER_TABLE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
 
 /* ---- what a table is made with -------------------------------------------------- */
 
