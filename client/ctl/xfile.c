@@ -205,16 +205,25 @@ out:
     return rc;
 }
 
+/* Opens `path` (*fd, *size) and reads its header into h; on failure nothing
+ * is left open. */
+static int header_open(const char *path, int *fd, uint64_t *size, ctl_xheader *h,
+                       ember_error *err)
+{
+    memset(h, 0, sizeof *h);
+    int rc = ckpt_open_regular(path, "", fd, size, err);
+    if (!rc && (rc = header_read(*fd, *size, path, h, err)))
+        close(*fd);
+    return rc;
+}
+
 int ctl_xheader_read(const char *path, ctl_xheader *h, ember_error *err)
 {
     int fd;
     uint64_t size;
-    memset(h, 0, sizeof *h);
-    int rc = ckpt_open_regular(path, "", &fd, &size, err);
-    if (rc)
-        return rc;
-    rc = header_read(fd, size, path, h, err);
-    close(fd);
+    int rc = header_open(path, &fd, &size, h, err);
+    if (!rc)
+        close(fd);
     return rc;
 }
 
@@ -260,18 +269,15 @@ int ctl_xreader_open(const char *path, ctl_xreader **out, ctl_xheader *h, ember_
     int fd;
     uint64_t size;
     *out = NULL;
-    memset(h, 0, sizeof *h);
-    int rc = ckpt_open_regular(path, "", &fd, &size, err);
+    int rc = header_open(path, &fd, &size, h, err);
     if (rc)
         return rc;
-    rc = header_read(fd, size, path, h, err);
-    ctl_xreader *r = rc ? NULL : calloc(1, sizeof *r);
+    ctl_xreader *r = calloc(1, sizeof *r);
     char *copy = r ? strdup(path) : NULL;
     if (r)
         r->buf = malloc(ckpt_chunk_bytes(h->chunk_rows ? h->chunk_rows : 1, h->row_floats));
-    if (!rc && (!r || !copy || !r->buf))
+    if (!r || !copy || !r->buf) {
         rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
-    if (rc) {
         close(fd);
         free(copy);
         if (r)
