@@ -127,19 +127,19 @@ static void config_decode(const uint8_t *b, size_t *off, ember_table_config *c)
     memset(c, 0, sizeof *c);
     c->dim = ckpt_get_u32(b, off);
     c->capacity = ckpt_get_u64(b, off);
-    c->score_policy = (int32_t)ckpt_get_u32(b, off);
+    c->score_policy = (ember_score_policy)ckpt_get_u32(b, off);
     c->seed = ckpt_get_u64(b, off);
-    o->kind = (int32_t)ckpt_get_u32(b, off);
+    o->kind = (ember_optim_kind)ckpt_get_u32(b, off);
     float *of[10] = {&o->lr, &o->eps, &o->initial_accumulator, &o->beta1, &o->beta2,
                      &o->weight_decay, &o->l1, &o->l2, &o->lr_power, &o->beta};
     for (int i = 0; i < 10; i++)
         *of[i] = get_f32(b, off);
-    c->init.kind = (int32_t)ckpt_get_u32(b, off);
+    c->init.kind = (ember_init_kind)ckpt_get_u32(b, off);
     c->init.a = get_f32(b, off);
     c->init.b = get_f32(b, off);
     c->admission.min_count = ckpt_get_u32(b, off);
     c->admission.sketch_width = ckpt_get_u32(b, off);
-    c->nonfinite = (int32_t)ckpt_get_u32(b, off);
+    c->nonfinite = (ember_nonfinite_policy)ckpt_get_u32(b, off);
 }
 
 void ckpt_hdr_encode(const ckpt_header *h, uint8_t b[CKPT_HDR_LEN])
