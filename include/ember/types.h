@@ -1,7 +1,7 @@
 /*
  * ember/types.h — the vocabulary every layer of ember shares: status codes, the
- * error record, the reserved keys, and the kinds of optimizer, score policy and
- * initializer a table is made with.
+ * error record, the reserved keys, the table-name rule, and the kinds of
+ * optimizer, score policy and initializer a table is made with, and its defaults.
  *
  * One header so that each name and number exists once: the storage layer
  * (storage/status.h, hash.h, optim.h, score.h, init.h), the CUDA backend, the
@@ -170,6 +170,28 @@ typedef enum ember_init_kind {
     EMBER_INIT_NORMAL = 3,
     EMBER_INIT_TRUNCATED_NORMAL = 4,
 } ember_init_kind;
+
+/* What a new table is made with where its creator sets nothing: LRU scores; SGD
+ * with lr 0.01 (and, for the optimizers that read them, eps 1e-8, initial
+ * accumulator 0.1, beta1 0.9, beta2 0.999, FTRL's lr_power -0.5; the other
+ * hyperparameters 0); rows drawn uniformly from [-0.01, 0.01]. One list for
+ * libember's ember_table_spec_init and storage's ember_table_config_init, whose
+ * structs name these fields alike: s points to either (zeroed first), optim and
+ * init name its optimizer and initializer members. */
+#define EMBER_TABLE_DEFAULTS(s, optim, init)                                              \
+    do {                                                                                 \
+        (s)->score_policy = EMBER_SCORE_LRU;                                             \
+        (s)->optim.kind = EMBER_OPTIM_SGD;                                               \
+        (s)->optim.lr = 0.01f;                                                           \
+        (s)->optim.eps = 1e-8f;                                                          \
+        (s)->optim.initial_accumulator = 0.1f;                                           \
+        (s)->optim.beta1 = 0.9f;                                                         \
+        (s)->optim.beta2 = 0.999f;                                                       \
+        (s)->optim.lr_power = -0.5f;                                                     \
+        (s)->init.kind = EMBER_INIT_UNIFORM;                                             \
+        (s)->init.a = -0.01f;                                                            \
+        (s)->init.b = 0.01f;                                                             \
+    } while (0)
 
 #ifdef __cplusplus
 }
