@@ -41,17 +41,7 @@ void ember_table_spec_init(ember_table_spec *s)
 {
     memset(s, 0, sizeof *s);
     s->struct_size = sizeof *s;
-    s->score_policy = EMBER_SCORE_LRU;
-    s->optimizer.kind = EMBER_OPTIM_SGD;
-    s->optimizer.lr = 0.01f;
-    s->optimizer.eps = 1e-8f;
-    s->optimizer.initial_accumulator = 0.1f;
-    s->optimizer.beta1 = 0.9f;
-    s->optimizer.beta2 = 0.999f;
-    s->optimizer.lr_power = -0.5f;
-    s->initializer.kind = EMBER_INIT_UNIFORM;
-    s->initializer.a = -0.01f;
-    s->initializer.b = 0.01f;
+    EMBER_TABLE_DEFAULTS(s, optimizer, initializer);
 }
 
 /* Sends the same request to every shard and waits. On success the op holds each

@@ -982,9 +982,10 @@ int ember_table_name_check(const char *name, ember_error *err)
 {
     if (!name || !*name)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table name");
-    size_t len = strnlen(name, 65);
-    if (len > 64)
+    size_t len = strnlen(name, EMBER_TABLE_NAME_MAX + 1);
+    if (len > EMBER_TABLE_NAME_MAX)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                               "table name '%.64s...' is longer than 64 characters", name);
+                               "table name '%.*s...' is longer than %d characters",
+                               EMBER_TABLE_NAME_MAX, name, EMBER_TABLE_NAME_MAX);
     return 0;
 }

@@ -164,7 +164,8 @@ int ember_call_shard_error(ember_call *op, unsigned s, int code, ember_error *er
 int ember_struct_take(void *dst, size_t dst_size, const void *src, uint32_t src_size,
                       size_t first_size, const char *what, ember_error *err);
 
-/* Checks a table name's length (1..64); the server checks the rest. */
+/* Checks that a table name is there and at most EMBER_TABLE_NAME_MAX long;
+ * the servers check the characters (ember_table_name_valid). */
 int ember_table_name_check(const char *name, ember_error *err);
 
 #endif /* EMBER_CLIENT_INTERNAL_H */

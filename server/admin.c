@@ -62,7 +62,7 @@ static int get_table(const char *name, srv_table **out, ember_error *err)
     *out = NULL;
     if (!len)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table name given");
-    if (!srv_name_valid(name, len))
+    if (!ember_table_name_valid(name, len))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "table name '%.80s' is not [a-z0-9_.-]{1,64}", name);
     *out = srv_registry_get(srv.registry, name, len);
@@ -79,7 +79,7 @@ typedef struct info_box {
     Ember__V1__OptimizerConfig opt;
     Ember__V1__InitializerConfig init;
     Ember__V1__TableStats stats;
-    char name[SRV_NAME_MAX + 1];
+    char name[EMBER_TABLE_NAME_MAX + 1];
     char backend[16];
 } info_box;
 
@@ -186,7 +186,7 @@ int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
     srv_table *st = NULL;
     size_t nl = strlen(r->name);
     int rc = 0;
-    if (!srv_name_valid(r->name, nl)) {
+    if (!ember_table_name_valid(r->name, nl)) {
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
                              "table name '%.80s' is not [a-z0-9_.-]{1,64}", r->name);
         goto out;
@@ -428,7 +428,7 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     if (rc)
         goto out;
     if (r->table[0]) {
-        if (!srv_name_valid(r->table, strlen(r->table))) {
+        if (!ember_table_name_valid(r->table, strlen(r->table))) {
             rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                  "table name '%.80s' is not [a-z0-9_.-]{1,64}", r->table);
             goto out;
@@ -451,7 +451,7 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
         while ((e = readdir(d))) {
             size_t l = strlen(e->d_name);
             if (l <= 5 || strcmp(e->d_name + l - 5, ".ckpt") ||
-                !srv_name_valid(e->d_name, l - 5))
+                !ember_table_name_valid(e->d_name, l - 5))
                 continue;
             if (n == cap) {
                 cap = cap ? 2 * cap : 16;

@@ -31,7 +31,7 @@
 typedef struct ck_job {
     srv_ckpt_done_fn done;
     void *arg;
-    char table[SRV_NAME_MAX + 1];
+    char table[EMBER_TABLE_NAME_MAX + 1];
     char dir[SRV_PATH_MAX];
     struct ck_job *next;
 } ck_job;
@@ -529,7 +529,7 @@ static char **current_tables(const char *dir, size_t *n, int *err_no)
     while ((e = readdir(d))) {
         size_t l = strlen(e->d_name), el = strlen(CKPT_EXT);
         if (l <= el || strcmp(e->d_name + l - el, CKPT_EXT) ||
-            !srv_name_valid(e->d_name, l - el))
+            !ember_table_name_valid(e->d_name, l - el))
             continue;
         char p[PATH_CAP];
         struct stat st;

@@ -38,19 +38,6 @@ void srv_registry_destroy(srv_registry *r)
     free(r);
 }
 
-int srv_name_valid(const char *name, size_t len)
-{
-    if (len < 1 || len > SRV_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 void srv_table_ref(srv_table *t) { atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed); }
 
 void srv_table_unref(srv_table *t)
@@ -104,7 +91,7 @@ int srv_registry_add(srv_registry *r, const char *name, ember_table *table,
     size_t len = strlen(name);
     if (existing)
         *existing = NULL;
-    if (!srv_name_valid(name, len))
+    if (!ember_table_name_valid(name, len))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "table name '%.80s' is not [a-z0-9_.-]{1,64}", name);
     pthread_rwlock_wrlock(&r->lock);

@@ -1,9 +1,9 @@
 /*
  * registry.h — this shard's tables by name.
  *
- * Names are [a-z0-9_.-]{1,64}. The registry is guarded by a rwlock: lookups
- * (every Pull/Push) take it shared for a few string compares; create, drop and
- * replace take it exclusive. A lookup returns a reference to the entry
+ * Names are [a-z0-9_.-]{1,64} (ember_table_name_valid in ember/types.h). The
+ * registry is guarded by a rwlock: lookups (every Pull/Push) take it shared for
+ * a few string compares; create, drop and replace take it exclusive. A lookup returns a reference to the entry
  * (srv_table_ref), so a table dropped while a call is using it is freed only when
  * that call lets go (srv_table_unref): no call ever touches a freed table.
  *
@@ -26,8 +26,6 @@
 #include "storage/checkpoint.h"
 #include "storage/table.h"
 
-#define SRV_NAME_MAX 64
-
 typedef struct srv_counters {
     atomic_uint_fast64_t pulls, pushes, keys_pulled, keys_pushed, duplicate_pushes;
     /* coalescing: table calls that served ≥ 2 requests, the requests and keys
@@ -42,7 +40,7 @@ typedef struct srv_counters {
 } srv_counters;
 
 typedef struct srv_table {
-    char name[SRV_NAME_MAX + 1];
+    char name[EMBER_TABLE_NAME_MAX + 1];
     ember_table *table;
     /* where CreateTable asked the table to live (backend, hbm_bytes; "" and 0:
      * the server's defaults), written into its checkpoints so a restore places
@@ -58,9 +56,6 @@ typedef struct srv_registry srv_registry;
 srv_registry *srv_registry_create(unsigned max_tables);
 /* Frees every table; no call may be running. */
 void srv_registry_destroy(srv_registry *r);
-
-/* 1 if name (len bytes, not NUL-terminated) is a legal table name. */
-int srv_name_valid(const char *name, size_t len);
 
 /* The table called name[0..len), with a reference the caller must drop with
  * srv_table_unref; NULL if there is none. */

@@ -70,7 +70,7 @@ static int lookup(ember_wire_bytes name, srv_table **out, ember_error *err)
     *out = NULL;
     if (!name.len)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table name given");
-    if (!srv_name_valid((const char *)name.data, name.len))
+    if (!ember_table_name_valid((const char *)name.data, name.len))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "table name '%.*s' is not [a-z0-9_.-]{1,64}",
                                (int)(name.len > 80 ? 80 : name.len), (const char *)name.data);

@@ -10,11 +10,11 @@ int srv_table_config_from_proto(const Ember__V1__TableConfig *p, ember_table_con
                                "no config given (dim and capacity are required)");
     c->dim = p->dim;
     c->capacity = p->capacity;
-    c->score_policy = (int)p->score_policy;
+    c->score_policy = (ember_score_policy)p->score_policy;
     c->seed = p->seed;
     if (p->optimizer) {
         const Ember__V1__OptimizerConfig *o = p->optimizer;
-        c->optim.kind = (int)o->kind;
+        c->optim.kind = (ember_optim_kind)o->kind;
 #define OVR(f) if (o->f != 0.0f) c->optim.f = o->f
         OVR(lr);
         OVR(eps);
@@ -30,7 +30,7 @@ int srv_table_config_from_proto(const Ember__V1__TableConfig *p, ember_table_con
     }
     if (p->initializer) {
         const Ember__V1__InitializerConfig *i = p->initializer;
-        c->init.kind = (int)i->kind;
+        c->init.kind = (ember_init_kind)i->kind;
         c->init.a = i->a;
         c->init.b = i->b;
         if (i->a == 0.0f && i->b == 0.0f) {

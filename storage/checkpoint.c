@@ -142,7 +142,8 @@ static int write_rows(ember_table *t, ckpt_out *o, ckpt_header *h, uint64_t *chu
                            (unsigned long long)b.cb_keys[bad / rf]);
             continue;
         }
-        int e = ckpt_out_chunk(o, &b, n, rf);
+        const ckpt_chunk c = {n, b.cb_keys, b.cb_scores, b.cb_versions, b.cb_rows};
+        int e = ckpt_out_chunk(o, &c, rf);
         if (e) {
             rc = ckpt_io_fail(err, path, "write", e);
             continue;
@@ -161,14 +162,15 @@ static int write_file(ember_table *t, ember_durable_file *file, ckpt_header *h,
 {
     uint64_t chunks = 0;
     ckpt_out o;
-    int rc = ckpt_out_begin(&o, file, 1, err);
+    int e = ckpt_out_begin(&o, file, 1, CKPT_HDR_LEN);
+    int rc = e ? ckpt_durable_fail(err, path, e, &o.co_fail) : EMBER_OK;
     if (!rc)
         rc = write_rows(t, &o, h, &chunks, path, err);
     if (!rc) {
         ember_table_stats st;
         ember_table_stats_get(t, &st); /* after the scan: ≥ every saved row's version */
         h->ch_meta.version = st.version;
-        int e = ckpt_out_end(&o, h, chunks);
+        e = ckpt_out_end(&o, h, chunks);
         rc = e ? ckpt_io_fail(err, path, "write", e) : EMBER_OK;
     }
     ckpt_out_free(&o);

@@ -23,24 +23,50 @@
 _Static_assert(EMBER_BUCKET_SLOTS <= EMBER_CKPT_CHUNK_ROWS_MAX,
                "a chunk must hold the largest export batch: one whole bucket");
 
-static const uint8_t hdr_magic[8] = {'E', 'M', 'B', 'R', 'C', 'K', 'P', 'T'};
-static const uint8_t ftr_magic[8] = {'E', 'M', 'B', 'R', 'E', 'N', 'D', '\0'};
+const uint8_t ckpt_magic[8] = {'E', 'M', 'B', 'R', 'C', 'K', 'P', 'T'};
+const uint8_t ckpt_footer_magic[8] = {'E', 'M', 'B', 'R', 'E', 'N', 'D', '\0'};
 
 /* ---- errors ---------------------------------------------------------------- */
 
-int ckpt_fail(ember_error *err, int code, const char *path, const char *fmt, ...)
+static int vfail(ember_error *err, int code, const char *label, const char *path,
+                 const char *fmt, va_list ap)
 {
     char what[EMBER_ERROR_MSG_MAX];
+    vsnprintf(what, sizeof what, fmt, ap);
+    return ember_error_set(err, code, "%s%s: %s", label, path, what);
+}
+
+int ckpt_fail(ember_error *err, int code, const char *path, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    int rc = vfail(err, code, "checkpoint ", path, fmt, ap);
     va_end(ap);
-    return ember_error_set(err, code, "checkpoint %s: %s", path, what);
+    return rc;
+}
+
+/* "<label><path>: <what>", for an open file f. */
+__attribute__((format(printf, 4, 5)))
+static int file_fail(ember_error *err, int code, const ckpt_file *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vfail(err, code, f->cf_label, f->cf_path, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* "<label><path>: <call>: <strerror>", INTERNAL. */
+static int label_io_fail(ember_error *err, const char *label, const char *path, const char *call,
+                         int errnum)
+{
+    return ember_error_set(err, EMBER_INTERNAL, "%s%s: %s: %s", label, path, call,
+                           strerror(errnum));
 }
 
 int ckpt_io_fail(ember_error *err, const char *path, const char *call, int errnum)
 {
-    return ckpt_fail(err, EMBER_INTERNAL, path, "%s: %s", call, strerror(errnum));
+    return label_io_fail(err, "checkpoint ", path, call, errnum);
 }
 
 int ckpt_durable_fail(ember_error *err, const char *path, int e, const ember_durable_fail *f)
@@ -56,50 +82,18 @@ int ckpt_durable_fail(ember_error *err, const char *path, int e, const ember_dur
     return ckpt_io_fail(err, f->df_path, f->df_step, e);
 }
 
-/* ---- byte order: explicit little-endian fields ----------------------------- */
-
-static void put_u32(uint8_t *b, size_t *off, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        b[*off + (size_t)i] = (uint8_t)(v >> (8 * i));
-    *off += 4;
-}
-
-static void put_u64(uint8_t *b, size_t *off, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        b[*off + (size_t)i] = (uint8_t)(v >> (8 * i));
-    *off += 8;
-}
+/* ---- byte order: floats as their bits (the integers are in ckpt_format.h) -- */
 
 static void put_f32(uint8_t *b, size_t *off, float v)
 {
     uint32_t bits;
     memcpy(&bits, &v, sizeof bits);
-    put_u32(b, off, bits);
-}
-
-static uint32_t get_u32(const uint8_t *b, size_t *off)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)b[*off + (size_t)i] << (8 * i);
-    *off += 4;
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *b, size_t *off)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)b[*off + (size_t)i] << (8 * i);
-    *off += 8;
-    return v;
+    ckpt_put_u32(b, off, bits);
 }
 
 static float get_f32(const uint8_t *b, size_t *off)
 {
-    uint32_t bits = get_u32(b, off);
+    uint32_t bits = ckpt_get_u32(b, off);
     float v;
     memcpy(&v, &bits, sizeof v);
     return v;
@@ -110,42 +104,42 @@ static float get_f32(const uint8_t *b, size_t *off)
 static void config_encode(const ember_table_config *c, uint8_t *b, size_t *off)
 {
     const ember_optim_config *o = &c->optim;
-    put_u32(b, off, c->dim);
-    put_u64(b, off, c->capacity);
-    put_u32(b, off, (uint32_t)c->score_policy);
-    put_u64(b, off, c->seed);
-    put_u32(b, off, (uint32_t)o->kind);
+    ckpt_put_u32(b, off, c->dim);
+    ckpt_put_u64(b, off, c->capacity);
+    ckpt_put_u32(b, off, (uint32_t)c->score_policy);
+    ckpt_put_u64(b, off, c->seed);
+    ckpt_put_u32(b, off, (uint32_t)o->kind);
     const float of[10] = {o->lr, o->eps, o->initial_accumulator, o->beta1, o->beta2,
                           o->weight_decay, o->l1, o->l2, o->lr_power, o->beta};
     for (int i = 0; i < 10; i++)
         put_f32(b, off, of[i]);
-    put_u32(b, off, (uint32_t)c->init.kind);
+    ckpt_put_u32(b, off, (uint32_t)c->init.kind);
     put_f32(b, off, c->init.a);
     put_f32(b, off, c->init.b);
-    put_u32(b, off, c->admission.min_count);
-    put_u32(b, off, c->admission.sketch_width);
-    put_u32(b, off, (uint32_t)c->nonfinite);
+    ckpt_put_u32(b, off, c->admission.min_count);
+    ckpt_put_u32(b, off, c->admission.sketch_width);
+    ckpt_put_u32(b, off, (uint32_t)c->nonfinite);
 }
 
 static void config_decode(const uint8_t *b, size_t *off, ember_table_config *c)
 {
     ember_optim_config *o = &c->optim;
     memset(c, 0, sizeof *c);
-    c->dim = get_u32(b, off);
-    c->capacity = get_u64(b, off);
-    c->score_policy = (int32_t)get_u32(b, off);
-    c->seed = get_u64(b, off);
-    o->kind = (int32_t)get_u32(b, off);
+    c->dim = ckpt_get_u32(b, off);
+    c->capacity = ckpt_get_u64(b, off);
+    c->score_policy = (ember_score_policy)ckpt_get_u32(b, off);
+    c->seed = ckpt_get_u64(b, off);
+    o->kind = (ember_optim_kind)ckpt_get_u32(b, off);
     float *of[10] = {&o->lr, &o->eps, &o->initial_accumulator, &o->beta1, &o->beta2,
                      &o->weight_decay, &o->l1, &o->l2, &o->lr_power, &o->beta};
     for (int i = 0; i < 10; i++)
         *of[i] = get_f32(b, off);
-    c->init.kind = (int32_t)get_u32(b, off);
+    c->init.kind = (ember_init_kind)ckpt_get_u32(b, off);
     c->init.a = get_f32(b, off);
     c->init.b = get_f32(b, off);
-    c->admission.min_count = get_u32(b, off);
-    c->admission.sketch_width = get_u32(b, off);
-    c->nonfinite = (int32_t)get_u32(b, off);
+    c->admission.min_count = ckpt_get_u32(b, off);
+    c->admission.sketch_width = ckpt_get_u32(b, off);
+    c->nonfinite = (ember_nonfinite_policy)ckpt_get_u32(b, off);
 }
 
 void ckpt_hdr_encode(const ckpt_header *h, uint8_t b[CKPT_HDR_LEN])
@@ -153,25 +147,25 @@ void ckpt_hdr_encode(const ckpt_header *h, uint8_t b[CKPT_HDR_LEN])
     const ember_ckpt_meta *m = &h->ch_meta;
     size_t off = 0, name_len = strlen(m->table_name);
     memset(b, 0, CKPT_HDR_LEN);
-    memcpy(b, hdr_magic, sizeof hdr_magic);
-    off += sizeof hdr_magic;
-    put_u32(b, &off, EMBER_CKPT_FORMAT_VERSION);
-    put_u32(b, &off, CKPT_HDR_LEN);
+    memcpy(b, ckpt_magic, sizeof ckpt_magic);
+    off += sizeof ckpt_magic;
+    ckpt_put_u32(b, &off, EMBER_CKPT_FORMAT_VERSION);
+    ckpt_put_u32(b, &off, CKPT_HDR_LEN);
     config_encode(&m->config, b, &off);
-    put_u32(b, &off, (uint32_t)name_len);
+    ckpt_put_u32(b, &off, (uint32_t)name_len);
     memcpy(b + off, m->table_name, name_len);
     off += EMBER_CKPT_NAME_MAX;
-    put_u32(b, &off, m->shard_index);
-    put_u32(b, &off, m->shard_count);
-    put_u32(b, &off, h->ch_row_floats);
-    put_u32(b, &off, h->ch_chunk_rows);
-    put_u64(b, &off, m->version);
-    put_u64(b, &off, m->created_ns);
-    put_u64(b, &off, m->rows);
-    put_u64(b, &off, m->placement.hbm_bytes);
+    ckpt_put_u32(b, &off, m->shard_index);
+    ckpt_put_u32(b, &off, m->shard_count);
+    ckpt_put_u32(b, &off, h->ch_row_floats);
+    ckpt_put_u32(b, &off, h->ch_chunk_rows);
+    ckpt_put_u64(b, &off, m->version);
+    ckpt_put_u64(b, &off, m->created_ns);
+    ckpt_put_u64(b, &off, m->rows);
+    ckpt_put_u64(b, &off, m->placement.hbm_bytes);
     memcpy(b + off, m->placement.backend, strlen(m->placement.backend));
     off += EMBER_CKPT_BACKEND_MAX + 1;
-    put_u32(b, &off, ember_crc32c(b, CKPT_HDR_CRC_OFF));
+    ckpt_put_u32(b, &off, ember_crc32c(b, CKPT_HDR_CRC_OFF));
 }
 
 /* A placement backend: printable ASCII without spaces, NUL-padded. */
@@ -222,12 +216,12 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
                       const char *path, ember_error *err)
 {
     size_t off = 8;
-    if (have < 8 || memcmp(b, hdr_magic, sizeof hdr_magic))
+    if (have < 8 || memcmp(b, ckpt_magic, sizeof ckpt_magic))
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "not an ember checkpoint (bad magic)");
     if (have < 16)
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "truncated in the header (%llu bytes)",
                          (unsigned long long)size);
-    uint32_t version = get_u32(b, &off), len = get_u32(b, &off);
+    uint32_t version = ckpt_get_u32(b, &off), len = ckpt_get_u32(b, &off);
     if (version != 1 && version != EMBER_CKPT_FORMAT_VERSION)
         return ckpt_fail(err, EMBER_DATA_LOSS, path,
                          "format version %u, this build reads 1 to %u", version,
@@ -241,25 +235,25 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "truncated in the header (%llu bytes)",
                          (unsigned long long)size);
     off = crc_off;
-    if (get_u32(b, &off) != ember_crc32c(b, crc_off))
+    if (ckpt_get_u32(b, &off) != ember_crc32c(b, crc_off))
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "header CRC mismatch");
     off = 16;
     ember_ckpt_meta *m = &h->ch_meta;
     memset(h, 0, sizeof *h);
     h->ch_len = want;
     config_decode(b, &off, &m->config);
-    uint32_t name_len = get_u32(b, &off);
+    uint32_t name_len = ckpt_get_u32(b, &off);
     const uint8_t *name = b + off;
     off += EMBER_CKPT_NAME_MAX;
-    m->shard_index = get_u32(b, &off);
-    m->shard_count = get_u32(b, &off);
-    h->ch_row_floats = get_u32(b, &off);
-    h->ch_chunk_rows = get_u32(b, &off);
-    m->version = get_u64(b, &off);
-    m->created_ns = get_u64(b, &off);
-    m->rows = get_u64(b, &off);
+    m->shard_index = ckpt_get_u32(b, &off);
+    m->shard_count = ckpt_get_u32(b, &off);
+    h->ch_row_floats = ckpt_get_u32(b, &off);
+    h->ch_chunk_rows = ckpt_get_u32(b, &off);
+    m->version = ckpt_get_u64(b, &off);
+    m->created_ns = ckpt_get_u64(b, &off);
+    m->rows = ckpt_get_u64(b, &off);
     if (version >= 2) {
-        m->placement.hbm_bytes = get_u64(b, &off);
+        m->placement.hbm_bytes = ckpt_get_u64(b, &off);
         if (!backend_valid(b + off, EMBER_CKPT_BACKEND_MAX + 1))
             return ckpt_fail(err, EMBER_DATA_LOSS, path, "bad placement backend");
         memcpy(m->placement.backend, b + off, EMBER_CKPT_BACKEND_MAX + 1);
@@ -270,7 +264,7 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
     return rc;
 }
 
-static uint64_t now_ns(void)
+uint64_t ckpt_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -324,7 +318,7 @@ int ckpt_header_init(ckpt_header *h, const ember_table_config *config, const cha
     strcpy(h->ch_meta.table_name, table_name);
     h->ch_meta.shard_index = shard_index;
     h->ch_meta.shard_count = shard_count;
-    h->ch_meta.created_ns = now_ns();
+    h->ch_meta.created_ns = ckpt_now_ns();
     h->ch_meta.config = *config;
     h->ch_meta.config.hbm_bytes = 0; /* not in the file: placement says what was asked */
     h->ch_row_floats = ember_table_config_row_floats(config);
@@ -387,36 +381,49 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-static int read_fail(ember_error *err, const char *path, int rc)
+static int read_fail(ember_error *err, const ckpt_file *f, int rc)
 {
     if (rc < 0)
-        return ckpt_fail(err, EMBER_DATA_LOSS, path, "file shrank while being read");
-    return ckpt_io_fail(err, path, "read", rc);
+        return file_fail(err, EMBER_DATA_LOSS, f, "file shrank while being read");
+    return label_io_fail(err, f->cf_label, f->cf_path, "read", rc);
+}
+
+int ckpt_open_regular(const char *path, const char *label, int *fd, uint64_t *size,
+                      ember_error *err)
+{
+    struct stat st;
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return errno == ENOENT
+                   ? ember_error_set(err, EMBER_NOT_FOUND, "%s%s: no such file", label, path)
+                   : label_io_fail(err, label, path, "open", errno);
+    /* Readers read front to back: let the kernel read ahead. */
+    (void)posix_fadvise(*fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    int rc = EMBER_OK;
+    if (fstat(*fd, &st))
+        rc = label_io_fail(err, label, path, "fstat", errno);
+    else if (!S_ISREG(st.st_mode))
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT, "%s%s: not a regular file", label,
+                             path);
+    if (rc)
+        close(*fd);
+    else
+        *size = (uint64_t)st.st_size;
+    return rc;
 }
 
 int ckpt_open(const char *path, ckpt_file *f, ember_error *err)
 {
-    struct stat st;
     uint8_t b[CKPT_HDR_LEN];
     f->cf_path = path;
-    f->cf_fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->cf_fd < 0)
-        return errno == ENOENT ? ckpt_fail(err, EMBER_NOT_FOUND, path, "no such file")
-                               : ckpt_io_fail(err, path, "open", errno);
-    /* Both load passes read front to back: let the kernel read ahead. */
-    (void)posix_fadvise(f->cf_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    int rc = EMBER_OK;
-    if (fstat(f->cf_fd, &st))
-        rc = ckpt_io_fail(err, path, "fstat", errno);
-    else if (!S_ISREG(st.st_mode))
-        rc = ckpt_fail(err, EMBER_INVALID_ARGUMENT, path, "not a regular file");
-    if (!rc) {
-        f->cf_size = (uint64_t)st.st_size;
-        size_t have = f->cf_size < CKPT_HDR_LEN ? (size_t)f->cf_size : CKPT_HDR_LEN;
-        int r = pread_full(f->cf_fd, b, have, 0);
-        rc = r ? read_fail(err, path, r)
-               : hdr_decode(b, have, f->cf_size, &f->cf_hdr, path, err);
-    }
+    f->cf_label = "checkpoint ";
+    f->cf_footer_magic = ckpt_footer_magic;
+    int rc = ckpt_open_regular(path, f->cf_label, &f->cf_fd, &f->cf_size, err);
+    if (rc)
+        return rc;
+    size_t have = f->cf_size < CKPT_HDR_LEN ? (size_t)f->cf_size : CKPT_HDR_LEN;
+    int r = pread_full(f->cf_fd, b, have, 0);
+    rc = r ? read_fail(err, f, r) : hdr_decode(b, have, f->cf_size, &f->cf_hdr, path, err);
     if (rc)
         close(f->cf_fd);
     return rc;
@@ -442,30 +449,29 @@ int ckpt_chunk_read(const ckpt_file *f, uint8_t *buf, uint64_t *off, uint64_t id
                       ckpt_chunk *c, ember_error *err)
 {
     const ckpt_header *h = &f->cf_hdr;
-    const char *p = f->cf_path;
-    size_t o = 0;
+        size_t o = 0;
     int r = pread_full(f->cf_fd, buf, CKPT_CHUNK_HEAD, *off);
     if (r)
-        return read_fail(err, p, r);
-    uint32_t magic = get_u32(buf, &o), n = get_u32(buf, &o);
+        return read_fail(err, f, r);
+    uint32_t magic = ckpt_get_u32(buf, &o), n = ckpt_get_u32(buf, &o);
     if (magic != CKPT_CHUNK_MAGIC)
-        return ckpt_fail(err, EMBER_DATA_LOSS, p, "bad chunk magic at offset %llu",
+        return file_fail(err, EMBER_DATA_LOSS, f, "bad chunk magic at offset %llu",
                          (unsigned long long)*off);
     if (n < 1 || n > h->ch_chunk_rows)
-        return ckpt_fail(err, EMBER_DATA_LOSS, p, "chunk %llu claims %u rows (1..%u allowed)",
+        return file_fail(err, EMBER_DATA_LOSS, f, "chunk %llu claims %u rows (1..%u allowed)",
                          (unsigned long long)idx, n, h->ch_chunk_rows);
     uint64_t len = ckpt_chunk_bytes(n, h->ch_row_floats);
     if (len > f->cf_size - *off)
-        return ckpt_fail(err, EMBER_DATA_LOSS, p,
+        return file_fail(err, EMBER_DATA_LOSS, f,
                          "truncated: chunk %llu at offset %llu needs %llu bytes, %llu left",
                          (unsigned long long)idx, (unsigned long long)*off,
                          (unsigned long long)len, (unsigned long long)(f->cf_size - *off));
     r = pread_full(f->cf_fd, buf + CKPT_CHUNK_HEAD, (size_t)len - CKPT_CHUNK_HEAD, *off + CKPT_CHUNK_HEAD);
     if (r)
-        return read_fail(err, p, r);
+        return read_fail(err, f, r);
     o = (size_t)len - sizeof(uint32_t);
-    if (get_u32(buf, &o) != ember_crc32c(buf, (size_t)len - sizeof(uint32_t)))
-        return ckpt_fail(err, EMBER_DATA_LOSS, p, "chunk %llu at offset %llu: CRC mismatch",
+    if (ckpt_get_u32(buf, &o) != ember_crc32c(buf, (size_t)len - sizeof(uint32_t)))
+        return file_fail(err, EMBER_DATA_LOSS, f, "chunk %llu at offset %llu: CRC mismatch",
                          (unsigned long long)idx, (unsigned long long)*off);
     c->n = n;
     c->keys = (const uint64_t *)(buf + CKPT_CHUNK_HEAD);
@@ -480,23 +486,22 @@ int ckpt_chunk_read(const ckpt_file *f, uint8_t *buf, uint64_t *off, uint64_t id
 int ckpt_footer_check(const ckpt_file *f, uint64_t off, uint64_t rows, uint64_t chunks,
                         ember_error *err)
 {
-    const char *p = f->cf_path;
-    uint8_t b[CKPT_FTR_LEN];
+        uint8_t b[CKPT_FTR_LEN];
     size_t o = 8;
     if (f->cf_size - off < CKPT_FTR_LEN)
-        return ckpt_fail(err, EMBER_DATA_LOSS, p, "truncated in the footer at offset %llu",
+        return file_fail(err, EMBER_DATA_LOSS, f, "truncated in the footer at offset %llu",
                          (unsigned long long)off);
     if (f->cf_size - off > CKPT_FTR_LEN)
-        return ckpt_fail(err, EMBER_DATA_LOSS, p, "%llu bytes of garbage after the footer",
+        return file_fail(err, EMBER_DATA_LOSS, f, "%llu bytes of garbage after the footer",
                          (unsigned long long)(f->cf_size - off - CKPT_FTR_LEN));
     int r = pread_full(f->cf_fd, b, CKPT_FTR_LEN, off);
     if (r)
-        return read_fail(err, p, r);
-    uint64_t f_rows = get_u64(b, &o), f_chunks = get_u64(b, &o);
-    if (get_u32(b, &o) != ember_crc32c(b, CKPT_FTR_LEN - 4))
-        return ckpt_fail(err, EMBER_DATA_LOSS, p, "footer CRC mismatch");
+        return read_fail(err, f, r);
+    uint64_t f_rows = ckpt_get_u64(b, &o), f_chunks = ckpt_get_u64(b, &o);
+    if (ckpt_get_u32(b, &o) != ember_crc32c(b, CKPT_FTR_LEN - 4))
+        return file_fail(err, EMBER_DATA_LOSS, f, "footer CRC mismatch");
     if (f_rows != rows || f_chunks != chunks || rows != f->cf_hdr.ch_meta.rows)
-        return ckpt_fail(err, EMBER_DATA_LOSS, p,
+        return file_fail(err, EMBER_DATA_LOSS, f,
                          "counts disagree: header %llu rows, footer %llu rows in %llu chunks, "
                          "found %llu rows in %llu chunks",
                          (unsigned long long)f->cf_hdr.ch_meta.rows,
@@ -511,12 +516,12 @@ int ckpt_at_footer(const ckpt_file *f, uint64_t off, int *yes, ember_error *err)
     uint8_t b[8];
     *yes = 0;
     if (f->cf_size - off < sizeof b)
-        return ckpt_fail(err, EMBER_DATA_LOSS, f->cf_path,
+        return file_fail(err, EMBER_DATA_LOSS, f,
                          "truncated at offset %llu (no footer)", (unsigned long long)off);
     int r = pread_full(f->cf_fd, b, sizeof b, off);
     if (r)
-        return read_fail(err, f->cf_path, r);
-    *yes = !memcmp(b, ftr_magic, sizeof ftr_magic);
+        return read_fail(err, f, r);
+    *yes = !memcmp(b, f->cf_footer_magic, sizeof b);
     return EMBER_OK;
 }
 
@@ -568,57 +573,72 @@ static int out_put(ckpt_out *o, const void *p, size_t len)
     return 0;
 }
 
-int ckpt_out_begin(ckpt_out *o, ember_durable_file *file, int buffered, ember_error *err)
+int ckpt_out_begin(ckpt_out *o, ember_durable_file *file, int buffered, size_t hdr_len)
 {
-    uint8_t hdr[CKPT_HDR_LEN] = {0}; /* the real one goes here at the end */
+    static const uint8_t zero[CKPT_HDR_LEN]; /* the real header goes here at the end */
     memset(o, 0, sizeof *o);
     o->co_file = file;
     if (buffered) {
         o->co_buf = malloc(CKPT_WRITE_BUF_BYTES);
-        if (!o->co_buf)
-            return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+        if (!o->co_buf) {
+            o->co_fail.df_step = "malloc";
+            o->co_fail.df_path[0] = '\0';
+            return ENOMEM;
+        }
         o->co_cap = CKPT_WRITE_BUF_BYTES;
     }
-    int e = out_put(o, hdr, sizeof hdr);
-    return e ? ckpt_io_fail(err, o->co_fail.df_path, "write", e) : EMBER_OK;
+    int e = 0;
+    for (size_t left = hdr_len, n; !e && left; left -= n) {
+        n = left < sizeof zero ? left : sizeof zero;
+        e = out_put(o, zero, n);
+    }
+    return e;
 }
 
-int ckpt_out_chunk(ckpt_out *o, const ckpt_batch *b, size_t n, uint32_t rf)
+int ckpt_out_chunk(ckpt_out *o, const ckpt_chunk *c, uint32_t rf)
 {
+    size_t n = c->n;
     uint8_t head[CKPT_CHUNK_HEAD], tail[4];
     size_t off = 0;
-    put_u32(head, &off, CKPT_CHUNK_MAGIC);
-    put_u32(head, &off, (uint32_t)n);
+    ckpt_put_u32(head, &off, CKPT_CHUNK_MAGIC);
+    ckpt_put_u32(head, &off, (uint32_t)n);
     o->co_crc = 0;
     int e = out_put(o, head, sizeof head);
     if (!e)
-        e = out_put(o, b->cb_keys, n * sizeof(uint64_t));
+        e = out_put(o, c->keys, n * sizeof(uint64_t));
     if (!e)
-        e = out_put(o, b->cb_scores, n * sizeof(uint64_t));
+        e = out_put(o, c->scores, n * sizeof(uint64_t));
     if (!e)
-        e = out_put(o, b->cb_versions, n * sizeof(uint64_t));
+        e = out_put(o, c->versions, n * sizeof(uint64_t));
     if (!e)
-        e = out_put(o, b->cb_rows, n * rf * sizeof(float));
+        e = out_put(o, c->rows, n * rf * sizeof(float));
     off = 0;
-    put_u32(tail, &off, o->co_crc);
+    ckpt_put_u32(tail, &off, o->co_crc);
     return e ? e : out_put(o, tail, sizeof tail);
 }
 
-int ckpt_out_end(ckpt_out *o, const ckpt_header *h, uint64_t chunks)
+int ckpt_out_finish(ckpt_out *o, const uint8_t footer_magic[8], uint64_t rows, uint64_t chunks,
+                    const uint8_t *hdr, size_t hdr_len)
 {
-    uint8_t ftr[CKPT_FTR_LEN], hdr[CKPT_HDR_LEN];
+    uint8_t ftr[CKPT_FTR_LEN];
     size_t off = 8;
-    memcpy(ftr, ftr_magic, sizeof ftr_magic);
-    put_u64(ftr, &off, h->ch_meta.rows);
-    put_u64(ftr, &off, chunks);
-    put_u32(ftr, &off, ember_crc32c(ftr, CKPT_FTR_LEN - 4));
-    ckpt_hdr_encode(h, hdr);
+    memcpy(ftr, footer_magic, 8);
+    ckpt_put_u64(ftr, &off, rows);
+    ckpt_put_u64(ftr, &off, chunks);
+    ckpt_put_u32(ftr, &off, ember_crc32c(ftr, CKPT_FTR_LEN - 4));
     int e = out_put(o, ftr, sizeof ftr);
     if (!e)
         e = out_flush(o);
     if (!e)
-        e = ember_durable_pwrite(o->co_file, hdr, sizeof hdr, 0, &o->co_fail);
+        e = ember_durable_pwrite(o->co_file, hdr, hdr_len, 0, &o->co_fail);
     return e;
+}
+
+int ckpt_out_end(ckpt_out *o, const ckpt_header *h, uint64_t chunks)
+{
+    uint8_t hdr[CKPT_HDR_LEN];
+    ckpt_hdr_encode(h, hdr);
+    return ckpt_out_finish(o, ckpt_footer_magic, h->ch_meta.rows, chunks, hdr, sizeof hdr);
 }
 
 void ckpt_out_free(ckpt_out *o)

@@ -1,8 +1,17 @@
 /*
  * ckpt_format.h — the checkpoint file format's codec, shared by the table's
- * save and load (checkpoint.c) and the row reader and writer without a table
- * (ckpt_rows.c). Internal to storage/: users include checkpoint.h, which
- * documents the byte layout this code reads and writes.
+ * save and load (checkpoint.c), the row reader and writer without a table
+ * (ckpt_rows.c) and emberctl's export file (client/ctl/xfile.c). Users of
+ * checkpoints include checkpoint.h, which documents the byte layout this code
+ * reads and writes.
+ *
+ * The export file (its layout is in client/ctl/ctl.h) frames its rows as a
+ * checkpoint does: the same little-endian fields, the same chunks (head, the
+ * key, score and version columns, the rows, a CRC-32C of it all) and a footer
+ * of the same shape that differs only in its magic. What the two formats share
+ * is parameterised here rather than written twice: the footer magic and the
+ * error-message label travel in ckpt_file, the header placeholder's length and
+ * the header bytes in the writer's calls. Each header is its format's own.
  *
  * Reading: ckpt_open decodes and checks the header; ckpt_scan walks every chunk
  * (each CRC, count and row) to the footer and checks it; the chunk and footer
@@ -12,7 +21,8 @@
  * writes the footer and then the header over its placeholder at offset 0,
  * because the row count is known only at the end.
  *
- * Errors: as checkpoint.h says, messages "checkpoint <file>: …".
+ * Errors: as checkpoint.h says, messages "checkpoint <file>: …" (for an open
+ * file, "<cf_label><file>: …").
  */
 #ifndef EMBER_CKPT_FORMAT_H
 #define EMBER_CKPT_FORMAT_H
@@ -40,6 +50,44 @@
 #define CKPT_CHUNK_MAGIC 0x4B4E4843u /* "CHNK" */
 #define CKPT_WRITE_BUF_BYTES (1u << 20)
 
+/* The checkpoint header's and footer's magic ("EMBRCKPT", "EMBREND\0"). */
+extern const uint8_t ckpt_magic[8];
+extern const uint8_t ckpt_footer_magic[8];
+
+/* ---- byte order: explicit little-endian fields at b + *off, moving *off ---- */
+
+static inline void ckpt_put_u32(uint8_t *b, size_t *off, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        b[*off + (size_t)i] = (uint8_t)(v >> (8 * i));
+    *off += 4;
+}
+
+static inline void ckpt_put_u64(uint8_t *b, size_t *off, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        b[*off + (size_t)i] = (uint8_t)(v >> (8 * i));
+    *off += 8;
+}
+
+static inline uint32_t ckpt_get_u32(const uint8_t *b, size_t *off)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)b[*off + (size_t)i] << (8 * i);
+    *off += 4;
+    return v;
+}
+
+static inline uint64_t ckpt_get_u64(const uint8_t *b, size_t *off)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)b[*off + (size_t)i] << (8 * i);
+    *off += 8;
+    return v;
+}
+
 /* The header as the checkpoint code handles it: what the caller sees plus
  * layout. */
 typedef struct ckpt_header {
@@ -49,9 +97,14 @@ typedef struct ckpt_header {
     uint32_t ch_len;        /* this file's header length: where its chunks begin */
 } ckpt_header;
 
-/* An open checkpoint being read. */
+/* An open file being read, a checkpoint (ckpt_open) or another file framed as
+ * one: its reader opens it (ckpt_open_regular) and fills cf_hdr's ch_row_floats,
+ * ch_chunk_rows, ch_len (where the chunks begin) and ch_meta.rows (the header's
+ * row count), which are all the chunk and footer steps read of it. */
 typedef struct ckpt_file {
     const char *cf_path;
+    const char *cf_label;           /* before the path in messages: "checkpoint " */
+    const uint8_t *cf_footer_magic; /* 8 bytes: ckpt_footer_magic for a checkpoint */
     int cf_fd;
     uint64_t cf_size;
     ckpt_header cf_hdr;
@@ -95,6 +148,9 @@ int ckpt_io_fail(ember_error *err, const char *path, const char *call, int errnu
  * temp name). */
 int ckpt_durable_fail(ember_error *err, const char *path, int e, const ember_durable_fail *f);
 
+/* The time now, in ns since the epoch (CLOCK_REALTIME): a header's created_ns. */
+uint64_t ckpt_now_ns(void);
+
 /* ---- header ---- */
 
 /* Fills h for a new file of rows shaped by `config`: the name (NULL for none),
@@ -122,12 +178,19 @@ int ckpt_batch_alloc(ckpt_batch *b, uint32_t chunk_rows, uint32_t rf, ember_erro
 
 /* ---- reading ---- */
 
-/* Opens `path` and decodes its header into f->cf_hdr; f->cf_path is `path`
- * (kept, not copied). Errors: NOT_FOUND, DATA_LOSS, INVALID_ARGUMENT (not a
+/* Opens `path` for reading and checks that it is a regular file: *fd and *size.
+ * Errors, as "<label><path>: …": NOT_FOUND, INVALID_ARGUMENT (not a regular
+ * file), INTERNAL. */
+int ckpt_open_regular(const char *path, const char *label, int *fd, uint64_t *size,
+                      ember_error *err);
+
+/* Opens the checkpoint `path` and decodes its header into f->cf_hdr;
+ * f->cf_path is `path` (kept, not copied). Errors: NOT_FOUND, DATA_LOSS, INVALID_ARGUMENT (not a
  * regular file), INTERNAL. */
 int ckpt_open(const char *path, ckpt_file *f, ember_error *err);
 
-/* Is the data at off the footer? (Its magic cannot start a chunk.) */
+/* Is the data at off the footer (f->cf_footer_magic)? (Its magic cannot start
+ * a chunk.) DATA_LOSS when fewer than 8 bytes are left. */
 int ckpt_at_footer(const ckpt_file *f, uint64_t off, int *yes, ember_error *err);
 
 /* Reads the chunk at *off (chunk number idx) into buf (ckpt_chunk_bytes of the
@@ -141,8 +204,8 @@ int ckpt_chunk_read(const ckpt_file *f, uint8_t *buf, uint64_t *off, uint64_t id
 int ckpt_chunk_check_rows(const ckpt_chunk *c, uint32_t rf, uint64_t idx, const char *path,
                           ember_error *err);
 
-/* Checks the footer at off against the rows and chunks counted, and that the
- * file ends with it. */
+/* Checks the footer at off against the rows and chunks counted and the
+ * header's row count, and that the file ends with it. DATA_LOSS. */
 int ckpt_footer_check(const ckpt_file *f, uint64_t off, uint64_t rows, uint64_t chunks,
                       ember_error *err);
 
@@ -155,15 +218,20 @@ int ckpt_scan(const ckpt_file *f, uint8_t *buf,
 
 /* ---- writing ---- */
 
-/* Starts o on `file`, buffered (RESOURCE_EXHAUSTED if the buffer cannot be had)
- * or not, and puts a zero placeholder for the header. */
-int ckpt_out_begin(ckpt_out *o, ember_durable_file *file, int buffered, ember_error *err);
+/* Starts o on `file`, buffered or not, and puts a zero placeholder of hdr_len
+ * bytes for the header: 0 or an errno (o->co_fail; ENOMEM at step "malloc" when
+ * the buffer cannot be had). */
+int ckpt_out_begin(ckpt_out *o, ember_durable_file *file, int buffered, size_t hdr_len);
 
-/* Puts n rows of rf floats from b as one chunk: 0 or an errno (o->co_fail). */
-int ckpt_out_chunk(ckpt_out *o, const ckpt_batch *b, size_t n, uint32_t rf);
+/* Puts the c->n rows of rf floats in c as one chunk: 0 or an errno (o->co_fail). */
+int ckpt_out_chunk(ckpt_out *o, const ckpt_chunk *c, uint32_t rf);
 
-/* Puts the footer (h's row count, `chunks`), flushes and writes h's header at
- * offset 0: 0 or an errno (o->co_fail). */
+/* Puts the footer (footer_magic, `rows`, `chunks`), flushes and writes the
+ * header hdr[hdr_len] at offset 0: 0 or an errno (o->co_fail). */
+int ckpt_out_finish(ckpt_out *o, const uint8_t footer_magic[8], uint64_t rows, uint64_t chunks,
+                    const uint8_t *hdr, size_t hdr_len);
+
+/* ckpt_out_finish for a checkpoint: its footer, and h's header. */
 int ckpt_out_end(ckpt_out *o, const ckpt_header *h, uint64_t chunks);
 
 /* Frees o's buffer (not the file). */

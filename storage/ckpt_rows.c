@@ -153,8 +153,11 @@ int ember_ckpt_writer_open(const char *path, const ember_table_config *config,
         if (e)
             rc = ckpt_durable_fail(err, path, e, &fail);
     }
-    if (!rc)
-        rc = ckpt_out_begin(&w->cw_out, w->cw_file, 0, err);
+    if (!rc) {
+        int e = ckpt_out_begin(&w->cw_out, w->cw_file, 0, CKPT_HDR_LEN);
+        if (e)
+            rc = ckpt_durable_fail(err, path, e, &w->cw_out.co_fail);
+    }
     if (rc) {
         ember_ckpt_writer_abort(w);
         return rc;
@@ -168,7 +171,9 @@ static int writer_flush_chunk(ember_ckpt_writer *w, ember_error *err)
 {
     if (!w->cw_n)
         return EMBER_OK;
-    int e = ckpt_out_chunk(&w->cw_out, &w->cw_batch, w->cw_n, w->cw_hdr.ch_row_floats);
+    const ckpt_batch *b = &w->cw_batch;
+    const ckpt_chunk c = {w->cw_n, b->cb_keys, b->cb_scores, b->cb_versions, b->cb_rows};
+    int e = ckpt_out_chunk(&w->cw_out, &c, w->cw_hdr.ch_row_floats);
     if (e)
         return ckpt_io_fail(err, w->cw_out.co_fail.df_path, "write", e);
     w->cw_hdr.ch_meta.rows += w->cw_n;

@@ -32,7 +32,7 @@
 #include "hash.h"
 
 typedef struct ember_init_config {
-    int kind;      /* an ember_init_kind */
+    ember_init_kind kind;
     float a;       /* CONSTANT: value; UNIFORM: low;  NORMALs: mean */
     float b;       /* UNIFORM: high; NORMALs: standard deviation */
 } ember_init_config;

@@ -34,7 +34,7 @@
 #include "hd.h"
 
 typedef struct ember_optim_config {
-    int kind;                   /* an ember_optim_kind */
+    ember_optim_kind kind;
     float lr;                   /* learning rate (alpha for FTRL) */
     float eps;                  /* ADAGRAD, ADAM */
     float initial_accumulator;  /* ADAGRAD acc, FTRL n */

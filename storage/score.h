@@ -28,7 +28,7 @@
 /* What one call knows when it scores: the clock read once per call, the table's
  * epoch, and (CUSTOM) the caller's score for this key, if any. */
 typedef struct ember_score_ctx {
-    int policy;
+    ember_score_policy policy;
     uint64_t now_ns;
     uint32_t epoch;
 } ember_score_ctx;

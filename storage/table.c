@@ -30,17 +30,7 @@ struct ember_table {
 void ember_table_config_init(ember_table_config *c)
 {
     memset(c, 0, sizeof *c);
-    c->score_policy = EMBER_SCORE_LRU;
-    c->optim.kind = EMBER_OPTIM_SGD;
-    c->optim.lr = 0.01f;
-    c->optim.eps = 1e-8f;
-    c->optim.initial_accumulator = 0.1f;
-    c->optim.beta1 = 0.9f;
-    c->optim.beta2 = 0.999f;
-    c->optim.lr_power = -0.5f;
-    c->init.kind = EMBER_INIT_UNIFORM;
-    c->init.a = -0.01f;
-    c->init.b = 0.01f;
+    EMBER_TABLE_DEFAULTS(c, optim, init);
     c->nonfinite = EMBER_NONFINITE_REJECT;
 }
 

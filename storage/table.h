@@ -64,12 +64,12 @@ typedef struct ember_table_config {
     uint32_t dim;                 /* 1..EMBER_DIM_MAX */
     uint64_t capacity;            /* 1..EMBER_CAPACITY_MAX keys, rounded up to
                                      whole buckets */
-    int score_policy;             /* an ember_score_policy */
+    ember_score_policy score_policy;
     uint64_t seed;                /* initializer seed */
     ember_optim_config optim;
     ember_init_config init;
     ember_admission_config admission;
-    int nonfinite;                /* an ember_nonfinite_policy */
+    ember_nonfinite_policy nonfinite;
     uint64_t hbm_bytes;           /* GPU backend: at most this many bytes of rows in
                                      device memory, the rest in pinned host memory
                                      ("hybrid"); 0 = every row in device memory.

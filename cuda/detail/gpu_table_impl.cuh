@@ -169,7 +169,7 @@ struct tview {
     ember_init_config init;
     uint64_t seed;
     ember_optim_config optim;
-    int policy;
+    ember_score_policy policy;
     uint32_t *sketch;
     uint32_t sketch_width, min_count;
     dev_state *state;

@@ -1,7 +1,7 @@
 /*
  * ember/types.h — the vocabulary every layer of ember shares: status codes, the
- * error record, the reserved keys, and the kinds of optimizer, score policy and
- * initializer a table is made with.
+ * error record, the reserved keys, the table-name rule, and the kinds of
+ * optimizer, score policy and initializer a table is made with, and its defaults.
  *
  * One header so that each name and number exists once: the storage layer
  * (storage/status.h, hash.h, optim.h, score.h, init.h), the CUDA backend, the
@@ -16,6 +16,7 @@
 #define EMBER_TYPES_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -115,6 +116,30 @@ static inline void ember_error_clear(ember_error *err)
  * by libember before anything is sent and by the servers. */
 #define EMBER_KEY_RESERVED_MIN UINT64_C(0xFFFFFFFFFFFFFFFC)
 
+/* ---- table names ---------------------------------------------------------------- */
+
+/* A table's name is 1 to EMBER_TABLE_NAME_MAX characters of [a-z0-9_.-]
+ * (lower-case letters, digits, '_', '.', '-'); a server refuses any other with
+ * EMBER_INVALID_ARGUMENT (its message says "is not [a-z0-9_.-]{1,64}"). The
+ * rule keeps a name usable as a file name (a checkpoint is <name>.ckpt) and in
+ * metric labels as it is. libember checks only that a name is there and not
+ * too long before sending, and leaves the characters to the servers. */
+#define EMBER_TABLE_NAME_MAX 64
+
+/* Is name[len] (not NUL-terminated: exactly len bytes) a valid table name? */
+static inline int ember_table_name_valid(const char *name, size_t len)
+{
+    if (len < 1 || len > EMBER_TABLE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
 /* ---- what a table is made with -------------------------------------------------- */
 
 /* The server-side optimizer that gradients go through (the update rules and the
@@ -145,6 +170,28 @@ typedef enum ember_init_kind {
     EMBER_INIT_NORMAL = 3,
     EMBER_INIT_TRUNCATED_NORMAL = 4,
 } ember_init_kind;
+
+/* What a new table is made with where its creator sets nothing: LRU scores; SGD
+ * with lr 0.01 (and, for the optimizers that read them, eps 1e-8, initial
+ * accumulator 0.1, beta1 0.9, beta2 0.999, FTRL's lr_power -0.5; the other
+ * hyperparameters 0); rows drawn uniformly from [-0.01, 0.01]. One list for
+ * libember's ember_table_spec_init and storage's ember_table_config_init, whose
+ * structs name these fields alike: s points to either (zeroed first), optim and
+ * init name its optimizer and initializer members. */
+#define EMBER_TABLE_DEFAULTS(s, optim, init)                                              \
+    do {                                                                                 \
+        (s)->score_policy = EMBER_SCORE_LRU;                                             \
+        (s)->optim.kind = EMBER_OPTIM_SGD;                                               \
+        (s)->optim.lr = 0.01f;                                                           \
+        (s)->optim.eps = 1e-8f;                                                          \
+        (s)->optim.initial_accumulator = 0.1f;                                           \
+        (s)->optim.beta1 = 0.9f;                                                         \
+        (s)->optim.beta2 = 0.999f;                                                       \
+        (s)->optim.lr_power = -0.5f;                                                     \
+        (s)->init.kind = EMBER_INIT_UNIFORM;                                             \
+        (s)->init.a = -0.01f;                                                            \
+        (s)->init.b = 0.01f;                                                             \
+    } while (0)
 
 #ifdef __cplusplus
 }

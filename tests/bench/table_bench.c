@@ -65,6 +65,9 @@
 #include "storage/table.h"
 #include "table_bench.h"
 
+_Static_assert(BENCH_KEY_RESERVED_MIN == EMBER_KEY_RESERVED_MIN,
+               "bench_keys.h's copy of the reserved-key bound is ember's");
+
 /* ---- what can be measured -------------------------------------------------- */
 
 const char *const op_names[OP_COUNT] = {

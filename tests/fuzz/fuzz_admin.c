@@ -9,7 +9,7 @@
  * on packed bytes), and then follows the handler as far as it goes without a
  * server:
  *
- *   - every table name through the server's own srv_name_valid (registry.c);
+ *   - every table name through the servers' rule, ember_table_name_valid (ember/types.h);
  *   - CreateTable: the server's own TableConfig → ember_table_config mapping
  *     (server/table_config.c: defaults, then ember_table_config_validate), and
  *     for a valid config small enough for a
@@ -63,7 +63,7 @@ static void rc_ok(int rc, const ember_error *err, const char *call)
 static void name_check(const char *name)
 {
     FUZZ_CHECK(name, "protobuf-c left a string NULL");
-    (void)srv_name_valid(name, strlen(name));
+    (void)ember_table_name_valid(name, strlen(name));
 }
 
 /* A small SGD table of SMALL_DIM holding keys 1..64. */

@@ -120,7 +120,7 @@ static void serve_pull(const ember_wire_pull_request *r)
     size_t n = r->keys.len / 8, ds = ember_wire_dtype_size(r->dtype);
     if (!ds || n > FUZZ_MAX_KEYS || (r->dim && r->dim != FUZZ_DIM))
         return;
-    if (!srv_name_valid((const char *)r->table.data, r->table.len) && r->table.len)
+    if (!ember_table_name_valid((const char *)r->table.data, r->table.len) && r->table.len)
         return;
     if (r->scores.len && (!r->insert_missing || r->scores.len != n * 8))
         return;
@@ -185,7 +185,7 @@ static void serve_push(const ember_wire_push_request *r)
         return;
     if (r->values.len != n * FUZZ_DIM * ds || (r->scores.len && r->scores.len != n * 8))
         return;
-    if (!srv_name_valid((const char *)r->table.data, r->table.len) && r->table.len)
+    if (!ember_table_name_valid((const char *)r->table.data, r->table.len) && r->table.len)
         return;
     uint64_t *keys = malloc((n ? n : 1) * 8), *scores = NULL;
     float *values = malloc((n ? n : 1) * FUZZ_DIM * sizeof(float));
