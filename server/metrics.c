@@ -182,7 +182,7 @@ static double real_s(void)
 static void render_process(sbuf *b)
 {
     /* srv.started is set as the gRPC port opens, just after this endpoint's */
-    double up = !srv.started.tv_sec ? 0
+    double up = !atomic_load_explicit(&srv.started_set, memory_order_acquire) ? 0
                 : mono_s() - ((double)srv.started.tv_sec + (double)srv.started.tv_nsec / 1e9);
     family(b, "ember_build_info", "gauge",
            "Always 1; the labels say the version, the backend served and the shard.");

@@ -559,6 +559,7 @@ int srv_rpc_start(char *msg, size_t cap)
     pthread_mutex_init(&rpc.mu, NULL);
     pthread_cond_init(&rpc.cv, NULL);
     clock_gettime(CLOCK_MONOTONIC, &srv.started);
+    atomic_store_explicit(&srv.started_set, 1, memory_order_release);
     grpc_init();
 
     grpc_arg args[3];

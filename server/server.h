@@ -51,6 +51,8 @@ typedef struct srv_state {
     atomic_int stopping;            /* shutdown has begun */
     atomic_uint_fast64_t requests, errors;
     struct timespec started;        /* CLOCK_MONOTONIC, set as the port opens */
+    atomic_int started_set;         /* released once `started` is written: the
+                                       metrics endpoint serves before that */
 } srv_state;
 
 extern srv_state srv;
