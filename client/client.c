@@ -18,6 +18,7 @@
 #include <grpc/support/time.h>
 
 #include "client/internal.h"
+#include "proto/cq_order.h"
 #include "client/rpc.h"
 #include "client/tfconfig.h"
 
@@ -397,6 +398,7 @@ static void *poller_main(void *arg)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
+        ember_cq_acquire(ev.tag);
         ember_shard_call *sc = ev.tag;
         ember_call *op = sc->op;
         pthread_mutex_lock(&op->mu);
@@ -780,7 +782,9 @@ static int call_start(ember_call *op, ember_shard_call *sc)
     pthread_mutex_lock(&op->mu);
     op->outstanding++;
     pthread_mutex_unlock(&op->mu);
-    grpc_call_error ce = grpc_call_start_batch(sc->call, ops, 6, sc, NULL);
+    grpc_call *call = sc->call;
+    ember_cq_release(sc);
+    grpc_call_error ce = grpc_call_start_batch(call, ops, 6, sc, NULL);
     /* The byte buffer is ours to destroy; the slices it sends are gRPC's. */
     grpc_byte_buffer_destroy(send);
     if (ce == GRPC_CALL_OK)

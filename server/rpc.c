@@ -13,6 +13,7 @@
 #include "server/auth.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "proto/cq_order.h"
 #include "server/server.h"
 
 /* The transport's own state; the server's is the core's (`srv`). */
@@ -247,7 +248,9 @@ static const char *method_name(const srv_call *c) { return srv_method_name(c->me
 
 static void start_batch(srv_call *c, grpc_op *ops, size_t n)
 {
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, c, NULL);
+    grpc_call *call = c->call;
+    ember_cq_release(c); /* from here, c may be another worker's */
+    grpc_call_error e = grpc_call_start_batch(call, ops, n, c, NULL);
     if (e != GRPC_CALL_OK) {
         /* our own bug (two batches of one kind at once): log, drop the call */
         srv_log(SRV_LOG_ERROR, "batch_failed", "method=%s grpc_call_error=%d", method_name(c),
@@ -370,6 +373,7 @@ static void request(srv_worker *w, srv_method m)
     c->state = ST_REQUESTED;
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
+    ember_cq_release(c);
     if (m == SRV_M_UNKNOWN)
         e = grpc_server_request_call(rpc.server, &c->call, &c->details, &c->md, w->cq, w->cq, c);
     else
@@ -498,6 +502,7 @@ static void *worker_main(void *arg)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
+        ember_cq_acquire(ev.tag);
         if (ev.tag == &shutdown_tag) {
             pthread_mutex_lock(&rpc.mu);
             rpc.shutdown_seen = 1;

@@ -451,6 +451,24 @@ static int total(cluster *cl, size_t field_off)
 }
 #define TOTAL(cl, field) total(cl, offsetof(fake, field))
 
+/* A fake's table size and reported dim, read and set under its lock: the fake's
+ * thread uses them under it, and the order that a finished call gives (through
+ * gRPC) is invisible to ThreadSanitizer. */
+static size_t fake_size(fake *f)
+{
+    pthread_mutex_lock(&f->mu);
+    size_t n = f->size;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+static void fake_set_dim(fake *f, uint32_t dim)
+{
+    pthread_mutex_lock(&f->mu);
+    f->dim = dim;
+    pthread_mutex_unlock(&f->mu);
+}
+
 static void assert_clean_wire(cluster *cl)
 {
     ck_assert_int_eq(TOTAL(cl, dup_keys_in_request), 0);
@@ -520,9 +538,9 @@ START_TEST(serve_flag_does_not_insert)
     float out[3 * FDIM];
     ember_error e;
     ck_assert_int_eq(ember_pull(cl.c, "emb", keys, 3, out, FDIM, EMBER_PULL_SERVE, &e), 0);
-    ck_assert_uint_eq(cl.f[0]->size + cl.f[1]->size, 0);
+    ck_assert_uint_eq(fake_size(cl.f[0]) + fake_size(cl.f[1]), 0);
     ck_assert_int_eq(ember_pull(cl.c, "emb", keys, 3, out, FDIM, EMBER_PULL_INSERT, &e), 0);
-    ck_assert_uint_eq(cl.f[0]->size + cl.f[1]->size, 3);
+    ck_assert_uint_eq(fake_size(cl.f[0]) + fake_size(cl.f[1]), 3);
     ck_assert_int_eq(ember_pull(cl.c, "emb", keys, 3, out, FDIM, 7, &e), EMBER_INVALID_ARGUMENT);
     cluster_stop(&cl);
 }
@@ -570,7 +588,7 @@ START_TEST(dim_mismatch_names_table_dim)
 {
     cluster cl;
     cluster_start(&cl, 2, NULL);
-    cl.f[1]->dim = 8;
+    fake_set_dim(cl.f[1], 8);
     uint64_t keys[20];
     for (int i = 0; i < 20; i++)
         keys[i] = (uint64_t)i;
@@ -868,11 +886,11 @@ START_TEST(admin_fan_out)
     ck_assert_int_eq(ember_create_table(cl.c, "emb", &s, 1, &e), 0);
     ck_assert_int_eq(TOTAL(&cl, creates), 3);
     /* An existing table of another dim is not "fine" even with if_not_exists. */
-    cl.f[1]->dim = 16;
+    fake_set_dim(cl.f[1], 16);
     ck_assert_int_eq(ember_create_table(cl.c, "emb", &s, 1, &e), EMBER_ALREADY_EXISTS);
     ck_assert_int_eq(e.shard, 1);
     ck_assert_msg(strstr(e.message, "dim 16, not 4") != NULL, "%s", e.message);
-    cl.f[1]->dim = FDIM;
+    fake_set_dim(cl.f[1], FDIM);
 
     uint64_t keys[30];
     float out[30 * FDIM];
