@@ -5,43 +5,47 @@
 
 srv_state srv;
 
-/* Payload 0 (Import): a client stream, its messages read one by one by the
- * handler. Health is uncapped, so an overloaded shard is not also declared dead.
- * Roles: Health open to everyone, Shard to workers, Admin to admins (auth.h). */
+/* A Shard method: a worker's, payload read with the call, 4 or 2 requests kept
+ * outstanding per worker, capped, with its row of the keys histograms. */
+#define SHARD(method, reqs, keys_row, fn)                                               \
+    {.path = "/ember.v1.Shard/" method, .name = method, .role = SRV_ROLE_WORKER,         \
+     .payload = 1, .requests = (reqs), .capped = 1, .keys_metric = (keys_row), .shard = (fn)}
+/* An Admin method answered by a unary handler, or by a call handler (`call`)
+ * that finishes the call itself later (Save, Export, Import); `payload` 0: a
+ * client stream whose messages the handler reads one by one (Import). */
+#define ADMIN(method, fn)                                                               \
+    {.path = "/ember.v1.Admin/" method, .name = method, .role = SRV_ROLE_ADMIN,          \
+     .payload = 1, .requests = 1, .capped = 1, .keys_metric = -1, .unary = (fn)}
+#define ADMIN_CALL(method, has_payload, fn)                                             \
+    {.path = "/ember.v1.Admin/" method, .name = method, .role = SRV_ROLE_ADMIN,          \
+     .payload = (has_payload), .requests = 1, .capped = 1, .keys_metric = -1, .call = (fn)}
+
+/* Roles: Health open to everyone, Shard to workers, Admin to admins (auth.h).
+ * Health is not capped, so an overloaded shard is not also declared dead. */
 const srv_method_desc srv_methods[SRV_M_COUNT] = {
-    [SRV_M_PULL] = {"/ember.v1.Shard/Pull", "Pull", SRV_ROLE_WORKER, 1, 4, 1, 0,
-                    .shard = srv_shard_pull},
-    [SRV_M_PUSH] = {"/ember.v1.Shard/Push", "Push", SRV_ROLE_WORKER, 1, 4, 1, 1,
-                    .shard = srv_shard_push},
-    [SRV_M_PUSHPULL] = {"/ember.v1.Shard/PushPull", "PushPull", SRV_ROLE_WORKER, 1, 2, 1, 2,
-                        .shard = srv_shard_pushpull},
-    [SRV_M_CREATE] = {"/ember.v1.Admin/CreateTable", "CreateTable", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                      .unary = srv_admin_create},
-    [SRV_M_DROP] = {"/ember.v1.Admin/DropTable", "DropTable", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                    .unary = srv_admin_drop},
-    [SRV_M_LIST] = {"/ember.v1.Admin/ListTables", "ListTables", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                    .unary = srv_admin_list},
-    [SRV_M_DESCRIBE] = {"/ember.v1.Admin/DescribeTable", "DescribeTable", SRV_ROLE_ADMIN, 1, 1,
-                        1, -1, .unary = srv_admin_describe},
-    [SRV_M_STATS] = {"/ember.v1.Admin/GetStats", "GetStats", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                     .unary = srv_admin_stats},
-    [SRV_M_SAVE] = {"/ember.v1.Admin/Save", "Save", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                    .call = srv_admin_save_start},
-    [SRV_M_LOAD] = {"/ember.v1.Admin/Load", "Load", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                    .unary = srv_admin_load},
-    [SRV_M_EVICT] = {"/ember.v1.Admin/Evict", "Evict", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                     .unary = srv_admin_evict},
-    [SRV_M_CLEAR] = {"/ember.v1.Admin/Clear", "Clear", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                     .unary = srv_admin_clear},
-    [SRV_M_INFO] = {"/ember.v1.Admin/ServerInfo", "ServerInfo", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                    .unary = srv_admin_info},
-    [SRV_M_EXPORT] = {"/ember.v1.Admin/Export", "Export", SRV_ROLE_ADMIN, 1, 1, 1, -1,
-                      .call = srv_admin_export_start},
-    [SRV_M_IMPORT] = {"/ember.v1.Admin/Import", "Import", SRV_ROLE_ADMIN, 0, 1, 1, -1,
-                      .call = srv_admin_import_start},
-    [SRV_M_HEALTH] = {"/grpc.health.v1.Health/Check", "Health.Check", SRV_ROLE_NONE, 1, 2, 0,
-                      -1, .unary = srv_admin_health},
+    [SRV_M_PULL] = SHARD("Pull", 4, 0, srv_shard_pull),
+    [SRV_M_PUSH] = SHARD("Push", 4, 1, srv_shard_push),
+    [SRV_M_PUSHPULL] = SHARD("PushPull", 2, 2, srv_shard_pushpull),
+    [SRV_M_CREATE] = ADMIN("CreateTable", srv_admin_create),
+    [SRV_M_DROP] = ADMIN("DropTable", srv_admin_drop),
+    [SRV_M_LIST] = ADMIN("ListTables", srv_admin_list),
+    [SRV_M_DESCRIBE] = ADMIN("DescribeTable", srv_admin_describe),
+    [SRV_M_STATS] = ADMIN("GetStats", srv_admin_stats),
+    [SRV_M_SAVE] = ADMIN_CALL("Save", 1, srv_admin_save_start),
+    [SRV_M_LOAD] = ADMIN("Load", srv_admin_load),
+    [SRV_M_EVICT] = ADMIN("Evict", srv_admin_evict),
+    [SRV_M_CLEAR] = ADMIN("Clear", srv_admin_clear),
+    [SRV_M_INFO] = ADMIN("ServerInfo", srv_admin_info),
+    [SRV_M_EXPORT] = ADMIN_CALL("Export", 1, srv_admin_export_start),
+    [SRV_M_IMPORT] = ADMIN_CALL("Import", 0, srv_admin_import_start),
+    [SRV_M_HEALTH] = {.path = "/grpc.health.v1.Health/Check", .name = "Health.Check",
+                      .role = SRV_ROLE_NONE, .payload = 1, .requests = 2, .capped = 0,
+                      .keys_metric = -1, .unary = srv_admin_health},
 };
+
+#undef SHARD
+#undef ADMIN
+#undef ADMIN_CALL
 
 const char *srv_method_name(srv_method m)
 {
