@@ -51,7 +51,11 @@
  * larger than the library's own struct is refused with EMBER_INVALID_ARGUMENT.
  * A struct that grows gives its init function a new symbol version in
  * libember.map, so programs linked before keep an init that fills only the
- * size they know.
+ * size they know. struct_size itself arrived with ABI 1 (libember.so.1):
+ * programs built against libember.so.0 must be rebuilt, and the old status,
+ * optimizer, score and initializer names (EMBER_E_*, EMBER_OPT_*,
+ * EMBER_SCORES_*, EMBER_INITIALIZER_*) are now those of <ember/types.h>
+ * (EMBER_*, EMBER_OPTIM_*, EMBER_SCORE_*, EMBER_INIT_*).
  *
  * Linking: pkg-config ember (libember.so or libember.a; needs gRPC C core and
  * protobuf-c). No global state: clients are independent.

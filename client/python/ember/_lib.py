@@ -3,8 +3,9 @@
 Internal to the ``ember`` package. The structs mirror client/include/ember/ember.h
 and include/ember/types.h field for field (ctypes lays them out as the C
 compiler does; an enum field is a C int); a struct that starts with
-``struct_size`` gets it set to its ctypes size (``sized``), so the library reads
-exactly the fields declared here; every pointer to
+``struct_size`` is allocated with room to spare for a newer library's init
+(``new_growable``) and then gets its ctypes size (``sized``), so the library
+reads exactly the fields declared here; every pointer to
 keys, rows and gradients is passed as ``c_void_p`` so that numpy arrays go in by
 address, without a copy. ctypes releases the GIL for the length of every call, so
 other Python threads (and an async pull's network progress) run meanwhile.
@@ -50,7 +51,7 @@ def candidates():
     found = ctypes.util.find_library("ember")
     if found:
         out.append(found)
-    out += ["libember.so.0", "libember.so"]
+    out += ["libember.so.1", "libember.so"]
     return out
 
 
@@ -136,9 +137,24 @@ class ember_table_spec(ctypes.Structure):
     ]
 
 
+# Room left after a growable struct for a libember newer than this package: its
+# init function fills the struct as that library declares it, possibly larger.
+_GROWTH_ROOM = 1024
+
+
+def new_growable(cls):
+    """A zeroed instance of the growable struct `cls` (ember_client_options,
+    ember_table_spec) with _GROWTH_ROOM spare bytes after it, so that a newer
+    libember's init function never writes past the memory it is given (the
+    instance keeps its buffer alive)."""
+    buf = (ctypes.c_char * (ctypes.sizeof(cls) + _GROWTH_ROOM))()
+    return cls.from_buffer(buf)
+
+
 def sized(struct):
     """Sets struct.struct_size to the size of the layout declared here (after the
-    library's init function filled it); returns struct."""
+    library's init function filled it), so the library reads exactly the fields
+    this package knows and takes its defaults for the rest; returns struct."""
     struct.struct_size = ctypes.sizeof(struct)
     return struct
 

@@ -195,7 +195,7 @@ class Client:
             raise InvalidArgumentError(
                 Code.INVALID_ARGUMENT,
                 f"wire_dtype {wire_dtype!r}: one of {', '.join(_DTYPES)}")
-        o = _lib.ember_client_options()
+        o = _lib.new_growable(_lib.ember_client_options)
         self._lib.ember_client_options_init(ctypes.byref(o))
         _lib.sized(o)
         # Kept referenced while ember_client_open reads them.
@@ -421,7 +421,7 @@ class Client:
         0.01). scores: lru, lfu, epoch_lru, epoch_lfu, custom. backend: "cpu",
         "gpu" or None (the server's default). if_not_exists: an existing table
         of the same dim is fine. Raises AlreadyExistsError, InvalidArgumentError."""
-        s = _lib.ember_table_spec()
+        s = _lib.new_growable(_lib.ember_table_spec)
         self._lib.ember_table_spec_init(ctypes.byref(s))
         _lib.sized(s)
         s.dim = dim
