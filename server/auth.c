@@ -227,12 +227,6 @@ int srv_auth_required_role(const char *method)
     return !strncmp(method, "/ember.v1.Shard/", 16) ? SRV_ROLE_WORKER : SRV_ROLE_ADMIN;
 }
 
-int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *method,
-                   char *msg, size_t cap)
-{
-    return srv_auth_check_role(call, md, method, srv_auth_required_role(method), msg, cap);
-}
-
 int srv_auth_check_role(grpc_call *call, const grpc_metadata_array *md, const char *method,
                         int need, char *msg, size_t cap)
 {

@@ -51,10 +51,6 @@ int srv_auth_enabled(void);
 int srv_auth_check_role(grpc_call *call, const grpc_metadata_array *md, const char *method,
                         int need, char *msg, size_t cap);
 
-/* The same for the role srv_auth_required_role(method) gives. */
-int srv_auth_check(grpc_call *call, const grpc_metadata_array *md, const char *method,
-                   char *msg, size_t cap);
-
 /* Refusals since start. */
 void srv_auth_counts(uint64_t *unauthenticated, uint64_t *permission_denied);
 

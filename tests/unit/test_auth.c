@@ -1,7 +1,7 @@
 /*
  * test_auth.c — server/auth.c without a network: tokens read from files and the
  * environment, the constant-time compare, which role a method needs, identity
- * lists, and the status srv_auth_check gives each kind of bearer metadata.
+ * lists, and the status srv_auth_check_role gives each kind of bearer metadata.
  * (Certificates and real calls are integration.security's.)
  *
  * auth.c keeps its settings in one process-wide struct; Check runs each test in
@@ -75,7 +75,8 @@ static const char *setup_fails(void)
     return msg;
 }
 
-/* srv_auth_check of `method` with an authorization value (NULL: no such
+/* srv_auth_check_role of `method`, needing the role srv_auth_required_role
+ * gives it, with an authorization value (NULL: no such
  * metadata), after any `other` metadata. No certificate: the call is NULL, which
  * only the certificate path (no token and an identity list) would touch. */
 static int check_auth(const char *method, const char *authorization)
@@ -90,7 +91,8 @@ static int check_auth(const char *method, const char *authorization)
         m[md.count++].value = grpc_slice_from_copied_string(authorization);
     }
     char msg[512] = "";
-    int rc = srv_auth_check(NULL, &md, method, msg, sizeof msg);
+    int rc = srv_auth_check_role(NULL, &md, method, srv_auth_required_role(method), msg,
+                                 sizeof msg);
     ck_assert_msg((rc == 0) == (msg[0] == '\0'), "rc %d, msg '%s'", rc, msg);
     if (authorization)
         grpc_slice_unref(m[1].value);
