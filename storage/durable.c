@@ -68,37 +68,36 @@ const char *ember_durable_temp_path(const ember_durable_file *f)
     return f->df_temp;
 }
 
-int ember_durable_write(ember_durable_file *f, const void *p, size_t len,
-                        ember_durable_fail *fail)
+/* Writes all len bytes at `*off` (pwrite), or at the file's offset when off is
+ * NULL; retries EINTR and short writes. */
+static int write_all(ember_durable_file *f, const void *p, size_t len, uint64_t *off,
+                     ember_durable_fail *fail)
 {
     const uint8_t *b = p;
     while (len) {
-        ssize_t r = write(f->df_fd, b, len);
+        ssize_t r = off ? pwrite(f->df_fd, b, len, (off_t)*off) : write(f->df_fd, b, len);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) /* r == 0: no progress, do not spin */
             return fail_at(fail, "write", f->df_temp, r < 0 ? errno : EIO);
         b += r;
         len -= (size_t)r;
+        if (off)
+            *off += (uint64_t)r;
     }
     return 0;
+}
+
+int ember_durable_write(ember_durable_file *f, const void *p, size_t len,
+                        ember_durable_fail *fail)
+{
+    return write_all(f, p, len, NULL, fail);
 }
 
 int ember_durable_pwrite(ember_durable_file *f, const void *p, size_t len, uint64_t off,
                          ember_durable_fail *fail)
 {
-    const uint8_t *b = p;
-    while (len) {
-        ssize_t r = pwrite(f->df_fd, b, len, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return fail_at(fail, "write", f->df_temp, r < 0 ? errno : EIO);
-        b += r;
-        off += (uint64_t)r;
-        len -= (size_t)r;
-    }
-    return 0;
+    return write_all(f, p, len, &off, fail);
 }
 
 /* fsync of path's directory ("." for a bare name, "/" for "/name"). */

@@ -368,14 +368,7 @@ int eh_client_stream(eh_client *c, const char *method, const void *const *msgs,
         grpc_slice details = grpc_empty_slice();
         memset(ops, 0, sizeof ops);
         ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[1].data.recv_initial_metadata.recv_initial_metadata = &md;
-        ops[2].op = GRPC_OP_RECV_MESSAGE;
-        ops[2].data.recv_message.recv_message = &recv;
-        ops[3].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-        ops[3].data.recv_status_on_client.trailing_metadata = &tmd;
-        ops[3].data.recv_status_on_client.status = &st;
-        ops[3].data.recv_status_on_client.status_details = &details;
+        sp_recv_ops(ops + 1, &md, &recv, &tmd, &st, &details);
         rc = run_batch(c, call, ops, 4) < 0 ? -1 : 0;
         if (!rc) {
             status_into(out, st, details);

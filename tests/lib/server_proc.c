@@ -273,6 +273,20 @@ void sp_status_message(grpc_slice details, char *msg, size_t cap)
     grpc_slice_unref(details);
 }
 
+void sp_recv_ops(grpc_op *ops, grpc_metadata_array *md, grpc_byte_buffer **recv,
+                 grpc_metadata_array *tmd, grpc_status_code *st, grpc_slice *details)
+{
+    memset(ops, 0, 3 * sizeof *ops);
+    ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[0].data.recv_initial_metadata.recv_initial_metadata = md;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = recv;
+    ops[2].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[2].data.recv_status_on_client.trailing_metadata = tmd;
+    ops[2].data.recv_status_on_client.status = st;
+    ops[2].data.recv_status_on_client.status_details = details;
+}
+
 int sp_unary(grpc_channel *ch, grpc_completion_queue *cq, const char *method, const void *req,
              size_t len, gpr_timespec deadline, int *code, char *msg, size_t msg_cap,
              uint8_t **data, size_t *data_len)
@@ -297,14 +311,7 @@ int sp_unary(grpc_channel *ch, grpc_completion_queue *cq, const char *method, co
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &tmd;
-    ops[5].data.recv_status_on_client.status = &st;
-    ops[5].data.recv_status_on_client.status_details = &details;
+    sp_recv_ops(ops + 3, &md, &recv, &tmd, &st, &details);
     int tag, rc = -1;
     if (grpc_call_start_batch(call, ops, 6, &tag, NULL) == GRPC_CALL_OK) {
         for (;;) {

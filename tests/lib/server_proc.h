@@ -78,6 +78,12 @@ int sp_health_serving(const char *addr, int deadline_ms);
  * SERVING}: field 1, varint 1). */
 int sp_health_reply_serving(const uint8_t *data, size_t len);
 
+/* Fills ops[0..3) with the receive half of a client call: the initial
+ * metadata into md, one message into *recv (NULL when none comes), the status
+ * into tmd, st and details. */
+void sp_recv_ops(grpc_op *ops, grpc_metadata_array *md, grpc_byte_buffer **recv,
+                 grpc_metadata_array *tmd, grpc_status_code *st, grpc_slice *details);
+
 /* Raw gRPC calls, as the health check and the integration harness make them.
  *
  * sp_unary: one unary call of `method` on channel ch, its events on cq (used
