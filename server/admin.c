@@ -845,7 +845,7 @@ static void import_step(srv_worker *w, srv_call *c, int ok)
     const uint8_t *b;
     size_t len;
     Ember__V1__ImportChunk *ch = NULL;
-    int rc = srv_payload_bytes(w, c->recv, &b, &len, &err);
+    int rc = srv_payload_bytes(w, c->recv, NULL, &b, &len, &err);
     if (!rc) {
         ch = (void *)unpack(&ember__v1__import_chunk__descriptor, b, len, &err);
         rc = ch ? import_chunk(w, s, ch, &err) : err.code;

@@ -111,9 +111,12 @@ void srv_rpc_stop(unsigned grace_ms);
 /* ---- for handlers -------------------------------------------------------- */
 
 /* The request's bytes, contiguous: the one slice itself when it came in one,
- * else copied into the worker's flat buffer. RESOURCE_EXHAUSTED on no memory. */
-int srv_payload_bytes(srv_worker *w, grpc_byte_buffer *bb, const uint8_t **out,
-                      size_t *len, ember_error *err);
+ * else gathered into the worker's flat buffer — once, and placed so that the
+ * bytes of the field at `align` (field numbers from the top message down, ending
+ * with 0; NULL or empty: none) start 64-byte aligned, so a handler can read its
+ * floats in place. RESOURCE_EXHAUSTED on no memory. */
+int srv_payload_bytes(srv_worker *w, grpc_byte_buffer *bb, const uint8_t *align,
+                      const uint8_t **out, size_t *len, ember_error *err);
 
 /* Grow-only scratch: pointers stay valid until the next grow of the same one.
  * NULL on no memory. */

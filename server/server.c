@@ -6,10 +6,13 @@
 srv_state srv;
 
 /* A Shard method: a worker's, payload read with the call, 4 or 2 requests kept
- * outstanding per worker, capped, with its row of the keys histograms. */
-#define SHARD(method, reqs, keys_row, fn)                                               \
+ * outstanding per worker, capped, with its row of the keys histograms, and the
+ * field its handler reads in place (ember.proto: a Pull's keys, a Push's values,
+ * a PushPull's push's values). */
+#define SHARD(method, reqs, keys_row, fn, ...)                                          \
     {.path = "/ember.v1.Shard/" method, .name = method, .role = SRV_ROLE_WORKER,         \
-     .payload = 1, .requests = (reqs), .capped = 1, .keys_metric = (keys_row), .shard = (fn)}
+     .payload = 1, .requests = (reqs), .capped = 1, .keys_metric = (keys_row), .shard = (fn), \
+     .align = {__VA_ARGS__}}
 /* An Admin method answered by a unary handler, or by a call handler (`call`)
  * that finishes the call itself later (Save, Export, Import); `payload` 0: a
  * client stream whose messages the handler reads one by one (Import). */
@@ -23,9 +26,9 @@ srv_state srv;
 /* Roles: Health open to everyone, Shard to workers, Admin to admins (auth.h).
  * Health is not capped, so an overloaded shard is not also declared dead. */
 const srv_method_desc srv_methods[SRV_M_COUNT] = {
-    [SRV_M_PULL] = SHARD("Pull", 4, 0, srv_shard_pull),
-    [SRV_M_PUSH] = SHARD("Push", 4, 1, srv_shard_push),
-    [SRV_M_PUSHPULL] = SHARD("PushPull", 2, 2, srv_shard_pushpull),
+    [SRV_M_PULL] = SHARD("Pull", 4, 0, srv_shard_pull, 2),
+    [SRV_M_PUSH] = SHARD("Push", 4, 1, srv_shard_push, 3),
+    [SRV_M_PUSHPULL] = SHARD("PushPull", 2, 2, srv_shard_pushpull, 1, 3),
     [SRV_M_CREATE] = ADMIN("CreateTable", srv_admin_create),
     [SRV_M_DROP] = ADMIN("DropTable", srv_admin_drop),
     [SRV_M_LIST] = ADMIN("ListTables", srv_admin_list),

@@ -112,6 +112,8 @@ typedef struct srv_method_desc {
     int requests;        /* requests each worker keeps outstanding for it */
     int capped;          /* 1: counts against --max-concurrent-calls */
     int keys_metric;     /* its row of the keys histograms (metrics.c), -1: none */
+    uint8_t align[3];    /* the bulk field a gathered request is aligned for
+                            (srv_payload_bytes): field numbers, 0-terminated */
     srv_shard_fn shard;
     srv_unary_fn unary;
     srv_call_fn call;

@@ -6,8 +6,11 @@
  * dtype, mode, key count against --max-keys-per-request, every length against
  * the table's dim, the reply's size against --max-message-bytes — and the table
  * itself refuses reserved keys and non-finite gradients before writing. So a
- * refused call changes nothing. Keys and values are copied out of the request
- * into the worker's aligned scratch (the wire puts them at odd offsets); a Pull
+ * refused call changes nothing. A request that came in several slices was
+ * gathered once by the transport, placed so its bulk field (a Pull's keys, a
+ * Push's values) is 64-byte aligned, and the table reads it there; what is not
+ * aligned (a field of a request that came in one slice, at whatever offset the
+ * wire put it) or not float32 is copied into the worker's aligned scratch. A Pull
  * reply's float32 values are written by the table straight into the outgoing
  * slice, at a 64-byte-aligned offset of a pooled buffer.
  *
@@ -308,6 +311,22 @@ static size_t wire_first_nonfinite(int32_t dtype, const uint8_t *v, size_t n)
     return n;
 }
 
+/* A request's keys where they lie, when they are 8-byte aligned (a gathered
+ * request is placed so they are: srv_payload_bytes); else NULL: copy them. */
+static const uint64_t *wire_keys(ember_wire_bytes keys)
+{
+    return (uintptr_t)keys.data % _Alignof(uint64_t) ? NULL
+                                                      : (const uint64_t *)(const void *)keys.data;
+}
+
+/* The same for float32 values; NULL for another dtype (they need converting). */
+static const float *wire_floats(int32_t dtype, ember_wire_bytes v)
+{
+    return dtype != EMBER_WIRE_F32 || (uintptr_t)v.data % _Alignof(float)
+               ? NULL
+               : (const float *)(const void *)v.data;
+}
+
 /* ---- push ---------------------------------------------------------------- */
 
 static srv_co_kind push_kind(int32_t mode)
@@ -366,12 +385,16 @@ static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error 
     size_t n = p->n, nv = n * p->dim;
     *kept = 0;
     uint64_t *keys = srv_scratch_keys(w, n ? n : 1);
-    float *vals = srv_scratch_floats(w, nv ? nv : 1);
+    const float *vals = wire_floats(r->dtype, r->values);
     uint64_t *scores = r->scores.len ? srv_scratch_scores(w, n) : NULL;
-    if (!keys || !vals || (r->scores.len && !scores))
+    float *conv = vals ? NULL : srv_scratch_floats(w, nv ? nv : 1);
+    if (!keys || (!vals && !conv) || (r->scores.len && !scores))
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory for %zu keys", n);
     ember_wire_keys_copy(r->keys, keys);
-    ember_wire_from_wire(r->dtype, r->values.data, nv, vals);
+    if (conv) {
+        ember_wire_from_wire(r->dtype, r->values.data, nv, conv);
+        vals = conv;
+    }
     if (scores)
         ember_wire_keys_copy(r->scores, scores);
     int rc = push_call(p->t->table, push_kind(r->mode), keys, n, vals, scores, err);
@@ -586,13 +609,17 @@ static int pull_alone(srv_worker *w, const pull_plan *p, uint8_t *msg, const emb
     size_t n = p->n, nv = n * p->dim;
     if (!n)
         return 0;
-    uint64_t *keys = srv_scratch_keys2(w, n);
+    const uint64_t *keys = wire_keys(r->keys);
+    uint64_t *copy = keys ? NULL : srv_scratch_keys2(w, n);
     uint64_t *scores = r->scores.len ? srv_scratch_scores(w, n) : NULL;
     float *vals = r->dtype == EMBER_WIRE_F32 ? (float *)(void *)(msg + off->values)
                                              : srv_scratch_floats(w, nv);
-    if (!keys || !vals || (r->scores.len && !scores))
+    if ((!keys && !copy) || !vals || (r->scores.len && !scores))
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory for %zu keys", n);
-    ember_wire_keys_copy(r->keys, keys);
+    if (copy) {
+        ember_wire_keys_copy(r->keys, copy);
+        keys = copy;
+    }
     if (scores)
         ember_wire_keys_copy(r->scores, scores);
     uint8_t *found = r->want_found ? msg + off->found : NULL;
