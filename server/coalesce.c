@@ -1,9 +1,8 @@
-/* coalesce.c — leader/follower batching of concurrent calls per table (coalesce.h). */
+/* coalesce.c — the combining queue of concurrent calls per table (coalesce.h). */
 #include "server/coalesce.h"
 
-#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "storage/hash.h"
 
@@ -19,165 +18,164 @@ void srv_co_queue_init(srv_co_queue *q)
 {
     memset(q, 0, sizeof *q);
     pthread_mutex_init(&q->cq_mu, NULL);
+    pthread_cond_init(&q->cq_cv, NULL);
 }
 
-void srv_co_queue_destroy(srv_co_queue *q) { pthread_mutex_destroy(&q->cq_mu); }
+static void batch_free(srv_co_batch *b)
+{
+    free(b->cb_keys);
+    free(b->cb_vals);
+    free(b->cb_members);
+    free(b);
+}
+
+void srv_co_queue_destroy(srv_co_queue *q)
+{
+    for (srv_co_batch *b = q->cq_free, *next; b; b = next) {
+        next = b->cb_next;
+        batch_free(b);
+    }
+    q->cq_free = NULL;
+    pthread_cond_destroy(&q->cq_cv);
+    pthread_mutex_destroy(&q->cq_mu);
+}
 
 int srv_co_try_alone(srv_co_queue *q)
 {
     int alone = 0;
     pthread_mutex_lock(&q->cq_mu);
-    if (!q->cq_executing && !q->cq_head) {
-        q->cq_executing = 1;
+    if (!q->cq_running && !q->cq_head) {
+        q->cq_running = 1;
         alone = 1;
     }
     pthread_mutex_unlock(&q->cq_mu);
     return alone;
 }
 
-/* Lets the oldest open batch run, if there is one. Caller holds cq_mu. */
-static void wake_head_locked(srv_co_queue *q)
+/* Grows *p to hold n elements of `elem` bytes (capacity *cap): contents are not
+ * kept. 0 on no memory. */
+static int grow(void **p, size_t *cap, size_t n, size_t elem)
 {
-    if (q->cq_head)
-        pthread_cond_signal(&q->cq_head->cb_first->cm_cv);
-}
-
-void srv_co_alone_done(srv_co_queue *q)
-{
-    pthread_mutex_lock(&q->cq_mu);
-    q->cq_executing = 0;
-    wake_head_locked(q);
-    pthread_mutex_unlock(&q->cq_mu);
-}
-
-static void member_init(srv_co_member *m, size_t n)
-{
-    pthread_condattr_t a;
-    memset(m, 0, sizeof *m);
-    m->cm_n = n;
-    /* the leader's wait for more members is timed on the monotonic clock */
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&m->cm_cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
-int srv_co_join(srv_co_queue *q, srv_co_member *m, size_t n, srv_co_batch *b, void *bufs,
-                size_t cap)
-{
-    member_init(m, n);
-    pthread_mutex_lock(&q->cq_mu);
-    srv_co_batch *t = q->cq_tail; /* the newest open batch: the only one taking members */
-    if (t && t->cb_keys + n <= t->cb_cap) {
-        m->cm_off = t->cb_keys;
-        m->cm_bufs = t->cb_bufs;
-        m->cm_batch = t;
-        t->cb_keys += n;
-        t->cb_members++;
-        t->cb_writers++;
-        t->cb_last->cm_next = m;
-        t->cb_last = m;
-        if (t->cb_keys == t->cb_cap) { /* full: its leader need not wait for more */
-            t->cb_full = 1;
-            pthread_cond_signal(&t->cb_first->cm_cv);
-        }
-        pthread_mutex_unlock(&q->cq_mu);
+    if (n <= *cap && *p)
+        return 1;
+    void *q = aligned_alloc(64, (n * elem + 63) / 64 * 64);
+    if (!q)
         return 0;
-    }
-    if (t) { /* m does not fit: t takes no one else, so it is as full as it gets */
-        t->cb_full = 1;
-        pthread_cond_signal(&t->cb_first->cm_cv);
-    }
-    memset(b, 0, sizeof *b);
-    b->cb_bufs = bufs;
-    b->cb_cap = cap < n ? n : cap;
-    b->cb_keys = n;
-    b->cb_members = 1;
-    b->cb_writers = 1;
-    b->cb_full = b->cb_keys == b->cb_cap;
-    b->cb_queued = q->cq_executing || q->cq_head;
-    b->cb_first = b->cb_last = m;
-    if (t)
-        t->cb_next = b;
-    else
-        q->cq_head = b;
-    q->cq_tail = b;
-    m->cm_off = 0;
-    m->cm_bufs = bufs;
-    m->cm_batch = b;
-    m->cm_leader = 1;
-    pthread_mutex_unlock(&q->cq_mu);
+    free(*p);
+    *p = q;
+    *cap = n;
     return 1;
 }
 
-srv_co_batch *srv_co_lead(srv_co_queue *q, srv_co_member *m, unsigned wait_us)
+/* A batch of `cap` key slots (and per-key floats) to open: a spare one, grown
+ * if it must be. NULL on no memory. Caller holds cq_mu. */
+static srv_co_batch *batch_open_locked(srv_co_queue *q, size_t cap, size_t per_key)
 {
-    srv_co_batch *b = m->cm_batch;
+    srv_co_batch *b = q->cq_free;
+    if (b)
+        q->cq_free = b->cb_next;
+    else if (!(b = calloc(1, sizeof *b)))
+        return NULL;
+    if (!grow((void **)&b->cb_keys, &b->cb_keys_cap, cap, sizeof(uint64_t)) ||
+        (per_key && !grow((void **)&b->cb_vals, &b->cb_vals_cap, cap * per_key, sizeof(float)))) {
+        b->cb_next = q->cq_free;
+        q->cq_free = b;
+        return NULL;
+    }
+    b->cb_cap = cap;
+    b->cb_used = 0;
+    b->cb_n = 0;
+    b->cb_writers = 0;
+    b->cb_closed = 0;
+    b->cb_next = NULL;
+    return b;
+}
+
+int srv_co_join(srv_co_queue *q, size_t n, size_t per_key, size_t cap, size_t max_keys,
+                void *ctx, srv_co_part *out)
+{
     pthread_mutex_lock(&q->cq_mu);
-    b->cb_writers--;
-    while (q->cq_head != b || q->cq_executing)
-        pthread_cond_wait(&m->cm_cv, &q->cq_mu);
-    /* Only a batch that queued behind another waits for more: one opened on an
-     * idle queue runs at once (no added latency when the table is idle). */
-    if (b->cb_queued && wait_us && !b->cb_full) {
-        struct timespec dl;
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_nsec += (long)wait_us * 1000L;
-        dl.tv_sec += dl.tv_nsec / 1000000000L;
-        dl.tv_nsec %= 1000000000L;
-        while (!b->cb_full)
-            if (pthread_cond_timedwait(&m->cm_cv, &q->cq_mu, &dl) == ETIMEDOUT)
-                break;
+    if (q->cq_queued + n > max_keys) {
+        pthread_mutex_unlock(&q->cq_mu);
+        return -1;
+    }
+    srv_co_batch *b = q->cq_tail; /* the newest queued batch: the only one taking members */
+    if (!b || b->cb_used + n > b->cb_cap) {
+        b = batch_open_locked(q, cap < n ? n : cap, per_key);
+        if (!b) {
+            pthread_mutex_unlock(&q->cq_mu);
+            return -2;
+        }
+        if (q->cq_tail)
+            q->cq_tail->cb_next = b;
+        else
+            q->cq_head = b;
+        q->cq_tail = b;
+    }
+    if (b->cb_n == b->cb_members_cap) {
+        unsigned c = b->cb_members_cap ? 2 * b->cb_members_cap : 16;
+        srv_co_member *m = realloc(b->cb_members, c * sizeof *m);
+        if (!m) {
+            pthread_mutex_unlock(&q->cq_mu);
+            return -2; /* an empty batch just opened stays queued: its runner skips it */
+        }
+        b->cb_members = m;
+        b->cb_members_cap = c;
+    }
+    b->cb_members[b->cb_n++] = (srv_co_member){.cm_ctx = ctx, .cm_off = b->cb_used, .cm_n = n};
+    out->batch = b;
+    out->keys = b->cb_keys + b->cb_used;
+    out->vals = per_key ? b->cb_vals + b->cb_used * per_key : NULL;
+    b->cb_used += n;
+    b->cb_writers++;
+    q->cq_queued += n;
+    pthread_mutex_unlock(&q->cq_mu);
+    return 0;
+}
+
+int srv_co_written(srv_co_queue *q, srv_co_part *s)
+{
+    int run = 0;
+    pthread_mutex_lock(&q->cq_mu);
+    if (--s->batch->cb_writers == 0 && s->batch->cb_closed)
+        pthread_cond_broadcast(&q->cq_cv); /* its runner waits for the last writer */
+    if (!q->cq_running) {
+        q->cq_running = 1;
+        run = 1;
+    }
+    pthread_mutex_unlock(&q->cq_mu);
+    s->batch = NULL;
+    return run;
+}
+
+srv_co_batch *srv_co_next(srv_co_queue *q)
+{
+    pthread_mutex_lock(&q->cq_mu);
+    srv_co_batch *b = q->cq_head;
+    if (!b) {
+        q->cq_running = 0;
+        pthread_mutex_unlock(&q->cq_mu);
+        return NULL;
     }
     /* close: later callers open the next batch; this one runs now */
     b->cb_closed = 1;
     q->cq_head = b->cb_next;
     if (q->cq_tail == b)
         q->cq_tail = NULL;
-    q->cq_executing = 1;
+    q->cq_queued -= b->cb_used;
     while (b->cb_writers)
-        pthread_cond_wait(&m->cm_cv, &q->cq_mu);
+        pthread_cond_wait(&q->cq_cv, &q->cq_mu);
     pthread_mutex_unlock(&q->cq_mu);
+    b->cb_next = NULL;
     return b;
 }
 
-void srv_co_finish(srv_co_queue *q, srv_co_batch *b, int status, const ember_error *err,
-                   void *result)
+void srv_co_release(srv_co_queue *q, srv_co_batch *b)
 {
-    srv_co_member *leader = b->cb_first;
     pthread_mutex_lock(&q->cq_mu);
-    for (srv_co_member *m = b->cb_first; m; m = m->cm_next) {
-        m->cm_status = status;
-        if (status) {
-            m->cm_err.code = status;
-            memcpy(m->cm_err.message, err ? err->message : "", sizeof m->cm_err.message);
-            m->cm_err.message[sizeof m->cm_err.message - 1] = '\0';
-        }
-        m->cm_result = result;
-        m->cm_done = 1;
-        /* the member may leave as soon as the lock is released: signal it while
-         * held, and read m->cm_next before that */
-        if (m != leader)
-            pthread_cond_signal(&m->cm_cv);
-    }
-    q->cq_executing = 0;
-    wake_head_locked(q);
+    b->cb_next = q->cq_free;
+    q->cq_free = b;
     pthread_mutex_unlock(&q->cq_mu);
-    /* nothing signals a closed batch's leader any more */
-    pthread_cond_destroy(&leader->cm_cv);
-}
-
-void srv_co_wait(srv_co_queue *q, srv_co_member *m)
-{
-    srv_co_batch *b = m->cm_batch;
-    pthread_mutex_lock(&q->cq_mu);
-    if (--b->cb_writers == 0)
-        pthread_cond_signal(&b->cb_first->cm_cv);
-    m->cm_batch = NULL; /* b may be gone once the lock is released */
-    while (!m->cm_done)
-        pthread_cond_wait(&m->cm_cv, &q->cq_mu);
-    pthread_mutex_unlock(&q->cq_mu);
-    pthread_cond_destroy(&m->cm_cv);
 }
 
 /* ---- layers -------------------------------------------------------------- */

@@ -1,36 +1,45 @@
 /*
  * coalesce.h — request coalescing: concurrent calls of one kind on one table are
- * gathered into one table call (DESIGN.md §6, issue 5).
+ * gathered into one table call (DESIGN.md §6, issues 5 and 14).
  *
  * GPU tables reach their speed only at large batches while one RPC carries a few
  * thousand keys, so concurrent Pulls (and, separately, Pushes of one mode) for the
- * same table are run as one call. The scheme is leader/follower, as in a
- * database's group commit:
+ * same table are run as one call. No caller ever waits for the table: the scheme
+ * is a combining queue (as in flat combining, or a database's group commit done
+ * by whoever holds the log):
  *
- *   - a caller that finds its queue idle (nothing executing, nothing waiting) runs
- *     alone at once, on its own buffers: no added wait, no copy
- *     (srv_co_try_alone / srv_co_alone_done);
- *   - a caller that finds it busy joins the open batch at the tail of the queue,
- *     or opens a new one and leads it (srv_co_join). Each member reserves a
- *     range [off, off + n) of the batch's key slots and writes its own keys (and
- *     values) there itself, in parallel with the others, into the leader's
- *     buffers;
- *   - when the batch ahead of it has run, the leader optionally waits up to
- *     `wait_us` for more members, closes the batch, waits until every member has
- *     written its part (srv_co_lead), runs the one table call, and hands each
- *     member the shared result (srv_co_finish); a follower sleeps in srv_co_wait
- *     until then and reads its own slice [off, off + n).
+ *   - a caller that finds its queue idle (nothing running, nothing queued) runs
+ *     its call at once, on its own buffers: no added wait, no copy
+ *     (srv_co_try_alone). It is the queue's runner until srv_co_next says the
+ *     queue is empty;
+ *   - a caller that finds it busy reserves a range [off, off + n) of the key
+ *     slots of the newest open batch, or opens a new one (srv_co_join), writes
+ *     its keys (and values) there itself, outside the lock, in parallel with the
+ *     others, and leaves (srv_co_written): its call is answered by the runner.
+ *     Only when nobody is running (the runner left between the two steps) does
+ *     srv_co_written make it the runner;
+ *   - the runner takes batches oldest first (srv_co_next): a batch taken is
+ *     closed — it takes no member afterwards — and is handed over once every
+ *     member has finished writing (a copy; the only wait, and never on the
+ *     table). It runs the batch, answers every member, gives the batch back
+ *     (srv_co_release) and takes the next, until none is queued.
  *
- * Batches run one at a time per queue and in the order they were opened. A
- * batch closes before it runs and takes no member afterwards, so a call is only
- * ever served by a batch that started after the call arrived: whatever completed
- * before the call arrived (a push whose reply its client has seen) is visible to
- * it. Followers block their worker thread until their batch has run.
+ * So a batch is whatever piled up while the table was busy, batches run one at a
+ * time per queue in the order they were opened, members in the order they
+ * joined, and a call is only ever served by a batch that started after the call
+ * arrived: whatever completed before the call arrived (a push whose reply its
+ * client has seen) is visible to it.
  *
- * This module is the queueing alone — no gRPC, no table: what a batch holds
- * and how it runs is the caller's (server/shard.c), and it is tested on its own
- * (tests/unit/test_coalesce.c). srv_co_layers splits a batch of gradient pushes
- * whose keys repeat across members into calls that apply them one after another.
+ * Memory: batches and their buffers belong to the queue and are reused; the keys
+ * waiting in a queue are bounded (`max_keys`, --coalesce-queue-keys): a caller
+ * that would go over is refused (srv_co_join returns -1; the caller answers
+ * RESOURCE_EXHAUSTED naming the limit) instead of growing the queue or waiting.
+ *
+ * This module is the queueing alone — no gRPC, no table: what a member is (its
+ * `ctx`) and how a batch runs is the caller's (server/shard.c), and it is tested
+ * on its own (tests/unit/test_coalesce.c). srv_co_layers splits a batch of
+ * gradient pushes whose keys repeat across members into calls that apply them
+ * one after another.
  *
  * Thread-safety: a queue's functions may be called from any thread; one mutex per
  * queue, none shared between queues (tables).
@@ -58,82 +67,73 @@ typedef enum srv_co_kind {
 /* "find", "find_or_insert", "gradients", ... (static strings, for logs). */
 const char *srv_co_kind_name(srv_co_kind k);
 
-typedef struct srv_co_batch srv_co_batch;
-typedef struct srv_co_member srv_co_member;
+/* One call of a batch, as it joined. */
+typedef struct srv_co_member {
+    void *cm_ctx;                  /* the caller's: what answers the call */
+    size_t cm_off, cm_n;           /* its key slots [off, off + n) */
+} srv_co_member;
+
+/* A batch: owned by its queue, reused. Between srv_co_next and srv_co_release
+ * the runner alone reads it. */
+typedef struct srv_co_batch {
+    uint64_t *cb_keys;             /* cb_cap key slots */
+    float *cb_vals;                /* cb_cap × per-key floats (pushes), else NULL */
+    size_t cb_cap;                 /* key slots this batch takes */
+    size_t cb_keys_cap, cb_vals_cap; /* allocated, in keys and in floats */
+    size_t cb_used;                /* key slots reserved */
+    srv_co_member *cb_members;     /* in join order */
+    unsigned cb_n, cb_members_cap;
+    unsigned cb_writers;           /* members still writing their part */
+    int cb_closed;
+    struct srv_co_batch *cb_next;
+} srv_co_batch;
 
 /* One queue: a table's calls of one kind. */
 typedef struct srv_co_queue {
     pthread_mutex_t cq_mu;
-    int cq_executing;              /* a batch or a lone caller is running */
-    srv_co_batch *cq_head, *cq_tail; /* open batches, oldest first */
+    pthread_cond_t cq_cv;          /* the runner waits here for writers */
+    int cq_running;                /* a caller is running the queue */
+    srv_co_batch *cq_head, *cq_tail; /* queued, oldest first; the tail takes members */
+    srv_co_batch *cq_free;         /* batches to reuse */
+    size_t cq_queued;              /* key slots reserved in queued batches */
 } srv_co_queue;
 
-/* A batch. The caller of srv_co_join provides the storage; it is used only if
- * that caller opens the batch, and must stay in place until srv_co_finish. */
-struct srv_co_batch {
-    void *cb_bufs;                 /* the leader's buffers (as given to join) */
-    size_t cb_cap;                 /* key slots in them */
-    size_t cb_keys;                /* key slots reserved */
-    unsigned cb_members;
-    unsigned cb_writers;           /* members still writing their part */
-    int cb_closed, cb_full, cb_queued;
-    srv_co_member *cb_first, *cb_last; /* members in join order; first = leader */
-    srv_co_batch *cb_next;         /* the next open batch of the queue */
-};
-
-/* One caller of a batch: lives in the caller's frame from srv_co_join until
- * srv_co_wait / srv_co_finish returns. */
-struct srv_co_member {
-    /* set by srv_co_join */
-    size_t cm_n;                   /* this caller's keys */
-    size_t cm_off;                 /* its first key slot in the batch */
-    void *cm_bufs;                 /* the batch's buffers, to write into */
-    srv_co_batch *cm_batch;        /* the batch (for the leader, its own) */
-    int cm_leader;
-    /* set by srv_co_finish: the batch's outcome, and what the leader shares */
-    int cm_status;
-    ember_error cm_err;            /* when cm_status != 0 */
-    void *cm_result;
-    /* private */
-    pthread_cond_t cm_cv;
-    int cm_done;
-    srv_co_member *cm_next;
-};
+/* Where a member writes its part (srv_co_join). */
+typedef struct srv_co_part {
+    srv_co_batch *batch;
+    uint64_t *keys;                /* its n key slots */
+    float *vals;                   /* its n × per-key floats, or NULL */
+} srv_co_part;
 
 void srv_co_queue_init(srv_co_queue *q);
-/* No caller may be inside any of q's functions. */
+/* Nothing may be queued or running, and no caller inside q's functions. */
 void srv_co_queue_destroy(srv_co_queue *q);
 
-/* 1 when q was idle: it is now this caller's, who runs its call on its own and
- * then calls srv_co_alone_done. 0 when busy: validate the call, then join. */
+/* 1 when q was idle: the caller is now its runner; it runs its own call, then
+ * calls srv_co_next until that returns NULL. 0 when busy: validate the call,
+ * then join. */
 int srv_co_try_alone(srv_co_queue *q);
-void srv_co_alone_done(srv_co_queue *q);
 
-/* Joins the newest open batch of q if its `n` keys fit there, else opens a new
- * batch in *b with buffers `bufs` of `cap` key slots (cap ≥ n) and leads it.
- * Returns 1 when m leads (m->cm_batch == b), 0 when it follows. Either way m's
- * part is [m->cm_off, + n) of m->cm_bufs: write it, then call srv_co_lead
- * (leader) or srv_co_wait (follower). A batch opened on an idle queue runs
- * without the wait for more members. */
-int srv_co_join(srv_co_queue *q, srv_co_member *m, size_t n, srv_co_batch *b, void *bufs,
-                size_t cap);
+/* Reserves n key slots (and n × per_key floats when per_key > 0) in the newest
+ * open batch of q if they fit, else opens a batch of max(cap, n) slots, and
+ * records the member {ctx, off, n}. Returns 0 and fills *out (write the part,
+ * then call srv_co_written); or -1 when it would put more than max_keys key
+ * slots in the queue, or -2 when there is no memory for a batch: nothing was
+ * reserved, the caller answers the call itself. */
+int srv_co_join(srv_co_queue *q, size_t n, size_t per_key, size_t cap, size_t max_keys,
+                void *ctx, srv_co_part *out);
 
-/* Leader: after writing its part, waits until the batches ahead of its own have
- * run; then, if its batch was opened while the queue was busy and `wait_us` > 0,
- * up to wait_us for more members (ending early when the batch is full); closes
- * the batch and waits until every member has written. Returns the batch, whose
- * members (cb_first, ... cm_next; the leader first) are fixed from then on:
- * run it and call srv_co_finish. */
-srv_co_batch *srv_co_lead(srv_co_queue *q, srv_co_member *m, unsigned wait_us);
+/* After writing its part: returns 1 when nobody is running q and the caller
+ * has become its runner (call srv_co_next until NULL), else 0: the call is the
+ * runner's now. */
+int srv_co_written(srv_co_queue *q, srv_co_part *s);
 
-/* Leader: ends its batch: every member gets `status`, a copy of `err` (when
- * status != 0) and `result`, and wakes; the next batch may run. */
-void srv_co_finish(srv_co_queue *q, srv_co_batch *b, int status, const ember_error *err,
-                   void *result);
+/* Runner: the oldest queued batch, closed and with every member's part written;
+ * or NULL when none is queued, and the caller is no longer the runner. */
+srv_co_batch *srv_co_next(srv_co_queue *q);
 
-/* Follower: after writing its part, waits until its batch has run; then
- * m->cm_status, cm_err and cm_result hold the outcome. */
-void srv_co_wait(srv_co_queue *q, srv_co_member *m);
+/* Runner: gives a batch it ran back to the queue. */
+void srv_co_release(srv_co_queue *q, srv_co_batch *b);
 
 /* Layers for a batch of gradient pushes under an optimizer that is not linear
  * (or with admission counting sightings): a key that several members push must

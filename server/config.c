@@ -38,7 +38,8 @@ static const opt opts[] = {
     {"shutdown-grace-ms", "EMBER_SHUTDOWN_GRACE_MS", "MS", "on SIGTERM, wait this long for in-flight calls before cancelling them (default 10000)"},
     {"coalesce", "EMBER_COALESCE", "auto|on|off", "run concurrent Pull/Push calls on one table as one table call (default auto: on for tables on the gpu backend, where large batches pay; a cpu table serves concurrent calls in parallel on its own)"},
     {"coalesce-max-keys", "EMBER_COALESCE_MAX_KEYS", "N", "most keys in one coalesced batch (default 262144; a larger single call runs alone)"},
-    {"coalesce-wait-us", "EMBER_COALESCE_WAIT_US", "US", "how long a batch that queued behind another waits for more calls before it runs; never on an idle table (default 0)"},
+    {"coalesce-queue-keys", "EMBER_COALESCE_QUEUE_KEYS", "N", "most keys waiting in one table's queue of one kind of call while the table is busy; a call that would go over is refused RESOURCE_EXHAUSTED, never held (default 4 x --coalesce-max-keys, and at least --max-keys-per-request)"},
+    {"coalesce-wait-us", "EMBER_COALESCE_WAIT_US", "US", "obsolete, accepted and ignored: a batch is whatever calls piled up while the table was busy, and never waits for more (0..1000000)"},
     {"tls-cert", "EMBER_TLS_CERT", "FILE", "PEM certificate chain: serve TLS only (needs --tls-key; default: plaintext)"},
     {"tls-key", "EMBER_TLS_KEY", "FILE", "PEM private key of --tls-cert"},
     {"tls-client-ca", "EMBER_TLS_CLIENT_CA", "FILE", "PEM CA bundle: mutual TLS, every client must present a certificate it signed (needs --tls-cert)"},
@@ -285,6 +286,12 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         c->coalesce_max_keys = u;
+    } else if (!strcmp(name, "coalesce-queue-keys")) {
+        if (u < 1 || u > (UINT64_C(1) << 32)) {
+            snprintf(msg, cap, "%s: %s is outside 1..4G", src, v);
+            return -1;
+        }
+        c->coalesce_queue_keys = u;
     } else if (!strncmp(name, "tls-", 4) || strstr(name, "-token-file") ||
                strstr(name, "-identities")) {
         char *dst = !strcmp(name, "tls-cert")            ? c->tls_cert
@@ -329,15 +336,7 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     c->checkpoint_on_exit = 1;
     c->coalesce = SRV_COALESCE_AUTO;
     c->coalesce_max_keys = 262144;
-    /* No wait by default, as in databases' group commit (PostgreSQL's
-     * commit_delay and MySQL's binlog_group_commit_sync_delay are 0 too): a
-     * batch gathers every call that arrived while the batch ahead of it ran, so
-     * under load batches grow with the load by themselves (the table is the
-     * bottleneck exactly when they are large), while a fixed wait is added to
-     * every queued call's latency and buys nothing once the table is saturated.
-     * A wait pays only when calls arrive spread out and each batch is short —
-     * there, 20–50 µs (a fraction of a loopback round trip) is a sensible try;
-     * workers then lower their timer slack so such a wait is what it says. */
+    c->coalesce_queue_keys = 0; /* 0: from coalesce-max-keys, once every flag is read */
     c->coalesce_wait_us = 0;
 
     /* flags first (remembered), then each setting from its flag or, when no
@@ -393,6 +392,18 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     if ((*c->worker_identities || *c->admin_identities) && !*c->tls_client_ca) {
         snprintf(msg, cap, "--worker-identities/--admin-identities need --tls-client-ca "
                            "(client certificates)");
+        return -1;
+    }
+    if (!c->coalesce_queue_keys) {
+        c->coalesce_queue_keys = 4 * c->coalesce_max_keys;
+        if (c->coalesce_queue_keys < c->max_keys_per_request)
+            c->coalesce_queue_keys = c->max_keys_per_request;
+    } else if (c->coalesce_queue_keys < c->max_keys_per_request) {
+        snprintf(msg, cap,
+                 "--coalesce-queue-keys %llu is below --max-keys-per-request %llu: a call "
+                 "that large could never wait for its table",
+                 (unsigned long long)c->coalesce_queue_keys,
+                 (unsigned long long)c->max_keys_per_request);
         return -1;
     }
     if (c->shard_index >= c->shard_count) {

@@ -29,7 +29,9 @@
  *   --shutdown-grace-ms MS      EMBER_SHUTDOWN_GRACE_MS   10000
  *   --coalesce auto|on|off      EMBER_COALESCE            auto (on for gpu tables)
  *   --coalesce-max-keys N       EMBER_COALESCE_MAX_KEYS   262144
- *   --coalesce-wait-us US       EMBER_COALESCE_WAIT_US    0
+ *   --coalesce-queue-keys N     EMBER_COALESCE_QUEUE_KEYS 4 x coalesce-max-keys (at least
+ *                                                           max-keys-per-request)
+ *   --coalesce-wait-us US       EMBER_COALESCE_WAIT_US    obsolete: accepted, ignored
  *   --tls-cert FILE             EMBER_TLS_CERT            "" (PEM; with --tls-key: TLS only)
  *   --tls-key FILE              EMBER_TLS_KEY             ""
  *   --tls-client-ca FILE        EMBER_TLS_CLIENT_CA       "" (mutual TLS: client certs
@@ -78,7 +80,8 @@ typedef struct srv_config {
     unsigned shutdown_grace_ms;
     int coalesce;               /* SRV_COALESCE_*; auto: on for tables on the gpu backend */
     uint64_t coalesce_max_keys; /* most keys in one coalesced batch */
-    unsigned coalesce_wait_us;  /* a queued batch's wait for more members */
+    uint64_t coalesce_queue_keys; /* most keys waiting in one table queue */
+    unsigned coalesce_wait_us;  /* obsolete (batches never wait): logged, ignored */
     /* security (auth.h): file paths and lists as given; "" = unset */
     char tls_cert[SRV_PATH_MAX], tls_key[SRV_PATH_MAX], tls_client_ca[SRV_PATH_MAX];
     char worker_token_file[SRV_PATH_MAX], admin_token_file[SRV_PATH_MAX];

@@ -7,7 +7,6 @@
 #include <grpc/support/time.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <time.h>
 
 #include "server/auth.h"
@@ -413,6 +412,19 @@ void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *re
     grpc_slice_unref(details); /* the server copied it in start_batch */
 }
 
+void srv_call_drop_request(srv_call *c)
+{
+    if (c->payload)
+        grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+}
+
+int srv_call_expired(const srv_call *c)
+{
+    return gpr_time_cmp(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
+                        gpr_now(GPR_CLOCK_MONOTONIC)) < 0;
+}
+
 void srv_call_send(srv_call *c, grpc_slice msg)
 {
     grpc_op ops[2];
@@ -519,8 +531,7 @@ static void on_matched(srv_worker *w, srv_call *c)
             return;
         }
     }
-    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
-    if (gpr_time_cmp(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC), now) < 0) {
+    if (srv_call_expired(c)) {
         srv_call_finish(c, EMBER_DEADLINE_EXCEEDED, "deadline expired before the call ran",
                         NULL);
         return;
@@ -532,21 +543,11 @@ static void on_matched(srv_worker *w, srv_call *c)
         srv_call_finish(c, err.code, err.message, NULL);
         return;
     }
-    if (d->call) {
-        d->call(w, c, req, len);
+    if (d->call || d->shard) {
+        (d->call ? d->call : d->shard)(w, c, req, len);
         return;
     }
     ember_error_clear(&err);
-    if (d->shard) {
-        srv_reply reply = {.n = 0};
-        int rc = d->shard(w, req, len, &reply, &err);
-        grpc_byte_buffer_destroy(c->payload); /* give the request back before sending */
-        c->payload = NULL;
-        if (rc)
-            srv_reply_discard(&reply);
-        srv_call_finish_reply(c, rc, rc ? err.message : NULL, rc ? NULL : &reply);
-        return;
-    }
     grpc_slice resp;
     int rc = d->unary(w, req, len, &resp, &err);
     /* the request is no longer needed: give its memory back before sending */
@@ -582,10 +583,6 @@ static void *worker_main(void *arg)
         srv_log(SRV_LOG_ERROR, "worker_device_failed", "worker=%u gpu=%d reason=%s", w->index,
                 srv.backend.gpu, srv_log_q(q, sizeof q, err.message));
     }
-    /* A coalesced batch's wait for more calls is tens of µs: without this, the
-     * default 50 µs timer slack would stretch it. */
-    if (srv.cfg.coalesce_wait_us)
-        prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     for (;;) {
         grpc_event ev =
             grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
@@ -636,8 +633,6 @@ static void workers_free(void)
         free(w->keys2);
         free(w->scores);
         free(w->floats);
-        free(w->co_keys);
-        free(w->co_floats);
         free(w->co_layer);
         free(w->co_map);
         free(w->co_side_keys);
@@ -742,7 +737,7 @@ int srv_rpc_start(char *msg, size_t cap)
     srv_log(SRV_LOG_INFO, "listening",
             "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
             "max_message_bytes=%llu max_concurrent_calls=%u max_table_host_bytes=%llu "
-            "max_table_hbm_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_wait_us=%u "
+            "max_table_hbm_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_queue_keys=%llu "
             "tls=%s auth=%s",
             host, port, srv.cfg.threads, srv.backend.name, srv.cfg.shard_index,
             srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
@@ -752,9 +747,15 @@ int srv_rpc_start(char *msg, size_t cap)
             srv.cfg.coalesce == SRV_COALESCE_ON    ? "on"
             : srv.cfg.coalesce == SRV_COALESCE_OFF ? "off"
                                                    : "auto",
-            (unsigned long long)srv.cfg.coalesce_max_keys, srv.cfg.coalesce_wait_us,
+            (unsigned long long)srv.cfg.coalesce_max_keys,
+            (unsigned long long)srv.cfg.coalesce_queue_keys,
             !*srv.cfg.tls_cert ? "off" : *srv.cfg.tls_client_ca ? "mutual" : "on",
             srv_auth_enabled() ? "on" : "off");
+    if (srv.cfg.coalesce_wait_us)
+        srv_log(SRV_LOG_WARN, "obsolete_flag",
+                "flag=--coalesce-wait-us value=%u reason=\"ignored: a batch is whatever piled "
+                "up while its table was busy, and never waits for more\"",
+                srv.cfg.coalesce_wait_us);
     return 0;
 }
 

@@ -17,9 +17,10 @@
  * and come back to the pool when gRPC releases them (reference-counted: the
  * replies of a coalesced Pull batch are slices of one buffer).
  *
- * Coalescing (coalesce.h): a worker that leads a batch lends its co_* buffers to
- * the batch's members, who write their keys and values into them; a worker that
- * follows blocks until the batch has run, then answers its own call.
+ * Coalescing (coalesce.h): a call that finds its table busy writes its keys and
+ * values into a batch of the table's queue and its worker goes back to the
+ * completion queue; the worker running the queue answers it later
+ * (srv_call_finish_reply from another thread). No worker waits on the table.
  *
  * Methods: the transport registers every row of the method table (server.h),
  * refuses what the core's rules refuse (over --max-concurrent-calls, auth.h, an
@@ -56,12 +57,7 @@ struct srv_worker {
     size_t scores_cap;
     float *floats;      /* aligned values (converted from/to the wire) */
     size_t floats_cap;  /* in floats */
-    /* a coalesced batch this worker leads: its keys and values (written by every
-     * member), and the leader's own work on them (gradient layers) */
-    uint64_t *co_keys;
-    size_t co_keys_cap;
-    float *co_floats;
-    size_t co_floats_cap;
+    /* a gradient batch this worker runs: its layers (srv_co_layers) */
     uint32_t *co_layer;  /* per key: its layer (srv_co_layers) */
     size_t co_layer_cap;
     void *co_map;        /* srv_co_slot[co_map_cap] */
@@ -99,6 +95,9 @@ struct srv_call {
     void *stream;                   /* streaming state, freed by stream_free */
     void (*stream_free)(void *);
     struct timespec started;
+    /* a Shard handler's state for a call it answers later, from a table queue's
+     * runner (shard.c): lives as long as the call, costs no allocation */
+    _Alignas(16) unsigned char job[160];
 };
 
 /* Starts gRPC, binds cfg.listen and starts the workers. Returns 0, or -1 with a
@@ -156,6 +155,11 @@ void srv_reply_discard(srv_reply *r);
 void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp);
 /* The same with a reply in slices (NULL or empty: no message). */
 void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *resp);
+/* Lets go of a call's request now, before its reply is built (the payload
+ * otherwise lives until the call ends). */
+void srv_call_drop_request(srv_call *c);
+/* Whether the call's deadline has passed. */
+int srv_call_expired(const srv_call *c);
 /* Streaming: sends one message (ownership passes) / receives one into c->recv;
  * c->step runs when it completes. */
 void srv_call_send(srv_call *c, grpc_slice msg);

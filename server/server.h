@@ -92,14 +92,13 @@ typedef struct srv_call srv_call;
 typedef struct srv_reply srv_reply;
 
 /* Handlers. A unary handler returns a status; on OK it sets *resp (owned by the
- * caller afterwards), else fills err. The Shard handlers reply in slices (a
- * coalesced Pull's rows are a slice of the batch's buffer): on OK *resp holds
- * them, else it is empty. A call handler owns the call: it finishes it (at once,
- * after a stream, or from another thread) through rpc.h. `req` is the request's
- * bytes (empty for a method whose payload is not read with the call). */
+ * caller afterwards), else fills err. A call handler owns the call: it finishes
+ * it (at once, after a stream, or from another thread) through rpc.h; the Shard
+ * handlers are call handlers, since a call that finds its table busy is answered
+ * by whichever worker runs the table's queue (coalesce.h). `req` is the request's
+ * bytes (empty for a method whose payload is not read with the call), valid
+ * until the handler returns. */
 typedef int (*srv_unary_fn)(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
-                            ember_error *err);
-typedef int (*srv_shard_fn)(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
                             ember_error *err);
 typedef void (*srv_call_fn)(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 
@@ -114,7 +113,7 @@ typedef struct srv_method_desc {
     int keys_metric;     /* its row of the keys histograms (metrics.c), -1: none */
     uint8_t align[3];    /* the bulk field a gathered request is aligned for
                             (srv_payload_bytes): field numbers, 0-terminated */
-    srv_shard_fn shard;
+    srv_call_fn shard;   /* a Shard method's */
     srv_unary_fn unary;
     srv_call_fn call;
 } srv_method_desc;
@@ -133,12 +132,9 @@ srv_method srv_method_of_path(const char *path);
 
 /* ---- the handlers (shard.c, admin.c), named by the table ------------------ */
 
-int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                   ember_error *err);
-int srv_shard_push(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                   ember_error *err);
-int srv_shard_pushpull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                       ember_error *err);
+void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
+void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
+void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 
 int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                      ember_error *err);

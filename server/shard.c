@@ -15,13 +15,22 @@
  * slice, at a 64-byte-aligned offset of a pooled buffer.
  *
  * Coalescing (--coalesce, coalesce.h): a call that finds its table's queue idle
- * runs as above. One that finds it busy is validated here first — everything
+ * runs as above, answers its own call, and then runs whatever piled up in the
+ * queue meanwhile. One that finds it busy is validated here first — everything
  * the table would refuse: reserved keys, and non-finite values where the table
  * rejects them — so that a batch never fails for another caller's input; then
- * it joins a batch and writes its keys (and values) into the batch's buffers.
- * A batch of pulls is one find/find_or_insert into one pooled buffer, and each
- * float32 reply is a few slices: its own header and a slice of that buffer (no
- * copy). A batch of pushes is one table call per mode, with one exception:
+ * it writes its keys (and values) into a batch of the queue, converted from the
+ * wire on the way (the one copy), and its worker goes back to gRPC: the queue's
+ * runner answers it (srv_call.job holds what it needs: the request is gone by then).
+ * A full queue refuses the call (RESOURCE_EXHAUSTED, --coalesce-queue-keys); a
+ * call whose deadline passed while it waited is taken out of its batch before
+ * the batch runs (DEADLINE_EXCEEDED, nothing applied). A batch of pulls is one
+ * find/find_or_insert into one pooled buffer, and each float32 reply is a few
+ * slices: its own header and a slice of that buffer (no copy). A PushPull whose
+ * push waits in a queue is finished by the runner: its pull runs right after
+ * the push batch, beside the pull queue's batches (it cannot wait in one), from
+ * the request read again. A batch of pushes is one table call per mode, with
+ * one exception:
  *
  *   Gradient pushes that repeat a key across calls. One apply_gradients call
  *   sums equal keys' gradients and steps once, which for SGD (w -= lr·Σg) is the
@@ -178,83 +187,10 @@ static int push_prepare(const ember_wire_push_request *r, push_plan *p, ember_er
     return rc;
 }
 
-/* ---- coalescing: shared parts ------------------------------------------- */
-
-/* Whether calls on `t` coalesce (--coalesce; auto: t is on the gpu backend). */
-static int coalesces(const srv_table *t)
-{
-    if (srv.cfg.coalesce == SRV_COALESCE_ON)
-        return 1;
-    if (srv.cfg.coalesce == SRV_COALESCE_OFF)
-        return 0;
-    return !strcmp(ember_table_backend_name(ember_table_backend_of(t->table)), "gpu");
-}
-
-/* The buffers a batch's members write into: its leader's. */
-typedef struct co_bufs {
-    uint64_t *keys;
-    float *vals; /* pushes */
-} co_bufs;
-
-/* Key slots of a batch led by a call of n keys: --coalesce-max-keys, and no more
- * values than one message may hold; never fewer than the call's own. */
-static size_t co_cap(size_t n, uint32_t dim)
-{
-    size_t cap = srv.cfg.coalesce_max_keys;
-    size_t by_bytes = srv.cfg.max_message_bytes / ((size_t)dim * sizeof(float));
-    if (cap > by_bytes)
-        cap = by_bytes;
-    return cap < n ? n : cap;
-}
-
-/* The worker's batch buffers, grown to `cap` keys (and cap × dim floats when
- * `vals`): only a batch this worker leads uses them, but whether it will lead is
- * known only on joining. They are grow-only: after the first batch of a size this
- * is a compare, and pages a batch never fills are never touched. */
-static int co_bufs_get(srv_worker *w, size_t cap, uint32_t dim, int vals, co_bufs *b)
-{
-    b->keys = srv_scratch_grow((void **)&w->co_keys, &w->co_keys_cap, cap, 8);
-    b->vals = vals ? srv_scratch_grow((void **)&w->co_floats, &w->co_floats_cap,
-                                      cap * dim, sizeof(float))
-                   : NULL;
-    return b->keys && (!vals || b->vals);
-}
-
-static void atomic_max(atomic_uint_fast64_t *a, uint64_t v)
-{
-    uint64_t cur = atomic_load_explicit(a, memory_order_relaxed);
-    while (cur < v && !atomic_compare_exchange_weak_explicit(a, &cur, v, memory_order_relaxed,
-                                                             memory_order_relaxed))
-        ;
-}
-
-/* Counters and the debug line for a batch that ran. */
-static void co_account(srv_table *t, srv_co_kind kind, const srv_co_batch *b, uint32_t split,
-                       int rc, const struct timespec *t0)
-{
-    srv_counters *c = &t->counters;
-    if (b->cb_members >= 2) {
-        atomic_fetch_add_explicit(&c->co_batches, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&c->co_calls, b->cb_members, memory_order_relaxed);
-        atomic_fetch_add_explicit(&c->co_keys, b->cb_keys, memory_order_relaxed);
-        atomic_fetch_add_explicit(&c->co_split_calls, split, memory_order_relaxed);
-        atomic_max(&c->co_max_keys, b->cb_keys);
-        atomic_max(&c->co_max_calls, b->cb_members);
-    }
-    if (srv_log_level() >= SRV_LOG_DEBUG) {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        srv_log(SRV_LOG_DEBUG, "coalesced_batch",
-                "table=%s kind=%s calls=%u keys=%zu layers=%u code=%s us=%.1f", t->name,
-                srv_co_kind_name(kind), b->cb_members, b->cb_keys, split + 1,
-                ember_status_name(rc),
-                (double)(now.tv_sec - t0->tv_sec) * 1e6 +
-                    (double)(now.tv_nsec - t0->tv_nsec) / 1e3);
-    }
-}
+/* ---- checks on the wire bytes --------------------------------------------- */
 
 /* What the table would refuse in a call's keys, checked on the wire bytes. */
-static int wire_keys_check(ember_wire_bytes keys, ember_error *err)
+static int wire_keys_check(ember_wire_bytes keys, const char *what, ember_error *err)
 {
     size_t n = keys.len / 8;
     for (size_t i = 0; i < n; i++) {
@@ -262,7 +198,7 @@ static int wire_keys_check(ember_wire_bytes keys, ember_error *err)
         memcpy(&k, keys.data + 8 * i, 8);
         if (ember_key_is_reserved(k))
             return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                                   "key %llu at index %zu is reserved (keys >= %llu are)",
+                                   "%skey %llu at index %zu is reserved (keys >= %llu are)", what,
                                    (unsigned long long)k, i,
                                    (unsigned long long)EMBER_KEY_RESERVED_MIN);
     }
@@ -327,6 +263,145 @@ static const float *wire_floats(int32_t dtype, ember_wire_bytes v)
                : (const float *)(const void *)v.data;
 }
 
+/* ---- coalescing: the queues ----------------------------------------------- */
+
+/* Whether calls on `t` coalesce (--coalesce; auto: t is on the gpu backend). */
+static int coalesces(const srv_table *t)
+{
+    if (srv.cfg.coalesce == SRV_COALESCE_ON)
+        return 1;
+    if (srv.cfg.coalesce == SRV_COALESCE_OFF)
+        return 0;
+    return !strcmp(ember_table_backend_name(ember_table_backend_of(t->table)), "gpu");
+}
+
+/* Key slots of a batch opened by a call of n keys: --coalesce-max-keys, and no
+ * more values than one message may hold; never fewer than the call's own. */
+static size_t co_cap(size_t n, uint32_t dim)
+{
+    size_t cap = srv.cfg.coalesce_max_keys;
+    size_t by_bytes = srv.cfg.max_message_bytes / ((size_t)dim * sizeof(float));
+    if (cap > by_bytes)
+        cap = by_bytes;
+    return cap < n ? n : cap;
+}
+
+static void atomic_max(atomic_uint_fast64_t *a, uint64_t v)
+{
+    uint64_t cur = atomic_load_explicit(a, memory_order_relaxed);
+    while (cur < v && !atomic_compare_exchange_weak_explicit(a, &cur, v, memory_order_relaxed,
+                                                             memory_order_relaxed))
+        ;
+}
+
+/* Counters and the debug line for a batch that ran. */
+static void co_account(srv_table *t, srv_co_kind kind, const srv_co_batch *b, uint32_t split,
+                       int rc, const struct timespec *t0)
+{
+    srv_counters *c = &t->counters;
+    if (b->cb_n >= 2) {
+        atomic_fetch_add_explicit(&c->co_batches, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->co_calls, b->cb_n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->co_keys, b->cb_used, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->co_split_calls, split, memory_order_relaxed);
+        atomic_max(&c->co_max_keys, b->cb_used);
+        atomic_max(&c->co_max_calls, b->cb_n);
+    }
+    if (srv_log_level() >= SRV_LOG_DEBUG) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        srv_log(SRV_LOG_DEBUG, "coalesced_batch",
+                "table=%s kind=%s calls=%u keys=%zu layers=%u code=%s us=%.1f", t->name,
+                srv_co_kind_name(kind), b->cb_n, b->cb_used, split + 1, ember_status_name(rc),
+                (double)(now.tv_sec - t0->tv_sec) * 1e6 +
+                    (double)(now.tv_nsec - t0->tv_nsec) / 1e3);
+    }
+}
+
+/* A call queued for its table, answered by the queue's runner: what the runner
+ * needs of it, copied out of the request (which its worker reuses as soon as the
+ * call is queued). Lives in the call (srv_call.job). */
+typedef enum job_kind { JOB_PULL, JOB_PUSH, JOB_PUSHPULL } job_kind;
+
+typedef struct co_job {
+    srv_call *call;
+    job_kind kind;
+    srv_table *t;        /* the queue's table: a reference, dropped when answered */
+    size_t n;            /* keys */
+    uint32_t dim;
+    int32_t dtype;       /* a pull's reply */
+    int want_found;
+    uint64_t client_id, sequence; /* a push's at-most-once mark */
+} co_job;
+
+_Static_assert(sizeof(co_job) <= sizeof(((srv_call *)0)->job), "a job fits in its call");
+
+static co_job *job_of(srv_call *c) { return (co_job *)(void *)c->job; }
+
+static void pull_batch(srv_worker *w, srv_table *t, srv_co_kind kind, srv_co_batch *b);
+static void push_batch(srv_worker *w, srv_table *t, srv_co_kind kind, srv_co_batch *b);
+
+/* Runs q's batches until none is queued: the caller became q's runner
+ * (srv_co_try_alone or srv_co_written said so). Holds its own reference to the
+ * table: answering the last member may drop the members' last one. */
+static void co_drain(srv_worker *w, srv_co_queue *q, srv_table *t, srv_co_kind kind)
+{
+    srv_co_batch *b;
+    srv_table_ref(t);
+    while ((b = srv_co_next(q))) {
+        if (kind == SRV_CO_FIND || kind == SRV_CO_FIND_OR_INSERT)
+            pull_batch(w, t, kind, b);
+        else
+            push_batch(w, t, kind, b);
+        srv_co_release(q, b);
+    }
+    srv_table_unref(t);
+}
+
+/* The answer to a call that cannot join its busy queue. */
+static int co_refused(int rc, const srv_table *t, srv_co_kind kind, size_t n, ember_error *err)
+{
+    if (rc == -1)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                               "table '%s' is busy and its queue of %s calls cannot take %zu "
+                               "more keys (--coalesce-queue-keys %llu); retry later",
+                               t->name, srv_co_kind_name(kind), n,
+                               (unsigned long long)srv.cfg.coalesce_queue_keys);
+    return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                           "out of memory queueing %zu keys for table '%s'", n, t->name);
+}
+
+/* Takes the members of a batch whose deadline passed out of it before it runs
+ * (a call refused for its deadline changes nothing), moving the others' keys and
+ * `per_key` floats each down over them; `expire` answers each one taken out. */
+static void co_drop_expired(srv_worker *w, srv_co_batch *b, size_t per_key,
+                            void (*expire)(srv_worker *, co_job *))
+{
+    unsigned kept = 0;
+    size_t at = 0;
+    for (unsigned i = 0; i < b->cb_n; i++) {
+        srv_co_member m = b->cb_members[i];
+        co_job *j = m.cm_ctx;
+        if (srv_call_expired(j->call)) {
+            expire(w, j);
+            continue;
+        }
+        if (at != m.cm_off) {
+            memmove(b->cb_keys + at, b->cb_keys + m.cm_off, m.cm_n * sizeof(uint64_t));
+            if (per_key)
+                memmove(b->cb_vals + at * per_key, b->cb_vals + m.cm_off * per_key,
+                        m.cm_n * per_key * sizeof(float));
+        }
+        m.cm_off = at;
+        b->cb_members[kept++] = m;
+        at += m.cm_n;
+    }
+    b->cb_n = kept;
+    b->cb_used = at;
+}
+
+static const char expired_msg[] = "deadline expired while the call waited for its table";
+
 /* ---- push ---------------------------------------------------------------- */
 
 static srv_co_kind push_kind(int32_t mode)
@@ -339,7 +414,7 @@ static srv_co_kind push_kind(int32_t mode)
     }
 }
 
-/* The queue a push joins; NULL when it runs on its own. */
+/* The queue a push goes through; NULL when it runs on its own. */
 static srv_co_queue *push_queue(const push_plan *p)
 {
     if (!p->n || p->req->scores.len || !coalesces(p->t))
@@ -359,7 +434,9 @@ static int push_call(ember_table *t, srv_co_kind kind, const uint64_t *keys, siz
     }
 }
 
-/* Marks (client_id, sequence) seen; 1 when it had been: a duplicate, counted. */
+/* Marks (client_id, sequence) seen; 1 when it had been: a duplicate, counted.
+ * srv_dedup_begin may wait for the push's original while that one is still
+ * running: so the mark is taken before any queue is joined. */
 static int push_duplicate(const push_plan *p)
 {
     const ember_wire_push_request *r = p->req;
@@ -371,10 +448,22 @@ static int push_duplicate(const push_plan *p)
     return 1;
 }
 
-static void push_applied(const push_plan *p)
+/* Ends a push's at-most-once mark: kept when something may have been applied,
+ * given up when it was refused whole (a corrected retry may then go through). */
+static void push_mark_end(uint64_t client_id, uint64_t sequence, int rc, int kept)
 {
-    atomic_fetch_add_explicit(&p->t->counters.pushes, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->t->counters.keys_pushed, p->n, memory_order_relaxed);
+    if (!client_id)
+        return;
+    if (rc && !kept)
+        srv_dedup_abort(srv.dedup, client_id, sequence);
+    else
+        srv_dedup_end(srv.dedup, client_id, sequence);
+}
+
+static void push_counted(srv_table *t, size_t n)
+{
+    atomic_fetch_add_explicit(&t->counters.pushes, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->counters.keys_pushed, n, memory_order_relaxed);
 }
 
 /* Runs a validated push on its own. On failure, *kept = 1 when something may
@@ -400,15 +489,16 @@ static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error 
     int rc = push_call(p->t->table, push_kind(r->mode), keys, n, vals, scores, err);
     if (rc) /* refused, nothing applied: a corrected retry may go through */
         return rc;
-    push_applied(p);
+    push_counted(p->t, n);
     return 0;
 }
 
-/* Before joining a batch: everything the table would refuse in this push. */
+/* Before queueing: everything the table would refuse in this push, so that a
+ * batch never fails for another caller's input. */
 static int push_check(const push_plan *p, ember_error *err)
 {
     const ember_wire_push_request *r = p->req;
-    int rc = wire_keys_check(r->keys, err);
+    int rc = wire_keys_check(r->keys, "", err);
     if (rc)
         return rc;
     int zeroable = r->mode == EMBER_WIRE_PUSH_GRADIENTS || r->mode == EMBER_WIRE_PUSH_ACCUM;
@@ -437,14 +527,14 @@ static int gradients_layered(const ember_table *t)
  * compacted in place at the front of the batch, layers ≥ 1 are gathered by
  * layer into side buffers, and the layers run in order. *applied = 1 once a
  * call has written something (a later failure then leaves a part applied). */
-static int gradients_layers(srv_worker *w, srv_table *t, const srv_co_batch *b, co_bufs *bb,
-                            uint32_t *layers, int *applied, ember_error *err)
+static int gradients_layers(srv_worker *w, srv_table *t, srv_co_batch *b, uint32_t *layers,
+                            int *applied, ember_error *err)
 {
-    size_t N = b->cb_keys, m = 0;
+    size_t N = b->cb_used;
     uint32_t dim = ember_table_dim(t->table);
     size_t map_cap = srv_co_layers_map_cap(N);
     size_t *starts = srv_scratch_grow((void **)&w->co_starts, &w->co_starts_cap,
-                                      2 * (size_t)b->cb_members + 2, sizeof(size_t));
+                                      2 * (size_t)b->cb_n + 2, sizeof(size_t));
     uint32_t *layer = srv_scratch_grow((void **)&w->co_layer, &w->co_layer_cap, N, 4);
     srv_co_slot *map = srv_scratch_grow(&w->co_map, &w->co_map_cap, map_cap,
                                         sizeof(srv_co_slot));
@@ -452,12 +542,12 @@ static int gradients_layers(srv_worker *w, srv_table *t, const srv_co_batch *b, 
     if (!starts || !layer || !map)
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
                                "out of memory ordering a batch of %zu keys", N);
-    for (const srv_co_member *mb = b->cb_first; mb; mb = mb->cm_next)
-        starts[m++] = mb->cm_off;
-    uint32_t top = srv_co_layers(bb->keys, N, starts, m, layer, map, map_cap);
+    for (unsigned m = 0; m < b->cb_n; m++)
+        starts[m] = b->cb_members[m].cm_off;
+    uint32_t top = srv_co_layers(b->cb_keys, N, starts, b->cb_n, layer, map, map_cap);
     *layers = top;
     if (!top)
-        return push_call(t->table, SRV_CO_GRADIENTS, bb->keys, N, bb->vals, NULL, err);
+        return push_call(t->table, SRV_CO_GRADIENTS, b->cb_keys, N, b->cb_vals, NULL, err);
     /* count per layer, then each layer's start in the side buffers (reusing
      * `starts`: the members' starts are not needed any more) */
     size_t *cnt = starts, *pos = starts + top + 1;
@@ -478,17 +568,17 @@ static int gradients_layers(srv_worker *w, srv_table *t, const srv_co_batch *b, 
     for (size_t i = 0; i < N; i++) {
         if (!layer[i]) {
             if (front != i) {
-                bb->keys[front] = bb->keys[i];
-                memcpy(bb->vals + front * dim, bb->vals + i * dim, row);
+                b->cb_keys[front] = b->cb_keys[i];
+                memcpy(b->cb_vals + front * dim, b->cb_vals + i * dim, row);
             }
             front++;
         } else {
             size_t q = pos[layer[i]]++;
-            sk[q] = bb->keys[i];
-            memcpy(sv + q * dim, bb->vals + i * dim, row);
+            sk[q] = b->cb_keys[i];
+            memcpy(sv + q * dim, b->cb_vals + i * dim, row);
         }
     }
-    int rc = push_call(t->table, SRV_CO_GRADIENTS, bb->keys, front, bb->vals, NULL, err);
+    int rc = push_call(t->table, SRV_CO_GRADIENTS, b->cb_keys, front, b->cb_vals, NULL, err);
     size_t at = 0;
     for (uint32_t l = 1; !rc && l <= top; l++) {
         *applied = 1;
@@ -498,105 +588,107 @@ static int gradients_layers(srv_worker *w, srv_table *t, const srv_co_batch *b, 
     return rc;
 }
 
-/* A leader runs its closed push batch; returns its status. */
-static int push_batch_run(srv_worker *w, srv_table *t, srv_co_kind kind, const srv_co_batch *b,
-                          co_bufs *bb, uint32_t *layers, int *applied, ember_error *err)
+static void pushpull_pull(srv_worker *w, co_job *j, size_t applied, int dup);
+
+/* Answers a push (or PushPull's push) that was applied (rc 0) or failed; kept: a
+ * failed batch applied a part (its at-most-once mark stays). */
+static void push_answer(srv_worker *w, co_job *j, int rc, const ember_error *err, int kept)
 {
-    *layers = 0;
-    *applied = 0;
-    if (kind == SRV_CO_GRADIENTS && b->cb_members > 1 && gradients_layered(t->table))
-        return gradients_layers(w, t, b, bb, layers, applied, err);
-    return push_call(t->table, kind, bb->keys, b->cb_keys, bb->vals, NULL, err);
+    srv_call *c = j->call;
+    srv_table *t = j->t;
+    push_mark_end(j->client_id, j->sequence, rc, kept);
+    if (!rc)
+        push_counted(t, j->n);
+    if (j->kind == JOB_PUSHPULL && !rc) {
+        pushpull_pull(w, j, j->n, 0); /* answers c */
+    } else if (rc) {
+        srv_call_finish(c, rc, err->message, NULL);
+    } else {
+        srv_metrics_keys(SRV_M_PUSH, j->n, 0, j->n);
+        ember_wire_push_response m = {j->n, 0};
+        uint8_t out[32];
+        size_t len = ember_wire_push_response_encode(&m, out);
+        grpc_slice s = grpc_slice_from_copied_buffer((const char *)out, len);
+        srv_call_finish(c, EMBER_OK, NULL, &s);
+    }
+    srv_table_unref(t);
 }
 
-/* A push batch's result when it failed after a layer was applied (out of memory,
- * a device error): its members keep their at-most-once marks. */
-static const char partly_applied[] = "partly applied";
+static void push_expire(srv_worker *w, co_job *j)
+{
+    ember_error e;
+    ember_error_set(&e, EMBER_DEADLINE_EXCEEDED, "%s", expired_msg);
+    push_answer(w, j, EMBER_DEADLINE_EXCEEDED, &e, 0);
+}
 
-/* Runs a validated push through the table's queue `q` (which was busy). */
-static int push_coalesced(srv_worker *w, const push_plan *p, srv_co_queue *q, int *kept,
-                          ember_error *err)
+/* The runner: one push batch of `kind`, then every member's answer. */
+static void push_batch(srv_worker *w, srv_table *t, srv_co_kind kind, srv_co_batch *b)
+{
+    uint32_t dim = ember_table_dim(t->table), layers = 0;
+    co_drop_expired(w, b, dim, push_expire);
+    if (!b->cb_n)
+        return;
+    struct timespec t0;
+    int applied = 0, rc;
+    ember_error err;
+    ember_error_clear(&err);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (kind == SRV_CO_GRADIENTS && b->cb_n > 1 && gradients_layered(t->table))
+        rc = gradients_layers(w, t, b, &layers, &applied, &err);
+    else
+        rc = push_call(t->table, kind, b->cb_keys, b->cb_used, b->cb_vals, NULL, &err);
+    co_account(t, kind, b, layers, rc, &t0);
+    /* a batch refused as a whole changed nothing: a retry may go through; one that
+     * failed half-way keeps the marks (at most once, as dedup.h says) */
+    for (unsigned i = 0; i < b->cb_n; i++)
+        push_answer(w, b->cb_members[i].cm_ctx, rc, &err, applied);
+}
+
+/* Queues a validated push (its table's queue q was busy): its keys and values go
+ * into a batch, and the queue's runner answers it. Returns 0 when queued (the
+ * call is the runner's now), else a refusal in err for the caller to answer. */
+static int push_enqueue(srv_worker *w, srv_call *c, const push_plan *p, srv_co_queue *q,
+                        job_kind kind, ember_error *err)
 {
     const ember_wire_push_request *r = p->req;
-    srv_co_kind kind = push_kind(r->mode);
-    size_t cap = co_cap(p->n, p->dim);
-    co_bufs bufs;
-    *kept = 0;
+    srv_co_kind ck = push_kind(r->mode);
     int rc = push_check(p, err);
     if (rc)
         return rc;
-    if (!co_bufs_get(w, cap, p->dim, 1, &bufs)) /* no room to lead: run beside the batches */
-        return push_alone(w, p, kept, err);
-    srv_co_member m;
-    srv_co_batch b;
-    int lead = srv_co_join(q, &m, p->n, &b, &bufs, cap);
-    co_bufs *dst = m.cm_bufs;
-    ember_wire_keys_copy(r->keys, dst->keys + m.cm_off);
-    ember_wire_from_wire(r->dtype, r->values.data, p->n * p->dim, dst->vals + m.cm_off * p->dim);
-    if (lead) {
-        srv_co_batch *run = srv_co_lead(q, &m, srv.cfg.coalesce_wait_us);
-        struct timespec t0;
-        uint32_t layers;
-        int applied;
-        ember_error berr;
-        ember_error_clear(&berr);
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        int brc = push_batch_run(w, p->t, kind, run, &bufs, &layers, &applied, &berr);
-        co_account(p->t, kind, run, layers, brc, &t0);
-        srv_co_finish(q, run, brc, &berr, applied ? (void *)partly_applied : NULL);
-    } else {
-        srv_co_wait(q, &m);
-    }
-    if (m.cm_status) {
-        *err = m.cm_err;
-        /* a batch refused as a whole changed nothing: a retry may go through; one
-         * that failed half-way keeps the mark (at most once, as dedup.h says) */
-        *kept = m.cm_result != NULL;
-        return m.cm_status;
-    }
-    push_applied(p);
+    co_job *j = job_of(c);
+    *j = (co_job){.call = c, .kind = kind, .t = p->t, .n = p->n, .dim = p->dim,
+                  .client_id = r->client_id, .sequence = r->sequence};
+    srv_co_part part;
+    rc = srv_co_join(q, p->n, p->dim, co_cap(p->n, p->dim), srv.cfg.coalesce_queue_keys, j,
+                     &part);
+    if (rc)
+        return co_refused(rc, p->t, ck, p->n, err);
+    srv_table_ref(p->t); /* the job's, dropped when it is answered */
+    ember_wire_keys_copy(r->keys, part.keys);
+    ember_wire_from_wire(r->dtype, r->values.data, p->n * p->dim, part.vals);
+    if (kind != JOB_PUSHPULL) /* a PushPull's pull is read from it once the push ran */
+        srv_call_drop_request(c);
+    if (srv_co_written(q, &part))
+        co_drain(w, q, p->t, ck);
     return 0;
-}
-
-/* Runs a validated push: alone when its table's queue is idle (or it does not
- * coalesce), else in a batch. *duplicate = 1 when (client_id, sequence) was
- * applied before. The at-most-once mark is taken first, before any queue is
- * joined, since srv_dedup_begin may wait for this push's original (a retry of a
- * push still queued): holding the queue meanwhile could stop that original. */
-static int push_run(srv_worker *w, const push_plan *p, int *duplicate, ember_error *err)
-{
-    const ember_wire_push_request *r = p->req;
-    *duplicate = 0;
-    if (push_duplicate(p)) {
-        *duplicate = 1;
-        return 0;
-    }
-    int rc, kept = 0;
-    srv_co_queue *q = push_queue(p);
-    if (q && !srv_co_try_alone(q)) {
-        rc = push_coalesced(w, p, q, &kept, err);
-    } else {
-        rc = push_alone(w, p, &kept, err);
-        if (q)
-            srv_co_alone_done(q);
-    }
-    if (r->client_id) {
-        if (rc && !kept)
-            srv_dedup_abort(srv.dedup, r->client_id, r->sequence);
-        else
-            srv_dedup_end(srv.dedup, r->client_id, r->sequence);
-    }
-    return rc;
 }
 
 /* ---- pull ---------------------------------------------------------------- */
 
-/* The queue a pull joins; NULL when it runs on its own. */
+/* The queue a pull goes through; NULL when it runs on its own. */
 static srv_co_queue *pull_queue(const pull_plan *p)
 {
     if (!p->n || p->req->scores.len || !coalesces(p->t))
         return NULL;
     return &p->t->co[p->req->insert_missing ? SRV_CO_FIND_OR_INSERT : SRV_CO_FIND];
+}
+
+static void pull_counted(srv_table *t, size_t n)
+{
+    if (!n) /* empty pulls are not counted */
+        return;
+    atomic_fetch_add_explicit(&t->counters.pulls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->counters.keys_pulled, n, memory_order_relaxed);
 }
 
 /* Runs a validated pull on its own into the reply `m` already encoded at `msg`
@@ -630,140 +722,8 @@ static int pull_alone(srv_worker *w, const pull_plan *p, uint8_t *msg, const emb
         return rc;
     if (r->dtype != EMBER_WIRE_F32)
         ember_wire_to_wire(r->dtype, vals, nv, msg + off->values);
+    pull_counted(p->t, n);
     return 0;
-}
-
-static void pull_served(const pull_plan *p)
-{
-    if (!p->n) /* as before coalescing: empty pulls are not counted */
-        return;
-    atomic_fetch_add_explicit(&p->t->counters.pulls, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->t->counters.keys_pulled, p->n, memory_order_relaxed);
-}
-
-/* A member of a pull batch: the leader fills buf/vals/found for each member
- * before waking it; buf holds one reference for it. */
-typedef struct pull_member {
-    srv_co_member m; /* first: the leader walks members as srv_co_member */
-    const pull_plan *p;
-    uint8_t *buf;          /* the batch's pooled result buffer */
-    const uint8_t *vals;   /* this member's float32 rows in it */
-    const uint8_t *found;  /* this member's found flags in it (when any member asked) */
-} pull_member;
-
-/* A leader runs its closed pull batch into one pooled buffer: rows, then found. */
-static int pull_batch_run(srv_worker *w, const pull_plan *p, const srv_co_batch *b,
-                          const co_bufs *bb, ember_error *err)
-{
-    size_t N = b->cb_keys, vbytes = N * p->dim * sizeof(float);
-    int want_found = 0;
-    for (const srv_co_member *m = b->cb_first; m; m = m->cm_next)
-        want_found |= ((const pull_member *)(const void *)m)->p->req->want_found;
-    uint8_t *buf = srv_rbuf_get(w, vbytes + N);
-    if (!buf)
-        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
-                               "out of memory for a batch of %zu keys", N);
-    float *vals = (float *)(void *)buf;
-    uint8_t *found = want_found ? buf + vbytes : NULL;
-    int rc = p->req->insert_missing
-                 ? ember_table_find_or_insert(p->t->table, bb->keys, N, vals, found, NULL, err)
-                 : ember_table_find(p->t->table, bb->keys, N, vals, found, err);
-    if (rc) {
-        srv_rbuf_drop(buf);
-        return rc;
-    }
-    srv_rbuf_ref(buf, b->cb_members - 1); /* one for each member */
-    for (srv_co_member *m = b->cb_first; m; m = m->cm_next) {
-        pull_member *pm = (pull_member *)(void *)m;
-        pm->buf = buf;
-        pm->vals = buf + m->cm_off * p->dim * sizeof(float);
-        pm->found = found ? found + m->cm_off : NULL;
-    }
-    return 0;
-}
-
-/* Runs a validated pull through the table's queue `q` (which was busy). On OK,
- * pm->buf holds a reference the caller hands on or drops. *bypass = 1 when this
- * worker has no room to lead a batch: run alone, beside the batches. */
-static int pull_coalesced(srv_worker *w, const pull_plan *p, srv_co_queue *q, pull_member *pm,
-                          int *bypass, ember_error *err)
-{
-    size_t cap = co_cap(p->n, p->dim);
-    co_bufs bufs;
-    *bypass = 0;
-    int rc = wire_keys_check(p->req->keys, err);
-    if (rc)
-        return rc;
-    if (!co_bufs_get(w, cap, p->dim, 0, &bufs)) {
-        *bypass = 1;
-        return 0;
-    }
-    srv_co_batch b;
-    pm->p = p;
-    pm->buf = NULL;
-    int lead = srv_co_join(q, &pm->m, p->n, &b, &bufs, cap);
-    ember_wire_keys_copy(p->req->keys, ((co_bufs *)pm->m.cm_bufs)->keys + pm->m.cm_off);
-    if (lead) {
-        srv_co_batch *run = srv_co_lead(q, &pm->m, srv.cfg.coalesce_wait_us);
-        srv_co_kind kind = p->req->insert_missing ? SRV_CO_FIND_OR_INSERT : SRV_CO_FIND;
-        struct timespec t0;
-        ember_error berr;
-        ember_error_clear(&berr);
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        int brc = pull_batch_run(w, p, run, &bufs, &berr);
-        co_account(p->t, kind, run, 0, brc, &t0);
-        srv_co_finish(q, run, brc, &berr, NULL);
-    } else {
-        srv_co_wait(q, &pm->m);
-    }
-    if (pm->m.cm_status) {
-        *err = pm->m.cm_err;
-        return pm->m.cm_status;
-    }
-    pull_served(p);
-    return 0;
-}
-
-/* Copies a batch member's rows (converted to the reply's dtype) and found flags
- * into its reply `msg` encoded with holes at off, and lets go of the batch's
- * buffer. */
-static void pull_copy_out(pull_member *pm, uint8_t *msg, const ember_wire_off *off)
-{
-    const ember_wire_pull_request *r = pm->p->req;
-    size_t nv = pm->p->n * pm->p->dim;
-    if (r->dtype == EMBER_WIRE_F32)
-        memcpy(msg + off->values, pm->vals, nv * sizeof(float));
-    else
-        ember_wire_to_wire(r->dtype, (const float *)(const void *)pm->vals, nv,
-                           msg + off->values);
-    if (r->want_found)
-        memcpy(msg + off->found, pm->found, pm->p->n);
-    srv_rbuf_drop(pm->buf);
-    pm->buf = NULL;
-}
-
-/* Runs a validated pull into a reply encoded at msg (see pull_alone): alone or in
- * a batch (PushPull's pull). */
-static int pull_run(srv_worker *w, const pull_plan *p, uint8_t *msg, const ember_wire_off *off,
-                    ember_error *err)
-{
-    srv_co_queue *q = pull_queue(p);
-    if (q && !srv_co_try_alone(q)) {
-        pull_member pm;
-        int bypass, rc = pull_coalesced(w, p, q, &pm, &bypass, err);
-        if (!bypass) {
-            if (!rc)
-                pull_copy_out(&pm, msg, off);
-            return rc;
-        }
-        q = NULL;
-    }
-    int rc = pull_alone(w, p, msg, off, err);
-    if (q)
-        srv_co_alone_done(q);
-    if (!rc)
-        pull_served(p);
-    return rc;
 }
 
 static size_t put_varint(uint8_t *o, uint64_t v)
@@ -775,39 +735,6 @@ static size_t put_varint(uint8_t *o, uint64_t v)
     }
     o[i++] = (uint8_t)v;
     return i;
-}
-
-/* A float32 batch member's PullResponse without copying its rows: slices of
- * field 1's tag and length, its rows in the batch's buffer, fields 2–3 and
- * field 4's tag and length, and its found flags in the batch's buffer — the
- * bytes ember_wire_pull_response_encode would write (fields in order, defaults
- * left out). Hands pm->buf's reference on. */
-static void pull_reply_slices(pull_member *pm, srv_reply *resp)
-{
-    const pull_plan *p = pm->p;
-    size_t vlen = p->n * p->dim * sizeof(float);
-    uint8_t head[16], mid[40];
-    size_t h = 0, k = 0;
-    head[h++] = 0x0a; /* 1: values, bytes */
-    h += put_varint(head + h, vlen);
-    mid[k++] = 0x10; /* 2: dim */
-    k += put_varint(mid + k, p->dim);
-    if (p->req->dtype) {
-        mid[k++] = 0x18; /* 3: dtype */
-        k += put_varint(mid + k, (uint64_t)(int64_t)p->req->dtype);
-    }
-    if (p->req->want_found) {
-        mid[k++] = 0x22; /* 4: found, bytes */
-        k += put_varint(mid + k, p->n);
-    }
-    srv_reply_add(resp, grpc_slice_from_copied_buffer((const char *)head, h));
-    if (p->req->want_found)
-        srv_rbuf_ref(pm->buf, 1);
-    srv_reply_add(resp, srv_rbuf_slice(pm->buf, (size_t)(pm->vals - pm->buf), vlen));
-    srv_reply_add(resp, grpc_slice_from_copied_buffer((const char *)mid, k));
-    if (p->req->want_found)
-        srv_reply_add(resp, srv_rbuf_slice(pm->buf, (size_t)(pm->found - pm->buf), p->n));
-    pm->buf = NULL;
 }
 
 static void pull_reply_shape(const pull_plan *p, ember_wire_pull_response *m)
@@ -834,161 +761,388 @@ static uint8_t *reply_buf(srv_worker *w, size_t size, size_t voff, size_t *base,
     return buf;
 }
 
-int srv_shard_pull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                   ember_error *err)
+/* A queued pull's reply from its batch's pooled result buffer `buf` (rows at
+ * `vals`, found flags at `found`), on which the caller holds a reference for it.
+ * float32: slices of field 1's tag and length, its rows in `buf`, fields 2–3 and
+ * field 4's tag and length, and its found flags in `buf` — the bytes
+ * ember_wire_pull_response_encode would write (fields in order, defaults left
+ * out), with no copy of the rows; the reference passes to the slices. Another
+ * dtype: converted into a reply of its own, and the reference dropped. */
+static int pull_reply_from(srv_worker *w, const co_job *j, uint8_t *buf, const uint8_t *vals,
+                           const uint8_t *found, srv_reply *resp, ember_error *err)
+{
+    size_t nv = j->n * j->dim;
+    if (j->dtype != EMBER_WIRE_F32) {
+        ember_wire_pull_response m = {.values = {NULL, nv * ember_wire_dtype_size(j->dtype)},
+                                      .dim = j->dim, .dtype = j->dtype,
+                                      .found = {NULL, j->want_found ? j->n : 0}};
+        ember_wire_off off;
+        size_t base, size = ember_wire_pull_response_size(&m, &off);
+        uint8_t *out = reply_buf(w, size, off.values, &base, err);
+        if (!out) {
+            srv_rbuf_drop(buf);
+            return err->code;
+        }
+        ember_wire_pull_response_encode(&m, out + base);
+        ember_wire_to_wire(j->dtype, (const float *)(const void *)vals, nv,
+                           out + base + off.values);
+        if (j->want_found)
+            memcpy(out + base + off.found, found, j->n);
+        srv_rbuf_drop(buf);
+        srv_reply_add(resp, srv_rbuf_slice(out, base, size));
+        return 0;
+    }
+    size_t vlen = nv * sizeof(float);
+    uint8_t head[16], mid[40];
+    size_t h = 0, k = 0;
+    head[h++] = 0x0a; /* 1: values, bytes */
+    h += put_varint(head + h, vlen);
+    mid[k++] = 0x10; /* 2: dim */
+    k += put_varint(mid + k, j->dim);
+    if (j->want_found) {
+        mid[k++] = 0x22; /* 4: found, bytes */
+        k += put_varint(mid + k, j->n);
+    }
+    srv_reply_add(resp, grpc_slice_from_copied_buffer((const char *)head, h));
+    if (j->want_found)
+        srv_rbuf_ref(buf, 1);
+    srv_reply_add(resp, srv_rbuf_slice(buf, (size_t)(vals - buf), vlen));
+    srv_reply_add(resp, grpc_slice_from_copied_buffer((const char *)mid, k));
+    if (j->want_found)
+        srv_reply_add(resp, srv_rbuf_slice(buf, (size_t)(found - buf), j->n));
+    return 0;
+}
+
+static void pull_expire(srv_worker *w, co_job *j)
+{
+    (void)w;
+    srv_call_finish(j->call, EMBER_DEADLINE_EXCEEDED, expired_msg, NULL);
+    srv_table_unref(j->t);
+}
+
+/* The runner: one pull batch into one pooled buffer (rows, then found flags),
+ * then every member's reply from it. */
+static void pull_batch(srv_worker *w, srv_table *t, srv_co_kind kind, srv_co_batch *b)
+{
+    co_drop_expired(w, b, 0, pull_expire);
+    if (!b->cb_n)
+        return;
+    uint32_t dim = ember_table_dim(t->table);
+    size_t N = b->cb_used, vbytes = N * dim * sizeof(float);
+    int want_found = 0, rc;
+    struct timespec t0;
+    ember_error err;
+    ember_error_clear(&err);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 0; i < b->cb_n; i++)
+        want_found |= ((const co_job *)b->cb_members[i].cm_ctx)->want_found;
+    uint8_t *buf = srv_rbuf_get(w, vbytes + N);
+    if (!buf) {
+        rc = ember_error_set(&err, EMBER_RESOURCE_EXHAUSTED,
+                             "out of memory for a batch of %zu keys", N);
+    } else {
+        float *vals = (float *)(void *)buf;
+        uint8_t *found = want_found ? buf + vbytes : NULL;
+        rc = kind == SRV_CO_FIND_OR_INSERT
+                 ? ember_table_find_or_insert(t->table, b->cb_keys, N, vals, found, NULL, &err)
+                 : ember_table_find(t->table, b->cb_keys, N, vals, found, &err);
+    }
+    co_account(t, kind, b, 0, rc, &t0);
+    if (!rc)
+        srv_rbuf_ref(buf, b->cb_n - 1); /* one for each member */
+    else if (buf)
+        srv_rbuf_drop(buf);
+    for (unsigned i = 0; i < b->cb_n; i++) {
+        const srv_co_member *m = &b->cb_members[i];
+        co_job *j = m->cm_ctx;
+        srv_call *c = j->call;
+        srv_reply reply = {.n = 0};
+        ember_error e = err;
+        int code = rc ? rc
+                      : pull_reply_from(w, j, buf, buf + m->cm_off * dim * sizeof(float),
+                                        buf + vbytes + m->cm_off, &reply, &e);
+        if (!code) {
+            pull_counted(t, j->n);
+            srv_metrics_keys(SRV_M_PULL, j->n, j->n, 0);
+        }
+        srv_call_finish_reply(c, code, code ? e.message : NULL, code ? NULL : &reply);
+        srv_table_unref(j->t);
+    }
+}
+
+/* Queues a validated pull (its table's queue q was busy); see push_enqueue. */
+static int pull_enqueue(srv_worker *w, srv_call *c, const pull_plan *p, srv_co_queue *q,
+                        ember_error *err)
+{
+    srv_co_kind ck = p->req->insert_missing ? SRV_CO_FIND_OR_INSERT : SRV_CO_FIND;
+    int rc = wire_keys_check(p->req->keys, "", err);
+    if (rc)
+        return rc;
+    co_job *j = job_of(c);
+    *j = (co_job){.call = c, .kind = JOB_PULL, .t = p->t, .n = p->n, .dim = p->dim,
+                  .dtype = p->req->dtype, .want_found = p->req->want_found};
+    srv_co_part part;
+    rc = srv_co_join(q, p->n, 0, co_cap(p->n, p->dim), srv.cfg.coalesce_queue_keys, j, &part);
+    if (rc)
+        return co_refused(rc, p->t, ck, p->n, err);
+    srv_table_ref(p->t);
+    ember_wire_keys_copy(p->req->keys, part.keys);
+    srv_call_drop_request(c);
+    if (srv_co_written(q, &part))
+        co_drain(w, q, p->t, ck);
+    return 0;
+}
+
+/* Runs a validated pull now, into a reply encoded at msg (see pull_alone): as
+ * its queue's runner when the queue is idle (*drain then names the queue to run
+ * once the reply is out), else beside the queue's batches (a PushPull's pull,
+ * which must run after its push and cannot wait in a queue). */
+static int pull_now(srv_worker *w, const pull_plan *p, uint8_t *msg, const ember_wire_off *off,
+                    srv_co_queue **drain, ember_error *err)
+{
+    srv_co_queue *q = pull_queue(p);
+    *drain = q && srv_co_try_alone(q) ? q : NULL;
+    return pull_alone(w, p, msg, off, err);
+}
+
+static srv_co_kind pull_kind(const pull_plan *p)
+{
+    return p->req->insert_missing ? SRV_CO_FIND_OR_INSERT : SRV_CO_FIND;
+}
+
+/* ---- the handlers ---------------------------------------------------------- */
+
+static void answer_error(srv_call *c, int rc, const ember_error *err)
+{
+    srv_call_finish(c, rc, err->message, NULL);
+}
+
+void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
     ember_wire_pull_request r;
     pull_plan p;
     ember_wire_pull_response m;
     ember_wire_off off;
-    size_t base;
-    int rc = ember_wire_pull_request_decode(req, len, &r, err->message, sizeof err->message);
-    if (rc)
-        return err->code = rc;
-    if ((rc = pull_prepare(&r, &p, err)))
-        return rc;
+    ember_error err;
+    size_t base = 0;
+    ember_error_clear(&err);
+    int rc = ember_wire_pull_request_decode(req, len, &r, err.message, sizeof err.message);
+    if (rc || (rc = pull_prepare(&r, &p, &err))) {
+        answer_error(c, rc, &err);
+        return;
+    }
+    srv_co_queue *q = pull_queue(&p);
+    if (q && !srv_co_try_alone(q)) {
+        rc = pull_enqueue(w, c, &p, q, &err);
+        if (rc)
+            answer_error(c, rc, &err);
+        srv_table_unref(p.t);
+        return;
+    }
+    /* alone: q (if any) is this worker's to run once its own reply is out */
     pull_reply_shape(&p, &m);
     size_t size = ember_wire_pull_response_size(&m, &off);
-    srv_co_queue *q = pull_queue(&p);
-    pull_member pm;
-    pm.buf = NULL;
-    if (q && !srv_co_try_alone(q)) {
-        int bypass;
-        rc = pull_coalesced(w, &p, q, &pm, &bypass, err);
-        if (!bypass && (rc || r.dtype == EMBER_WIRE_F32)) {
-            if (!rc) {
-                pull_reply_slices(&pm, resp);
-                srv_metrics_keys(SRV_M_PULL, p.n, p.n, 0);
-            }
-            srv_table_unref(p.t);
-            return rc;
-        }
-        /* bypass: run alone beside the batches; else convert pm's rows below */
-        q = NULL;
+    uint8_t *buf = reply_buf(w, size, off.values, &base, &err);
+    rc = buf ? 0 : err.code;
+    if (buf) {
+        ember_wire_pull_response_encode(&m, buf + base);
+        off.values += base;
+        off.found += base;
+        rc = pull_alone(w, &p, buf, &off, &err);
     }
-    uint8_t *buf = reply_buf(w, size, off.values, &base, err);
-    if (!buf) {
-        if (q)
-            srv_co_alone_done(q);
-        if (pm.buf)
-            srv_rbuf_drop(pm.buf);
-        srv_table_unref(p.t);
-        return err->code;
-    }
-    ember_wire_pull_response_encode(&m, buf + base);
-    off.values += base;
-    off.found += base;
-    if (pm.buf) {
-        pull_copy_out(&pm, buf, &off);
-    } else {
-        rc = pull_alone(w, &p, buf, &off, err);
-        if (q)
-            srv_co_alone_done(q);
-        if (!rc)
-            pull_served(&p);
-    }
-    srv_table_unref(p.t);
+    srv_call_drop_request(c);
     if (rc) {
         srv_rbuf_drop(buf);
-        return rc;
+        answer_error(c, rc, &err);
+    } else {
+        srv_reply reply = {.n = 0};
+        srv_reply_add(&reply, srv_rbuf_slice(buf, base, size));
+        srv_metrics_keys(SRV_M_PULL, p.n, p.n, 0);
+        srv_call_finish_reply(c, EMBER_OK, NULL, &reply);
     }
-    srv_reply_add(resp, srv_rbuf_slice(buf, base, size));
-    srv_metrics_keys(SRV_M_PULL, p.n, p.n, 0);
-    return 0;
+    if (q)
+        co_drain(w, q, p.t, pull_kind(&p));
+    srv_table_unref(p.t);
 }
 
-int srv_shard_push(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                   ember_error *err)
+void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
     ember_wire_push_request r;
     push_plan p;
-    int dup, rc = ember_wire_push_request_decode(req, len, &r, err->message,
-                                                 sizeof err->message);
-    if (rc)
-        return err->code = rc;
-    if ((rc = push_prepare(&r, &p, err)))
-        return rc;
-    rc = push_run(w, &p, &dup, err);
+    ember_error err;
+    ember_error_clear(&err);
+    int rc = ember_wire_push_request_decode(req, len, &r, err.message, sizeof err.message);
+    if (rc || (rc = push_prepare(&r, &p, &err))) {
+        answer_error(c, rc, &err);
+        return;
+    }
+    int dup = push_duplicate(&p), kept = 0;
+    srv_co_queue *q = dup ? NULL : push_queue(&p);
+    if (q && !srv_co_try_alone(q)) {
+        rc = push_enqueue(w, c, &p, q, JOB_PUSH, &err);
+        if (rc) {
+            push_mark_end(r.client_id, r.sequence, rc, 0);
+            answer_error(c, rc, &err);
+        }
+        srv_table_unref(p.t);
+        return;
+    }
+    if (!dup) {
+        rc = push_alone(w, &p, &kept, &err);
+        push_mark_end(r.client_id, r.sequence, rc, kept);
+    }
+    srv_call_drop_request(c);
+    if (rc) {
+        answer_error(c, rc, &err);
+    } else {
+        srv_metrics_keys(SRV_M_PUSH, p.n, 0, dup ? 0 : p.n);
+        ember_wire_push_response m = {dup ? 0 : p.n, dup};
+        uint8_t out[32];
+        size_t n = ember_wire_push_response_encode(&m, out);
+        grpc_slice s = grpc_slice_from_copied_buffer((const char *)out, n);
+        srv_call_finish(c, EMBER_OK, NULL, &s);
+    }
+    if (q)
+        co_drain(w, q, p.t, push_kind(r.mode));
     srv_table_unref(p.t);
-    if (rc)
-        return rc;
-    srv_metrics_keys(SRV_M_PUSH, p.n, 0, dup ? 0 : p.n);
-    ember_wire_push_response m = {dup ? 0 : p.n, dup};
-    uint8_t out[32];
-    size_t n = ember_wire_push_response_encode(&m, out);
-    srv_reply_add(resp, grpc_slice_from_copied_buffer((const char *)out, n));
-    return 0;
 }
 
-int srv_shard_pushpull(srv_worker *w, const uint8_t *req, size_t len, srv_reply *resp,
-                       ember_error *err)
+/* Validates a PushPull (both parts, everything the table would refuse, before
+ * anything is written); on success pp->t and pl->t hold references (NULL for an
+ * absent part). */
+static int pushpull_prepare(const ember_wire_pushpull_request *r, push_plan *pp, pull_plan *pl,
+                            ember_error *err)
 {
-    ember_wire_pushpull_request r;
-    push_plan pp = {0};
-    pull_plan pl = {0};
-    int dup = 0, rc = ember_wire_pushpull_request_decode(req, len, &r, err->message,
-                                                         sizeof err->message);
-    if (rc)
-        return err->code = rc;
-    if (!r.has_push && !r.has_pull)
+    int rc;
+    memset(pp, 0, sizeof *pp);
+    memset(pl, 0, sizeof *pl);
+    if (!r->has_push && !r->has_pull)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "PushPull with neither push nor pull");
-    if (r.has_push && (rc = push_prepare(&r.push, &pp, err)))
+    if (r->has_push && (rc = push_prepare(&r->push, pp, err)))
         return rc;
-    if (r.has_pull && (rc = pull_prepare(&r.pull, &pl, err))) {
-        srv_table_unref(pp.t);
-        return rc;
-    }
-    if (r.has_push && r.has_pull &&
-        (double)r.pull.keys.len + r.push.keys.len > 8.0 * (double)srv.cfg.max_keys_per_request) {
+    if (r->has_pull && (rc = pull_prepare(&r->pull, pl, err)))
+        goto fail;
+    if (r->has_push && r->has_pull &&
+        (double)r->pull.keys.len + r->push.keys.len > 8.0 * (double)srv.cfg.max_keys_per_request) {
         rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
                              "%zu keys in one request, over this server's "
                              "--max-keys-per-request of %llu",
-                             (r.pull.keys.len + r.push.keys.len) / 8,
+                             (r->pull.keys.len + r->push.keys.len) / 8,
                              (unsigned long long)srv.cfg.max_keys_per_request);
-        goto out;
+        goto fail;
     }
     /* the pull runs after the push is applied: refuse its reserved keys (the one
      * thing the table would refuse in a pull) now, before anything is written */
-    for (size_t i = 0; r.has_pull && i < pl.n; i++) {
-        uint64_t k;
-        memcpy(&k, r.pull.keys.data + 8 * i, 8);
-        if (ember_key_is_reserved(k)) {
-            rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                                 "pull key %llu at index %zu is reserved (keys >= %llu are)",
-                                 (unsigned long long)k, i,
-                                 (unsigned long long)EMBER_KEY_RESERVED_MIN);
-            goto out;
-        }
-    }
+    if (r->has_pull && (rc = wire_keys_check(r->pull.keys, "pull ", err)))
+        goto fail;
+    return 0;
+fail:
+    srv_table_unref(pp->t);
+    srv_table_unref(pl->t);
+    pp->t = pl->t = NULL;
+    return rc;
+}
+
+/* The pull of a PushPull whose push is done (`applied` keys, or a duplicate),
+ * and the call's answer. */
+static void pushpull_reply(srv_worker *w, srv_call *c, const ember_wire_pushpull_request *r,
+                           const pull_plan *pl, size_t applied, int dup)
+{
     ember_wire_pushpull_response m = {0};
     ember_wire_off off = {0};
-    m.has_push = r.has_push;
-    m.has_pull = r.has_pull;
-    if (r.has_pull)
-        pull_reply_shape(&pl, &m.pull);
-    if (r.has_push && (rc = push_run(w, &pp, &dup, err)))
-        goto out;
-    m.push.applied = dup ? 0 : pp.n;
+    srv_co_queue *drain = NULL;
+    ember_error err;
+    size_t base = 0;
+    ember_error_clear(&err);
+    m.has_push = r->has_push;
+    m.has_pull = r->has_pull;
+    m.push.applied = applied;
     m.push.duplicate = dup;
-    size_t base, size = ember_wire_pushpull_response_size(&m, &off);
-    uint8_t *buf = reply_buf(w, size, off.values, &base, err);
-    if (!buf) {
-        rc = err->code;
-        goto out;
-    }
-    ember_wire_pushpull_response_encode(&m, buf + base);
-    if (r.has_pull) {
+    if (r->has_pull)
+        pull_reply_shape(pl, &m.pull);
+    size_t size = ember_wire_pushpull_response_size(&m, &off);
+    uint8_t *buf = reply_buf(w, size, off.values, &base, &err);
+    int rc = buf ? 0 : err.code;
+    if (buf) {
+        ember_wire_pushpull_response_encode(&m, buf + base);
         off.values += base;
         off.found += base;
-        if ((rc = pull_run(w, &pl, buf, &off, err))) {
-            srv_rbuf_drop(buf);
-            goto out;
-        }
+        if (r->has_pull)
+            rc = pull_now(w, pl, buf, &off, &drain, &err);
     }
-    srv_reply_add(resp, srv_rbuf_slice(buf, base, size));
-    srv_metrics_keys(SRV_M_PUSHPULL, pl.n + pp.n, pl.n, dup ? 0 : pp.n);
-out:
+    srv_call_drop_request(c);
+    if (rc) {
+        srv_rbuf_drop(buf);
+        answer_error(c, rc, &err);
+    } else {
+        srv_reply reply = {.n = 0};
+        srv_reply_add(&reply, srv_rbuf_slice(buf, base, size));
+        srv_metrics_keys(SRV_M_PUSHPULL, pl->n + r->push.keys.len / 8, pl->n, applied);
+        srv_call_finish_reply(c, EMBER_OK, NULL, &reply);
+    }
+    if (drain)
+        co_drain(w, drain, pl->t, pull_kind(pl));
+}
+
+/* The same for a PushPull whose push waited in a queue: on the queue's runner,
+ * long after the worker that received the call moved on, so it reads the request
+ * again (validated when it came; a table dropped since is the one new failure). */
+static void pushpull_pull(srv_worker *w, co_job *j, size_t applied, int dup)
+{
+    srv_call *c = j->call;
+    ember_wire_pushpull_request r;
+    push_plan pp;
+    pull_plan pl;
+    ember_error err;
+    const uint8_t *req;
+    size_t len;
+    ember_error_clear(&err);
+    int rc = srv_payload_bytes(w, c->payload, srv_methods[SRV_M_PUSHPULL].align, &req, &len, &err);
+    if (!rc)
+        rc = ember_wire_pushpull_request_decode(req, len, &r, err.message, sizeof err.message);
+    if (!rc)
+        rc = pushpull_prepare(&r, &pp, &pl, &err);
+    if (rc) {
+        answer_error(c, rc, &err);
+        return;
+    }
+    pushpull_reply(w, c, &r, &pl, applied, dup);
     srv_table_unref(pp.t);
     srv_table_unref(pl.t);
-    return rc;
+}
+
+void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
+{
+    ember_wire_pushpull_request r;
+    push_plan pp;
+    pull_plan pl;
+    ember_error err;
+    ember_error_clear(&err);
+    int rc = ember_wire_pushpull_request_decode(req, len, &r, err.message, sizeof err.message);
+    if (rc || (rc = pushpull_prepare(&r, &pp, &pl, &err))) {
+        answer_error(c, rc, &err);
+        return;
+    }
+    int dup = r.has_push && push_duplicate(&pp), kept = 0;
+    srv_co_queue *q = r.has_push && !dup ? push_queue(&pp) : NULL;
+    if (q && !srv_co_try_alone(q)) {
+        rc = push_enqueue(w, c, &pp, q, JOB_PUSHPULL, &err);
+        if (rc) {
+            push_mark_end(r.push.client_id, r.push.sequence, rc, 0);
+            answer_error(c, rc, &err);
+        }
+    } else {
+        if (r.has_push && !dup) {
+            rc = push_alone(w, &pp, &kept, &err);
+            push_mark_end(r.push.client_id, r.push.sequence, rc, kept);
+        }
+        if (rc)
+            answer_error(c, rc, &err);
+        else
+            pushpull_reply(w, c, &r, &pl, dup ? 0 : pp.n, dup);
+        if (q)
+            co_drain(w, q, pp.t, push_kind(r.push.mode));
+    }
+    srv_table_unref(pp.t);
+    srv_table_unref(pl.t);
 }
