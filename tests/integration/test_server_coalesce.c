@@ -16,8 +16,15 @@
  *   - a push and its retry sent at once (same client id and sequence), while
  *     the queues are busy: applied once, and whichever reply says "duplicate"
  *     comes only after the push is in the table (a pull right after sees it);
- *   - --coalesce off, a small --coalesce-max-keys and a --coalesce-wait-us all
- *     serve the same results; GetStats shows batches when calls were coalesced;
+ *   - --coalesce off, a small --coalesce-max-keys and the obsolete
+ *     --coalesce-wait-us all serve the same results; GetStats shows batches when
+ *     calls were coalesced;
+ *   - a full queue (--coalesce-queue-keys) refuses at once, RESOURCE_EXHAUSTED
+ *     naming the flag, and what it refused changed nothing;
+ *   - SIGTERM while calls are queued: the server drains and exits 0, and every
+ *     push it acknowledged is in its exit checkpoint, none twice or in part;
+ *   - pulls cut by their deadline mid-reply (their reply slices outliving the
+ *     call) leave every later reply right;
  *   - the flags and EMBER_* variables are checked.
  *
  * Assertions are about behaviour, never exact batch counts: how calls meet in
@@ -47,7 +54,7 @@
 #define ADMIN "/ember.v1.Admin/"
 #define RESERVED UINT64_C(0xFFFFFFFFFFFFFFFE)
 
-static eh_server S; /* --coalesce on, 8 worker threads, a 1 ms wait for more calls */
+static eh_server S; /* --coalesce on, 8 worker threads */
 
 /* ---- failures recorded by client threads --------------------------------- */
 
@@ -1118,9 +1125,10 @@ START_TEST(small_max_keys_bounds_batches)
 }
 END_TEST
 
-START_TEST(wait_us_env_serves_the_same)
+START_TEST(obsolete_wait_us_is_ignored)
 {
-    /* settings from the environment: coalescing on with a wait for more calls */
+    /* settings from the environment; --coalesce-wait-us is obsolete (a batch is
+     * whatever piled up while the table was busy): accepted, said so, ignored */
     static eh_server s; /* static: main() may still need it if the test fails */
     memset(&s, 0, sizeof s);
     setenv("EMBER_COALESCE", "on", 1);
@@ -1130,17 +1138,316 @@ START_TEST(wait_us_env_serves_the_same)
     unsetenv("EMBER_COALESCE");
     unsetenv("EMBER_COALESCE_WAIT_US");
     char *log = eh_server_log(&s);
-    ck_assert_msg(strstr(log, "coalesce=on") && strstr(log, "coalesce_wait_us=300"), "log: %s",
-                  log);
+    ck_assert_msg(strstr(log, "coalesce=on") && strstr(log, "event=obsolete_flag") &&
+                      strstr(log, "--coalesce-wait-us"),
+                  "log: %s", log);
     free(log);
     sgd_hammer(s.addr, "wait", 6, 40, 0, 1);
     eh_client *c = eh_client_open(s.addr);
     co_stats st = stats(c, "wait");
     stats_consistent(st);
-    ck_assert_msg(st.batches > 0, "a 300 µs wait and 6 clients: nothing coalesced in %llu calls",
+    ck_assert_msg(st.batches > 0, "6 clients: nothing coalesced in %llu calls",
                   (unsigned long long)(st.pushes + st.pulls));
     eh_client_close(c);
     stop_server(&s);
+}
+END_TEST
+
+/* ---- a full queue refuses, and what it refused changed nothing ----------- */
+
+enum { FULL_KEYS = 4096, FULL_DIM = 4, FULL_THREADS = 8, FULL_ROUNDS = 25 };
+
+typedef struct full_arg {
+    const char *addr;
+    int ok, refused;
+    fails *f;
+    pthread_t th;
+} full_arg;
+
+static void *full_main(void *p)
+{
+    full_arg *a = p;
+    eh_client *c = eh_client_open(a->addr);
+    uint64_t *keys = malloc(FULL_KEYS * 8);
+    float *g = malloc(FULL_KEYS * FULL_DIM * 4);
+    char msg[300];
+    for (size_t i = 0; i < FULL_KEYS; i++)
+        keys[i] = i;
+    for (size_t i = 0; i < FULL_KEYS * FULL_DIM; i++)
+        g[i] = 1.0f;
+    for (int r = 0; r < FULL_ROUNDS; r++) {
+        int rc = push_c(c, "full", keys, FULL_KEYS, g, FULL_KEYS * FULL_DIM, 0,
+                        EMBER_WIRE_PUSH_GRADIENTS, msg, sizeof msg);
+        if (!rc)
+            a->ok++;
+        else if (rc == 8 /* RESOURCE_EXHAUSTED */ && strstr(msg, "--coalesce-queue-keys 4096"))
+            a->refused++;
+        else
+            failf(a->f, "push: code %d %s", rc, msg);
+    }
+    free(keys);
+    free(g);
+    eh_client_close(c);
+    return NULL;
+}
+
+START_TEST(full_queue_refuses_and_changes_nothing)
+{
+    /* a queue that holds one call's keys: while one push runs and one waits,
+     * every other is refused at once — never held — and applies nothing, so the
+     * rows are minus the number of pushes acknowledged, exactly */
+    static eh_server s; /* static: main() may still need it if the test fails */
+    memset(&s, 0, sizeof s);
+    const char *flags[] = {"--threads=6", "--coalesce=on", "--max-keys-per-request=4096",
+                           "--coalesce-queue-keys=4096", NULL};
+    start_server(&s, flags);
+    eh_client *c = eh_client_open(s.addr);
+    create(c, "full", FULL_DIM, 0, 1.0f, 0, 0);
+    fails f = {0};
+    int ok = 0, refused = 0;
+    for (int run = 0; run < 20 && !refused; run++) {
+        full_arg a[FULL_THREADS];
+        for (int t = 0; t < FULL_THREADS; t++) {
+            a[t] = (full_arg){.addr = s.addr, .f = &f};
+            pthread_create(&a[t].th, NULL, full_main, &a[t]);
+        }
+        for (int t = 0; t < FULL_THREADS; t++) {
+            pthread_join(a[t].th, NULL);
+            ok += a[t].ok;
+            refused += a[t].refused;
+        }
+        CK_FAILS(&f);
+    }
+    ck_assert_msg(refused > 0, "%d clients on a queue of one call's keys: nothing refused",
+                  FULL_THREADS);
+    uint64_t keys[FULL_KEYS];
+    static float v[FULL_KEYS * FULL_DIM];
+    char msg[300];
+    for (size_t i = 0; i < FULL_KEYS; i++)
+        keys[i] = i;
+    ck_assert_int_eq(pull_c(c, "full", keys, FULL_KEYS, 0, 0, FULL_DIM, v, NULL, msg, sizeof msg),
+                     0);
+    for (size_t i = 0; i < FULL_KEYS * FULL_DIM; i++)
+        ck_assert_msg(v[i] == -(float)ok, "key %zu: %g after %d acknowledged pushes (%d refused)",
+                      i / FULL_DIM, v[i], ok, refused);
+    eh_client_close(c);
+    stop_server(&s);
+}
+END_TEST
+
+/* ---- SIGTERM with calls queued: every acknowledged push is kept ----------- */
+
+enum { STOP_THREADS = 6, STOP_KEYS = 2048, STOP_DIM = 4 };
+
+typedef struct stop_arg {
+    const char *addr;
+    int t;
+    int acked, sent;
+    fails *f;
+    pthread_t th;
+} stop_arg;
+
+static uint64_t stop_key(int t, size_t i) { return 50000000u * (uint64_t)(t + 1) + i; }
+
+static void *stop_main(void *p)
+{
+    stop_arg *a = p;
+    eh_client *c = eh_client_open(a->addr);
+    uint64_t *keys = malloc(STOP_KEYS * 8);
+    float *g = malloc(STOP_KEYS * STOP_DIM * 4);
+    char msg[300];
+    for (size_t i = 0; i < STOP_KEYS; i++)
+        keys[i] = stop_key(a->t, i);
+    for (size_t i = 0; i < STOP_KEYS * STOP_DIM; i++)
+        g[i] = 1.0f;
+    for (;;) { /* until the server is gone: its calls then fail */
+        a->sent++;
+        int rc = push_c(c, "stop", keys, STOP_KEYS, g, STOP_KEYS * STOP_DIM, 0,
+                        EMBER_WIRE_PUSH_GRADIENTS, msg, sizeof msg);
+        if (rc)
+            break;
+        a->acked++;
+    }
+    free(keys);
+    free(g);
+    eh_client_close(c);
+    return NULL;
+}
+
+START_TEST(sigterm_with_calls_queued_keeps_what_it_acknowledged)
+{
+    /* clients push while SIGTERM arrives: the server drains (exit 0, no hang),
+     * every push it acknowledged is in the checkpoint it saves on the way out,
+     * and no push is there twice or in part */
+    static eh_server s; /* static: main() may still need it if the test fails */
+    static char dir[128], flag[200];
+    memset(&s, 0, sizeof s);
+    snprintf(dir, sizeof dir, "/tmp/ember-co-stop-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(flag, sizeof flag, "--checkpoint-dir=%s", dir);
+    const char *flags[] = {"--threads=6", "--coalesce=on", flag, NULL};
+    start_server(&s, flags);
+    eh_client *c = eh_client_open(s.addr);
+    create(c, "stop", STOP_DIM, 0, 1.0f, 0, 0);
+    eh_client_close(c);
+    fails f = {0};
+    stop_arg a[STOP_THREADS];
+    for (int t = 0; t < STOP_THREADS; t++) {
+        a[t] = (stop_arg){.addr = s.addr, .t = t, .f = &f};
+        pthread_create(&a[t].th, NULL, stop_main, &a[t]);
+    }
+    usleep(400 * 1000);
+    int st = 0;
+    ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    for (int t = 0; t < STOP_THREADS; t++)
+        pthread_join(a[t].th, NULL);
+    ck_assert_int_eq(eh_server_restart(&s), 0);
+    c = eh_client_open(s.addr);
+    uint64_t keys[STOP_KEYS];
+    static float v[STOP_KEYS * STOP_DIM];
+    char msg[300];
+    for (int t = 0; t < STOP_THREADS; t++) {
+        for (size_t i = 0; i < STOP_KEYS; i++)
+            keys[i] = stop_key(t, i);
+        ck_assert_int_eq(pull_c(c, "stop", keys, STOP_KEYS, 0, 0, STOP_DIM, v, NULL, msg,
+                                sizeof msg),
+                         0);
+        float applied = -v[0];
+        ck_assert_msg(applied >= (float)a[t].acked && applied <= (float)a[t].sent,
+                      "client %d: %g pushes in the checkpoint, %d acknowledged, %d sent", t,
+                      applied, a[t].acked, a[t].sent);
+        for (size_t i = 0; i < STOP_KEYS * STOP_DIM; i++)
+            ck_assert_msg(v[i] == v[0], "client %d: a push applied in part (%g vs %g at %zu)",
+                          t, v[i], v[0], i);
+    }
+    ck_assert_int_gt(a[0].acked, 0);
+    eh_client_close(c);
+    stop_server(&s);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* ---- pulls cancelled mid-reply ------------------------------------------- */
+
+enum { CANCEL_KEYS = 65536, CANCEL_DIM = 64, CANCEL_THREADS = 4, CANCEL_ROUNDS = 20 };
+
+static float cancel_value(uint64_t k, size_t j) { return (float)(k % 1000) + (float)j; }
+
+typedef struct cancel_arg {
+    const char *addr;
+    int t, ok, cut;
+    fails *f;
+    pthread_t th;
+} cancel_arg;
+
+static void *cancel_main(void *p)
+{
+    cancel_arg *a = p;
+    eh_client *c = eh_client_open(a->addr);
+    uint64_t *keys = malloc(CANCEL_KEYS * 8);
+    for (size_t i = 0; i < CANCEL_KEYS; i++)
+        keys[i] = (i * 7919 + (size_t)a->t) % CANCEL_KEYS;
+    ember_wire_pull_request q = {0};
+    q.table.data = (const uint8_t *)"cancel";
+    q.table.len = 6;
+    q.keys.data = (const uint8_t *)keys;
+    q.keys.len = CANCEL_KEYS * 8;
+    size_t len = ember_wire_pull_request_size(&q, NULL);
+    uint8_t *b = malloc(len);
+    ember_wire_pull_request_encode(&q, b);
+    for (int r = 0; r < CANCEL_ROUNDS; r++) {
+        eh_result res;
+        /* 1–10 ms: some calls end before, some while, some after their 16 MiB
+         * reply is written */
+        int dl = 1 + (r * 3 + a->t) % 10;
+        if (eh_unary(c, SHARD "Pull", b, len, dl, &res)) {
+            failf(a->f, "harness failure");
+            break;
+        }
+        if (res.code == 0) {
+            ember_wire_pull_response m;
+            if (ember_wire_pull_response_decode(res.data, res.len, &m, NULL, 0) ||
+                m.values.len != (size_t)CANCEL_KEYS * CANCEL_DIM * 4) {
+                failf(a->f, "a reply of the wrong shape");
+            } else {
+                for (size_t i = 0; i < CANCEL_KEYS; i += 97) {
+                    float x;
+                    memcpy(&x, m.values.data + (i * CANCEL_DIM + 5) * 4, 4);
+                    if (x != cancel_value(keys[i], 5)) {
+                        failf(a->f, "key %llu: %g", (unsigned long long)keys[i], x);
+                        break;
+                    }
+                }
+            }
+            a->ok++;
+        } else if (res.code == 4 /* DEADLINE_EXCEEDED */ || res.code == 1 /* CANCELLED */) {
+            a->cut++;
+        } else if (res.code == 8 && strstr(res.message, "--coalesce-queue-keys")) {
+            /* a call given up on still waits in its queue until its batch drops
+             * it: a client that gives up fast can fill the queue */
+            a->cut++;
+        } else {
+            failf(a->f, "pull: code %d %s", res.code, res.message);
+        }
+        eh_result_free(&res);
+    }
+    free(b);
+    free(keys);
+    eh_client_close(c);
+    return NULL;
+}
+
+START_TEST(pulls_cancelled_mid_reply_leave_the_server_whole)
+{
+    /* the replies of queued and batched pulls are slices of pooled buffers that
+     * gRPC lets go of when it likes: a client that gives up mid-reply must leave
+     * every buffer returned once and every later reply right (ASan checks the
+     * first in its pass, this test the second) */
+    eh_client *c = eh_client_open(S.addr);
+    create(c, "cancel", CANCEL_DIM, 0, 1.0f, 0, 0);
+    uint64_t *keys = malloc(CANCEL_KEYS * 8);
+    float *v = malloc((size_t)CANCEL_KEYS * CANCEL_DIM * 4);
+    char msg[300];
+    for (size_t i = 0; i < CANCEL_KEYS; i++) {
+        keys[i] = i;
+        for (size_t j = 0; j < CANCEL_DIM; j++)
+            v[i * CANCEL_DIM + j] = cancel_value(i, j);
+    }
+    ck_assert_int_eq(push_c(c, "cancel", keys, CANCEL_KEYS, v, (size_t)CANCEL_KEYS * CANCEL_DIM,
+                            0, EMBER_WIRE_PUSH_INSERT_OR_ASSIGN, msg, sizeof msg),
+                     0);
+    fails f = {0};
+    blocker bl[2];
+    atomic_int stop;
+    blockers_start(bl, S.addr, "cancel", CANCEL_DIM, 1, &stop, &f);
+    cancel_arg a[CANCEL_THREADS];
+    for (int t = 0; t < CANCEL_THREADS; t++) {
+        a[t] = (cancel_arg){.addr = S.addr, .t = t, .f = &f};
+        pthread_create(&a[t].th, NULL, cancel_main, &a[t]);
+    }
+    int cut = 0;
+    for (int t = 0; t < CANCEL_THREADS; t++) {
+        pthread_join(a[t].th, NULL);
+        cut += a[t].cut;
+    }
+    blockers_stop(bl, 1, &stop);
+    CK_FAILS(&f);
+    ck_assert_msg(cut > 0, "no pull of 16 MiB was cut by a 1-10 ms deadline");
+    /* every row still right, and the server still whole */
+    memset(v, 0, (size_t)CANCEL_KEYS * CANCEL_DIM * 4);
+    ck_assert_int_eq(pull_c(c, "cancel", keys, CANCEL_KEYS, 0, 0, CANCEL_DIM, v, NULL, msg,
+                            sizeof msg),
+                     0);
+    for (size_t i = 0; i < CANCEL_KEYS * CANCEL_DIM; i++)
+        ck_assert_msg(v[i] == cancel_value(i / CANCEL_DIM, i % CANCEL_DIM), "[%zu] = %g", i,
+                      v[i]);
+    ck_assert_int_eq(eh_health_serving(c, 5000), 1);
+    free(keys);
+    free(v);
+    eh_client_close(c);
 }
 END_TEST
 
@@ -1157,6 +1464,13 @@ START_TEST(flags_checked)
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
     ck_assert_msg(strstr(out, "--coalesce-wait-us"), "output: %s", out);
     free(out);
+    /* a queue that could never take the largest call a request may carry */
+    const char *queue[] = {"--max-keys-per-request=8192", "--coalesce-queue-keys=4096", NULL};
+    st = eh_run_server_cmd(queue, &out, 20000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    ck_assert_msg(strstr(out, "--coalesce-queue-keys 4096 is below --max-keys-per-request 8192"),
+                  "output: %s", out);
+    free(out);
     setenv("EMBER_COALESCE_MAX_KEYS", "0", 1);
     const char *none[] = {"--threads=1", NULL};
     st = eh_run_server_cmd(none, &out, 20000);
@@ -1167,17 +1481,15 @@ START_TEST(flags_checked)
     const char *help[] = {"--help", NULL};
     st = eh_run_server_cmd(help, &out, 20000);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    ck_assert(strstr(out, "--coalesce-max-keys") && strstr(out, "EMBER_COALESCE_WAIT_US"));
+    ck_assert(strstr(out, "--coalesce-max-keys") && strstr(out, "EMBER_COALESCE_QUEUE_KEYS") &&
+              strstr(out, "EMBER_COALESCE_WAIT_US"));
     free(out);
 }
 END_TEST
 
 int main(void)
 {
-    /* a batch queued behind another waits up to 1 ms for more calls: tiny calls
-     * on a 2-core machine would otherwise meet too rarely to test batches well */
-    const char *flags[] = {"--threads=8", "--coalesce=on", "--coalesce-wait-us=1000",
-                           "--log-level=info", NULL};
+    const char *flags[] = {"--threads=8", "--coalesce=on", "--log-level=info", NULL};
     signal(SIGPIPE, SIG_IGN);
     if (eh_skip_without_gpu("test_server_coalesce"))
         return EH_EXIT_SKIP;
@@ -1196,7 +1508,10 @@ int main(void)
     tcase_add_test(tc, bad_input_fails_only_its_caller);
     tcase_add_test(tc, coalesce_off_serves_the_same);
     tcase_add_test(tc, small_max_keys_bounds_batches);
-    tcase_add_test(tc, wait_us_env_serves_the_same);
+    tcase_add_test(tc, obsolete_wait_us_is_ignored);
+    tcase_add_test(tc, full_queue_refuses_and_changes_nothing);
+    tcase_add_test(tc, sigterm_with_calls_queued_keeps_what_it_acknowledged);
+    tcase_add_test(tc, pulls_cancelled_mid_reply_leave_the_server_whole);
     tcase_add_test(tc, flags_checked);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
