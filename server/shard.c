@@ -595,7 +595,7 @@ static void pushpull_pull(srv_worker *w, co_job *j, size_t applied, int dup);
 static void push_answer(srv_worker *w, co_job *j, int rc, const ember_error *err, int kept)
 {
     srv_call *c = j->call;
-    srv_table *t = j->t;
+    srv_table *t = j->t; /* j lives in c, which is gone once answered */
     push_mark_end(j->client_id, j->sequence, rc, kept);
     if (!rc)
         push_counted(t, j->n);
@@ -815,9 +815,10 @@ static int pull_reply_from(srv_worker *w, const co_job *j, uint8_t *buf, const u
 
 static void pull_expire(srv_worker *w, co_job *j)
 {
+    srv_table *t = j->t; /* j lives in its call, which is gone once answered */
     (void)w;
     srv_call_finish(j->call, EMBER_DEADLINE_EXCEEDED, expired_msg, NULL);
-    srv_table_unref(j->t);
+    srv_table_unref(t);
 }
 
 /* The runner: one pull batch into one pooled buffer (rows, then found flags),
@@ -865,8 +866,9 @@ static void pull_batch(srv_worker *w, srv_table *t, srv_co_kind kind, srv_co_bat
             pull_counted(t, j->n);
             srv_metrics_keys(SRV_M_PULL, j->n, j->n, 0);
         }
+        srv_table *jt = j->t; /* j lives in c, which is gone once answered */
         srv_call_finish_reply(c, code, code ? e.message : NULL, code ? NULL : &reply);
-        srv_table_unref(j->t);
+        srv_table_unref(jt);
     }
 }
 
