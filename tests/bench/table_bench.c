@@ -5,7 +5,8 @@
  * Conventions (HierarchicalKV's merlin_hashtable_benchmark, adapted to a CPU):
  *
  *   - One table per (dim, load factor, optimizer): SGD for find, find_or_insert,
- *     insert_or_assign, assign and export; Adagrad and Adam for apply_gradients.
+ *     insert_or_assign, assign, export and apply_gradients with SGD; Adagrad and
+ *     Adam for apply_gradients with those optimizers.
  *     Capacity 4,194,304 keys by default (64 M is the GPU convention; at dim 128
  *     with Adam it would not fit this kind of host), LRU scores.
  *   - Before timing, the table is filled with insert_or_assign to the load factor
@@ -71,12 +72,12 @@ _Static_assert(BENCH_KEY_RESERVED_MIN == EMBER_KEY_RESERVED_MIN,
 /* ---- what can be measured -------------------------------------------------- */
 
 const char *const op_names[OP_COUNT] = {
-    "find", "find_or_insert", "insert_or_assign", "assign", "adagrad", "adam", "export",
+    "find", "find_or_insert", "insert_or_assign", "assign", "sgd", "adagrad", "adam", "export",
 };
 
 /* The name on each measurement's line. */
 const char *const op_labels[OP_COUNT] = {
-    "find", "find_or_insert", "insert_or_assign", "assign",
+    "find", "find_or_insert", "insert_or_assign", "assign", "apply_gradients(sgd)",
     "apply_gradients(adagrad)", "apply_gradients(adam)", "export",
 };
 
@@ -91,14 +92,15 @@ int op_table(int op)
 
 int op_inserts(int op)
 {
-    return op == OP_FIND_OR_INSERT || op == OP_INSERT_OR_ASSIGN || op == OP_ADAGRAD ||
-           op == OP_ADAM;
+    return op == OP_FIND_OR_INSERT || op == OP_INSERT_OR_ASSIGN || op == OP_SGD ||
+           op == OP_ADAGRAD || op == OP_ADAM;
 }
 
 double op_bytes_per_key(int op, uint32_t dim, uint32_t row_floats)
 {
     double d = 4.0 * dim;
     switch (op) {
+    case OP_SGD:
     case OP_ADAGRAD:
     case OP_ADAM:
         return d + 2.0 * 4.0 * row_floats;
@@ -665,7 +667,7 @@ static void measure_op(const bench_opts *o, bench_table *bt, bench_bufs *b,
 {
     static const int work_of[OP_COUNT] = {W_FIND, W_FIND_OR_INSERT, W_INSERT_OR_ASSIGN,
                                           W_ASSIGN, W_APPLY_GRADIENTS, W_APPLY_GRADIENTS,
-                                          W_EXPORT};
+                                          W_APPLY_GRADIENTS, W_EXPORT};
     double kps[64];
     int reps = o->reps > 64 ? 64 : o->reps;
     size_t keys = bb->n;
@@ -825,8 +827,9 @@ static void usage(FILE *f)
 "\n"
 "  --backend NAME    table backend: cpu or gpu (default cpu); gpu: see below\n"
 "  --ops LIST        comma list of find,find_or_insert,insert_or_assign,assign,\n"
-"                    adagrad,adam,export, or all (default all); adagrad and adam\n"
-"                    are apply_gradients on a table with that optimizer\n"
+"                    sgd,adagrad,adam,export, or all (default all); sgd, adagrad\n"
+"                    and adam are apply_gradients on a table with that optimizer\n"
+"                    (apply_gradients: all three)\n"
 "  --dims LIST       embedding dims (default 8,64,128)\n"
 "  --lfs LIST        load factors in (0, 1] (default 0.5,0.75,1.0)\n"
 "  --dist D          uniform, zipf or both (default both)\n"
@@ -939,7 +942,7 @@ static int parse_ops(const char *arg, int *ops)
                 hit = 1;
             }
         if (!strcmp(tok, "apply_gradients")) {
-            ops[OP_ADAGRAD] = ops[OP_ADAM] = 1;
+            ops[OP_SGD] = ops[OP_ADAGRAD] = ops[OP_ADAM] = 1;
             hit = 1;
         }
         if (!hit)

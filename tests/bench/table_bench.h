@@ -19,6 +19,7 @@ enum bench_op {
     OP_FIND_OR_INSERT,
     OP_INSERT_OR_ASSIGN,
     OP_ASSIGN,
+    OP_SGD,
     OP_ADAGRAD,
     OP_ADAM,
     OP_EXPORT,
