@@ -417,6 +417,74 @@ START_TEST(nonfinite_gradients_zeroed_by_option)
 }
 END_TEST
 
+/* The one validation pass walks keys and values a block at a time: whatever
+ * block they fall in, a reserved key is still the error reported before any
+ * non-finite value, the first bad value is the one named, and policy ZERO
+ * zeroes every bad value, before and after the first. */
+START_TEST(validation_errors_across_blocks)
+{
+    enum { N = 300 };
+    ember_table *t = seeded(EMBER_OPTIM_ADAGRAD);
+    tu_snapshot before, after;
+    tu_snapshot_take(t, &before);
+    static uint64_t keys[N];
+    static float g[N * DIM];
+    for (int i = 0; i < N; i++)
+        keys[i] = 5000u + (uint64_t)i;
+    fill(g, N * DIM, 0.25f);
+    ember_error err;
+    g[5 * DIM] = NAN;                       /* first block */
+    keys[200] = EMBER_KEY_RESERVED_MIN;     /* a later block */
+    ck_assert_int_eq(ember_table_apply_gradients(t, keys, N, g, NULL, &err),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "at index 200 is reserved"));
+    static float rows[N * 2 * DIM];         /* Adagrad rows: embedding + acc */
+    fill(rows, N * 2 * DIM, 1.0f);
+    rows[7] = INFINITY;
+    ck_assert_int_eq(ember_table_import(t, keys, N, rows, keys, keys, &err),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "at index 200 is reserved"));
+    ck_assert_int_eq(ember_table_accum(t, keys, N, NULL, NULL, &err), EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "at index 200 is reserved"));
+    keys[200] = 5200;
+    ck_assert_int_eq(ember_table_accum(t, keys, N, NULL, NULL, &err), EMBER_INVALID_ARGUMENT);
+    ck_assert_str_eq(err.message, "deltas is NULL");
+    g[5 * DIM] = 0.25f;
+    g[250 * DIM + DIM - 1] = INFINITY;      /* the last float of a later block's key */
+    g[299 * DIM] = NAN;
+    ck_assert_int_eq(ember_table_apply_gradients(t, keys, N, g, NULL, &err),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "gradients of key index 250 hold a non-finite"));
+    tu_snapshot_take(t, &after);
+    ck_assert(tu_snapshot_equal(&before, &after));
+    tu_snapshot_free(&before);
+    tu_snapshot_free(&after);
+    ember_table_destroy(t);
+
+    ember_table_config c;
+    ember_table_config_init(&c);
+    c.dim = DIM;
+    c.capacity = 1024;
+    c.init.kind = EMBER_INIT_ZEROS;
+    c.optim.kind = EMBER_OPTIM_SGD;
+    c.optim.lr = 1.0f;
+    c.nonfinite = EMBER_NONFINITE_ZERO;
+    ck_assert_int_eq(ember_table_create(&c, NULL, &t, NULL), EMBER_OK);
+    g[3] = -INFINITY;                       /* before the first block's end */
+    ck_assert_int_eq(ember_table_apply_gradients(t, keys, N, g, NULL, &err), EMBER_OK);
+    static float out[N * DIM];
+    ck_assert_int_eq(ember_table_find(t, keys, N, out, NULL, NULL), EMBER_OK);
+    for (int j = 0; j < N * DIM; j++) {
+        int zeroed = j == 3 || j == 250 * DIM + DIM - 1 || j == 299 * DIM;
+        ck_assert_float_eq(out[j], zeroed ? 0.0f : -0.25f);
+    }
+    ember_table_stats st;
+    ember_table_stats_get(t, &st);
+    ck_assert_uint_eq(st.nonfinite_zeroed, 3);
+    ember_table_destroy(t);
+}
+END_TEST
+
 START_TEST(config_out_of_range_refused)
 {
     ember_table_config c;
@@ -587,6 +655,7 @@ static Suite *suite(void)
     suite_add_tcase(s, c);
     TCase *bad = tcase_create("refusals");
     tcase_add_test(bad, reserved_keys_refused_whole);
+    tcase_add_test(bad, validation_errors_across_blocks);
     tcase_add_test(bad, nonfinite_gradients_rejected_by_default);
     tcase_add_test(bad, nonfinite_gradients_zeroed_by_option);
     tcase_add_test(bad, config_out_of_range_refused);
