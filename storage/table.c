@@ -243,9 +243,9 @@ static size_t first_nonfinite(const float *v, size_t n)
     return n;
 }
 
-/* The one validation pass of a call: walks keys[n] and, where `v` is not NULL,
- * their v[n*width] floats together, a block of keys and then the block's floats,
- * while both are in cache. *bad_key = the first reserved key's index, or n;
+/* The one validation pass of a call: walks keys[n] and their v[n*width] floats
+ * together (either NULL: not looked at), a block of keys and then the block's
+ * floats, while both are in cache. *bad_key = the first reserved key's index, or n;
  * *bad_val = the first non-finite float's index, or n*width (values stop being
  * looked at once one is found; keys are always scanned to the end, since a
  * reserved key is the error a call reports first). */
@@ -259,7 +259,7 @@ static void scan_batch(const uint64_t *keys, size_t n, const float *v, uint32_t 
     for (size_t i = 0; i < n; i += block) {
         size_t end = i + block < n ? i + block : n;
         uint32_t bad = 0;
-        for (size_t j = i; j < end; j++)
+        for (size_t j = i; keys && j < end; j++)
             bad |= (uint32_t)ember_key_is_reserved(keys[j]);
         if (bad) {
             for (size_t j = i; j < end; j++)
@@ -351,9 +351,11 @@ static void op_begin(ember_table *t, ember_op *op)
 
 /* Validates a writing call in one pass (scan_batch): keys, then its n×dim input
  * floats (non-finite values are refused, or for `zeroable` inputs under policy
- * ZERO replaced in a copy left in *clean for the caller to free). */
-static int check_write(ember_table *t, const uint64_t *keys, size_t n, const float *in,
-                       const char *what, int zeroable, float **clean, ember_error *err)
+ * ZERO replaced in a copy left in *clean for the caller to free); what `checked`
+ * (EMBER_CHECKED_*) names, the caller has checked. */
+static int check_write(ember_table *t, unsigned checked, const uint64_t *keys, size_t n,
+                       const float *in, const char *what, int zeroable, float **clean,
+                       ember_error *err)
 {
     uint32_t dim = t->tb_config.dim;
     size_t bad_key, bad_val;
@@ -361,7 +363,8 @@ static int check_write(ember_table *t, const uint64_t *keys, size_t n, const flo
     int rc = check_limits(keys, n, err);
     if (rc)
         return rc;
-    scan_batch(keys, n, in, dim, &bad_key, &bad_val);
+    scan_batch(checked & EMBER_CHECKED_KEYS ? NULL : keys, n,
+               checked & EMBER_CHECKED_VALUES ? NULL : in, dim, &bad_key, &bad_val);
     if (bad_key < n)
         return reserved_error(keys, bad_key, err);
     rc = check_array(in, n, what, err);
@@ -397,58 +400,63 @@ int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
     return t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores, err);
 }
 
+int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
+                      const uint64_t *keys, size_t n, const float *values, uint8_t *found,
+                      const uint64_t *scores, ember_error *err)
+{
+    static const char *const what[] = {"gradients", "values", "values", "deltas"};
+    if ((unsigned)kind > EMBER_WRITE_ACCUM)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown write %d", (int)kind);
+    int zeroable = kind == EMBER_WRITE_GRADIENTS || kind == EMBER_WRITE_ACCUM;
+    float *clean;
+    int rc = check_write(t, checked, keys, n, values, what[kind], zeroable, &clean, err);
+    if (rc || !n)
+        return rc;
+    const float *in = clean ? clean : values;
+    const ember_table_backend *b = t->tb_backend;
+    ember_op op;
+    op_begin(t, &op);
+    switch (kind) {
+    case EMBER_WRITE_GRADIENTS:
+        rc = b->apply_gradients(t->tb_impl, &op, keys, n, in, scores, err);
+        break;
+    case EMBER_WRITE_UPSERT:
+        rc = b->insert_or_assign(t->tb_impl, &op, keys, n, in, scores, err);
+        break;
+    case EMBER_WRITE_ASSIGN:
+        rc = b->assign(t->tb_impl, &op, keys, n, in, found, scores, err);
+        break;
+    default:
+        rc = b->accum(t->tb_impl, &op, keys, n, in, found, err);
+        break;
+    }
+    free(clean);
+    return rc;
+}
+
 int ember_table_insert_or_assign(ember_table *t, const uint64_t *keys, size_t n,
                                  const float *values, const uint64_t *scores,
                                  ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, values, "values", 0, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    return t->tb_backend->insert_or_assign(t->tb_impl, &op, keys, n, values, scores, err);
+    return ember_table_write(t, EMBER_WRITE_UPSERT, 0, keys, n, values, NULL, scores, err);
 }
 
 int ember_table_assign(ember_table *t, const uint64_t *keys, size_t n, const float *values,
                        uint8_t *found, const uint64_t *scores, ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, values, "values", 0, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    return t->tb_backend->assign(t->tb_impl, &op, keys, n, values, found, scores, err);
+    return ember_table_write(t, EMBER_WRITE_ASSIGN, 0, keys, n, values, found, scores, err);
 }
 
 int ember_table_accum(ember_table *t, const uint64_t *keys, size_t n, const float *deltas,
                       uint8_t *found, ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, deltas, "deltas", 1, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    rc = t->tb_backend->accum(t->tb_impl, &op, keys, n, clean ? clean : deltas, found, err);
-    free(clean);
-    return rc;
+    return ember_table_write(t, EMBER_WRITE_ACCUM, 0, keys, n, deltas, found, NULL, err);
 }
 
 int ember_table_apply_gradients(ember_table *t, const uint64_t *keys, size_t n,
                                 const float *grads, const uint64_t *scores, ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, grads, "gradients", 1, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    rc = t->tb_backend->apply_gradients(t->tb_impl, &op, keys, n, clean ? clean : grads,
-                                        scores, err);
-    free(clean);
-    return rc;
+    return ember_table_write(t, EMBER_WRITE_GRADIENTS, 0, keys, n, grads, NULL, scores, err);
 }
 
 int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *erased,
