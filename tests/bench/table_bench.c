@@ -403,6 +403,7 @@ typedef struct op_ctx {
     uint8_t *found;           /* n, or NULL */
     uint64_t *export_keys;    /* n */
     size_t *export_rows;      /* per thread */
+    unsigned checked;         /* EMBER_CHECKED_* for the writes (--prechecked) */
 } op_ctx;
 
 /* Exports this thread's share of the cursor range [0, export_end) into its
@@ -457,11 +458,14 @@ static int op_work(void *vctx, unsigned tid, unsigned nthr, ember_error *err)
     case W_FIND_OR_INSERT:
         return ember_table_find_or_insert(c->t, k, m, c->out + lo * d, found, NULL, err);
     case W_INSERT_OR_ASSIGN:
-        return ember_table_insert_or_assign(c->t, k, m, c->in + lo * d, NULL, err);
+        return ember_table_write(c->t, EMBER_WRITE_UPSERT, c->checked, k, m, c->in + lo * d,
+                                 NULL, NULL, err);
     case W_ASSIGN:
-        return ember_table_assign(c->t, k, m, c->in + lo * d, found, NULL, err);
+        return ember_table_write(c->t, EMBER_WRITE_ASSIGN, c->checked, k, m, c->in + lo * d,
+                                 found, NULL, err);
     case W_APPLY_GRADIENTS:
-        return ember_table_apply_gradients(c->t, k, m, c->in + lo * d, NULL, err);
+        return ember_table_write(c->t, EMBER_WRITE_GRADIENTS, c->checked, k, m,
+                                 c->in + lo * d, NULL, NULL, err);
     case W_ERASE:
         return ember_table_erase(c->t, k, m, NULL, err);
     default:
@@ -524,6 +528,7 @@ static double run_work(const bench_opts *o, bench_table *bt, bench_bufs *b, int 
     c.found = found;
     c.export_keys = b->export_keys;
     c.export_rows = b->export_rows;
+    c.checked = o->prechecked ? EMBER_CHECKED_KEYS | EMBER_CHECKED_VALUES : 0;
     int rc = par_run(op_work, &c, o->threads, &secs, &err);
     if (rc)
         die_rc(what, rc, &err);
@@ -854,6 +859,10 @@ static void usage(FILE *f)
 "  --find-lanes N    gpu: threads per key in find, 8 (default, the faster) or 16;\n"
 "                    the table option ember_gpu_table_options.find_lanes, for A/B\n"
 "                    runs\n"
+"  --prechecked      cpu: the timed writes (insert_or_assign, assign,\n"
+"                    apply_gradients) call ember_table_write vouching for keys and\n"
+"                    values, as a server that validated the wire bytes does: the\n"
+"                    table's own validation pass is left out\n"
 "  --help\n"
 "\n"
 "Method: the table (LRU) is filled with insert_or_assign to the load factor, then\n"
@@ -957,7 +966,8 @@ bad:
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
     enum { O_BACKEND = 256, O_OPS, O_DIMS, O_LFS, O_DIST, O_BATCH, O_CAPACITY, O_THREADS,
-           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HBM_GB, O_HKV, O_FIND_LANES, O_HELP };
+           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HBM_GB, O_HKV, O_FIND_LANES,
+           O_PRECHECKED, O_HELP };
     static const struct option longopts[] = {
         {"backend", required_argument, NULL, O_BACKEND},
         {"ops", required_argument, NULL, O_OPS},
@@ -977,6 +987,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"hbm-gb", required_argument, NULL, O_HBM_GB},
         {"hkv-matrix", no_argument, NULL, O_HKV},
         {"find-lanes", required_argument, NULL, O_FIND_LANES},
+        {"prechecked", no_argument, NULL, O_PRECHECKED},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1072,6 +1083,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case O_QUICK:
             o->quick = 1;
             break;
+        case O_PRECHECKED:
+            o->prechecked = 1;
+            break;
         case O_HIT: {
             char *end;
             o->hit = strtod(optarg, &end);
@@ -1137,6 +1151,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         return -1;
     }
     int gpu = !strcmp(o->backend, "gpu");
+    if (o->prechecked && gpu) {
+        fprintf(stderr, "table_bench: --prechecked is for --backend cpu\n");
+        return -1;
+    }
     if ((o->hbm_bytes || o->hkv_matrix || o->find_lanes) && !gpu) {
         fprintf(stderr, "table_bench: --hbm-gb, --hkv-matrix and --find-lanes need --backend "
                         "gpu\n");
