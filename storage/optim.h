@@ -108,8 +108,8 @@ EMBER_HD ember_optim_step ember_optim_step_of(const ember_optim_config *c, float
 
 /* One element of one update: returns the new weight for weight `w` and gradient
  * `g`, updating the element's optimizer slots *s0 (Adagrad acc, Adam m, FTRL z)
- * and *s1 (Adam v, FTRL n) in place. The definition ember_optim_apply loops over;
- * the GPU backend runs it one element per thread. */
+ * and *s1 (Adam v, FTRL n) in place. The definition: the GPU backend runs it one
+ * element per thread, and ember_optim_apply's host loops compute the same bits. */
 EMBER_HD float ember_optim_update(const ember_optim_config *c, ember_optim_step st, float w,
                                   float g, float *s0, float *s1)
 {
@@ -154,18 +154,12 @@ EMBER_HD int ember_optim_has_step(int kind)
     return kind == EMBER_OPTIM_ADAM;
 }
 
-/* Applies one key's (already summed) gradient `g[dim]` to its row. */
-EMBER_HD void ember_optim_apply(const ember_optim_config *c, float *row, const float *g,
-                                uint32_t dim)
+/* ember_optim_update over a row's elements, with the row's step constants `st`
+ * (the step count already advanced): what ember_optim_apply does on the GPU. */
+EMBER_HD void ember_optim_update_row(const ember_optim_config *c, ember_optim_step st,
+                                     float *row, const float *g, uint32_t dim)
 {
-    ember_optim_step st = {1.0f, 1.0f};
     float spare0 = 0.0f, spare1 = 0.0f;
-    if (ember_optim_has_step(c->kind)) {
-        float *tp = row + 3u * dim;
-        float t = *tp + 1.0f;
-        st = ember_optim_step_of(c, t);
-        *tp = t;
-    }
     int has0 = c->kind != EMBER_OPTIM_SGD;
     int has1 = c->kind == EMBER_OPTIM_ADAM || c->kind == EMBER_OPTIM_FTRL;
     for (uint32_t j = 0; j < dim; j++) {
@@ -173,6 +167,128 @@ EMBER_HD void ember_optim_apply(const ember_optim_config *c, float *row, const f
         float *s1 = has1 ? row + 2u * dim + j : &spare1;
         row[j] = ember_optim_update(c, st, row[j], g[j], s0, s1);
     }
+}
+
+#if !defined(__CUDACC__)
+/* The host's loops, one per optimizer: each computes exactly what
+ * ember_optim_update computes for every element (the same operations in the same
+ * order, no FMA: the project builds with -fno-math-errno and no -march, so the
+ * vectoriser may only widen them), but without the per-element switch, and with
+ * the embedding, the slots and the gradient declared disjoint (`restrict`: the
+ * gradient is never inside the row), so GCC turns them into packed SIMD.
+ * tests/unit/test_math.c holds them to ember_optim_update bit for bit. */
+static inline void ember_optim_apply_sgd(float *restrict w, const float *restrict g,
+                                         uint32_t dim, float lr)
+{
+    for (uint32_t j = 0; j < dim; j++)
+        w[j] = w[j] - lr * g[j];
+}
+
+static inline void ember_optim_apply_adagrad(float *restrict w, float *restrict acc,
+                                             const float *restrict g, uint32_t dim, float lr,
+                                             float eps)
+{
+    for (uint32_t j = 0; j < dim; j++) {
+        float a = acc[j] + g[j] * g[j];
+        acc[j] = a;
+        w[j] = w[j] - lr * g[j] / (sqrtf(a) + eps);
+    }
+}
+
+static inline void ember_optim_apply_adam(const ember_optim_config *c, ember_optim_step st,
+                                          float *restrict w, float *restrict m,
+                                          float *restrict v, const float *restrict g,
+                                          uint32_t dim)
+{
+    float lr = c->lr, b1 = c->beta1, b2 = c->beta2, eps = c->eps, wd = c->weight_decay;
+    for (uint32_t j = 0; j < dim; j++) {
+        float mj = b1 * m[j] + (1.0f - b1) * g[j];
+        float vj = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+        m[j] = mj;
+        v[j] = vj;
+        w[j] = w[j] - lr * ((mj * st.c1) / (sqrtf(vj * st.c2) + eps) + wd * w[j]);
+    }
+}
+
+/* FTRL's weight from z and n' = n + g², with pn = n'^-p: ember_optim_update's
+ * last lines. The quotient is taken unconditionally and cleared to +0 with a
+ * mask where |z| ≤ l1 (the same bits as returning 0.0f): a plain ?: lets GCC
+ * sink the division into a branch, which it then will not vectorise. */
+static inline float ember_ftrl_weight(float zj, float pn, float lr, float l1, float l2,
+                                      float beta)
+{
+    float sgn = zj < 0.0f ? -1.0f : 1.0f;
+    union {
+        float f;
+        uint32_t u;
+    } q = {(sgn * l1 - zj) / ((beta + pn) / lr + 2.0f * l2)};
+    q.u &= fabsf(zj) <= l1 ? 0u : ~0u;
+    return q.f;
+}
+
+static inline void ember_optim_apply_ftrl(const ember_optim_config *c, float *restrict w,
+                                          float *restrict z, float *restrict n,
+                                          const float *restrict g, uint32_t dim)
+{
+    float lr = c->lr, p = c->lr_power, l1 = c->l1, l2 = c->l2, beta = c->beta;
+    if (p == -0.5f) {
+        /* ember_ftrl_pow's usual case, as square roots the vectoriser can widen */
+        for (uint32_t j = 0; j < dim; j++) {
+            float nn = n[j] + g[j] * g[j];
+            float pn = sqrtf(nn);
+            float sigma = (pn - sqrtf(n[j])) / lr;
+            float zj = z[j] + g[j] - sigma * w[j];
+            z[j] = zj;
+            n[j] = nn;
+            w[j] = ember_ftrl_weight(zj, pn, lr, l1, l2, beta);
+        }
+        return;
+    }
+    for (uint32_t j = 0; j < dim; j++) {
+        float nn = n[j] + g[j] * g[j];
+        float pn = powf(nn, -p);
+        float sigma = (pn - powf(n[j], -p)) / lr;
+        float zj = z[j] + g[j] - sigma * w[j];
+        z[j] = zj;
+        n[j] = nn;
+        w[j] = ember_ftrl_weight(zj, pn, lr, l1, l2, beta);
+    }
+}
+#endif
+
+/* Applies one key's (already summed) gradient `g[dim]` to its row; `g` is never
+ * inside `row`. On the GPU (a thread per row in cuda/math_kernels.cu) it is the
+ * per-element loop over ember_optim_update; on the host, the loops above. */
+EMBER_HD void ember_optim_apply(const ember_optim_config *c, float *row, const float *g,
+                                uint32_t dim)
+{
+    ember_optim_step st = {1.0f, 1.0f};
+    if (ember_optim_has_step(c->kind)) {
+        float *tp = row + 3u * dim;
+        float t = *tp + 1.0f;
+        st = ember_optim_step_of(c, t);
+        *tp = t;
+    }
+#if defined(__CUDACC__)
+    ember_optim_update_row(c, st, row, g, dim);
+#else
+    switch (c->kind) {
+    case EMBER_OPTIM_SGD:
+        ember_optim_apply_sgd(row, g, dim, c->lr);
+        break;
+    case EMBER_OPTIM_ADAGRAD:
+        ember_optim_apply_adagrad(row, row + dim, g, dim, c->lr, c->eps);
+        break;
+    case EMBER_OPTIM_ADAM:
+        ember_optim_apply_adam(c, st, row, row + dim, row + 2u * dim, g, dim);
+        break;
+    case EMBER_OPTIM_FTRL:
+        ember_optim_apply_ftrl(c, row, row + dim, row + 2u * dim, g, dim);
+        break;
+    default:
+        break;
+    }
+#endif
 }
 
 #endif /* EMBER_OPTIM_H */

@@ -202,7 +202,8 @@ void ember_table_stats_get(const ember_table *t, ember_table_stats *out)
 
 /* ---- validation ---------------------------------------------------------- */
 
-static int check_batch(const uint64_t *keys, size_t n, ember_error *err)
+/* The batch-size and NULL-keys checks every call with keys makes first. */
+static int check_limits(const uint64_t *keys, size_t n, ember_error *err)
 {
     if (n > EMBER_BATCH_MAX)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
@@ -210,20 +211,15 @@ static int check_batch(const uint64_t *keys, size_t n, ember_error *err)
                                (unsigned long long)EMBER_BATCH_MAX);
     if (n && !keys)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "keys is NULL");
-    for (size_t i = 0; i < n; i++)
-        if (ember_key_is_reserved(keys[i]))
-            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                                   "key %llu at index %zu is reserved (keys >= %llu are)",
-                                   (unsigned long long)keys[i], i,
-                                   (unsigned long long)EMBER_KEY_RESERVED_MIN);
     return EMBER_OK;
 }
 
-static int check_array(const void *p, size_t n, const char *what, ember_error *err)
+static int reserved_error(const uint64_t *keys, size_t i, ember_error *err)
 {
-    if (n && !p)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "%s is NULL", what);
-    return EMBER_OK;
+    return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                           "key %llu at index %zu is reserved (keys >= %llu are)",
+                           (unsigned long long)keys[i], i,
+                           (unsigned long long)EMBER_KEY_RESERVED_MIN);
 }
 
 /* Index of the first non-finite float in v[n], or n. Branch-free inner loop so
@@ -247,12 +243,64 @@ static size_t first_nonfinite(const float *v, size_t n)
     return n;
 }
 
-/* Validates `v[n*width]` for non-finite values. With policy ZERO (and `zeroable`)
- * a cleaned copy is returned in *clean (caller frees); otherwise REJECT. */
-static int check_finite(ember_table *t, const float *v, size_t n, uint32_t width,
-                        int zeroable, const char *what, float **clean, ember_error *err)
+/* The one validation pass of a call: walks keys[n] and their v[n*width] floats
+ * together (either NULL: not looked at), a block of keys and then the block's
+ * floats, while both are in cache. *bad_key = the first reserved key's index, or n;
+ * *bad_val = the first non-finite float's index, or n*width (values stop being
+ * looked at once one is found; keys are always scanned to the end, since a
+ * reserved key is the error a call reports first). */
+static void scan_batch(const uint64_t *keys, size_t n, const float *v, uint32_t width,
+                       size_t *bad_key, size_t *bad_val)
 {
-    size_t total = n * width, bad = first_nonfinite(v, total);
+    const size_t block = 64;
+    size_t total = v ? n * width : 0;
+    *bad_key = n;
+    *bad_val = n * width;
+    for (size_t i = 0; i < n; i += block) {
+        size_t end = i + block < n ? i + block : n;
+        uint32_t bad = 0;
+        for (size_t j = i; keys && j < end; j++)
+            bad |= (uint32_t)ember_key_is_reserved(keys[j]);
+        if (bad) {
+            for (size_t j = i; j < end; j++)
+                if (ember_key_is_reserved(keys[j])) {
+                    *bad_key = j;
+                    return;
+                }
+        }
+        if (*bad_val == n * width && i * width < total) {
+            size_t lo = i * width, len = (end - i) * width;
+            size_t b = first_nonfinite(v + lo, len);
+            if (b < len)
+                *bad_val = lo + b;
+        }
+    }
+}
+
+static int check_batch(const uint64_t *keys, size_t n, ember_error *err)
+{
+    size_t bad_key, bad_val;
+    int rc = check_limits(keys, n, err);
+    if (rc)
+        return rc;
+    scan_batch(keys, n, NULL, 0, &bad_key, &bad_val);
+    return bad_key < n ? reserved_error(keys, bad_key, err) : EMBER_OK;
+}
+
+static int check_array(const void *p, size_t n, const char *what, ember_error *err)
+{
+    if (n && !p)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "%s is NULL", what);
+    return EMBER_OK;
+}
+
+/* What a call does with v[n*width] whose first non-finite float is at `bad`
+ * (n*width: none). With policy ZERO (and `zeroable`) a cleaned copy is returned
+ * in *clean (caller frees); otherwise REJECT. */
+static int finish_finite(ember_table *t, const float *v, size_t n, uint32_t width, size_t bad,
+                         int zeroable, const char *what, float **clean, ember_error *err)
+{
+    size_t total = n * width;
     *clean = NULL;
     if (bad == total)
         return EMBER_OK;
@@ -264,7 +312,8 @@ static int check_finite(ember_table *t, const float *v, size_t n, uint32_t width
     if (!c)
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
     uint64_t zeroed = 0;
-    for (size_t j = 0; j < total; j++) {
+    memcpy(c, v, bad * sizeof *c);   /* everything before `bad` is finite */
+    for (size_t j = bad; j < total; j++) {
         if (isfinite(v[j])) {
             c[j] = v[j];
         } else {
@@ -300,19 +349,28 @@ static void op_begin(ember_table *t, ember_op *op)
     op->version = atomic_fetch_add(&t->tb_version, 1) + 1;
 }
 
-/* Validates a writing call: keys, its n×dim input floats (non-finite values are
- * refused, or for `zeroable` inputs under policy ZERO replaced in a copy left in
- * *clean for the caller to free). */
-static int check_write(ember_table *t, const uint64_t *keys, size_t n, const float *in,
-                       const char *what, int zeroable, float **clean, ember_error *err)
+/* Validates a writing call in one pass (scan_batch): keys, then its n×dim input
+ * floats (non-finite values are refused, or for `zeroable` inputs under policy
+ * ZERO replaced in a copy left in *clean for the caller to free); what `checked`
+ * (EMBER_CHECKED_*) names, the caller has checked. */
+static int check_write(ember_table *t, unsigned checked, const uint64_t *keys, size_t n,
+                       const float *in, const char *what, int zeroable, float **clean,
+                       ember_error *err)
 {
+    uint32_t dim = t->tb_config.dim;
+    size_t bad_key, bad_val;
     *clean = NULL;
-    int rc = check_batch(keys, n, err);
-    if (!rc)
-        rc = check_array(in, n, what, err);
-    if (!rc)
-        rc = check_finite(t, in, n, t->tb_config.dim, zeroable, what, clean, err);
-    return rc;
+    int rc = check_limits(keys, n, err);
+    if (rc)
+        return rc;
+    scan_batch(checked & EMBER_CHECKED_KEYS ? NULL : keys, n,
+               checked & EMBER_CHECKED_VALUES ? NULL : in, dim, &bad_key, &bad_val);
+    if (bad_key < n)
+        return reserved_error(keys, bad_key, err);
+    rc = check_array(in, n, what, err);
+    if (rc)
+        return rc;
+    return finish_finite(t, in, n, dim, bad_val, zeroable, what, clean, err);
 }
 
 /* ---- operations ---------------------------------------------------------- */
@@ -342,58 +400,63 @@ int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
     return t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores, err);
 }
 
+int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
+                      const uint64_t *keys, size_t n, const float *values, uint8_t *found,
+                      const uint64_t *scores, ember_error *err)
+{
+    static const char *const what[] = {"gradients", "values", "values", "deltas"};
+    if ((unsigned)kind > EMBER_WRITE_ACCUM)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown write %d", (int)kind);
+    int zeroable = kind == EMBER_WRITE_GRADIENTS || kind == EMBER_WRITE_ACCUM;
+    float *clean;
+    int rc = check_write(t, checked, keys, n, values, what[kind], zeroable, &clean, err);
+    if (rc || !n)
+        return rc;
+    const float *in = clean ? clean : values;
+    const ember_table_backend *b = t->tb_backend;
+    ember_op op;
+    op_begin(t, &op);
+    switch (kind) {
+    case EMBER_WRITE_GRADIENTS:
+        rc = b->apply_gradients(t->tb_impl, &op, keys, n, in, scores, err);
+        break;
+    case EMBER_WRITE_UPSERT:
+        rc = b->insert_or_assign(t->tb_impl, &op, keys, n, in, scores, err);
+        break;
+    case EMBER_WRITE_ASSIGN:
+        rc = b->assign(t->tb_impl, &op, keys, n, in, found, scores, err);
+        break;
+    default:
+        rc = b->accum(t->tb_impl, &op, keys, n, in, found, err);
+        break;
+    }
+    free(clean);
+    return rc;
+}
+
 int ember_table_insert_or_assign(ember_table *t, const uint64_t *keys, size_t n,
                                  const float *values, const uint64_t *scores,
                                  ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, values, "values", 0, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    return t->tb_backend->insert_or_assign(t->tb_impl, &op, keys, n, values, scores, err);
+    return ember_table_write(t, EMBER_WRITE_UPSERT, 0, keys, n, values, NULL, scores, err);
 }
 
 int ember_table_assign(ember_table *t, const uint64_t *keys, size_t n, const float *values,
                        uint8_t *found, const uint64_t *scores, ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, values, "values", 0, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    return t->tb_backend->assign(t->tb_impl, &op, keys, n, values, found, scores, err);
+    return ember_table_write(t, EMBER_WRITE_ASSIGN, 0, keys, n, values, found, scores, err);
 }
 
 int ember_table_accum(ember_table *t, const uint64_t *keys, size_t n, const float *deltas,
                       uint8_t *found, ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, deltas, "deltas", 1, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    rc = t->tb_backend->accum(t->tb_impl, &op, keys, n, clean ? clean : deltas, found, err);
-    free(clean);
-    return rc;
+    return ember_table_write(t, EMBER_WRITE_ACCUM, 0, keys, n, deltas, found, NULL, err);
 }
 
 int ember_table_apply_gradients(ember_table *t, const uint64_t *keys, size_t n,
                                 const float *grads, const uint64_t *scores, ember_error *err)
 {
-    float *clean;
-    int rc = check_write(t, keys, n, grads, "gradients", 1, &clean, err);
-    if (rc || !n)
-        return rc;
-    ember_op op;
-    op_begin(t, &op);
-    rc = t->tb_backend->apply_gradients(t->tb_impl, &op, keys, n, clean ? clean : grads,
-                                        scores, err);
-    free(clean);
-    return rc;
+    return ember_table_write(t, EMBER_WRITE_GRADIENTS, 0, keys, n, grads, NULL, scores, err);
 }
 
 int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *erased,
@@ -437,15 +500,20 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
                        const uint64_t *scores, const uint64_t *versions, ember_error *err)
 {
     float *clean;
-    int rc = check_batch(keys, n, err);
-    if (!rc)
-        rc = check_array(rows, n, "rows", err);
+    size_t bad_key, bad_val;
+    int rc = check_limits(keys, n, err);
+    if (rc)
+        return rc;
+    scan_batch(keys, n, rows, t->tb_row_floats, &bad_key, &bad_val);
+    if (bad_key < n)
+        return reserved_error(keys, bad_key, err);
+    rc = check_array(rows, n, "rows", err);
     if (!rc)
         rc = check_array(scores, n, "scores", err);
     if (!rc)
         rc = check_array(versions, n, "versions", err);
     if (!rc)
-        rc = check_finite(t, rows, n, t->tb_row_floats, 0, "rows", &clean, err);
+        rc = finish_finite(t, rows, n, t->tb_row_floats, bad_val, 0, "rows", &clean, err);
     if (rc || !n)
         return rc;
     uint64_t vmax = 0;

@@ -191,6 +191,29 @@ int ember_table_apply_gradients(ember_table *t, const uint64_t *keys, size_t n,
                                 const float *grads, const uint64_t *scores,
                                 ember_error *err);
 
+/* The four writes, as one call: ember_table_write. */
+typedef enum ember_write_kind {
+    EMBER_WRITE_GRADIENTS,      /* ember_table_apply_gradients */
+    EMBER_WRITE_UPSERT,         /* ember_table_insert_or_assign */
+    EMBER_WRITE_ASSIGN,         /* ember_table_assign */
+    EMBER_WRITE_ACCUM,          /* ember_table_accum */
+} ember_write_kind;
+
+/* What a caller of ember_table_write has checked itself, bits of `checked`. */
+#define EMBER_CHECKED_KEYS   1u /* no key of keys[n] is reserved */
+#define EMBER_CHECKED_VALUES 2u /* every float of values[n*dim] is finite */
+
+/* The write of `kind`, with that call's contract (found: ASSIGN and ACCUM only,
+ * else ignored; scores: not ACCUM, else ignored), for a caller that validated
+ * the batch as it read it (a server, on the wire bytes): what `checked` names
+ * is not read again, so a call costs one validation pass, not two. Batch limit
+ * and NULL arrays are still checked, and the rest as in the named call: with
+ * checked = 0 this is that call. A caller that vouches falsely stores a
+ * reserved key or a non-finite value. Errors: as the named call. */
+int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
+                      const uint64_t *keys, size_t n, const float *values, uint8_t *found,
+                      const uint64_t *scores, ember_error *err);
+
 /* Removes keys; *erased (optional) = how many existed. */
 int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *erased,
                       ember_error *err);

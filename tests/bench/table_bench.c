@@ -5,7 +5,8 @@
  * Conventions (HierarchicalKV's merlin_hashtable_benchmark, adapted to a CPU):
  *
  *   - One table per (dim, load factor, optimizer): SGD for find, find_or_insert,
- *     insert_or_assign, assign and export; Adagrad and Adam for apply_gradients.
+ *     insert_or_assign, assign, export and apply_gradients with SGD; Adagrad and
+ *     Adam for apply_gradients with those optimizers.
  *     Capacity 4,194,304 keys by default (64 M is the GPU convention; at dim 128
  *     with Adam it would not fit this kind of host), LRU scores.
  *   - Before timing, the table is filled with insert_or_assign to the load factor
@@ -71,12 +72,12 @@ _Static_assert(BENCH_KEY_RESERVED_MIN == EMBER_KEY_RESERVED_MIN,
 /* ---- what can be measured -------------------------------------------------- */
 
 const char *const op_names[OP_COUNT] = {
-    "find", "find_or_insert", "insert_or_assign", "assign", "adagrad", "adam", "export",
+    "find", "find_or_insert", "insert_or_assign", "assign", "sgd", "adagrad", "adam", "export",
 };
 
 /* The name on each measurement's line. */
 const char *const op_labels[OP_COUNT] = {
-    "find", "find_or_insert", "insert_or_assign", "assign",
+    "find", "find_or_insert", "insert_or_assign", "assign", "apply_gradients(sgd)",
     "apply_gradients(adagrad)", "apply_gradients(adam)", "export",
 };
 
@@ -91,14 +92,15 @@ int op_table(int op)
 
 int op_inserts(int op)
 {
-    return op == OP_FIND_OR_INSERT || op == OP_INSERT_OR_ASSIGN || op == OP_ADAGRAD ||
-           op == OP_ADAM;
+    return op == OP_FIND_OR_INSERT || op == OP_INSERT_OR_ASSIGN || op == OP_SGD ||
+           op == OP_ADAGRAD || op == OP_ADAM;
 }
 
 double op_bytes_per_key(int op, uint32_t dim, uint32_t row_floats)
 {
     double d = 4.0 * dim;
     switch (op) {
+    case OP_SGD:
     case OP_ADAGRAD:
     case OP_ADAM:
         return d + 2.0 * 4.0 * row_floats;
@@ -401,6 +403,7 @@ typedef struct op_ctx {
     uint8_t *found;           /* n, or NULL */
     uint64_t *export_keys;    /* n */
     size_t *export_rows;      /* per thread */
+    unsigned checked;         /* EMBER_CHECKED_* for the writes (--prechecked) */
 } op_ctx;
 
 /* Exports this thread's share of the cursor range [0, export_end) into its
@@ -455,11 +458,14 @@ static int op_work(void *vctx, unsigned tid, unsigned nthr, ember_error *err)
     case W_FIND_OR_INSERT:
         return ember_table_find_or_insert(c->t, k, m, c->out + lo * d, found, NULL, err);
     case W_INSERT_OR_ASSIGN:
-        return ember_table_insert_or_assign(c->t, k, m, c->in + lo * d, NULL, err);
+        return ember_table_write(c->t, EMBER_WRITE_UPSERT, c->checked, k, m, c->in + lo * d,
+                                 NULL, NULL, err);
     case W_ASSIGN:
-        return ember_table_assign(c->t, k, m, c->in + lo * d, found, NULL, err);
+        return ember_table_write(c->t, EMBER_WRITE_ASSIGN, c->checked, k, m, c->in + lo * d,
+                                 found, NULL, err);
     case W_APPLY_GRADIENTS:
-        return ember_table_apply_gradients(c->t, k, m, c->in + lo * d, NULL, err);
+        return ember_table_write(c->t, EMBER_WRITE_GRADIENTS, c->checked, k, m,
+                                 c->in + lo * d, NULL, NULL, err);
     case W_ERASE:
         return ember_table_erase(c->t, k, m, NULL, err);
     default:
@@ -522,6 +528,7 @@ static double run_work(const bench_opts *o, bench_table *bt, bench_bufs *b, int 
     c.found = found;
     c.export_keys = b->export_keys;
     c.export_rows = b->export_rows;
+    c.checked = o->prechecked ? EMBER_CHECKED_KEYS | EMBER_CHECKED_VALUES : 0;
     int rc = par_run(op_work, &c, o->threads, &secs, &err);
     if (rc)
         die_rc(what, rc, &err);
@@ -665,7 +672,7 @@ static void measure_op(const bench_opts *o, bench_table *bt, bench_bufs *b,
 {
     static const int work_of[OP_COUNT] = {W_FIND, W_FIND_OR_INSERT, W_INSERT_OR_ASSIGN,
                                           W_ASSIGN, W_APPLY_GRADIENTS, W_APPLY_GRADIENTS,
-                                          W_EXPORT};
+                                          W_APPLY_GRADIENTS, W_EXPORT};
     double kps[64];
     int reps = o->reps > 64 ? 64 : o->reps;
     size_t keys = bb->n;
@@ -825,8 +832,9 @@ static void usage(FILE *f)
 "\n"
 "  --backend NAME    table backend: cpu or gpu (default cpu); gpu: see below\n"
 "  --ops LIST        comma list of find,find_or_insert,insert_or_assign,assign,\n"
-"                    adagrad,adam,export, or all (default all); adagrad and adam\n"
-"                    are apply_gradients on a table with that optimizer\n"
+"                    sgd,adagrad,adam,export, or all (default all); sgd, adagrad\n"
+"                    and adam are apply_gradients on a table with that optimizer\n"
+"                    (apply_gradients: all three)\n"
 "  --dims LIST       embedding dims (default 8,64,128)\n"
 "  --lfs LIST        load factors in (0, 1] (default 0.5,0.75,1.0)\n"
 "  --dist D          uniform, zipf or both (default both)\n"
@@ -851,6 +859,10 @@ static void usage(FILE *f)
 "  --find-lanes N    gpu: threads per key in find, 8 (default, the faster) or 16;\n"
 "                    the table option ember_gpu_table_options.find_lanes, for A/B\n"
 "                    runs\n"
+"  --prechecked      cpu: the timed writes (insert_or_assign, assign,\n"
+"                    apply_gradients) call ember_table_write vouching for keys and\n"
+"                    values, as a server that validated the wire bytes does: the\n"
+"                    table's own validation pass is left out\n"
 "  --help\n"
 "\n"
 "Method: the table (LRU) is filled with insert_or_assign to the load factor, then\n"
@@ -939,7 +951,7 @@ static int parse_ops(const char *arg, int *ops)
                 hit = 1;
             }
         if (!strcmp(tok, "apply_gradients")) {
-            ops[OP_ADAGRAD] = ops[OP_ADAM] = 1;
+            ops[OP_SGD] = ops[OP_ADAGRAD] = ops[OP_ADAM] = 1;
             hit = 1;
         }
         if (!hit)
@@ -954,7 +966,8 @@ bad:
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
     enum { O_BACKEND = 256, O_OPS, O_DIMS, O_LFS, O_DIST, O_BATCH, O_CAPACITY, O_THREADS,
-           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HBM_GB, O_HKV, O_FIND_LANES, O_HELP };
+           O_REPS, O_CSV, O_QUICK, O_HIT, O_ZIPF, O_SEED, O_MEMCPY, O_HBM_GB, O_HKV, O_FIND_LANES,
+           O_PRECHECKED, O_HELP };
     static const struct option longopts[] = {
         {"backend", required_argument, NULL, O_BACKEND},
         {"ops", required_argument, NULL, O_OPS},
@@ -974,6 +987,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"hbm-gb", required_argument, NULL, O_HBM_GB},
         {"hkv-matrix", no_argument, NULL, O_HKV},
         {"find-lanes", required_argument, NULL, O_FIND_LANES},
+        {"prechecked", no_argument, NULL, O_PRECHECKED},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1069,6 +1083,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case O_QUICK:
             o->quick = 1;
             break;
+        case O_PRECHECKED:
+            o->prechecked = 1;
+            break;
         case O_HIT: {
             char *end;
             o->hit = strtod(optarg, &end);
@@ -1134,6 +1151,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         return -1;
     }
     int gpu = !strcmp(o->backend, "gpu");
+    if (o->prechecked && gpu) {
+        fprintf(stderr, "table_bench: --prechecked is for --backend cpu\n");
+        return -1;
+    }
     if ((o->hbm_bytes || o->hkv_matrix || o->find_lanes) && !gpu) {
         fprintf(stderr, "table_bench: --hbm-gb, --hkv-matrix and --find-lanes need --backend "
                         "gpu\n");

@@ -19,6 +19,7 @@ enum bench_op {
     OP_FIND_OR_INSERT,
     OP_INSERT_OR_ASSIGN,
     OP_ASSIGN,
+    OP_SGD,
     OP_ADAGRAD,
     OP_ADAM,
     OP_EXPORT,
@@ -66,6 +67,7 @@ typedef struct bench_opts {
     uint64_t hbm_bytes;           /* gpu: config.hbm_bytes (0 = all rows in HBM) */
     int hkv_matrix;               /* gpu: docs/BENCHMARKS.md's comparison matrix */
     unsigned find_lanes;          /* gpu: ember_gpu_table_options.find_lanes (0: default) */
+    int prechecked;               /* cpu: timed writes vouch for their batch (ember_table_write) */
 } bench_opts;
 
 /* ---- helpers (table_bench.c) ------------------------------------------------ */

@@ -93,12 +93,12 @@ typedef struct hkv_ref {
 } hkv_ref;
 
 static const hkv_ref hkv_refs[] = {
-    /*                                   find  f_or_i  i_or_a  assign  adagrad adam export */
-    {64, 0, 0.50, UINT64_C(64) << 20, {3.80, 1.90, 1.91, 2.80, -1, -1, -1}},
-    {64, 0, 0.75, UINT64_C(64) << 20, {3.73, 1.83, 1.76, 2.81, -1, -1, -1}},
-    {64, 0, 1.00, UINT64_C(64) << 20, {3.89, 1.27, 1.32, 2.84, -1, -1, -1}},
-    {8, 0, 0.50, UINT64_C(128) << 20, {3.95, 2.26, 2.18, -1, -1, -1, -1}},
-    {64, 1, 0.50, UINT64_C(128) << 20, {0.192, 0.152, 0.154, 0.187, -1, -1, -1}},
+    /*                                 find  f_or_i  i_or_a  assign  sgd adagrad adam export */
+    {64, 0, 0.50, UINT64_C(64) << 20, {3.80, 1.90, 1.91, 2.80, -1, -1, -1, -1}},
+    {64, 0, 0.75, UINT64_C(64) << 20, {3.73, 1.83, 1.76, 2.81, -1, -1, -1, -1}},
+    {64, 0, 1.00, UINT64_C(64) << 20, {3.89, 1.27, 1.32, 2.84, -1, -1, -1, -1}},
+    {8, 0, 0.50, UINT64_C(128) << 20, {3.95, 2.26, 2.18, -1, -1, -1, -1, -1}},
+    {64, 1, 0.50, UINT64_C(128) << 20, {0.192, 0.152, 0.154, 0.187, -1, -1, -1, -1}},
 };
 
 static const hkv_ref *hkv_find_ref(uint32_t dim, int hybrid, double lf)
@@ -525,6 +525,7 @@ static double timed_call(gpu_bench *g, gpu_tab *gt, int op, size_t n)
         rc = ember_gpu_assign_async(gt->t, gt->s, &eop, g->d_keys, n, g->d_in, NULL, NULL, &err,
                                     g->stream);
         break;
+    case OP_SGD:
     case OP_ADAGRAD:
     case OP_ADAM:
         rc = ember_gpu_apply_gradients_async(gt->t, gt->s, &eop, g->d_keys, n, g->d_in, NULL, &err,
@@ -724,7 +725,7 @@ static size_t hkv_matrix(const bench_opts *o, gpu_case *cases)
             c->hbm_bytes = o->capacity * m[i].dim * sizeof(float) / 2;
         memcpy(c->ops, o->ops, sizeof c->ops);
         if (m[i].hbm_gib)
-            c->ops[OP_ADAGRAD] = c->ops[OP_ADAM] = 0;
+            c->ops[OP_SGD] = c->ops[OP_ADAGRAD] = c->ops[OP_ADAM] = 0;
     }
     return n;
 }
@@ -758,7 +759,8 @@ static int same_group(const gpu_result *a, const gpu_result *b)
 static void print_summary(const gpu_bench *g, const gpu_result *res, size_t nres)
 {
     static const int order[OP_COUNT] = {OP_INSERT_OR_ASSIGN, OP_FIND, OP_FIND_OR_INSERT,
-                                        OP_ASSIGN, OP_ADAGRAD, OP_ADAM, OP_EXPORT};
+                                        OP_ASSIGN, OP_SGD, OP_ADAGRAD, OP_ADAM,
+                                        OP_EXPORT};
     int *shown = xmalloc(nres * sizeof *shown);
     memset(shown, 0, nres * sizeof *shown);
 

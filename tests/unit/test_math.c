@@ -316,6 +316,181 @@ START_TEST(slot_layout)
 }
 END_TEST
 
+/* ---- the host's vectorised apply against ember_optim_update, bit for bit ----- */
+
+/* ember_optim_apply as the GPU runs it (and the host did before it had one loop
+ * per optimizer): ember_optim_update element by element. */
+static void apply_per_element(const ember_optim_config *c, float *row, const float *g,
+                              uint32_t dim)
+{
+    ember_optim_step st = {1.0f, 1.0f};
+    if (ember_optim_has_step(c->kind)) {
+        float t = row[3u * dim] + 1.0f;
+        st = ember_optim_step_of(c, t);
+        row[3u * dim] = t;
+    }
+    ember_optim_update_row(c, st, row, g, dim);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Uniform in [lo, hi), times a power of two in [2^-e, 2^e] so magnitudes vary. */
+static float rng_float(uint64_t *s, float lo, float hi, int e)
+{
+    float u = (float)(rng_next(s) >> 40) / (float)(1u << 24);
+    int x = e ? (int)(rng_next(s) % (uint64_t)(2 * e + 1)) - e : 0;
+    return ldexpf(lo + (hi - lo) * u, x);
+}
+
+/* A row an optimizer could hold: weights of any sign, Adagrad acc and FTRL n
+ * > 0, Adam v >= 0 and a step count, FTRL z around ±l1 so both of its cases
+ * occur; and a gradient with some exact zeros. */
+static void random_row(const ember_optim_config *c, uint64_t *s, float *row, float *g,
+                       uint32_t dim)
+{
+    uint32_t rf = ember_row_floats(c->kind, dim);
+    for (uint32_t j = 0; j < dim; j++) {
+        row[j] = rng_float(s, -1.0f, 1.0f, 6);
+        g[j] = rng_next(s) % 8 == 0 ? 0.0f : rng_float(s, -1.0f, 1.0f, 8);
+    }
+    for (uint32_t j = dim; j < rf; j++) {
+        switch (c->kind) {
+        case EMBER_OPTIM_ADAM:
+            row[j] = j < 2u * dim ? rng_float(s, -1.0f, 1.0f, 4) : rng_float(s, 0.0f, 1.0f, 4);
+            break;
+        case EMBER_OPTIM_FTRL:
+            row[j] = j < 2u * dim ? rng_float(s, -2.0f * c->l1 - 0.1f, 2.0f * c->l1 + 0.1f, 0)
+                                  : rng_float(s, 0.01f, 4.0f, 4);
+            break;
+        default:
+            row[j] = rng_float(s, 0.01f, 4.0f, 4);
+            break;
+        }
+    }
+    if (c->kind == EMBER_OPTIM_ADAM)
+        row[rf - 1] = (float)(rng_next(s) % 100);
+}
+
+/* Dims that leave every remainder of a 4- or 8-wide vector loop. */
+static const uint32_t vec_dims[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 128, 131};
+
+static void optim_configs(ember_optim_config *out, int *n)
+{
+    ember_table_config tc;
+    ember_table_config_init(&tc);
+    ember_optim_config c = tc.optim;
+    *n = 0;
+    c.lr = 0.05f;
+    c.kind = EMBER_OPTIM_SGD;
+    out[(*n)++] = c;
+    c.kind = EMBER_OPTIM_ADAGRAD;
+    out[(*n)++] = c;
+    c.kind = EMBER_OPTIM_ADAM;
+    out[(*n)++] = c;
+    c.weight_decay = 0.01f;
+    out[(*n)++] = c;
+    c.weight_decay = 0.0f;
+    c.kind = EMBER_OPTIM_FTRL;
+    c.l1 = 0.001f;
+    c.l2 = 0.01f;
+    out[(*n)++] = c;   /* lr_power -0.5: square roots */
+    c.l1 = 0.5f;
+    c.beta = 0.5f;
+    out[(*n)++] = c;
+    c.lr_power = -0.3f;   /* powf */
+    out[(*n)++] = c;
+    c.lr_power = 0.0f;
+    out[(*n)++] = c;
+}
+
+START_TEST(optim_apply_equals_per_element_update)
+{
+    enum { ROWS = 400, MAXD = 131, MAXRF = 3 * MAXD + 1 };
+    ember_optim_config cs[8];
+    int ncs;
+    optim_configs(cs, &ncs);
+    uint64_t seed = 0x9E3779B97F4A7C15u;
+    for (int k = 0; k < ncs; k++) {
+        const ember_optim_config *c = &cs[k];
+        for (size_t d = 0; d < sizeof vec_dims / sizeof vec_dims[0]; d++) {
+            uint32_t dim = vec_dims[d], rf = ember_row_floats(c->kind, dim);
+            for (int r = 0; r < ROWS; r++) {
+                float row[MAXRF], expect[MAXRF], g[MAXD];
+                random_row(c, &seed, row, g, dim);
+                memcpy(expect, row, rf * sizeof(float));
+                /* two steps: the second sees the slots the first wrote */
+                for (int step = 0; step < 2; step++) {
+                    ember_optim_apply(c, row, g, dim);
+                    apply_per_element(c, expect, g, dim);
+                    for (uint32_t j = 0; j < rf; j++)
+                        ck_assert_msg(!memcmp(&row[j], &expect[j], sizeof(float)),
+                                      "optimizer %d (config %d) dim %u row %d step %d float "
+                                      "%u: %a, per element %a",
+                                      c->kind, k, dim, r, step, j, (double)row[j],
+                                      (double)expect[j]);
+                }
+            }
+        }
+    }
+}
+END_TEST
+
+/* The same through the table (storage's own build of ember_optim_apply): rows
+ * imported with random state, one apply_gradients call, every row compared. */
+START_TEST(table_apply_equals_per_element_update)
+{
+    enum { N = 300, DIM = 67 };
+    ember_optim_config cs[8];
+    int ncs;
+    optim_configs(cs, &ncs);
+    uint64_t seed = 12345;
+    for (int k = 0; k < ncs; k++) {
+        ember_table_config tc;
+        ember_table_config_init(&tc);
+        tc.dim = DIM;
+        tc.capacity = 4096;
+        tc.optim = cs[k];
+        ember_table *t = NULL;
+        ember_error err;
+        ck_assert_int_eq(ember_table_create(&tc, NULL, &t, &err), EMBER_OK);
+        uint32_t rf = ember_table_row_floats(t);
+        uint64_t keys[N], scores[N], versions[N];
+        float *rows = malloc((size_t)N * rf * sizeof(float));
+        float *grads = malloc((size_t)N * DIM * sizeof(float));
+        for (int i = 0; i < N; i++) {
+            keys[i] = (uint64_t)i * 7919u + 1u;
+            scores[i] = 1;
+            versions[i] = 1;
+            random_row(&cs[k], &seed, rows + (size_t)i * rf, grads + (size_t)i * DIM, DIM);
+        }
+        ck_assert_int_eq(ember_table_import(t, keys, N, rows, scores, versions, &err), EMBER_OK);
+        ck_assert_int_eq(ember_table_apply_gradients(t, keys, N, grads, NULL, &err), EMBER_OK);
+        tu_snapshot snap;
+        tu_snapshot_take(t, &snap);
+        ck_assert_uint_eq(snap.n, N);
+        for (int i = 0; i < N; i++) {
+            float *expect = rows + (size_t)i * rf;
+            apply_per_element(&cs[k], expect, grads + (size_t)i * DIM, DIM);
+            long at = tu_snapshot_find(&snap, keys[i]);
+            ck_assert_int_ge(at, 0);
+            ck_assert_msg(!memcmp(snap.rows + (size_t)at * rf, expect, rf * sizeof(float)),
+                          "optimizer %d (config %d): key %llu's row differs", cs[k].kind, k,
+                          (unsigned long long)keys[i]);
+        }
+        tu_snapshot_free(&snap);
+        free(rows);
+        free(grads);
+        ember_table_destroy(t);
+    }
+}
+END_TEST
+
 /* ---- scores ----------------------------------------------------------------- */
 
 START_TEST(score_policies)
@@ -406,6 +581,8 @@ static Suite *suite(void)
     tcase_add_test(c, table_new_rows_follow_the_initializer);
     tcase_add_test(c, optimizers_match_float64_reference);
     tcase_add_test(c, slot_layout);
+    tcase_add_test(c, optim_apply_equals_per_element_update);
+    tcase_add_test(c, table_apply_equals_per_element_update);
     tcase_add_test(c, score_policies);
     tcase_add_test(c, sketch_never_underestimates);
     tcase_add_test(c, sketch_admits_at_min_count_and_ages);

@@ -321,15 +321,20 @@ END_TEST
 
 /* ---- refusals: a status, a message, and nothing changed --------------------- */
 
-static ember_table *seeded(int optim)
+static ember_table *seeded_with(int optim, int policy)
 {
-    ember_table *t = tu_table(DIM, 1024, optim, EMBER_SCORE_LRU, EMBER_INIT_UNIFORM);
+    ember_table *t = tu_table(DIM, 1024, optim, policy, EMBER_INIT_UNIFORM);
     uint64_t keys[50];
     float v[50 * DIM];
     for (int i = 0; i < 50; i++)
         keys[i] = (uint64_t)i * 3;
     ck_assert_int_eq(ember_table_find_or_insert(t, keys, 50, v, NULL, NULL, NULL), EMBER_OK);
     return t;
+}
+
+static ember_table *seeded(int optim)
+{
+    return seeded_with(optim, EMBER_SCORE_LRU);
 }
 
 START_TEST(reserved_keys_refused_whole)
@@ -394,22 +399,190 @@ START_TEST(nonfinite_gradients_rejected_by_default)
 }
 END_TEST
 
-START_TEST(nonfinite_gradients_zeroed_by_option)
+/* A table of `dim` with policy ZERO (non-finite inputs zeroed), SGD at `lr`,
+ * zeros initializer. */
+static ember_table *zeroing(uint32_t dim, float lr)
 {
     ember_table_config c;
     ember_table_config_init(&c);
-    c.dim = 2;
-    c.capacity = 256;
+    c.dim = dim;
+    c.capacity = 1024;
     c.init.kind = EMBER_INIT_ZEROS;
+    c.optim.lr = lr;
     c.nonfinite = EMBER_NONFINITE_ZERO;
-    ember_table *t;
+    ember_table *t = NULL;
     ck_assert_int_eq(ember_table_create(&c, NULL, &t, NULL), EMBER_OK);
+    return t;
+}
+
+START_TEST(nonfinite_gradients_zeroed_by_option)
+{
+    ember_table *t = zeroing(2, 0.01f);
     uint64_t k = 1;
     float g[2] = {NAN, 1.0f}, out[2];
     ck_assert_int_eq(ember_table_apply_gradients(t, &k, 1, g, NULL, NULL), EMBER_OK);
     ck_assert_int_eq(ember_table_find(t, &k, 1, out, NULL, NULL), EMBER_OK);
     ck_assert_float_eq(out[0], 0.0f);
     ck_assert_float_eq(out[1], -0.01f);
+    ember_table_stats st;
+    ember_table_stats_get(t, &st);
+    ck_assert_uint_eq(st.nonfinite_zeroed, 1);
+    ember_table_destroy(t);
+}
+END_TEST
+
+/* The one validation pass walks keys and values a block at a time: whatever
+ * block they fall in, a reserved key is still the error reported before any
+ * non-finite value, the first bad value is the one named, and policy ZERO
+ * zeroes every bad value, before and after the first. */
+START_TEST(validation_errors_across_blocks)
+{
+    enum { N = 300 };
+    ember_table *t = seeded(EMBER_OPTIM_ADAGRAD);
+    tu_snapshot before, after;
+    tu_snapshot_take(t, &before);
+    static uint64_t keys[N];
+    static float g[N * DIM];
+    for (int i = 0; i < N; i++)
+        keys[i] = 5000u + (uint64_t)i;
+    fill(g, N * DIM, 0.25f);
+    ember_error err;
+    g[5 * DIM] = NAN;                       /* first block */
+    keys[200] = EMBER_KEY_RESERVED_MIN;     /* a later block */
+    ck_assert_int_eq(ember_table_apply_gradients(t, keys, N, g, NULL, &err),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "at index 200 is reserved"));
+    static float rows[N * 2 * DIM];         /* Adagrad rows: embedding + acc */
+    fill(rows, N * 2 * DIM, 1.0f);
+    rows[7] = INFINITY;
+    ck_assert_int_eq(ember_table_import(t, keys, N, rows, keys, keys, &err),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "at index 200 is reserved"));
+    ck_assert_int_eq(ember_table_accum(t, keys, N, NULL, NULL, &err), EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "at index 200 is reserved"));
+    keys[200] = 5200;
+    ck_assert_int_eq(ember_table_accum(t, keys, N, NULL, NULL, &err), EMBER_INVALID_ARGUMENT);
+    ck_assert_str_eq(err.message, "deltas is NULL");
+    g[5 * DIM] = 0.25f;
+    g[250 * DIM + DIM - 1] = INFINITY;      /* the last float of a later block's key */
+    g[299 * DIM] = NAN;
+    ck_assert_int_eq(ember_table_apply_gradients(t, keys, N, g, NULL, &err),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "gradients of key index 250 hold a non-finite"));
+    tu_snapshot_take(t, &after);
+    ck_assert(tu_snapshot_equal(&before, &after));
+    tu_snapshot_free(&before);
+    tu_snapshot_free(&after);
+    ember_table_destroy(t);
+
+    t = zeroing(DIM, 1.0f);
+    g[3] = -INFINITY;                       /* before the first block's end */
+    ck_assert_int_eq(ember_table_apply_gradients(t, keys, N, g, NULL, &err), EMBER_OK);
+    static float out[N * DIM];
+    ck_assert_int_eq(ember_table_find(t, keys, N, out, NULL, NULL), EMBER_OK);
+    for (int j = 0; j < N * DIM; j++) {
+        int zeroed = j == 3 || j == 250 * DIM + DIM - 1 || j == 299 * DIM;
+        ck_assert_float_eq(out[j], zeroed ? 0.0f : -0.25f);
+    }
+    ember_table_stats st;
+    ember_table_stats_get(t, &st);
+    ck_assert_uint_eq(st.nonfinite_zeroed, 3);
+    ember_table_destroy(t);
+}
+END_TEST
+
+/* ember_table_write with `checked` does what the named call does on a valid
+ * batch, skips only the scans it names, and keeps every other check. */
+START_TEST(write_checked_skips_only_what_it_names)
+{
+    static const ember_write_kind kinds[] = {EMBER_WRITE_GRADIENTS, EMBER_WRITE_UPSERT,
+                                             EMBER_WRITE_ASSIGN, EMBER_WRITE_ACCUM};
+    const unsigned both = EMBER_CHECKED_KEYS | EMBER_CHECKED_VALUES;
+    uint64_t keys[4] = {0, 3, 1000, 6};   /* 1000: not in the seeded table */
+    float v[4 * DIM];
+    for (int i = 0; i < 4 * DIM; i++)
+        v[i] = 0.125f * (float)(i % 7) - 0.25f;
+    ember_error err;
+    for (int k = 0; k < 4; k++) {
+        /* LFU: scores that do not depend on the clock, so the tables compare */
+        ember_table *a = seeded_with(EMBER_OPTIM_ADAM, EMBER_SCORE_LFU);
+        ember_table *b = seeded_with(EMBER_OPTIM_ADAM, EMBER_SCORE_LFU);
+        uint8_t fa[4] = {9, 9, 9, 9}, fb[4] = {9, 9, 9, 9};
+        ck_assert_int_eq(ember_table_write(a, kinds[k], both, keys, 4, v, fa, NULL, &err),
+                         EMBER_OK);
+        switch (kinds[k]) {
+        case EMBER_WRITE_GRADIENTS:
+            ck_assert_int_eq(ember_table_apply_gradients(b, keys, 4, v, NULL, &err), EMBER_OK);
+            break;
+        case EMBER_WRITE_UPSERT:
+            ck_assert_int_eq(ember_table_insert_or_assign(b, keys, 4, v, NULL, &err), EMBER_OK);
+            break;
+        case EMBER_WRITE_ASSIGN:
+            ck_assert_int_eq(ember_table_assign(b, keys, 4, v, fb, NULL, &err), EMBER_OK);
+            break;
+        default:
+            ck_assert_int_eq(ember_table_accum(b, keys, 4, v, fb, &err), EMBER_OK);
+            break;
+        }
+        ck_assert_mem_eq(fa, fb, sizeof fa);
+        tu_snapshot sa, sb;
+        tu_snapshot_take(a, &sa);
+        tu_snapshot_take(b, &sb);
+        ck_assert(tu_snapshot_equal(&sa, &sb));
+        tu_snapshot_free(&sa);
+        tu_snapshot_free(&sb);
+
+        /* the scans it does not skip, and the checks it always makes */
+        tu_snapshot_take(a, &sa);
+        keys[2] = EMBER_KEY_RESERVED_MIN;
+        ck_assert_int_eq(ember_table_write(a, kinds[k], EMBER_CHECKED_VALUES, keys, 4, v, NULL,
+                                           NULL, &err),
+                         EMBER_INVALID_ARGUMENT);
+        ck_assert_ptr_nonnull(strstr(err.message, "at index 2 is reserved"));
+        keys[2] = 1000;
+        v[3 * DIM + 1] = NAN;
+        ck_assert_int_eq(ember_table_write(a, kinds[k], EMBER_CHECKED_KEYS, keys, 4, v, NULL,
+                                           NULL, &err),
+                         EMBER_INVALID_ARGUMENT);
+        ck_assert_ptr_nonnull(strstr(err.message, "of key index 3 hold a non-finite"));
+        v[3 * DIM + 1] = 0.5f;
+        ck_assert_int_eq(ember_table_write(a, kinds[k], both, keys, 4, NULL, NULL, NULL, &err),
+                         EMBER_INVALID_ARGUMENT);
+        ck_assert_ptr_nonnull(strstr(err.message, "is NULL"));
+        ck_assert_int_eq(ember_table_write(a, kinds[k], both, NULL, 4, v, NULL, NULL, &err),
+                         EMBER_INVALID_ARGUMENT);
+        ck_assert_str_eq(err.message, "keys is NULL");
+        tu_snapshot_take(b, &sb);   /* b: a's state before the refused calls */
+        ck_assert(tu_snapshot_equal(&sa, &sb));
+        tu_snapshot_free(&sa);
+        tu_snapshot_free(&sb);
+        ember_table_destroy(a);
+        ember_table_destroy(b);
+    }
+    ember_table *t = seeded(EMBER_OPTIM_SGD);
+    ck_assert_int_eq(ember_table_write(t, (ember_write_kind)7, 0, keys, 4, v, NULL, NULL, &err),
+                     EMBER_INVALID_ARGUMENT);
+    /* what it names is really not read: a value the caller wrongly vouched for
+     * is stored as given */
+    v[1] = NAN;
+    ck_assert_int_eq(ember_table_write(t, EMBER_WRITE_UPSERT, EMBER_CHECKED_VALUES, keys, 1, v,
+                                       NULL, NULL, &err),
+                     EMBER_OK);
+    float row[DIM];
+    ck_assert_int_eq(ember_table_find(t, keys, 1, row, NULL, &err), EMBER_OK);
+    ck_assert(isnan(row[1]));
+    ember_table_destroy(t);
+
+    /* policy ZERO still zeroes a batch whose keys alone were checked */
+    t = zeroing(2, 0.01f);
+    uint64_t key = 1;
+    float g[2] = {1.0f, INFINITY}, out[2];
+    ck_assert_int_eq(ember_table_write(t, EMBER_WRITE_GRADIENTS, EMBER_CHECKED_KEYS, &key, 1,
+                                       g, NULL, NULL, &err),
+                     EMBER_OK);
+    ck_assert_int_eq(ember_table_find(t, &key, 1, out, NULL, NULL), EMBER_OK);
+    ck_assert_float_eq(out[0], -0.01f);
+    ck_assert_float_eq(out[1], 0.0f);
     ember_table_stats st;
     ember_table_stats_get(t, &st);
     ck_assert_uint_eq(st.nonfinite_zeroed, 1);
@@ -587,6 +760,8 @@ static Suite *suite(void)
     suite_add_tcase(s, c);
     TCase *bad = tcase_create("refusals");
     tcase_add_test(bad, reserved_keys_refused_whole);
+    tcase_add_test(bad, validation_errors_across_blocks);
+    tcase_add_test(bad, write_checked_skips_only_what_it_names);
     tcase_add_test(bad, nonfinite_gradients_rejected_by_default);
     tcase_add_test(bad, nonfinite_gradients_zeroed_by_option);
     tcase_add_test(bad, config_out_of_range_refused);
