@@ -422,16 +422,28 @@ static srv_co_queue *push_queue(const push_plan *p)
     return &p->t->co[push_kind(p->req->mode)];
 }
 
-/* One table call of a push `kind`; scores only for calls that run alone. */
-static int push_call(ember_table *t, srv_co_kind kind, const uint64_t *keys, size_t n,
-                     const float *vals, const uint64_t *scores, ember_error *err)
+/* One table call of a push `kind`; scores only for calls that run alone.
+ * `checked`: what push_check already verified of these keys and values
+ * (EMBER_CHECKED_*), which the table then does not scan again. */
+static int push_call(ember_table *t, srv_co_kind kind, unsigned checked, const uint64_t *keys,
+                     size_t n, const float *vals, const uint64_t *scores, ember_error *err)
 {
-    switch (kind) {
-    case SRV_CO_GRADIENTS: return ember_table_apply_gradients(t, keys, n, vals, scores, err);
-    case SRV_CO_ASSIGN: return ember_table_assign(t, keys, n, vals, NULL, scores, err);
-    case SRV_CO_ACCUM: return ember_table_accum(t, keys, n, vals, NULL, err);
-    default: return ember_table_insert_or_assign(t, keys, n, vals, scores, err);
-    }
+    ember_write_kind wk = kind == SRV_CO_GRADIENTS ? EMBER_WRITE_GRADIENTS
+                          : kind == SRV_CO_ASSIGN  ? EMBER_WRITE_ASSIGN
+                          : kind == SRV_CO_ACCUM   ? EMBER_WRITE_ACCUM
+                                                   : EMBER_WRITE_UPSERT;
+    return ember_table_write(t, wk, checked, keys, n, vals, NULL, scores, err);
+}
+
+/* What push_check verifies of a queued push of `kind` on `t`: its keys, and its
+ * values unless the table zeroes non-finite gradients/deltas (then the table's
+ * own pass does that). */
+static unsigned push_checked(const ember_table *t, srv_co_kind kind)
+{
+    int zeroable = kind == SRV_CO_GRADIENTS || kind == SRV_CO_ACCUM;
+    if (zeroable && ember_table_config_of(t)->nonfinite == EMBER_NONFINITE_ZERO)
+        return EMBER_CHECKED_KEYS;
+    return EMBER_CHECKED_KEYS | EMBER_CHECKED_VALUES;
 }
 
 /* Marks (client_id, sequence) seen; 1 when it had been: a duplicate, counted.
@@ -486,7 +498,7 @@ static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error 
     }
     if (scores)
         ember_wire_keys_copy(r->scores, scores);
-    int rc = push_call(p->t->table, push_kind(r->mode), keys, n, vals, scores, err);
+    int rc = push_call(p->t->table, push_kind(r->mode), 0, keys, n, vals, scores, err);
     if (rc) /* refused, nothing applied: a corrected retry may go through */
         return rc;
     push_counted(p->t, n);
@@ -530,6 +542,7 @@ static int gradients_layered(const ember_table *t)
 static int gradients_layers(srv_worker *w, srv_table *t, srv_co_batch *b, uint32_t *layers,
                             int *applied, ember_error *err)
 {
+    unsigned checked = push_checked(t->table, SRV_CO_GRADIENTS);
     size_t N = b->cb_used;
     uint32_t dim = ember_table_dim(t->table);
     size_t map_cap = srv_co_layers_map_cap(N);
@@ -547,7 +560,8 @@ static int gradients_layers(srv_worker *w, srv_table *t, srv_co_batch *b, uint32
     uint32_t top = srv_co_layers(b->cb_keys, N, starts, b->cb_n, layer, map, map_cap);
     *layers = top;
     if (!top)
-        return push_call(t->table, SRV_CO_GRADIENTS, b->cb_keys, N, b->cb_vals, NULL, err);
+        return push_call(t->table, SRV_CO_GRADIENTS, checked, b->cb_keys, N, b->cb_vals, NULL,
+                         err);
     /* count per layer, then each layer's start in the side buffers (reusing
      * `starts`: the members' starts are not needed any more) */
     size_t *cnt = starts, *pos = starts + top + 1;
@@ -578,11 +592,13 @@ static int gradients_layers(srv_worker *w, srv_table *t, srv_co_batch *b, uint32
             memcpy(sv + q * dim, b->cb_vals + i * dim, row);
         }
     }
-    int rc = push_call(t->table, SRV_CO_GRADIENTS, b->cb_keys, front, b->cb_vals, NULL, err);
+    int rc = push_call(t->table, SRV_CO_GRADIENTS, checked, b->cb_keys, front, b->cb_vals, NULL,
+                       err);
     size_t at = 0;
     for (uint32_t l = 1; !rc && l <= top; l++) {
         *applied = 1;
-        rc = push_call(t->table, SRV_CO_GRADIENTS, sk + at, cnt[l], sv + at * dim, NULL, err);
+        rc = push_call(t->table, SRV_CO_GRADIENTS, checked, sk + at, cnt[l], sv + at * dim, NULL,
+                       err);
         at += cnt[l];
     }
     return rc;
@@ -636,7 +652,8 @@ static void push_batch(srv_worker *w, srv_table *t, srv_co_kind kind, srv_co_bat
     if (kind == SRV_CO_GRADIENTS && b->cb_n > 1 && gradients_layered(t->table))
         rc = gradients_layers(w, t, b, &layers, &applied, &err);
     else
-        rc = push_call(t->table, kind, b->cb_keys, b->cb_used, b->cb_vals, NULL, &err);
+        rc = push_call(t->table, kind, push_checked(t->table, kind), b->cb_keys, b->cb_used,
+                       b->cb_vals, NULL, &err);
     co_account(t, kind, b, layers, rc, &t0);
     /* a batch refused as a whole changed nothing: a retry may go through; one that
      * failed half-way keeps the marks (at most once, as dedup.h says) */
