@@ -14,6 +14,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define EMBER_WIRE_HAVE_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -815,8 +816,11 @@ X86_TARGET static void bf16_to_f32_x86(const uint8_t *src, size_t n, float *dst)
 static int cpu_has_x86_path(void)
 {
 #ifdef EMBER_WIRE_HAVE_X86
+    /* avx2 through the compiler (it checks the OS saves the YMM registers); F16C
+     * (CPUID.1:ECX bit 29) by hand, since not every compiler knows its name. */
+    unsigned a, b, c, d;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1u);
 #else
     return 0;
 #endif
@@ -840,78 +844,69 @@ int ember_wire_conv_path(void)
 /* Runs `path`, which the caller has checked the CPU has. */
 static void to_wire_path(int path, int32_t dtype, const float *src, size_t n, uint8_t *dst)
 {
-    if (!n)
+    if (!n) /* src/dst may be NULL then */
         return;
     if (dtype == EMBER_WIRE_F32) {
         memcpy(dst, src, n * 4);
         return;
     }
 #ifdef EMBER_WIRE_HAVE_X86
-    if (path == EMBER_WIRE_CONV_X86) {
-        if (dtype == EMBER_WIRE_F16)
-            f32_to_f16_x86(src, n, dst);
-        else if (dtype == EMBER_WIRE_BF16)
-            f32_to_bf16_x86(src, n, dst);
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_F16) {
+        f32_to_f16_x86(src, n, dst);
         return;
     }
-#else
-    (void)path;
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_BF16) {
+        f32_to_bf16_x86(src, n, dst);
+        return;
+    }
 #endif
+    (void)path;
     to_wire_scalar(dtype, src, n, dst);
-}
-
-void ember_wire_to_wire_on(int path, int32_t dtype, const float *src, size_t n, uint8_t *dst)
-{
-    to_wire_path(path == EMBER_WIRE_CONV_X86 && cpu_has_x86_path() ? path
-                                                                   : EMBER_WIRE_CONV_SCALAR,
-                 dtype, src, n, dst);
 }
 
 static void from_wire_path(int path, int32_t dtype, const uint8_t *src, size_t n, float *dst)
 {
-    if (!n)
+    if (!n) /* src/dst may be NULL then */
         return;
     if (dtype == EMBER_WIRE_F32) {
         memcpy(dst, src, n * 4);
         return;
     }
 #ifdef EMBER_WIRE_HAVE_X86
-    if (path == EMBER_WIRE_CONV_X86) {
-        if (dtype == EMBER_WIRE_F16)
-            f16_to_f32_x86(src, n, dst);
-        else if (dtype == EMBER_WIRE_BF16)
-            bf16_to_f32_x86(src, n, dst);
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_F16) {
+        f16_to_f32_x86(src, n, dst);
         return;
     }
-#else
-    (void)path;
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_BF16) {
+        bf16_to_f32_x86(src, n, dst);
+        return;
+    }
 #endif
+    (void)path;
     from_wire_scalar(dtype, src, n, dst);
+}
+
+static int usable(int path)
+{
+    return path == EMBER_WIRE_CONV_X86 && cpu_has_x86_path() ? path : EMBER_WIRE_CONV_SCALAR;
+}
+
+void ember_wire_to_wire_on(int path, int32_t dtype, const float *src, size_t n, uint8_t *dst)
+{
+    to_wire_path(usable(path), dtype, src, n, dst);
 }
 
 void ember_wire_from_wire_on(int path, int32_t dtype, const uint8_t *src, size_t n, float *dst)
 {
-    from_wire_path(path == EMBER_WIRE_CONV_X86 && cpu_has_x86_path() ? path
-                                                                     : EMBER_WIRE_CONV_SCALAR,
-                   dtype, src, n, dst);
+    from_wire_path(usable(path), dtype, src, n, dst);
 }
 
 void ember_wire_to_wire(int32_t dtype, const float *src, size_t n, uint8_t *dst)
 {
-    if (dtype == EMBER_WIRE_F32) { /* the common case: no path to look up */
-        if (n)
-            memcpy(dst, src, n * 4);
-        return;
-    }
     to_wire_path(ember_wire_conv_path(), dtype, src, n, dst);
 }
 
 void ember_wire_from_wire(int32_t dtype, const uint8_t *src, size_t n, float *dst)
 {
-    if (dtype == EMBER_WIRE_F32) {
-        if (n)
-            memcpy(dst, src, n * 4);
-        return;
-    }
     from_wire_path(ember_wire_conv_path(), dtype, src, n, dst);
 }
