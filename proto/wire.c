@@ -813,14 +813,23 @@ X86_TARGET static void bf16_to_f32_x86(const uint8_t *src, size_t n, float *dst)
 }
 #endif /* EMBER_WIRE_HAVE_X86 */
 
+/* Whether this CPU has the x86 path; asked once per process, since CPUID is slow
+ * (under a hypervisor it traps: microseconds). A race only repeats the question. */
 static int cpu_has_x86_path(void)
 {
 #ifdef EMBER_WIRE_HAVE_X86
-    /* avx2 through the compiler (it checks the OS saves the YMM registers); F16C
-     * (CPUID.1:ECX bit 29) by hand, since not every compiler knows its name. */
-    unsigned a, b, c, d;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1u);
+    static _Atomic int has = -1;
+    int h = atomic_load_explicit(&has, memory_order_relaxed);
+    if (h < 0) {
+        /* avx2 through the compiler (it checks the OS saves the YMM registers);
+         * F16C (CPUID.1:ECX bit 29) by hand, since not every compiler knows its
+         * name. */
+        unsigned a, b, c, d;
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1u);
+        atomic_store_explicit(&has, h, memory_order_relaxed);
+    }
+    return h;
 #else
     return 0;
 #endif
@@ -828,8 +837,7 @@ static int cpu_has_x86_path(void)
 
 int ember_wire_conv_path(void)
 {
-    /* Decided once per process: the CPU does not change, and the environment is
-     * read at the first conversion (a benign race: every thread computes the same). */
+    /* Decided once per process: the environment is read at the first conversion. */
     static _Atomic int path = -1;
     int p = atomic_load_explicit(&path, memory_order_relaxed);
     if (p < 0) {
