@@ -27,6 +27,11 @@
 
 #include "ember/ember.h"
 
+struct ember_batch_slot {
+    uint64_t key;
+    uint32_t val, gen;
+};
+
 typedef struct ember_batch {
     size_t n, m;
     unsigned nshards;
@@ -45,10 +50,11 @@ typedef struct ember_batch {
     uint32_t *b_ucount;   /* [n] */
     uint32_t *b_ushard;   /* [n] */
     size_t *b_cursor;     /* [nshards] */
-    uint64_t *b_hkeys;    /* open-addressing map key → first-occurrence index */
-    uint32_t *b_hval, *b_hstamp;
+    /* open-addressing map key → first-occurrence index, one cache line per probe;
+     * a slot is used iff its gen == b_gen, so nothing is cleared per build */
+    struct ember_batch_slot *b_slots;
     size_t b_hcap;
-    uint32_t b_gen;       /* a slot is used iff b_hstamp[slot] == b_gen */
+    uint32_t b_gen;
     float *b_merged;      /* summed rows of keys that occur more than once */
     size_t cap_rows;
 } ember_batch;

@@ -640,6 +640,7 @@ static void op_destroy(ember_call *op)
     ember_batch_free(&op->pull_b);
     ember_batch_free(&op->push_b);
     free(op->rowptr);
+    free(op->straddle);
     pthread_mutex_destroy(&op->mu);
     pthread_cond_destroy(&op->cv);
     free(op);
@@ -667,6 +668,7 @@ ember_call *ember_call_acquire(ember_client *c, int kind)
     op->next = NULL;
     op->kind = kind;
     op->retry = 1;
+    op->keep_slices = 0;
     op->timeout_ms = c->timeout_ms;
     op->outstanding = 0;
     op->ncalls = 0;
@@ -964,7 +966,7 @@ int ember_call_finish(ember_call *op, ember_error *err)
     ember_shard_call *bad = NULL;
     for (size_t i = 0; i < n; i++) {
         ember_shard_call *sc = &op->calls[i];
-        if (sc->code == 0 && ember_shard_call_take_reply(sc) != 0) {
+        if (sc->code == 0 && !op->keep_slices && ember_shard_call_take_reply(sc) != 0) {
             sc->code = EMBER_RESOURCE_EXHAUSTED;
             snprintf(sc->msg, sizeof sc->msg, "cannot copy the reply");
         }

@@ -109,6 +109,8 @@ typedef struct ember_call {
     struct ember_call *next;     /* free list */
     int kind;                    /* EMBER_CALL_* in train.c / admin.c */
     int retry;                   /* retry UNAVAILABLE */
+    int keep_slices;             /* 1: ember_call_finish leaves replies in sc->recv
+                                  * unflattened (train.c reads them, reply.h) */
     gpr_timespec deadline;
     unsigned timeout_ms;
 
@@ -130,6 +132,8 @@ typedef struct ember_call {
     ember_batch pull_b, push_b;
     const uint8_t **rowptr;      /* [pull_b.m] reply row of each grouped key */
     size_t rowptr_cap;
+    uint8_t *straddle;           /* copies of reply rows split over two slices */
+    size_t straddle_cap;
 } ember_call;
 
 /* Takes a call from the pool (or makes one); NULL when out of memory. */
@@ -147,7 +151,8 @@ void ember_call_start(ember_call *op);
 /* Waits for every call (retrying UNAVAILABLE when op->retry, within the
  * deadline) and returns 0, or the status of the failing call with the lowest
  * shard index, with "shard i (host:port): message" in err. Replies stay readable
- * in op->calls[i].resp until ember_call_release. */
+ * in op->calls[i].resp (op->calls[i].recv only, when op->keep_slices) until
+ * ember_call_release. */
 int ember_call_finish(ember_call *op, ember_error *err);
 /* Points sc->resp/resp_len at sc->recv's bytes: in place when gRPC handed over
  * one uncompressed slice, else copied into sc's reusable buffer. Returns 0 or

@@ -7,14 +7,16 @@
  * then gets one request — Pull, Push, or PushPull when it has both parts — encoded
  * by proto/wire.h straight into a pooled buffer that gRPC sends without a copy;
  * all shards' requests start before any is waited on. Replies are decoded in
- * place and their rows scattered to the caller's order, duplicates included,
- * converting from the wire dtype.
+ * place (reply.h: from gRPC's slices, without flattening them) and their rows
+ * scattered to the caller's order, duplicates included, converting from the wire
+ * dtype in the same pass.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client/internal.h"
+#include "client/reply.h"
 #include "proto/wire.h"
 
 enum { EMBER_CALL_TRAIN = 1 };
@@ -103,6 +105,7 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
     op->mode = a->mode;
     op->n = a->n_pull;
     op->keys = a->has_pull ? a->pull_keys : NULL;
+    op->keep_slices = 1; /* train_finish reads replies from gRPC's slices */
 
     /* Every check before anything is sent: a refused call changes nothing. */
     ember_batch *pb = &op->pull_b, *ub = &op->push_b;
@@ -225,44 +228,98 @@ static int bad_reply(ember_call *op, unsigned s, ember_error *err, const char *w
     return ember_call_shard_error(op, s, EMBER_INTERNAL, err, "malformed %s reply: %s", what, msg);
 }
 
+/* A call's pull reply: its fields, and where its rows are (contiguous data, or
+ * data == NULL and the rows at values_off in the call's received slices). */
+typedef struct pull_part {
+    uint32_t dim;
+    int32_t dtype;
+    const uint8_t *data;
+    size_t values_off, values_len;
+} pull_part;
+
+/* Decodes shard call sc's reply: straight from gRPC's slices when reply.h's
+ * reader takes it, else flattened and decoded by proto/wire.h. Fills *pp and
+ * sets *has_pull for a reply with a pull part. */
+static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int *has_pull,
+                        ember_error *err)
+{
+    ember_client *c = op->c;
+    const unsigned s = sc->shard;
+    char msg[160];
+    *has_pull = 0;
+    if (sc->method != EMBER_M_PUSH) {
+        ember_reply_pull rp;
+        if (ember_reply_pull_parse(sc->recv, sc->method == EMBER_M_PUSHPULL, &rp)) {
+            if (rp.push_duplicate)
+                atomic_fetch_add(&c->debug_duplicate_acks, 1);
+            *pp = (pull_part){.dim = rp.dim, .dtype = rp.dtype, .data = NULL,
+                              .values_off = rp.values_off, .values_len = rp.values_len};
+            *has_pull = 1;
+            return 0;
+        }
+    }
+    int rv = ember_shard_call_take_reply(sc);
+    if (rv != 0)
+        return ember_call_shard_error(op, s, rv, err, "cannot copy the reply");
+    ember_wire_pull_response pr;
+    if (sc->method == EMBER_M_PULL) {
+        if (ember_wire_pull_response_decode(sc->resp, sc->resp_len, &pr, msg, sizeof msg))
+            return bad_reply(op, s, err, "Pull", msg);
+    } else if (sc->method == EMBER_M_PUSH) {
+        ember_wire_push_response ur;
+        if (ember_wire_push_response_decode(sc->resp, sc->resp_len, &ur, msg, sizeof msg))
+            return bad_reply(op, s, err, "Push", msg);
+        if (ur.duplicate)
+            atomic_fetch_add(&c->debug_duplicate_acks, 1);
+        return 0;
+    } else {
+        ember_wire_pushpull_response ppr;
+        if (ember_wire_pushpull_response_decode(sc->resp, sc->resp_len, &ppr, msg, sizeof msg))
+            return bad_reply(op, s, err, "PushPull", msg);
+        if (!ppr.has_pull)
+            return bad_reply(op, s, err, "PushPull", "no pull part");
+        if (ppr.push.duplicate)
+            atomic_fetch_add(&c->debug_duplicate_acks, 1);
+        pr = ppr.pull;
+    }
+    *pp = (pull_part){.dim = pr.dim, .dtype = pr.dtype, .data = pr.values.data,
+                      .values_off = 0, .values_len = pr.values.len};
+    *has_pull = 1;
+    return 0;
+}
+
 /* Waits, decodes, scatters. Does not release the op. */
 static int train_finish(ember_call *op, ember_error *err)
 {
     int rv = ember_call_finish(op, err);
     if (rv != 0)
         return rv;
-    ember_client *c = op->c;
     ember_batch *pb = &op->pull_b;
     const uint32_t dim = op->dim;
     int32_t dtype = -1;
-    char msg[160];
+
+    /* Scratch for rows split over two slices: at most one per slice boundary. */
+    size_t nslices = 0;
+    for (size_t ci = 0; ci < op->ncalls; ci++)
+        if (op->calls[ci].method != EMBER_M_PUSH)
+            nslices += ember_reply_slices(op->calls[ci].recv);
+    size_t most_row = (size_t)dim * 4;
+    if (nslices * most_row > op->straddle_cap) {
+        void *p = realloc(op->straddle, nslices * most_row);
+        if (!p)
+            return oom(err);
+        op->straddle = p;
+        op->straddle_cap = nslices * most_row;
+    }
+    uint8_t *scratch = op->straddle;
+
     for (size_t ci = 0; ci < op->ncalls; ci++) {
         ember_shard_call *sc = &op->calls[ci];
         const unsigned s = sc->shard;
-        ember_wire_pull_response pr;
-        int have_pull = 0;
-        if (sc->method == EMBER_M_PULL) {
-            if (ember_wire_pull_response_decode(sc->resp, sc->resp_len, &pr, msg, sizeof msg))
-                return bad_reply(op, s, err, "Pull", msg);
-            have_pull = 1;
-        } else if (sc->method == EMBER_M_PUSH) {
-            ember_wire_push_response ur;
-            if (ember_wire_push_response_decode(sc->resp, sc->resp_len, &ur, msg, sizeof msg))
-                return bad_reply(op, s, err, "Push", msg);
-            if (ur.duplicate)
-                atomic_fetch_add(&c->debug_duplicate_acks, 1);
-        } else {
-            ember_wire_pushpull_response ppr;
-            if (ember_wire_pushpull_response_decode(sc->resp, sc->resp_len, &ppr, msg,
-                                                    sizeof msg))
-                return bad_reply(op, s, err, "PushPull", msg);
-            if (!ppr.has_pull)
-                return bad_reply(op, s, err, "PushPull", "no pull part");
-            if (ppr.push.duplicate)
-                atomic_fetch_add(&c->debug_duplicate_acks, 1);
-            pr = ppr.pull;
-            have_pull = 1;
-        }
+        pull_part pr;
+        int have_pull;
+        if ((rv = decode_reply(op, sc, &pr, &have_pull, err)) != 0)
+            return rv;
         if (!have_pull)
             continue;
 
@@ -282,15 +339,20 @@ static int train_finish(ember_call *op, ember_error *err)
                                           ember_wire_dtype_name(dtype));
         dtype = pr.dtype;
         size_t row_bytes = (size_t)dim * dsize;
-        if (pr.values.len != cnt * row_bytes)
+        if (pr.values_len != cnt * row_bytes)
             return ember_call_shard_error(op, s, EMBER_INTERNAL, err,
                                           "reply has %zu value bytes for %zu keys × dim %u %s",
-                                          pr.values.len, cnt, dim, ember_wire_dtype_name(pr.dtype));
-        for (size_t j = 0; j < cnt; j++)
-            op->rowptr[lo + j] = pr.values.data + j * row_bytes;
+                                          pr.values_len, cnt, dim, ember_wire_dtype_name(pr.dtype));
+        if (pr.data)
+            for (size_t j = 0; j < cnt; j++)
+                op->rowptr[lo + j] = pr.data + j * row_bytes;
+        else
+            ember_reply_rows(sc->recv, pr.values_off, row_bytes, cnt, op->rowptr + lo,
+                             &scratch);
     }
     if (op->keys && op->n && dtype >= 0) {
-        /* Scatter to the caller's order; a duplicate key's row is copied again. */
+        /* Scatter to the caller's order, converting from the wire dtype; a
+         * duplicate key's row is read again. */
         const uint32_t *idx = pb->idx;
         float *out = op->out;
         for (size_t i = 0; i < op->n; i++, out += dim)

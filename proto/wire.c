@@ -7,8 +7,16 @@
 #include "proto/wire.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EMBER_WIRE_HAVE_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
@@ -681,15 +689,23 @@ float ember_wire_f16_to_f32(uint16_t h)
     return u2f(sign | f2u(v));
 }
 
-void ember_wire_to_wire(int32_t dtype, const float *src, size_t n, uint8_t *dst)
+/* ---- array conversions: scalar and x86 (F16C / AVX2) ------------------------
+ *
+ * The x86 path must give the scalar path's bits for every input (test_wire.c
+ * checks all 65,536 half and bfloat values, the rounding ties around each, and
+ * NaN payloads). Where the hardware differs it is patched lane by lane:
+ * vcvtph2ps quiets a signalling NaN (sets the float's quiet bit), while
+ * ember_wire_f16_to_f32 keeps the half's payload exactly, so NaN lanes are
+ * rebuilt from their bits. float32 → float16 needs no patch: vcvtps2ph with
+ * round-to-nearest-even overflows to Inf at 65,520, makes subnormals exactly,
+ * and turns a NaN into sign | 0x7e00 | top 10 payload bits, as the scalar code
+ * does. bfloat16 has no conversion instruction before AVX-512; the AVX2 code is
+ * the scalar code's integer arithmetic, eight lanes at a time. */
+
+static void to_wire_scalar(int32_t dtype, const float *src, size_t n, uint8_t *dst)
 {
     size_t i;
-    if (!n)
-        return;
     switch (dtype) {
-    case EMBER_WIRE_F32:
-        memcpy(dst, src, n * 4);
-        return;
     case EMBER_WIRE_F16:
         for (i = 0; i < n; i++) {
             uint16_t h = ember_wire_f32_to_f16(src[i]);
@@ -705,16 +721,11 @@ void ember_wire_to_wire(int32_t dtype, const float *src, size_t n, uint8_t *dst)
     }
 }
 
-void ember_wire_from_wire(int32_t dtype, const uint8_t *src, size_t n, float *dst)
+static void from_wire_scalar(int32_t dtype, const uint8_t *src, size_t n, float *dst)
 {
     size_t i;
     uint16_t h;
-    if (!n)
-        return;
     switch (dtype) {
-    case EMBER_WIRE_F32:
-        memcpy(dst, src, n * 4);
-        return;
     case EMBER_WIRE_F16:
         for (i = 0; i < n; i++) {
             memcpy(&h, src + 2 * i, 2);
@@ -728,4 +739,182 @@ void ember_wire_from_wire(int32_t dtype, const uint8_t *src, size_t n, float *ds
         }
         return;
     }
+}
+
+#ifdef EMBER_WIRE_HAVE_X86
+#define X86_TARGET __attribute__((target("f16c,avx2")))
+
+X86_TARGET static void f32_to_f16_x86(const float *src, size_t n, uint8_t *dst)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)(void *)(dst + 2 * i), h);
+    }
+    to_wire_scalar(EMBER_WIRE_F16, src + i, n - i, dst + 2 * i);
+}
+
+X86_TARGET static void f16_to_f32_x86(const uint8_t *src, size_t n, float *dst)
+{
+    const __m256i mag = _mm256_set1_epi32(0x7fff), inf = _mm256_set1_epi32(0x7c00),
+                  sgn = _mm256_set1_epi32(0x8000), man = _mm256_set1_epi32(0x3ff),
+                  exp = _mm256_set1_epi32(0x7f800000);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
+        __m256 f = _mm256_cvtph_ps(h);
+        __m256i w = _mm256_cvtepu16_epi32(h);
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(w, mag), inf);
+        __m256i bits = _mm256_or_si256(
+            _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(w, sgn), 16), exp),
+            _mm256_slli_epi32(_mm256_and_si256(w, man), 13));
+        f = _mm256_blendv_ps(f, _mm256_castsi256_ps(bits), _mm256_castsi256_ps(nan));
+        _mm256_storeu_ps(dst + i, f);
+    }
+    from_wire_scalar(EMBER_WIRE_F16, src + 2 * i, n - i, dst + i);
+}
+
+/* Eight floats → eight bfloat16 in the low 16 bits of each 32-bit lane. */
+X86_TARGET static inline __m256i bf16_lanes(__m256i u)
+{
+    const __m256i one = _mm256_set1_epi32(1), rnd = _mm256_set1_epi32(0x7fff),
+                  abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000),
+                  quiet = _mm256_set1_epi32(0x40);
+    __m256i hi = _mm256_srli_epi32(u, 16);
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(u, _mm256_add_epi32(rnd, _mm256_and_si256(hi, one))), 16);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
+    return _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
+}
+
+X86_TARGET static void f32_to_bf16_x86(const float *src, size_t n, uint8_t *dst)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i a = bf16_lanes(_mm256_loadu_si256((const __m256i *)(const void *)(src + i)));
+        __m256i b = bf16_lanes(_mm256_loadu_si256((const __m256i *)(const void *)(src + i + 8)));
+        /* packus works within 128-bit halves: a0 b0 | a1 b1 → a0 a1 b0 b1 */
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xd8);
+        _mm256_storeu_si256((__m256i *)(void *)(dst + 2 * i), p);
+    }
+    to_wire_scalar(EMBER_WIRE_BF16, src + i, n - i, dst + 2 * i);
+}
+
+X86_TARGET static void bf16_to_f32_x86(const uint8_t *src, size_t n, float *dst)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i),
+                            _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    from_wire_scalar(EMBER_WIRE_BF16, src + 2 * i, n - i, dst + i);
+}
+#endif /* EMBER_WIRE_HAVE_X86 */
+
+/* Whether this CPU has the x86 path; asked once per process, since CPUID is slow
+ * (under a hypervisor it traps: microseconds). A race only repeats the question. */
+static int cpu_has_x86_path(void)
+{
+#ifdef EMBER_WIRE_HAVE_X86
+    static _Atomic int has = -1;
+    int h = atomic_load_explicit(&has, memory_order_relaxed);
+    if (h < 0) {
+        /* avx2 through the compiler (it checks the OS saves the YMM registers);
+         * F16C (CPUID.1:ECX bit 29) by hand, since not every compiler knows its
+         * name. */
+        unsigned a, b, c, d;
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1u);
+        atomic_store_explicit(&has, h, memory_order_relaxed);
+    }
+    return h;
+#else
+    return 0;
+#endif
+}
+
+int ember_wire_conv_path(void)
+{
+    /* Decided once per process: the environment is read at the first conversion. */
+    static _Atomic int path = -1;
+    int p = atomic_load_explicit(&path, memory_order_relaxed);
+    if (p < 0) {
+        const char *env = getenv("EMBER_WIRE_SCALAR");
+        int force_scalar = env && *env && strcmp(env, "0") != 0;
+        p = !force_scalar && cpu_has_x86_path() ? EMBER_WIRE_CONV_X86 : EMBER_WIRE_CONV_SCALAR;
+        atomic_store_explicit(&path, p, memory_order_relaxed);
+    }
+    return p;
+}
+
+/* Runs `path`, which the caller has checked the CPU has. */
+static void to_wire_path(int path, int32_t dtype, const float *src, size_t n, uint8_t *dst)
+{
+    if (!n) /* src/dst may be NULL then */
+        return;
+    if (dtype == EMBER_WIRE_F32) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+#ifdef EMBER_WIRE_HAVE_X86
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_F16) {
+        f32_to_f16_x86(src, n, dst);
+        return;
+    }
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_BF16) {
+        f32_to_bf16_x86(src, n, dst);
+        return;
+    }
+#endif
+    (void)path;
+    to_wire_scalar(dtype, src, n, dst);
+}
+
+static void from_wire_path(int path, int32_t dtype, const uint8_t *src, size_t n, float *dst)
+{
+    if (!n) /* src/dst may be NULL then */
+        return;
+    if (dtype == EMBER_WIRE_F32) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+#ifdef EMBER_WIRE_HAVE_X86
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_F16) {
+        f16_to_f32_x86(src, n, dst);
+        return;
+    }
+    if (path == EMBER_WIRE_CONV_X86 && dtype == EMBER_WIRE_BF16) {
+        bf16_to_f32_x86(src, n, dst);
+        return;
+    }
+#endif
+    (void)path;
+    from_wire_scalar(dtype, src, n, dst);
+}
+
+static int usable(int path)
+{
+    return path == EMBER_WIRE_CONV_X86 && cpu_has_x86_path() ? path : EMBER_WIRE_CONV_SCALAR;
+}
+
+void ember_wire_to_wire_on(int path, int32_t dtype, const float *src, size_t n, uint8_t *dst)
+{
+    to_wire_path(usable(path), dtype, src, n, dst);
+}
+
+void ember_wire_from_wire_on(int path, int32_t dtype, const uint8_t *src, size_t n, float *dst)
+{
+    from_wire_path(usable(path), dtype, src, n, dst);
+}
+
+void ember_wire_to_wire(int32_t dtype, const float *src, size_t n, uint8_t *dst)
+{
+    to_wire_path(ember_wire_conv_path(), dtype, src, n, dst);
+}
+
+void ember_wire_from_wire(int32_t dtype, const uint8_t *src, size_t n, float *dst)
+{
+    from_wire_path(ember_wire_conv_path(), dtype, src, n, dst);
 }

@@ -39,7 +39,8 @@
  * it too. Status codes are gRPC's numbers. Little-endian hosts only, like the
  * checkpoint format.
  *
- * Thread-safety: every function is pure; use any of them from any thread.
+ * Thread-safety: every function is pure (ember_wire_conv_path reads the
+ * environment once); use any of them from any thread.
  */
 #ifndef EMBER_WIRE_H
 #define EMBER_WIRE_H
@@ -175,6 +176,21 @@ void ember_wire_keys_copy(ember_wire_bytes keys, uint64_t *dst);
  * writes n floats as dtype. Unknown dtypes are the caller's to refuse. */
 void ember_wire_to_wire(int32_t dtype, const float *src, size_t n, uint8_t *dst);
 void ember_wire_from_wire(int32_t dtype, const uint8_t *src, size_t n, float *dst);
+
+/* Which code the two calls above run for float16/bfloat16:
+ * EMBER_WIRE_CONV_X86 (F16C for float16, AVX2 for bfloat16) when the CPU has
+ * both, else EMBER_WIRE_CONV_SCALAR. The environment variable EMBER_WIRE_SCALAR
+ * set to anything but "" or "0" forces the scalar code. Decided at the first
+ * call and fixed for the process. Both paths give the same bits for every input
+ * (test_wire.c). */
+#define EMBER_WIRE_CONV_SCALAR 0
+#define EMBER_WIRE_CONV_X86 1
+int ember_wire_conv_path(void);
+/* The same conversions on a chosen path (tests, benchmarks); a path the CPU
+ * lacks runs the scalar code. */
+void ember_wire_to_wire_on(int path, int32_t dtype, const float *src, size_t n, uint8_t *dst);
+void ember_wire_from_wire_on(int path, int32_t dtype, const uint8_t *src, size_t n, float *dst);
+
 uint16_t ember_wire_f32_to_f16(float f);
 float ember_wire_f16_to_f32(uint16_t h);
 uint16_t ember_wire_f32_to_bf16(float f);

@@ -198,6 +198,39 @@ START_TEST(reserved_keys_refused)
 }
 END_TEST
 
+/* The map is not cleared between builds: a build refused half-way (a reserved
+ * key after some keys were entered) and the generation counter wrapping must
+ * leave nothing behind for the next build to see. */
+START_TEST(map_reuse_after_refusal_and_wrap)
+{
+    ember_batch b;
+    ember_batch_init(&b);
+    uint64_t keys[300];
+    for (unsigned shards = 1; shards <= 3; shards++) {
+        for (size_t i = 0; i < 300; i++)
+            keys[i] = i % 100;
+        keys[250] = UINT64_C(0xFFFFFFFFFFFFFFFF);
+        ember_error e;
+        ck_assert_int_eq(ember_batch_build(&b, keys, 300, shards, &e), EMBER_INVALID_ARGUMENT);
+        ck_assert_ptr_nonnull(strstr(e.message, "key 250"));
+        keys[250] = 7;
+        for (size_t i = 0; i < 300; i++)
+            keys[i] += 50; /* half the keys were in the refused build's map */
+        ck_assert_int_eq(ember_batch_build(&b, keys, 300, shards, NULL), 0);
+        check_build(&b, keys, 300, shards);
+        ck_assert_uint_eq(b.m, 100);
+        b.b_gen = UINT32_MAX; /* the next build wraps to generation 0 */
+        ck_assert_int_eq(ember_batch_build(&b, keys + 100, 200, shards, NULL), 0);
+        check_build(&b, keys + 100, 200, shards);
+        ck_assert_uint_eq(b.m, 100);
+        ck_assert_int_eq(ember_batch_build(&b, keys, 300, shards, NULL), 0);
+        check_build(&b, keys, 300, shards);
+        ck_assert_uint_eq(b.m, 100);
+    }
+    ember_batch_free(&b);
+}
+END_TEST
+
 START_TEST(merge_sums_in_caller_order)
 {
     const uint32_t dim = 3;
@@ -278,6 +311,7 @@ int main(void)
     tcase_add_test(tc, dedup_small);
     tcase_add_test(tc, dedup_random_reused);
     tcase_add_test(tc, reserved_keys_refused);
+    tcase_add_test(tc, map_reuse_after_refusal_and_wrap);
     tcase_add_test(tc, merge_sums_in_caller_order);
     tcase_add_test(tc, merge_random);
     suite_add_tcase(s, tc);

@@ -4,10 +4,13 @@
  * unpacks it to the same values), protobuf-c's pack decodes with ours to the same
  * values, unknown fields are skipped as protobuf-c skips them, and every
  * malformation is refused with INVALID_ARGUMENT and a message. Also the
- * float16/bfloat16 conversions (round to nearest even) and encoding with holes.
+ * float16/bfloat16 conversions (round to nearest even; the F16C/AVX2 path
+ * against the scalar one bit for bit) and encoding with holes.
  */
 #include <check.h>
+#include <cpuid.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -808,6 +811,141 @@ START_TEST(array_conversions)
 }
 END_TEST
 
+/* ---- the x86 conversion path against the scalar one, bit for bit ---------- */
+
+/* Both paths over src[0..n) as float32 → dtype → float32, at byte offset 1 (so
+ * every load and store is unaligned) and at every tail length 0..17. */
+static void paths_agree_to_wire(int32_t dtype, const float *src, size_t n)
+{
+    uint8_t *a = malloc(2 * n + 1), *b = malloc(2 * n + 1);
+    ck_assert(a && b);
+    ember_wire_to_wire_on(EMBER_WIRE_CONV_SCALAR, dtype, src, n, a + 1);
+    ember_wire_to_wire_on(EMBER_WIRE_CONV_X86, dtype, src, n, b + 1);
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(a + 1 + 2 * i, b + 1 + 2 * i, 2) != 0) {
+            uint32_t u;
+            uint16_t x, y;
+            memcpy(&u, src + i, 4);
+            memcpy(&x, a + 1 + 2 * i, 2);
+            memcpy(&y, b + 1 + 2 * i, 2);
+            ck_abort_msg("%s of float 0x%08x: scalar 0x%04x, x86 0x%04x",
+                         ember_wire_dtype_name(dtype), u, x, y);
+        }
+    /* the single-value function is the scalar path */
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = dtype == EMBER_WIRE_F16 ? ember_wire_f32_to_f16(src[i])
+                                             : ember_wire_f32_to_bf16(src[i]), x;
+        memcpy(&x, a + 1 + 2 * i, 2);
+        ck_assert_uint_eq(h, x);
+    }
+    for (size_t len = 0; len <= 17 && len <= n; len++) {
+        memset(a, 0xEE, 2 * len + 1);
+        memset(b, 0xEE, 2 * len + 1);
+        ember_wire_to_wire_on(EMBER_WIRE_CONV_SCALAR, dtype, src + 3, len > 3 ? len - 3 : 0, a);
+        ember_wire_to_wire_on(EMBER_WIRE_CONV_X86, dtype, src + 3, len > 3 ? len - 3 : 0, b);
+        ck_assert(memcmp(a, b, 2 * len + 1) == 0);
+    }
+    free(a);
+    free(b);
+}
+
+static void paths_agree_from_wire(int32_t dtype, const uint8_t *src, size_t n)
+{
+    float *a = malloc(n * 4 + 4), *b = malloc(n * 4 + 4);
+    ck_assert(a && b);
+    ember_wire_from_wire_on(EMBER_WIRE_CONV_SCALAR, dtype, src, n, a);
+    ember_wire_from_wire_on(EMBER_WIRE_CONV_X86, dtype, src, n, b);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        uint32_t x, y, want;
+        memcpy(&h, src + 2 * i, 2);
+        memcpy(&x, a + i, 4);
+        memcpy(&y, b + i, 4);
+        float w = dtype == EMBER_WIRE_F16 ? ember_wire_f16_to_f32(h) : ember_wire_bf16_to_f32(h);
+        memcpy(&want, &w, 4);
+        ck_assert_msg(x == want && y == want, "%s 0x%04x: want 0x%08x, scalar 0x%08x, x86 0x%08x",
+                      ember_wire_dtype_name(dtype), h, want, x, y);
+    }
+    for (size_t len = 0; len <= 17 && len <= n; len++) {
+        memset(a, 0xEE, 4 * len + 4);
+        memset(b, 0xEE, 4 * len + 4);
+        ember_wire_from_wire_on(EMBER_WIRE_CONV_SCALAR, dtype, src + 1, len / 2, a);
+        ember_wire_from_wire_on(EMBER_WIRE_CONV_X86, dtype, src + 1, len / 2, b);
+        ck_assert(memcmp(a, b, 4 * len + 4) == 0);
+    }
+    free(a);
+    free(b);
+}
+
+START_TEST(x86_conversions_match_scalar_bit_for_bit)
+{
+    unsigned ra, rb, rc, rd;
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx2") && __get_cpuid(1, &ra, &rb, &rc, &rd) &&
+          (rc >> 29 & 1u)))
+        fprintf(stderr, "note: no F16C/AVX2 here; both paths run the scalar code\n");
+    else if (!getenv("EMBER_WIRE_SCALAR"))
+        ck_assert_int_eq(ember_wire_conv_path(), EMBER_WIRE_CONV_X86);
+
+    for (int d = 0; d < 2; d++) {
+        const int32_t dtype = d ? EMBER_WIRE_BF16 : EMBER_WIRE_F16;
+        /* Every 16-bit value, read at an odd address, to float32. */
+        uint8_t *wire = malloc(2 * 0x10000 + 1);
+        ck_assert(wire);
+        for (uint32_t h = 0; h < 0x10000; h++) {
+            uint16_t v = (uint16_t)h;
+            memcpy(wire + 1 + 2 * h, &v, 2);
+        }
+        paths_agree_from_wire(dtype, wire + 1, 0x10000);
+        free(wire);
+
+        /* float32 → dtype: every representable value, the exact ties between
+         * neighbours and one bit either side of each tie, NaNs with each single
+         * payload bit (signalling and quiet, both signs), overflow and
+         * underflow edges, and a sweep of all 2^32 bit patterns with a prime
+         * stride. */
+        size_t cap = 4 * 0x10000 + 256 + (UINT64_C(1) << 32) / 4093 + 16, n = 0;
+        uint32_t *u = malloc(cap * 4);
+        ck_assert(u);
+        for (uint32_t h = 0; h < 0x10000; h++) {
+            float f = dtype == EMBER_WIRE_F16 ? ember_wire_f16_to_f32((uint16_t)h)
+                                              : ember_wire_bf16_to_f32((uint16_t)h);
+            memcpy(&u[n++], &f, 4);
+            if (isnan(f) || isinf(f))
+                continue;
+            uint32_t next = (h + 1) & 0xffffu;
+            float g = dtype == EMBER_WIRE_F16 ? ember_wire_f16_to_f32((uint16_t)next)
+                                              : ember_wire_bf16_to_f32((uint16_t)next);
+            if (isnan(g) || (next & 0x7fffu) == 0)
+                continue;
+            float mid = (float)(((double)f + (double)g) / 2); /* exact: one more bit */
+            uint32_t mu;
+            memcpy(&mu, &mid, 4);
+            u[n++] = mu;
+            u[n++] = mu + 1;
+            u[n++] = mu - 1;
+        }
+        for (unsigned bit = 0; bit < 23; bit++)
+            for (uint32_t sign = 0; sign <= 1; sign++) {
+                u[n++] = sign << 31 | 0x7f800000u | 1u << bit;
+                u[n++] = sign << 31 | 0x7fc00000u | 1u << bit;
+                u[n++] = sign << 31 | 0x7f800000u | (0x7fffffu >> bit);
+            }
+        static const uint32_t edges[] = {
+            0x477fefffu, 0x477ff000u, 0x477ff001u, 0x7f7fffffu, 0x7f800000u, 0xff800000u,
+            0x33000000u, 0x33000001u, 0x32ffffffu, 0x387fffffu, 0x38800000u, 0x00000001u,
+            0x807fffffu, 0x80000000u, 0x7f7f8000u, 0x7f7f7fffu, 0xff7f8000u};
+        for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+            u[n++] = edges[i];
+        for (uint64_t x = 0; x < (UINT64_C(1) << 32); x += 4093)
+            u[n++] = (uint32_t)x;
+        ck_assert_uint_le(n, cap);
+        paths_agree_to_wire(dtype, (const float *)(const void *)u, n);
+        free(u);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("wire");
@@ -826,6 +964,7 @@ int main(void)
     tcase_add_test(tc, f16_round_trip_and_ties_to_even);
     tcase_add_test(tc, bf16_round_trip_and_ties_to_even);
     tcase_add_test(tc, array_conversions);
+    tcase_add_test(tc, x86_conversions_match_scalar_bit_for_bit);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

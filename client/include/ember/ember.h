@@ -117,7 +117,10 @@ typedef struct ember_client_options {
      * Pulls, pushes (applied at most once on the server) and describe are
      * retried; create, drop, save and load are not. */
     unsigned max_retries;
-    /* Wire type of values and gradients (default float32). */
+    /* Wire type of values and gradients (default float32). float16/bfloat16
+     * are converted with F16C/AVX2 where the CPU has them, bit for bit as the
+     * scalar code does; EMBER_WIRE_SCALAR=1 in the environment forces the
+     * scalar code. */
     ember_dtype wire_dtype;
     /* Client id for at-most-once pushes (0: random at open). Give each worker
      * its own; reusing one after a restart is safe (sequence numbers start

@@ -166,11 +166,12 @@ int main(int argc, char **argv)
         if (o.concs[i].clients > max_clients)
             max_clients = o.concs[i].clients;
     printf("clients: up to %u ember_client(s) per measurement, opened for it; channels_per_shard "
-           "%u%s; deadline %u ms\n",
+           "%u%s; deadline %u ms; wire dtype %s\n",
            max_clients, o.channels,
            o.channels > 1 ? " (each client its own connections, calls round-robin over them)"
                           : " (the clients of this process share one connection per shard)",
-           o.timeout_ms);
+           o.timeout_ms,
+           o.wire_dtype == 1 ? "float16" : o.wire_dtype == 2 ? "bfloat16" : "float32");
 
     /* gradients: small, so that values stay finite however long it runs */
     size_t max_n = 0;

@@ -53,6 +53,8 @@ static void usage(FILE *out)
             "  --ops LIST           pull,push-adagrad,push-sgd,push-adam,pushpull (default all\n"
             "                       but push-adam)\n"
             "  --pull-table T       the table pulls read: sgd, adagrad or adam (default sgd)\n"
+            "  --wire-dtype T       float32, float16 or bfloat16: the clients' wire_dtype\n"
+            "                       (default float32; payload GB/s counts wire bytes)\n"
             "  --keys LIST          keys per request (default 4096,65536)\n"
             "  --latency            also 1 key per request\n"
             "  --dims LIST          (default 64,128)\n"
@@ -226,7 +228,8 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         O_SERVER = 256, O_SHARDS, O_SERVERS, O_THREADS, O_CHANNELS, O_OPS, O_KEYS, O_LATENCY,
         O_DIMS, O_DISTS, O_CONC, O_SECONDS, O_WARMUP, O_REPS, O_UNIVERSE, O_CAPACITY, O_ZIPF,
         O_SEED, O_TIMEOUT, O_IPERF_S, O_NO_IPERF, O_CSV, O_QUICK, O_HELP, O_BACKENDS,
-        O_MATRIX, O_SERVER_ARGS, O_BUDGET, O_IPERF, O_IPERF_STREAMS, O_PULL_TABLE
+        O_MATRIX, O_SERVER_ARGS, O_BUDGET, O_IPERF, O_IPERF_STREAMS, O_PULL_TABLE,
+        O_WIRE_DTYPE
     };
     static const struct option lo[] = {
         {"server", 1, 0, O_SERVER},     {"shards", 1, 0, O_SHARDS},
@@ -245,6 +248,7 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         {"server-args", 1, 0, O_SERVER_ARGS}, {"budget", 1, 0, O_BUDGET},
         {"iperf", 1, 0, O_IPERF},       {"iperf-streams", 1, 0, O_IPERF_STREAMS},
         {"pull-table", 1, 0, O_PULL_TABLE},
+        {"wire-dtype", 1, 0, O_WIRE_DTYPE},
         {0, 0, 0, 0},
     };
     int c, m[MATRIX_COUNT], tab[TAB_COUNT];
@@ -320,6 +324,16 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
                 if (m[i])
                     o->matrix = i;
             break;
+        case O_WIRE_DTYPE: {
+            static const char *const dt[] = {"float32", "float16", "bfloat16"};
+            int i = 0;
+            while (i < 3 && strcmp(optarg, dt[i]) != 0)
+                i++;
+            if (i == 3)
+                goto bad;
+            o->wire_dtype = i; /* ember_dtype's values */
+            break;
+        }
         case O_PULL_TABLE:
             if (parse_list(optarg, tab_names, TAB_COUNT, tab, "table"))
                 exit(2);

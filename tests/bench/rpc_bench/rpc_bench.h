@@ -150,6 +150,7 @@ typedef struct bench_opts {
     int n_server_args;
     int ops[OP_COUNT];
     int pull_tab;                /* TAB_*: the table pulls read */
+    int wire_dtype;              /* ember_dtype of the clients' values on the wire */
     size_t keys[MAX_LIST];
     int n_keys;
     uint32_t dims[MAX_LIST];

@@ -246,9 +246,9 @@ static double pct(const double *v, size_t n, double p)
     return v[r - 1];
 }
 
-static double payload_bytes_per_key(int op, uint32_t dim)
+static double payload_bytes_per_key(int op, uint32_t dim, int wire_dtype)
 {
-    return (op == OP_PUSHPULL ? 2.0 : 1.0) * 4.0 * dim;
+    return (op == OP_PUSHPULL ? 2.0 : 1.0) * (wire_dtype ? 2.0 : 4.0) * dim;
 }
 
 /* A client of `shards`, or NULL with the reason in err. */
@@ -259,6 +259,7 @@ static ember_client *try_open_client(const bench_opts *o, const char *shards, em
     co.shards = shards;
     co.timeout_ms = o->timeout_ms;
     co.channels_per_shard = o->channels;
+    co.wire_dtype = (ember_dtype)o->wire_dtype;
     return ember_client_open(&co, err);
 }
 
@@ -396,7 +397,7 @@ void measure(ctx *x, const cell *c0, int dist, conc cc, int b)
                    bk->name, bk->why_down);
     } else if (!interrupted) {
         stats3(kps, reps, &r.kps_min, &r.kps_med, &r.kps_max);
-        r.gbps_med = r.kps_med * payload_bytes_per_key(c.op, c.dim) / 1e9;
+        r.gbps_med = r.kps_med * payload_bytes_per_key(c.op, c.dim, o->wire_dtype) / 1e9;
         size_t nl = 0;
         for (unsigned i = 0; i < nthr; i++)
             nl += ws[i].nlat;
