@@ -1242,7 +1242,8 @@ enum { STOP_THREADS = 6, STOP_KEYS = 2048, STOP_DIM = 4 };
 typedef struct stop_arg {
     const char *addr;
     int t;
-    int acked, sent;
+    atomic_int acked;
+    int sent;
     fails *f;
     pthread_t th;
 } stop_arg;
@@ -1266,7 +1267,7 @@ static void *stop_main(void *p)
                         EMBER_WIRE_PUSH_GRADIENTS, msg, sizeof msg);
         if (rc)
             break;
-        a->acked++;
+        atomic_fetch_add(&a->acked, 1);
     }
     free(keys);
     free(g);
@@ -1293,10 +1294,20 @@ START_TEST(sigterm_with_calls_queued_keeps_what_it_acknowledged)
     fails f = {0};
     stop_arg a[STOP_THREADS];
     for (int t = 0; t < STOP_THREADS; t++) {
-        a[t] = (stop_arg){.addr = s.addr, .t = t, .f = &f};
+        a[t] = (stop_arg){.addr = s.addr, .t = t, .sent = 0, .f = &f};
+        atomic_init(&a[t].acked, 0);
         pthread_create(&a[t].th, NULL, stop_main, &a[t]);
     }
-    usleep(400 * 1000);
+    /* SIGTERM once every client has had a push through, while they keep pushing */
+    for (int waited = 0; waited < 3000; waited++) {
+        int all = 1;
+        for (int t = 0; t < STOP_THREADS; t++)
+            all &= atomic_load(&a[t].acked) > 0;
+        if (all)
+            break;
+        usleep(10 * 1000);
+    }
+    usleep(100 * 1000);
     int st = 0;
     ck_assert_int_eq(eh_server_stop(&s, SIGTERM, &st), 0);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
@@ -1314,14 +1325,15 @@ START_TEST(sigterm_with_calls_queued_keeps_what_it_acknowledged)
                                 sizeof msg),
                          0);
         float applied = -v[0];
-        ck_assert_msg(applied >= (float)a[t].acked && applied <= (float)a[t].sent,
+        int acked = atomic_load(&a[t].acked);
+        ck_assert_msg(acked > 0, "client %d: no push acknowledged before SIGTERM", t);
+        ck_assert_msg(applied >= (float)acked && applied <= (float)a[t].sent,
                       "client %d: %g pushes in the checkpoint, %d acknowledged, %d sent", t,
-                      applied, a[t].acked, a[t].sent);
+                      applied, acked, a[t].sent);
         for (size_t i = 0; i < STOP_KEYS * STOP_DIM; i++)
             ck_assert_msg(v[i] == v[0], "client %d: a push applied in part (%g vs %g at %zu)",
                           t, v[i], v[0], i);
     }
-    ck_assert_int_gt(a[0].acked, 0);
     eh_client_close(c);
     stop_server(&s);
     char cmd[300];
@@ -1419,10 +1431,9 @@ START_TEST(pulls_cancelled_mid_reply_leave_the_server_whole)
     ck_assert_int_eq(push_c(c, "cancel", keys, CANCEL_KEYS, v, (size_t)CANCEL_KEYS * CANCEL_DIM,
                             0, EMBER_WIRE_PUSH_INSERT_OR_ASSIGN, msg, sizeof msg),
                      0);
+    /* no blockers: four clients of 16 MiB pulls keep the queue busy themselves,
+     * and the calls they give up on fill it (a blocker would be refused too) */
     fails f = {0};
-    blocker bl[2];
-    atomic_int stop;
-    blockers_start(bl, S.addr, "cancel", CANCEL_DIM, 1, &stop, &f);
     cancel_arg a[CANCEL_THREADS];
     for (int t = 0; t < CANCEL_THREADS; t++) {
         a[t] = (cancel_arg){.addr = S.addr, .t = t, .f = &f};
@@ -1433,14 +1444,18 @@ START_TEST(pulls_cancelled_mid_reply_leave_the_server_whole)
         pthread_join(a[t].th, NULL);
         cut += a[t].cut;
     }
-    blockers_stop(bl, 1, &stop);
     CK_FAILS(&f);
     ck_assert_msg(cut > 0, "no pull of 16 MiB was cut by a 1-10 ms deadline");
-    /* every row still right, and the server still whole */
+    /* every row still right, and the server still whole: once the calls given up
+     * on have left the queue (a refused caller backs off and retries) */
     memset(v, 0, (size_t)CANCEL_KEYS * CANCEL_DIM * 4);
-    ck_assert_int_eq(pull_c(c, "cancel", keys, CANCEL_KEYS, 0, 0, CANCEL_DIM, v, NULL, msg,
-                            sizeof msg),
-                     0);
+    int rc = 8;
+    for (int tries = 0; rc == 8 && tries < 200; tries++) {
+        rc = pull_c(c, "cancel", keys, CANCEL_KEYS, 0, 0, CANCEL_DIM, v, NULL, msg, sizeof msg);
+        if (rc == 8)
+            usleep(50 * 1000);
+    }
+    ck_assert_msg(rc == 0, "pull: code %d %s", rc, msg);
     for (size_t i = 0; i < CANCEL_KEYS * CANCEL_DIM; i++)
         ck_assert_msg(v[i] == cancel_value(i / CANCEL_DIM, i % CANCEL_DIM), "[%zu] = %g", i,
                       v[i]);
