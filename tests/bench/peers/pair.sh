@@ -12,7 +12,8 @@
 # PSLITE_BIN (required): a built pslite_bench (docs/BENCHMARKS.md, "Peers", says
 # how to build it). Env knobs: PAIR_SECONDS (timed s per measurement, default 2),
 #   PAIR_WARMUP (0.5), PAIR_IPERF_SECONDS (1), PSB_PORT (8917), EMBER_SERVER
-#   (default: the ember-server of rpc_bench's build tree), PAIR_SHAPES (S1,S2,S3).
+#   (default: the ember-server of rpc_bench's build tree), PAIR_SHAPES (S1,S2,S3),
+#   BASE_RPC_BENCH (an earlier build's rpc_bench, run third in each pair).
 set -u
 RPCB=${1:?usage: pair.sh RPC_BENCH_BINARY OUTDIR [PAIRS]}
 OUT=${2:?usage: pair.sh RPC_BENCH_BINARY OUTDIR [PAIRS]}
@@ -29,6 +30,10 @@ RPCB=$(readlink -f "$RPCB")
 [ -x "$PSLITE_BIN" ] || { echo "pair.sh: $PSLITE_BIN is not executable" >&2; exit 2; }
 # the ember-server of the same build as rpc_bench (build/tests/bench/rpc_bench -> build/server/ember-server)
 SRV=${EMBER_SERVER:-$(readlink -f "$(dirname "$RPCB")/../../server/ember-server")}
+# BASE_RPC_BENCH: an earlier build's rpc_bench (its own ember-server), run third in
+# every pair, so a change is measured before/after against the same ps-lite runs
+BASE=${BASE_RPC_BENCH:+$(readlink -f "$BASE_RPC_BENCH")}
+BASE_SRV=${BASE:+$(readlink -f "$(dirname "$BASE")/../../server/ember-server")}
 SRVARG=()
 if [ -x "$SRV" ]; then SRVARG=(--server "$SRV"); else echo "pair.sh: no ember-server at $SRV; rpc_bench picks its own" >&2; fi
 unset EMBER_SERVER_BIN
@@ -44,6 +49,7 @@ mkdir -p "$OUT"
   bt=$(grep -m1 '^CMAKE_BUILD_TYPE' "$d/../../CMakeCache.txt" 2>/dev/null | cut -d= -f2)
   [ -n "$src" ] && echo "ember source: $src @ $(git -C "$src" log -1 --format='%h %s' 2>/dev/null | cut -c1-80) ($bt)"
   echo "pslite_bench: $PSLITE_BIN"
+  [ -n "$BASE" ] && echo "base rpc_bench: $BASE (server $BASE_SRV)"
   echo "pairs: $PAIRS seconds: $SECS warmup: $WARM iperf-seconds: $IPS shapes: $SHAPES port: $PSB_PORT"
 } > "$OUT/meta.txt"
 cat "$OUT/meta.txt"
@@ -81,6 +87,13 @@ for ((p = 1; p <= PAIRS; p++)); do
     timeout -k 5 300 "$RPCB" "${SRVARG[@]}" --backends cpu $(ember_args $s) --dims 64 --dists uniform \
       --conc 1x1,1x4 --seconds $SECS --warmup $WARM --reps 1 --csv "$f"_ember.csv > "$f"_ember.txt 2>&1 \
       || echo "pair.sh: ember $s pair $p failed rc=$?, see ${f}_ember.txt" >&2
+    # C: an earlier ember build, when given (BASE_RPC_BENCH): before/after in the same pairs
+    if [ -n "$BASE" ]; then
+      timeout -k 5 300 "$BASE" --server "$BASE_SRV" --backends cpu $(ember_args $s) --dims 64 \
+        --dists uniform --conc 1x1,1x4 --seconds $SECS --warmup $WARM --reps 1 \
+        --csv "$f"_base.csv > "$f"_base.txt 2>&1 \
+        || echo "pair.sh: base $s pair $p failed rc=$?, see ${f}_base.txt" >&2
+    fi
     t2=$(date +%s)
     echo "pair $p $s: ps-lite $((t1 - t)) s, ember $((t2 - t1)) s (total $((t2 - T0)) s)"
   done

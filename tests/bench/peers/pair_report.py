@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""pair_report.py [-v] OUTDIR (-v: also each pair's keys/s and ratio): the table of a pair.sh run.
+"""pair_report.py [-v] OUTDIR (-v: also each pair's keys/s and ratio): the table of a pair.sh run
+(and, when it ran an earlier build too, that build against ps-lite and the new one against it).
 Per shape (op, keys/call, universe, in-flight): medians over pairs of keys/s for ember
 (rpc_bench CSV) and ps-lite (pslite_bench text), the median [min-max] of per-pair ratios
 ember/ps-lite, server and client CPU ns/key medians, and for 65,536-key pulls the payload
@@ -32,8 +33,10 @@ for f in sorted(glob.glob(os.path.join(out, "pair*_S*_pslite.txt"))):
             data.setdefault(key, {}).setdefault(pair, {})["ps"] = (
                 float(m.group(5)) * 1e6, srv * 1e3 if srv >= 0 else float("nan"), float(m.group(7)) * 1e3)
 
-for f in sorted(glob.glob(os.path.join(out, "pair*_S*_ember.csv"))):
+for f in sorted(glob.glob(os.path.join(out, "pair*_S*_ember.csv")) +
+                glob.glob(os.path.join(out, "pair*_S*_base.csv"))):
     pair = int(re.search(r"pair(\d+)_", os.path.basename(f)).group(1))
+    who = "base" if f.endswith("_base.csv") else "em"
     txtf = f[:-4] + ".txt"
     txt = open(txtf).read() if os.path.exists(txtf) else ""
     m = re.search(r"from a universe of (\d+)", txt)
@@ -45,9 +48,9 @@ for f in sorted(glob.glob(os.path.join(out, "pair*_S*_ember.csv"))):
             problems.append(f"{os.path.basename(f)}: {r['op']} {r['keys']} x{r['in_flight']}: failed={r['failed']}")
         key = (r["op"], int(r["keys"]), uni, int(r["in_flight"]))
         d = data.setdefault(key, {}).setdefault(pair, {})
-        d["em"] = (float(r["mkeys_s_median"]) * 1e6, float(r["server_ns_per_key"]), float(r["client_ns_per_key"]))
+        d[who] = (float(r["mkeys_s_median"]) * 1e6, float(r["server_ns_per_key"]), float(r["client_ns_per_key"]))
         c = float(r["loopback_1stream_gb_s"] or "nan")
-        if not math.isnan(c):
+        if not math.isnan(c) and who == "em":
             d["ceil"] = c * 8  # GB/s -> Gbit/s
 for f in sorted(glob.glob(os.path.join(out, "pair*_S*_ember.txt"))):
     if not os.path.exists(f[:-4] + ".csv"):
@@ -73,6 +76,23 @@ for k in keys:
           f"{fmt(med([p[0] for p in ps]) / 1e6, '8.3f')} | {fmt(med(ratios), '6.2f')} {rng:<13}"
           f"| {fmt(med([e[1] for e in em]), '11.0f')}{fmt(med([p[1] for p in ps]), '6.0f')}"
           f" | {fmt(med([e[2] for e in em]), '11.0f')}{fmt(med([p[2] for p in ps]), '6.0f')} | {len(ratios)}")
+
+if any("base" in v for k in keys for v in data[k].values()):
+    print("\nthe earlier build (BASE_RPC_BENCH) in the same pairs: base/ps-lite and new/base per pair, "
+          "median [min-max]; ns/key base -> new")
+    for k in keys:
+        pairs = data[k]
+        bp = [v["base"][0] / v["ps"][0] for v in pairs.values() if "base" in v and "ps" in v and v["ps"][0] > 0]
+        nb = [v["em"][0] / v["base"][0] for v in pairs.values() if "base" in v and "em" in v and v["base"][0] > 0]
+        bs = med([v["base"][1] for v in pairs.values() if "base" in v])
+        bc = med([v["base"][2] for v in pairs.values() if "base" in v])
+        es = med([v["em"][1] for v in pairs.values() if "em" in v])
+        ec = med([v["em"][2] for v in pairs.values() if "em" in v])
+        rb = f"[{min(bp):.2f}-{max(bp):.2f}]" if bp else ""
+        rn = f"[{min(nb):.2f}-{max(nb):.2f}]" if nb else ""
+        print(f"{k[0]:<9}{k[1]:>6}{k[2]:>9}{k[3]:>3} | base/ps {fmt(med(bp), '5.2f')} {rb:<12}"
+              f"| new/base {fmt(med(nb), '5.2f')} {rn:<12}| srv {fmt(bs, '4.0f')} -> {fmt(es, '4.0f')}"
+              f"  cli {fmt(bc, '4.0f')} -> {fmt(ec, '4.0f')}")
 
 big = [k for k in keys if k[0] == "pull" and k[1] == 65536]
 if big:
