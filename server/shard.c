@@ -936,6 +936,25 @@ static void answer_error(srv_call *c, int rc, const ember_error *err)
     srv_call_finish(c, rc, err->message, NULL);
 }
 
+/* Answers a call whose reply was built in the pooled `buf` (`size` bytes from
+ * `base`): on OK with that reply and the method's keys metrics, else with the
+ * error, the buffer dropped. The request is let go of first. */
+static void answer_reply(srv_call *c, int rc, const ember_error *err, uint8_t *buf, size_t base,
+                         size_t size, srv_method m, uint64_t keys, uint64_t pulled,
+                         uint64_t pushed)
+{
+    srv_call_drop_request(c);
+    if (rc) {
+        srv_rbuf_drop(buf);
+        answer_error(c, rc, err);
+        return;
+    }
+    srv_reply reply = {.n = 0};
+    srv_reply_add(&reply, srv_rbuf_slice(buf, base, size));
+    srv_metrics_keys(m, keys, pulled, pushed);
+    srv_call_finish_reply(c, EMBER_OK, NULL, &reply);
+}
+
 void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
     ember_wire_pull_request r;
@@ -969,16 +988,7 @@ void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
         off.found += base;
         rc = pull_alone(w, &p, buf, &off, &err);
     }
-    srv_call_drop_request(c);
-    if (rc) {
-        srv_rbuf_drop(buf);
-        answer_error(c, rc, &err);
-    } else {
-        srv_reply reply = {.n = 0};
-        srv_reply_add(&reply, srv_rbuf_slice(buf, base, size));
-        srv_metrics_keys(SRV_M_PULL, p.n, p.n, 0);
-        srv_call_finish_reply(c, EMBER_OK, NULL, &reply);
-    }
+    answer_reply(c, rc, &err, buf, base, size, SRV_M_PULL, p.n, p.n, 0);
     if (q)
         co_drain(w, q, p.t, pull_kind(&p));
     srv_table_unref(p.t);
@@ -1089,16 +1099,8 @@ static void pushpull_reply(srv_worker *w, srv_call *c, const ember_wire_pushpull
         if (r->has_pull)
             rc = pull_now(w, pl, buf, &off, &drain, &err);
     }
-    srv_call_drop_request(c);
-    if (rc) {
-        srv_rbuf_drop(buf);
-        answer_error(c, rc, &err);
-    } else {
-        srv_reply reply = {.n = 0};
-        srv_reply_add(&reply, srv_rbuf_slice(buf, base, size));
-        srv_metrics_keys(SRV_M_PUSHPULL, pl->n + r->push.keys.len / 8, pl->n, applied);
-        srv_call_finish_reply(c, EMBER_OK, NULL, &reply);
-    }
+    answer_reply(c, rc, &err, buf, base, size, SRV_M_PUSHPULL, pl->n + r->push.keys.len / 8,
+                 pl->n, applied);
     if (drain)
         co_drain(w, drain, pl->t, pull_kind(pl));
 }
