@@ -13,7 +13,8 @@
 # how to build it). Env knobs: PAIR_SECONDS (timed s per measurement, default 2),
 #   PAIR_WARMUP (0.5), PAIR_IPERF_SECONDS (1), PSB_PORT (8917), EMBER_SERVER
 #   (default: the ember-server of rpc_bench's build tree), PAIR_SHAPES (S1,S2,S3),
-#   BASE_RPC_BENCH (an earlier build's rpc_bench, run third in each pair).
+#   BASE_RPC_BENCH (an earlier build's rpc_bench, run third in each pair),
+#   PAIR_EMBER_ARGS (more rpc_bench options for every ember run, e.g. --threads 1).
 set -u
 RPCB=${1:?usage: pair.sh RPC_BENCH_BINARY OUTDIR [PAIRS]}
 OUT=${2:?usage: pair.sh RPC_BENCH_BINARY OUTDIR [PAIRS]}
@@ -51,6 +52,7 @@ mkdir -p "$OUT"
   echo "pslite_bench: $PSLITE_BIN"
   [ -n "$BASE" ] && echo "base rpc_bench: $BASE (server $BASE_SRV)"
   echo "pairs: $PAIRS seconds: $SECS warmup: $WARM iperf-seconds: $IPS shapes: $SHAPES port: $PSB_PORT"
+  echo "ember args: ${PAIR_EMBER_ARGS:-none}"
 } > "$OUT/meta.txt"
 cat "$OUT/meta.txt"
 
@@ -84,12 +86,12 @@ for ((p = 1; p <= PAIRS; p++)); do
     done
     t1=$(date +%s)
     # B: ember
-    timeout -k 5 300 "$RPCB" "${SRVARG[@]}" --backends cpu $(ember_args $s) --dims 64 --dists uniform \
+    timeout -k 5 300 "$RPCB" "${SRVARG[@]}" --backends cpu $(ember_args $s) ${PAIR_EMBER_ARGS:-} --dims 64 --dists uniform \
       --conc 1x1,1x4 --seconds $SECS --warmup $WARM --reps 1 --csv "$f"_ember.csv > "$f"_ember.txt 2>&1 \
       || echo "pair.sh: ember $s pair $p failed rc=$?, see ${f}_ember.txt" >&2
     # C: an earlier ember build, when given (BASE_RPC_BENCH): before/after in the same pairs
     if [ -n "$BASE" ]; then
-      timeout -k 5 300 "$BASE" --server "$BASE_SRV" --backends cpu $(ember_args $s) --dims 64 \
+      timeout -k 5 300 "$BASE" --server "$BASE_SRV" --backends cpu $(ember_args $s) ${PAIR_EMBER_ARGS:-} --dims 64 \
         --dists uniform --conc 1x1,1x4 --seconds $SECS --warmup $WARM --reps 1 \
         --csv "$f"_base.csv > "$f"_base.txt 2>&1 \
         || echo "pair.sh: base $s pair $p failed rc=$?, see ${f}_base.txt" >&2
