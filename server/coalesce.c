@@ -67,8 +67,23 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
     return 1;
 }
 
-/* A batch of `cap` key slots (and per-key floats) to open: a spare one, grown
- * if it must be. NULL on no memory. Caller holds cq_mu. */
+/* Room for one more member in b. 0 on no memory. */
+static int members_room(srv_co_batch *b)
+{
+    if (b->cb_n < b->cb_members_cap)
+        return 1;
+    unsigned c = b->cb_members_cap ? 2 * b->cb_members_cap : 16;
+    srv_co_member *m = realloc(b->cb_members, c * sizeof *m);
+    if (!m)
+        return 0;
+    b->cb_members = m;
+    b->cb_members_cap = c;
+    return 1;
+}
+
+/* A batch of `cap` key slots (and per-key floats) to open, with room for its
+ * first member: a spare one, grown if it must be. NULL on no memory (the spare
+ * goes back). Caller holds cq_mu. */
 static srv_co_batch *batch_open_locked(srv_co_queue *q, size_t cap, size_t per_key)
 {
     srv_co_batch *b = q->cq_free;
@@ -76,15 +91,16 @@ static srv_co_batch *batch_open_locked(srv_co_queue *q, size_t cap, size_t per_k
         q->cq_free = b->cb_next;
     else if (!(b = calloc(1, sizeof *b)))
         return NULL;
+    b->cb_n = 0;
     if (!grow((void **)&b->cb_keys, &b->cb_keys_cap, cap, sizeof(uint64_t)) ||
-        (per_key && !grow((void **)&b->cb_vals, &b->cb_vals_cap, cap * per_key, sizeof(float)))) {
+        (per_key && !grow((void **)&b->cb_vals, &b->cb_vals_cap, cap * per_key, sizeof(float))) ||
+        !members_room(b)) {
         b->cb_next = q->cq_free;
         q->cq_free = b;
         return NULL;
     }
     b->cb_cap = cap;
     b->cb_used = 0;
-    b->cb_n = 0;
     b->cb_writers = 0;
     b->cb_closed = 0;
     b->cb_next = NULL;
@@ -100,7 +116,11 @@ int srv_co_join(srv_co_queue *q, size_t n, size_t per_key, size_t cap, size_t ma
         return -1;
     }
     srv_co_batch *b = q->cq_tail; /* the newest queued batch: the only one taking members */
-    if (!b || b->cb_used + n > b->cb_cap) {
+    if (b && (b->cb_used + n > b->cb_cap || !members_room(b)))
+        b = NULL; /* full, or no memory to list one more member: open the next */
+    if (!b) {
+        /* only a batch with room for its first member is queued: nothing empty
+         * is ever left in the queue */
         b = batch_open_locked(q, cap < n ? n : cap, per_key);
         if (!b) {
             pthread_mutex_unlock(&q->cq_mu);
@@ -111,16 +131,6 @@ int srv_co_join(srv_co_queue *q, size_t n, size_t per_key, size_t cap, size_t ma
         else
             q->cq_head = b;
         q->cq_tail = b;
-    }
-    if (b->cb_n == b->cb_members_cap) {
-        unsigned c = b->cb_members_cap ? 2 * b->cb_members_cap : 16;
-        srv_co_member *m = realloc(b->cb_members, c * sizeof *m);
-        if (!m) {
-            pthread_mutex_unlock(&q->cq_mu);
-            return -2; /* an empty batch just opened stays queued: its runner skips it */
-        }
-        b->cb_members = m;
-        b->cb_members_cap = c;
     }
     b->cb_members[b->cb_n++] = (srv_co_member){.cm_ctx = ctx, .cm_off = b->cb_used, .cm_n = n};
     out->batch = b;

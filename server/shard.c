@@ -332,6 +332,7 @@ typedef struct co_job {
     int32_t dtype;       /* a pull's reply */
     int want_found;
     uint64_t client_id, sequence; /* a push's at-most-once mark */
+    srv_table *pull_t;   /* a PushPull's pull table, as validated: a reference */
 } co_job;
 
 _Static_assert(sizeof(co_job) <= sizeof(((srv_call *)0)->job), "a job fits in its call");
@@ -604,19 +605,19 @@ static int gradients_layers(srv_worker *w, srv_table *t, srv_co_batch *b, uint32
     return rc;
 }
 
-static void pushpull_pull(srv_worker *w, co_job *j, size_t applied, int dup);
+static void pushpull_pull(srv_worker *w, co_job *j, size_t applied);
 
 /* Answers a push (or PushPull's push) that was applied (rc 0) or failed; kept: a
  * failed batch applied a part (its at-most-once mark stays). */
 static void push_answer(srv_worker *w, co_job *j, int rc, const ember_error *err, int kept)
 {
     srv_call *c = j->call;
-    srv_table *t = j->t; /* j lives in c, which is gone once answered */
+    srv_table *t = j->t, *pt = j->pull_t; /* j lives in c, which is gone once answered */
     push_mark_end(j->client_id, j->sequence, rc, kept);
     if (!rc)
         push_counted(t, j->n);
     if (j->kind == JOB_PUSHPULL && !rc) {
-        pushpull_pull(w, j, j->n, 0); /* answers c */
+        pushpull_pull(w, j, j->n); /* answers c */
     } else if (rc) {
         srv_call_finish(c, rc, err->message, NULL);
     } else {
@@ -628,6 +629,7 @@ static void push_answer(srv_worker *w, co_job *j, int rc, const ember_error *err
         srv_call_finish(c, EMBER_OK, NULL, &s);
     }
     srv_table_unref(t);
+    srv_table_unref(pt);
 }
 
 static void push_expire(srv_worker *w, co_job *j)
@@ -665,7 +667,7 @@ static void push_batch(srv_worker *w, srv_table *t, srv_co_kind kind, srv_co_bat
  * into a batch, and the queue's runner answers it. Returns 0 when queued (the
  * call is the runner's now), else a refusal in err for the caller to answer. */
 static int push_enqueue(srv_worker *w, srv_call *c, const push_plan *p, srv_co_queue *q,
-                        job_kind kind, ember_error *err)
+                        job_kind kind, srv_table *pull_t, ember_error *err)
 {
     const ember_wire_push_request *r = p->req;
     srv_co_kind ck = push_kind(r->mode);
@@ -681,6 +683,10 @@ static int push_enqueue(srv_worker *w, srv_call *c, const push_plan *p, srv_co_q
     if (rc)
         return co_refused(rc, p->t, ck, p->n, err);
     srv_table_ref(p->t); /* the job's, dropped when it is answered */
+    if (pull_t) { /* a PushPull's pull runs on the table it was validated against */
+        srv_table_ref(pull_t);
+        j->pull_t = pull_t;
+    }
     ember_wire_keys_copy(r->keys, part.keys);
     ember_wire_from_wire(r->dtype, r->values.data, p->n * p->dim, part.vals);
     if (kind != JOB_PUSHPULL) /* a PushPull's pull is read from it once the push ran */
@@ -1008,7 +1014,7 @@ void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
     int dup = push_duplicate(&p), kept = 0;
     srv_co_queue *q = dup ? NULL : push_queue(&p);
     if (q && !srv_co_try_alone(q)) {
-        rc = push_enqueue(w, c, &p, q, JOB_PUSH, &err);
+        rc = push_enqueue(w, c, &p, q, JOB_PUSH, NULL, &err);
         if (rc) {
             push_mark_end(r.client_id, r.sequence, rc, 0);
             answer_error(c, rc, &err);
@@ -1107,12 +1113,13 @@ static void pushpull_reply(srv_worker *w, srv_call *c, const ember_wire_pushpull
 
 /* The same for a PushPull whose push waited in a queue: on the queue's runner,
  * long after the worker that received the call moved on, so it reads the request
- * again (validated when it came; a table dropped since is the one new failure). */
-static void pushpull_pull(srv_worker *w, co_job *j, size_t applied, int dup)
+ * again — validated when it came, and its pull runs on the table it was validated
+ * against (j->pull_t), whatever happened to the name since: the push is applied,
+ * so only the pull may still fail. */
+static void pushpull_pull(srv_worker *w, co_job *j, size_t applied)
 {
     srv_call *c = j->call;
     ember_wire_pushpull_request r;
-    push_plan pp;
     pull_plan pl;
     ember_error err;
     const uint8_t *req;
@@ -1121,15 +1128,21 @@ static void pushpull_pull(srv_worker *w, co_job *j, size_t applied, int dup)
     int rc = srv_payload_bytes(w, c->payload, srv_methods[SRV_M_PUSHPULL].align, &req, &len, &err);
     if (!rc)
         rc = ember_wire_pushpull_request_decode(req, len, &r, err.message, sizeof err.message);
-    if (!rc)
-        rc = pushpull_prepare(&r, &pp, &pl, &err);
     if (rc) {
-        answer_error(c, rc, &err);
+        ember_error e;
+        ember_error_set(&e, rc, "the push was applied; its pull failed: %s", err.message);
+        answer_error(c, rc, &e);
         return;
     }
-    pushpull_reply(w, c, &r, &pl, applied, dup);
-    srv_table_unref(pp.t);
-    srv_table_unref(pl.t);
+    memset(&pl, 0, sizeof pl);
+    if (r.has_pull) {
+        pl.req = &r.pull;
+        pl.t = j->pull_t;
+        pl.n = r.pull.keys.len / 8;
+        pl.dim = ember_table_dim(pl.t->table);
+        pl.dsize = ember_wire_dtype_size(r.pull.dtype);
+    }
+    pushpull_reply(w, c, &r, &pl, applied, 0);
 }
 
 void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
@@ -1147,7 +1160,7 @@ void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t l
     int dup = r.has_push && push_duplicate(&pp), kept = 0;
     srv_co_queue *q = r.has_push && !dup ? push_queue(&pp) : NULL;
     if (q && !srv_co_try_alone(q)) {
-        rc = push_enqueue(w, c, &pp, q, JOB_PUSHPULL, &err);
+        rc = push_enqueue(w, c, &pp, q, JOB_PUSHPULL, pl.t, &err);
         if (rc) {
             push_mark_end(r.push.client_id, r.push.sequence, rc, 0);
             answer_error(c, rc, &err);
