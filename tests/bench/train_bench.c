@@ -44,7 +44,10 @@
  * before any dedup).
  *
  * Exit status: 0 when every run that ran finished and its loss went down
- * (final/initial below --max-loss-ratio); 1 otherwise; 2 bad usage.
+ * (final/initial below --max-loss-ratio); 77 when only gpu was asked for
+ * (--backends gpu) and no GPU is visible or CUDA is not built; 1 otherwise;
+ * 2 bad usage. GPU configurations without a GPU are reported SKIPPED, never
+ * run on something else.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -951,6 +954,8 @@ int main(int argc, char **argv)
            o.reps, o.steps / 5 > 0 ? o.steps / 5 : 1);
     for (int b = 0; b < 2; b++)
         backend_stop(&bks[b], o.shards);
+    if (!want[0] && want[1] && ngpu <= 0)
+        return 77;   /* only gpu asked for, and no GPU: skipped (a test's SKIP) */
     if (!bks[0].up && !bks[1].up)
         failed = 1;
     return failed;
