@@ -4,7 +4,7 @@
 # Here (no GPU needed):   tests/gpu/device_visit.sh pack      builds build-gpu and
 #                         packs programs + libraries into .devpack/
 # There (the GPU machine, from the repository root, through the device tool's run):
-#   export LD_LIBRARY_PATH=$PWD/.devpack/lib; bash .devpack/bin/device_visit.sh run [tests|bench|all]
+#   export LD_LIBRARY_PATH=$PWD/.devpack/lib; bash .devpack/bin/device_visit.sh run [tests|bench|rpc|train|all]
 #
 # `run` writes one log per step under $OUT (or ./visit-out), and prints a summary
 # table last: each GPU test's verdict, then the benchmark's summary. Steps are
@@ -26,7 +26,7 @@ if [ "$mode" = pack ]; then
   for p in "$build"/server/ember-server "$build"/tests/integration/test_server \
            "$build"/tests/integration/test_client "$build"/tests/integration/test_server_backend \
            "$build"/tests/integration/test_server_coalesce "$build"/tests/bench/rpc_bench \
-           "$(command -v iperf3)"; do
+           "$build"/tests/bench/train_bench "$(command -v iperf3)"; do
     [ -x "$p" ] && progs="$progs $p"
   done
   # shellcheck disable=SC2086
@@ -97,11 +97,20 @@ if [ "$what" = all ] || [ "$what" = rpc ]; then
     --csv "$out/rpc_gpu_vs_cpu.csv"
 fi
 
+if [ "$what" = all ] || [ "$what" = train ]; then
+  # The training job on CPU- and GPU-backend shards, same run, each configuration
+  # (plain, the worker optimizations, PushPull); EMBER_VISIT_TRAIN_ARGS to change it.
+  [ -x "$bin/train_bench" ] && EMBER_SERVER_BIN="$bin/ember-server" \
+    step bench.train_gpu_vs_cpu 280 "$bin/train_bench" --backends cpu,gpu \
+    ${EMBER_VISIT_TRAIN_ARGS:---workers 4 --shards 1 --steps 20 --reps 1}
+fi
+
 for f in "$logs"/bench.*.log; do
   [ -f "$f" ] || continue
   echo "-- $(basename "$f" .log)"
   grep -E '^gpu find ' "$f" | head -3
   sed -n '/^summary/,$p' "$f" | head -90
+  sed -n '/^backend  *config/,$p' "$f" | head -12
 done
 cp "$logs"/bench.*.log "$out/" 2>/dev/null
 echo
