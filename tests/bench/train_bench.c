@@ -322,6 +322,7 @@ static int worker_main(const opts *o)
     float *labels[2], *rows[2], *grads = malloc(nk * dim * sizeof(float));
     dense d;
     int rc = 1;
+    memset(&d, 0, sizeof d);   /* dense_free is safe whatever fails below */
     for (int b = 0; b < 2; b++) {
         keys[b] = malloc(nk * sizeof(uint64_t));
         labels[b] = malloc(n * sizeof(float));
