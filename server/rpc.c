@@ -13,6 +13,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "proto/cq_order.h"
+#include "proto/slices.h"
 #include "server/server.h"
 
 /* The transport's own state; the server's is the core's (`srv`). */
@@ -166,47 +167,6 @@ float *srv_scratch_floats(srv_worker *w, size_t n)
     return grow((void **)&w->floats, &w->floats_cap, n, 4);
 }
 
-/* A read cursor over the bytes of a slice buffer. */
-typedef struct sb_cursor {
-    const grpc_slice_buffer *sb;
-    size_t i, at; /* the slice, and the offset in it */
-    size_t pos;   /* bytes passed */
-} sb_cursor;
-
-static void cur_skip(sb_cursor *c, size_t n)
-{
-    c->pos += n;
-    while (c->i < c->sb->count) {
-        size_t left = GRPC_SLICE_LENGTH(c->sb->slices[c->i]) - c->at;
-        if (n < left) {
-            c->at += n;
-            return;
-        }
-        n -= left;
-        c->i++;
-        c->at = 0;
-    }
-}
-
-static int cur_varint(sb_cursor *c, uint64_t *v)
-{
-    *v = 0;
-    for (unsigned k = 0; k < 10; k++) {
-        while (c->i < c->sb->count && c->at >= GRPC_SLICE_LENGTH(c->sb->slices[c->i])) {
-            c->i++;
-            c->at = 0;
-        }
-        if (c->i >= c->sb->count)
-            return 0;
-        uint8_t b = GRPC_SLICE_START_PTR(c->sb->slices[c->i])[c->at++];
-        c->pos++;
-        *v |= (uint64_t)(b & 0x7f) << (7 * k);
-        if (!(b & 0x80))
-            return 1;
-    }
-    return 0;
-}
-
 /* Where the bytes of the length-delimited field at `path` (field numbers, each
  * but the last a submessage, ending with 0) start in the message held by `sb`,
  * its last occurrence as protobuf's "last one wins" has it; SIZE_MAX when it is
@@ -215,40 +175,40 @@ static int cur_varint(sb_cursor *c, uint64_t *v)
  * Reads tags and lengths only: a few bytes per field. */
 static size_t field_at(const grpc_slice_buffer *sb, const uint8_t *path)
 {
-    sb_cursor c = {sb, 0, 0, 0};
-    size_t end = sb->length, hit = SIZE_MAX;
+    ember_slices c;
+    size_t hit = SIZE_MAX;
+    ember_slices_init(&c, sb);
     for (; *path; path++) {
         size_t len = 0;
         hit = SIZE_MAX;
-        while (c.pos < end) {
-            uint64_t tag, v;
-            if (!cur_varint(&c, &tag))
+        while (c.pos < c.end) {
+            uint32_t f;
+            int wt;
+            uint64_t v;
+            size_t n;
+            if (!ember_slices_tag(&c, &f, &wt))
                 return SIZE_MAX;
-            switch (tag & 7) {
-            case 0:
-                if (!cur_varint(&c, &v))
-                    return SIZE_MAX;
-                break;
-            case 1: cur_skip(&c, 8); break;
-            case 5: cur_skip(&c, 4); break;
-            case 2:
-                if (!cur_varint(&c, &v) || c.pos > end || v > end - c.pos)
-                    return SIZE_MAX;
-                if ((tag >> 3) == *path) {
+            int ok = wt == 0   ? ember_slices_varint(&c, &v)
+                     : wt == 1 ? ember_slices_skip(&c, 8)
+                     : wt == 5 ? ember_slices_skip(&c, 4)
+                     : wt == 2 ? ember_slices_len(&c, &n)
+                               : 0;
+            if (!ok)
+                return SIZE_MAX;
+            if (wt == 2) {
+                if (f == *path) {
                     hit = c.pos;
-                    len = (size_t)v;
+                    len = n;
                 }
-                cur_skip(&c, (size_t)v);
-                break;
-            default: return SIZE_MAX;
+                ember_slices_skip(&c, n); /* n fits: ember_slices_len checked it */
             }
         }
         if (hit == SIZE_MAX)
             return SIZE_MAX;
         if (path[1]) { /* descend into the submessage */
-            c = (sb_cursor){sb, 0, 0, 0};
-            cur_skip(&c, hit);
-            end = hit + len;
+            ember_slices_init(&c, sb);
+            ember_slices_skip(&c, hit);
+            c.end = hit + len;
         }
     }
     return hit;
@@ -262,8 +222,8 @@ int srv_payload_bytes(srv_worker *w, grpc_byte_buffer *bb, const uint8_t *align,
     *len = 0;
     if (!bb)
         return 0;
-    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE) {
-        const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+    const grpc_slice_buffer *sb = ember_slices_raw(bb);
+    if (sb) {
         if (sb->count == 1) {
             *out = GRPC_SLICE_START_PTR(sb->slices[0]);
             *len = GRPC_SLICE_LENGTH(sb->slices[0]);
