@@ -185,6 +185,9 @@ int ember_gpu_export(ember_gpu_table *t, const ember_export_filter *f, uint64_t 
 uint64_t ember_gpu_export_end(const ember_gpu_table *t);
 int ember_gpu_evict_below(ember_gpu_table *t, uint64_t score, uint64_t *evicted,
                           ember_error *err);
+/* Removes entries whose version is below `version` (TTL; counted as evicted). */
+int ember_gpu_evict_versions_below(ember_gpu_table *t, uint64_t version, uint64_t *evicted,
+                                   ember_error *err);
 /* Which of several keys with the cut's score go is unspecified (the CPU backend
  * takes them in bucket order). */
 int ember_gpu_evict_to_size(ember_gpu_table *t, uint64_t target, uint64_t *evicted,

@@ -866,7 +866,9 @@ static int cpu_clear(void *impl, ember_error *err)
 
 /* Erases, bucket by bucket, entries with score < `below`, and then up to
  * `ties` entries with score == `below` (evict_to_size's exact cut). */
-static uint64_t evict_scan(cpu_table *t, uint64_t below, uint64_t ties)
+/* Erases entries whose score (by_version: version) is below `below`, and `ties`
+ * of those equal to it, in bucket order. */
+static uint64_t evict_scan(cpu_table *t, uint64_t below, uint64_t ties, int by_version)
 {
     uint64_t n = 0;
     for (uint64_t i = 0; i < t->ct_num_buckets; i++) {
@@ -875,7 +877,7 @@ static uint64_t evict_scan(cpu_table *t, uint64_t below, uint64_t ties)
         for (unsigned s = 0; s < SLOTS && b->cb_size; s++) {
             if (!slot_used(b, s))
                 continue;
-            uint64_t sc = b->cb_scores[s];
+            uint64_t sc = by_version ? b->cb_versions[s] : b->cb_scores[s];
             if (sc < below || (sc == below && ties)) {
                 if (sc == below)
                     ties--;
@@ -893,7 +895,17 @@ static uint64_t evict_scan(cpu_table *t, uint64_t below, uint64_t ties)
 static int cpu_evict_below(void *impl, uint64_t score, uint64_t *evicted, ember_error *err)
 {
     (void)err;
-    uint64_t n = score ? evict_scan(impl, score, 0) : 0;
+    uint64_t n = score ? evict_scan(impl, score, 0, 0) : 0;
+    if (evicted)
+        *evicted = n;
+    return EMBER_OK;
+}
+
+static int cpu_evict_versions_below(void *impl, uint64_t version, uint64_t *evicted,
+                                    ember_error *err)
+{
+    (void)err;
+    uint64_t n = version ? evict_scan(impl, version, 0, 1) : 0;
     if (evicted)
         *evicted = n;
     return EMBER_OK;
@@ -939,7 +951,7 @@ static int cpu_evict_to_size(void *impl, uint64_t target, uint64_t *evicted,
         uint64_t excess = (uint64_t)size - target, below;
         uint64_t cut = kth_score(t, excess - 1, &below);
         /* Everything under the cut goes, and as many equal to it as still needed. */
-        n = evict_scan(t, cut, excess - below);
+        n = evict_scan(t, cut, excess - below, 0);
     }
     if (evicted)
         *evicted = n;
@@ -1054,6 +1066,7 @@ static const ember_table_backend cpu_backend = {
     .import_rows = cpu_import,
     .evict_below = cpu_evict_below,
     .evict_to_size = cpu_evict_to_size,
+    .evict_versions_below = cpu_evict_versions_below,
     .size = cpu_size,
     .capacity = cpu_capacity,
     .stats = cpu_stats,

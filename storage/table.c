@@ -6,6 +6,7 @@
 #include "table.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +14,37 @@
 
 #include "table_backend.h"
 
+/* TTL: which version was current when, one mark per expire call, oldest first. */
+#define TTL_MARKS 256u
+typedef struct ttl_mark {
+    uint64_t at_ns;
+    uint64_t version;
+} ttl_mark;
+
 struct ember_table {
     const ember_table_backend *tb_backend;
-    void *tb_impl;
+    void *tb_impl;                     /* replaced by growth, under tb_grow_lock */
     ember_table_config tb_config;
     uint32_t tb_row_floats;
     _Atomic uint64_t tb_version;       /* last version handed to a writing call */
     _Atomic uint64_t tb_clock_ns;      /* last LRU clock reading: never goes back */
     _Atomic uint32_t tb_epoch;
     _Atomic uint64_t tb_nonfinite_zeroed;
+    /* Online growth (only when tb_grow_max > 0): every call holds tb_grow_lock
+     * shared; a doubling holds it exclusive. */
+    uint32_t tb_grow_max;              /* doublings the config allows */
+    _Atomic uint32_t tb_grows;         /* doublings done */
+    _Atomic int tb_grow_stuck;         /* a doubling failed: wait for reserve/clear */
+    _Atomic uint64_t tb_grow_failures;
+    _Atomic uint64_t tb_grow_pause_ns;
+    ember_table_stats tb_carried;      /* counters of the backends growth replaced */
+    pthread_rwlock_t tb_grow_lock;
+    /* TTL */
+    _Atomic uint64_t tb_ttl_s;
+    _Atomic uint64_t tb_expired;
+    pthread_mutex_t tb_ttl_lock;       /* one expire at a time; guards the marks */
+    ttl_mark tb_marks[TTL_MARKS];
+    unsigned tb_mark_head, tb_mark_count;
 };
 
 /* Largest batch one call accepts: indices fit in 32 bits inside backends. */
@@ -111,6 +134,21 @@ int ember_table_config_validate(const ember_table_config *c, ember_error *err)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown initializer %d",
                                c->init.kind);
     }
+    if (c->max_capacity > EMBER_CAPACITY_MAX)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "max_capacity %llu above %llu",
+                               (unsigned long long)c->max_capacity,
+                               (unsigned long long)EMBER_CAPACITY_MAX);
+    if (!(c->max_load_factor >= 0.0f && c->max_load_factor <= 1.0f))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "max_load_factor must be in (0, 1] (0: the default %.2f)",
+                               (double)EMBER_GROW_LOAD_FACTOR_DEFAULT);
+    if (c->ttl_seconds > EMBER_TTL_MAX_SECONDS)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "ttl_seconds %llu above %llu (a negative value sent as "
+                               "unsigned?)",
+                               (unsigned long long)c->ttl_seconds,
+                               (unsigned long long)EMBER_TTL_MAX_SECONDS);
     if (c->admission.sketch_width > (UINT32_C(1) << 30))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "admission sketch_width %u above 2^30",
@@ -121,6 +159,28 @@ int ember_table_config_validate(const ember_table_config *c, ember_error *err)
 uint32_t ember_table_config_row_floats(const ember_table_config *c)
 {
     return ember_row_floats(c->optim.kind, c->dim);
+}
+
+uint64_t ember_table_config_capacity_slots(const ember_table_config *c)
+{
+    return (c->capacity + EMBER_BUCKET_SLOTS - 1) / EMBER_BUCKET_SLOTS * EMBER_BUCKET_SLOTS;
+}
+
+/* Doublings a table of config c may make: capacity × 2^k ≤ max_capacity. */
+static uint32_t grow_max(const ember_table_config *c)
+{
+    uint64_t slots = ember_table_config_capacity_slots(c);
+    uint32_t k = 0;
+    while (slots <= c->max_capacity / 2 && slots * 2 <= EMBER_CAPACITY_MAX) {
+        slots *= 2;
+        k++;
+    }
+    return k;
+}
+
+uint64_t ember_table_config_max_slots(const ember_table_config *c)
+{
+    return ember_table_config_capacity_slots(c) << grow_max(c);
 }
 
 const char *ember_table_backend_name(const ember_table_backend *b)
@@ -139,11 +199,28 @@ int ember_table_create(const ember_table_config *c, const ember_table_backend *b
     ember_table *t = calloc(1, sizeof *t);
     if (!t)
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    if (c->ttl_seconds && !backend->evict_versions_below) {
+        free(t);
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "backend %s cannot expire rows: ttl_seconds must be 0",
+                               backend->name);
+    }
     t->tb_backend = backend;
     t->tb_config = *c;
     t->tb_row_floats = ember_table_config_row_floats(c);
+    t->tb_grow_max = grow_max(c);
+    atomic_init(&t->tb_ttl_s, c->ttl_seconds);
+    pthread_mutex_init(&t->tb_ttl_lock, NULL);
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* A waiting doubling holds new calls back, or a busy table would starve it. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&t->tb_grow_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     rc = backend->create(c, &t->tb_impl, err);
     if (rc) {
+        pthread_rwlock_destroy(&t->tb_grow_lock);
+        pthread_mutex_destroy(&t->tb_ttl_lock);
         free(t);
         return rc;
     }
@@ -156,7 +233,155 @@ void ember_table_destroy(ember_table *t)
     if (!t)
         return;
     t->tb_backend->destroy(t->tb_impl);
+    pthread_rwlock_destroy(&t->tb_grow_lock);
+    pthread_mutex_destroy(&t->tb_ttl_lock);
     free(t);
+}
+
+/* ---- online growth ------------------------------------------------------- */
+
+/* Every call that touches the backend runs between enter and leave: shared with
+ * other calls, never during a doubling. Free for tables that cannot grow. */
+static void enter(const ember_table *t)
+{
+    if (t->tb_grow_max)
+        pthread_rwlock_rdlock((pthread_rwlock_t *)&t->tb_grow_lock);
+}
+
+static void leave(const ember_table *t)
+{
+    if (t->tb_grow_max)
+        pthread_rwlock_unlock((pthread_rwlock_t *)&t->tb_grow_lock);
+}
+
+static float grow_load_factor(const ember_table *t)
+{
+    float f = t->tb_config.max_load_factor;
+    return f > 0.0f ? f : EMBER_GROW_LOAD_FACTOR_DEFAULT;
+}
+
+/* Whether `keys` keys would pass the load factor at the current capacity, with a
+ * doubling left to make. Under tb_grow_lock (either way). */
+static int wants_growth(const ember_table *t, uint64_t keys)
+{
+    return atomic_load(&t->tb_grows) < t->tb_grow_max &&
+           (double)keys > (double)grow_load_factor(t) *
+                              (double)t->tb_backend->capacity(t->tb_impl);
+}
+
+static uint64_t now_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Rows moved per step of a doubling. */
+#define GROW_CHUNK_ROWS 4096u
+
+/* One doubling: a backend table of twice the buckets gets every row, then
+ * replaces the old one. Holds tb_grow_lock exclusive. On failure nothing
+ * changed. */
+static int grow_once(ember_table *t, ember_error *err)
+{
+    const ember_table_backend *b = t->tb_backend;
+    ember_table_config c = t->tb_config;
+    c.capacity = b->capacity(t->tb_impl) * 2;
+    void *fresh = NULL;
+    uint64_t *keys = malloc(GROW_CHUNK_ROWS * sizeof *keys);
+    uint64_t *scores = malloc(GROW_CHUNK_ROWS * sizeof *scores);
+    uint64_t *versions = malloc(GROW_CHUNK_ROWS * sizeof *versions);
+    float *rows = malloc((size_t)GROW_CHUNK_ROWS * t->tb_row_floats * sizeof *rows);
+    int rc = keys && scores && versions && rows
+                 ? EMBER_OK
+                 : ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    if (!rc)
+        rc = b->create(&c, &fresh, err);
+    static const ember_export_filter all = {0, 0, 1};
+    uint64_t cursor = 0, end = b->export_end(t->tb_impl);
+    while (!rc && cursor < end) {
+        size_t n = 0;
+        rc = b->export_rows(t->tb_impl, &all, &cursor, GROW_CHUNK_ROWS, keys, rows, scores,
+                            versions, &n, err);
+        if (!rc && n)
+            rc = b->import_rows(fresh, keys, n, rows, scores, versions, err);
+    }
+    if (!rc) {
+        ember_table_stats old;
+        memset(&old, 0, sizeof old);
+        b->stats(t->tb_impl, &old);
+        t->tb_carried.evictions += old.evictions;
+        t->tb_carried.evicted += old.evicted;
+        t->tb_carried.insert_refused += old.insert_refused;
+        t->tb_carried.admission_drops += old.admission_drops;
+        b->destroy(t->tb_impl);
+        t->tb_impl = fresh;
+        atomic_fetch_add(&t->tb_grows, 1);
+    } else if (fresh) {
+        b->destroy(fresh);
+    }
+    free(keys);
+    free(scores);
+    free(versions);
+    free(rows);
+    return rc;
+}
+
+/* Doubles until `keys` keys fit. Takes tb_grow_lock exclusive; the caller holds
+ * no part of it. `forced`: try even after a failure (reserve). */
+static int grow_to_fit(ember_table *t, uint64_t keys, int forced, ember_error *err)
+{
+    pthread_rwlock_wrlock(&t->tb_grow_lock);
+    uint64_t t0 = now_mono_ns();
+    int rc = EMBER_OK, grew = 0;
+    if (forced)
+        atomic_store(&t->tb_grow_stuck, 0);
+    while (!atomic_load(&t->tb_grow_stuck) && wants_growth(t, keys)) {
+        ember_error local;
+        rc = grow_once(t, err ? err : &local);
+        if (rc) {
+            atomic_store(&t->tb_grow_stuck, 1);
+            atomic_fetch_add(&t->tb_grow_failures, 1);
+            break;
+        }
+        grew = 1;
+    }
+    if (grew)
+        atomic_store(&t->tb_grow_pause_ns, now_mono_ns() - t0);
+    pthread_rwlock_unlock(&t->tb_grow_lock);
+    return rc;
+}
+
+/* Before a call that may insert n keys: grows first if they would pass the
+ * load factor. A failed doubling is counted, not the call's error. */
+static void grow_before(ember_table *t, size_t n)
+{
+    if (!t->tb_grow_max || atomic_load(&t->tb_grow_stuck))
+        return;
+    enter(t);
+    int want = wants_growth(t, t->tb_backend->size(t->tb_impl) + n);
+    leave(t);
+    if (want) {
+        enter(t);
+        uint64_t size = t->tb_backend->size(t->tb_impl);
+        leave(t);
+        (void)grow_to_fit(t, size + n, 0, NULL);
+    }
+}
+
+int ember_table_reserve(ember_table *t, uint64_t keys, ember_error *err)
+{
+    if (!t->tb_grow_max)
+        return EMBER_OK;
+    return grow_to_fit(t, keys, 1, err);
+}
+
+/* Export cursors count buckets of the largest size the table can grow to; the
+ * backend's count buckets of its current size (hash.h: bucket b of B is buckets
+ * 2b and 2b + 1 of 2B). */
+static unsigned cursor_shift(const ember_table *t)
+{
+    return t->tb_grow_max - atomic_load(&t->tb_grows);
 }
 
 const ember_table_config *ember_table_config_of(const ember_table *t) { return &t->tb_config; }
@@ -164,9 +389,30 @@ const ember_table_backend *ember_table_backend_of(const ember_table *t) { return
 uint32_t ember_table_dim(const ember_table *t) { return t->tb_config.dim; }
 uint32_t ember_table_row_floats(const ember_table *t) { return t->tb_row_floats; }
 void *ember_table_impl(ember_table *t) { return t->tb_impl; }
-uint64_t ember_table_size(const ember_table *t) { return t->tb_backend->size(t->tb_impl); }
-uint64_t ember_table_capacity(const ember_table *t) { return t->tb_backend->capacity(t->tb_impl); }
-uint64_t ember_table_export_end(const ember_table *t) { return t->tb_backend->export_end(t->tb_impl); }
+
+uint64_t ember_table_size(const ember_table *t)
+{
+    enter(t);
+    uint64_t n = t->tb_backend->size(t->tb_impl);
+    leave(t);
+    return n;
+}
+
+uint64_t ember_table_capacity(const ember_table *t)
+{
+    enter(t);
+    uint64_t n = t->tb_backend->capacity(t->tb_impl);
+    leave(t);
+    return n;
+}
+
+uint64_t ember_table_export_end(const ember_table *t)
+{
+    enter(t);
+    uint64_t end = t->tb_backend->export_end(t->tb_impl) << cursor_shift(t);
+    leave(t);
+    return end;
+}
 
 void ember_table_set_epoch(ember_table *t, uint32_t epoch)
 {
@@ -193,7 +439,17 @@ int ember_table_footprint(const ember_table_config *c, const ember_table_backend
 void ember_table_stats_get(const ember_table *t, ember_table_stats *out)
 {
     memset(out, 0, sizeof *out);
+    enter(t);
     t->tb_backend->stats(t->tb_impl, out);
+    out->evictions += t->tb_carried.evictions;
+    out->evicted += t->tb_carried.evicted;
+    out->insert_refused += t->tb_carried.insert_refused;
+    out->admission_drops += t->tb_carried.admission_drops;
+    leave(t);
+    out->grows = atomic_load(&((ember_table *)t)->tb_grows);
+    out->grow_pause_ns = atomic_load(&((ember_table *)t)->tb_grow_pause_ns);
+    out->grow_failures = atomic_load(&((ember_table *)t)->tb_grow_failures);
+    out->expired = atomic_load(&((ember_table *)t)->tb_expired);
     out->version = atomic_load(&((ember_table *)t)->tb_version);
     out->nonfinite_zeroed = atomic_load(&((ember_table *)t)->tb_nonfinite_zeroed);
     out->load_factor = out->capacity ? (double)out->size / (double)out->capacity : 0.0;
@@ -383,7 +639,10 @@ int ember_table_find(ember_table *t, const uint64_t *keys, size_t n, float *valu
         rc = check_array(values, n, "values", err);
     if (rc || !n)
         return rc;
-    return t->tb_backend->find(t->tb_impl, keys, n, values, found, err);
+    enter(t);
+    rc = t->tb_backend->find(t->tb_impl, keys, n, values, found, err);
+    leave(t);
+    return rc;
 }
 
 int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
@@ -395,9 +654,13 @@ int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
         rc = check_array(values, n, "values", err);
     if (rc || !n)
         return rc;
+    grow_before(t, n);
     ember_op op;
+    enter(t);
     op_begin(t, &op);
-    return t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores, err);
+    rc = t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores, err);
+    leave(t);
+    return rc;
 }
 
 int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
@@ -414,7 +677,10 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         return rc;
     const float *in = clean ? clean : values;
     const ember_table_backend *b = t->tb_backend;
+    if (kind == EMBER_WRITE_GRADIENTS || kind == EMBER_WRITE_UPSERT)
+        grow_before(t, n);
     ember_op op;
+    enter(t);
     op_begin(t, &op);
     switch (kind) {
     case EMBER_WRITE_GRADIENTS:
@@ -430,6 +696,7 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         rc = b->accum(t->tb_impl, &op, keys, n, in, found, err);
         break;
     }
+    leave(t);
     free(clean);
     return rc;
 }
@@ -467,12 +734,19 @@ int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *
     int rc = check_batch(keys, n, err);
     if (rc || !n)
         return rc;
-    return t->tb_backend->erase(t->tb_impl, keys, n, erased, err);
+    enter(t);
+    rc = t->tb_backend->erase(t->tb_impl, keys, n, erased, err);
+    leave(t);
+    return rc;
 }
 
 int ember_table_clear(ember_table *t, ember_error *err)
 {
-    return t->tb_backend->clear(t->tb_impl, err);
+    enter(t);
+    int rc = t->tb_backend->clear(t->tb_impl, err);
+    leave(t);
+    atomic_store(&t->tb_grow_stuck, 0);
+    return rc;
 }
 
 int ember_table_export(ember_table *t, const ember_export_filter *f, uint64_t *cursor,
@@ -489,11 +763,22 @@ int ember_table_export(ember_table *t, const ember_export_filter *f, uint64_t *c
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "export max_rows %zu is below one bucket (%u)", max_rows,
                                EMBER_BUCKET_SLOTS);
-    if (*cursor > ember_table_export_end(t))
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "export cursor %llu past the end",
-                               (unsigned long long)*cursor);
-    return t->tb_backend->export_rows(t->tb_impl, f ? f : &all, cursor, max_rows, keys, rows,
-                                      scores, versions, n_out, err);
+    enter(t);
+    unsigned shift = cursor_shift(t);
+    uint64_t end = t->tb_backend->export_end(t->tb_impl);
+    uint64_t bucket = *cursor >> shift;
+    int rc;
+    if (*cursor > end << shift || bucket << shift != *cursor)
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "export cursor %llu is past the end or not one export gave",
+                             (unsigned long long)*cursor);
+    else
+        rc = t->tb_backend->export_rows(t->tb_impl, f ? f : &all, &bucket, max_rows, keys,
+                                        rows, scores, versions, n_out, err);
+    if (!rc)
+        *cursor = bucket << shift;
+    leave(t);
+    return rc;
 }
 
 int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const float *rows,
@@ -519,7 +804,10 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
     uint64_t vmax = 0;
     for (size_t i = 0; i < n; i++)
         vmax = versions[i] > vmax ? versions[i] : vmax;
+    grow_before(t, n);
+    enter(t);
     rc = t->tb_backend->import_rows(t->tb_impl, keys, n, rows, scores, versions, err);
+    leave(t);
     if (rc)
         return rc;
     ember_table_raise_version(t, vmax);
@@ -538,7 +826,10 @@ int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
 {
     if (evicted)
         *evicted = 0;
-    return t->tb_backend->evict_below(t->tb_impl, score, evicted, err);
+    enter(t);
+    int rc = t->tb_backend->evict_below(t->tb_impl, score, evicted, err);
+    leave(t);
+    return rc;
 }
 
 int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted,
@@ -546,5 +837,102 @@ int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted
 {
     if (evicted)
         *evicted = 0;
-    return t->tb_backend->evict_to_size(t->tb_impl, target, evicted, err);
+    enter(t);
+    int rc = t->tb_backend->evict_to_size(t->tb_impl, target, evicted, err);
+    leave(t);
+    return rc;
+}
+
+/* ---- time to live -------------------------------------------------------- */
+
+uint64_t ember_table_ttl(const ember_table *t)
+{
+    return atomic_load(&((ember_table *)t)->tb_ttl_s);
+}
+
+int ember_table_set_ttl(ember_table *t, uint64_t ttl_seconds, ember_error *err)
+{
+    if (ttl_seconds > EMBER_TTL_MAX_SECONDS)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "ttl_seconds %llu above %llu (a negative value sent as "
+                               "unsigned?)",
+                               (unsigned long long)ttl_seconds,
+                               (unsigned long long)EMBER_TTL_MAX_SECONDS);
+    if (ttl_seconds && !t->tb_backend->evict_versions_below)
+        return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                               "backend %s cannot expire rows", t->tb_backend->name);
+    atomic_store(&t->tb_ttl_s, ttl_seconds);
+    return EMBER_OK;
+}
+
+/* Records (now, current version): every version up to it was handed out by now.
+ * Marks are at least ttl / TTL_MARKS apart, so the ring spans the TTL. Under
+ * tb_ttl_lock. */
+static void ttl_record(ember_table *t, uint64_t now_ns, uint64_t ttl_ns)
+{
+    ttl_mark m = {now_ns, atomic_load(&t->tb_version)};
+    if (t->tb_mark_count) {
+        unsigned last = (t->tb_mark_head + t->tb_mark_count - 1) % TTL_MARKS;
+        if (now_ns < t->tb_marks[last].at_ns)
+            m.at_ns = t->tb_marks[last].at_ns; /* the wall clock stepped back */
+        /* Too close to the last mark: skipped. Only the finer grain is lost (a
+         * row may live up to the spacing longer), never a row judged older than
+         * it is. */
+        if (m.at_ns - t->tb_marks[last].at_ns < ttl_ns / TTL_MARKS)
+            return;
+    }
+    if (t->tb_mark_count == TTL_MARKS) {
+        t->tb_mark_head = (t->tb_mark_head + 1) % TTL_MARKS;
+        t->tb_mark_count--;
+    }
+    t->tb_marks[(t->tb_mark_head + t->tb_mark_count) % TTL_MARKS] = m;
+    t->tb_mark_count++;
+}
+
+/* The newest version that was already current ttl before now (0: none); marks
+ * older than that one are dropped. Under tb_ttl_lock. */
+static uint64_t ttl_cut(ember_table *t, uint64_t now_ns, uint64_t ttl_ns)
+{
+    uint64_t cut = 0;
+    while (t->tb_mark_count) {
+        ttl_mark *m = &t->tb_marks[t->tb_mark_head];
+        if (m->at_ns > now_ns || now_ns - m->at_ns < ttl_ns)
+            break;
+        cut = m->version;
+        if (t->tb_mark_count == 1)
+            break;
+        ttl_mark *next = &t->tb_marks[(t->tb_mark_head + 1) % TTL_MARKS];
+        if (next->at_ns > now_ns || now_ns - next->at_ns < ttl_ns)
+            break;
+        t->tb_mark_head = (t->tb_mark_head + 1) % TTL_MARKS;
+        t->tb_mark_count--;
+    }
+    return cut;
+}
+
+int ember_table_expire(ember_table *t, uint64_t now_ns, uint64_t *expired, ember_error *err)
+{
+    if (expired)
+        *expired = 0;
+    uint64_t ttl = atomic_load(&t->tb_ttl_s);
+    if (!ttl)
+        return EMBER_OK;
+    uint64_t ttl_ns = ttl * UINT64_C(1000000000);
+    pthread_mutex_lock(&t->tb_ttl_lock);
+    uint64_t cut = ttl_cut(t, now_ns, ttl_ns);
+    ttl_record(t, now_ns, ttl_ns);
+    uint64_t n = 0;
+    int rc = EMBER_OK;
+    if (cut) {
+        /* Rows of version ≤ cut were written before the cut's mark: remove
+         * versions below cut + 1. */
+        enter(t);
+        rc = t->tb_backend->evict_versions_below(t->tb_impl, cut + 1, &n, err);
+        leave(t);
+    }
+    pthread_mutex_unlock(&t->tb_ttl_lock);
+    atomic_fetch_add(&t->tb_expired, n);
+    if (expired)
+        *expired = n;
+    return rc;
 }

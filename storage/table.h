@@ -48,6 +48,8 @@ extern "C" {
 
 #define EMBER_DIM_MAX 4096u
 #define EMBER_CAPACITY_MAX (UINT64_C(1) << 40)
+#define EMBER_TTL_MAX_SECONDS (UINT64_C(100) * 366 * 86400) /* about a century */
+#define EMBER_GROW_LOAD_FACTOR_DEFAULT 0.75f
 
 typedef enum ember_nonfinite_policy {
     EMBER_NONFINITE_REJECT = 0, /* a NaN/Inf gradient or delta fails the call */
@@ -74,6 +76,14 @@ typedef struct ember_table_config {
                                      device memory, the rest in pinned host memory
                                      ("hybrid"); 0 = every row in device memory.
                                      Ignored by the CPU backend. */
+    uint64_t max_capacity;        /* online growth: 0 (or ≤ capacity) = fixed size.
+                                     Else the table doubles while serving, up to
+                                     the largest capacity × 2^k ≤ max_capacity
+                                     (see "Online growth" below) */
+    float max_load_factor;        /* growth threshold in (0, 1]; 0 = 0.75 */
+    uint64_t ttl_seconds;         /* time to live: 0 = off. Rows not written for
+                                     this long are removed by ember_table_expire
+                                     (see "Time to live" below) */
 } ember_table_config;
 
 typedef struct ember_table_stats {
@@ -92,6 +102,11 @@ typedef struct ember_table_stats {
     uint64_t slots_device;        /* slots whose rows live in device memory (GPU) */
     uint64_t slots_host;          /* slots whose rows live in host memory: all of
                                      them on the CPU, the hybrid rest on the GPU */
+    uint64_t grows;               /* doublings done by online growth */
+    uint64_t grow_pause_ns;       /* how long the last one held calls back */
+    uint64_t grow_failures;       /* doublings that could not get memory */
+    uint64_t expired;             /* keys removed by ember_table_expire (also
+                                     counted in `evicted`) */
 } ember_table_stats;
 
 /* Rows that export returns: score ≥ min_score and version > after_version, where
@@ -118,6 +133,11 @@ void ember_table_config_init(ember_table_config *c);
 /* Checks every field; EMBER_INVALID_ARGUMENT naming the first bad one. */
 int ember_table_config_validate(const ember_table_config *c, ember_error *err);
 
+/* The capacity (slots: whole buckets) a table of config `c` starts with, and the
+ * largest it can grow to (the same when growth is off). `c` must be valid. */
+uint64_t ember_table_config_capacity_slots(const ember_table_config *c);
+uint64_t ember_table_config_max_slots(const ember_table_config *c);
+
 /* Row floats (embedding + optimizer slots) of a table with this config. */
 uint32_t ember_table_config_row_floats(const ember_table_config *c);
 
@@ -129,6 +149,57 @@ uint32_t ember_table_config_row_floats(const ember_table_config *c);
  * Errors: INVALID_ARGUMENT (config). */
 int ember_table_footprint(const ember_table_config *c, const ember_table_backend *backend,
                           uint64_t *bytes_host, uint64_t *bytes_device, ember_error *err);
+
+/*
+ * Online growth. A table whose max_capacity is above its capacity doubles its
+ * bucket count while serving: before a call that may insert n keys (find_or_insert,
+ * insert_or_assign, apply_gradients, import), while size + n > max_load_factor ×
+ * capacity and a doubling is left, the table grows. Growing builds a new backend
+ * table of twice the buckets, moves every row into it (embedding, optimizer slots,
+ * score and version unchanged: bucket b's keys land in buckets 2b and 2b + 1, so
+ * no bucket can overflow and nothing is evicted) and swaps it in. Calls on the
+ * table wait while it grows (stats: grow_pause_ns); calls on other tables do not.
+ * Memory: old and new are both held while rows move (3 × the old size at peak).
+ * Kept: rows, counters, the version. Reset: an admission sketch (keys counting
+ * toward admission start again). If the new table cannot get memory the table
+ * keeps serving at its size (it is a cache: full buckets evict) and counts a
+ * grow_failure; it tries again only after ember_table_reserve or clear. A table
+ * without growth takes no lock at all for this.
+ *
+ * Export cursors stay valid across growth (a scan started before a doubling goes
+ * on after it, visiting each row once): they count buckets of the largest size.
+ */
+
+/* Grows the table (doubling, within max_capacity) until `keys` keys fit under
+ * its max_load_factor. A restore calls this with the rows it will import.
+ * Errors: RESOURCE_EXHAUSTED (memory; the table is unchanged). */
+int ember_table_reserve(ember_table *t, uint64_t keys, ember_error *err);
+
+/*
+ * Time to live. A table with ttl_seconds > 0 loses rows that no call has
+ * *written* for that long: writes are apply_gradients, insert_or_assign,
+ * assign, accum, and find_or_insert creating the key (each gives the row a new
+ * version); reads, a find_or_insert of an existing key included, do not keep a
+ * row alive. The table does not keep a time per row: ember_table_expire(t, now)
+ * records which version was current at `now`, and removes rows whose version
+ * was already current ttl_seconds before (so a row lives at least ttl_seconds
+ * after its last write, and at most that plus the interval between expire
+ * calls). The record starts empty: a table just created or restored removes
+ * nothing for its first ttl_seconds (restored rows count as written at restore).
+ * Removal visits one bucket at a time, beside other calls. Removed rows count
+ * in stats.expired and stats.evicted.
+ */
+
+/* Records the version current at `now_ns` (CLOCK_REALTIME ns) and removes the
+ * rows expired by then; *expired (optional) = how many. A no-op without TTL.
+ * Errors: a backend's own (INTERNAL). */
+int ember_table_expire(ember_table *t, uint64_t now_ns, uint64_t *expired, ember_error *err);
+
+/* Changes the table's time to live (0: off; the record of versions is kept).
+ * INVALID_ARGUMENT above EMBER_TTL_MAX_SECONDS; FAILED_PRECONDITION on a backend
+ * that cannot expire rows. */
+int ember_table_set_ttl(ember_table *t, uint64_t ttl_seconds, ember_error *err);
+uint64_t ember_table_ttl(const ember_table *t);
 
 /* Creates a table on `backend` (NULL = CPU). On success *out owns the table
  * (free with ember_table_destroy). Errors: INVALID_ARGUMENT (config),

@@ -50,6 +50,9 @@ struct ember_table_backend {
                        const uint64_t *scores, const uint64_t *versions, ember_error *err);
     int (*evict_below)(void *impl, uint64_t score, uint64_t *evicted, ember_error *err);
     int (*evict_to_size)(void *impl, uint64_t target, uint64_t *evicted, ember_error *err);
+    /* Removes rows whose version is below `version`, one bucket at a time, counted
+     * as evicted; *n = how many. NULL: the backend cannot (no TTL tables). */
+    int (*evict_versions_below)(void *impl, uint64_t version, uint64_t *n, ember_error *err);
     uint64_t (*size)(const void *impl);
     uint64_t (*capacity)(const void *impl);
     /* Fills what the backend knows; table.c adds version and its own counters. */

@@ -299,6 +299,12 @@ static int gb_evict_to_size(void *impl, uint64_t target, uint64_t *evicted, embe
     return ember_gpu_evict_to_size((ember_gpu_table *)impl, target, evicted, err);
 }
 
+static int gb_evict_versions_below(void *impl, uint64_t version, uint64_t *evicted,
+                                   ember_error *err)
+{
+    return ember_gpu_evict_versions_below((ember_gpu_table *)impl, version, evicted, err);
+}
+
 static uint64_t gb_size(const void *impl)
 {
     return ember_gpu_size((const ember_gpu_table *)impl);
@@ -352,6 +358,7 @@ static const ember_table_backend gpu_backend = {
     gb_import,
     gb_evict_below,
     gb_evict_to_size,
+    gb_evict_versions_below,
     gb_size,
     gb_capacity,
     gb_stats,

@@ -75,9 +75,9 @@ __global__ void k_clear(tview v, unsigned long long *counts)
     bc_flush(&bc, counts);
 }
 
-/* Erases entries with score < below, and up to *ties (shared budget) with
- * score == below. */
-__global__ void k_evict(tview v, uint64_t below, unsigned long long ties,
+/* Erases entries whose `col` (the scores, or the versions) < below, and up to
+ * *ties (shared budget) with col == below. */
+__global__ void k_evict(tview v, const uint64_t *col, uint64_t below, unsigned long long ties,
                         unsigned long long *ties_used, unsigned long long *counts)
 {
     __shared__ block_counts bc;
@@ -96,7 +96,7 @@ __global__ void k_evict(tview v, uint64_t below, unsigned long long ties,
             if (byte & 0x80u)
                 continue;
             unsigned s = lane * 8u + k;
-            uint64_t sc = __ldcg(v.scores + i * SLOTS + s);
+            uint64_t sc = __ldcg(col + i * SLOTS + s);
             int go = sc < below;
             if (!go && sc == below && ties)
                 go = atomicAdd(ties_used, 1ull) < ties;
@@ -243,17 +243,18 @@ int ember_gpu_clear(ember_gpu_table *t, ember_error *err)
     return rc;
 }
 
-/* Evicts below `below` and `ties` entries equal to it; *n = how many went.
- * Caller holds sync_lock. */
-static int evict_scan(ember_gpu_table *t, uint64_t below, uint64_t ties, uint64_t *n,
-                      ember_error *err)
+/* Evicts entries whose score (by_version: version) is below `below`, and `ties`
+ * entries equal to it; *n = how many went. Caller holds sync_lock. */
+static int evict_scan(ember_gpu_table *t, uint64_t below, uint64_t ties, int by_version,
+                      uint64_t *n, ember_error *err)
 {
+    tview v = view_of(t);
     int rc = EMBER_CUDA_CHECK(cudaMemsetAsync(t->d_hist, 0, 256 * 8, t->sync_stream), err);
     if (rc)
         return rc;
     /* d_hist[0..C_COUNT): counters; d_hist[C_COUNT]: ties used. */
-    k_evict<<<grid_for(t, t->nb), BLOCK, 0, t->sync_stream>>>(view_of(t), below, ties,
-                                                              t->d_hist + C_COUNT, t->d_hist);
+    k_evict<<<grid_for(t, t->nb), BLOCK, 0, t->sync_stream>>>(
+        v, by_version ? v.versions : v.scores, below, ties, t->d_hist + C_COUNT, t->d_hist);
     if ((rc = launched(err)) || (rc = sync_fold(t, t->h_hist, err)))
         return rc;
     *n = t->h_hist[C_EVICTED];
@@ -269,7 +270,24 @@ int ember_gpu_evict_below(ember_gpu_table *t, uint64_t score, uint64_t *evicted,
         pthread_mutex_lock(&t->sync_lock);
         rc = use_device(t, err);
         if (!rc)
-            rc = evict_scan(t, score, 0, &n, err);
+            rc = evict_scan(t, score, 0, 0, &n, err);
+        pthread_mutex_unlock(&t->sync_lock);
+    }
+    if (!rc && evicted)
+        *evicted = n;
+    return rc;
+}
+
+int ember_gpu_evict_versions_below(ember_gpu_table *t, uint64_t version, uint64_t *evicted,
+                                   ember_error *err)
+{
+    uint64_t n = 0;
+    int rc = EMBER_OK;
+    if (version) {
+        pthread_mutex_lock(&t->sync_lock);
+        rc = use_device(t, err);
+        if (!rc)
+            rc = evict_scan(t, version, 0, 1, &n, err);
         pthread_mutex_unlock(&t->sync_lock);
     }
     if (!rc && evicted)
@@ -320,7 +338,7 @@ int ember_gpu_evict_to_size(ember_gpu_table *t, uint64_t target, uint64_t *evict
         if (!rc)
             rc = kth_score(t, excess - 1, &cut, &below, err);
         if (!rc)
-            rc = evict_scan(t, cut, excess - below, &n, err);
+            rc = evict_scan(t, cut, excess - below, 0, &n, err);
         pthread_mutex_unlock(&t->sync_lock);
     }
     if (!rc && evicted)
