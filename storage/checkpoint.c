@@ -43,11 +43,11 @@ static int check_fits(ember_table *t, const ckpt_file *f, const ember_ckpt_expec
         return ckpt_fail(err, EMBER_FAILED_PRECONDITION, p,
                          "holds table '%s', expected '%s'", m->table_name,
                          expect->table_name);
-    if (m->rows > ember_table_capacity(t))
+    uint64_t room = ember_table_config_max_slots(c);
+    if (m->rows > room)
         return ckpt_fail(err, EMBER_FAILED_PRECONDITION, p,
                          "holds %llu rows, more than the table's capacity of %llu",
-                         (unsigned long long)m->rows,
-                         (unsigned long long)ember_table_capacity(t));
+                         (unsigned long long)m->rows, (unsigned long long)room);
     return EMBER_OK;
 }
 
@@ -62,6 +62,9 @@ static int ckpt_fill(ember_table *t, const ckpt_file *f, uint8_t *buf, ember_err
     int rc = ember_table_clear(t, err);
     if (rc)
         return rc;
+    /* A growing table takes its size for these rows at once, not doubling by
+     * doubling as they come; without the memory it grows as far as it can. */
+    ember_table_reserve(t, f->cf_hdr.ch_meta.rows, NULL);
     rc = ckpt_scan(f, buf, import_chunk, t, err);
     if (!rc) {
         ember_table_raise_version(t, f->cf_hdr.ch_meta.version);

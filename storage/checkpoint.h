@@ -14,14 +14,15 @@
  * the file is whole (embedding and slots from one moment), but the file is not a
  * snapshot of one moment: rows written during the save may or may not be in it.
  *
- * File format, version 2 (written), and 1 (still read). All integers
+ * File format, version 3 (written), 2 and 1 (still read). All integers
  * little-endian, floats IEEE-754 binary32 (this code builds only on
  * little-endian hosts). CRCs are CRC-32C (crc32c.h).
  *
- *   header (244 bytes; version 1: 220)
+ *   header (264 bytes; version 2: 244, version 1: 220)
  *     0   8  magic "EMBRCKPT"
- *     8   4  format version = 2 (or 1)
- *    12   4  header length in bytes, CRC included = 244 (version 1: 220)
+ *     8   4  format version = 3 (or 2, 1)
+ *    12   4  header length in bytes, CRC included = 264 (version 2: 244,
+ *            version 1: 220)
  *    16   4  config.dim
  *    20   8  config.capacity
  *    28   4  config.score_policy                 (int32)
@@ -46,7 +47,11 @@
  *   208   8  rows in the file
  *   216   8  placement.hbm_bytes                  (version 2 on)
  *   224  16  placement.backend, ASCII, zero-padded (version 2 on)
- *   240   4  CRC of bytes 0..239                  (version 1: at 216, of 0..215)
+ *   240   8  config.max_capacity                 (version 3 on)
+ *   248   4  config.max_load_factor              (float32, version 3 on)
+ *   252   8  config.ttl_seconds                  (version 3 on)
+ *   260   4  CRC of bytes 0..259                  (version 2: at 240, of 0..239;
+ *                                                 version 1: at 216, of 0..215)
  *
  *   chunks (zero or more, each 1..chunk_rows rows; n = rows in this chunk)
  *     0   4  magic 0x4B4E4843 ("CHNK" in file order)
@@ -64,10 +69,11 @@
  *    24   4  CRC of bytes 0..23 of the footer
  *
  * Statuses: EMBER_NOT_FOUND (no such file), EMBER_DATA_LOSS (the file is damaged,
- * truncated, has bytes after its footer, or is not a version-1 or -2 checkpoint),
+ * truncated, has bytes after its footer, or is not a version 1 to 3 checkpoint),
  * EMBER_FAILED_PRECONDITION (a sound checkpoint that does not fit the table or
  * the expectation: other dim, optimizer or row layout, another shard or table
- * name, more rows than the table's capacity, a row holding NaN/Inf),
+ * name, more rows than the table's capacity (the largest it can grow to), a row
+ * holding NaN/Inf),
  * EMBER_INVALID_ARGUMENT (bad arguments), EMBER_RESOURCE_EXHAUSTED (memory),
  * EMBER_INTERNAL (an I/O call failed; the message has strerror). Messages name
  * the file and what is wrong with it.
@@ -92,7 +98,7 @@
 extern "C" {
 #endif
 
-#define EMBER_CKPT_FORMAT_VERSION 2u
+#define EMBER_CKPT_FORMAT_VERSION 3u
 #define EMBER_CKPT_NAME_MAX 64u
 #define EMBER_CKPT_BACKEND_MAX 15u
 /* Chunks hold up to 4,096 rows, fewer for wide rows so that one chunk's buffer

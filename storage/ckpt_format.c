@@ -165,6 +165,9 @@ void ckpt_hdr_encode(const ckpt_header *h, uint8_t b[CKPT_HDR_LEN])
     ckpt_put_u64(b, &off, m->placement.hbm_bytes);
     memcpy(b + off, m->placement.backend, strlen(m->placement.backend));
     off += EMBER_CKPT_BACKEND_MAX + 1;
+    ckpt_put_u64(b, &off, m->config.max_capacity);
+    put_f32(b, &off, m->config.max_load_factor);
+    ckpt_put_u64(b, &off, m->config.ttl_seconds);
     ckpt_put_u32(b, &off, ember_crc32c(b, CKPT_HDR_CRC_OFF));
 }
 
@@ -211,7 +214,7 @@ static int hdr_check_fields(const ckpt_header *h, const uint8_t *name, uint32_t 
 
 /* Decodes b[have] (have ≤ CKPT_HDR_LEN bytes read from the start of a file of
  * `size` bytes), saying first whether it is a checkpoint at all, then whether
- * it is whole, then whether it is intact. Versions 1 and 2. */
+ * it is whole, then whether it is intact. Versions 1 to 3. */
 static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header *h,
                       const char *path, ember_error *err)
 {
@@ -222,12 +225,14 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "truncated in the header (%llu bytes)",
                          (unsigned long long)size);
     uint32_t version = ckpt_get_u32(b, &off), len = ckpt_get_u32(b, &off);
-    if (version != 1 && version != EMBER_CKPT_FORMAT_VERSION)
+    if (version < 1 || version > EMBER_CKPT_FORMAT_VERSION)
         return ckpt_fail(err, EMBER_DATA_LOSS, path,
                          "format version %u, this build reads 1 to %u", version,
                          EMBER_CKPT_FORMAT_VERSION);
-    uint32_t want = version == 1 ? CKPT_HDR_LEN_V1 : CKPT_HDR_LEN;
-    uint32_t crc_off = version == 1 ? CKPT_HDR_CRC_OFF_V1 : CKPT_HDR_CRC_OFF;
+    static const uint32_t lens[] = {CKPT_HDR_LEN_V1, CKPT_HDR_LEN_V2, CKPT_HDR_LEN};
+    static const uint32_t crc_offs[] = {CKPT_HDR_CRC_OFF_V1, CKPT_HDR_CRC_OFF_V2,
+                                        CKPT_HDR_CRC_OFF};
+    uint32_t want = lens[version - 1], crc_off = crc_offs[version - 1];
     if (len != want)
         return ckpt_fail(err, EMBER_DATA_LOSS, path, "header length %u, expected %u", len,
                          want);
@@ -257,6 +262,12 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
         if (!backend_valid(b + off, EMBER_CKPT_BACKEND_MAX + 1))
             return ckpt_fail(err, EMBER_DATA_LOSS, path, "bad placement backend");
         memcpy(m->placement.backend, b + off, EMBER_CKPT_BACKEND_MAX + 1);
+        off += EMBER_CKPT_BACKEND_MAX + 1;
+    }
+    if (version >= 3) {
+        m->config.max_capacity = ckpt_get_u64(b, &off);
+        m->config.max_load_factor = get_f32(b, &off);
+        m->config.ttl_seconds = ckpt_get_u64(b, &off);
     }
     int rc = hdr_check_fields(h, name, name_len, path, err);
     if (!rc)

@@ -41,8 +41,10 @@
 #error "the checkpoint code supports little-endian hosts only"
 #endif
 
-#define CKPT_HDR_LEN 244u     /* version 2, written */
-#define CKPT_HDR_CRC_OFF 240u
+#define CKPT_HDR_LEN 264u     /* version 3, written */
+#define CKPT_HDR_CRC_OFF 260u
+#define CKPT_HDR_LEN_V2 244u  /* version 2, still read: no growth or TTL */
+#define CKPT_HDR_CRC_OFF_V2 240u
 #define CKPT_HDR_LEN_V1 220u  /* version 1, still read: no placement */
 #define CKPT_HDR_CRC_OFF_V1 216u
 #define CKPT_FTR_LEN 28u

@@ -32,7 +32,8 @@
 #include "storage/crc32c.h"
 #include "tests/fuzz/fuzz.h"
 
-#define HDR_LEN 244u    /* format version 2 */
+#define HDR_LEN 264u    /* format version 3 */
+#define HDR_LEN_V2 244u /* version 2 */
 #define HDR_LEN_V1 220u /* version 1 */
 #define FTR_LEN 28u
 #define CHUNK_MAGIC 0x4B4E4843u
@@ -86,7 +87,8 @@ static void wr32(uint8_t *b, uint32_t v) { memcpy(b, &v, 4); }
  * checkpoint.h); returns 1 if any byte changed. */
 static int fix_crcs(uint8_t *b, size_t len)
 {
-    size_t hdr = len >= 12 && rd32(b + 8) == 1 ? HDR_LEN_V1 : HDR_LEN;
+    uint32_t version = len >= 12 ? rd32(b + 8) : 0;
+    size_t hdr = version == 1 ? HDR_LEN_V1 : version == 2 ? HDR_LEN_V2 : HDR_LEN;
     if (len < hdr)
         return 0;
     uint8_t before[4];

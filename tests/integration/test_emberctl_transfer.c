@@ -563,15 +563,15 @@ END_TEST
 /* ---- reshard --------------------------------------------------------------------------- */
 
 /* The placement backend in the header of the checkpoint at `path` (format
- * version 2, checkpoint.h: 16 bytes at offset 224). */
+ * version 3, checkpoint.h: 16 bytes at offset 224). */
 static void placement_of(const char *path, char out[17])
 {
     FILE *f = fopen(path, "rb");
     ck_assert_ptr_nonnull(f);
-    uint8_t h[244];
+    uint8_t h[264];
     ck_assert_uint_eq(fread(h, 1, sizeof h, f), sizeof h);
     fclose(f);
-    ck_assert_uint_eq(h[8], 2); /* format version */
+    ck_assert_uint_eq(h[8], 3); /* format version */
     memcpy(out, h + 224, 16);
     out[16] = '\0';
 }

@@ -231,7 +231,7 @@ START_TEST(empty_table_round_trip)
     ck_assert_int_eq(ember_ckpt_save(t, path, "e", 0, 1, NULL, &m, NULL), EMBER_OK);
     ck_assert_uint_eq(m.rows, 0);
     ck_assert_int_eq(stat(path, &st), 0);
-    ck_assert_int_eq(st.st_size, 244 + 28); /* header + footer, no chunk */
+    ck_assert_int_eq(st.st_size, 264 + 28); /* header + footer, no chunk */
     ember_table *u = table_like(t);
     train(u, 1, 100, 1, 3);
     ck_assert_int_eq(ember_ckpt_load(u, path, NULL, &m, NULL), EMBER_OK);
@@ -372,9 +372,10 @@ static float fixture_value(uint32_t i, uint32_t j)
     return j < 4 ? (float)(i + 1) + (float)j / 8.0f : 0.5f * (float)(i + 1) + (float)(j - 4);
 }
 
-/* Loads a valid fixture (either format version) and checks every field and row;
- * `backend` and `hbm_bytes` are the placement it must carry. */
-static void load_known_rows(const char *path, const char *backend, uint64_t hbm_bytes)
+/* Loads a valid fixture (any format version) and checks every field and row;
+ * `backend` and `hbm_bytes` are the placement it must carry, `v3` whether it
+ * carries growth and TTL (format version 3 on). */
+static void load_known_rows(const char *path, const char *backend, uint64_t hbm_bytes, int v3)
 {
     ember_table *t = fixture_shaped_table();
     ember_ckpt_meta m;
@@ -399,6 +400,9 @@ static void load_known_rows(const char *path, const char *backend, uint64_t hbm_
     ck_assert_int_eq(m.config.init.kind, EMBER_INIT_NORMAL);
     ck_assert_float_eq(m.config.init.b, 0.02f);
     ck_assert_int_eq(m.config.nonfinite, EMBER_NONFINITE_ZERO);
+    ck_assert_uint_eq(m.config.max_capacity, v3 ? 4096 : 0);
+    ck_assert_float_eq(m.config.max_load_factor, v3 ? 0.5f : 0.0f);
+    ck_assert_uint_eq(m.config.ttl_seconds, v3 ? 3600 : 0);
 
     tu_snapshot s;
     tu_snapshot_take(t, &s);
@@ -418,14 +422,22 @@ static void load_known_rows(const char *path, const char *backend, uint64_t hbm_
 
 START_TEST(valid_fixture_loads_known_rows)
 {
-    load_known_rows(FIXTURE("valid.ckpt"), "gpu", UINT64_C(1) << 20);
+    load_known_rows(FIXTURE("valid.ckpt"), "gpu", UINT64_C(1) << 20, 1);
+}
+END_TEST
+
+/* Files of format version 2 (before growth and TTL) still load, fixed-size and
+ * without TTL. */
+START_TEST(version_2_fixture_still_loads)
+{
+    load_known_rows(FIXTURE("valid_v2.ckpt"), "gpu", UINT64_C(1) << 20, 0);
 }
 END_TEST
 
 /* Files of format version 1 (before placement) still load, placed by default. */
 START_TEST(version_1_fixture_still_loads)
 {
-    load_known_rows(FIXTURE("valid_v1.ckpt"), "", 0);
+    load_known_rows(FIXTURE("valid_v1.ckpt"), "", 0, 0);
 }
 END_TEST
 
@@ -483,10 +495,10 @@ START_TEST(valid_fixture_byte_layout)
 {
     uint8_t *b;
     size_t n = read_file(FIXTURE("valid.ckpt"), &b);
-    ck_assert_uint_eq(n, 244 + 8 + 4 * (24 + 8 * 4) + 4 + 28);
+    ck_assert_uint_eq(n, 264 + 8 + 4 * (24 + 8 * 4) + 4 + 28);
     ck_assert_mem_eq(b, "EMBRCKPT", 8);
-    ck_assert_uint_eq(le32(b + 8), 2);
-    ck_assert_uint_eq(le32(b + 12), 244);
+    ck_assert_uint_eq(le32(b + 8), 3);
+    ck_assert_uint_eq(le32(b + 12), 264);
     ck_assert_uint_eq(le32(b + 16), 4);              /* dim */
     ck_assert_uint_eq(le64(b + 20), 1024);           /* capacity */
     ck_assert_uint_eq(le64(b + 32), 7);              /* seed */
@@ -500,8 +512,13 @@ START_TEST(valid_fixture_byte_layout)
     ck_assert_uint_eq(le64(b + 208), 4);             /* rows */
     ck_assert_uint_eq(le64(b + 216), 1 << 20);       /* placement: hbm_bytes */
     ck_assert_mem_eq(b + 224, "gpu\0\0\0\0\0\0\0\0\0\0\0\0\0", 16); /* backend */
-    ck_assert_uint_eq(le32(b + 240), ember_crc32c(b, 240));
-    const uint8_t *c = b + 244, *f = b + n - 28;
+    ck_assert_uint_eq(le64(b + 240), 4096);          /* max_capacity */
+    float lf;
+    memcpy(&lf, b + 248, 4);
+    ck_assert_float_eq(lf, 0.5f);                    /* max_load_factor */
+    ck_assert_uint_eq(le64(b + 252), 3600);          /* ttl_seconds */
+    ck_assert_uint_eq(le32(b + 260), ember_crc32c(b, 260));
+    const uint8_t *c = b + 264, *f = b + n - 28;
     ck_assert_mem_eq(c, "CHNK", 4);
     ck_assert_uint_eq(le32(c + 4), 4);
     size_t chunk_len = 8 + 4 * (24 + 8 * 4);
@@ -533,7 +550,7 @@ START_TEST(damaged_fixtures_refused)
         {FIXTURE("flipped_byte.ckpt"), "CRC mismatch"},
         {FIXTURE("truncated.ckpt"), "truncated"},
         {FIXTURE("wrong_magic.ckpt"), "bad magic"},
-        {FIXTURE("wrong_version.ckpt"), "format version 3"},
+        {FIXTURE("wrong_version.ckpt"), "format version 4"},
         {FIXTURE("bad_header_crc.ckpt"), "header CRC"},
         {FIXTURE("trailing_garbage.ckpt"), "after the footer"},
     };
@@ -742,6 +759,7 @@ static Suite *checkpoint_suite(void)
     TCase *fx = tcase_create("fixtures");
     tcase_add_test(fx, valid_fixture_loads_known_rows);
     tcase_add_test(fx, version_1_fixture_still_loads);
+    tcase_add_test(fx, version_2_fixture_still_loads);
     tcase_add_test(rt, placement_round_trip_and_refusals);
     tcase_add_test(fx, valid_fixture_byte_layout);
     tcase_add_test(fx, empty_fixture_loads_nothing);

@@ -6,24 +6,27 @@
  * EMBER_CKPT_FORMAT_VERSION then, and keep a reader for the old version).
  * Build and run from the repository root, after building ember_storage:
  *
- *   cc -std=c11 -I. tests/assets/ckpt/make_fixtures.c build/storage/libember_storage.a \
+ *   cc -std=c11 -I. -Iinclude tests/assets/ckpt/make_fixtures.c \
+ *      build/storage/libember_storage.a build/storage/libember_durable.a \
  *      $(pkg-config --libs jemalloc) -lpthread -lm -o /tmp/make_fixtures
  *   /tmp/make_fixtures tests/assets/ckpt
  *
- * Files (the test expects exactly these contents), format version 2:
+ * Files (the test expects exactly these contents), format version 3:
  *   valid.ckpt            table "fixture", shard 1 of 4, dim 4, Adagrad (8 floats
  *                         per row), the 4 rows of fixture_row() below, placed
- *                         backend "gpu", hbm_bytes 1 MiB
+ *                         backend "gpu", hbm_bytes 1 MiB; growth to 4096 keys at
+ *                         load factor 0.5, TTL 3600 s
  *   empty.ckpt            the same table with no rows
  *   wrong_dim.ckpt        a sound checkpoint of the same rows at dim 8
  *   flipped_byte.ckpt     valid.ckpt with one byte of a row's floats flipped
  *   truncated.ckpt        valid.ckpt cut to 300 bytes (inside its chunk)
  *   wrong_magic.ckpt      valid.ckpt starting "XMBRCKPT"
- *   wrong_version.ckpt    valid.ckpt claiming format version 3 (header CRC redone)
+ *   wrong_version.ckpt    valid.ckpt claiming format version 4 (header CRC redone)
  *   bad_header_crc.ckpt   valid.ckpt with its dim changed and the CRC not redone
  *   trailing_garbage.ckpt valid.ckpt followed by 16 bytes
- * Not made here: valid_v1.ckpt, the valid.ckpt of format version 1 (no
- * placement; a 220-byte header), which every later reader must still load.
+ * Not made here: valid_v1.ckpt and valid_v2.ckpt, the valid.ckpt of format
+ * versions 1 (no placement; a 220-byte header) and 2 (no growth or TTL; 244
+ * bytes), which every later reader must still load.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -63,6 +66,9 @@ static ember_table *fixture_table(uint32_t dim, int with_rows)
     c.init.a = 0.0f;
     c.init.b = 0.02f;
     c.nonfinite = EMBER_NONFINITE_ZERO;
+    c.max_capacity = 4096;
+    c.max_load_factor = 0.5f;
+    c.ttl_seconds = 3600;
     ember_table *t;
     ember_error err;
     if (ember_table_create(&c, NULL, &t, &err))
@@ -127,15 +133,15 @@ int main(int argc, char **argv)
     size_t n = slurp(path, valid, sizeof valid);
 
     memcpy(b, valid, n);
-    b[244 + 8 + 3 * 8 * FIX_ROWS + 5] ^= 0x10; /* a byte of row 0's floats */
+    b[264 + 8 + 3 * 8 * FIX_ROWS + 5] ^= 0x10; /* a byte of row 0's floats */
     spit(dir, "flipped_byte.ckpt", b, n);
     spit(dir, "truncated.ckpt", valid, 300);
     memcpy(b, valid, n);
     b[0] = 'X';
     spit(dir, "wrong_magic.ckpt", b, n);
     memcpy(b, valid, n);
-    put_le32(b + 8, 3);
-    put_le32(b + 240, ember_crc32c(b, 240));
+    put_le32(b + 8, 4);
+    put_le32(b + 260, ember_crc32c(b, 260));
     spit(dir, "wrong_version.ckpt", b, n);
     memcpy(b, valid, n);
     b[16] = 5; /* dim 4 → 5, CRC left as it was */
