@@ -37,11 +37,30 @@ EMBER_SAME_ON_WIRE(EMBER_SCORE_EPOCH_LRU, EMBER__V1__SCORE_POLICY__SCORE_EPOCH_L
 EMBER_SAME_ON_WIRE(EMBER_SCORE_EPOCH_LFU, EMBER__V1__SCORE_POLICY__SCORE_EPOCH_LFU);
 EMBER_SAME_ON_WIRE(EMBER_SCORE_CUSTOM, EMBER__V1__SCORE_POLICY__SCORE_CUSTOM);
 
-void ember_table_spec_init(ember_table_spec *s)
+/* ember_table_spec as libember 0.1 laid it out: the least a caller's struct_size
+ * may say (ember.h, "Growing structs"). */
+#define EMBER_TABLE_SPEC_FIRST_SIZE (offsetof(ember_table_spec, backend) + sizeof(const char *))
+
+/* The init of each layout (libember.map): a program linked against EMBER_1
+ * gets the first, which writes no byte past the struct it knows. */
+void ember_table_spec_init_1_1(ember_table_spec *s);
+void ember_table_spec_init_1(ember_table_spec *s);
+__asm__(".symver ember_table_spec_init_1_1,ember_table_spec_init@@EMBER_1.1");
+__asm__(".symver ember_table_spec_init_1,ember_table_spec_init@EMBER_1");
+
+void ember_table_spec_init_1_1(ember_table_spec *s)
 {
     memset(s, 0, sizeof *s);
     s->struct_size = sizeof *s;
     EMBER_TABLE_DEFAULTS(s, optimizer, initializer);
+}
+
+void ember_table_spec_init_1(ember_table_spec *s)
+{
+    ember_table_spec full;
+    ember_table_spec_init_1_1(&full);
+    full.struct_size = (uint32_t)EMBER_TABLE_SPEC_FIRST_SIZE;
+    memcpy(s, &full, EMBER_TABLE_SPEC_FIRST_SIZE);
 }
 
 /* Sends the same request to every shard and waits. On success the op holds each
@@ -88,10 +107,6 @@ static int check_client_table(ember_client *c, const char *name, ember_error *er
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
     return ember_table_name_check(name, err);
 }
-
-/* ember_table_spec as libember 0.1 laid it out: the least a caller's struct_size
- * may say (ember.h, "Growing structs"). */
-#define EMBER_TABLE_SPEC_FIRST_SIZE (offsetof(ember_table_spec, backend) + sizeof(const char *))
 
 int ember_create_table(ember_client *c, const char *name, const ember_table_spec *caller_spec,
                        int if_not_exists, ember_error *err)
@@ -141,6 +156,9 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
     cfg.admission_sketch_width = s->admission_sketch_width;
     cfg.zero_nonfinite = s->zero_nonfinite != 0;
     cfg.backend = (char *)(s->backend ? s->backend : "");
+    cfg.max_capacity = s->max_capacity_per_shard;
+    cfg.max_load_factor = s->max_load_factor;
+    cfg.ttl_seconds = s->ttl_seconds;
     Ember__V1__CreateTableRequest req = EMBER__V1__CREATE_TABLE_REQUEST__INIT;
     req.name = (char *)name;
     req.config = &cfg;
@@ -166,6 +184,22 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
         ember__v1__create_table_response__free_unpacked(r, NULL);
     }
     ember_call_release(op);
+    return rv;
+}
+
+int ember_set_ttl(ember_client *c, const char *name, uint64_t ttl_seconds, ember_error *err)
+{
+    int rv = check_client_table(c, name, err);
+    if (rv)
+        return rv;
+    Ember__V1__AlterTableRequest req = EMBER__V1__ALTER_TABLE_REQUEST__INIT;
+    req.name = (char *)name;
+    req.set_ttl = 1;
+    req.ttl_seconds = ttl_seconds;
+    /* setting a value is idempotent: retried on UNAVAILABLE */
+    ember_call *op = fan_out(c, EMBER_M_ALTER, &req.base, 1, &rv, err);
+    if (op)
+        ember_call_release(op);
     return rv;
 }
 

@@ -45,6 +45,7 @@ static const char *const method_paths[EMBER_M_COUNT] = {
     [EMBER_M_SAVE] = "/ember.v1.Admin/Save",
     [EMBER_M_LOAD] = "/ember.v1.Admin/Load",
     [EMBER_M_LIST] = "/ember.v1.Admin/ListTables",
+    [EMBER_M_ALTER] = "/ember.v1.Admin/AlterTable",
 };
 
 /* The exported name of <ember/types.h>'s table, for callers that bind by symbol. */

@@ -111,6 +111,12 @@ static void info_fill(info_box *b, srv_table *t)
     b->cfg.zero_nonfinite = c->nonfinite == EMBER_NONFINITE_ZERO;
     b->cfg.backend = b->backend;
     b->cfg.hbm_bytes = c->hbm_bytes;
+    b->cfg.max_capacity = c->max_capacity > c->capacity ? ember_table_config_max_slots(c) : 0;
+    b->cfg.max_load_factor = c->max_capacity > c->capacity
+                                 ? (c->max_load_factor > 0.0f ? c->max_load_factor
+                                                              : EMBER_GROW_LOAD_FACTOR_DEFAULT)
+                                 : 0.0f;
+    b->cfg.ttl_seconds = ember_table_ttl(t->table);
     b->opt.kind = (Ember__V1__Optimizer)c->optim.kind;
     b->opt.lr = c->optim.lr;
     b->opt.eps = c->optim.eps;
@@ -138,6 +144,10 @@ static void info_fill(info_box *b, srv_table *t)
     b->stats.bytes_device = s.bytes_device;
     b->stats.slots_device = s.slots_device;
     b->stats.slots_host = s.slots_host;
+    b->stats.grows = s.grows;
+    b->stats.expired = s.expired;
+    b->stats.grow_pause_ns = s.grow_pause_ns;
+    b->stats.grow_failures = s.grow_failures;
     b->stats.pulls = atomic_load_explicit(&t->counters.pulls, memory_order_relaxed);
     b->stats.pushes = atomic_load_explicit(&t->counters.pushes, memory_order_relaxed);
     b->stats.keys_pulled = atomic_load_explicit(&t->counters.keys_pulled, memory_order_relaxed);
@@ -224,9 +234,12 @@ int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
         goto out;
     }
     srv_log(SRV_LOG_INFO, "table_created",
-            "table=%s dim=%u capacity=%llu optimizer=%d backend=%s hbm_bytes=%llu", r->name,
-            c.dim, (unsigned long long)c.capacity, c.optim.kind, ember_table_backend_name(be),
-            (unsigned long long)c.hbm_bytes);
+            "table=%s dim=%u capacity=%llu max_capacity=%llu optimizer=%d backend=%s "
+            "hbm_bytes=%llu ttl_seconds=%llu",
+            r->name, c.dim, (unsigned long long)c.capacity,
+            (unsigned long long)ember_table_config_max_slots(&c), c.optim.kind,
+            ember_table_backend_name(be), (unsigned long long)c.hbm_bytes,
+            (unsigned long long)c.ttl_seconds);
 reply:
     if (!rc) {
         info_box b;
@@ -541,6 +554,35 @@ int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         *resp = pack(&out.base);
         srv_log(SRV_LOG_INFO, "table_evicted", "table=%s evicted=%llu", t->name,
                 (unsigned long long)evicted);
+    }
+    srv_table_unref(t);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                    ember_error *err)
+{
+    (void)w;
+    Ember__V1__AlterTableRequest *r =
+        (void *)unpack(&ember__v1__alter_table_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    srv_table *t = NULL;
+    int rc = get_table(r->name, &t, err);
+    if (!rc && !r->set_ttl)
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "AlterTable changes nothing: say what to set (set_ttl)");
+    if (!rc)
+        rc = ember_table_set_ttl(t->table, r->ttl_seconds, err);
+    if (!rc) {
+        srv_log(SRV_LOG_INFO, "table_altered", "table=%s ttl_seconds=%llu", t->name,
+                (unsigned long long)r->ttl_seconds);
+        info_box b;
+        Ember__V1__AlterTableResponse out = EMBER__V1__ALTER_TABLE_RESPONSE__INIT;
+        info_fill(&b, t);
+        out.table = &b.info;
+        *resp = pack(&out.base);
     }
     srv_table_unref(t);
     protobuf_c_message_free_unpacked(&r->base, NULL);

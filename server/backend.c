@@ -130,8 +130,12 @@ int srv_backend_for_table(const srv_backend *b, const char *name, uint64_t asked
 int srv_table_within_caps(const ember_table_config *c, const ember_table_backend *be,
                           uint64_t max_host_bytes, uint64_t max_hbm_bytes, ember_error *err)
 {
+    /* a growing table is held to its caps at the largest size it may reach */
+    ember_table_config largest = *c;
+    if (ember_table_config_validate(c, err) == EMBER_OK)
+        largest.capacity = ember_table_config_max_slots(c);
     uint64_t host = 0, device = 0;
-    int rc = ember_table_footprint(c, be, &host, &device, err);
+    int rc = ember_table_footprint(&largest, be, &host, &device, err);
     if (rc)
         return rc;
     if (max_hbm_bytes && device > max_hbm_bytes)
@@ -139,13 +143,13 @@ int srv_table_within_caps(const ember_table_config *c, const ember_table_backend
                                "the table needs %llu bytes of device memory for %llu keys of "
                                "dim %u, over --max-table-hbm-bytes %llu (a smaller capacity "
                                "or hbm_bytes fits)",
-                               (unsigned long long)device, (unsigned long long)c->capacity,
+                               (unsigned long long)device, (unsigned long long)largest.capacity,
                                c->dim, (unsigned long long)max_hbm_bytes);
     if (max_host_bytes && host > max_host_bytes)
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
                                "the table needs %llu bytes of host memory for %llu keys of "
                                "dim %u, over --max-table-host-bytes %llu",
-                               (unsigned long long)host, (unsigned long long)c->capacity,
+                               (unsigned long long)host, (unsigned long long)largest.capacity,
                                c->dim, (unsigned long long)max_host_bytes);
     return EMBER_OK;
 }

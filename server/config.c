@@ -32,6 +32,7 @@ static const opt opts[] = {
     {"checkpoint-restore", "EMBER_CHECKPOINT_RESTORE", "on|off", "at start, restore every <dir>/<table>.ckpt; a damaged one, or one of another shard, stops the start (exit 1) (default on)"},
     {"checkpoint-on-exit", "EMBER_CHECKPOINT_ON_EXIT", "on|off", "at SIGTERM/SIGINT, after in-flight calls end, save every table to --checkpoint-dir before exiting (default on)"},
     {"checkpoint-exit-timeout-ms", "EMBER_CHECKPOINT_EXIT_TIMEOUT_MS", "MS", "give up the exit save after this long and exit 1, the previous checkpoint intact (default 0: no bound; keep Kubernetes' terminationGracePeriodSeconds above grace + save time)"},
+    {"ttl-sweep-interval", "EMBER_TTL_SWEEP_INTERVAL", "DURATION", "how often tables with a TTL (ttl_seconds) are swept for rows past it, beside serving, one bucket at a time; a row lives at least its TTL after its last write and at most this much longer (default 1s; 10ms..1h)"},
     {"log-level", "EMBER_LOG_LEVEL", "LEVEL", "error|warn|info|debug (default info); debug adds one line per call"},
     {"log-format", "EMBER_LOG_FORMAT", "logfmt|json", "one line per event as key=value pairs or as a JSON object (default logfmt)"},
     {"metrics-listen", "EMBER_METRICS_LISTEN", "HOST:PORT", "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off)"},
@@ -141,6 +142,7 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
                   strcmp(name, "checkpoint-dir") && strcmp(name, "log-level") &&
                   strcmp(name, "log-format") && strcmp(name, "metrics-listen") &&
                   strcmp(name, "coalesce") && strcmp(name, "checkpoint-interval") &&
+                  strcmp(name, "ttl-sweep-interval") &&
                   strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit") &&
                   strncmp(name, "tls-", 4) && !strstr(name, "-token-file") &&
                   !strstr(name, "-identities");
@@ -227,6 +229,13 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
                      src, v);
             return -1;
         }
+    } else if (!strcmp(name, "ttl-sweep-interval")) {
+        uint64_t ms;
+        if (parse_duration_ms(v, &ms) || ms < 10 || ms > 3600000) {
+            snprintf(msg, cap, "%s: '%.32s' is not a duration within 10ms..1h", src, v);
+            return -1;
+        }
+        c->ttl_sweep_ms = ms;
     } else if (!strcmp(name, "checkpoint-keep")) {
         if (u < 1 || u > 1000) {
             snprintf(msg, cap, "%s: %s is outside 1..1000", src, v);
@@ -338,6 +347,7 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     c->coalesce_max_keys = 262144;
     c->coalesce_queue_keys = 0; /* 0: from coalesce-max-keys, once every flag is read */
     c->coalesce_wait_us = 0;
+    c->ttl_sweep_ms = 1000;
 
     /* flags first (remembered), then each setting from its flag or, when no
      * flag gave it, from its environment variable: the flag wins, and a bad

@@ -74,6 +74,7 @@ typedef struct srv_config {
     int checkpoint_restore;          /* restore the dir's checkpoints at start */
     int checkpoint_on_exit;          /* save every table at SIGTERM/SIGINT */
     unsigned checkpoint_exit_timeout_ms; /* bound on that save; 0: none */
+    uint64_t ttl_sweep_ms;           /* how often TTL tables are swept */
     int log_level;
     int log_json;               /* --log-format json */
     char metrics_listen[256];   /* "" = no metrics endpoint */

@@ -21,8 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/ckpt.h"
 #include "server/auth.h"
+#include "server/ckpt.h"
+#include "server/expire.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/rpc.h"
@@ -95,7 +96,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ember-server: out of memory\n");
         return 1;
     }
-    if (srv_ckpt_open(msg, sizeof msg) || srv_ckpt_start(msg, sizeof msg)) {
+    if (srv_ckpt_open(msg, sizeof msg) || srv_ckpt_start(msg, sizeof msg) ||
+        srv_expire_start(msg, sizeof msg)) {
         char q[1200];
         srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
         fprintf(stderr, "ember-server: %s\n", msg);
@@ -122,6 +124,7 @@ int main(int argc, char **argv)
     pthread_t second;
     pthread_create(&second, NULL, second_signal, &sigs);
     srv_rpc_stop(srv.cfg.shutdown_grace_ms);
+    srv_expire_stop();
     srv_ckpt_stop();
     int saved = srv_ckpt_exit_save();
     srv_metrics_stop(); /* it reads the registry: before that is freed */

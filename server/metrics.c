@@ -346,8 +346,20 @@ static void render_tables(sbuf *b, const table_row *rows, size_t n)
     }
     TABLE_FAMILY("ember_table_evictions_total", "counter",
                  "Keys pushed out of full buckets by inserts.", r->s.evictions);
-    TABLE_FAMILY("ember_table_evicted_total", "counter", "Keys removed by Evict calls.",
-                 r->s.evicted);
+    TABLE_FAMILY("ember_table_evicted_total", "counter",
+                 "Keys removed by Evict calls and by TTL.", r->s.evicted);
+    TABLE_FAMILY("ember_table_expired_total", "counter",
+                 "Keys removed because their TTL passed (ttl_seconds tables).", r->s.expired);
+    TABLE_FAMILY("ember_table_grows_total", "counter",
+                 "Doublings of the table by online growth (max_capacity tables).", r->s.grows);
+    TABLE_FAMILY("ember_table_grow_failures_total", "counter",
+                 "Doublings that found no memory (the table serves on at its size).",
+                 r->s.grow_failures);
+    family(b, "ember_table_grow_pause_seconds", "gauge",
+           "How long the last doubling held calls on the table back.");
+    for (size_t i = 0; i < n; i++)
+        table_sample(b, "ember_table_grow_pause_seconds", rows[i].t, "", "%.6f",
+                     (double)rows[i].s.grow_pause_ns / 1e9);
     TABLE_FAMILY("ember_table_insert_refused_total", "counter",
                  "New keys refused: their score was below a full bucket's (CUSTOM policy).",
                  r->s.insert_refused);

@@ -38,6 +38,7 @@ const srv_method_desc srv_methods[SRV_M_COUNT] = {
     [SRV_M_LOAD] = ADMIN("Load", srv_admin_load),
     [SRV_M_EVICT] = ADMIN("Evict", srv_admin_evict),
     [SRV_M_CLEAR] = ADMIN("Clear", srv_admin_clear),
+    [SRV_M_ALTER] = ADMIN("AlterTable", srv_admin_alter),
     [SRV_M_INFO] = ADMIN("ServerInfo", srv_admin_info),
     [SRV_M_EXPORT] = ADMIN_CALL("Export", 1, srv_admin_export_start),
     [SRV_M_IMPORT] = ADMIN_CALL("Import", 0, srv_admin_import_start),

@@ -75,6 +75,7 @@ typedef enum srv_method {
     SRV_M_LOAD,
     SRV_M_EVICT,
     SRV_M_CLEAR,
+    SRV_M_ALTER,
     SRV_M_INFO,
     SRV_M_EXPORT,
     SRV_M_IMPORT,
@@ -148,6 +149,8 @@ int srv_admin_stats(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
                     ember_error *err);
 int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                    ember_error *err);
+int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                    ember_error *err);
 int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                     ember_error *err);
 int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,

@@ -46,5 +46,8 @@ int srv_table_config_from_proto(const Ember__V1__TableConfig *p, ember_table_con
     c->admission.min_count = p->admission_min_count;
     c->admission.sketch_width = p->admission_sketch_width;
     c->nonfinite = p->zero_nonfinite ? EMBER_NONFINITE_ZERO : EMBER_NONFINITE_REJECT;
+    c->max_capacity = p->max_capacity;
+    c->max_load_factor = p->max_load_factor;
+    c->ttl_seconds = p->ttl_seconds;
     return ember_table_config_validate(c, err);
 }

@@ -190,7 +190,9 @@ int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
     ember_durable_fail fail;
     if (!t || !path || !*path)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "save needs a table and a path");
-    int rc = ckpt_header_init(&h, ember_table_config_of(t), table_name, shard_index,
+    ember_table_config c = *ember_table_config_of(t);
+    c.ttl_seconds = ember_table_ttl(t); /* as it is now: AlterTable may have changed it */
+    int rc = ckpt_header_init(&h, &c, table_name, shard_index,
                               shard_count, placement, 0, path, err);
     if (rc)
         return rc;

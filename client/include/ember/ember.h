@@ -279,6 +279,19 @@ typedef struct ember_table_spec {
     uint32_t admission_sketch_width;
     int zero_nonfinite;
     const char *backend;             /* "cpu", "gpu", NULL: the server's default */
+    /* ---- ABI 1.1 (ember_table_spec_init@EMBER_1.1) ---- */
+    /* Online growth: 0 (or ≤ capacity_per_shard) = a fixed size. Else each
+     * shard's table doubles while serving, before a call whose keys would pass
+     * max_load_factor × its capacity, up to the largest capacity × 2^k ≤
+     * max_capacity_per_shard. Rows move whole; calls on the table wait while it
+     * doubles. A server with --max-table-host-bytes / --max-table-hbm-bytes
+     * checks the largest size at creation. */
+    uint64_t max_capacity_per_shard;
+    float max_load_factor;           /* (0, 1]; 0 = 0.75 */
+    /* Time to live in seconds (0: off): rows not written (pushed, assigned,
+     * created) for this long are removed by each server in the background;
+     * reads do not keep a row alive. See ember_set_ttl. */
+    uint64_t ttl_seconds;
 } ember_table_spec;
 
 /* Defaults: LRU, SGD lr 0.01 (Adam betas 0.9/0.999, eps 1e-8, accumulator 0.1,
@@ -300,6 +313,12 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
 /* Drops the table on every shard. if_exists: a missing table is fine; else
  * NOT_FOUND. */
 int ember_drop_table(ember_client *c, const char *name, int if_exists, ember_error *err);
+
+/* Sets the table's time to live on every shard (seconds; 0 turns it off), as
+ * ember_table_spec.ttl_seconds. Rows already past a new, shorter TTL go at the
+ * servers' next sweeps. NOT_FOUND (table), INVALID_ARGUMENT (above about a
+ * century), FAILED_PRECONDITION (a backend that cannot expire rows). */
+int ember_set_ttl(ember_client *c, const char *name, uint64_t ttl_seconds, ember_error *err);
 
 /* Summed over shards (capacity, size, counters), load factor = size/capacity,
  * version_max the largest shard's. NOT_FOUND if a shard lacks the table;
