@@ -95,6 +95,9 @@ static void json_config(ctl_json *j, const char *key, const Ember__V1__TableConf
         ctl_json_bool(j, "zero_nonfinite", cfg->zero_nonfinite);
         ctl_json_str(j, "backend", cfg->backend);
         ctl_json_u64(j, "hbm_bytes", cfg->hbm_bytes);
+        ctl_json_u64(j, "max_capacity", cfg->max_capacity);
+        ctl_json_float(j, "max_load_factor", cfg->max_load_factor);
+        ctl_json_u64(j, "ttl_seconds", cfg->ttl_seconds);
     }
     ctl_json_end_object(j);
 }
@@ -387,10 +390,39 @@ static const ctl_optdef create_opts[] = {
     {"--backend", "NAME", "cpu or gpu (default: the server's)"},
     {"--hbm-bytes", "N", "gpu: bytes of rows in device memory, the rest in pinned host\n"
                          "                           memory; K, M, G (default: the server's)"},
+    {"--max-capacity", "N", "online growth: the table doubles while serving, up to this\n"
+                            "                           many keys per shard; K, M, G (default: fixed size)"},
+    {"--max-load-factor", "X", "growth threshold in (0, 1] (default 0.75)"},
+    {"--ttl", "DURATION", "time to live: rows not written for this long are removed;\n"
+                          "                           e.g. 7d, 12h, 90m, 30s (default: off)"},
     {"--zero-nonfinite", NULL, "replace NaN/Inf gradients by 0 instead of refusing them"},
     {"--if-not-exists", NULL, "a table of that name already there is not an error"},
     {NULL, NULL, NULL},
 };
+
+/* "7d", "12h", "90m", "30s", "45" (seconds), "0" → seconds. */
+static int parse_seconds(const ctl_args *a, const char *opt, const char *s, uint64_t *out)
+{
+    char num[32];
+    size_t len = strlen(s);
+    uint64_t unit = 1, v;
+    if (len == 0 || len >= sizeof num)
+        return ctl_usage_error(a, "%s: '%s' is not a duration (e.g. 7d, 12h, 90m, 30s)", opt, s);
+    memcpy(num, s, len + 1);
+    switch (num[len - 1]) {
+    case 's': unit = 1; num[--len] = '\0'; break;
+    case 'm': unit = 60; num[--len] = '\0'; break;
+    case 'h': unit = 3600; num[--len] = '\0'; break;
+    case 'd': unit = 86400; num[--len] = '\0'; break;
+    default: break;
+    }
+    if (len == 0 || strspn(num, "0123456789") != len)
+        return ctl_usage_error(a, "%s: '%s' is not a duration (e.g. 7d, 12h, 90m, 30s)", opt, s);
+    if (ctl_parse_u64(a, opt, num, 0, UINT64_MAX / unit, &v) != 0)
+        return CTL_EXIT_USAGE;
+    *out = v * unit;
+    return 0;
+}
 
 /* "uniform:-0.01,0.01" → kind, a, b. */
 static int parse_initializer(const ctl_args *a, const char *s, Ember__V1__InitializerConfig *in)
@@ -514,6 +546,14 @@ static int cmd_create(ctl *c, const ctl_args *a)
         ctl_parse_u64(a, "--hbm-bytes", v, 0, UINT64_MAX, &cfg.hbm_bytes) != 0)
         return CTL_EXIT_USAGE;
     cfg.zero_nonfinite = ctl_opt(a, "--zero-nonfinite") != NULL;
+    if ((v = ctl_opt(a, "--max-capacity")) &&
+        ctl_parse_u64(a, "--max-capacity", v, 1, UINT64_C(1) << 40, &cfg.max_capacity) != 0)
+        return CTL_EXIT_USAGE;
+    if ((v = ctl_opt(a, "--max-load-factor")) &&
+        ctl_parse_float(a, "--max-load-factor", v, &cfg.max_load_factor) != 0)
+        return CTL_EXIT_USAGE;
+    if ((v = ctl_opt(a, "--ttl")) && parse_seconds(a, "--ttl", v, &cfg.ttl_seconds) != 0)
+        return CTL_EXIT_USAGE;
 
     ctl_reply *r = replies_new(c);
     if (!r)
@@ -619,6 +659,44 @@ static int cmd_clear(ctl *c, const ctl_args *a)
     return finish(c, &j, r);
 }
 
+/* ---- ttl ---------------------------------------------------------------------------------------- */
+
+static int cmd_ttl(ctl *c, const ctl_args *a)
+{
+    Ember__V1__AlterTableRequest req = EMBER__V1__ALTER_TABLE_REQUEST__INIT;
+    ctl_json j;
+    char b[64];
+    req.name = (char *)a->pos[0];
+    req.set_ttl = 1;
+    if (parse_seconds(a, "DURATION", a->pos[1], &req.ttl_seconds) != 0)
+        return CTL_EXIT_USAGE;
+    ctl_reply *r = replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    ctl_call(c, ADMIN "AlterTable", &req.base, &ember__v1__alter_table_response__descriptor, 0,
+             r);
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        ctl_json_str(&j, "table", req.name);
+        ctl_json_u64(&j, "ttl_seconds", req.ttl_seconds);
+        ctl_json_array(&j, "shards");
+        for (unsigned i = 0; i < c->n; i++) {
+            if (r[i].code != 0)
+                continue;
+            ctl_json_object(&j, NULL);
+            ctl_json_shard(&j, r[i].shard);
+            ctl_json_end_object(&j);
+        }
+        ctl_json_end_array(&j);
+    } else if (ok_count(c, r) > 0) {
+        printf("table %s: ttl %s on %u of %u shard%s\n", req.name,
+               req.ttl_seconds ? ctl_fmt_duration(b, sizeof b, req.ttl_seconds) : "off",
+               ok_count(c, r), c->n, c->n == 1 ? "" : "s");
+    }
+    return finish(c, &j, r);
+}
+
 /* ---- describe, stats ---------------------------------------------------------------------------- */
 
 static int cmd_describe(ctl *c, const ctl_args *a)
@@ -682,6 +760,17 @@ static int cmd_describe(ctl *c, const ctl_args *a)
             printf("  admission    off\n");
         printf("  non-finite   %s\n", cfg->zero_nonfinite ? "zeroed and counted" : "refused");
         printf("  backend      %s\n", *cfg->backend ? cfg->backend : "the server's default");
+        if (cfg->max_capacity)
+            printf("  growth       doubles up to %s keys per shard at load factor %.2f\n",
+                   ctl_fmt_count(b[3], sizeof b[3], cfg->max_capacity),
+                   (double)cfg->max_load_factor);
+        else
+            printf("  growth       off (fixed size)\n");
+        if (cfg->ttl_seconds)
+            printf("  ttl          %s (rows not written for that long are removed)\n",
+                   ctl_fmt_duration(b[4], sizeof b[4], cfg->ttl_seconds));
+        else
+            printf("  ttl          off\n");
         printf("\n");
 
         static const char *const head[] = {">SHARD", "ADDRESS", ">SIZE", ">CAPACITY", ">LOAD",
@@ -1219,6 +1308,11 @@ const ctl_cmd ctl_commands[] = {
      evict_opts, cmd_evict, 0},
     {"clear", "NAME", 1, 1, "erase every key of a table on every shard (the table stays)", NULL,
      NULL, cmd_clear, 0},
+    {"ttl", "NAME DURATION", 2, 2, "set a table's time to live on every shard (0: off)",
+     "DURATION: 7d, 12h, 90m, 30s or a number of seconds. Rows not written (pushed,\n"
+     "assigned, created) for that long are removed by each server in the background\n"
+     "(ember-server --ttl-sweep-interval); reads do not keep a row alive.\n",
+     NULL, cmd_ttl, 0},
     {"health", "", 0, 0, "grpc.health.v1 status of every shard",
      "Exit status 0 only when every shard answers SERVING.\n", health_opts, cmd_health, 0},
     {"info", "", 0, 0, "each server's version, shard index, backend, limits and uptime",

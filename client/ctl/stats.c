@@ -22,6 +22,7 @@ static const struct stat_field {
     STAT(bytes_device), STAT(pulls), STAT(pushes), STAT(keys_pulled), STAT(keys_pushed),
     STAT(duplicate_pushes), STAT(coalesced_batches), STAT(coalesced_calls),
     STAT(coalesced_keys), STAT(coalesced_split_calls), STAT(slots_device), STAT(slots_host),
+    STAT(grows), STAT(grow_failures), STAT(expired),
 };
 
 static uint64_t *stat_at(Ember__V1__TableStats *s, size_t off)

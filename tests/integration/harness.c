@@ -440,7 +440,10 @@ int eh_metrics_port(const eh_server *s)
 {
     static const char tag[] = "event=metrics_listening addr=127.0.0.1:";
     char *log = eh_server_log(s);
-    const char *m = log ? strstr(log, tag) : NULL;
+    /* the last: a restarted server appends to its log, on a new port */
+    const char *m = NULL;
+    for (const char *at = log; at && (at = strstr(at, tag)) != NULL; at++)
+        m = at;
     int port = m ? atoi(m + strlen(tag)) : 0;
     free(log);
     return port;

@@ -110,8 +110,9 @@ typedef struct eh_call eh_call;
 eh_call *eh_call_open(eh_client *c, const char *method, const void *msg, size_t len);
 void eh_call_cancel(eh_call *call);
 
-/* The port of a server started with --metrics-listen=127.0.0.1:0, from its
- * event=metrics_listening log line (logged at info); 0 if there is none. */
+/* The port of a server started with --metrics-listen=127.0.0.1:0, from its last
+ * event=metrics_listening log line (logged at info; a restart logs another); 0
+ * if there is none. */
 int eh_metrics_port(const eh_server *s);
 /* `METHOD path HTTP/1.0` to 127.0.0.1:port: the whole reply, status line and
  * headers included, into *reply (malloc'ed, NUL-terminated). 0, or -1 when no

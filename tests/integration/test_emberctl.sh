@@ -284,6 +284,21 @@ test_ctl() {
   run 0 describe hb --json
   check "create --hbm-bytes" "d['config']['hbm_bytes'] == (1048576 if d['config']['backend'] == 'gpu' else 0)"
   run 0 drop hb
+  # growth and TTL: set at create, shown by describe, TTL changed by `ttl`
+  run 0 create gr --dim 4 --capacity 128 --max-capacity 4K --max-load-factor 0.5 --ttl 7d
+  run 0 describe gr --json
+  check "create --max-capacity/--ttl" "d['config']['max_capacity'] == 4096 and d['config']['max_load_factor'] == 0.5 and d['config']['ttl_seconds'] == 7 * 86400"
+  run 0 describe gr;                contains "describe growth" "$out" "doubles up to"
+  run 0 ttl gr 90m;                 contains "ttl" "$out" "ttl 1h 30m on 2 of 2 shards"
+  run 0 describe gr --json
+  check "ttl 90m" "d['config']['ttl_seconds'] == 5400"
+  run 0 ttl gr 0
+  run 0 describe gr;                contains "ttl off" "$out" "ttl          off"
+  run 2 ttl gr soon;                contains "ttl bad duration" "$err" "not a duration"
+  run 1 ttl nosuch 60;              contains "ttl unknown table" "$err" "NOT_FOUND"
+  run 1 create bad --dim 4 --capacity 128 --max-load-factor 1.5
+  contains "create bad --max-load-factor" "$err" "max_load_factor"
+  run 0 drop gr
 
   # ---- rows through the demo worker, then stats, save, clear, load, evict ---------
   "$demo" --table rows --steps 20 --batch 256 --vocab 200 --eval 1000 --log-every 100 \

@@ -181,6 +181,28 @@ class NumpyApi(ShardsTest):
         self.assertNotIn("adm", [t.name for t in c.list_tables()])
         c.drop_table("adm", if_exists=True)
 
+    def test_growth_and_ttl(self):
+        c = self.client
+        c.create_table("grows", 2, 128, initializer="zeros", max_capacity_per_shard=4096,
+                       ttl_seconds=3600)
+        keys = np.arange(3000, dtype=np.uint64)
+        vals = np.repeat(keys.astype(np.float32)[:, None], 2, axis=1)
+        c.write("grows", keys, vals)
+        info = c.describe_table("grows")
+        self.assertEqual((info.size, info.evictions), (3000, 0))
+        self.assertGreaterEqual(info.capacity, 4000)  # grew from 2 x 128
+        np.testing.assert_array_equal(c.pull("grows", keys, insert=False), vals)
+        c.set_ttl("grows", 0)
+        with self.assertRaises(ember.InvalidArgumentError):
+            c.set_ttl("grows", -1)
+        with self.assertRaises(ember.InvalidArgumentError):
+            c.create_table("neg", 2, 128, ttl_seconds=-5)
+        with self.assertRaises(ember.NotFoundError):
+            c.set_ttl("nosuch", 60)
+        with self.assertRaises(ember.NotFoundError):
+            c.describe_table("neg")
+        c.drop_table("grows")
+
     def test_many_tables_listed(self):
         c = self.client
         names = [f"many{i:02d}" for i in range(20)]  # more than list_tables' first guess

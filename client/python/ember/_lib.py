@@ -134,6 +134,10 @@ class ember_table_spec(ctypes.Structure):
         ("admission_sketch_width", ctypes.c_uint32),
         ("zero_nonfinite", ctypes.c_int),
         ("backend", ctypes.c_char_p),
+        # ABI 1.1
+        ("max_capacity_per_shard", ctypes.c_uint64),
+        ("max_load_factor", ctypes.c_float),
+        ("ttl_seconds", ctypes.c_uint64),
     ]
 
 
@@ -204,6 +208,7 @@ _PROTOTYPES = {
     "ember_table_spec_init": (None, [ctypes.POINTER(ember_table_spec)]),
     "ember_create_table": (_i, [_p, _s, ctypes.POINTER(ember_table_spec), _i, _err]),
     "ember_drop_table": (_i, [_p, _s, _i, _err]),
+    "ember_set_ttl": (_i, [_p, _s, _u64, _err]),
     "ember_describe_table": (_i, [_p, _s, ctypes.POINTER(ember_table_info), _err]),
     "ember_list_tables": (
         _i, [_p, ctypes.POINTER(ember_table_info), _sz, ctypes.POINTER(_sz), _err]),

@@ -413,14 +413,24 @@ class Client:
                      weight_decay=None, l1=None, l2=None, lr_power=None, beta=None,
                      initializer=None, scores="lru", seed=0, admission_min_count=0,
                      admission_sketch_width=0, zero_nonfinite=False, backend=None,
+                     max_capacity_per_shard=0, max_load_factor=0.0, ttl_seconds=0,
                      if_not_exists=False):
         """Creates the table on every shard. optimizer: sgd, adagrad, adam or
         ftrl, with its hyperparameters (None: libember's defaults, SGD lr 0.01).
         initializer: a kind ("zeros", "constant", "uniform", "normal",
         "truncated_normal") or a tuple (kind, a[, b]); default uniform(-0.01,
         0.01). scores: lru, lfu, epoch_lru, epoch_lfu, custom. backend: "cpu",
-        "gpu" or None (the server's default). if_not_exists: an existing table
-        of the same dim is fine. Raises AlreadyExistsError, InvalidArgumentError."""
+        "gpu" or None (the server's default). max_capacity_per_shard: online
+        growth, each shard's table doubles while serving up to this many keys
+        when its load factor would pass max_load_factor (0: 0.75); 0 keeps a
+        fixed size. ttl_seconds: rows not written for this long are removed by
+        the servers (0: off; see set_ttl). if_not_exists: an existing table of
+        the same dim is fine. Raises AlreadyExistsError, InvalidArgumentError."""
+        for field, v in (("max_capacity_per_shard", max_capacity_per_shard),
+                         ("ttl_seconds", ttl_seconds)):
+            if v < 0:
+                raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                           f"{field} {v} is negative")
         s = _lib.new_growable(_lib.ember_table_spec)
         self._lib.ember_table_spec_init(ctypes.byref(s))
         _lib.sized(s)
@@ -453,12 +463,32 @@ class Client:
         s.zero_nonfinite = 1 if zero_nonfinite else 0
         b = _bytes(backend, "backend")
         s.backend = b
+        s.max_capacity_per_shard = max_capacity_per_shard
+        s.max_load_factor = max_load_factor
+        s.ttl_seconds = ttl_seconds
         err = _lib.ember_error()
         rv = self._lib.ember_create_table(self._h(), _bytes(name, "name"), ctypes.byref(s),
                                           1 if if_not_exists else 0, ctypes.byref(err))
         if rv:
             _raise(rv, err)
         self._dims[name] = dim
+
+    def set_ttl(self, name, ttl_seconds):
+        """Sets the table's time to live on every shard, in seconds (0: off).
+        Rows not written (pushed, assigned, created) for that long are removed
+        by each server in the background; reads do not keep a row alive.
+        Raises NotFoundError, InvalidArgumentError (negative, or above about a
+        century)."""
+        if ttl_seconds < 0:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"ttl_seconds {ttl_seconds} is negative")
+        if self._lib.ember_set_ttl is None:
+            raise UnimplementedError(Code.UNIMPLEMENTED, "this libember has no ember_set_ttl")
+        err = _lib.ember_error()
+        rv = self._lib.ember_set_ttl(self._h(), _bytes(name, "name"), int(ttl_seconds),
+                                     ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
 
     def drop_table(self, name, *, if_exists=False):
         """Drops the table on every shard. Raises NotFoundError unless if_exists."""
