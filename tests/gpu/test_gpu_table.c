@@ -870,6 +870,66 @@ START_TEST(hybrid_equiv_sgd_lfu_half)
 }
 END_TEST
 
+/* ---- online growth and TTL (storage/table.h): the same on both backends -------------- */
+
+/* Tables that start at one bucket and double to EQ_CAP during the walk: both
+ * backends grow at the same calls and hold the same rows throughout. */
+START_TEST(grow_equiv_adagrad_lfu)
+{
+    ember_table_config c = gt_config(8, SLOTS, EMBER_OPTIM_ADAGRAD, EMBER_SCORE_LFU,
+                                     EMBER_INIT_UNIFORM);
+    c.max_capacity = EQ_CAP;
+    equiv_walk(&c, "growing 1 -> 32 buckets adagrad/lfu/uniform dim 8", EQ_KEYS, EQ_STEPS, 31);
+}
+END_TEST
+
+/* Growth of a hybrid table: the budget stays, so the new buckets' rows go to the host. */
+START_TEST(grow_equiv_hybrid_sgd_custom)
+{
+    ember_table_config c = gt_config(16, 2 * SLOTS, EMBER_OPTIM_SGD, EMBER_SCORE_CUSTOM,
+                                     EMBER_INIT_UNIFORM);
+    c.max_capacity = EQ_CAP;
+    c.hbm_bytes = 2 * SLOTS * gt_row_bytes(&c);
+    equiv_walk(&c, "growing hybrid sgd/custom/uniform dim 16", EQ_KEYS, EQ_STEPS, 32);
+}
+END_TEST
+
+/* TTL on both backends: the same writes and expire times remove the same rows. */
+START_TEST(ttl_equiv)
+{
+    ember_table_config c = gt_config(8, EQ_CAP, EMBER_OPTIM_ADAM, EMBER_SCORE_LFU,
+                                     EMBER_INIT_UNIFORM);
+    c.ttl_seconds = 10;
+    ember_table *cpu = gt_table(&c, gt_cpu()), *gpu = gt_table(&c, gt_gpu());
+    enum { N = 256 };
+    uint64_t keys[N], rng = 5, gc = 0, gg = 0;
+    float g[N * 8];
+    ember_error err;
+    const uint64_t sec = UINT64_C(1000000000), t0 = 1000 * sec;
+    for (int round = 0; round < 30; round++) {
+        for (int i = 0; i < N; i++)
+            keys[i] = gt_rng_below(&rng, 4000);
+        for (int i = 0; i < N * 8; i++)
+            g[i] = gt_rng_sym(&rng);
+        CK(ember_table_apply_gradients(cpu, keys, N, g, NULL, &err), err);
+        CK(ember_table_apply_gradients(gpu, keys, N, g, NULL, &err), err);
+        uint64_t now = t0 + (uint64_t)round * sec;
+        CK(ember_table_expire(cpu, now, &gc, &err), err);
+        CK(ember_table_expire(gpu, now, &gg, &err), err);
+        GT_EXPECT(gc == gg, "round %d: cpu expired %llu, gpu %llu", round,
+                  (unsigned long long)gc, (unsigned long long)gg);
+    }
+    ember_table_stats sc, sg;
+    ember_table_stats_get(cpu, &sc);
+    ember_table_stats_get(gpu, &sg);
+    GT_EXPECT(sc.expired > 0 && sc.expired == sg.expired, "expired cpu %llu gpu %llu",
+              (unsigned long long)sc.expired, (unsigned long long)sg.expired);
+    gt_expect_same_tables(cpu, gpu, gt_row_tol(&c), 1, "ttl");
+    ember_table_destroy(cpu);
+    ember_table_destroy(gpu);
+}
+END_TEST
+
 /* ---- the suite ------------------------------------------------------------------------ */
 
 static Suite *gpu_table_suite(void)
@@ -901,6 +961,9 @@ static Suite *gpu_table_suite(void)
     tcase_add_test(tc, hybrid_equiv_adagrad_lfu);
     tcase_add_test(tc, hybrid_equiv_adam_custom_all_host);
     tcase_add_test(tc, hybrid_equiv_sgd_lfu_half);
+    tcase_add_test(tc, grow_equiv_adagrad_lfu);
+    tcase_add_test(tc, grow_equiv_hybrid_sgd_custom);
+    tcase_add_test(tc, ttl_equiv);
     suite_add_tcase(s, tc);
     return s;
 }
