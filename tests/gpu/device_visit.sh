@@ -25,7 +25,8 @@ if [ "$mode" = pack ]; then
   progs=$(ls "$build"/tests/gpu/test_* "$build"/tests/bench/table_bench 2>/dev/null)
   for p in "$build"/server/ember-server "$build"/tests/integration/test_server \
            "$build"/tests/integration/test_client "$build"/tests/integration/test_server_backend \
-           "$build"/tests/integration/test_server_coalesce "$build"/tests/bench/rpc_bench \
+           "$build"/tests/integration/test_server_coalesce "$build"/tests/integration/test_growth_ttl \
+           "$build"/tests/bench/rpc_bench \
            "$build"/tests/bench/train_bench "$(command -v iperf3)"; do
     [ -x "$p" ] && progs="$progs $p"
   done
@@ -77,6 +78,8 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
       step gpu.client 240 "$bin/test_client"
     EMBER_SERVER_BIN="$bin/ember-server" EMBER_TEST_BACKEND=gpu \
       step gpu.server_coalesce 240 "$bin/test_server_coalesce"
+    [ -x "$bin/test_growth_ttl" ] && EMBER_SERVER_BIN="$bin/ember-server" \
+      EMBER_TEST_BACKEND=gpu step gpu.growth_ttl 120 "$bin/test_growth_ttl"
     EMBER_SERVER_BIN="$bin/ember-server" step server_backend 120 "$bin/test_server_backend"
   fi
 fi
