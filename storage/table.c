@@ -37,6 +37,7 @@ struct ember_table {
     _Atomic int tb_grow_stuck;         /* a doubling failed: wait for reserve/clear */
     _Atomic uint64_t tb_grow_failures;
     _Atomic uint64_t tb_grow_pause_ns;
+    _Atomic uint64_t tb_inflight;      /* keys of inserting calls not yet ended */
     ember_table_stats tb_carried;      /* counters of the backends growth replaced */
     pthread_rwlock_t tb_grow_lock;
     /* TTL */
@@ -139,9 +140,11 @@ int ember_table_config_validate(const ember_table_config *c, ember_error *err)
                                "max_capacity %llu above %llu",
                                (unsigned long long)c->max_capacity,
                                (unsigned long long)EMBER_CAPACITY_MAX);
-    if (!(c->max_load_factor >= 0.0f && c->max_load_factor <= 1.0f))
+    if (!(c->max_load_factor == 0.0f ||
+          (c->max_load_factor >= EMBER_GROW_LOAD_FACTOR_MIN && c->max_load_factor <= 1.0f)))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                               "max_load_factor must be in (0, 1] (0: the default %.2f)",
+                               "max_load_factor must be in [%.2f, 1] (0: the default %.2f)",
+                               (double)EMBER_GROW_LOAD_FACTOR_MIN,
                                (double)EMBER_GROW_LOAD_FACTOR_DEFAULT);
     if (c->ttl_seconds > EMBER_TTL_MAX_SECONDS)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
@@ -327,8 +330,17 @@ static int grow_once(ember_table *t, ember_error *err)
     return rc;
 }
 
-/* Doubles until `keys` keys fit. Takes tb_grow_lock exclusive; the caller holds
- * no part of it. `forced`: try even after a failure (reserve). */
+/* The keys the table may soon hold: those stored and those of every inserting
+ * call under way (counted before it enters, so concurrent calls cannot each
+ * pass the check and together overfill the table). */
+static uint64_t keys_ahead(const ember_table *t)
+{
+    return t->tb_backend->size(t->tb_impl) + atomic_load(&((ember_table *)t)->tb_inflight);
+}
+
+/* Doubles until `keys` keys fit (0: keys_ahead, as it stands once the calls
+ * under way have left). Takes tb_grow_lock exclusive; the caller holds no part
+ * of it. `forced`: try even after a failure (reserve). */
 static int grow_to_fit(ember_table *t, uint64_t keys, int forced, ember_error *err)
 {
     pthread_rwlock_wrlock(&t->tb_grow_lock);
@@ -336,7 +348,7 @@ static int grow_to_fit(ember_table *t, uint64_t keys, int forced, ember_error *e
     int rc = EMBER_OK, grew = 0;
     if (forced)
         atomic_store(&t->tb_grow_stuck, 0);
-    while (!atomic_load(&t->tb_grow_stuck) && wants_growth(t, keys)) {
+    while (!atomic_load(&t->tb_grow_stuck) && wants_growth(t, keys ? keys : keys_ahead(t))) {
         ember_error local;
         rc = grow_once(t, err ? err : &local);
         if (rc) {
@@ -352,21 +364,31 @@ static int grow_to_fit(ember_table *t, uint64_t keys, int forced, ember_error *e
     return rc;
 }
 
-/* Before a call that may insert n keys: grows first if they would pass the
- * load factor. A failed doubling is counted, not the call's error. */
-static void grow_before(ember_table *t, size_t n)
+/* enter() for a call that may insert n keys: counts them as under way, and
+ * first grows the table if they, the stored keys and the other calls' under way
+ * would pass the load factor. A failed doubling is counted, not the call's
+ * error. Returns what insert_leave takes back. */
+static uint64_t insert_enter(ember_table *t, size_t n)
 {
-    if (!t->tb_grow_max || atomic_load(&t->tb_grow_stuck))
-        return;
-    enter(t);
-    int want = wants_growth(t, t->tb_backend->size(t->tb_impl) + n);
-    leave(t);
-    if (want) {
+    if (!t->tb_grow_max)
+        return 0;
+    atomic_fetch_add(&t->tb_inflight, n);
+    if (!atomic_load(&t->tb_grow_stuck)) {
         enter(t);
-        uint64_t size = t->tb_backend->size(t->tb_impl);
+        int want = wants_growth(t, keys_ahead(t));
         leave(t);
-        (void)grow_to_fit(t, size + n, 0, NULL);
+        if (want)
+            (void)grow_to_fit(t, 0, 0, NULL);
     }
+    enter(t);
+    return n;
+}
+
+static void insert_leave(ember_table *t, uint64_t counted)
+{
+    leave(t);
+    if (counted)
+        atomic_fetch_sub(&t->tb_inflight, counted);
 }
 
 int ember_table_reserve(ember_table *t, uint64_t keys, ember_error *err)
@@ -654,12 +676,11 @@ int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
         rc = check_array(values, n, "values", err);
     if (rc || !n)
         return rc;
-    grow_before(t, n);
+    uint64_t counted = insert_enter(t, n);
     ember_op op;
-    enter(t);
     op_begin(t, &op);
     rc = t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores, err);
-    leave(t);
+    insert_leave(t, counted);
     return rc;
 }
 
@@ -677,10 +698,13 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         return rc;
     const float *in = clean ? clean : values;
     const ember_table_backend *b = t->tb_backend;
-    if (kind == EMBER_WRITE_GRADIENTS || kind == EMBER_WRITE_UPSERT)
-        grow_before(t, n);
+    int inserts = kind == EMBER_WRITE_GRADIENTS || kind == EMBER_WRITE_UPSERT;
+    uint64_t counted = 0;
+    if (inserts)
+        counted = insert_enter(t, n);
+    else
+        enter(t);
     ember_op op;
-    enter(t);
     op_begin(t, &op);
     switch (kind) {
     case EMBER_WRITE_GRADIENTS:
@@ -696,7 +720,7 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         rc = b->accum(t->tb_impl, &op, keys, n, in, found, err);
         break;
     }
-    leave(t);
+    insert_leave(t, counted);
     free(clean);
     return rc;
 }
@@ -804,10 +828,9 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
     uint64_t vmax = 0;
     for (size_t i = 0; i < n; i++)
         vmax = versions[i] > vmax ? versions[i] : vmax;
-    grow_before(t, n);
-    enter(t);
+    uint64_t counted = insert_enter(t, n);
     rc = t->tb_backend->import_rows(t->tb_impl, keys, n, rows, scores, versions, err);
-    leave(t);
+    insert_leave(t, counted);
     if (rc)
         return rc;
     ember_table_raise_version(t, vmax);

@@ -50,6 +50,7 @@ extern "C" {
 #define EMBER_CAPACITY_MAX (UINT64_C(1) << 40)
 #define EMBER_TTL_MAX_SECONDS (UINT64_C(100) * 366 * 86400) /* about a century */
 #define EMBER_GROW_LOAD_FACTOR_DEFAULT 0.75f
+#define EMBER_GROW_LOAD_FACTOR_MIN 0.1f /* below, a table would be mostly empty slots */
 
 typedef enum ember_nonfinite_policy {
     EMBER_NONFINITE_REJECT = 0, /* a NaN/Inf gradient or delta fails the call */
@@ -80,7 +81,7 @@ typedef struct ember_table_config {
                                      Else the table doubles while serving, up to
                                      the largest capacity × 2^k ≤ max_capacity
                                      (see "Online growth" below) */
-    float max_load_factor;        /* growth threshold in (0, 1]; 0 = 0.75 */
+    float max_load_factor;        /* growth threshold in [0.1, 1]; 0 = 0.75 */
     uint64_t ttl_seconds;         /* time to live: 0 = off. Rows not written for
                                      this long are removed by ember_table_expire
                                      (see "Time to live" below) */

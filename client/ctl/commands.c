@@ -392,7 +392,7 @@ static const ctl_optdef create_opts[] = {
                          "                           memory; K, M, G (default: the server's)"},
     {"--max-capacity", "N", "online growth: the table doubles while serving, up to this\n"
                             "                           many keys per shard; K, M, G (default: fixed size)"},
-    {"--max-load-factor", "X", "growth threshold in (0, 1] (default 0.75)"},
+    {"--max-load-factor", "X", "growth threshold in [0.1, 1] (default 0.75)"},
     {"--ttl", "DURATION", "time to live: rows not written for this long are removed;\n"
                           "                           e.g. 7d, 12h, 90m, 30s (default: off)"},
     {"--zero-nonfinite", NULL, "replace NaN/Inf gradients by 0 instead of refusing them"},

@@ -13,7 +13,8 @@
  *   - CreateTable: the server's own TableConfig → ember_table_config mapping
  *     (server/table_config.c: defaults, then ember_table_config_validate), and
  *     for a valid config small enough for a
- *     fuzzer (dim ≤ 64, capacity ≤ 4096, a small admission sketch) the table is
+ *     fuzzer (dim ≤ 64, capacity ≤ 4096, growth to ≤ 8192, a small admission
+ *     sketch) the table is
  *     created, pulled from and pushed to;
  *   - Evict, Clear, Export: run on a small table holding 64 rows (Export with
  *     admin.c's rows-per-message rule, scanned to the end);
@@ -96,7 +97,7 @@ static void create_table(const Ember__V1__CreateTableRequest *r)
     int rc = srv_table_config_from_proto(r->config, &c, &err);
     rc_ok(rc, &err, "config_from_proto");
     /* Only what a fuzzer can afford to allocate a few thousand times a second. */
-    if (rc || c.dim > 64 || c.capacity > 4096 ||
+    if (rc || c.dim > 64 || c.capacity > 4096 || c.max_capacity > 8192 ||
         (c.admission.min_count > 1 &&
          (c.admission.sketch_width == 0 || c.admission.sketch_width > 4096)))
         return;

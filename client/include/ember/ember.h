@@ -287,7 +287,7 @@ typedef struct ember_table_spec {
      * doubles. A server with --max-table-host-bytes / --max-table-hbm-bytes
      * checks the largest size at creation. */
     uint64_t max_capacity_per_shard;
-    float max_load_factor;           /* (0, 1]; 0 = 0.75 */
+    float max_load_factor;           /* [0.1, 1]; 0 = 0.75 */
     /* Time to live in seconds (0: off): rows not written (pushed, assigned,
      * created) for this long are removed by each server in the background;
      * reads do not keep a row alive. See ember_set_ttl. */
