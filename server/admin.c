@@ -144,6 +144,8 @@ static void info_fill(info_box *b, srv_table *t)
     b->stats.keys_pushed = atomic_load_explicit(&t->counters.keys_pushed, memory_order_relaxed);
     b->stats.duplicate_pushes =
         atomic_load_explicit(&t->counters.duplicate_pushes, memory_order_relaxed);
+    b->stats.erased = atomic_load_explicit(&t->counters.erased, memory_order_relaxed);
+    b->stats.epoch = ember_table_epoch(t->table);
 #define CO(f, g) b->stats.f = atomic_load_explicit(&t->counters.g, memory_order_relaxed)
     CO(coalesced_batches, co_batches);
     CO(coalesced_calls, co_calls);
@@ -541,6 +543,29 @@ int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         *resp = pack(&out.base);
         srv_log(SRV_LOG_INFO, "table_evicted", "table=%s evicted=%llu", t->name,
                 (unsigned long long)evicted);
+    }
+    srv_table_unref(t);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+int srv_admin_set_epoch(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                        ember_error *err)
+{
+    (void)w;
+    Ember__V1__SetEpochRequest *r =
+        (void *)unpack(&ember__v1__set_epoch_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    srv_table *t = NULL;
+    int rc = get_table(r->table, &t, err);
+    if (!rc) {
+        Ember__V1__SetEpochResponse out = EMBER__V1__SET_EPOCH_RESPONSE__INIT;
+        out.previous = ember_table_epoch(t->table);
+        ember_table_set_epoch(t->table, r->epoch);
+        *resp = pack(&out.base);
+        srv_log(SRV_LOG_INFO, "table_epoch", "table=%s epoch=%u previous=%u", t->name,
+                (unsigned)r->epoch, (unsigned)out.previous);
     }
     srv_table_unref(t);
     protobuf_c_message_free_unpacked(&r->base, NULL);

@@ -66,6 +66,7 @@ typedef enum srv_method {
     SRV_M_PULL,
     SRV_M_PUSH,
     SRV_M_PUSHPULL,
+    SRV_M_ERASE,
     SRV_M_CREATE,
     SRV_M_DROP,
     SRV_M_LIST,
@@ -75,6 +76,7 @@ typedef enum srv_method {
     SRV_M_LOAD,
     SRV_M_EVICT,
     SRV_M_CLEAR,
+    SRV_M_SET_EPOCH,
     SRV_M_INFO,
     SRV_M_EXPORT,
     SRV_M_IMPORT,
@@ -119,7 +121,7 @@ typedef struct srv_method_desc {
 } srv_method_desc;
 
 /* Rows of the keys histograms: the Shard methods that carry keys. */
-#define SRV_KEYS_METRICS 3
+#define SRV_KEYS_METRICS 4
 
 extern const srv_method_desc srv_methods[SRV_M_COUNT];
 
@@ -134,6 +136,8 @@ srv_method srv_method_of_path(const char *path);
 
 void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
+/* Shard.Erase (erase.c). */
+void srv_shard_erase(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 
 int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
@@ -150,6 +154,8 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
                    ember_error *err);
 int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                     ember_error *err);
+int srv_admin_set_epoch(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                        ember_error *err);
 int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                     ember_error *err);
 int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
