@@ -45,6 +45,8 @@ static const char *const method_paths[EMBER_M_COUNT] = {
     [EMBER_M_SAVE] = "/ember.v1.Admin/Save",
     [EMBER_M_LOAD] = "/ember.v1.Admin/Load",
     [EMBER_M_LIST] = "/ember.v1.Admin/ListTables",
+    [EMBER_M_ERASE] = "/ember.v1.Shard/Erase",
+    [EMBER_M_SET_EPOCH] = "/ember.v1.Admin/SetEpoch",
 };
 
 /* The exported name of <ember/types.h>'s table, for callers that bind by symbol. */
@@ -641,6 +643,9 @@ static void op_destroy(ember_call *op)
     ember_batch_free(&op->push_b);
     free(op->rowptr);
     free(op->straddle);
+    free(op->pull_scores);
+    free(op->push_scores);
+    free(op->gfound);
     pthread_mutex_destroy(&op->mu);
     pthread_cond_destroy(&op->cv);
     free(op);

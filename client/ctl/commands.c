@@ -723,9 +723,9 @@ static void print_stats_table(const ctl *c, const ctl_reply *r, const gathered *
 {
     static const char *const head[] = {">SHARD", "ADDRESS", ">SIZE", ">LOAD", ">PULLS",
                                        ">PUSHES", ">KEYS PULLED", ">KEYS PUSHED", ">EVICTIONS",
-                                       ">ADMISSION DROPS", ">DUP PUSHES"};
+                                       ">ADMISSION DROPS", ">DUP PUSHES", ">ERASED", ">EPOCH"};
     ctl_table t;
-    char b[8][32];
+    char b[9][32];
     ctl_table_init(&t, COUNT(head), head);
     for (unsigned i = 0; i <= c->n; i++) {
         const Ember__V1__TableStats *s = &g->total;
@@ -750,6 +750,8 @@ static void print_stats_table(const ctl *c, const ctl_reply *r, const gathered *
         ctl_table_add(&t, "%s", ctl_fmt_count(b[5], sizeof b[5], s->evictions));
         ctl_table_add(&t, "%s", ctl_fmt_count(b[6], sizeof b[6], s->admission_drops));
         ctl_table_add(&t, "%s", ctl_fmt_count(b[7], sizeof b[7], s->duplicate_pushes));
+        ctl_table_add(&t, "%s", ctl_fmt_count(b[8], sizeof b[8], s->erased));
+        ctl_table_add(&t, "%u", (unsigned)s->epoch);
     }
     ctl_table_print(&t, stdout, 2);
 }
@@ -952,6 +954,11 @@ static int cmd_load(ctl *c, const ctl_args *a)
 static const ctl_optdef evict_opts[] = {
     {"--below-score", "S", "erase keys whose score is below S"},
     {"--to-size", "N", "erase the lowest-scored keys until each shard holds at most N"},
+    {NULL, NULL, NULL},
+};
+
+static const ctl_optdef erase_opts[] = {
+    {"--file", "PATH", "read the keys from PATH, one per line ('-': stdin)"},
     {NULL, NULL, NULL},
 };
 
@@ -1219,6 +1226,18 @@ const ctl_cmd ctl_commands[] = {
      evict_opts, cmd_evict, 0},
     {"clear", "NAME", 1, 1, "erase every key of a table on every shard (the table stays)", NULL,
      NULL, cmd_clear, 0},
+    {"erase", "TABLE [KEY...]", 1, CTL_MAX_POSITIONAL, "erase keys (decimal or 0x hex) from a table",
+     "Each key goes to the shard the key→shard function picks among --shards (give\n"
+     "the whole list, in order). --file reads keys one per line ('-': stdin; blank\n"
+     "lines and # comments skipped). A reserved key refuses the whole call before\n"
+     "anything is sent; a shard refuses its whole part for an unknown table. Prints\n"
+     "how many keys existed and were erased on each shard.\n",
+     erase_opts, ctl_cmd_erase, 0},
+    {"epoch", "TABLE EPOCH", 2, 2, "set a table's epoch on every shard (epoch_lru/epoch_lfu)",
+     "EPOCH (0..4294967295) becomes the high 32 bits of every later access's score,\n"
+     "so keys not touched since an older epoch are evicted first. Lowering it is\n"
+     "allowed (a rollback). Epochs are not checkpointed: set it again after a load.\n",
+     NULL, ctl_cmd_epoch, 0},
     {"health", "", 0, 0, "grpc.health.v1 status of every shard",
      "Exit status 0 only when every shard answers SERVING.\n", health_opts, cmd_health, 0},
     {"info", "", 0, 0, "each server's version, shard index, backend, limits and uptime",

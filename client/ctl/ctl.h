@@ -279,7 +279,7 @@ void ctl_xwriter_abort(ctl_xwriter *w);
 
 /* ---- main.c: the command line ---------------------------------------------------- */
 
-#define CTL_MAX_POSITIONAL 4
+#define CTL_MAX_POSITIONAL 1024 /* erase TABLE KEY... */
 #define CTL_MAX_OPTIONS 32
 
 /* An option of a subcommand: "--dim" with metavar "N", or a flag (arg NULL). A
@@ -362,5 +362,8 @@ extern const ctl_optdef ctl_export_opts[], ctl_import_opts[], ctl_reshard_opts[]
 int ctl_cmd_export(ctl *c, const ctl_args *a);
 int ctl_cmd_import(ctl *c, const ctl_args *a);
 int ctl_cmd_reshard(ctl *c, const ctl_args *a);
+/* ---- erase.c ---- */
+int ctl_cmd_erase(ctl *c, const ctl_args *a);
+int ctl_cmd_epoch(ctl *c, const ctl_args *a);
 
 #endif /* EMBER_CTL_H */
