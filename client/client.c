@@ -937,7 +937,8 @@ int ember_call_finish(ember_call *op, ember_error *err)
                 sc->resend = 1;
                 again++;
             } else if (sc->code == 0 && sc->attempts == 1 &&
-                       (sc->method == EMBER_M_PUSH || sc->method == EMBER_M_PUSHPULL) &&
+                       (sc->method == EMBER_M_PUSH || sc->method == EMBER_M_PUSHPULL ||
+                        sc->method == EMBER_M_ERASE) &&
                        atomic_load(&c->debug_resend_pushes)) {
                 /* Test hook: as if the ack had been lost and the push retried. */
                 call_clear_result(sc);
