@@ -439,18 +439,24 @@ static ember_call *begin_or_code(ember_client *c, const train_args *a, ember_err
     return op;
 }
 
-int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n, float *out,
-               uint32_t dim, unsigned flags, ember_error *err)
+/* A synchronous call: begin, wait, scatter, release. */
+static int train_run(ember_client *c, const train_args *a, ember_error *err)
 {
-    train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
-                    .dim = dim, .flags = flags};
     int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
+    ember_call *op = begin_or_code(c, a, err, &code);
     if (!op)
         return code;
     int rv = train_finish(op, err);
     ember_call_release(op);
     return rv;
+}
+
+int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n, float *out,
+               uint32_t dim, unsigned flags, ember_error *err)
+{
+    train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
+                    .dim = dim, .flags = flags};
+    return train_run(c, &a, err);
 }
 
 void ember_pull_options_init(ember_pull_options *o)
@@ -483,13 +489,7 @@ int ember_pull_opts(ember_client *c, const char *table, const uint64_t *keys, si
     train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
                     .dim = dim, .flags = opt.flags, .pull_scores = opt.scores,
                     .found = opt.found};
-    int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
-    if (!op)
-        return code;
-    int rv = train_finish(op, err);
-    ember_call_release(op);
-    return rv;
+    return train_run(c, &a, err);
 }
 
 int ember_push_opts(ember_client *c, const char *table, const uint64_t *keys, size_t n,
@@ -507,13 +507,7 @@ int ember_push_opts(ember_client *c, const char *table, const uint64_t *keys, si
     train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
                     .values = values, .mode = opt.mode, .dim = dim,
                     .push_scores = opt.scores, .epoch = opt.epoch};
-    int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
-    if (!op)
-        return code;
-    int rv = train_finish(op, err);
-    ember_call_release(op);
-    return rv;
+    return train_run(c, &a, err);
 }
 
 int ember_push(ember_client *c, const char *table, const uint64_t *keys, size_t n,
@@ -528,13 +522,7 @@ int ember_push_mode_values(ember_client *c, const char *table, const uint64_t *k
 {
     train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
                     .values = values, .mode = (int)mode, .dim = dim};
-    int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
-    if (!op)
-        return code;
-    int rv = train_finish(op, err);
-    ember_call_release(op);
-    return rv;
+    return train_run(c, &a, err);
 }
 
 int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_keys,
@@ -552,13 +540,7 @@ int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_key
                     .n_push = n_push, .values = grads, .mode = EMBER_PUSH_GRADIENTS,
                     .pull_keys = pull_keys, .n_pull = n_pull, .out = out, .dim = dim,
                     .flags = pull_flags};
-    int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
-    if (!op)
-        return code;
-    int rv = train_finish(op, err);
-    ember_call_release(op);
-    return rv;
+    return train_run(c, &a, err);
 }
 
 ember_pending *ember_pull_async(ember_client *c, const char *table, const uint64_t *keys,

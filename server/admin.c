@@ -56,7 +56,7 @@ static grpc_slice pack(const ProtobufCMessage *m)
     return s;
 }
 
-static int get_table(const char *name, srv_table **out, ember_error *err)
+int srv_table_by_name(const char *name, srv_table **out, ember_error *err)
 {
     size_t len = name ? strlen(name) : 0;
     *out = NULL;
@@ -300,7 +300,7 @@ int srv_admin_describe(srv_worker *w, const uint8_t *req, size_t len, grpc_slice
     if (!r)
         return err->code;
     srv_table *t;
-    int rc = get_table(r->name, &t, err);
+    int rc = srv_table_by_name(r->name, &t, err);
     if (!rc) {
         info_box b;
         Ember__V1__DescribeTableResponse out = EMBER__V1__DESCRIBE_TABLE_RESPONSE__INIT;
@@ -326,7 +326,7 @@ int srv_admin_stats(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     int rc = 0;
     if (r->table[0]) {
         srv_table *t;
-        if ((rc = get_table(r->table, &t, err)))
+        if ((rc = srv_table_by_name(r->table, &t, err)))
             goto out;
         list = malloc(sizeof *list);
         if (!list) {
@@ -405,7 +405,7 @@ void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t
     int rc = ckpt_dir(r->dir, &dir, &err);
     if (!rc && r->table[0]) {
         srv_table *t;
-        if (!(rc = get_table(r->table, &t, &err)))
+        if (!(rc = srv_table_by_name(r->table, &t, &err)))
             srv_table_unref(t);
     }
     if (!rc)
@@ -527,7 +527,7 @@ int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         return err->code;
     srv_table *t = NULL;
     uint64_t evicted = 0;
-    int rc = get_table(r->table, &t, err);
+    int rc = srv_table_by_name(r->table, &t, err);
     if (!rc) {
         if (r->what_case == EMBER__V1__EVICT_REQUEST__WHAT_BELOW_SCORE)
             rc = ember_table_evict_below(t->table, r->below_score, &evicted, err);
@@ -558,7 +558,7 @@ int srv_admin_set_epoch(srv_worker *w, const uint8_t *req, size_t len, grpc_slic
     if (!r)
         return err->code;
     srv_table *t = NULL;
-    int rc = get_table(r->table, &t, err);
+    int rc = srv_table_by_name(r->table, &t, err);
     if (!rc) {
         Ember__V1__SetEpochResponse out = EMBER__V1__SET_EPOCH_RESPONSE__INIT;
         out.previous = ember_table_epoch(t->table);
@@ -581,7 +581,7 @@ int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if (!r)
         return err->code;
     srv_table *t = NULL;
-    int rc = get_table(r->table, &t, err);
+    int rc = srv_table_by_name(r->table, &t, err);
     if (!rc)
         rc = ember_table_clear(t->table, err);
     if (!rc) {
@@ -726,7 +726,7 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
     }
     export_state *s = calloc(1, sizeof *s);
     srv_table *t = NULL;
-    int rc = get_table(r->table, &t, &err);
+    int rc = srv_table_by_name(r->table, &t, &err);
     if (rc || !s) {
         protobuf_c_message_free_unpacked(&r->base, NULL);
         srv_table_unref(t);
@@ -793,7 +793,7 @@ static int import_chunk(srv_worker *w, import_state *s, const Ember__V1__ImportC
 {
     int rc;
     if (!s->t) {
-        if ((rc = get_table(ch->table, &s->t, err)))
+        if ((rc = srv_table_by_name(ch->table, &s->t, err)))
             return rc;
     } else if (ch->table[0] && strcmp(ch->table, s->t->name)) {
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,

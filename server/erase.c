@@ -28,22 +28,6 @@
 #include "server/server.h"
 #include "storage/hash.h"
 
-static int erase_lookup(const char *name, srv_table **out, ember_error *err)
-{
-    size_t len = name ? strlen(name) : 0;
-    *out = NULL;
-    if (!len)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table name given");
-    if (!ember_table_name_valid(name, len))
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                               "table name '%.80s' is not [a-z0-9_.-]{1,64}", name);
-    *out = srv_registry_get(srv.registry, name, len);
-    if (!*out)
-        return ember_error_set(err, EMBER_NOT_FOUND, "no table '%s' on shard %u", name,
-                               srv.cfg.shard_index);
-    return 0;
-}
-
 /* Checks an erase before anything changes; on success *keys (malloc'd, the
  * caller frees) holds the n keys, aligned. */
 static int erase_check(const Ember__V1__EraseRequest *r, uint64_t **keys, size_t *n,
@@ -96,7 +80,7 @@ void srv_shard_erase(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
     uint64_t *keys = NULL, erased = 0;
     size_t n = 0;
     int dup = 0;
-    int rc = erase_lookup(r->table, &t, &err);
+    int rc = srv_table_by_name(r->table, &t, &err);
     if (!rc)
         rc = erase_check(r, &keys, &n, &err);
     if (!rc && r->client_id && !srv_dedup_begin(srv.dedup, r->client_id, r->sequence)) {

@@ -136,6 +136,9 @@ srv_method srv_method_of_path(const char *path);
 
 void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
+/* The table `name` with a reference (srv_table_unref it), after checking the
+ * name: INVALID_ARGUMENT (none, or not [a-z0-9_.-]{1,64}), NOT_FOUND (admin.c). */
+int srv_table_by_name(const char *name, srv_table **out, ember_error *err);
 /* Shard.Erase (erase.c). */
 void srv_shard_erase(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);

@@ -164,7 +164,7 @@ static int config_equal(const Ember__V1__TableConfig *a, const Ember__V1__TableC
 
 /* ---- shared plumbing ------------------------------------------------------------------ */
 
-static ctl_reply *replies_new(const ctl *c)
+ctl_reply *ctl_replies_new(const ctl *c)
 {
     ctl_reply *r = calloc(c->n ? c->n : 1, sizeof *r);
     if (!r)
@@ -172,9 +172,7 @@ static ctl_reply *replies_new(const ctl *c)
     return r;
 }
 
-/* Ends the JSON document (with its "errors"), reports failures on stderr, frees
- * the replies; returns the exit status. */
-static int finish(const ctl *c, ctl_json *j, ctl_reply *r)
+int ctl_finish(const ctl *c, ctl_json *j, ctl_reply *r)
 {
     if (c->json) {
         ctl_json_errors(j, r, c->n);
@@ -301,7 +299,7 @@ static int cmd_tables(ctl *c, const ctl_args *a)
 {
     (void)a;
     Ember__V1__ListTablesRequest req = EMBER__V1__LIST_TABLES_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     size_t n;
     char b1[32], b2[32], b3[128];
@@ -357,7 +355,7 @@ static int cmd_tables(ctl *c, const ctl_args *a)
         ctl_table_free(&t);
     }
     gathered_free(g, n);
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- create --------------------------------------------------------------------------------- */
@@ -515,7 +513,7 @@ static int cmd_create(ctl *c, const ctl_args *a)
         return CTL_EXIT_USAGE;
     cfg.zero_nonfinite = ctl_opt(a, "--zero-nonfinite") != NULL;
 
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;
     ctl_call(c, ADMIN "CreateTable", &req.base, &ember__v1__create_table_response__descriptor,
@@ -543,7 +541,7 @@ static int cmd_create(ctl *c, const ctl_args *a)
                fmt_optimizer(b2, sizeof b2, &opt), fmt_initializer(b3, sizeof b3, &init),
                score_names[cfg.score_policy]);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- drop, clear ------------------------------------------------------------------------------- */
@@ -556,7 +554,7 @@ static const ctl_optdef drop_opts[] = {
 static int cmd_drop(ctl *c, const ctl_args *a)
 {
     Ember__V1__DropTableRequest req = EMBER__V1__DROP_TABLE_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     unsigned dropped = 0;
 
@@ -586,13 +584,13 @@ static int cmd_drop(ctl *c, const ctl_args *a)
         printf("table %s dropped on %u of %u shard%s\n", req.name, dropped, c->n,
                c->n == 1 ? "" : "s");
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 static int cmd_clear(ctl *c, const ctl_args *a)
 {
     Ember__V1__ClearRequest req = EMBER__V1__CLEAR_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
 
     if (!r)
@@ -616,7 +614,7 @@ static int cmd_clear(ctl *c, const ctl_args *a)
         printf("table %s cleared on %u of %u shard%s\n", req.table, ok_count(c, r), c->n,
                c->n == 1 ? "" : "s");
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- describe, stats ---------------------------------------------------------------------------- */
@@ -627,7 +625,7 @@ static int cmd_describe(ctl *c, const ctl_args *a)
     Ember__V1__TableStats total = EMBER__V1__TABLE_STATS__INIT;
     const Ember__V1__TableInfo *first = NULL;
     unsigned first_shard = 0;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     char b[6][256];
 
@@ -716,7 +714,7 @@ static int cmd_describe(ctl *c, const ctl_args *a)
         }
         ctl_table_print(&t, stdout, 2);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 static void print_stats_table(const ctl *c, const ctl_reply *r, const gathered *g)
@@ -767,7 +765,7 @@ static int cmd_stats(ctl *c, const ctl_args *a)
     Ember__V1__GetStatsRequest req = EMBER__V1__GET_STATS_REQUEST__INIT;
     if (ctl_opt(a, "--watch") || ctl_opt(a, "--count"))
         return ctl_stats_watch(c, a);
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     size_t n;
     uint64_t requests = 0, errors = 0;
@@ -834,7 +832,7 @@ static int cmd_stats(ctl *c, const ctl_args *a)
         ctl_table_print(&t, stdout, 2);
     }
     gathered_free(g, n);
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- save, load ----------------------------------------------------------------------------------- */
@@ -853,7 +851,7 @@ static const ctl_optdef load_opts[] = {
 static int cmd_save(ctl *c, const ctl_args *a)
 {
     Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     uint64_t rows = 0;
     char b[32];
@@ -896,13 +894,13 @@ static int cmd_save(ctl *c, const ctl_args *a)
         ctl_json_end_array(&j);
         ctl_json_u64(&j, "rows", rows);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 static int cmd_load(ctl *c, const ctl_args *a)
 {
     Ember__V1__LoadRequest req = EMBER__V1__LOAD_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     uint64_t rows = 0;
     char b[32];
@@ -946,7 +944,7 @@ static int cmd_load(ctl *c, const ctl_args *a)
         ctl_json_end_array(&j);
         ctl_json_u64(&j, "rows", rows);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- evict -------------------------------------------------------------------------------------------- */
@@ -982,7 +980,7 @@ static int cmd_evict(ctl *c, const ctl_args *a)
         if (ctl_parse_u64(a, "--to-size", to, 0, UINT64_MAX, &req.to_size) != 0)
             return CTL_EXIT_USAGE;
     }
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;
     ctl_call(c, ADMIN "Evict", &req.base, &ember__v1__evict_response__descriptor, 0, r);
@@ -1013,7 +1011,7 @@ static int cmd_evict(ctl *c, const ctl_args *a)
     } else if (ok_count(c, r) > 1) {
         printf("all: %s keys evicted from %s\n", ctl_fmt_count(b, sizeof b, total), req.table);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- health, info --------------------------------------------------------------------------------------- */
@@ -1046,7 +1044,7 @@ static int cmd_health(ctl *c, const ctl_args *a)
 
     if (v && ctl_parse_u64(a, "--wait", v, 0, 86400, &wait_s) != 0)
         return CTL_EXIT_USAGE;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;
     double deadline = now_s() + (double)wait_s;
@@ -1086,7 +1084,7 @@ static int cmd_health(ctl *c, const ctl_args *a)
     }
     if (c->json)
         ctl_json_end_array(&j);
-    int rc = finish(c, &j, r);
+    int rc = ctl_finish(c, &j, r);
     /* A shard that answers but does not serve fails the check too. */
     return rc == CTL_EXIT_OK && up < c->n ? CTL_EXIT_RPC : rc;
 }
@@ -1095,7 +1093,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
 {
     (void)a;
     Ember__V1__ServerInfoRequest req = EMBER__V1__SERVER_INFO_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     ctl_table t;
     char b[3][32];
@@ -1184,7 +1182,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
         ctl_table_print(&t, stdout, 0);
     else
         ctl_table_free(&t);
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- the table of commands ---------------------------------------------------------------------------- */

@@ -86,6 +86,7 @@ unsigned ctl_call(const ctl *c, const char *method, const ProtobufCMessage *req,
 
 void ctl_replies_free(ctl_reply *replies, unsigned n);
 
+
 /* Prints each failed reply on stderr ("emberctl: shard I (ADDR): CODE: message")
  * and returns CTL_EXIT_RPC if any failed, else CTL_EXIT_OK. */
 int ctl_report(const ctl_reply *replies, unsigned n);
@@ -140,6 +141,12 @@ void ctl_json_finish(ctl_json *j);
 void ctl_json_shard(ctl_json *j, const ctl_shard *s);
 /* "errors": [{"shard", "address", "code", "message"}...] for the failed replies. */
 void ctl_json_errors(ctl_json *j, const ctl_reply *replies, unsigned n);
+
+/* replies[c->n] for ctl_call (calloc'ed; NULL, said on stderr, when out of memory). */
+ctl_reply *ctl_replies_new(const ctl *c);
+/* Ends a command's JSON document (with its "errors") when --json, reports
+ * failures on stderr, frees the replies; returns the exit status (commands.c). */
+int ctl_finish(const ctl *c, ctl_json *j, ctl_reply *r);
 
 /* ---- format.c: progress ----------------------------------------------------------- */
 

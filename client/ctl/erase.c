@@ -71,20 +71,6 @@ static int read_keys(const ctl_args *a, const char *path, uint64_t **keys, size_
     return rc;
 }
 
-static int finish(const ctl *c, ctl_json *j, ctl_reply *r)
-{
-    if (c->json) {
-        ctl_json_errors(j, r, c->n);
-        ctl_json_end_object(j);
-        ctl_json_finish(j);
-    }
-    fflush(stdout);
-    int rc = ctl_report(r, c->n);
-    ctl_replies_free(r, c->n);
-    free(r);
-    return rc;
-}
-
 int ctl_cmd_erase(ctl *c, const ctl_args *a)
 {
     const char *file = ctl_opt(a, "--file");
@@ -122,13 +108,12 @@ int ctl_cmd_erase(ctl *c, const ctl_args *a)
 
     /* Each selected shard gets its own keys, one call at a time: the same
      * ctl_call with a one-shard view of the list. */
-    ctl_reply *r = calloc(c->n ? c->n : 1, sizeof *r);
+    ctl_reply *r = ctl_replies_new(c);
     uint64_t *mine = malloc((n ? n : 1) * sizeof *mine);
     if (!r || !mine) {
         free(r);
         free(mine);
         free(keys);
-        fprintf(stderr, "emberctl: out of memory\n");
         return CTL_EXIT_RPC;
     }
     for (unsigned i = 0; i < c->n; i++) {
@@ -181,7 +166,7 @@ int ctl_cmd_erase(ctl *c, const ctl_args *a)
     } else if (ok > 1) {
         printf("all: %" PRIu64 " of %zu keys erased from %s\n", total, n, a->pos[0]);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 int ctl_cmd_epoch(ctl *c, const ctl_args *a)
@@ -192,11 +177,9 @@ int ctl_cmd_epoch(ctl *c, const ctl_args *a)
     Ember__V1__SetEpochRequest req = EMBER__V1__SET_EPOCH_REQUEST__INIT;
     req.table = (char *)a->pos[0];
     req.epoch = (uint32_t)e;
-    ctl_reply *r = calloc(c->n ? c->n : 1, sizeof *r);
-    if (!r) {
-        fprintf(stderr, "emberctl: out of memory\n");
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
         return CTL_EXIT_RPC;
-    }
     ctl_call(c, "/ember.v1.Admin/SetEpoch", &req.base, &ember__v1__set_epoch_response__descriptor,
              0, r);
     ctl_json j;
@@ -223,5 +206,5 @@ int ctl_cmd_epoch(ctl *c, const ctl_args *a)
     }
     if (c->json)
         ctl_json_end_array(&j);
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
