@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #define BUCKET 128 /* slots of one bucket: a table of this capacity is one bucket */
 
 static eh_server S[NSHARDS];
+static eh_server CO; /* --coalesce on: pushes that find the table busy are queued */
 static char shard_list[256];
 
 static ember_client *open_client(const char *shards)
@@ -241,6 +243,147 @@ START_TEST(refused_push_moves_no_epoch)
     ck_assert_uint_eq(stats_of(&S[0], "ep2").epoch, 4);
     ck_assert_uint_eq(table_size(c, "ep2"), 0);
     drop(c, "ep2");
+    ember_client_close(c);
+}
+END_TEST
+
+/* Pushes that wait in a coalescing queue raise the epoch before their batch
+ * runs. In each round, T threads push their own keys at once, thread t
+ * stamping epoch E(r, t) = 10 + r*T + t (each above every earlier round's); after
+ * the round, every key's score (read back by Export) carries at least its
+ * pusher's epoch, and the table's epoch is the round's highest. A queued push
+ * that did not raise the epoch first would leave its keys at a lower epoch
+ * whenever the pushes ahead of it stamped less. Rounds repeat until some push
+ * was coalesced (GetStats), so the queued path is exercised. */
+enum { EP_THREADS = 4, EP_KEYS = 64, EP_ROUNDS = 40 };
+
+static pthread_barrier_t ep_start, ep_end;
+
+typedef struct ep_worker {
+    int t, failures;
+    char err[600];
+} ep_worker;
+
+static uint32_t ep_epoch(int round, int t)
+{
+    return 10 + (uint32_t)(round * EP_THREADS + t);
+}
+
+static void *ep_main(void *p)
+{
+    ep_worker *w = p;
+    ember_client_options o;
+    ember_client_options_init(&o);
+    o.shards = CO.addr;
+    o.channels_per_shard = 2; /* its own connections: calls really overlap */
+    ember_error e;
+    ember_client *c = ember_client_open(&o, &e);
+    if (!c) {
+        w->failures++;
+        snprintf(w->err, sizeof w->err, "open: %s", e.message);
+    }
+    uint64_t keys[EP_KEYS];
+    float g[EP_KEYS * 4];
+    for (int i = 0; i < EP_KEYS; i++)
+        keys[i] = (uint64_t)w->t * 100000 + (uint64_t)i;
+    memset(g, 0, sizeof g);
+    ember_push_options po;
+    ember_push_options_init(&po);
+    for (int r = 0; r < EP_ROUNDS; r++) {
+        pthread_barrier_wait(&ep_start);
+        po.epoch = ep_epoch(r, w->t);
+        for (int k = 0; c && k < 4 && !w->failures; k++)
+            if (ember_push_opts(c, "coep", keys, EP_KEYS, g, 4, &po, &e)) {
+                w->failures++;
+                snprintf(w->err, sizeof w->err, "push: %s", e.message);
+            }
+        pthread_barrier_wait(&ep_end);
+    }
+    ember_client_close(c);
+    return NULL;
+}
+
+typedef struct ep_scores {
+    uint64_t lowest_epoch[EP_THREADS];
+    size_t rows;
+} ep_scores;
+
+static void ep_export_chunk(void *ud, const uint8_t *data, size_t len)
+{
+    ep_scores *s = ud;
+    Ember__V1__ExportChunk *m = ember__v1__export_chunk__unpack(NULL, len, data);
+    if (!m)
+        return;
+    size_t n = m->keys.len / 8;
+    for (size_t i = 0; i < n && m->scores.len == m->keys.len; i++) {
+        uint64_t k, sc;
+        memcpy(&k, m->keys.data + 8 * i, 8);
+        memcpy(&sc, m->scores.data + 8 * i, 8);
+        unsigned t = (unsigned)(k / 100000);
+        if (t < EP_THREADS && (sc >> 32) < s->lowest_epoch[t])
+            s->lowest_epoch[t] = sc >> 32;
+        s->rows++;
+    }
+    ember__v1__export_chunk__free_unpacked(m, NULL);
+}
+
+static ep_scores ep_read_scores(void)
+{
+    ep_scores s = {.rows = 0};
+    for (int t = 0; t < EP_THREADS; t++)
+        s.lowest_epoch[t] = UINT64_MAX;
+    Ember__V1__ExportRequest req = EMBER__V1__EXPORT_REQUEST__INIT;
+    req.table = "coep";
+    uint8_t buf[64];
+    size_t len = ember__v1__export_request__pack(&req, buf);
+    eh_client *rc = eh_client_open(CO.addr);
+    eh_result r;
+    ck_assert_int_eq(eh_server_stream(rc, "/ember.v1.Admin/Export", buf, len, ep_export_chunk, &s,
+                                      &r),
+                     0);
+    ck_assert_msg(r.code == 0, "Export: %s", r.message);
+    eh_result_free(&r);
+    eh_client_close(rc);
+    return s;
+}
+
+START_TEST(queued_pushes_raise_the_epoch_first)
+{
+    ember_client *c = open_client(CO.addr);
+    create(c, "coep", 4, 1 << 12, EMBER_SCORE_EPOCH_LFU);
+    pthread_t th[EP_THREADS];
+    ep_worker w[EP_THREADS];
+    ck_assert_int_eq(pthread_barrier_init(&ep_start, NULL, EP_THREADS + 1), 0);
+    ck_assert_int_eq(pthread_barrier_init(&ep_end, NULL, EP_THREADS + 1), 0);
+    for (int t = 0; t < EP_THREADS; t++) {
+        w[t] = (ep_worker){.t = t};
+        ck_assert_int_eq(pthread_create(&th[t], NULL, ep_main, &w[t]), 0);
+    }
+    int bad_round = -1, bad_t = -1;
+    uint64_t bad_epoch = 0;
+    for (int r = 0; r < EP_ROUNDS; r++) {
+        pthread_barrier_wait(&ep_start);
+        pthread_barrier_wait(&ep_end);
+        ep_scores s = ep_read_scores();
+        for (int t = 0; t < EP_THREADS && bad_round < 0; t++)
+            if (s.rows != EP_THREADS * EP_KEYS || s.lowest_epoch[t] < ep_epoch(r, t)) {
+                bad_round = r;
+                bad_t = t;
+                bad_epoch = s.lowest_epoch[t];
+            }
+    }
+    for (int t = 0; t < EP_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        ck_assert_msg(w[t].failures == 0, "thread %d: %s", t, w[t].err);
+    }
+    pthread_barrier_destroy(&ep_start);
+    pthread_barrier_destroy(&ep_end);
+    ck_assert_msg(bad_round < 0, "round %d: thread %d's keys carry epoch %llu, below the %u it pushed",
+                  bad_round, bad_t, (unsigned long long)bad_epoch, ep_epoch(bad_round, bad_t));
+    ck_assert_msg(stats_of(&CO, "coep").coalesced_batches > 0,
+                  "no push was ever coalesced: the queued path went untested");
+    ck_assert_uint_eq(stats_of(&CO, "coep").epoch, ep_epoch(EP_ROUNDS - 1, EP_THREADS - 1));
+    drop(c, "coep");
     ember_client_close(c);
 }
 END_TEST
@@ -468,11 +611,17 @@ int main(void)
             strcat(shard_list, ",");
         strcat(shard_list, S[i].addr);
     }
+    const char *co_flags[] = {"--threads=4", "--coalesce=on", NULL};
+    if (eh_server_start(&CO, co_flags)) {
+        fprintf(stderr, "cannot start the coalescing server\n");
+        return 1;
+    }
     Suite *s = suite_create("table_ops");
     TCase *tc = tcase_create("table_ops");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, epoch_lru_advanced_evicts_old_epoch_first);
     tcase_add_test(tc, refused_push_moves_no_epoch);
+    tcase_add_test(tc, queued_pushes_raise_the_epoch_first);
     tcase_add_test(tc, custom_scores_from_libember_decide_eviction);
     tcase_add_test(tc, found_in_caller_order_after_dedup_over_two_shards);
     tcase_add_test(tc, erase_removes_exactly_the_keys);
@@ -485,5 +634,6 @@ int main(void)
     srunner_free(sr);
     for (int i = 0; i < NSHARDS; i++)
         eh_server_cleanup(&S[i]);
+    eh_server_cleanup(&CO);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
