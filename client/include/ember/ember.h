@@ -303,9 +303,12 @@ int ember_push_opts(ember_client *c, const char *table, const uint64_t *keys, si
  * --max-keys-per-request (RESOURCE_EXHAUSTED). Each request carries (client_id,
  * a per-shard sequence) as pushes do, so the library's retries after
  * UNAVAILABLE never erase twice — which matters because a key pushed again
- * between the two tries would be lost. Shards are independent: a failure on one
- * may leave the others' parts erased (calling it again is harmless). An erase
- * runs after every push of this client that was answered before it. */
+ * between the two tries would be lost. A part whose first try was applied but
+ * whose reply was lost counts 0 in *erased (the server remembers that it
+ * erased, not how many). Shards are independent: a failure on one may leave
+ * the others' parts erased (calling it again is harmless). An erase runs after
+ * every push of this client that was answered before it; ember_push_pull and
+ * the async calls take no options (use ember_pull_opts / ember_push_opts). */
 int ember_erase(ember_client *c, const char *table, const uint64_t *keys, size_t n,
                 uint64_t *erased, ember_error *err);
 
