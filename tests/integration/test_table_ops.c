@@ -30,7 +30,8 @@
 #define BUCKET 128 /* slots of one bucket: a table of this capacity is one bucket */
 
 static eh_server S[NSHARDS];
-static eh_server CO; /* --coalesce on: pushes that find the table busy are queued */
+static eh_server CO; /* --coalesce on: pushes that find the table busy are queued;
+                      * --max-keys-per-request 1000 */
 static char shard_list[256];
 
 static ember_client *open_client(const char *shards)
@@ -592,6 +593,22 @@ START_TEST(erase_at_most_once_and_all_or_nothing_on_the_server)
     ck_assert_uint_eq(r.erased, 0); /* zero keys: fine, nothing erased */
     drop(c, "er2");
     ember_client_close(c);
+
+    /* Over --max-keys-per-request: RESOURCE_EXHAUSTED naming the flag, nothing erased. */
+    c = open_client(CO.addr);
+    create(c, "er3", 4, 1 << 12, EMBER_SCORE_LRU);
+    uint64_t many[1001];
+    for (int i = 0; i < 1001; i++)
+        many[i] = 7 + (uint64_t)i;
+    pull_insert(c, "er3", many, 1000, NULL, NULL);
+    ck_assert_int_eq(raw_erase(&CO, "er3", many, 1001, 99, 1, &r, msg, sizeof msg),
+                     EMBER_RESOURCE_EXHAUSTED);
+    ck_assert_msg(strstr(msg, "--max-keys-per-request"), "%s", msg);
+    ck_assert_uint_eq(table_size(c, "er3"), 1000);
+    ck_assert_int_eq(raw_erase(&CO, "er3", many, 1000, 99, 1, &r, msg, sizeof msg), 0);
+    ck_assert_uint_eq(r.erased, 1000); /* the refused sequence was given up: it goes through */
+    drop(c, "er3");
+    ember_client_close(c);
 }
 END_TEST
 
@@ -611,7 +628,7 @@ int main(void)
             strcat(shard_list, ",");
         strcat(shard_list, S[i].addr);
     }
-    const char *co_flags[] = {"--threads=4", "--coalesce=on", NULL};
+    const char *co_flags[] = {"--threads=4", "--coalesce=on", "--max-keys-per-request=1000", NULL};
     if (eh_server_start(&CO, co_flags)) {
         fprintf(stderr, "cannot start the coalescing server\n");
         return 1;
