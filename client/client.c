@@ -46,6 +46,8 @@ static const char *const method_paths[EMBER_M_COUNT] = {
     [EMBER_M_LOAD] = "/ember.v1.Admin/Load",
     [EMBER_M_LIST] = "/ember.v1.Admin/ListTables",
     [EMBER_M_ALTER] = "/ember.v1.Admin/AlterTable",
+    [EMBER_M_ERASE] = "/ember.v1.Shard/Erase",
+    [EMBER_M_SET_EPOCH] = "/ember.v1.Admin/SetEpoch",
 };
 
 /* The exported name of <ember/types.h>'s table, for callers that bind by symbol. */
@@ -642,6 +644,9 @@ static void op_destroy(ember_call *op)
     ember_batch_free(&op->push_b);
     free(op->rowptr);
     free(op->straddle);
+    free(op->pull_scores);
+    free(op->push_scores);
+    free(op->gfound);
     pthread_mutex_destroy(&op->mu);
     pthread_cond_destroy(&op->cv);
     free(op);
@@ -933,7 +938,8 @@ int ember_call_finish(ember_call *op, ember_error *err)
                 sc->resend = 1;
                 again++;
             } else if (sc->code == 0 && sc->attempts == 1 &&
-                       (sc->method == EMBER_M_PUSH || sc->method == EMBER_M_PUSHPULL) &&
+                       (sc->method == EMBER_M_PUSH || sc->method == EMBER_M_PUSHPULL ||
+                        sc->method == EMBER_M_ERASE) &&
                        atomic_load(&c->debug_resend_pushes)) {
                 /* Test hook: as if the ack had been lost and the push retried. */
                 call_clear_result(sc);

@@ -36,7 +36,7 @@
 typedef enum ember_method {
     EMBER_M_PULL, EMBER_M_PUSH, EMBER_M_PUSHPULL,
     EMBER_M_CREATE, EMBER_M_DROP, EMBER_M_DESCRIBE, EMBER_M_SAVE, EMBER_M_LOAD,
-    EMBER_M_LIST, EMBER_M_ALTER,
+    EMBER_M_LIST, EMBER_M_ALTER, EMBER_M_ERASE, EMBER_M_SET_EPOCH,
     EMBER_M_COUNT
 } ember_method;
 
@@ -134,6 +134,13 @@ typedef struct ember_call {
     size_t rowptr_cap;
     uint8_t *straddle;           /* copies of reply rows split over two slices */
     size_t straddle_cap;
+    /* scores and found flags (ember_pull_options / ember_push_options), in
+     * grouped order: [pull_b.m] / [push_b.m]; found is the caller's [n] */
+    uint64_t *pull_scores, *push_scores;
+    size_t pull_scores_cap, push_scores_cap;
+    uint8_t *gfound;             /* [pull_b.m] each grouped key's found flag */
+    size_t gfound_cap;
+    uint8_t *found;              /* the caller's found[n], NULL: not asked */
 } ember_call;
 
 /* Takes a call from the pool (or makes one); NULL when out of memory. */

@@ -40,8 +40,12 @@ static int pull_fields(ember_slices *r, ember_reply_pull *m)
             memcpy(&m->dtype, &u, sizeof u);
             break;
         }
-        case 4: /* found: not asked for, but legal */
-            if (wt != 2 || !ember_slices_len(r, &len) || !ember_slices_skip(r, len))
+        case 4: /* found */
+            if (wt != 2 || !ember_slices_len(r, &len))
+                return 0;
+            m->found_off = r->pos;
+            m->found_len = len;
+            if (!ember_slices_skip(r, len))
                 return 0;
             break;
         default:
@@ -90,6 +94,15 @@ int ember_reply_pull_parse(const grpc_byte_buffer *bb, int pushpull, ember_reply
         }
     }
     return have_pull;
+}
+
+void ember_reply_copy(const grpc_byte_buffer *bb, size_t off, size_t len, uint8_t *dst)
+{
+    const grpc_slice_buffer *sb = ember_slices_raw(bb);
+    ember_slices r;
+    ember_slices_init(&r, sb);
+    if (ember_slices_skip(&r, off))
+        ember_slices_copy(&r, dst, len);
 }
 
 size_t ember_reply_slices(const grpc_byte_buffer *bb)

@@ -26,6 +26,7 @@ typedef struct ember_reply_pull {
     uint32_t dim;
     int32_t dtype;
     size_t values_off, values_len; /* the values' bytes: offsets into the message */
+    size_t found_off, found_len;   /* found[] (want_found): offsets; len 0 if absent */
     int push_duplicate;            /* PushPull: the push part's `duplicate` */
 } ember_reply_pull;
 
@@ -34,6 +35,9 @@ typedef struct ember_reply_pull {
  * a repeated scalar wins). Returns 1 and fills *out, or 0 when it declines (see
  * above). */
 int ember_reply_pull_parse(const grpc_byte_buffer *bb, int pushpull, ember_reply_pull *out);
+
+/* Copies len bytes at message offset off (inside the message) to dst. */
+void ember_reply_copy(const grpc_byte_buffer *bb, size_t off, size_t len, uint8_t *dst);
 
 /* Slices in bb: one more than the most rows ember_reply_rows may copy. */
 size_t ember_reply_slices(const grpc_byte_buffer *bb);

@@ -11,6 +11,7 @@
  * scattered to the caller's order, duplicates included, converting from the wire
  * dtype in the same pass.
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,9 @@ typedef struct train_args {
     float *out;
     uint32_t dim;
     unsigned flags;
+    const uint64_t *pull_scores, *push_scores; /* [n_pull] / [n_push], NULL: none */
+    uint8_t *found;                            /* [n_pull], NULL: not asked */
+    uint32_t epoch;
 } train_args;
 
 static int check_args(ember_client *c, const train_args *a, ember_error *err)
@@ -63,6 +67,11 @@ static int check_args(ember_client *c, const train_args *a, ember_error *err)
     if ((a->n_push && (!a->push_keys || !a->values)) || (a->n_pull && (!a->pull_keys || !a->out)))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "NULL keys, values or output with n > 0");
+    if (a->pull_scores && (a->flags & EMBER_PULL_SERVE))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "scores are only used by a training pull (EMBER_PULL_INSERT)");
+    if (a->push_scores && a->mode == EMBER_PUSH_ACCUM)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "scores are not used by accum pushes");
     size_t most = a->n_push > a->n_pull ? a->n_push : a->n_pull;
     if (most > SIZE_MAX / 16 / a->dim)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
@@ -88,6 +97,24 @@ static size_t chunk_keys(const ember_client *c, uint32_t dim)
     return k < EMBER_CHUNK_KEYS_MAX ? k : EMBER_CHUNK_KEYS_MAX;
 }
 
+/* Grouped scores (batch.h) of a built batch: out[g] = the score of the LAST of
+ * the caller's keys that is grouped key g, as the table keeps the last score
+ * given. 0 or EMBER_RESOURCE_EXHAUSTED. */
+static int group_scores(const ember_batch *b, const uint64_t *scores, uint64_t **out,
+                        size_t *cap, ember_error *err)
+{
+    if (b->m > *cap) {
+        void *p = realloc(*out, b->m * sizeof **out);
+        if (!p)
+            return oom(err);
+        *out = p;
+        *cap = b->m;
+    }
+    for (size_t i = 0; i < b->n; i++)
+        (*out)[b->idx[i]] = scores[i];
+    return 0;
+}
+
 /* Builds and sends every shard's request. NULL (err filled) if nothing was sent. */
 static ember_call *train_begin(ember_client *c, const train_args *a, ember_error *err)
 {
@@ -105,6 +132,7 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
     op->mode = a->mode;
     op->n = a->n_pull;
     op->keys = a->has_pull ? a->pull_keys : NULL;
+    op->found = a->has_pull ? a->found : NULL;
     op->keep_slices = 1; /* train_finish reads replies from gRPC's slices */
 
     /* Every check before anything is sent: a refused call changes nothing. */
@@ -123,6 +151,21 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             for (size_t i = 0; i < a->n_push; i++)
                 ub->rows[ub->idx[i]] = a->values + i * a->dim;
         }
+    }
+    if (have_pull && a->pull_scores && a->n_pull &&
+        group_scores(pb, a->pull_scores, &op->pull_scores, &op->pull_scores_cap, err))
+        goto fail;
+    if (have_push && a->push_scores && a->n_push &&
+        group_scores(ub, a->push_scores, &op->push_scores, &op->push_scores_cap, err))
+        goto fail;
+    if (op->found && a->n_pull && pb->m > op->gfound_cap) {
+        void *p = realloc(op->gfound, pb->m);
+        if (!p) {
+            oom(err);
+            goto fail;
+        }
+        op->gfound = p;
+        op->gfound_cap = pb->m;
     }
     if (have_pull && pb->m > op->rowptr_cap) {
         void *p = realloc(op->rowptr, pb->m * sizeof *op->rowptr);
@@ -166,6 +209,10 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             pull.insert_missing = !(a->flags & EMBER_PULL_SERVE);
             pull.dtype = dtype;
             pull.dim = a->dim; /* the server refuses a mismatch before creating keys */
+            pull.want_found = op->found != NULL;
+            if (a->pull_scores && n_pull)
+                pull.scores = (ember_wire_bytes){(const uint8_t *)(op->pull_scores + p_lo),
+                                                 n_pull * 8};
 
             ember_wire_push_request push;
             memset(&push, 0, sizeof push);
@@ -177,6 +224,10 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             push.dtype = dtype;
             push.mode = a->mode;
             push.client_id = c->client_id;
+            push.epoch = a->epoch;
+            if (a->push_scores && n_push)
+                push.scores = (ember_wire_bytes){(const uint8_t *)(op->push_scores + u_lo),
+                                                 n_push * 8};
             if (n_push)
                 push.sequence = atomic_fetch_add(&c->shards[s].seq, 1);
 
@@ -235,6 +286,8 @@ typedef struct pull_part {
     int32_t dtype;
     const uint8_t *data;
     size_t values_off, values_len;
+    const uint8_t *found;          /* contiguous found[], or NULL: at found_off */
+    size_t found_off, found_len;
 } pull_part;
 
 /* Decodes shard call sc's reply: straight from gRPC's slices when reply.h's
@@ -253,7 +306,9 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
             if (rp.push_duplicate)
                 atomic_fetch_add(&c->debug_duplicate_acks, 1);
             *pp = (pull_part){.dim = rp.dim, .dtype = rp.dtype, .data = NULL,
-                              .values_off = rp.values_off, .values_len = rp.values_len};
+                              .values_off = rp.values_off, .values_len = rp.values_len,
+                              .found = NULL, .found_off = rp.found_off,
+                              .found_len = rp.found_len};
             *has_pull = 1;
             return 0;
         }
@@ -283,7 +338,8 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
         pr = ppr.pull;
     }
     *pp = (pull_part){.dim = pr.dim, .dtype = pr.dtype, .data = pr.values.data,
-                      .values_off = 0, .values_len = pr.values.len};
+                      .values_off = 0, .values_len = pr.values.len, .found = pr.found.data,
+                      .found_off = 0, .found_len = pr.found.len};
     *has_pull = 1;
     return 0;
 }
@@ -343,6 +399,16 @@ static int train_finish(ember_call *op, ember_error *err)
             return ember_call_shard_error(op, s, EMBER_INTERNAL, err,
                                           "reply has %zu value bytes for %zu keys × dim %u %s",
                                           pr.values_len, cnt, dim, ember_wire_dtype_name(pr.dtype));
+        if (op->found && cnt) {
+            if (pr.found_len != cnt)
+                return ember_call_shard_error(op, s, EMBER_INTERNAL, err,
+                                              "reply has %zu found flags for %zu keys",
+                                              pr.found_len, cnt);
+            if (pr.found)
+                memcpy(op->gfound + lo, pr.found, cnt);
+            else
+                ember_reply_copy(sc->recv, pr.found_off, cnt, op->gfound + lo);
+        }
         if (pr.data)
             for (size_t j = 0; j < cnt; j++)
                 op->rowptr[lo + j] = pr.data + j * row_bytes;
@@ -357,6 +423,9 @@ static int train_finish(ember_call *op, ember_error *err)
         float *out = op->out;
         for (size_t i = 0; i < op->n; i++, out += dim)
             ember_wire_from_wire(dtype, op->rowptr[idx[i]], dim, out);
+        if (op->found)
+            for (size_t i = 0; i < op->n; i++)
+                op->found[i] = op->gfound[idx[i]] != 0;
     }
     return 0;
 }
@@ -370,18 +439,75 @@ static ember_call *begin_or_code(ember_client *c, const train_args *a, ember_err
     return op;
 }
 
-int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n, float *out,
-               uint32_t dim, unsigned flags, ember_error *err)
+/* A synchronous call: begin, wait, scatter, release. */
+static int train_run(ember_client *c, const train_args *a, ember_error *err)
 {
-    train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
-                    .dim = dim, .flags = flags};
     int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
+    ember_call *op = begin_or_code(c, a, err, &code);
     if (!op)
         return code;
     int rv = train_finish(op, err);
     ember_call_release(op);
     return rv;
+}
+
+int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n, float *out,
+               uint32_t dim, unsigned flags, ember_error *err)
+{
+    train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
+                    .dim = dim, .flags = flags};
+    return train_run(c, &a, err);
+}
+
+void ember_pull_options_init(ember_pull_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+}
+
+void ember_push_options_init(ember_push_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+}
+
+/* The first layouts of the option structs (ember.h, "Growing structs"). */
+#define EMBER_PULL_OPTIONS_FIRST_SIZE (offsetof(ember_pull_options, found) + sizeof(uint8_t *))
+#define EMBER_PUSH_OPTIONS_FIRST_SIZE (offsetof(ember_push_options, epoch) + sizeof(uint32_t))
+
+int ember_pull_opts(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                    float *out, uint32_t dim, const ember_pull_options *o, ember_error *err)
+{
+    ember_pull_options opt;
+    ember_pull_options_init(&opt);
+    if (o) {
+        int rv = ember_struct_take(&opt, sizeof opt, o, o->struct_size,
+                                   EMBER_PULL_OPTIONS_FIRST_SIZE, "ember_pull_options", err);
+        if (rv)
+            return rv;
+    }
+    train_args a = {.has_pull = 1, .table = table, .pull_keys = keys, .n_pull = n, .out = out,
+                    .dim = dim, .flags = opt.flags, .pull_scores = opt.scores,
+                    .found = opt.found};
+    return train_run(c, &a, err);
+}
+
+int ember_push_opts(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                    const float *values, uint32_t dim, const ember_push_options *o,
+                    ember_error *err)
+{
+    ember_push_options opt;
+    ember_push_options_init(&opt);
+    if (o) {
+        int rv = ember_struct_take(&opt, sizeof opt, o, o->struct_size,
+                                   EMBER_PUSH_OPTIONS_FIRST_SIZE, "ember_push_options", err);
+        if (rv)
+            return rv;
+    }
+    train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
+                    .values = values, .mode = opt.mode, .dim = dim,
+                    .push_scores = opt.scores, .epoch = opt.epoch};
+    return train_run(c, &a, err);
 }
 
 int ember_push(ember_client *c, const char *table, const uint64_t *keys, size_t n,
@@ -396,13 +522,7 @@ int ember_push_mode_values(ember_client *c, const char *table, const uint64_t *k
 {
     train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
                     .values = values, .mode = (int)mode, .dim = dim};
-    int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
-    if (!op)
-        return code;
-    int rv = train_finish(op, err);
-    ember_call_release(op);
-    return rv;
+    return train_run(c, &a, err);
 }
 
 int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_keys,
@@ -420,13 +540,7 @@ int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_key
                     .n_push = n_push, .values = grads, .mode = EMBER_PUSH_GRADIENTS,
                     .pull_keys = pull_keys, .n_pull = n_pull, .out = out, .dim = dim,
                     .flags = pull_flags};
-    int code;
-    ember_call *op = begin_or_code(c, &a, err, &code);
-    if (!op)
-        return code;
-    int rv = train_finish(op, err);
-    ember_call_release(op);
-    return rv;
+    return train_run(c, &a, err);
 }
 
 ember_pending *ember_pull_async(ember_client *c, const char *table, const uint64_t *keys,

@@ -246,6 +246,7 @@ static int push_request_fields(rd *r, ember_wire_push_request *m)
         case 6: rc = rd_u64(r, f, "client_id", wt, &m->client_id); break;
         case 7: rc = rd_u64(r, f, "sequence", wt, &m->sequence); break;
         case 8: rc = rd_u64s(r, f, "scores", wt, &m->scores); break;
+        case 9: rc = rd_u32(r, f, "epoch", wt, &m->epoch); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -497,6 +498,7 @@ size_t ember_wire_push_request_size(const ember_wire_push_request *m, ember_wire
     n += sz_varint(m->sequence);
     o.scores = off_bytes(n, m->scores.len);
     n += sz_bytes(m->scores.len);
+    n += sz_varint(m->epoch);
     if (off)
         *off = o;
     return n;
@@ -513,6 +515,7 @@ size_t ember_wire_push_request_encode(const ember_wire_push_request *m, uint8_t 
     p = put_uint(p, 6, m->client_id);
     p = put_uint(p, 7, m->sequence);
     p = put_bytes(p, 8, m->scores, &at);
+    p = put_uint(p, 9, m->epoch);
     return (size_t)(p - buf);
 }
 

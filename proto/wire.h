@@ -103,6 +103,7 @@ typedef struct ember_wire_push_request {
     uint64_t client_id;      /* 6: 0 = no at-most-once */
     uint64_t sequence;       /* 7 */
     ember_wire_bytes scores; /* 8: empty or n × uint64 LE (len % 8 == 0) */
+    uint32_t epoch;          /* 9: 0 = the table's; above it raises it (ember.proto) */
 } ember_wire_push_request;
 
 typedef struct ember_wire_push_response {

@@ -56,7 +56,7 @@ static grpc_slice pack(const ProtobufCMessage *m)
     return s;
 }
 
-static int get_table(const char *name, srv_table **out, ember_error *err)
+int srv_table_by_name(const char *name, srv_table **out, ember_error *err)
 {
     size_t len = name ? strlen(name) : 0;
     *out = NULL;
@@ -154,6 +154,8 @@ static void info_fill(info_box *b, srv_table *t)
     b->stats.keys_pushed = atomic_load_explicit(&t->counters.keys_pushed, memory_order_relaxed);
     b->stats.duplicate_pushes =
         atomic_load_explicit(&t->counters.duplicate_pushes, memory_order_relaxed);
+    b->stats.erased = atomic_load_explicit(&t->counters.erased, memory_order_relaxed);
+    b->stats.epoch = ember_table_epoch(t->table);
 #define CO(f, g) b->stats.f = atomic_load_explicit(&t->counters.g, memory_order_relaxed)
     CO(coalesced_batches, co_batches);
     CO(coalesced_calls, co_calls);
@@ -311,7 +313,7 @@ int srv_admin_describe(srv_worker *w, const uint8_t *req, size_t len, grpc_slice
     if (!r)
         return err->code;
     srv_table *t;
-    int rc = get_table(r->name, &t, err);
+    int rc = srv_table_by_name(r->name, &t, err);
     if (!rc) {
         info_box b;
         Ember__V1__DescribeTableResponse out = EMBER__V1__DESCRIBE_TABLE_RESPONSE__INIT;
@@ -337,7 +339,7 @@ int srv_admin_stats(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     int rc = 0;
     if (r->table[0]) {
         srv_table *t;
-        if ((rc = get_table(r->table, &t, err)))
+        if ((rc = srv_table_by_name(r->table, &t, err)))
             goto out;
         list = malloc(sizeof *list);
         if (!list) {
@@ -416,7 +418,7 @@ void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t
     int rc = ckpt_dir(r->dir, &dir, &err);
     if (!rc && r->table[0]) {
         srv_table *t;
-        if (!(rc = get_table(r->table, &t, &err)))
+        if (!(rc = srv_table_by_name(r->table, &t, &err)))
             srv_table_unref(t);
     }
     if (!rc)
@@ -538,7 +540,7 @@ int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         return err->code;
     srv_table *t = NULL;
     uint64_t evicted = 0;
-    int rc = get_table(r->table, &t, err);
+    int rc = srv_table_by_name(r->table, &t, err);
     if (!rc) {
         if (r->what_case == EMBER__V1__EVICT_REQUEST__WHAT_BELOW_SCORE)
             rc = ember_table_evict_below(t->table, r->below_score, &evicted, err);
@@ -569,7 +571,7 @@ int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if (!r)
         return err->code;
     srv_table *t = NULL;
-    int rc = get_table(r->name, &t, err);
+    int rc = srv_table_by_name(r->name, &t, err);
     if (!rc && !r->set_ttl)
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
                              "AlterTable changes nothing: say what to set (set_ttl)");
@@ -589,6 +591,29 @@ int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     return rc;
 }
 
+int srv_admin_set_epoch(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                        ember_error *err)
+{
+    (void)w;
+    Ember__V1__SetEpochRequest *r =
+        (void *)unpack(&ember__v1__set_epoch_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    srv_table *t = NULL;
+    int rc = srv_table_by_name(r->table, &t, err);
+    if (!rc) {
+        Ember__V1__SetEpochResponse out = EMBER__V1__SET_EPOCH_RESPONSE__INIT;
+        out.previous = ember_table_epoch(t->table);
+        ember_table_set_epoch(t->table, r->epoch);
+        *resp = pack(&out.base);
+        srv_log(SRV_LOG_INFO, "table_epoch", "table=%s epoch=%u previous=%u", t->name,
+                (unsigned)r->epoch, (unsigned)out.previous);
+    }
+    srv_table_unref(t);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
 int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                     ember_error *err)
 {
@@ -598,7 +623,7 @@ int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if (!r)
         return err->code;
     srv_table *t = NULL;
-    int rc = get_table(r->table, &t, err);
+    int rc = srv_table_by_name(r->table, &t, err);
     if (!rc)
         rc = ember_table_clear(t->table, err);
     if (!rc) {
@@ -743,7 +768,7 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
     }
     export_state *s = calloc(1, sizeof *s);
     srv_table *t = NULL;
-    int rc = get_table(r->table, &t, &err);
+    int rc = srv_table_by_name(r->table, &t, &err);
     if (rc || !s) {
         protobuf_c_message_free_unpacked(&r->base, NULL);
         srv_table_unref(t);
@@ -810,7 +835,7 @@ static int import_chunk(srv_worker *w, import_state *s, const Ember__V1__ImportC
 {
     int rc;
     if (!s->t) {
-        if ((rc = get_table(ch->table, &s->t, err)))
+        if ((rc = srv_table_by_name(ch->table, &s->t, err)))
             return rc;
     } else if (ch->table[0] && strcmp(ch->table, s->t->name)) {
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,

@@ -259,8 +259,8 @@ static void render_calls(sbuf *b)
     }
 
     family(b, "ember_request_keys", "histogram",
-           "Keys per Pull, Push and PushPull served (a PushPull's pull and push keys "
-           "together): the batch sizes clients send.");
+           "Keys per Pull, Push, PushPull and Erase served (a PushPull's pull and push "
+           "keys together): the batch sizes clients send.");
     for (int m = 0; m < SRV_M_COUNT; m++) {
         if (srv_methods[m].keys_metric < 0)
             continue;
@@ -378,6 +378,14 @@ static void render_tables(sbuf *b, const table_row *rows, size_t n)
     TABLE_FAMILY("ember_table_duplicate_pushes_total", "counter",
                  "Pushes answered as duplicates (a retry already applied), not applied again.",
                  CNT(duplicate_pushes));
+    TABLE_FAMILY("ember_table_erased_total", "counter",
+                 "Keys removed by Erase calls (keys that existed).", CNT(erased));
+    TABLE_FAMILY("ember_table_duplicate_erases_total", "counter",
+                 "Erases answered as duplicates (a retry already applied), not applied again.",
+                 CNT(duplicate_erases));
+    TABLE_FAMILY("ember_table_epoch", "gauge",
+                 "The table's epoch: the high 32 bits of EPOCH_LRU/EPOCH_LFU scores.",
+                 ember_table_epoch(r->t->table));
     TABLE_FAMILY("ember_table_coalesced_batches_total", "counter",
                  "Table calls that served two calls or more (--coalesce).", CNT(co_batches));
     TABLE_FAMILY("ember_table_coalesced_calls_total", "counter",

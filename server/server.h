@@ -66,6 +66,7 @@ typedef enum srv_method {
     SRV_M_PULL,
     SRV_M_PUSH,
     SRV_M_PUSHPULL,
+    SRV_M_ERASE,
     SRV_M_CREATE,
     SRV_M_DROP,
     SRV_M_LIST,
@@ -76,6 +77,7 @@ typedef enum srv_method {
     SRV_M_EVICT,
     SRV_M_CLEAR,
     SRV_M_ALTER,
+    SRV_M_SET_EPOCH,
     SRV_M_INFO,
     SRV_M_EXPORT,
     SRV_M_IMPORT,
@@ -120,7 +122,7 @@ typedef struct srv_method_desc {
 } srv_method_desc;
 
 /* Rows of the keys histograms: the Shard methods that carry keys. */
-#define SRV_KEYS_METRICS 3
+#define SRV_KEYS_METRICS 4
 
 extern const srv_method_desc srv_methods[SRV_M_COUNT];
 
@@ -135,6 +137,11 @@ srv_method srv_method_of_path(const char *path);
 
 void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
+/* The table `name` with a reference (srv_table_unref it), after checking the
+ * name: INVALID_ARGUMENT (none, or not [a-z0-9_.-]{1,64}), NOT_FOUND (admin.c). */
+int srv_table_by_name(const char *name, srv_table **out, ember_error *err);
+/* Shard.Erase (erase.c). */
+void srv_shard_erase(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len);
 
 int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
@@ -153,6 +160,8 @@ int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
                     ember_error *err);
 int srv_admin_evict(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                     ember_error *err);
+int srv_admin_set_epoch(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                        ember_error *err);
 int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                     ember_error *err);
 int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,

@@ -479,6 +479,27 @@ static void push_counted(srv_table *t, size_t n)
     atomic_fetch_add_explicit(&t->counters.keys_pushed, n, memory_order_relaxed);
 }
 
+static int push_check(const push_plan *p, ember_error *err);
+
+/* A push's epoch (ember.proto, PushRequest.epoch): one above the table's moves
+ * the table's epoch up before the push is applied, so its keys carry it. Only
+ * then is the push checked first for everything the table would refuse
+ * (`checked`: push_check ran already), so a refused push moves nothing. */
+static int push_epoch(const push_plan *p, int checked, ember_error *err)
+{
+    uint32_t e = p->req->epoch;
+    if (!e || e <= ember_table_epoch(p->t->table))
+        return 0;
+    int rc = checked ? 0 : push_check(p, err);
+    if (rc)
+        return rc;
+    uint32_t was = ember_table_raise_epoch(p->t->table, e);
+    if (was < e)
+        srv_log(SRV_LOG_INFO, "table_epoch", "table=%s epoch=%u previous=%u by=push", p->t->name,
+                (unsigned)e, (unsigned)was);
+    return 0;
+}
+
 /* Runs a validated push on its own. On failure, *kept = 1 when something may
  * have been applied (its at-most-once mark must stay). */
 static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error *err)
@@ -499,7 +520,10 @@ static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error 
     }
     if (scores)
         ember_wire_keys_copy(r->scores, scores);
-    int rc = push_call(p->t->table, push_kind(r->mode), 0, keys, n, vals, scores, err);
+    int rc = push_epoch(p, 0, err);
+    if (rc)
+        return rc;
+    rc = push_call(p->t->table, push_kind(r->mode), 0, keys, n, vals, scores, err);
     if (rc) /* refused, nothing applied: a corrected retry may go through */
         return rc;
     push_counted(p->t, n);
@@ -672,6 +696,8 @@ static int push_enqueue(srv_worker *w, srv_call *c, const push_plan *p, srv_co_q
     const ember_wire_push_request *r = p->req;
     srv_co_kind ck = push_kind(r->mode);
     int rc = push_check(p, err);
+    if (!rc)
+        rc = push_epoch(p, 1, err);
     if (rc)
         return rc;
     co_job *j = job_of(c);

@@ -441,6 +441,19 @@ void ember_table_set_epoch(ember_table *t, uint32_t epoch)
     atomic_store(&t->tb_epoch, epoch);
 }
 
+uint32_t ember_table_epoch(const ember_table *t)
+{
+    return atomic_load(&t->tb_epoch);
+}
+
+uint32_t ember_table_raise_epoch(ember_table *t, uint32_t epoch)
+{
+    uint32_t old = atomic_load(&t->tb_epoch);
+    while (old < epoch && !atomic_compare_exchange_weak(&t->tb_epoch, &old, epoch))
+        ;
+    return old;
+}
+
 int ember_table_footprint(const ember_table_config *c, const ember_table_backend *backend,
                           uint64_t *bytes_host, uint64_t *bytes_device, ember_error *err)
 {

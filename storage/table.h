@@ -223,6 +223,11 @@ void ember_table_stats_get(const ember_table *t, ember_table_stats *out);
 
 /* The epoch (high 32 bits of EPOCH_* scores) for later calls. */
 void ember_table_set_epoch(ember_table *t, uint32_t epoch);
+/* The epoch now. */
+uint32_t ember_table_epoch(const ember_table *t);
+/* Moves the epoch up to `epoch` if it is below it (never down: concurrent
+ * callers end at the highest); returns the epoch before. */
+uint32_t ember_table_raise_epoch(ember_table *t, uint32_t epoch);
 
 /* Serving read. values[n*dim] receives each key's embedding; a missing key gets
  * its initial row (not stored). found[n] (optional) = 1 where the key exists.

@@ -167,7 +167,7 @@ static int config_equal(const Ember__V1__TableConfig *a, const Ember__V1__TableC
 
 /* ---- shared plumbing ------------------------------------------------------------------ */
 
-static ctl_reply *replies_new(const ctl *c)
+ctl_reply *ctl_replies_new(const ctl *c)
 {
     ctl_reply *r = calloc(c->n ? c->n : 1, sizeof *r);
     if (!r)
@@ -175,9 +175,7 @@ static ctl_reply *replies_new(const ctl *c)
     return r;
 }
 
-/* Ends the JSON document (with its "errors"), reports failures on stderr, frees
- * the replies; returns the exit status. */
-static int finish(const ctl *c, ctl_json *j, ctl_reply *r)
+int ctl_finish(const ctl *c, ctl_json *j, ctl_reply *r)
 {
     if (c->json) {
         ctl_json_errors(j, r, c->n);
@@ -304,7 +302,7 @@ static int cmd_tables(ctl *c, const ctl_args *a)
 {
     (void)a;
     Ember__V1__ListTablesRequest req = EMBER__V1__LIST_TABLES_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     size_t n;
     char b1[32], b2[32], b3[128];
@@ -360,7 +358,7 @@ static int cmd_tables(ctl *c, const ctl_args *a)
         ctl_table_free(&t);
     }
     gathered_free(g, n);
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- create --------------------------------------------------------------------------------- */
@@ -555,7 +553,7 @@ static int cmd_create(ctl *c, const ctl_args *a)
     if ((v = ctl_opt(a, "--ttl")) && parse_seconds(a, "--ttl", v, &cfg.ttl_seconds) != 0)
         return CTL_EXIT_USAGE;
 
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;
     ctl_call(c, ADMIN "CreateTable", &req.base, &ember__v1__create_table_response__descriptor,
@@ -583,7 +581,7 @@ static int cmd_create(ctl *c, const ctl_args *a)
                fmt_optimizer(b2, sizeof b2, &opt), fmt_initializer(b3, sizeof b3, &init),
                score_names[cfg.score_policy]);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- drop, clear ------------------------------------------------------------------------------- */
@@ -596,7 +594,7 @@ static const ctl_optdef drop_opts[] = {
 static int cmd_drop(ctl *c, const ctl_args *a)
 {
     Ember__V1__DropTableRequest req = EMBER__V1__DROP_TABLE_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     unsigned dropped = 0;
 
@@ -626,13 +624,13 @@ static int cmd_drop(ctl *c, const ctl_args *a)
         printf("table %s dropped on %u of %u shard%s\n", req.name, dropped, c->n,
                c->n == 1 ? "" : "s");
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 static int cmd_clear(ctl *c, const ctl_args *a)
 {
     Ember__V1__ClearRequest req = EMBER__V1__CLEAR_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
 
     if (!r)
@@ -656,7 +654,7 @@ static int cmd_clear(ctl *c, const ctl_args *a)
         printf("table %s cleared on %u of %u shard%s\n", req.table, ok_count(c, r), c->n,
                c->n == 1 ? "" : "s");
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- ttl ---------------------------------------------------------------------------------------- */
@@ -670,7 +668,7 @@ static int cmd_ttl(ctl *c, const ctl_args *a)
     req.set_ttl = 1;
     if (parse_seconds(a, "DURATION", a->pos[1], &req.ttl_seconds) != 0)
         return CTL_EXIT_USAGE;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;
     ctl_call(c, ADMIN "AlterTable", &req.base, &ember__v1__alter_table_response__descriptor, 0,
@@ -694,7 +692,7 @@ static int cmd_ttl(ctl *c, const ctl_args *a)
                req.ttl_seconds ? ctl_fmt_duration(b, sizeof b, req.ttl_seconds) : "off",
                ok_count(c, r), c->n, c->n == 1 ? "" : "s");
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- describe, stats ---------------------------------------------------------------------------- */
@@ -705,7 +703,7 @@ static int cmd_describe(ctl *c, const ctl_args *a)
     Ember__V1__TableStats total = EMBER__V1__TABLE_STATS__INIT;
     const Ember__V1__TableInfo *first = NULL;
     unsigned first_shard = 0;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     char b[6][256];
 
@@ -805,16 +803,16 @@ static int cmd_describe(ctl *c, const ctl_args *a)
         }
         ctl_table_print(&t, stdout, 2);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 static void print_stats_table(const ctl *c, const ctl_reply *r, const gathered *g)
 {
     static const char *const head[] = {">SHARD", "ADDRESS", ">SIZE", ">LOAD", ">PULLS",
                                        ">PUSHES", ">KEYS PULLED", ">KEYS PUSHED", ">EVICTIONS",
-                                       ">ADMISSION DROPS", ">DUP PUSHES"};
+                                       ">ADMISSION DROPS", ">DUP PUSHES", ">ERASED", ">EPOCH"};
     ctl_table t;
-    char b[8][32];
+    char b[9][32];
     ctl_table_init(&t, COUNT(head), head);
     for (unsigned i = 0; i <= c->n; i++) {
         const Ember__V1__TableStats *s = &g->total;
@@ -839,6 +837,8 @@ static void print_stats_table(const ctl *c, const ctl_reply *r, const gathered *
         ctl_table_add(&t, "%s", ctl_fmt_count(b[5], sizeof b[5], s->evictions));
         ctl_table_add(&t, "%s", ctl_fmt_count(b[6], sizeof b[6], s->admission_drops));
         ctl_table_add(&t, "%s", ctl_fmt_count(b[7], sizeof b[7], s->duplicate_pushes));
+        ctl_table_add(&t, "%s", ctl_fmt_count(b[8], sizeof b[8], s->erased));
+        ctl_table_add(&t, "%u", (unsigned)s->epoch);
     }
     ctl_table_print(&t, stdout, 2);
 }
@@ -854,7 +854,7 @@ static int cmd_stats(ctl *c, const ctl_args *a)
     Ember__V1__GetStatsRequest req = EMBER__V1__GET_STATS_REQUEST__INIT;
     if (ctl_opt(a, "--watch") || ctl_opt(a, "--count"))
         return ctl_stats_watch(c, a);
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     size_t n;
     uint64_t requests = 0, errors = 0;
@@ -921,7 +921,7 @@ static int cmd_stats(ctl *c, const ctl_args *a)
         ctl_table_print(&t, stdout, 2);
     }
     gathered_free(g, n);
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- save, load ----------------------------------------------------------------------------------- */
@@ -940,7 +940,7 @@ static const ctl_optdef load_opts[] = {
 static int cmd_save(ctl *c, const ctl_args *a)
 {
     Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     uint64_t rows = 0;
     char b[32];
@@ -983,13 +983,13 @@ static int cmd_save(ctl *c, const ctl_args *a)
         ctl_json_end_array(&j);
         ctl_json_u64(&j, "rows", rows);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 static int cmd_load(ctl *c, const ctl_args *a)
 {
     Ember__V1__LoadRequest req = EMBER__V1__LOAD_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     uint64_t rows = 0;
     char b[32];
@@ -1033,7 +1033,7 @@ static int cmd_load(ctl *c, const ctl_args *a)
         ctl_json_end_array(&j);
         ctl_json_u64(&j, "rows", rows);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- evict -------------------------------------------------------------------------------------------- */
@@ -1041,6 +1041,11 @@ static int cmd_load(ctl *c, const ctl_args *a)
 static const ctl_optdef evict_opts[] = {
     {"--below-score", "S", "erase keys whose score is below S"},
     {"--to-size", "N", "erase the lowest-scored keys until each shard holds at most N"},
+    {NULL, NULL, NULL},
+};
+
+static const ctl_optdef erase_opts[] = {
+    {"--file", "PATH", "read the keys from PATH, one per line ('-': stdin)"},
     {NULL, NULL, NULL},
 };
 
@@ -1064,7 +1069,7 @@ static int cmd_evict(ctl *c, const ctl_args *a)
         if (ctl_parse_u64(a, "--to-size", to, 0, UINT64_MAX, &req.to_size) != 0)
             return CTL_EXIT_USAGE;
     }
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;
     ctl_call(c, ADMIN "Evict", &req.base, &ember__v1__evict_response__descriptor, 0, r);
@@ -1095,7 +1100,7 @@ static int cmd_evict(ctl *c, const ctl_args *a)
     } else if (ok_count(c, r) > 1) {
         printf("all: %s keys evicted from %s\n", ctl_fmt_count(b, sizeof b, total), req.table);
     }
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- health, info --------------------------------------------------------------------------------------- */
@@ -1128,7 +1133,7 @@ static int cmd_health(ctl *c, const ctl_args *a)
 
     if (v && ctl_parse_u64(a, "--wait", v, 0, 86400, &wait_s) != 0)
         return CTL_EXIT_USAGE;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;
     double deadline = now_s() + (double)wait_s;
@@ -1168,7 +1173,7 @@ static int cmd_health(ctl *c, const ctl_args *a)
     }
     if (c->json)
         ctl_json_end_array(&j);
-    int rc = finish(c, &j, r);
+    int rc = ctl_finish(c, &j, r);
     /* A shard that answers but does not serve fails the check too. */
     return rc == CTL_EXIT_OK && up < c->n ? CTL_EXIT_RPC : rc;
 }
@@ -1177,7 +1182,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
 {
     (void)a;
     Ember__V1__ServerInfoRequest req = EMBER__V1__SERVER_INFO_REQUEST__INIT;
-    ctl_reply *r = replies_new(c);
+    ctl_reply *r = ctl_replies_new(c);
     ctl_json j;
     ctl_table t;
     char b[3][32];
@@ -1266,7 +1271,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
         ctl_table_print(&t, stdout, 0);
     else
         ctl_table_free(&t);
-    return finish(c, &j, r);
+    return ctl_finish(c, &j, r);
 }
 
 /* ---- the table of commands ---------------------------------------------------------------------------- */
@@ -1313,6 +1318,18 @@ const ctl_cmd ctl_commands[] = {
      "assigned, created) for that long are removed by each server in the background\n"
      "(ember-server --ttl-sweep-interval); reads do not keep a row alive.\n",
      NULL, cmd_ttl, 0},
+    {"erase", "TABLE [KEY...]", 1, CTL_MAX_POSITIONAL, "erase keys (decimal or 0x hex) from a table",
+     "Each key goes to the shard the key→shard function picks among --shards (give\n"
+     "the whole list, in order). --file reads keys one per line ('-': stdin; blank\n"
+     "lines and # comments skipped). A reserved key refuses the whole call before\n"
+     "anything is sent; a shard refuses its whole part for an unknown table. Prints\n"
+     "how many keys existed and were erased on each shard.\n",
+     erase_opts, ctl_cmd_erase, 0},
+    {"epoch", "TABLE EPOCH", 2, 2, "set a table's epoch on every shard (epoch_lru/epoch_lfu)",
+     "EPOCH (0..4294967295) becomes the high 32 bits of every later access's score,\n"
+     "so keys not touched since an older epoch are evicted first. Lowering it is\n"
+     "allowed (a rollback). Epochs are not checkpointed: set it again after a load.\n",
+     NULL, ctl_cmd_epoch, 0},
     {"health", "", 0, 0, "grpc.health.v1 status of every shard",
      "Exit status 0 only when every shard answers SERVING.\n", health_opts, cmd_health, 0},
     {"info", "", 0, 0, "each server's version, shard index, backend, limits and uptime",

@@ -86,6 +86,7 @@ unsigned ctl_call(const ctl *c, const char *method, const ProtobufCMessage *req,
 
 void ctl_replies_free(ctl_reply *replies, unsigned n);
 
+
 /* Prints each failed reply on stderr ("emberctl: shard I (ADDR): CODE: message")
  * and returns CTL_EXIT_RPC if any failed, else CTL_EXIT_OK. */
 int ctl_report(const ctl_reply *replies, unsigned n);
@@ -140,6 +141,12 @@ void ctl_json_finish(ctl_json *j);
 void ctl_json_shard(ctl_json *j, const ctl_shard *s);
 /* "errors": [{"shard", "address", "code", "message"}...] for the failed replies. */
 void ctl_json_errors(ctl_json *j, const ctl_reply *replies, unsigned n);
+
+/* replies[c->n] for ctl_call (calloc'ed; NULL, said on stderr, when out of memory). */
+ctl_reply *ctl_replies_new(const ctl *c);
+/* Ends a command's JSON document (with its "errors") when --json, reports
+ * failures on stderr, frees the replies; returns the exit status (commands.c). */
+int ctl_finish(const ctl *c, ctl_json *j, ctl_reply *r);
 
 /* ---- format.c: progress ----------------------------------------------------------- */
 
@@ -279,7 +286,7 @@ void ctl_xwriter_abort(ctl_xwriter *w);
 
 /* ---- main.c: the command line ---------------------------------------------------- */
 
-#define CTL_MAX_POSITIONAL 4
+#define CTL_MAX_POSITIONAL 1024 /* erase TABLE KEY... */
 #define CTL_MAX_OPTIONS 32
 
 /* An option of a subcommand: "--dim" with metavar "N", or a flag (arg NULL). A
@@ -362,5 +369,8 @@ extern const ctl_optdef ctl_export_opts[], ctl_import_opts[], ctl_reshard_opts[]
 int ctl_cmd_export(ctl *c, const ctl_args *a);
 int ctl_cmd_import(ctl *c, const ctl_args *a);
 int ctl_cmd_reshard(ctl *c, const ctl_args *a);
+/* ---- erase.c ---- */
+int ctl_cmd_erase(ctl *c, const ctl_args *a);
+int ctl_cmd_epoch(ctl *c, const ctl_args *a);
 
 #endif /* EMBER_CTL_H */

@@ -22,7 +22,7 @@ static const struct stat_field {
     STAT(bytes_device), STAT(pulls), STAT(pushes), STAT(keys_pulled), STAT(keys_pushed),
     STAT(duplicate_pushes), STAT(coalesced_batches), STAT(coalesced_calls),
     STAT(coalesced_keys), STAT(coalesced_split_calls), STAT(slots_device), STAT(slots_host),
-    STAT(grows), STAT(grow_failures), STAT(expired),
+    STAT(grows), STAT(grow_failures), STAT(expired), STAT(erased),
 };
 
 static uint64_t *stat_at(Ember__V1__TableStats *s, size_t off)
@@ -42,6 +42,7 @@ void ctl_stats_add(Ember__V1__TableStats *total, const Ember__V1__TableStats *s)
         else
             *t += v;
     }
+    total->epoch = s->epoch > total->epoch ? s->epoch : total->epoch;
     total->load_factor = total->capacity ? (double)total->size / (double)total->capacity : 0;
 }
 
@@ -55,6 +56,7 @@ void ctl_json_stats(ctl_json *j, const char *key, const Ember__V1__TableStats *s
         ctl_json_u64(j, stat_fields[i].name,
                      *stat_at((Ember__V1__TableStats *)s, stat_fields[i].off));
     ctl_json_double(j, "load_factor", s->load_factor);
+    ctl_json_u64(j, "epoch", s->epoch); /* a shard's; in a sum, the highest */
     ctl_json_end_object(j);
 }
 

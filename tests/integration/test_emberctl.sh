@@ -229,6 +229,11 @@ test_ctl() {
   run 2 describe a b
   run 2 evict t;                    contains "evict without a bound" "$err" "--below-score"
   run 2 evict t --below-score 1 --to-size 1
+  run 2 erase t;                    contains "erase without keys" "$err" "give the keys"
+  run 2 erase t 12 x7;              contains "erase, not a key" "$err" "'x7' is not a key"
+  run 2 erase t 12 0xFFFFFFFFFFFFFFFF; contains "erase, reserved key" "$err" "reserved"
+  run 2 epoch t;                    contains "epoch without EPOCH" "$err" "missing"
+  run 2 epoch t 4294967296
   run 2 health --wait soon
   run 2 tables --shard 2;           contains "--shard out of range" "$err" "--shard 2"
   run 2 tables --shards "nohost";   contains "bad address" "$err" "nohost"
@@ -236,7 +241,7 @@ test_ctl() {
   EMBER_SHARDS='' run 2 tables;       contains "no shards" "$err" "no shards"
 
   # ---- help on every subcommand: exit 0, on stdout ------------------------------
-  for c in tables create drop describe stats save load evict clear health info; do
+  for c in tables create drop describe stats save load evict clear erase epoch health info; do
     run 0 "$c" --help && contains "$c --help" "$out" "usage: emberctl $c"
     run 0 help "$c"
   done
@@ -323,6 +328,20 @@ test_ctl() {
   run 0 load rows --json
   check "load rows" "d['rows'] == $size and all(s['tables'] == ['rows'] for s in d['shards'])"
   run 0 describe rows --json;       check "load restores" "d['total']['size'] == $size"
+
+  # ---- erase and epoch ------------------------------------------------------------
+  run 0 erase rows 18446744073709551611 0x7fffffffffff --json
+  check "erase: keys not there" "d['erased'] == 0 and d['keys'] == 2 and len(d['shards']) == 2"
+  printf '# none of these exist\n18446744073709551610\n\n0x7ffffffffffe\n' >"$work/keys.txt"
+  run 0 erase rows --file "$work/keys.txt" --json
+  check "erase --file" "d['erased'] == 0 and d['keys'] == 2"
+  run 0 describe rows --json;       check "erase of absent keys keeps rows" "d['total']['size'] == $size"
+  run 1 erase nope 12;              contains "erase, unknown table" "$err" "NOT_FOUND"
+  run 0 epoch rows 7;               contains "epoch" "$out" "epoch 7 (was 0)"
+  run 0 stats rows --json
+  check "stats: epoch and erased" "d['tables'][0]['total']['epoch'] == 7 and d['tables'][0]['total']['erased'] == 0"
+  run 0 stats rows;                 contains "stats shows ERASED" "$out" "ERASED"
+  run 1 epoch nope 1;               contains "epoch, unknown table" "$err" "NOT_FOUND"
 
   run 0 evict rows --to-size 10 --json
   check "evict --to-size" "d['evicted'] == $size - 20 and all(s['evicted'] > 0 for s in d['shards'])"

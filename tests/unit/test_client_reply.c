@@ -47,7 +47,8 @@ static grpc_byte_buffer *cut(const uint8_t *buf, size_t len, size_t mode)
     return bb;
 }
 
-/* A PullResponse (or PushPull with one) of n rows × dim of dtype, random values. */
+/* A PullResponse (or PushPull with one) of n rows × dim of dtype, random values,
+ * and (when dup is set) n found flags. */
 static uint8_t *make_reply(int pushpull, int32_t dtype, size_t n, uint32_t dim, int dup,
                            size_t *len)
 {
@@ -55,7 +56,11 @@ static uint8_t *make_reply(int pushpull, int32_t dtype, size_t n, uint32_t dim, 
     uint8_t *vals = malloc(vb + 1);
     for (size_t i = 0; i < vb; i++)
         vals[i] = (uint8_t)rnd();
-    ember_wire_pull_response pr = {.values = {vals, vb}, .dim = dim, .dtype = dtype};
+    uint8_t *found = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        found[i] = (uint8_t)(rnd() & 1);
+    ember_wire_pull_response pr = {.values = {vals, vb}, .dim = dim, .dtype = dtype,
+                                   .found = {found, dup ? n : 0}};
     uint8_t *buf;
     if (pushpull) {
         ember_wire_pushpull_response m = {.has_push = 1, .has_pull = 1,
@@ -69,6 +74,7 @@ static uint8_t *make_reply(int pushpull, int32_t dtype, size_t n, uint32_t dim, 
         ember_wire_pull_response_encode(&pr, buf);
     }
     free(vals);
+    free(found);
     return buf;
 }
 
@@ -103,6 +109,14 @@ static int check_same(const uint8_t *buf, size_t len, grpc_byte_buffer *bb, int 
     ck_assert_uint_eq(rp.values_len, pr.values.len);
     if (pr.values.len)
         ck_assert_uint_eq(rp.values_off, (size_t)(pr.values.data - buf));
+    ck_assert_uint_eq(rp.found_len, pr.found.len);
+    if (pr.found.len) { /* found[] read back across the slices */
+        ck_assert_uint_eq(rp.found_off, (size_t)(pr.found.data - buf));
+        uint8_t *f = malloc(pr.found.len);
+        ember_reply_copy(bb, rp.found_off, rp.found_len, f);
+        ck_assert(memcmp(f, pr.found.data, pr.found.len) == 0);
+        free(f);
+    }
     size_t ds = ember_wire_dtype_size(pr.dtype);
     if (ds && pr.dim && pr.values.len % (pr.dim * ds) == 0) {
         size_t rb = pr.dim * ds, n = pr.values.len / rb;

@@ -503,8 +503,7 @@ START_TEST(score_policies)
     ck_assert_uint_eq(ember_score_next(&c, UINT64_MAX - 1, 0, 5, 0, 0), UINT64_MAX);
     c.policy = EMBER_SCORE_EPOCH_LRU;
     ck_assert_uint_eq(ember_score_next(&c, 0, 1, 1, 0, 0) >> 32, 3);
-    ck_assert_uint_eq(ember_score_next(&c, 0, 1, 1, 0, 0) & 0xffffffffu,
-                      (5000000000u >> 20) & 0xffffffffu);
+    ck_assert_uint_eq(ember_score_next(&c, 0, 1, 1, 0, 0) & 0xffffffffu, 5); /* seconds */
     c.policy = EMBER_SCORE_EPOCH_LFU;
     ck_assert_uint_eq(ember_score_next(&c, (UINT64_C(3) << 32) | 4, 0, 1, 0, 0),
                       (UINT64_C(3) << 32) | 5);
@@ -516,6 +515,40 @@ START_TEST(score_policies)
     ck_assert_uint_eq(ember_score_next(&c, 7, 0, 1, 99, 1), 99);
     ck_assert_uint_eq(ember_score_next(&c, 7, 0, 1, 0, 0), 7);
     ck_assert_uint_eq(ember_score_next(&c, 7, 1, 1, 0, 0), 0);
+}
+END_TEST
+
+/* Regression: EPOCH_LRU's low bits were (clock_ns >> 20) truncated to 32 bits,
+ * which wrapped every ~52 days, so a key touched just after a wrap scored below
+ * one touched just before it. Now seconds, saturating: later never scores lower. */
+START_TEST(epoch_lru_clock_never_wraps)
+{
+    const uint64_t s = UINT64_C(1000000000);
+    ember_score_ctx c = {EMBER_SCORE_EPOCH_LRU, 0, 9};
+    /* every ~52-day boundary of the old encoding over the next 70 years */
+    uint64_t start = UINT64_C(1767225600) * s; /* 2026-01-01 */
+    uint64_t prev = 0;
+    for (uint64_t t = start; t < start + UINT64_C(70) * 365 * 86400 * s;
+         t += (UINT64_C(1) << 52) - s / 2) {
+        c.now_ns = t;
+        uint64_t now = ember_score_next(&c, 0, 1, 1, 0, 0);
+        ck_assert_uint_eq(now >> 32, 9);
+        ck_assert_msg(now > prev, "score went back at t=%llu ns", (unsigned long long)t);
+        prev = now;
+    }
+    /* far in the future (year ~2500): saturated, equal, never below an earlier one */
+    c.now_ns = UINT64_C(16725225600) * s;
+    uint64_t far = ember_score_next(&c, 0, 1, 1, 0, 0);
+    ck_assert_uint_eq(far & 0xffffffffu, 0xffffffffu);
+    ck_assert_uint_ge(far, prev);
+    c.now_ns = UINT64_MAX;
+    ck_assert_uint_eq(ember_score_next(&c, 0, 1, 1, 0, 0), far);
+    /* a later epoch outranks any clock of an earlier one */
+    c.epoch = 10;
+    c.now_ns = 0;
+    ck_assert_uint_gt(ember_score_next(&c, 0, 1, 1, 0, 0), far);
+    ck_assert_uint_eq(ember_score_epoch_clock(UINT64_C(4294967295) * s), 0xffffffffu);
+    ck_assert_uint_eq(ember_score_epoch_clock(UINT64_C(4294967294) * s + s - 1), 0xfffffffeu);
 }
 END_TEST
 
@@ -584,6 +617,7 @@ static Suite *suite(void)
     tcase_add_test(c, optim_apply_equals_per_element_update);
     tcase_add_test(c, table_apply_equals_per_element_update);
     tcase_add_test(c, score_policies);
+    tcase_add_test(c, epoch_lru_clock_never_wraps);
     tcase_add_test(c, sketch_never_underestimates);
     tcase_add_test(c, sketch_admits_at_min_count_and_ages);
     tcase_add_test(c, status_names);

@@ -123,6 +123,7 @@ static ember_wire_push_request r_push_req(void)
     m.client_id = rvarint();
     m.sequence = rvarint();
     m.scores = rbytes(8 * (rnd() % 3 ? 0 : rnd() % 40));
+    m.epoch = (uint32_t)rvarint();
     return m;
 }
 static ember_wire_push_response r_push_resp(void)
@@ -179,6 +180,7 @@ static void to_pc_push_req(const ember_wire_push_request *m, Ember__V1__PushRequ
     p->client_id = m->client_id;
     p->sequence = m->sequence;
     p->scores = pb(m->scores);
+    p->epoch = m->epoch;
 }
 static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushRequest *p)
 {
@@ -190,6 +192,7 @@ static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushR
     ck_assert_uint_eq(m->client_id, p->client_id);
     ck_assert_uint_eq(m->sequence, p->sequence);
     eq_bytes(m->scores, p->scores);
+    ck_assert_uint_eq(m->epoch, p->epoch);
 }
 static void to_pc_push_resp(const ember_wire_push_response *m, Ember__V1__PushResponse *p)
 {

@@ -40,9 +40,10 @@
  * (EMBER_INIT_*) are in <ember/types.h>, installed beside this header and shared
  * with the servers' own code, so the two never disagree on a name or a number.
  *
- * Growing structs (ABI): ember_client_options and ember_table_spec begin with
- * `uint32_t struct_size`, which ember_client_options_init / ember_table_spec_init
- * set to the struct's size as this header declares it; fill them with the init
+ * Growing structs (ABI): ember_client_options, ember_table_spec,
+ * ember_pull_options and ember_push_options begin with `uint32_t struct_size`,
+ * which their init functions (ember_client_options_init, ...) set to the
+ * struct's size as this header declares it; fill them with the init
  * function, then change fields. The rule for later versions: fields are
  * only ever added at the end; the library reads the first struct_size bytes and
  * takes the defaults for the fields past them, so a program built against an
@@ -235,6 +236,88 @@ int ember_push_pull(ember_client *c, const char *table, const uint64_t *push_key
                     size_t n_push, const float *grads, const uint64_t *pull_keys,
                     size_t n_pull, float *out, uint32_t dim, unsigned pull_flags,
                     ember_error *err);
+
+/* ---- options: scores, found flags, epochs ---------------------------------- */
+
+/* What a pull can say beyond ember_pull's arguments (a growing struct: fill it
+ * with ember_pull_options_init, then set fields). */
+typedef struct ember_pull_options {
+    uint32_t struct_size;
+    /* EMBER_PULL_INSERT (default) or EMBER_PULL_SERVE. */
+    unsigned flags;
+    /* scores[n] (NULL: none): CUSTOM tables' score of each key, set on every key
+     * the pull touches (a new key starts with it, an existing one takes it).
+     * Training pulls only (INVALID_ARGUMENT with EMBER_PULL_SERVE); other score
+     * policies ignore them. Of equal keys in one call, the LAST one's score is
+     * sent (the table itself keeps the last given). */
+    const uint64_t *scores;
+    /* found[n] (NULL: not asked): set to 1 where the key existed on its shard
+     * before this call, 0 where this pull created it (or, serving, where it is
+     * missing and its row is the initializer's). Equal keys are fetched once,
+     * so every occurrence gets the same flag, in the caller's order. */
+    uint8_t *found;
+} ember_pull_options;
+
+/* What a push can say beyond ember_push's arguments (a growing struct). */
+typedef struct ember_push_options {
+    uint32_t struct_size;
+    /* EMBER_PUSH_GRADIENTS (default), _ASSIGN, _ACCUM or _INSERT_OR_ASSIGN. */
+    int mode;
+    /* scores[n] (NULL: none): CUSTOM tables' score of each key pushed; the
+     * LAST one's score of equal keys wins (gradients of equal keys are summed,
+     * values of equal keys: the last wins). Not with ACCUM (INVALID_ARGUMENT). */
+    const uint64_t *scores;
+    /* EPOCH_LRU / EPOCH_LFU tables: the trainer's epoch (a day, a pass over
+     * the data), as HierarchicalKV's global epoch. 0: each shard's table epoch
+     * as it is. Above a shard's table epoch: that epoch first moves up to it
+     * (for this push and every later call on that shard, as ember_set_epoch),
+     * so workers that stamp their pushes move every shard forward without an
+     * admin call. At or below it: nothing moves (a straggler's push cannot take
+     * a table back) and the keys get the table's epoch. Only ember_set_epoch
+     * lowers an epoch. Other policies ignore it. */
+    uint32_t epoch;
+} ember_push_options;
+
+/* Fill `o` with the defaults above and set o->struct_size. */
+void ember_pull_options_init(ember_pull_options *o);
+void ember_push_options_init(ember_push_options *o);
+
+/* ember_pull with options (NULL: the defaults, which is ember_pull with
+ * EMBER_PULL_INSERT). Statuses as ember_pull, plus INVALID_ARGUMENT for scores
+ * with EMBER_PULL_SERVE or a struct_size this library does not know. */
+int ember_pull_opts(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                    float *out, uint32_t dim, const ember_pull_options *o, ember_error *err);
+/* ember_push_mode_values with options (NULL: gradients, no scores, epoch 0).
+ * Statuses as ember_push, plus INVALID_ARGUMENT for an unknown mode, scores
+ * with ACCUM, or a struct_size this library does not know. */
+int ember_push_opts(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                    const float *values, uint32_t dim, const ember_push_options *o,
+                    ember_error *err);
+
+/* ---- erase and epochs ---------------------------------------------------- */
+
+/* Removes keys[0..n) from the table, each on its shard; *erased (may be NULL) =
+ * how many of them existed (equal keys count once). All or nothing per call:
+ * a reserved key is refused before anything is sent; a shard refuses its whole
+ * part for an unknown table (NOT_FOUND) or more keys than its
+ * --max-keys-per-request (RESOURCE_EXHAUSTED). Each request carries (client_id,
+ * a per-shard sequence) as pushes do, so the library's retries after
+ * UNAVAILABLE never erase twice — which matters because a key pushed again
+ * between the two tries would be lost. A part whose first try was applied but
+ * whose reply was lost counts 0 in *erased (the server remembers that it
+ * erased, not how many). Shards are independent: a failure on one may leave
+ * the others' parts erased (calling it again is harmless). An erase runs after
+ * every push of this client that was answered before it; ember_push_pull and
+ * the async calls take no options (use ember_pull_opts / ember_push_opts). */
+int ember_erase(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                uint64_t *erased, ember_error *err);
+
+/* Sets the table's epoch on every shard (EPOCH_LRU / EPOCH_LFU scores' high 32
+ * bits: keys not touched since an older epoch are evicted first). Any value,
+ * lower ones included. NOT_FOUND if a shard lacks the table. Retried on
+ * UNAVAILABLE (setting it twice is the same). Epochs are not checkpointed: set
+ * it again after a restore (or let pushes carry it, ember_push_options.epoch). */
+int ember_set_epoch(ember_client *c, const char *table, uint32_t epoch, ember_error *err);
 
 /* ---- async: prefetch the next batch while computing this one -------------- */
 

@@ -141,6 +141,24 @@ class ember_table_spec(ctypes.Structure):
     ]
 
 
+class ember_pull_options(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("flags", ctypes.c_uint),
+        ("scores", ctypes.c_void_p),  # const uint64_t *, n
+        ("found", ctypes.c_void_p),   # uint8_t *, n (out)
+    ]
+
+
+class ember_push_options(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("mode", ctypes.c_int),       # ember_push_mode
+        ("scores", ctypes.c_void_p),  # const uint64_t *, n
+        ("epoch", ctypes.c_uint32),
+    ]
+
+
 # Room left after a growable struct for a libember newer than this package: its
 # init function fills the struct as that library declares it, possibly larger.
 _GROWTH_ROOM = 1024
@@ -213,6 +231,14 @@ _PROTOTYPES = {
     "ember_list_tables": (
         _i, [_p, ctypes.POINTER(ember_table_info), _sz, ctypes.POINTER(_sz), _err]),
     "ember_save": (_i, [_p, _s, _s, _err]),
+    "ember_pull_options_init": (None, [ctypes.POINTER(ember_pull_options)]),
+    "ember_push_options_init": (None, [ctypes.POINTER(ember_push_options)]),
+    "ember_pull_opts": (
+        _i, [_p, _s, _p, _sz, _p, _u32, ctypes.POINTER(ember_pull_options), _err]),
+    "ember_push_opts": (
+        _i, [_p, _s, _p, _sz, _p, _u32, ctypes.POINTER(ember_push_options), _err]),
+    "ember_erase": (_i, [_p, _s, _p, _sz, ctypes.POINTER(_u64), _err]),
+    "ember_set_epoch": (_i, [_p, _s, _u32, _err]),
     "ember_load": (_i, [_p, _s, _s, _err]),
 }
 

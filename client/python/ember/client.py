@@ -101,6 +101,24 @@ def _rows_for(k, values, what):
     return _as_rows(v, k.size, d, what), d
 
 
+def _scores_for(k, scores):
+    """scores for keys k as a C-contiguous uint64 array of k.size (any shape
+    holding one per key), or None."""
+    if scores is None:
+        return None
+    s = np.asarray(scores)
+    if s.dtype.kind not in "iu" and s.size:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                   f"scores must be integers, not {s.dtype}")
+    if s.dtype.kind == "i" and s.size and int(s.min()) < 0:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT, "scores must not be negative")
+    s = np.ascontiguousarray(s.astype(np.uint64, copy=False)).reshape(-1)
+    if s.size != k.size:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                   f"scores: {s.size} values for {k.size} keys")
+    return s
+
+
 def _check_out(out, n, dim):
     if not isinstance(out, np.ndarray) or out.dtype != np.float32 or \
             not out.flags.c_contiguous or not out.flags.writeable:
@@ -308,7 +326,8 @@ class Client:
             _check_out(out, k.size, d)
         return k, d, out
 
-    def pull(self, table, keys, dim=None, *, out=None, insert=True):
+    def pull(self, table, keys, dim=None, *, out=None, insert=True, scores=None,
+             return_found=False):
         """The rows of `keys` (any shape): an array of shape keys.shape + (dim,),
         float32, in the keys' order, duplicates included. insert=True (training)
         creates missing keys from the table's initializer; insert=False (serving)
@@ -316,8 +335,16 @@ class Client:
         once and cached when omitted). out: a C-contiguous float32 array to fill
         instead of a new one. Raises NotFoundError (no such table),
         InvalidArgumentError (wrong dim, reserved key), UnavailableError,
-        DeadlineExceededError, ..."""
+        DeadlineExceededError, ...
+
+        scores: CUSTOM tables, training pulls only: one uint64 score per key
+        (same shape as keys), set on every key the pull touches; of equal keys
+        the last one's wins. return_found=True: returns (rows, found), found a
+        bool array of keys.shape, True where the key existed before this pull
+        (every occurrence of a key gets the same flag)."""
         k, d, out = self._pull_args(table, keys, dim, out)
+        if scores is not None or return_found:
+            return self._pull_opts(table, k, d, out, insert, scores, return_found)
         err = _lib.ember_error()
         rv = self._lib.ember_pull(self._h(), _bytes(table, "table"), k.ctypes.data, k.size,
                                   out.ctypes.data, d, PULL_SERVE if not insert else PULL_INSERT,
@@ -326,24 +353,70 @@ class Client:
             _raise(rv, err)
         return out
 
-    def push(self, table, keys, grads):
+    def _pull_opts(self, table, k, d, out, insert, scores, return_found):
+        o = _lib.new_growable(_lib.ember_pull_options)
+        self._fn("ember_pull_options_init")(ctypes.byref(o))
+        _lib.sized(o)
+        o.flags = PULL_SERVE if not insert else PULL_INSERT
+        s = _scores_for(k, scores)
+        found = np.zeros(k.shape, dtype=np.uint8) if return_found else None
+        if s is not None:
+            o.scores = s.ctypes.data
+        if found is not None:
+            o.found = found.ctypes.data
+        err = _lib.ember_error()
+        rv = self._fn("ember_pull_opts")(self._h(), _bytes(table, "table"), k.ctypes.data,
+                                         k.size, out.ctypes.data, d, ctypes.byref(o),
+                                         ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
+        return (out, found.astype(bool)) if return_found else out
+
+    def _push_opts(self, table, k, rows, d, mode, scores, epoch):
+        o = _lib.new_growable(_lib.ember_push_options)
+        self._fn("ember_push_options_init")(ctypes.byref(o))
+        _lib.sized(o)
+        o.mode = _PUSH_MODES[mode]
+        s = _scores_for(k, scores)
+        if s is not None:
+            o.scores = s.ctypes.data
+        e = int(epoch)
+        if not 0 <= e <= 0xFFFFFFFF:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"epoch {e}: 0..4294967295")
+        o.epoch = e
+        err = _lib.ember_error()
+        rv = self._fn("ember_push_opts")(self._h(), _bytes(table, "table"), k.ctypes.data,
+                                         k.size, rows.ctypes.data, d, ctypes.byref(o),
+                                         ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
+
+    def push(self, table, keys, grads, *, scores=None, epoch=0):
         """Applies gradients grads (keys.shape + (dim,), or n*dim floats) through
         the table's optimizer on the servers; equal keys' gradients are summed
-        first. At most once on the servers, even when retried."""
+        first. At most once on the servers, even when retried.
+
+        scores: CUSTOM tables: one uint64 score per key (the last one's of equal
+        keys wins). epoch: EPOCH_LRU/EPOCH_LFU tables: 0 = each shard's table
+        epoch; above it, the table's epoch first moves up to it; at or below,
+        nothing moves (only set_epoch lowers an epoch)."""
         k = as_keys(keys)
         if k.size == 0:
             return
         g, d = _rows_for(k, grads, "grads")
+        if scores is not None or epoch:
+            return self._push_opts(table, k, g, d, "gradients", scores, epoch)
         err = _lib.ember_error()
         rv = self._lib.ember_push(self._h(), _bytes(table, "table"), k.ctypes.data, k.size,
                                   g.ctypes.data, d, ctypes.byref(err))
         if rv:
             _raise(rv, err)
 
-    def write(self, table, keys, values, *, mode="insert_or_assign"):
+    def write(self, table, keys, values, *, mode="insert_or_assign", scores=None, epoch=0):
         """Writes embeddings as they are: mode "assign" (existing keys only),
         "accum" (existing keys, added) or "insert_or_assign" (creating keys).
-        Of equal keys the last one's row is written (summed for accum)."""
+        Of equal keys the last one's row is written (summed for accum).
+        scores, epoch: as for push (no scores with accum)."""
         if mode not in _PUSH_MODES or mode == "gradients":
             raise InvalidArgumentError(Code.INVALID_ARGUMENT,
                                        f"mode {mode!r}: assign, accum or insert_or_assign")
@@ -351,6 +424,8 @@ class Client:
         if k.size == 0:
             return
         v, d = _rows_for(k, values, "values")
+        if scores is not None or epoch:
+            return self._push_opts(table, k, v, d, mode, scores, epoch)
         err = _lib.ember_error()
         rv = self._lib.ember_push_mode_values(self._h(), _bytes(table, "table"), k.ctypes.data,
                                               k.size, v.ctypes.data, d, _PUSH_MODES[mode],
@@ -405,6 +480,37 @@ class Client:
             p = Pending(self, h, (k, g), None)
             self._pending.add(p)
         return p
+
+    # ---- erase, epochs -------------------------------------------------------------
+
+    def erase(self, table, keys):
+        """Removes `keys` (any shape) from the table, each on its shard; returns
+        how many existed (equal keys count once). A reserved key refuses the
+        whole call before anything is sent (InvalidArgumentError); NotFoundError
+        for an unknown table. At most once on the servers, even when retried
+        (a retried shard's part then counts 0)."""
+        k = as_keys(keys)
+        n = _lib._u64(0)
+        err = _lib.ember_error()
+        rv = self._fn("ember_erase")(self._h(), _bytes(table, "table"),
+                                     k.ctypes.data if k.size else None, k.size,
+                                     ctypes.byref(n), ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
+        return int(n.value)
+
+    def set_epoch(self, table, epoch):
+        """Sets the table's epoch on every shard: the high 32 bits of
+        EPOCH_LRU/EPOCH_LFU scores, so keys not touched since an older epoch
+        are evicted first. Any value 0..2**32-1, lower ones included. Epochs
+        are not checkpointed: set it again after a load."""
+        e = int(epoch)
+        if not 0 <= e <= 0xFFFFFFFF:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"epoch {e}: 0..4294967295")
+        err = _lib.ember_error()
+        rv = self._fn("ember_set_epoch")(self._h(), _bytes(table, "table"), e, ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
 
     # ---- tables ------------------------------------------------------------------
 

@@ -28,6 +28,16 @@ staleness every asynchronous parameter server has.
 
 Ids are integer tensors of any shape on any device (int64 ids are ember's
 uint64 keys bit for bit); rows come back on the ids' device, float32.
+
+Scores, epochs, found flags (tables created with scores="custom", "epoch_lru"
+or "epoch_lfu"): forward(ids, scores=s) sends one uint64 score per id (s shaped
+like ids) with the training pull and again with backward's push, so a CUSTOM
+table evicts by the caller's scores (of equal ids the last one's wins). Setting
+module.epoch = e (a day, a pass) stamps every push with it: each shard's table
+epoch moves up to e (never down). Embedding(..., track_found=True) asks every
+pull which ids existed before it: module.found is then a bool tensor shaped like
+the last forward's ids. A forward with scores or track_found pulls itself (a
+prefetch for it is dropped: async pulls carry neither).
 """
 
 import numpy as np
@@ -42,16 +52,17 @@ class _PushGrad(torch.autograd.Function):
     """Identity on the pulled rows whose backward pushes their gradient."""
 
     @staticmethod
-    def forward(ctx, rows, module, keys):
+    def forward(ctx, rows, module, keys, scores):
         ctx.module = module
         ctx.keys = keys
+        ctx.scores = scores
         return rows.view_as(rows)
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.module._push(ctx.keys, grad)
-        ctx.module = ctx.keys = None
-        return None, None, None
+        ctx.module._push(ctx.keys, grad, ctx.scores)
+        ctx.module = ctx.keys = ctx.scores = None
+        return None, None, None, None
 
 
 def _ids_to_keys(ids, copy=False):
@@ -67,18 +78,42 @@ def _ids_to_keys(ids, copy=False):
     return ids, as_keys(ids.numpy())
 
 
+def _scores_to_array(scores, keys):
+    """scores (a tensor or array, one per id) as a uint64 array shaped like keys."""
+    if scores is None:
+        return None
+    if torch.is_tensor(scores):
+        if scores.dtype.is_floating_point or scores.dtype == torch.bool:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"scores must be integers, not {scores.dtype}")
+        scores = scores.detach().to("cpu", torch.int64).contiguous().numpy()
+    s = np.asarray(scores)
+    if s.size != keys.size:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                   f"scores: {s.size} values for {keys.size} ids")
+    if s.dtype.kind == "i" and s.size and int(s.min()) < 0:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT, "scores must not be negative")
+    if s.dtype.kind not in "iu" and s.size:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"scores must be integers, not {s.dtype}")
+    return np.ascontiguousarray(s.astype(np.uint64)).reshape(keys.shape)
+
+
 class Embedding(torch.nn.Module):
     """Looks up rows of ember table `table` (dim `dim`): forward(ids) returns a
     float32 tensor of shape ids.shape + (dim,). create: None when the table
     exists, or create_table's keyword arguments (capacity_per_shard, optimizer,
     lr, initializer, ...) to create it if it does not. Counters: pulls, pushes,
-    prefetch_hits (forward calls served by a prefetch)."""
+    prefetch_hits (forward calls served by a prefetch). epoch: stamped on every
+    push (0: the tables' own). track_found: record module.found on each pull."""
 
-    def __init__(self, client, table, dim, *, create=None):
+    def __init__(self, client, table, dim, *, create=None, epoch=0, track_found=False):
         super().__init__()
         self.client = client
         self.table = table
         self.dim = int(dim)
+        self.epoch = int(epoch)
+        self.track_found = bool(track_found)
+        self.found = None
         if create is not None:
             client.create_table(table, self.dim, if_not_exists=True, **create)
         self._prefetched = None
@@ -106,8 +141,18 @@ class Embedding(torch.nn.Module):
             except Exception:
                 pass
 
-    def _pull(self, keys):
+    def _pull(self, keys, scores=None):
         insert = self.training
+        if (scores is not None and insert) or self.track_found:
+            self._drop_prefetch()
+            self.pulls += 1
+            r = self.client.pull(self.table, keys, self.dim, insert=insert,
+                                 scores=scores if insert else None,
+                                 return_found=self.track_found)
+            if self.track_found:
+                r, found = r
+                self.found = torch.from_numpy(found)
+            return r
         p, self._prefetched = self._prefetched, None
         if p is not None:
             pkeys, pending, pinsert = p
@@ -119,24 +164,26 @@ class Embedding(torch.nn.Module):
         self.pulls += 1
         return self.client.pull(self.table, keys, self.dim, insert=insert)
 
-    def _lookup(self, ids):
+    def _lookup(self, ids, scores=None):
         """The rows of ids on the CPU, wired for a push on backward."""
         _, keys = _ids_to_keys(ids)
-        rows = torch.from_numpy(self._pull(keys))
+        s = _scores_to_array(scores, keys)
+        rows = torch.from_numpy(self._pull(keys, s))
         if self.training and torch.is_grad_enabled():
             rows.requires_grad_(True)
-            rows = _PushGrad.apply(rows, self, keys)
+            rows = _PushGrad.apply(rows, self, keys, s)
         return rows
 
-    def forward(self, ids):
+    def forward(self, ids, scores=None):
         device = ids.device if torch.is_tensor(ids) else torch.device("cpu")
-        return self._lookup(ids).to(device)
+        return self._lookup(ids, scores).to(device)
 
     # ---- pushes ------------------------------------------------------------------
 
-    def _push(self, keys, grad):
+    def _push(self, keys, grad, scores=None):
         g = grad.detach().to("cpu", torch.float32).contiguous().numpy()
-        self.client.push(self.table, keys, g.reshape(keys.shape + (self.dim,)))
+        self.client.push(self.table, keys, g.reshape(keys.shape + (self.dim,)), scores=scores,
+                         epoch=self.epoch)
         self.pushes += 1
 
     def train(self, mode=True):
@@ -156,10 +203,11 @@ class EmbeddingBag(Embedding):
     pushes each looked-up row's gradient, as Embedding."""
 
     def __init__(self, client, table, dim, mode="mean", *, include_last_offset=False,
-                 create=None):
+                 create=None, epoch=0, track_found=False):
         if mode not in ("sum", "mean"):
             raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"mode {mode!r}: sum or mean")
-        super().__init__(client, table, dim, create=create)
+        super().__init__(client, table, dim, create=create, epoch=epoch,
+                         track_found=track_found)
         self.mode = mode
         self.include_last_offset = include_last_offset
 
@@ -171,7 +219,7 @@ class EmbeddingBag(Embedding):
         flat = input.reshape(-1) if torch.is_tensor(input) else np.asarray(input).reshape(-1)
         super().prefetch(flat)
 
-    def forward(self, input, offsets=None, per_sample_weights=None):
+    def forward(self, input, offsets=None, per_sample_weights=None, scores=None):
         if not torch.is_tensor(input):
             a = np.asarray(input)
             input = torch.as_tensor(a.view(np.int64) if a.dtype == np.uint64 else a)
@@ -190,7 +238,10 @@ class EmbeddingBag(Embedding):
         else:
             raise InvalidArgumentError(Code.INVALID_ARGUMENT,
                                        f"input must be 1-D or 2-D, not {input.dim()}-D")
-        rows = self._lookup(input.reshape(-1)).to(device)
+        if scores is not None:
+            scores = scores.reshape(-1) if torch.is_tensor(scores) else \
+                np.asarray(scores).reshape(-1)
+        rows = self._lookup(input.reshape(-1), scores).to(device)
         if per_sample_weights is not None:
             per_sample_weights = per_sample_weights.reshape(idx.shape).to(device, rows.dtype)
         return F.embedding_bag(idx, rows, offsets, mode=self.mode,
