@@ -68,6 +68,8 @@ static int ckpt_fill(ember_table *t, const ckpt_file *f, uint8_t *buf, ember_err
     rc = ckpt_scan(f, buf, import_chunk, t, err);
     if (!rc) {
         ember_table_raise_version(t, f->cf_hdr.ch_meta.version);
+        if (f->cf_hdr.ch_format >= 3) /* older files carry no epoch */
+            ember_table_set_epoch(t, f->cf_hdr.ch_meta.epoch);
         return EMBER_OK;
     }
     ember_error first = {0};
@@ -196,6 +198,7 @@ int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
                               shard_count, placement, 0, path, err);
     if (rc)
         return rc;
+    h.ch_meta.epoch = ember_table_epoch(t);
     int e = ember_durable_create(path, &file, &fail);
     if (e)
         return ckpt_durable_fail(err, path, e, &fail);

@@ -18,10 +18,10 @@
  * little-endian, floats IEEE-754 binary32 (this code builds only on
  * little-endian hosts). CRCs are CRC-32C (crc32c.h).
  *
- *   header (264 bytes; version 2: 244, version 1: 220)
+ *   header (268 bytes; version 2: 244, version 1: 220)
  *     0   8  magic "EMBRCKPT"
  *     8   4  format version = 3 (or 2, 1)
- *    12   4  header length in bytes, CRC included = 264 (version 2: 244,
+ *    12   4  header length in bytes, CRC included = 268 (version 2: 244,
  *            version 1: 220)
  *    16   4  config.dim
  *    20   8  config.capacity
@@ -50,7 +50,8 @@
  *   240   8  config.max_capacity                 (version 3 on)
  *   248   4  config.max_load_factor              (float32, version 3 on)
  *   252   8  config.ttl_seconds                  (version 3 on)
- *   260   4  CRC of bytes 0..259                  (version 2: at 240, of 0..239;
+ *   260   4  the table's epoch (EPOCH_* scores)   (version 3 on)
+ *   264   4  CRC of bytes 0..263                  (version 2: at 240, of 0..239;
  *                                                 version 1: at 216, of 0..215)
  *
  *   chunks (zero or more, each 1..chunk_rows rows; n = rows in this chunk)
@@ -128,6 +129,8 @@ typedef struct ember_ckpt_meta {
     uint64_t rows;
     ember_table_config config;  /* config.hbm_bytes is 0: see placement */
     ember_ckpt_placement placement;
+    uint32_t epoch;        /* the table's epoch when the save started (format 3 on;
+                              0 in older files, whose load leaves the table's) */
 } ember_ckpt_meta;
 
 /* What a load demands of the file beyond fitting the table. */
@@ -235,6 +238,9 @@ int ember_ckpt_writer_open(const char *path, const ember_table_config *config,
 int ember_ckpt_writer_append(ember_ckpt_writer *w, const uint64_t *keys, size_t n,
                              const float *rows, const uint64_t *scores,
                              const uint64_t *versions, ember_error *err);
+
+/* The epoch the file records (default 0), before commit. */
+void ember_ckpt_writer_set_epoch(ember_ckpt_writer *w, uint32_t epoch);
 
 /* Writes the last chunk, the footer and the header (with `version` as the
  * table's version), fsyncs, renames the temp file over the path and fsyncs the

@@ -168,6 +168,7 @@ void ckpt_hdr_encode(const ckpt_header *h, uint8_t b[CKPT_HDR_LEN])
     ckpt_put_u64(b, &off, m->config.max_capacity);
     put_f32(b, &off, m->config.max_load_factor);
     ckpt_put_u64(b, &off, m->config.ttl_seconds);
+    ckpt_put_u32(b, &off, m->epoch);
     ckpt_put_u32(b, &off, ember_crc32c(b, CKPT_HDR_CRC_OFF));
 }
 
@@ -246,6 +247,7 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
     ember_ckpt_meta *m = &h->ch_meta;
     memset(h, 0, sizeof *h);
     h->ch_len = want;
+    h->ch_format = version;
     config_decode(b, &off, &m->config);
     uint32_t name_len = ckpt_get_u32(b, &off);
     const uint8_t *name = b + off;
@@ -268,6 +270,7 @@ static int hdr_decode(const uint8_t *b, size_t have, uint64_t size, ckpt_header 
         m->config.max_capacity = ckpt_get_u64(b, &off);
         m->config.max_load_factor = get_f32(b, &off);
         m->config.ttl_seconds = ckpt_get_u64(b, &off);
+        m->epoch = ckpt_get_u32(b, &off);
     }
     int rc = hdr_check_fields(h, name, name_len, path, err);
     if (!rc)
@@ -335,6 +338,7 @@ int ckpt_header_init(ckpt_header *h, const ember_table_config *config, const cha
     h->ch_row_floats = ember_table_config_row_floats(config);
     h->ch_chunk_rows = chunk_rows ? chunk_rows : chunk_rows_for(h->ch_row_floats);
     h->ch_len = CKPT_HDR_LEN;
+    h->ch_format = EMBER_CKPT_FORMAT_VERSION;
     return placement_set(h, placement, path, err);
 }
 

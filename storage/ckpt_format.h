@@ -41,8 +41,8 @@
 #error "the checkpoint code supports little-endian hosts only"
 #endif
 
-#define CKPT_HDR_LEN 264u     /* version 3, written */
-#define CKPT_HDR_CRC_OFF 260u
+#define CKPT_HDR_LEN 268u     /* version 3, written */
+#define CKPT_HDR_CRC_OFF 264u
 #define CKPT_HDR_LEN_V2 244u  /* version 2, still read: no growth or TTL */
 #define CKPT_HDR_CRC_OFF_V2 240u
 #define CKPT_HDR_LEN_V1 220u  /* version 1, still read: no placement */
@@ -97,6 +97,7 @@ typedef struct ckpt_header {
     uint32_t ch_row_floats;
     uint32_t ch_chunk_rows;
     uint32_t ch_len;        /* this file's header length: where its chunks begin */
+    uint32_t ch_format;     /* its format version (read), or the one written */
 } ckpt_header;
 
 /* An open file being read, a checkpoint (ckpt_open) or another file framed as

@@ -221,6 +221,11 @@ int ember_ckpt_writer_append(ember_ckpt_writer *w, const uint64_t *keys, size_t 
     return rc;
 }
 
+void ember_ckpt_writer_set_epoch(ember_ckpt_writer *w, uint32_t epoch)
+{
+    w->cw_hdr.ch_meta.epoch = epoch;
+}
+
 int ember_ckpt_writer_commit(ember_ckpt_writer *w, uint64_t version, ember_ckpt_meta *out_meta,
                              ember_error *err)
 {

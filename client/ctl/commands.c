@@ -1328,7 +1328,7 @@ const ctl_cmd ctl_commands[] = {
     {"epoch", "TABLE EPOCH", 2, 2, "set a table's epoch on every shard (epoch_lru/epoch_lfu)",
      "EPOCH (0..4294967295) becomes the high 32 bits of every later access's score,\n"
      "so keys not touched since an older epoch are evicted first. Lowering it is\n"
-     "allowed (a rollback). Epochs are not checkpointed: set it again after a load.\n",
+     "allowed (a rollback). Checkpoints keep the epoch.\n",
      NULL, ctl_cmd_epoch, 0},
     {"health", "", 0, 0, "grpc.health.v1 status of every shard",
      "Exit status 0 only when every shard answers SERVING.\n", health_opts, cmd_health, 0},

@@ -307,10 +307,13 @@ int ctl_reshard_run(const ctl_reshard_job *j, ctl_reshard_result *r, char *msg, 
     r->from_count = n;
     r->to_count = m;
     uint64_t total = 0;
+    uint32_t epoch = 0; /* the newest any shard had */
     for (size_t i = 0; i < in.n; i++) {
         total += in.v[i].meta.rows;
         if (in.v[i].meta.version > r->version)
             r->version = in.v[i].meta.version;
+        if (in.v[i].meta.epoch > epoch)
+            epoch = in.v[i].meta.epoch;
     }
     /* Per new shard: what the N shards held together, spread over M; never less
      * than a shard had. */
@@ -399,6 +402,7 @@ int ctl_reshard_run(const ctl_reshard_job *j, ctl_reshard_result *r, char *msg, 
 
     /* Everything read and written: now put the files in place. */
     for (uint32_t s = 0; s < m && !rc; s++) {
+        ember_ckpt_writer_set_epoch(w[s], epoch);
         rc = ember_ckpt_writer_commit(w[s], r->version, NULL, &err);
         w[s] = NULL;
         if (rc)

@@ -32,7 +32,7 @@
 #include "storage/crc32c.h"
 #include "tests/fuzz/fuzz.h"
 
-#define HDR_LEN 264u    /* format version 3 */
+#define HDR_LEN 268u    /* format version 3 */
 #define HDR_LEN_V2 244u /* version 2 */
 #define HDR_LEN_V1 220u /* version 1 */
 #define FTR_LEN 28u

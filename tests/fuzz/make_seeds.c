@@ -357,7 +357,7 @@ static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
  * most `per` rows, with every CRC and count redone (checkpoint.h's layout). */
 static uint8_t *rechunk(const uint8_t *b, size_t n, uint32_t rf, uint32_t per, size_t *out_n)
 {
-    enum { HDR = 264 }; /* format version 3's header; the chunk's count follows */
+    enum { HDR = 268 }; /* format version 3's header; the chunk's count follows */
     uint32_t rows;
     memcpy(&rows, b + HDR + 4, 4);
     const uint8_t *keys = b + HDR + 8, *scores = keys + 8 * rows, *vers = scores + 8 * rows,

@@ -568,7 +568,7 @@ static void placement_of(const char *path, char out[17])
 {
     FILE *f = fopen(path, "rb");
     ck_assert_ptr_nonnull(f);
-    uint8_t h[264];
+    uint8_t h[268];
     ck_assert_uint_eq(fread(h, 1, sizeof h, f), sizeof h);
     fclose(f);
     ck_assert_uint_eq(h[8], 3); /* format version */

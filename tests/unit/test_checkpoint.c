@@ -231,7 +231,7 @@ START_TEST(empty_table_round_trip)
     ck_assert_int_eq(ember_ckpt_save(t, path, "e", 0, 1, NULL, &m, NULL), EMBER_OK);
     ck_assert_uint_eq(m.rows, 0);
     ck_assert_int_eq(stat(path, &st), 0);
-    ck_assert_int_eq(st.st_size, 264 + 28); /* header + footer, no chunk */
+    ck_assert_int_eq(st.st_size, 268 + 28); /* header + footer, no chunk */
     ember_table *u = table_like(t);
     train(u, 1, 100, 1, 3);
     ck_assert_int_eq(ember_ckpt_load(u, path, NULL, &m, NULL), EMBER_OK);
@@ -381,6 +381,7 @@ static void load_known_rows(const char *path, const char *backend, uint64_t hbm_
     ember_ckpt_meta m;
     ember_error err;
     ember_ckpt_expect ex = {1, 4, "fixture"};
+    ember_table_set_epoch(t, 9);
     ck_assert_msg(ember_ckpt_load(t, path, &ex, &m, &err) == EMBER_OK, "%s", err.message);
     ck_assert_str_eq(m.placement.backend, backend);
     ck_assert_uint_eq(m.placement.hbm_bytes, hbm_bytes);
@@ -403,6 +404,9 @@ static void load_known_rows(const char *path, const char *backend, uint64_t hbm_
     ck_assert_uint_eq(m.config.max_capacity, v3 ? 4096 : 0);
     ck_assert_float_eq(m.config.max_load_factor, v3 ? 0.5f : 0.0f);
     ck_assert_uint_eq(m.config.ttl_seconds, v3 ? 3600 : 0);
+    ck_assert_uint_eq(m.epoch, v3 ? 5 : 0);
+    /* a file of format 3 sets the table's epoch; older ones leave it */
+    ck_assert_uint_eq(ember_table_epoch(t), v3 ? 5 : 9);
 
     tu_snapshot s;
     tu_snapshot_take(t, &s);
@@ -495,10 +499,10 @@ START_TEST(valid_fixture_byte_layout)
 {
     uint8_t *b;
     size_t n = read_file(FIXTURE("valid.ckpt"), &b);
-    ck_assert_uint_eq(n, 264 + 8 + 4 * (24 + 8 * 4) + 4 + 28);
+    ck_assert_uint_eq(n, 268 + 8 + 4 * (24 + 8 * 4) + 4 + 28);
     ck_assert_mem_eq(b, "EMBRCKPT", 8);
     ck_assert_uint_eq(le32(b + 8), 3);
-    ck_assert_uint_eq(le32(b + 12), 264);
+    ck_assert_uint_eq(le32(b + 12), 268);
     ck_assert_uint_eq(le32(b + 16), 4);              /* dim */
     ck_assert_uint_eq(le64(b + 20), 1024);           /* capacity */
     ck_assert_uint_eq(le64(b + 32), 7);              /* seed */
@@ -517,8 +521,9 @@ START_TEST(valid_fixture_byte_layout)
     memcpy(&lf, b + 248, 4);
     ck_assert_float_eq(lf, 0.5f);                    /* max_load_factor */
     ck_assert_uint_eq(le64(b + 252), 3600);          /* ttl_seconds */
-    ck_assert_uint_eq(le32(b + 260), ember_crc32c(b, 260));
-    const uint8_t *c = b + 264, *f = b + n - 28;
+    ck_assert_uint_eq(le32(b + 260), 5);             /* epoch */
+    ck_assert_uint_eq(le32(b + 264), ember_crc32c(b, 264));
+    const uint8_t *c = b + 268, *f = b + n - 28;
     ck_assert_mem_eq(c, "CHNK", 4);
     ck_assert_uint_eq(le32(c + 4), 4);
     size_t chunk_len = 8 + 4 * (24 + 8 * 4);

@@ -315,8 +315,8 @@ int ember_erase(ember_client *c, const char *table, const uint64_t *keys, size_t
 /* Sets the table's epoch on every shard (EPOCH_LRU / EPOCH_LFU scores' high 32
  * bits: keys not touched since an older epoch are evicted first). Any value,
  * lower ones included. NOT_FOUND if a shard lacks the table. Retried on
- * UNAVAILABLE (setting it twice is the same). Epochs are not checkpointed: set
- * it again after a restore (or let pushes carry it, ember_push_options.epoch). */
+ * UNAVAILABLE (setting it twice is the same). Checkpoints keep the epoch, so a
+ * restart or a load goes on from the one saved. */
 int ember_set_epoch(ember_client *c, const char *table, uint32_t epoch, ember_error *err);
 
 /* ---- async: prefetch the next batch while computing this one -------------- */

@@ -502,8 +502,8 @@ class Client:
     def set_epoch(self, table, epoch):
         """Sets the table's epoch on every shard: the high 32 bits of
         EPOCH_LRU/EPOCH_LFU scores, so keys not touched since an older epoch
-        are evicted first. Any value 0..2**32-1, lower ones included. Epochs
-        are not checkpointed: set it again after a load."""
+        are evicted first. Any value 0..2**32-1, lower ones included.
+        Checkpoints keep it."""
         e = int(epoch)
         if not 0 <= e <= 0xFFFFFFFF:
             raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"epoch {e}: 0..4294967295")

@@ -15,7 +15,7 @@
  *   valid.ckpt            table "fixture", shard 1 of 4, dim 4, Adagrad (8 floats
  *                         per row), the 4 rows of fixture_row() below, placed
  *                         backend "gpu", hbm_bytes 1 MiB; growth to 4096 keys at
- *                         load factor 0.5, TTL 3600 s
+ *                         load factor 0.5, TTL 3600 s, epoch 5
  *   empty.ckpt            the same table with no rows
  *   wrong_dim.ckpt        a sound checkpoint of the same rows at dim 8
  *   flipped_byte.ckpt     valid.ckpt with one byte of a row's floats flipped
@@ -81,6 +81,7 @@ static ember_table *fixture_table(uint32_t dim, int with_rows)
             rows[i * rf + j] = fixture_value(i, j, dim);
     if (with_rows && ember_table_import(t, fix_keys, FIX_ROWS, rows, scores, versions, &err))
         die("import", &err);
+    ember_table_set_epoch(t, 5);
     return t;
 }
 
@@ -133,7 +134,7 @@ int main(int argc, char **argv)
     size_t n = slurp(path, valid, sizeof valid);
 
     memcpy(b, valid, n);
-    b[264 + 8 + 3 * 8 * FIX_ROWS + 5] ^= 0x10; /* a byte of row 0's floats */
+    b[268 + 8 + 3 * 8 * FIX_ROWS + 5] ^= 0x10; /* a byte of row 0's floats */
     spit(dir, "flipped_byte.ckpt", b, n);
     spit(dir, "truncated.ckpt", valid, 300);
     memcpy(b, valid, n);
@@ -141,7 +142,7 @@ int main(int argc, char **argv)
     spit(dir, "wrong_magic.ckpt", b, n);
     memcpy(b, valid, n);
     put_le32(b + 8, 4);
-    put_le32(b + 260, ember_crc32c(b, 260));
+    put_le32(b + 264, ember_crc32c(b, 264));
     spit(dir, "wrong_version.ckpt", b, n);
     memcpy(b, valid, n);
     b[16] = 5; /* dim 4 → 5, CRC left as it was */
