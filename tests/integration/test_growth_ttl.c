@@ -297,7 +297,8 @@ START_TEST(ttl_removes_exactly_the_stale_rows)
 }
 END_TEST
 
-/* A TTL set later (AlterTable) is kept in the checkpoint across a restart. */
+/* A TTL set later (AlterTable) and the epoch are kept in the checkpoint across a
+ * restart. */
 START_TEST(ttl_set_later_survives_restart)
 {
     ember_client *c = open_client();
@@ -305,6 +306,7 @@ START_TEST(ttl_set_later_survives_restart)
     write_keys(c, "later", 0, 50);
     ember_error e;
     ck_assert_int_eq(ember_set_ttl(c, "later", 7 * 86400, &e), 0);
+    ck_assert_int_eq(ember_set_epoch(c, "later", 42, &e), 0);
     for (int s = 0; s < NSHARDS; s++) {
         int ws;
         ck_assert_int_eq(eh_server_stop(&S[s], SIGTERM, &ws), 0);
@@ -315,6 +317,7 @@ START_TEST(ttl_set_later_survives_restart)
     for (int s = 0; s < NSHARDS; s++) {
         Ember__V1__TableInfo *t = describe_ok(s, "later");
         ck_assert_uint_eq(t->config->ttl_seconds, 7 * 86400);
+        ck_assert_uint_eq(t->stats->epoch, 42); /* the checkpoint kept the epoch too */
         info_free(t);
     }
     ck_assert_uint_eq(holding(c, "later", 0, 50), 50);
