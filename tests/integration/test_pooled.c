@@ -549,6 +549,53 @@ START_TEST(bad_input_refused_and_changes_nothing)
 }
 END_TEST
 
+/* A PushPull whose push and pull are both pooled: the push is applied first,
+ * and the pull's reply is one vector per bag, equal to a pooled pull after. */
+START_TEST(pushpull_with_pooled_parts)
+{
+    ember_client *c = open_client(one.addr);
+    eh_client *h = eh_client_open(one.addr);
+    create(c, "pp", EMBER_OPTIM_SGD, EMBER_INIT_UNIFORM);
+    raw x = {.keys = {1, 2, 3}, .offs = {0, 2, 3}, .w = {1, 0.5f, 2}, .norms = {1.5f, 2}};
+    for (int i = 0; i < 2 * DIM; i++)
+        x.g[i] = (float)(i % 5) / 8.0f;
+    ember_wire_pushpull_request q = {.has_push = 1, .has_pull = 1};
+    q.push = good_push(&x);
+    q.push.table = B("pp", 2);
+    q.pull = good_pull(&x);
+    q.pull.table = B("pp", 2);
+    q.pull.combiner = EMBER_WIRE_COMBINER_SQRTN;
+    /* the keys must exist for the push to change them: create them first */
+    static float rows[3 * DIM], got[2 * DIM];
+    ember_error e;
+    ck_assert_int_eq(ember_pull(c, "pp", x.keys, 3, rows, DIM, EMBER_PULL_INSERT, &e), 0);
+    size_t len = ember_wire_pushpull_request_size(&q, NULL, NULL);
+    uint8_t *buf = malloc(len);
+    ember_wire_pushpull_request_encode(&q, buf);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(h, SHARD "PushPull", buf, len, 0, &r), 0);
+    free(buf);
+    ck_assert_msg(r.code == 0, "%s", r.message);
+    ember_wire_pushpull_response m;
+    char msg[200];
+    ck_assert_int_eq(ember_wire_pushpull_response_decode(r.data, r.len, &m, msg, sizeof msg), 0);
+    ck_assert(m.has_push && m.has_pull);
+    ck_assert_uint_eq(m.push.applied, 3);
+    ck_assert_uint_eq(m.pull.values.len, 2 * DIM * 4);
+    ck_assert_int_eq(ember_pull_pooled(c, "pp", x.keys, 3, x.offs, 2, x.w, EMBER_COMBINER_SQRTN,
+                                       got, DIM, EMBER_PULL_SERVE, &e),
+                     0);
+    ck_assert(memcmp(m.pull.values.data, got, sizeof got) == 0);
+    /* and the push had landed before the pull: the rows moved */
+    static float after[3 * DIM];
+    ck_assert_int_eq(ember_pull(c, "pp", x.keys, 3, after, DIM, EMBER_PULL_SERVE, &e), 0);
+    ck_assert(after[1] != rows[1]); /* key 1, d 1: gradient 1/8 · (1 / 1.5) */
+    eh_result_free(&r);
+    eh_client_close(h);
+    ember_client_close(c);
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -581,6 +628,7 @@ int main(void)
     tcase_add_test(tc, push_one_shard_equals_expanded_push);
     tcase_add_test(tc, push_two_shards_equals_expanded_push);
     tcase_add_test(tc, bad_input_refused_and_changes_nothing);
+    tcase_add_test(tc, pushpull_with_pooled_parts);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
