@@ -65,17 +65,12 @@ typedef struct pooled_split {
     void *mem;
 } pooled_split;
 
+/* Everything the call's arguments must be, before anything is sent. */
 static int check(ember_client *c, const pooled_args *a, ember_error *err)
 {
-    if (!c)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
-    int rv = ember_table_name_check(a->table, err);
+    int rv = ember_train_args_check(c, a->table, a->dim, a->flags, err);
     if (rv)
         return rv;
-    if (a->dim == 0)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dim 0");
-    if (a->flags & ~EMBER_PULL_SERVE)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown pull flags 0x%x", a->flags);
     if (a->combiner < EMBER_WIRE_COMBINER_SUM || a->combiner > EMBER_WIRE_COMBINER_SQRTN)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "unknown combiner %d (sum = 1, mean = 2, sqrtn = 3)",

@@ -162,26 +162,27 @@ static int rd_bytes(rd *r, uint32_t f, const char *name, int wt, ember_wire_byte
     return rd_len(r, out);
 }
 
-/* A bytes field of packed uint64: its length must be a multiple of 8. */
-static int rd_u64s(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
+/* A bytes field of packed `width`-byte values (`type` names them): its length
+ * must be a multiple of width. */
+static int rd_packed(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out,
+                     size_t width, const char *type)
 {
     if (rd_bytes(r, f, name, wt, out))
         return EMBER_WIRE_INVALID_ARGUMENT;
-    if (out->len % 8)
-        return rd_fail(r, "%s is %zu bytes, not a multiple of 8 (uint64 each)", name,
-                       out->len);
+    if (out->len % width)
+        return rd_fail(r, "%s is %zu bytes, not a multiple of %zu (%s each)", name, out->len,
+                       width, type);
     return 0;
 }
 
-/* A bytes field of packed float32: its length must be a multiple of 4. */
+static int rd_u64s(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
+{
+    return rd_packed(r, f, name, wt, out, 8, "uint64");
+}
+
 static int rd_f32s(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
 {
-    if (rd_bytes(r, f, name, wt, out))
-        return EMBER_WIRE_INVALID_ARGUMENT;
-    if (out->len % 4)
-        return rd_fail(r, "%s is %zu bytes, not a multiple of 4 (float32 each)", name,
-                       out->len);
-    return 0;
+    return rd_packed(r, f, name, wt, out, 4, "float32");
 }
 
 static void rd_init(rd *r, const uint8_t *buf, size_t len, char *msg, size_t cap,
