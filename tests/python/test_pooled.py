@@ -63,6 +63,21 @@ def random_bags(rng, bags, most, pool):
     return keys, offs, w
 
 
+def push_equals_expanded(c, ta, tb, optimizer, lr, seed, bags):
+    """Pooled pushes into ta, the worker's expansion pushed into tb: equal rows."""
+    for t in (ta, tb):
+        c.create_table(t, DIM, 4096, optimizer=optimizer, lr=lr,
+                       initializer=("uniform", -1, 1), seed=seed)
+    rng = np.random.default_rng(seed)
+    for comb in COMBS:
+        keys, offs, w = random_bags(rng, bags, 9, 2 * bags + 30)
+        g = rng.standard_normal((bags, DIM)).astype(np.float32)
+        c.push_pooled(ta, keys, offs, g, comb, weights=w)
+        c.push(tb, keys, worker_expand(g, offs, w, comb, keys.size))
+        np.testing.assert_array_equal(c.pull(ta, keys, DIM, insert=False),
+                                      c.pull(tb, keys, DIM, insert=False), err_msg=comb)
+
+
 class PooledOneShard(ShardsTest):
     NSHARDS = 1
 
@@ -81,18 +96,7 @@ class PooledOneShard(ShardsTest):
                                               err_msg=f"{comb} weighted={weights is not None}")
 
     def test_push_equals_expanded_push(self):
-        c = self.client
-        for t in ("a", "b"):
-            c.create_table(t, DIM, 4096, optimizer="adagrad", lr=0.1,
-                           initializer=("uniform", -1, 1), seed=9)
-        rng = np.random.default_rng(2)
-        for comb in COMBS:
-            keys, offs, w = random_bags(rng, 80, 8, 200)
-            g = rng.standard_normal((80, DIM)).astype(np.float32)
-            c.push_pooled("a", keys, offs, g, comb, weights=w)
-            c.push("b", keys, worker_expand(g, offs, w, comb, keys.size))
-            np.testing.assert_array_equal(c.pull("a", keys, DIM, insert=False),
-                                          c.pull("b", keys, DIM, insert=False), err_msg=comb)
+        push_equals_expanded(self.client, "a", "b", "adagrad", 0.1, seed=2, bags=80)
 
     def test_bad_bags_refused_and_change_nothing(self):
         c = self.client
@@ -130,18 +134,7 @@ class PooledTwoShards(ShardsTest):
                 np.testing.assert_array_max_ulp(got, want, maxulp=1)
 
     def test_push_equals_expanded_push(self):
-        c = self.client
-        for t in ("a2", "b2"):
-            c.create_table(t, DIM, 4096, optimizer="adam", lr=0.01,
-                           initializer=("uniform", -1, 1), seed=4)
-        rng = np.random.default_rng(4)
-        for comb in COMBS:
-            keys, offs, w = random_bags(rng, 60, 9, 150)
-            g = rng.standard_normal((60, DIM)).astype(np.float32)
-            c.push_pooled("a2", keys, offs, g, comb, weights=w)
-            c.push("b2", keys, worker_expand(g, offs, w, comb, keys.size))
-            np.testing.assert_array_equal(c.pull("a2", keys, DIM, insert=False),
-                                          c.pull("b2", keys, DIM, insert=False), err_msg=comb)
+        push_equals_expanded(self.client, "a2", "b2", "adam", 0.01, seed=4, bags=60)
 
 
 class PooledTorch(ShardsTest):
