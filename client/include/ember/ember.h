@@ -267,8 +267,8 @@ typedef enum ember_combiner {
  * Returns 0, or INVALID_ARGUMENT (offsets that do not start at 0, decrease or
  * do not end at n; a non-finite weight; an unknown combiner or flags; NULL
  * pointers; dim 0 or not the table's; a reserved key; changes nothing),
- * NOT_FOUND, and the other statuses of ember_pull. On failure `out` may hold
- * partial results. */
+ * NOT_FOUND, and the other statuses of ember_pull. On failure `out` is
+ * untouched. */
 int ember_pull_pooled(ember_client *c, const char *table, const uint64_t *keys, size_t n,
                       const uint64_t *offsets, size_t bags, const float *weights,
                       ember_combiner combiner, float *out, uint32_t dim, unsigned flags,
