@@ -260,7 +260,8 @@ typedef enum ember_combiner {
  * divide that sum by the divisor above). With several shards each shard returns
  * its part's weighted SUM, the client adds the parts in shard order and divides
  * by the whole bag's divisor — exact where the sums are, otherwise within the
- * rounding of adding per-shard partial sums. Keys are not deduplicated (a key
+ * rounding of adding per-shard partial sums (and, with a float16/bfloat16
+ * wire_dtype, of each part's vectors on the wire). Keys are not deduplicated (a key
  * twice in a bag counts twice). Each shard's part is one request: a part over a
  * server's --max-keys-per-request / --max-message-bytes is refused
  * (RESOURCE_EXHAUSTED). n = 0 sends nothing and writes zeros.
