@@ -180,4 +180,9 @@ int ember_struct_take(void *dst, size_t dst_size, const void *src, uint32_t src_
  * the servers check the characters (ember_table_name_valid). */
 int ember_table_name_check(const char *name, ember_error *err);
 
+/* What every pull and push checks of its arguments first: a client, a table
+ * name (ember_table_name_check), dim > 0, known pull flags. INVALID_ARGUMENT. */
+int ember_train_args_check(ember_client *c, const char *table, uint32_t dim, unsigned flags,
+                           ember_error *err);
+
 #endif /* EMBER_CLIENT_INTERNAL_H */

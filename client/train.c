@@ -49,18 +49,26 @@ typedef struct train_args {
     uint32_t epoch;
 } train_args;
 
-static int check_args(ember_client *c, const train_args *a, ember_error *err)
+int ember_train_args_check(ember_client *c, const char *table, uint32_t dim, unsigned flags,
+                           ember_error *err)
 {
     if (!c)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
-    int rv = ember_table_name_check(a->table, err);
+    int rv = ember_table_name_check(table, err);
     if (rv)
         return rv;
-    if (a->dim == 0)
+    if (dim == 0)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dim 0");
-    if (a->flags & ~EMBER_PULL_SERVE)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown pull flags 0x%x",
-                               a->flags);
+    if (flags & ~EMBER_PULL_SERVE)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown pull flags 0x%x", flags);
+    return 0;
+}
+
+static int check_args(ember_client *c, const train_args *a, ember_error *err)
+{
+    int rv = ember_train_args_check(c, a->table, a->dim, a->flags, err);
+    if (rv)
+        return rv;
     if (a->mode < EMBER_PUSH_GRADIENTS || a->mode > EMBER_PUSH_INSERT_OR_ASSIGN)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown push mode %d",
                                a->mode);

@@ -162,15 +162,27 @@ static int rd_bytes(rd *r, uint32_t f, const char *name, int wt, ember_wire_byte
     return rd_len(r, out);
 }
 
-/* A bytes field of packed uint64: its length must be a multiple of 8. */
-static int rd_u64s(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
+/* A bytes field of packed `width`-byte values (`type` names them): its length
+ * must be a multiple of width. */
+static int rd_packed(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out,
+                     size_t width, const char *type)
 {
     if (rd_bytes(r, f, name, wt, out))
         return EMBER_WIRE_INVALID_ARGUMENT;
-    if (out->len % 8)
-        return rd_fail(r, "%s is %zu bytes, not a multiple of 8 (uint64 each)", name,
-                       out->len);
+    if (out->len % width)
+        return rd_fail(r, "%s is %zu bytes, not a multiple of %zu (%s each)", name, out->len,
+                       width, type);
     return 0;
+}
+
+static int rd_u64s(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
+{
+    return rd_packed(r, f, name, wt, out, 8, "uint64");
+}
+
+static int rd_f32s(rd *r, uint32_t f, const char *name, int wt, ember_wire_bytes *out)
+{
+    return rd_packed(r, f, name, wt, out, 4, "float32");
 }
 
 static void rd_init(rd *r, const uint8_t *buf, size_t len, char *msg, size_t cap,
@@ -202,6 +214,9 @@ static int pull_request_fields(rd *r, ember_wire_pull_request *m)
         case 5: rc = rd_bool(r, f, "want_found", wt, &m->want_found); break;
         case 6: rc = rd_u64s(r, f, "scores", wt, &m->scores); break;
         case 7: rc = rd_u32(r, f, "dim", wt, &m->dim); break;
+        case 8: rc = rd_u64s(r, f, "offsets", wt, &m->offsets); break;
+        case 9: rc = rd_i32(r, f, "combiner", wt, &m->combiner); break;
+        case 10: rc = rd_f32s(r, f, "weights", wt, &m->weights); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -247,6 +262,10 @@ static int push_request_fields(rd *r, ember_wire_push_request *m)
         case 7: rc = rd_u64(r, f, "sequence", wt, &m->sequence); break;
         case 8: rc = rd_u64s(r, f, "scores", wt, &m->scores); break;
         case 9: rc = rd_u32(r, f, "epoch", wt, &m->epoch); break;
+        case 11: rc = rd_u64s(r, f, "offsets", wt, &m->offsets); break;
+        case 12: rc = rd_i32(r, f, "combiner", wt, &m->combiner); break;
+        case 13: rc = rd_f32s(r, f, "weights", wt, &m->weights); break;
+        case 14: rc = rd_f32s(r, f, "norms", wt, &m->norms); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -378,7 +397,7 @@ static uint8_t *put_varint(uint8_t *p, uint64_t v)
 }
 
 /* Field sizes: 0 when proto3 omits the field (default value). Field numbers here
- * are < 16, so every tag is one byte. */
+ * are < 16, so every tag is one byte */
 static size_t sz_varint(uint64_t v) { return v ? 1 + vsz(v) : 0; }
 static size_t sz_i32(int32_t v) { return v ? 1 + vsz((uint64_t)(int64_t)v) : 0; }
 static size_t sz_bytes(size_t len) { return len ? 1 + vsz(len) + len : 0; }
@@ -441,6 +460,9 @@ size_t ember_wire_pull_request_size(const ember_wire_pull_request *m, ember_wire
     o.scores = off_bytes(n, m->scores.len);
     n += sz_bytes(m->scores.len);
     n += sz_varint(m->dim);
+    n += sz_bytes(m->offsets.len);
+    n += sz_i32(m->combiner);
+    n += sz_bytes(m->weights.len);
     if (off)
         *off = o;
     return n;
@@ -456,6 +478,9 @@ size_t ember_wire_pull_request_encode(const ember_wire_pull_request *m, uint8_t 
     p = put_uint(p, 5, m->want_found != 0);
     p = put_bytes(p, 6, m->scores, &at);
     p = put_uint(p, 7, m->dim);
+    p = put_bytes(p, 8, m->offsets, &at);
+    p = put_i32(p, 9, m->combiner);
+    p = put_bytes(p, 10, m->weights, &at);
     return (size_t)(p - buf);
 }
 
@@ -499,6 +524,10 @@ size_t ember_wire_push_request_size(const ember_wire_push_request *m, ember_wire
     o.scores = off_bytes(n, m->scores.len);
     n += sz_bytes(m->scores.len);
     n += sz_varint(m->epoch);
+    n += sz_bytes(m->offsets.len);
+    n += sz_i32(m->combiner);
+    n += sz_bytes(m->weights.len);
+    n += sz_bytes(m->norms.len);
     if (off)
         *off = o;
     return n;
@@ -516,6 +545,10 @@ size_t ember_wire_push_request_encode(const ember_wire_push_request *m, uint8_t 
     p = put_uint(p, 7, m->sequence);
     p = put_bytes(p, 8, m->scores, &at);
     p = put_uint(p, 9, m->epoch);
+    p = put_bytes(p, 11, m->offsets, &at);
+    p = put_i32(p, 12, m->combiner);
+    p = put_bytes(p, 13, m->weights, &at);
+    p = put_bytes(p, 14, m->norms, &at);
     return (size_t)(p - buf);
 }
 
@@ -599,6 +632,74 @@ size_t ember_wire_pushpull_response_encode(const ember_wire_pushpull_response *m
         p += ember_wire_pull_response_encode(&m->pull, p);
     }
     return (size_t)(p - buf);
+}
+
+/* ---- pooled lookups: the bags ---------------------------------------------- */
+
+__attribute__((format(printf, 3, 4))) static int bags_fail(char *msg, size_t cap,
+                                                           const char *fmt, ...)
+{
+    if (msg && cap) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, cap, fmt, ap);
+        va_end(ap);
+    }
+    return EMBER_WIRE_INVALID_ARGUMENT;
+}
+
+uint64_t ember_wire_offset(ember_wire_bytes offsets, size_t i)
+{
+    uint64_t v;
+    memcpy(&v, offsets.data + 8 * i, 8);
+    return v;
+}
+
+int ember_wire_bags_check(ember_wire_bytes offsets, size_t n, ember_wire_bytes weights,
+                          size_t *bags, char *msg, size_t msg_cap)
+{
+    *bags = 0;
+    if (offsets.len < 8 || offsets.len % 8)
+        return bags_fail(msg, msg_cap,
+                         "offsets are %zu bytes: a pooled call needs bags + 1 uint64 offsets",
+                         offsets.len);
+    size_t m = offsets.len / 8 - 1;
+    uint64_t prev = ember_wire_offset(offsets, 0);
+    if (prev != 0)
+        return bags_fail(msg, msg_cap, "offsets start at %llu, not 0", (unsigned long long)prev);
+    for (size_t b = 1; b <= m; b++) {
+        uint64_t o = ember_wire_offset(offsets, b);
+        if (o < prev)
+            return bags_fail(msg, msg_cap, "offsets decrease at bag %zu (%llu after %llu)", b - 1,
+                             (unsigned long long)o, (unsigned long long)prev);
+        prev = o;
+    }
+    if (prev != n)
+        return bags_fail(msg, msg_cap, "the last offset is %llu, but the call has %zu keys",
+                         (unsigned long long)prev, n);
+    if (weights.len && weights.len != n * 4)
+        return bags_fail(msg, msg_cap, "weights hold %zu values for %zu keys", weights.len / 4,
+                         n);
+    for (size_t i = 0; i < weights.len / 4; i++) {
+        uint32_t u;
+        memcpy(&u, weights.data + 4 * i, 4);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return bags_fail(msg, msg_cap, "weight of key index %zu is not finite (NaN or Inf)",
+                             i);
+    }
+    *bags = m;
+    return EMBER_WIRE_OK;
+}
+
+const char *ember_wire_combiner_name(int32_t combiner)
+{
+    switch (combiner) {
+    case EMBER_WIRE_COMBINER_NONE: return "none";
+    case EMBER_WIRE_COMBINER_SUM: return "sum";
+    case EMBER_WIRE_COMBINER_MEAN: return "mean";
+    case EMBER_WIRE_COMBINER_SQRTN: return "sqrtn";
+    }
+    return "unknown";
 }
 
 /* ---- values -------------------------------------------------------------- */

@@ -31,8 +31,8 @@
  * as-is (the caller validates). Malformed input — a truncated varint or a varint
  * over 10 bytes, a length past the end, field number 0, wire type 3/4/6/7, a
  * known field with the wrong wire type (protobuf-c accepts any wire type for a
- * bool; we do not), keys or scores whose length is not a
- * multiple of 8 — returns EMBER_WIRE_INVALID_ARGUMENT with a message naming the
+ * bool; we do not), keys, scores or offsets whose length is not a
+ * multiple of 8, weights or norms whose length is not a multiple of 4 — returns EMBER_WIRE_INVALID_ARGUMENT with a message naming the
  * field and byte offset; *out is then unspecified.
  *
  * Dependencies: libc only (no gRPC, no protobuf-c, no storage/): the client links
@@ -64,6 +64,15 @@ enum {
     EMBER_WIRE_PUSH_INSERT_OR_ASSIGN = 3,
 };
 
+/* Field values of ember.v1.Combiner (pooled lookups; the arithmetic is in
+ * proto/pool.h). */
+enum {
+    EMBER_WIRE_COMBINER_NONE = 0,
+    EMBER_WIRE_COMBINER_SUM = 1,
+    EMBER_WIRE_COMBINER_MEAN = 2,
+    EMBER_WIRE_COMBINER_SQRTN = 3,
+};
+
 /* A `bytes` or `string` field: len bytes at data (not NUL-terminated). On encode,
  * data == NULL with len > 0 is a hole (see above). */
 typedef struct ember_wire_bytes {
@@ -85,6 +94,9 @@ typedef struct ember_wire_pull_request {
     int want_found;          /* 5 */
     ember_wire_bytes scores; /* 6: empty or n × uint64 LE (len % 8 == 0) */
     uint32_t dim;            /* 7: expected table dim, 0 = unchecked */
+    ember_wire_bytes offsets; /* 8: empty or (bags+1) × uint64 LE (len % 8 == 0) */
+    int32_t combiner;        /* 9: EMBER_WIRE_COMBINER_* */
+    ember_wire_bytes weights; /* 10: empty or n × float32 LE (len % 4 == 0) */
 } ember_wire_pull_request;
 
 typedef struct ember_wire_pull_response {
@@ -104,6 +116,10 @@ typedef struct ember_wire_push_request {
     uint64_t sequence;       /* 7 */
     ember_wire_bytes scores; /* 8: empty or n × uint64 LE (len % 8 == 0) */
     uint32_t epoch;          /* 9: 0 = the table's; above it raises it (ember.proto) */
+    ember_wire_bytes offsets; /* 11: as the pull's */
+    int32_t combiner;        /* 12 */
+    ember_wire_bytes weights; /* 13: empty or n × float32 LE (len % 4 == 0) */
+    ember_wire_bytes norms;  /* 14: empty or bags × float32 LE (len % 4 == 0) */
 } ember_wire_push_request;
 
 typedef struct ember_wire_push_response {
@@ -161,6 +177,18 @@ size_t ember_wire_push_response_encode(const ember_wire_push_response *m, uint8_
 size_t ember_wire_pushpull_request_encode(const ember_wire_pushpull_request *m, uint8_t *buf);
 size_t ember_wire_pushpull_response_encode(const ember_wire_pushpull_response *m,
                                            uint8_t *buf);
+
+/* The bags of a pooled request with n keys: checks that `offsets` is
+ * (bags+1) uint64 LE starting at 0, never decreasing and ending at n, and that
+ * `weights` is empty or n finite float32 LE. Sets *bags. Returns EMBER_WIRE_OK or
+ * EMBER_WIRE_INVALID_ARGUMENT with the reason in msg (may be NULL). Server and
+ * client run this same check. */
+int ember_wire_bags_check(ember_wire_bytes offsets, size_t n, ember_wire_bytes weights,
+                          size_t *bags, char *msg, size_t msg_cap);
+/* offsets[i] of a checked offsets field. */
+uint64_t ember_wire_offset(ember_wire_bytes offsets, size_t i);
+/* "none", "sum", "mean", "sqrtn"; "unknown" otherwise. Static string. */
+const char *ember_wire_combiner_name(int32_t combiner);
 
 /* Bytes per value of a dtype: 4, 2, 2; 0 for an unknown dtype. */
 size_t ember_wire_dtype_size(int32_t dtype);

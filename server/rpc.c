@@ -597,6 +597,7 @@ static void workers_free(void)
         free(w->co_map);
         free(w->co_side_keys);
         free(w->co_side_floats);
+        free(w->pool_floats);
         free(w->co_starts);
         /* w->pool stays: slices released late by gRPC may still return to it */
     }

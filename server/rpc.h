@@ -68,6 +68,10 @@ struct srv_worker {
     size_t co_side_floats_cap;
     size_t *co_starts;   /* each member's first key */
     size_t co_starts_cap;
+    /* a pooled pull's bag vectors (other dtypes) or a pooled push's per-key
+     * gradients (shard.c) */
+    float *pool_floats;
+    size_t pool_floats_cap;
     srv_pool *pool;
 };
 

@@ -47,11 +47,20 @@
  *   equal keys in batch order already, which is arrival order.
  *
  * Calls carrying scores (CUSTOM policy) and empty calls do not coalesce.
+ *
+ * Pooled calls (a combiner and CSR offsets: README "Pooled lookups", the
+ * arithmetic in proto/pool.h) do not coalesce either. A pooled pull looks up its
+ * keys' rows into the worker's scratch as a plain pull would, then combines each
+ * bag into the reply (bags × dim instead of n × dim: the saving is on the wire).
+ * A pooled push expands each bag's gradient into its keys' gradients (scaled by
+ * the combiner's derivative) and runs as a plain gradient push of those.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "proto/pool.h"
 #include "proto/wire.h"
 #include "server/coalesce.h"
 #include "server/log.h"
@@ -67,6 +76,8 @@ typedef struct pull_plan {
     size_t n;
     uint32_t dim;
     size_t dsize;
+    int pooled;   /* a combiner: one reply vector per bag */
+    size_t rows;  /* reply vectors: bags when pooled, else n */
 } pull_plan;
 
 typedef struct push_plan {
@@ -75,6 +86,8 @@ typedef struct push_plan {
     size_t n;
     uint32_t dim;
     size_t dsize;
+    int pooled;   /* a combiner: values hold one gradient per bag */
+    size_t rows;  /* gradients in values: bags when pooled, else n */
 } push_plan;
 
 static int lookup(ember_wire_bytes name, srv_table **out, ember_error *err)
@@ -112,19 +125,55 @@ static int check_dtype(int32_t dtype, ember_error *err)
     return 0;
 }
 
+/* The bags of a pooled call (any call: *bags = 0 and *pooled = 0 without a
+ * combiner): the combiner is known, offsets and weights come with one, the
+ * offsets add up to the n keys, weights are n finite floats, and the bags are
+ * within --max-keys-per-request. */
+static int pool_prepare(int32_t combiner, ember_wire_bytes offsets, ember_wire_bytes weights,
+                        size_t n, int *pooled, size_t *bags, ember_error *err)
+{
+    *pooled = 0;
+    *bags = 0;
+    if (combiner < EMBER_WIRE_COMBINER_NONE || combiner > EMBER_WIRE_COMBINER_SQRTN)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "unknown combiner %d (none = 0, sum = 1, mean = 2, sqrtn = 3)",
+                               (int)combiner);
+    if (combiner == EMBER_WIRE_COMBINER_NONE) {
+        if (offsets.len || weights.len)
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "offsets and weights pool a call: they need a combiner "
+                                   "(sum, mean or sqrtn)");
+        return 0;
+    }
+    char msg[200];
+    if (ember_wire_bags_check(offsets, n, weights, bags, msg, sizeof msg))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "pooled call: %s", msg);
+    if (*bags > srv.cfg.max_keys_per_request)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                               "%zu bags in one request, over this server's "
+                               "--max-keys-per-request of %llu",
+                               *bags, (unsigned long long)srv.cfg.max_keys_per_request);
+    *pooled = 1;
+    return 0;
+}
+
 /* Validates a pull; on success p->t holds a table reference. */
 static int pull_prepare(const ember_wire_pull_request *r, pull_plan *p, ember_error *err)
 {
     memset(p, 0, sizeof *p);
     p->req = r;
     p->n = r->keys.len / 8;
+    size_t bags = 0;
     int rc = check_dtype(r->dtype, err);
     if (!rc)
         rc = check_count(p->n, err);
     if (!rc)
+        rc = pool_prepare(r->combiner, r->offsets, r->weights, p->n, &p->pooled, &bags, err);
+    if (!rc)
         rc = lookup(r->table, &p->t, err);
     if (rc)
         return rc;
+    p->rows = p->pooled ? bags : p->n;
     p->dim = ember_table_dim(p->t->table);
     p->dsize = ember_wire_dtype_size(r->dtype);
     if (r->dim && r->dim != p->dim)
@@ -137,12 +186,13 @@ static int pull_prepare(const ember_wire_pull_request *r, pull_plan *p, ember_er
     else if (r->scores.len && r->scores.len != p->n * 8)
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
                              "scores hold %zu values for %zu keys", r->scores.len / 8, p->n);
-    else if ((double)p->n * p->dim * p->dsize + (double)p->n + 64 >
+    else if ((double)p->rows * p->dim * p->dsize + (double)p->n + 64 >
              (double)srv.cfg.max_message_bytes)
         rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
-                             "the reply to %zu keys × dim %u in %s would be over this "
+                             "the reply to %zu %s × dim %u in %s would be over this "
                              "server's --max-message-bytes of %llu",
-                             p->n, p->dim, ember_wire_dtype_name(r->dtype),
+                             p->rows, p->pooled ? "bags" : "keys", p->dim,
+                             ember_wire_dtype_name(r->dtype),
                              (unsigned long long)srv.cfg.max_message_bytes);
     if (rc) {
         srv_table_unref(p->t);
@@ -151,11 +201,44 @@ static int pull_prepare(const ember_wire_pull_request *r, pull_plan *p, ember_er
     return rc;
 }
 
+/* What only a pooled push may carry, and what it may not: the combiner is
+ * for gradients (a pooled write of embeddings has no meaning we could document:
+ * which of a bag's keys gets the bag's value?), and norms come with MEAN or
+ * SQRTN, one finite value per bag. */
+static int push_pool_check(const ember_wire_push_request *r, int pooled, size_t bags,
+                           ember_error *err)
+{
+    if (!pooled) {
+        if (r->norms.len)
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "norms come only with a mean or sqrtn combiner");
+        return 0;
+    }
+    if (r->mode != EMBER_WIRE_PUSH_GRADIENTS)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "a combiner (%s) pools gradient pushes only, not push mode %d",
+                               ember_wire_combiner_name(r->combiner), (int)r->mode);
+    if (!r->norms.len)
+        return 0;
+    if (r->combiner == EMBER_WIRE_COMBINER_SUM)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "norms come only with a mean or sqrtn combiner, not sum");
+    if (r->norms.len != bags * 4)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "norms hold %zu values for %zu bags",
+                               r->norms.len / 4, bags);
+    for (size_t b = 0; b < bags; b++)
+        if (!isfinite(ember_pool_weight(r->norms.data, b)))
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "norm of bag %zu is not finite (NaN or Inf)", b);
+    return 0;
+}
+
 static int push_prepare(const ember_wire_push_request *r, push_plan *p, ember_error *err)
 {
     memset(p, 0, sizeof *p);
     p->req = r;
     p->n = r->keys.len / 8;
+    size_t bags = 0;
     int rc = check_dtype(r->dtype, err);
     if (!rc && (r->mode < EMBER_WIRE_PUSH_GRADIENTS || r->mode > EMBER_WIRE_PUSH_INSERT_OR_ASSIGN))
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
@@ -165,16 +248,21 @@ static int push_prepare(const ember_wire_push_request *r, push_plan *p, ember_er
     if (!rc)
         rc = check_count(p->n, err);
     if (!rc)
+        rc = pool_prepare(r->combiner, r->offsets, r->weights, p->n, &p->pooled, &bags, err);
+    if (!rc)
+        rc = push_pool_check(r, p->pooled, bags, err);
+    if (!rc)
         rc = lookup(r->table, &p->t, err);
     if (rc)
         return rc;
+    p->rows = p->pooled ? bags : p->n;
     p->dim = ember_table_dim(p->t->table);
     p->dsize = ember_wire_dtype_size(r->dtype);
-    if (r->values.len != p->n * p->dim * p->dsize)
+    if (r->values.len != p->rows * p->dim * p->dsize)
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                             "values are %zu bytes; %zu keys × dim %u in %s need %zu",
-                             r->values.len, p->n, p->dim, ember_wire_dtype_name(r->dtype),
-                             p->n * p->dim * p->dsize);
+                             "values are %zu bytes; %zu %s × dim %u in %s need %zu",
+                             r->values.len, p->rows, p->pooled ? "bags" : "keys", p->dim,
+                             ember_wire_dtype_name(r->dtype), p->rows * p->dim * p->dsize);
     else if (r->scores.len && r->mode == EMBER_WIRE_PUSH_ACCUM)
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT, "scores are not used by accum pushes");
     else if (r->scores.len && r->scores.len != p->n * 8)
@@ -418,7 +506,7 @@ static srv_co_kind push_kind(int32_t mode)
 /* The queue a push goes through; NULL when it runs on its own. */
 static srv_co_queue *push_queue(const push_plan *p)
 {
-    if (!p->n || p->req->scores.len || !coalesces(p->t))
+    if (!p->n || p->req->scores.len || p->pooled || !coalesces(p->t))
         return NULL;
     return &p->t->co[push_kind(p->req->mode)];
 }
@@ -500,12 +588,45 @@ static int push_epoch(const push_plan *p, int checked, ember_error *err)
     return 0;
 }
 
+/* A pooled push's per-key gradients from its bags' gradients `g` (float32,
+ * bags × dim): key i of bag b gets g_b · c_i (proto/pool.h), in the worker's
+ * pool scratch. NULL (err filled) on no memory. */
+static const float *push_expand(srv_worker *w, const push_plan *p, const float *g,
+                                ember_error *err)
+{
+    const ember_wire_push_request *r = p->req;
+    size_t dim = p->dim;
+    float *out = srv_scratch_grow((void **)&w->pool_floats, &w->pool_floats_cap,
+                                  p->n ? p->n * dim : 1, sizeof(float));
+    if (!out) {
+        ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory for %zu keys", p->n);
+        return NULL;
+    }
+    const uint8_t *wts = r->weights.len ? r->weights.data : NULL;
+    for (size_t b = 0; b < p->rows; b++) {
+        size_t lo = (size_t)ember_wire_offset(r->offsets, b);
+        size_t hi = (size_t)ember_wire_offset(r->offsets, b + 1);
+        if (lo == hi)
+            continue;
+        float norm = r->norms.len ? ember_pool_weight(r->norms.data, b)
+                                  : ember_pool_norm(r->combiner, wts, lo, hi);
+        const float *gb = g + b * dim;
+        for (size_t i = lo; i < hi; i++) {
+            float c = ember_pool_coef(r->combiner, ember_pool_weight(wts, i), norm);
+            float *o = out + i * dim;
+            for (size_t d = 0; d < dim; d++)
+                o[d] = gb[d] * c;
+        }
+    }
+    return out;
+}
+
 /* Runs a validated push on its own. On failure, *kept = 1 when something may
  * have been applied (its at-most-once mark must stay). */
 static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error *err)
 {
     const ember_wire_push_request *r = p->req;
-    size_t n = p->n, nv = n * p->dim;
+    size_t n = p->n, nv = p->rows * p->dim;
     *kept = 0;
     uint64_t *keys = srv_scratch_keys(w, n ? n : 1);
     const float *vals = wire_floats(r->dtype, r->values);
@@ -520,6 +641,8 @@ static int push_alone(srv_worker *w, const push_plan *p, int *kept, ember_error 
     }
     if (scores)
         ember_wire_keys_copy(r->scores, scores);
+    if (p->pooled && !(vals = push_expand(w, p, vals, err)))
+        return err->code;
     int rc = push_epoch(p, 0, err);
     if (rc)
         return rc;
@@ -541,14 +664,15 @@ static int push_check(const push_plan *p, ember_error *err)
     int zeroable = r->mode == EMBER_WIRE_PUSH_GRADIENTS || r->mode == EMBER_WIRE_PUSH_ACCUM;
     if (zeroable && ember_table_config_of(p->t->table)->nonfinite == EMBER_NONFINITE_ZERO)
         return 0;
-    size_t nv = p->n * p->dim, bad = wire_first_nonfinite(r->dtype, r->values.data, nv);
+    /* a pooled push carries one gradient per bag (p->rows of them) */
+    size_t nv = p->rows * p->dim, bad = wire_first_nonfinite(r->dtype, r->values.data, nv);
     if (bad < nv)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                               "%s of key index %zu hold a non-finite value (NaN or Inf)",
+                               "%s of %s index %zu hold a non-finite value (NaN or Inf)",
                                r->mode == EMBER_WIRE_PUSH_GRADIENTS ? "gradients"
                                : r->mode == EMBER_WIRE_PUSH_ACCUM   ? "deltas"
                                                                     : "values",
-                               bad / p->dim);
+                               p->pooled ? "bag" : "key", bad / p->dim);
     return 0;
 }
 
@@ -727,7 +851,7 @@ static int push_enqueue(srv_worker *w, srv_call *c, const push_plan *p, srv_co_q
 /* The queue a pull goes through; NULL when it runs on its own. */
 static srv_co_queue *pull_queue(const pull_plan *p)
 {
-    if (!p->n || p->req->scores.len || !coalesces(p->t))
+    if (!p->n || p->req->scores.len || p->pooled || !coalesces(p->t))
         return NULL;
     return &p->t->co[p->req->insert_missing ? SRV_CO_FIND_OR_INSERT : SRV_CO_FIND];
 }
@@ -743,11 +867,16 @@ static void pull_counted(srv_table *t, size_t n)
 /* Runs a validated pull on its own into the reply `m` already encoded at `msg`
  * whose values start at msg + off->values (64-byte aligned) and found at
  * msg + off->found. */
+static int pull_pooled(srv_worker *w, const pull_plan *p, uint8_t *msg,
+                       const ember_wire_off *off, ember_error *err);
+
 static int pull_alone(srv_worker *w, const pull_plan *p, uint8_t *msg, const ember_wire_off *off,
                       ember_error *err)
 {
     const ember_wire_pull_request *r = p->req;
     size_t n = p->n, nv = n * p->dim;
+    if (p->pooled)
+        return pull_pooled(w, p, msg, off, err);
     if (!n)
         return 0;
     const uint64_t *keys = wire_keys(r->keys);
@@ -775,6 +904,53 @@ static int pull_alone(srv_worker *w, const pull_plan *p, uint8_t *msg, const emb
     return 0;
 }
 
+/* A pooled pull (see pull_alone): its keys' rows into the worker's float
+ * scratch, then each bag combined into the reply — in place for float32, else
+ * through the pool scratch and converted. An empty bag is zeros. */
+static int pull_pooled(srv_worker *w, const pull_plan *p, uint8_t *msg,
+                       const ember_wire_off *off, ember_error *err)
+{
+    const ember_wire_pull_request *r = p->req;
+    size_t n = p->n, dim = p->dim, nb = p->rows;
+    const uint64_t *keys = n ? wire_keys(r->keys) : NULL;
+    uint64_t *copy = keys || !n ? NULL : srv_scratch_keys2(w, n);
+    uint64_t *scores = r->scores.len ? srv_scratch_scores(w, n) : NULL;
+    float *rows = srv_scratch_floats(w, n ? n * dim : 1);
+    float *bagv = r->dtype == EMBER_WIRE_F32
+                      ? (float *)(void *)(msg + off->values)
+                      : srv_scratch_grow((void **)&w->pool_floats, &w->pool_floats_cap,
+                                         nb ? nb * dim : 1, sizeof(float));
+    if ((n && !keys && !copy) || !rows || !bagv || (r->scores.len && !scores))
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                               "out of memory for %zu keys in %zu bags", n, nb);
+    if (copy) {
+        ember_wire_keys_copy(r->keys, copy);
+        keys = copy;
+    }
+    if (scores)
+        ember_wire_keys_copy(r->scores, scores);
+    if (n) {
+        uint8_t *found = r->want_found ? msg + off->found : NULL;
+        int rc = r->insert_missing
+                     ? ember_table_find_or_insert(p->t->table, keys, n, rows, found, scores, err)
+                     : ember_table_find(p->t->table, keys, n, rows, found, err);
+        if (rc)
+            return rc;
+    }
+    const uint8_t *wts = r->weights.len ? r->weights.data : NULL;
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = (size_t)ember_wire_offset(r->offsets, b);
+        size_t hi = (size_t)ember_wire_offset(r->offsets, b + 1);
+        float *out = bagv + b * dim;
+        ember_pool_sum(rows, dim, wts, lo, hi, out);
+        ember_pool_finish(r->combiner, ember_pool_norm(r->combiner, wts, lo, hi), out, dim);
+    }
+    if (r->dtype != EMBER_WIRE_F32)
+        ember_wire_to_wire(r->dtype, bagv, nb * dim, msg + off->values);
+    pull_counted(p->t, n);
+    return 0;
+}
+
 static size_t put_varint(uint8_t *o, uint64_t v)
 {
     size_t i = 0;
@@ -789,7 +965,7 @@ static size_t put_varint(uint8_t *o, uint64_t v)
 static void pull_reply_shape(const pull_plan *p, ember_wire_pull_response *m)
 {
     memset(m, 0, sizeof *m);
-    m->values.len = p->n * p->dim * p->dsize;
+    m->values.len = p->rows * p->dim * p->dsize;
     m->dim = p->dim;
     m->dtype = p->req->dtype;
     m->found.len = p->req->want_found ? p->n : 0;
@@ -1167,6 +1343,8 @@ static void pushpull_pull(srv_worker *w, co_job *j, size_t applied)
         pl.n = r.pull.keys.len / 8;
         pl.dim = ember_table_dim(pl.t->table);
         pl.dsize = ember_wire_dtype_size(r.pull.dtype);
+        pl.pooled = r.pull.combiner != EMBER_WIRE_COMBINER_NONE; /* validated */
+        pl.rows = pl.pooled ? r.pull.offsets.len / 8 - 1 : pl.n;
     }
     pushpull_reply(w, c, &r, &pl, applied, 0);
 }

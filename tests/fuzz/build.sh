@@ -57,7 +57,7 @@ libs=($(pkg-config --libs libprotobuf-c jemalloc) -lpthread -lm)
 # and the server files that hold no gRPC (the table-name check lives in
 # registry.c, which needs coalesce.c's queue teardown; CreateTable's config
 # mapping in table_config.c).
-srcs=("$root/proto/wire.c" "$out/gen/ember/v1/ember.pb-c.c"
+srcs=("$root/proto/wire.c" "$root/proto/pool.c" "$out/gen/ember/v1/ember.pb-c.c"
       "$out/gen/grpc/health/v1/health.pb-c.c"
       "$root"/storage/*.c "$root/server/registry.c" "$root/server/coalesce.c"
       "$root/server/table_config.c")

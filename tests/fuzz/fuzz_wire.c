@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "ember/v1/ember.pb-c.h"
+#include "proto/pool.h"
 #include "proto/wire.h"
 #include "server/registry.h"
 #include "storage/table.h"
@@ -46,7 +47,9 @@ static int pull_req_eq(const ember_wire_pull_request *a, const ember_wire_pull_r
 {
     return bytes_eq(a->table, b->table) && bytes_eq(a->keys, b->keys) &&
            a->insert_missing == b->insert_missing && a->dtype == b->dtype &&
-           a->want_found == b->want_found && bytes_eq(a->scores, b->scores) && a->dim == b->dim;
+           a->want_found == b->want_found && bytes_eq(a->scores, b->scores) && a->dim == b->dim &&
+           bytes_eq(a->offsets, b->offsets) && a->combiner == b->combiner &&
+           bytes_eq(a->weights, b->weights);
 }
 
 static int push_req_eq(const ember_wire_push_request *a, const ember_wire_push_request *b)
@@ -54,7 +57,9 @@ static int push_req_eq(const ember_wire_push_request *a, const ember_wire_push_r
     return bytes_eq(a->table, b->table) && bytes_eq(a->keys, b->keys) &&
            bytes_eq(a->values, b->values) && a->dtype == b->dtype && a->mode == b->mode &&
            a->client_id == b->client_id && a->sequence == b->sequence &&
-           bytes_eq(a->scores, b->scores);
+           bytes_eq(a->scores, b->scores) && bytes_eq(a->offsets, b->offsets) &&
+           a->combiner == b->combiner && bytes_eq(a->weights, b->weights) &&
+           bytes_eq(a->norms, b->norms);
 }
 
 static int pull_resp_eq(const ember_wire_pull_response *a, const ember_wire_pull_response *b)
@@ -115,6 +120,27 @@ static void table_rc_ok(int rc, const ember_error *err, const char *call)
                ember_status_name(rc), err->message);
 }
 
+/* A pooled pull's combining as shard.c does it, over the rows `values` of the
+ * request's n keys, when its bags pass the check shard.c makes: every bag is
+ * combined, and a bag of finite rows and weights comes out finite or zero. */
+static void serve_pooled(const ember_wire_pull_request *r, size_t n, const float *values)
+{
+    size_t bags;
+    if (r->combiner < EMBER_WIRE_COMBINER_SUM || r->combiner > EMBER_WIRE_COMBINER_SQRTN ||
+        ember_wire_bags_check(r->offsets, n, r->weights, &bags, NULL, 0) ||
+        bags > FUZZ_MAX_KEYS)
+        return;
+    const uint8_t *w = r->weights.len ? r->weights.data : NULL;
+    float out[FUZZ_DIM];
+    for (size_t b = 0; b < bags; b++) {
+        size_t lo = (size_t)ember_wire_offset(r->offsets, b);
+        size_t hi = (size_t)ember_wire_offset(r->offsets, b + 1);
+        FUZZ_CHECK(lo <= hi && hi <= n, "bag %zu is [%zu, %zu) of %zu keys", b, lo, hi, n);
+        ember_pool_sum(values, FUZZ_DIM, w, lo, hi, out);
+        ember_pool_finish(r->combiner, ember_pool_norm(r->combiner, w, lo, hi), out, FUZZ_DIM);
+    }
+}
+
 static void serve_pull(const ember_wire_pull_request *r)
 {
     size_t n = r->keys.len / 8, ds = ember_wire_dtype_size(r->dtype);
@@ -140,6 +166,8 @@ static void serve_pull(const ember_wire_pull_request *r)
                  ? ember_table_find_or_insert(t, keys, n, values, found, scores, &err)
                  : ember_table_find(t, keys, n, values, found, &err);
     table_rc_ok(rc, &err, r->insert_missing ? "find_or_insert" : "find");
+    if (rc == 0)
+        serve_pooled(r, n, values);
     if (rc == 0) {
         /* The reply as shard.c builds it: values written into a hole. */
         ember_wire_pull_response out = {0}, back;

@@ -126,6 +126,28 @@ static void wire_seeds(void)
     e.dtype = 7;
     e.keys = span(keys4, 8);
     put_pull("pull_bad_dim_dtype.bin", &e);
+    /* pooled: keys {1, 2}, {3} weighted, mean; and the matching push */
+    static const uint64_t offs3[3] = {0, 2, 3};
+    static const float w3[3] = {1, 0.5f, 2}, norms2[2] = {1.5f, 2};
+    ember_wire_pull_request pq = {0};
+    pq.table = str("emb");
+    pq.keys = span(keys4, 3 * 8);
+    pq.insert_missing = 1;
+    pq.offsets = span(offs3, sizeof offs3);
+    pq.combiner = EMBER_WIRE_COMBINER_MEAN;
+    pq.weights = span(w3, sizeof w3);
+    put_pull("pull_pooled_mean.bin", &pq);
+    ember_wire_push_request pu = {0};
+    uint8_t *pv = values_of(EMBER_WIRE_F32, 2, -1);
+    pu.table = str("emb");
+    pu.keys = span(keys4, 3 * 8);
+    pu.values = span(pv, 2 * 4 * 4);
+    pu.offsets = span(offs3, sizeof offs3);
+    pu.combiner = EMBER_WIRE_COMBINER_MEAN;
+    pu.weights = span(w3, sizeof w3);
+    pu.norms = span(norms2, sizeof norms2);
+    put_push("push_pooled_mean.bin", &pu);
+    free(pv);
 
     static const char *mode_names[] = {"gradients", "assign", "accum", "insert_or_assign"};
     static const char *dtype_names[] = {"f32", "f16", "bf16"};

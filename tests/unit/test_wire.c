@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "ember/v1/ember.pb-c.h"
+#include "proto/pool.h"
 #include "proto/wire.h"
 #include "test_util.h"
 
@@ -101,6 +102,9 @@ static ember_wire_pull_request r_pull_req(void)
     m.want_found = (int)(rnd() % 2);
     m.scores = rbytes(8 * (rnd() % 3 ? 0 : rnd() % 40));
     m.dim = (uint32_t)rvarint();
+    m.offsets = rbytes(8 * (rnd() % 3 ? 0 : rnd() % 20));
+    m.combiner = rnd() % 2 ? renum() : 0;
+    m.weights = rbytes(4 * (rnd() % 3 ? 0 : rnd() % 40));
     return m;
 }
 static ember_wire_pull_response r_pull_resp(void)
@@ -124,6 +128,10 @@ static ember_wire_push_request r_push_req(void)
     m.sequence = rvarint();
     m.scores = rbytes(8 * (rnd() % 3 ? 0 : rnd() % 40));
     m.epoch = (uint32_t)rvarint();
+    m.offsets = rbytes(8 * (rnd() % 3 ? 0 : rnd() % 20));
+    m.combiner = rnd() % 2 ? renum() : 0;
+    m.weights = rbytes(4 * (rnd() % 3 ? 0 : rnd() % 40));
+    m.norms = rbytes(4 * (rnd() % 3 ? 0 : rnd() % 20));
     return m;
 }
 static ember_wire_push_response r_push_resp(void)
@@ -143,6 +151,9 @@ static void to_pc_pull_req(const ember_wire_pull_request *m, Ember__V1__PullRequ
     p->want_found = m->want_found;
     p->scores = pb(m->scores);
     p->dim = m->dim;
+    p->offsets = pb(m->offsets);
+    p->combiner = (Ember__V1__Combiner)m->combiner;
+    p->weights = pb(m->weights);
 }
 static void eq_pull_req(const ember_wire_pull_request *m, const Ember__V1__PullRequest *p)
 {
@@ -153,6 +164,9 @@ static void eq_pull_req(const ember_wire_pull_request *m, const Ember__V1__PullR
     ck_assert_int_eq(m->want_found, !!p->want_found);
     eq_bytes(m->scores, p->scores);
     ck_assert_uint_eq(m->dim, p->dim);
+    eq_bytes(m->offsets, p->offsets);
+    ck_assert_int_eq(m->combiner, (int32_t)p->combiner);
+    eq_bytes(m->weights, p->weights);
 }
 static void to_pc_pull_resp(const ember_wire_pull_response *m, Ember__V1__PullResponse *p)
 {
@@ -181,6 +195,10 @@ static void to_pc_push_req(const ember_wire_push_request *m, Ember__V1__PushRequ
     p->sequence = m->sequence;
     p->scores = pb(m->scores);
     p->epoch = m->epoch;
+    p->offsets = pb(m->offsets);
+    p->combiner = (Ember__V1__Combiner)m->combiner;
+    p->weights = pb(m->weights);
+    p->norms = pb(m->norms);
 }
 static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushRequest *p)
 {
@@ -193,6 +211,10 @@ static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushR
     ck_assert_uint_eq(m->sequence, p->sequence);
     eq_bytes(m->scores, p->scores);
     ck_assert_uint_eq(m->epoch, p->epoch);
+    eq_bytes(m->offsets, p->offsets);
+    ck_assert_int_eq(m->combiner, (int32_t)p->combiner);
+    eq_bytes(m->weights, p->weights);
+    eq_bytes(m->norms, p->norms);
 }
 static void to_pc_push_resp(const ember_wire_push_response *m, Ember__V1__PushResponse *p)
 {
@@ -645,12 +667,89 @@ START_TEST(malformed_refused)
     refused(dpull, pull, (const uint8_t *)"\x12\x07" "1234567", 9, 1, "multiple of 8");
     refused(dpush, push, (const uint8_t *)"\x42\x09" "123456789", 11, 1, "multiple of 8");
     refused(dpush, push, (const uint8_t *)"\x12\x01" "1", 3, 1, "keys");
+    /* pooled fields: offsets a multiple of 8, weights and norms of 4; the
+     * combiner is a varint */
+    refused(dpull, pull, (const uint8_t *)"\x42\x07" "1234567", 9, 1, "offsets");
+    refused(dpull, pull, (const uint8_t *)"\x52\x03" "123", 5, 1, "weights");
+    refused(dpull, pull, (const uint8_t *)"\x4a\x01" "1", 3, 0, "combiner");
+    refused(dpush, push, (const uint8_t *)"\x5a\x04" "1234", 6, 1, "offsets");
+    refused(dpush, push, (const uint8_t *)"\x6a\x05" "12345", 7, 1, "weights");
+    refused(dpush, push, (const uint8_t *)"\x72\x02" "12", 4, 1, "norms");
+    refused(dpush, push, (const uint8_t *)"\x62\x01" "1", 3, 0, "combiner");
     /* inside a submessage: the error names it */
     refused(dpp, pp, (const uint8_t *)"\x0a\x03\x12\x01" "1", 5, 1, "push");
     refused(dpp, pp, (const uint8_t *)"\x12\x02\x0a\x05", 4, 0, "past the end");
     refused(dpp, pp, (const uint8_t *)"\x0a\x05\x30", 3, 0, "past the end");
     /* a submessage whose content ends mid-varint */
     refused(dpp, pp, (const uint8_t *)"\x0a\x02\x30\x80\x30\x01", 6, 0, "truncated");
+}
+END_TEST
+
+/* ---- pooled lookups: the bags ----------------------------------------------- */
+
+static int bags_of(const uint64_t *offs, size_t noffs, size_t n, const float *w, size_t nw,
+                   size_t *bags, char *msg)
+{
+    ember_wire_bytes o = {(const uint8_t *)offs, noffs * 8};
+    ember_wire_bytes wb = {(const uint8_t *)w, nw * 4};
+    return ember_wire_bags_check(o, n, wb, bags, msg, 200);
+}
+
+START_TEST(bags_checked)
+{
+    char msg[200];
+    size_t bags = 99;
+    uint64_t ok[4] = {0, 2, 2, 5}, start1[3] = {1, 2, 5}, dec[4] = {0, 3, 2, 5},
+             short_[3] = {0, 2, 4}, only0[1] = {0};
+    float w[5] = {1, 2, 0, -1, 0.5f}, wnan[5] = {1, 2, NAN, 0, 0}, winf[5] = {1, 2, 0, 0, -INFINITY};
+    ck_assert_int_eq(bags_of(ok, 4, 5, NULL, 0, &bags, msg), 0);
+    ck_assert_uint_eq(bags, 3);
+    ck_assert_int_eq(bags_of(ok, 4, 5, w, 5, &bags, msg), 0);
+    ck_assert_int_eq(bags_of(only0, 1, 0, NULL, 0, &bags, msg), 0); /* no bags, no keys */
+    ck_assert_uint_eq(bags, 0);
+    ck_assert_int_eq(bags_of(only0, 0, 0, NULL, 0, &bags, msg), EMBER_WIRE_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(msg, "bags + 1"));
+    ck_assert_int_eq(bags_of(start1, 3, 5, NULL, 0, &bags, msg), EMBER_WIRE_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(msg, "start at 1"));
+    ck_assert_int_eq(bags_of(dec, 4, 5, NULL, 0, &bags, msg), EMBER_WIRE_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(msg, "decrease at bag 1"));
+    ck_assert_int_eq(bags_of(short_, 3, 5, NULL, 0, &bags, msg), EMBER_WIRE_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(msg, "last offset is 4"));
+    ck_assert_int_eq(bags_of(ok, 4, 5, w, 4, &bags, msg), EMBER_WIRE_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(msg, "4 values for 5 keys"));
+    ck_assert_int_eq(bags_of(ok, 4, 5, wnan, 5, &bags, msg), EMBER_WIRE_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(msg, "index 2"));
+    ck_assert_int_eq(bags_of(ok, 4, 5, winf, 5, &bags, msg), EMBER_WIRE_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(msg, "index 4"));
+    ck_assert_uint_eq(bags, 0);
+}
+END_TEST
+
+/* The combiner arithmetic (proto/pool.h), on values whose results are exact. */
+START_TEST(pool_arithmetic)
+{
+    float rows[3 * 2] = {1, 2, 3, 4, 5, 6}, out[2];
+    float w[3] = {2, 0.5f, -1};
+    const uint8_t *wb = (const uint8_t *)w;
+    ember_pool_sum(rows, 2, NULL, 0, 3, out);
+    ck_assert(out[0] == 9 && out[1] == 12);
+    ember_pool_sum(rows, 2, wb, 0, 3, out); /* 2·(1,2) + 0.5·(3,4) − (5,6) */
+    ck_assert(out[0] == -1.5f && out[1] == 0);
+    ck_assert(ember_pool_norm(EMBER_WIRE_COMBINER_SUM, wb, 0, 3) == 1);
+    ck_assert(ember_pool_norm(EMBER_WIRE_COMBINER_MEAN, wb, 0, 3) == 1.5f);
+    ck_assert(ember_pool_norm(EMBER_WIRE_COMBINER_MEAN, NULL, 0, 3) == 3);
+    ck_assert(ember_pool_norm(EMBER_WIRE_COMBINER_SQRTN, NULL, 0, 4) == 2);
+    ck_assert(ember_pool_norm(EMBER_WIRE_COMBINER_SQRTN, wb, 0, 3) == sqrtf(5.25f));
+    ember_pool_sum(rows, 2, NULL, 0, 3, out);
+    ember_pool_finish(EMBER_WIRE_COMBINER_MEAN, 3, out, 2);
+    ck_assert(out[0] == 3 && out[1] == 4);
+    ember_pool_finish(EMBER_WIRE_COMBINER_MEAN, 0, out, 2); /* divisor 0: zeros */
+    ck_assert(out[0] == 0 && out[1] == 0);
+    ember_pool_sum(rows, 2, NULL, 1, 1, out); /* an empty bag */
+    ck_assert(out[0] == 0 && out[1] == 0);
+    ck_assert(ember_pool_coef(EMBER_WIRE_COMBINER_SUM, 0.5f, 7) == 0.5f);
+    ck_assert(ember_pool_coef(EMBER_WIRE_COMBINER_MEAN, 3, 1.5f) == 2);
+    ck_assert(ember_pool_coef(EMBER_WIRE_COMBINER_SQRTN, 3, 0) == 0);
 }
 END_TEST
 
@@ -954,6 +1053,8 @@ int main(void)
     Suite *s = suite_create("wire");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, pull_request_both_ways);
+    tcase_add_test(tc, bags_checked);
+    tcase_add_test(tc, pool_arithmetic);
     tcase_add_test(tc, pull_response_both_ways);
     tcase_add_test(tc, push_request_both_ways);
     tcase_add_test(tc, push_response_both_ways);

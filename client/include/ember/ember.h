@@ -318,6 +318,59 @@ int ember_erase(ember_client *c, const char *table, const uint64_t *keys, size_t
  * UNAVAILABLE (setting it twice is the same). Checkpoints keep the epoch, so a
  * restart or a load goes on from the one saved. */
 int ember_set_epoch(ember_client *c, const char *table, uint32_t epoch, ember_error *err);
+/* ---- pooled lookups (multi-hot features) ---------------------------------- */
+
+/* How a bag's rows are combined (ember.v1.Combiner). With per-key weights w (1
+ * when weights is NULL), over the bag's keys in the caller's order, in float32:
+ *   SUM:   Σ w·x
+ *   MEAN:  (Σ w·x) / (Σ w)
+ *   SQRTN: (Σ w·x) / sqrt(Σ w²)
+ * as TensorFlow's embedding_lookup_sparse; a bag whose divisor is 0 (empty, or
+ * weights summing to 0) gives zeros. */
+typedef enum ember_combiner {
+    EMBER_COMBINER_SUM = 1,
+    EMBER_COMBINER_MEAN = 2,
+    EMBER_COMBINER_SQRTN = 3,
+} ember_combiner;
+
+/* Pooled pull: bag b is keys[offsets[b] .. offsets[b+1]) (CSR: offsets has
+ * bags + 1 entries, starting at 0, never decreasing, ending at n); out[bags*dim]
+ * gets one combined vector per bag. weights: NULL or n finite floats. The
+ * servers pool: each shard gets its part of every bag that has a key there and
+ * sends back one vector per bag, not one row per key. With one shard the result
+ * equals pooling ember_pull's rows in key order bit for bit (SUM; MEAN and SQRTN
+ * divide that sum by the divisor above). With several shards each shard returns
+ * its part's weighted SUM, the client adds the parts in shard order and divides
+ * by the whole bag's divisor — exact where the sums are, otherwise within the
+ * rounding of adding per-shard partial sums (and, with a float16/bfloat16
+ * wire_dtype, of each part's vectors on the wire). Keys are not deduplicated (a key
+ * twice in a bag counts twice). Each shard's part is one request: a part over a
+ * server's --max-keys-per-request / --max-message-bytes is refused
+ * (RESOURCE_EXHAUSTED). n = 0 sends nothing and writes zeros.
+ * Returns 0, or INVALID_ARGUMENT (offsets that do not start at 0, decrease or
+ * do not end at n; a non-finite weight; an unknown combiner or flags; NULL
+ * pointers; dim 0 or not the table's; a reserved key; changes nothing),
+ * NOT_FOUND, and the other statuses of ember_pull. On failure `out` is
+ * untouched. */
+int ember_pull_pooled(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                      const uint64_t *offsets, size_t bags, const float *weights,
+                      ember_combiner combiner, float *out, uint32_t dim, unsigned flags,
+                      ember_error *err);
+
+/* Pooled push: grads[bags*dim] holds the gradient g of each bag's combined
+ * vector; each key i of bag b receives g_b · c_i with c_i = w_i (SUM) or
+ * w_i / divisor (MEAN, SQRTN; 0 when the divisor is 0), the derivative of the
+ * combiner, and then the table's optimizer runs as for ember_push of those
+ * per-key gradients: equal keys' gradients are summed and stepped once per
+ * request. The divisor is the whole bag's: with several shards the client sends
+ * it with each shard's part, so the table ends up the same for any shard count.
+ * At most once per shard on retries, as ember_push. Statuses as
+ * ember_pull_pooled, plus INVALID_ARGUMENT for a non-finite gradient when the
+ * table refuses them. */
+int ember_push_pooled(ember_client *c, const char *table, const uint64_t *keys, size_t n,
+                      const uint64_t *offsets, size_t bags, const float *weights,
+                      ember_combiner combiner, const float *grads, uint32_t dim,
+                      ember_error *err);
 
 /* ---- async: prefetch the next batch while computing this one -------------- */
 

@@ -223,6 +223,8 @@ _PROTOTYPES = {
     "ember_pull_async": (_p, [_p, _s, _p, _sz, _p, _u32, _u, _err]),
     "ember_push_async": (_p, [_p, _s, _p, _sz, _p, _u32, _err]),
     "ember_wait": (_i, [_p, _err]),
+    "ember_pull_pooled": (_i, [_p, _s, _p, _sz, _p, _sz, _p, _i, _p, _u32, _u, _err]),
+    "ember_push_pooled": (_i, [_p, _s, _p, _sz, _p, _sz, _p, _i, _p, _u32, _err]),
     "ember_table_spec_init": (None, [ctypes.POINTER(ember_table_spec)]),
     "ember_create_table": (_i, [_p, _s, ctypes.POINTER(ember_table_spec), _i, _err]),
     "ember_drop_table": (_i, [_p, _s, _i, _err]),

@@ -26,6 +26,8 @@ _OPTIMIZERS = {"sgd": 0, "adagrad": 1, "adam": 2, "ftrl": 3}
 _INITIALIZERS = {"zeros": 0, "constant": 1, "uniform": 2, "normal": 3, "truncated_normal": 4}
 _SCORES = {"lru": 0, "lfu": 1, "epoch_lru": 2, "epoch_lfu": 3, "custom": 4}
 _PUSH_MODES = {"gradients": 0, "assign": 1, "accum": 2, "insert_or_assign": 3}
+# ember_combiner (ember.h): how a pooled call combines a bag's rows.
+COMBINERS = {"sum": 1, "mean": 2, "sqrtn": 3}
 
 
 class TableInfo(NamedTuple):
@@ -509,6 +511,79 @@ class Client:
             raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"epoch {e}: 0..4294967295")
         err = _lib.ember_error()
         rv = self._fn("ember_set_epoch")(self._h(), _bytes(table, "table"), e, ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
+
+    # ---- pooled lookups ------------------------------------------------------------
+
+    def _bags(self, keys, offsets, weights, combiner):
+        k = as_keys(keys).reshape(-1)
+        o = np.asarray(offsets)
+        if o.ndim != 1 or o.size < 1 or o.dtype.kind not in "iu":
+            raise InvalidArgumentError(
+                Code.INVALID_ARGUMENT,
+                "offsets: a 1-D integer array of bags + 1 entries (CSR: the last is len(keys))")
+        if o.dtype.kind == "i" and o.size and o.min() < 0:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT, "offsets must not be negative")
+        o = np.ascontiguousarray(o, dtype=np.uint64)
+        w = None
+        if weights is not None:
+            w = np.ascontiguousarray(weights, dtype=np.float32).reshape(-1)
+            if w.size != k.size:
+                raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                           f"weights: {w.size} values for {k.size} keys")
+        if combiner not in COMBINERS:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"combiner {combiner!r}: one of {', '.join(COMBINERS)}")
+        return k, o, w
+
+    def pull_pooled(self, table, keys, offsets, combiner="sum", *, weights=None, dim=None,
+                    out=None, insert=True):
+        """One combined vector per bag, pooled on the servers: bag b is
+        keys[offsets[b]:offsets[b+1]] (offsets: bags + 1 integers, starting at 0,
+        never decreasing, ending at len(keys)). combiner: "sum" (Σ w·x), "mean"
+        ((Σ w·x)/Σ w) or "sqrtn" ((Σ w·x)/sqrt(Σ w²)), with weights (one float per
+        key, finite; None: all 1) — TensorFlow's embedding_lookup_sparse; an
+        empty bag (or a divisor of 0) gives zeros. Returns (bags, dim) float32.
+        Each shard sends one vector per bag instead of one row per key. Raises
+        InvalidArgumentError for offsets that do not add up, bad weights or an
+        unknown combiner, and what pull raises."""
+        k, o, w = self._bags(keys, offsets, weights, combiner)
+        bags = o.size - 1
+        d = self._dim(table, dim, out)
+        if out is None:
+            out = np.empty((bags, d), dtype=np.float32)
+        else:
+            _check_out(out, bags, d)
+        err = _lib.ember_error()
+        rv = self._fn("ember_pull_pooled")(
+            self._h(), _bytes(table, "table"), k.ctypes.data, k.size, o.ctypes.data, bags,
+            w.ctypes.data if w is not None else None, COMBINERS[combiner], out.ctypes.data, d,
+            PULL_SERVE if not insert else PULL_INSERT, ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
+        return out
+
+    def push_pooled(self, table, keys, offsets, grads, combiner="sum", *, weights=None):
+        """Pushes the gradient of each bag's combined vector (grads: (bags, dim)):
+        the servers give each key of bag b the gradient grads[b]·c, c = w (sum)
+        or w / the bag's divisor (mean, sqrtn), and apply those per-key
+        gradients through the table's optimizer as push() would (equal keys
+        summed, one step). Bags and combiner as in pull_pooled."""
+        k, o, w = self._bags(keys, offsets, weights, combiner)
+        bags = o.size - 1
+        g = np.ascontiguousarray(grads, dtype=np.float32)
+        if bags == 0:
+            return
+        d = g.size // bags if g.ndim < 2 else int(g.shape[-1])
+        if g.size != bags * d or d == 0:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"grads: {g.size} values for {bags} bags")
+        err = _lib.ember_error()
+        rv = self._fn("ember_push_pooled")(
+            self._h(), _bytes(table, "table"), k.ctypes.data, k.size, o.ctypes.data, bags,
+            w.ctypes.data if w is not None else None, COMBINERS[combiner], g.ctypes.data, d,
+            ctypes.byref(err))
         if rv:
             _raise(rv, err)
 

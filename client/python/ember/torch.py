@@ -193,6 +193,21 @@ class Embedding(torch.nn.Module):
         return super().train(mode)
 
 
+class _PooledBag(torch.autograd.Function):
+    """The bags' vectors pulled pooled; backward pushes one gradient per bag."""
+
+    @staticmethod
+    def forward(ctx, vecs, module, keys, offsets, weights):
+        ctx.module, ctx.bag = module, (keys, offsets, weights)
+        return vecs.view_as(vecs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.module._push_pooled(ctx.bag, grad)
+        ctx.module = ctx.bag = None
+        return None, None, None, None, None
+
+
 class EmbeddingBag(Embedding):
     """Sums or averages bags of rows, as torch.nn.EmbeddingBag does: forward(input,
     offsets=None, per_sample_weights=None) with input 2-D (B, L: B bags of L
@@ -200,24 +215,72 @@ class EmbeddingBag(Embedding):
     (include_last_offset: offsets has B+1 entries, the last the end). mode:
     "sum" or "mean" (an empty bag is zeros). per_sample_weights scale the rows
     ("sum" only). Returns (B, dim) float32 on the input's device; backward
-    pushes each looked-up row's gradient, as Embedding."""
+    pushes each looked-up row's gradient, as Embedding.
+
+    pooled=True pools on the servers (Client.pull_pooled): each shard returns
+    one vector per bag instead of one row per id, and backward pushes one
+    gradient per bag (Client.push_pooled), which the servers spread over the
+    bag's ids. mode may then also be "sqrtn", and per_sample_weights work with
+    every mode, as TensorFlow's embedding_lookup_sparse weighs them: mean =
+    Σ w·x / Σ w, sqrtn = Σ w·x / sqrt(Σ w²) (README "Pooled lookups"); the
+    weights get no gradient, and prefetch() is not available."""
 
     def __init__(self, client, table, dim, mode="mean", *, include_last_offset=False,
-                 create=None, epoch=0, track_found=False):
-        if mode not in ("sum", "mean"):
-            raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"mode {mode!r}: sum or mean")
+                 pooled=False, create=None, epoch=0, track_found=False):
+        modes = ("sum", "mean", "sqrtn") if pooled else ("sum", "mean")
+        if mode not in modes:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"mode {mode!r}: {' or '.join(modes)}"
+                                       + ("" if pooled else " (sqrtn needs pooled=True)"))
         super().__init__(client, table, dim, create=create, epoch=epoch,
                          track_found=track_found)
         self.mode = mode
         self.include_last_offset = include_last_offset
+        self.pooled = bool(pooled)
 
     def extra_repr(self):
-        return super().extra_repr() + f", mode={self.mode!r}"
+        return super().extra_repr() + f", mode={self.mode!r}" + (", pooled" if self.pooled else "")
 
     def prefetch(self, input, offsets=None):
         """As Embedding.prefetch, for forward(input, offsets)."""
+        if self.pooled:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       "prefetch is not available with pooled=True")
         flat = input.reshape(-1) if torch.is_tensor(input) else np.asarray(input).reshape(-1)
         super().prefetch(flat)
+
+    def _csr(self, input, offsets):
+        """(keys, CSR offsets of B + 1 entries) of forward's input."""
+        if input.dim() == 2:
+            b, length = input.shape
+            csr = np.arange(b + 1, dtype=np.uint64) * np.uint64(length)
+        else:
+            o = offsets.detach().to("cpu", torch.int64).numpy()
+            if not self.include_last_offset:
+                o = np.append(o, input.numel())
+            csr = o
+        _, keys = _ids_to_keys(input.reshape(-1))
+        return keys, csr
+
+    def _forward_pooled(self, input, offsets, per_sample_weights):
+        keys, csr = self._csr(input, offsets)
+        w = None
+        if per_sample_weights is not None:
+            w = per_sample_weights.detach().to("cpu", torch.float32).reshape(-1).contiguous()
+            w = w.numpy()
+        self.pulls += 1
+        vecs = torch.from_numpy(self.client.pull_pooled(
+            self.table, keys, csr, self.mode, weights=w, dim=self.dim, insert=self.training))
+        if self.training and torch.is_grad_enabled():
+            vecs.requires_grad_(True)
+            vecs = _PooledBag.apply(vecs, self, keys, csr, w)
+        return vecs.to(input.device)
+
+    def _push_pooled(self, bag, grad):
+        keys, csr, w = bag
+        g = grad.detach().to("cpu", torch.float32).contiguous().numpy()
+        self.client.push_pooled(self.table, keys, csr, g, self.mode, weights=w)
+        self.pushes += 1
 
     def forward(self, input, offsets=None, per_sample_weights=None, scores=None):
         if not torch.is_tensor(input):
@@ -238,6 +301,11 @@ class EmbeddingBag(Embedding):
         else:
             raise InvalidArgumentError(Code.INVALID_ARGUMENT,
                                        f"input must be 1-D or 2-D, not {input.dim()}-D")
+        if self.pooled:
+            if scores is not None:
+                raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                           "scores are not available with pooled=True")
+            return self._forward_pooled(input, offsets, per_sample_weights)
         if scores is not None:
             scores = scores.reshape(-1) if torch.is_tensor(scores) else \
                 np.asarray(scores).reshape(-1)

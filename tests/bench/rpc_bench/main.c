@@ -201,7 +201,15 @@ int main(int argc, char **argv)
         for (int b = 0; b < g_nbackends; b++)
             if (g_backends[b].up && create_tables(&x, &g_backends[b], dim) == 0)
                 any_up = 1;
-        for (int op = 0; op < OP_COUNT && any_up; op++) {
+        if (o.pooled && any_up) {
+            printf("pooled lookups, dim %u:\n", dim);
+            for (int ki = 0; ki < o.n_keys; ki++)
+                for (int bi = 0; bi < o.n_bag_sizes; bi++)
+                    for (int b = 0; b < g_nbackends; b++)
+                        if (g_backends[b].up && may_measure(&x))
+                            measure_pooled(&x, o.keys[ki], o.bag_sizes[bi], dim, b);
+        }
+        for (int op = 0; op < OP_COUNT && any_up && !o.pooled; op++) {
             if (!o.ops[op])
                 continue;
             for (int ki = 0; ki < o.n_keys; ki++) {
@@ -261,7 +269,8 @@ int main(int argc, char **argv)
     if (!g_stop)
         measure_ceiling(&x, 1);
 
-    print_summary(&x);
+    if (!o.pooled) /* --pooled printed its own figures as it went */
+        print_summary(&x);
     if (o.csv)
         write_csv(&x);
     if (x.failures)

@@ -77,6 +77,9 @@ static void usage(FILE *out)
             "  --iperf-streams N    streams of the multi-stream ceiling (default 4)\n"
             "  --no-iperf           skip the loopback ceiling\n"
             "  --csv FILE           one row per measurement\n"
+            "  --pooled             server-side pooling (ember_pull_pooled/ember_push_pooled,\n"
+            "                       mean) against worker-side pooling, bytes and keys/s\n"
+            "  --bag-sizes LIST     with --pooled: ids per bag (default 1,10,100)\n"
             "  --help\n\n"
             "What --quick and each matrix stand for (on this machine):\n",
 #ifdef EMBER_BENCH_GPU
@@ -213,6 +216,10 @@ static void set_defaults(bench_opts *o)
     o->concs[1] = (conc){1, 4};
     o->concs[2] = (conc){4, 1};
     o->n_concs = 3;
+    o->bag_sizes[0] = 1;
+    o->bag_sizes[1] = 10;
+    o->bag_sizes[2] = 100;
+    o->n_bag_sizes = 3;
 }
 
 /* The binaries' flags, which parse_opts resolves after parsing. */
@@ -229,7 +236,9 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         O_DIMS, O_DISTS, O_CONC, O_SECONDS, O_WARMUP, O_REPS, O_UNIVERSE, O_CAPACITY, O_ZIPF,
         O_SEED, O_TIMEOUT, O_IPERF_S, O_NO_IPERF, O_CSV, O_QUICK, O_HELP, O_BACKENDS,
         O_MATRIX, O_SERVER_ARGS, O_BUDGET, O_IPERF, O_IPERF_STREAMS, O_PULL_TABLE,
-        O_WIRE_DTYPE
+        O_WIRE_DTYPE,
+        O_POOLED,
+        O_BAG_SIZES
     };
     static const struct option lo[] = {
         {"server", 1, 0, O_SERVER},     {"shards", 1, 0, O_SHARDS},
@@ -249,6 +258,7 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         {"iperf", 1, 0, O_IPERF},       {"iperf-streams", 1, 0, O_IPERF_STREAMS},
         {"pull-table", 1, 0, O_PULL_TABLE},
         {"wire-dtype", 1, 0, O_WIRE_DTYPE},
+        {"pooled", 0, 0, O_POOLED},     {"bag-sizes", 1, 0, O_BAG_SIZES},
         {0, 0, 0, 0},
     };
     int c, m[MATRIX_COUNT], tab[TAB_COUNT];
@@ -315,6 +325,11 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         case O_IPERF: bf->iperf = optarg; break;
         case O_NO_IPERF: o->no_iperf = 1; break;
         case O_CSV: o->csv = optarg; break;
+        case O_POOLED: o->pooled = 1; break;
+        case O_BAG_SIZES:
+            if (parse_sizes(optarg, o->bag_sizes, &o->n_bag_sizes))
+                goto bad;
+            break;
         case O_QUICK: o->quick = 1; break;
         case O_MATRIX:
             if (parse_list(optarg, matrix_names, MATRIX_COUNT, m, "matrix"))
@@ -408,6 +423,9 @@ void parse_opts(bench_opts *o, int argc, char **argv)
     if (o->seconds <= 0 || o->warmup < 0 || o->reps < 1 || o->universe < 1 ||
         o->iperf_seconds <= 0)
         goto bad;
+    if (o->pooled) /* its tables: the pull table and push-adagrad's */
+        for (int i = 0; i < OP_COUNT; i++)
+            o->ops[i] = i == OP_PULL || i == OP_PUSH_ADAGRAD;
     int any_op = 0;
     for (int i = 0; i < OP_COUNT; i++)
         any_op |= o->ops[i];

@@ -60,6 +60,12 @@
  *     always ends with its summary; a first SIGINT/SIGTERM does the same, a
  *     second one kills everything.
  *
+ * --pooled: pooled lookups (pooled.c): ember_pull_pooled / ember_push_pooled
+ * (combiner MEAN) against pooling on the worker (ember_pull, then averaging
+ * each bag; a bag's gradient expanded to its keys, then ember_push), for bags
+ * of --bag-sizes (default 1,10,100) at each --keys and --dims, with the bytes
+ * of each call's messages beside keys/s. Uses the pull table and push-adagrad's.
+ *
  * --matrix gpu-vs-cpu: GPU shard servers against CPU ones: ops pull and
  * push-adam on an Adam table, 4,096 and 65,536 distinct uniform keys per call,
  * dim 64 and 128, 1, 4 and 16 clients each on its own 2 connections with 2 calls
@@ -170,6 +176,9 @@ typedef struct bench_opts {
     int iperf_streams;           /* the multi-stream ceiling's streams */
     double budget_s;             /* 0: none */
     unsigned timeout_ms;
+    int pooled;                  /* --pooled: server- against worker-side pooling */
+    size_t bag_sizes[MAX_LIST];  /* --bag-sizes */
+    int n_bag_sizes;
 } bench_opts;
 
 typedef struct bench_result {
@@ -293,6 +302,11 @@ int op_table(const bench_opts *o, int op);
 int create_tables(ctx *x, backend *bk, uint32_t dim);
 void drop_tables(ctx *x, backend *bk, uint32_t dim);
 void measure(ctx *x, const cell *c0, int dist, conc cc, int b);
+
+/* ---- pooled.c ----------------------------------------------------------------- */
+
+/* --pooled: one shape (n keys in bags of `bag`, dim) on backend b, printed. */
+void measure_pooled(ctx *x, size_t n, size_t bag, uint32_t dim, int b);
 
 /* ---- report.c ----------------------------------------------------------------- */
 
