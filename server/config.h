@@ -27,6 +27,7 @@
  *   --log-format logfmt|json    EMBER_LOG_FORMAT          logfmt
  *   --metrics-listen HOST:PORT  EMBER_METRICS_LISTEN      "" (off; Prometheus at /metrics)
  *   --shutdown-grace-ms MS      EMBER_SHUTDOWN_GRACE_MS   10000
+ *   --progress-interval-ms MS   EMBER_PROGRESS_INTERVAL_MS 5000 (0: every chunk)
  *   --coalesce auto|on|off      EMBER_COALESCE            auto (on for gpu tables)
  *   --coalesce-max-keys N       EMBER_COALESCE_MAX_KEYS   262144
  *   --coalesce-queue-keys N     EMBER_COALESCE_QUEUE_KEYS 4 x coalesce-max-keys (at least
@@ -41,6 +42,8 @@
  *   --admin-token-file FILE     EMBER_ADMIN_TOKEN_FILE    "" (or EMBER_ADMIN_TOKEN)
  *   --worker-identities LIST    EMBER_WORKER_IDENTITIES   "" (mTLS client CNs/SANs)
  *   --admin-identities LIST     EMBER_ADMIN_IDENTITIES    ""
+ *   --reader-token-file FILE    EMBER_READER_TOKEN_FILE   "" (or EMBER_READER_TOKEN)
+ *   --reader-identities LIST    EMBER_READER_IDENTITIES   ""
  *
  * Sizes accept a K/M/G suffix (powers of 1024).
  */
@@ -78,6 +81,7 @@ typedef struct srv_config {
     int log_json;               /* --log-format json */
     char metrics_listen[256];   /* "" = no metrics endpoint */
     unsigned shutdown_grace_ms;
+    unsigned progress_interval_ms; /* checkpoint_progress log lines (ckpt.h) */
     int coalesce;               /* SRV_COALESCE_*; auto: on for tables on the gpu backend */
     uint64_t coalesce_max_keys; /* most keys in one coalesced batch */
     uint64_t coalesce_queue_keys; /* most keys waiting in one table queue */
@@ -86,6 +90,7 @@ typedef struct srv_config {
     char tls_cert[SRV_PATH_MAX], tls_key[SRV_PATH_MAX], tls_client_ca[SRV_PATH_MAX];
     char worker_token_file[SRV_PATH_MAX], admin_token_file[SRV_PATH_MAX];
     char worker_identities[4096], admin_identities[4096];
+    char reader_token_file[SRV_PATH_MAX], reader_identities[4096];
 } srv_config;
 
 /* Fills defaults, then the environment, then argv. Returns 0 to run, 1 when

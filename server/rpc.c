@@ -484,7 +484,8 @@ static void on_matched(srv_worker *w, srv_call *c)
     {
         /* before anything of the request is looked at: a refused call does nothing */
         char amsg[EMBER_ERROR_MSG_MAX];
-        int code = srv_auth_check_role(c->call, &c->md, d->path, d->role, amsg, sizeof amsg);
+        int code = srv_auth_check_call(c->call, &c->md, d->path, d->role, &c->role, amsg,
+                                       sizeof amsg);
         if (code) {
             c->logged = 1; /* auth.c logged it, with the identity */
             srv_call_finish(c, code, amsg, NULL);

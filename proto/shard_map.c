@@ -1,11 +1,11 @@
 /*
  * shard_map.c — ember_shard_of, the key→shard function (its contract is in
- * ember.h). On its own so that everything that routes keys (batch.c, emberctl's
- * reshard) depends on this function alone, not on the client handle.
+ * client/include/ember/ember.h and proto/shard_map.h). In proto/, the codec both
+ * sides share, so that the client routing keys (batch.c, emberctl's reshard and
+ * import) and the server refusing keys that are not its own (server/shard.c,
+ * server/admin.c) run the very same code; libember exports it.
  */
-#include <stdint.h>
-
-#include "ember/ember.h"
+#include "proto/shard_map.h"
 
 unsigned ember_shard_of(uint64_t key, unsigned shard_count)
 {
