@@ -184,6 +184,20 @@ const char *ember_client_shard_source(const ember_client *c);
  * to the new shard. shard_count 0 or 1: 0. */
 unsigned ember_shard_of(uint64_t key, unsigned shard_count);
 
+/* Shard ownership. A server started with --shard-index I --shard-count N > 1
+ * refuses (FAILED_PRECONDITION) any pull or push holding a key that
+ * ember_shard_of(key, N) does not map to I, whole: nothing is applied. When a
+ * pull or push gets such a refusal, the library asks every shard for its index
+ * (as this call does) and reports "the shard list ... is out of order ...:
+ * host:port (position 0) is shard 1 of 2, ..." followed by the refusal.
+ * This call checks the list up front: ServerInfo on every shard, compared with
+ * its position and the list's length. Servers started without --shard-count
+ * (1: they take any key) are not checked. Returns 0, FAILED_PRECONDITION with
+ * the message above, or the status of a shard that failed to answer
+ * (UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED: ServerInfo needs the admin
+ * role where roles are on). */
+int ember_check_shards(ember_client *c, ember_error *err);
+
 /* ---- training and serving ------------------------------------------------- */
 
 /* Pull flags. */
@@ -279,11 +293,18 @@ typedef struct ember_table_spec {
     uint32_t admission_sketch_width;
     int zero_nonfinite;
     const char *backend;             /* "cpu", "gpu", NULL: the server's default */
+    /* ---- ABI 1.1 (libember.map EMBER_1.1) ---- */
+    /* gpu tables: bytes of rows kept in device memory (HBM), the rest in pinned
+     * host memory; 0: the server's --hbm-bytes (whose 0 is every row on the
+     * device). A cpu table keeps every row in host memory and ignores it (the
+     * server records it with the table's checkpoint placement, so a restore on a
+     * GPU server honours it). */
+    uint64_t hbm_bytes;
 } ember_table_spec;
 
 /* Defaults: LRU, SGD lr 0.01 (Adam betas 0.9/0.999, eps 1e-8, accumulator 0.1,
  * FTRL lr_power -0.5), uniform(-0.01, 0.01); dim and capacity 0 (caller sets);
- * struct_size set. */
+ * backend NULL and hbm_bytes 0 (the server's defaults); struct_size set. */
 void ember_table_spec_init(ember_table_spec *s);
 
 /* Table admin runs on every shard at once, with the client's deadline. A
@@ -293,8 +314,11 @@ void ember_table_spec_init(ember_table_spec *s);
  * Creates the table on every shard (capacity_per_shard keys on each).
  * if_not_exists: an existing table is fine if its dim is the same (the rest of
  * its config is not compared). INVALID_ARGUMENT for dim or capacity 0, a bad
- * config or a struct_size this library does not know; ALREADY_EXISTS (also for
- * an existing table of another dim). */
+ * config or a struct_size this library does not know, a backend other than
+ * "cpu"/"gpu"); ALREADY_EXISTS (also for an existing table of another dim);
+ * FAILED_PRECONDITION for backend "gpu" on a server that serves cpu tables only
+ * (nothing is created there). Placement: `backend` and `hbm_bytes` choose where
+ * each shard keeps the table's rows (README "Placement"). */
 int ember_create_table(ember_client *c, const char *name, const ember_table_spec *s,
                        int if_not_exists, ember_error *err);
 /* Drops the table on every shard. if_exists: a missing table is fine; else

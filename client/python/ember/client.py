@@ -413,14 +413,21 @@ class Client:
                      weight_decay=None, l1=None, l2=None, lr_power=None, beta=None,
                      initializer=None, scores="lru", seed=0, admission_min_count=0,
                      admission_sketch_width=0, zero_nonfinite=False, backend=None,
-                     if_not_exists=False):
+                     hbm_bytes=0, if_not_exists=False):
         """Creates the table on every shard. optimizer: sgd, adagrad, adam or
         ftrl, with its hyperparameters (None: libember's defaults, SGD lr 0.01).
         initializer: a kind ("zeros", "constant", "uniform", "normal",
         "truncated_normal") or a tuple (kind, a[, b]); default uniform(-0.01,
         0.01). scores: lru, lfu, epoch_lru, epoch_lfu, custom. backend: "cpu",
-        "gpu" or None (the server's default). if_not_exists: an existing table
-        of the same dim is fine. Raises AlreadyExistsError, InvalidArgumentError."""
+        "gpu" or None (the server's default). hbm_bytes: a gpu table's rows kept
+        in device memory, in bytes, the rest in pinned host memory (0: the
+        server's --hbm-bytes; a cpu table keeps every row in host memory).
+        if_not_exists: an existing table of the same dim is fine. Raises
+        AlreadyExistsError, InvalidArgumentError, FailedPreconditionError
+        (backend "gpu" on a server without one: nothing is created)."""
+        if not isinstance(hbm_bytes, int) or hbm_bytes < 0 or hbm_bytes >= 1 << 64:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"hbm_bytes {hbm_bytes!r}: a byte count, 0 or more")
         s = _lib.new_growable(_lib.ember_table_spec)
         self._lib.ember_table_spec_init(ctypes.byref(s))
         _lib.sized(s)
@@ -453,12 +460,25 @@ class Client:
         s.zero_nonfinite = 1 if zero_nonfinite else 0
         b = _bytes(backend, "backend")
         s.backend = b
+        s.hbm_bytes = hbm_bytes
         err = _lib.ember_error()
         rv = self._lib.ember_create_table(self._h(), _bytes(name, "name"), ctypes.byref(s),
                                           1 if if_not_exists else 0, ctypes.byref(err))
         if rv:
             _raise(rv, err)
         self._dims[name] = dim
+
+    def check_shards(self):
+        """Asks every shard for its --shard-index/--shard-count and compares them
+        with its place in this client's shard list (ember_check_shards). Raises
+        FailedPreconditionError naming which address claims which index when
+        the list is out of order or of another length; shards started without
+        --shard-count are not checked. A pull or push that a shard refuses for a
+        key of another shard raises the same error by itself."""
+        err = _lib.ember_error()
+        rv = self._lib.ember_check_shards(self._h(), ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
 
     def drop_table(self, name, *, if_exists=False):
         """Drops the table on every shard. Raises NotFoundError unless if_exists."""
