@@ -26,6 +26,7 @@ static const opt opts[] = {
     {"max-table-hbm-bytes", "EMBER_MAX_TABLE_HBM_BYTES", "N", "most device (HBM) memory one gpu table may take; over it is refused the same way (default 0: no cap)"},
     {"shard-index", "EMBER_SHARD_INDEX", "I", "this shard's index, reported and written in checkpoints (default 0)"},
     {"shard-count", "EMBER_SHARD_COUNT", "N", "number of shards (default 1)"},
+    {"key-ownership", "EMBER_KEY_OWNERSHIP", "check|off", "with --shard-count > 1, refuse (FAILED_PRECONDITION) a Pull/Push/PushPull or Import holding a key that ember_shard_of maps to another shard (default check; off: take any key, for a server labelled with an index but fed by hand)"},
     {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "this shard's checkpoints: <dir>/<table>.ckpt (the newest), <dir>/history/ (older ones); restored at start, written by Admin/Save, every --checkpoint-interval and at SIGTERM; locked against a second server (default: none)"},
     {"checkpoint-interval", "EMBER_CHECKPOINT_INTERVAL", "DURATION", "save every table to --checkpoint-dir this often, e.g. 10m, 90s, 1h, 500ms (a bare number is seconds; default 0: off)"},
     {"checkpoint-keep", "EMBER_CHECKPOINT_KEEP", "N", "checkpoints kept per table, the newest included: the older ones go to <dir>/history/ (default 2; 1 keeps only the newest)"},
@@ -147,6 +148,7 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
                   strcmp(name, "checkpoint-dir") && strcmp(name, "log-level") &&
                   strcmp(name, "log-format") && strcmp(name, "metrics-listen") &&
                   strcmp(name, "coalesce") && strcmp(name, "checkpoint-interval") &&
+                  strcmp(name, "key-ownership") &&
                   strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit") &&
                   strncmp(name, "tls-", 4) && !strstr(name, "-token-file") &&
                   !strstr(name, "-identities");
@@ -277,6 +279,12 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
         c->progress_interval_ms = u > 3600000 ? 3600000u : (unsigned)u;
     } else if (!strcmp(name, "shutdown-grace-ms")) {
         c->shutdown_grace_ms = u > 3600000 ? 3600000u : (unsigned)u;
+    } else if (!strcmp(name, "key-ownership")) {
+        if (strcmp(v, "check") && strcmp(v, "off")) {
+            snprintf(msg, cap, "%s: '%s' is not check or off", src, v);
+            return -1;
+        }
+        c->key_ownership_off = !strcmp(v, "off");
     } else if (!strcmp(name, "coalesce")) {
         if (!strcmp(v, "auto"))
             c->coalesce = SRV_COALESCE_AUTO;

@@ -66,7 +66,8 @@ uint64_t srv_uptime_s(void);
  * alignment); reserved keys are skipped (they are refused as reserved). Returns
  * 0, or FAILED_PRECONDITION naming the first key that is not this shard's, its
  * shard and this one (the message carries EMBER_NOT_OWNER_MARK), `what`
- * prefixed. A server with the default count of 1 owns every key. */
+ * prefixed. A server with the default count of 1 owns every key, and so does
+ * one started with --key-ownership off. */
 int srv_check_owner(const uint8_t *keys, size_t n, const char *what, ember_error *err);
 
 /* ---- the methods ---------------------------------------------------------- */
