@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ember/ember.h"
@@ -357,6 +358,22 @@ START_TEST(server_without_shard_count_takes_any_key)
 }
 END_TEST
 
+START_TEST(bad_ownership_and_progress_flags_stop_the_start)
+{
+    char *out = NULL;
+    const char *a1[] = {"--key-ownership", "maybe", NULL};
+    int st = eh_run_server_cmd(a1, &out, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(out, "not check or off"),
+                  "--key-ownership maybe: %s", out);
+    free(out);
+    const char *a2[] = {"--progress-interval-ms", "soon", NULL};
+    st = eh_run_server_cmd(a2, &out, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(out, "not a non-negative"),
+                  "--progress-interval-ms soon: %s", out);
+    free(out);
+}
+END_TEST
+
 /* ---- placement ------------------------------------------------------------ */
 
 START_TEST(placement_from_libember)
@@ -517,6 +534,7 @@ int main(void)
     tcase_add_test(tc, raw_key_of_another_shard_refused_whole);
     tcase_add_test(tc, import_of_another_shards_rows_needs_any_shard);
     tcase_add_test(tc, server_without_shard_count_takes_any_key);
+    tcase_add_test(tc, bad_ownership_and_progress_flags_stop_the_start);
     tcase_add_test(tc, placement_from_libember);
     tcase_add_test(tc, save_load_restore_report_progress);
     suite_add_tcase(s, tc);

@@ -213,8 +213,11 @@ int ember_check_shards(ember_client *c, ember_error *err);
  * flags, or a dim that is not the table's: the message gives the table's; a
  * training pull may have created its missing keys before the reply showed the
  * mismatch), NOT_FOUND (no such table), DEADLINE_EXCEEDED, UNAVAILABLE,
- * RESOURCE_EXHAUSTED (out of memory, or over a server's limits), or any other
- * status a shard sent. */
+ * RESOURCE_EXHAUSTED (out of memory, or over a server's limits),
+ * FAILED_PRECONDITION (a shard refused a key that is not its own: the shard list
+ * is out of order or of another length, see ember_check_shards; nothing was
+ * applied on that shard), PERMISSION_DENIED (where roles are on: a reader's
+ * EMBER_PULL_INSERT, or its push), or any other status a shard sent. */
 int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n,
                float *out, uint32_t dim, unsigned flags, ember_error *err);
 
