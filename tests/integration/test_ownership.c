@@ -420,24 +420,6 @@ END_TEST
 
 /* ---- progress ------------------------------------------------------------- */
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *b = NULL;
-    size_t len = 0;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        len = (size_t)ftell(f);
-        fseek(f, 0, SEEK_SET);
-    }
-    b = calloc(1, len + 1);
-    if (f && len && fread(b, 1, len, f) != len)
-        b[0] = '\0';
-    if (f)
-        fclose(f);
-    return b;
-}
-
 START_TEST(save_load_restore_report_progress)
 {
     ember_client *c = open_in_order();
@@ -475,7 +457,7 @@ START_TEST(save_load_restore_report_progress)
                      "</dev/null",
                      EMBERCTL_BIN, S[0].addr, S[1].addr, op ? "load" : "save", outp);
             ck_assert_int_eq(system(cmd), 0);
-            char *text = slurp(outp);
+            char *text = sp_read_file(outp);
             snprintf(want, sizeof want, "\r%s big: 20,000 / 20,000 rows (100.0%%)",
                      op ? "load" : "save");
             ck_assert_msg(strstr(text, want), "no progress line '%s': %s", want + 1, text);
@@ -485,7 +467,7 @@ START_TEST(save_load_restore_report_progress)
         snprintf(cmd, sizeof cmd, "'%s' --shards %s,%s save big >'%s' 2>&1 </dev/null",
                  EMBERCTL_BIN, S[0].addr, S[1].addr, outp);
         ck_assert_int_eq(system(cmd), 0);
-        char *text = slurp(outp);
+        char *text = sp_read_file(outp);
         ck_assert_msg(!strchr(text, '\r'), "progress without a terminal: %s", text);
         free(text);
     } else {
