@@ -592,8 +592,8 @@ int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     srv_ckpt_progress_get(pop, sizeof pop, ptable, sizeof ptable, &out.progress_rows,
                           &out.progress_rows_total);
     out.progress_op = pop;
-    out.key_ownership_checked = srv.cfg.shard_count > 1 && !srv.cfg.key_ownership_off;
     out.progress_table = ptable;
+    out.key_ownership_checked = srv.cfg.shard_count > 1 && !srv.cfg.key_ownership_off;
     out.max_tables = srv.cfg.max_tables;
     out.max_concurrent_calls = srv.cfg.max_concurrent_calls;
     out.max_table_host_bytes = srv.cfg.max_table_host_bytes;

@@ -297,7 +297,7 @@ int srv_auth_check_call(grpc_call *call, const grpc_metadata_array *md, const ch
         if (!tok)
             return refuse(EMBER_UNAUTHENTICATED, method,
                           "the authorization metadata is not 'Bearer <token>'", "", msg, cap);
-        /* both compared, always: the time does not tell which role matched */
+        /* all compared, always: the time does not tell which role matched */
         int admin = srv_auth_equal(tok, tlen, auth.admin_token, auth.admin_len);
         int worker = srv_auth_equal(tok, tlen, auth.worker_token, auth.worker_len);
         int reader = srv_auth_equal(tok, tlen, auth.reader_token, auth.reader_len);

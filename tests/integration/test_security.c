@@ -462,6 +462,41 @@ START_TEST(mtls_identity_decides_the_role)
 }
 END_TEST
 
+/* A certificate listed in --reader-identities serves, and only that. */
+START_TEST(mtls_reader_identity_serves_only)
+{
+    setup_certs();
+    srv s = {0};
+    ember_error e;
+    int rc;
+    copts base = {.ca = path("ca.pem")};
+    copts a = base;
+    a.cert = path("admin.pem"), a.key = path("admin.key");
+    copts x = base;
+    x.cert = path("stranger.pem"), x.key = path("stranger.key");
+    ember_client *admin;
+    const char *rflags[] = {"--tls-cert", path("server.pem"), "--tls-key", path("server.key"),
+                            "--tls-client-ca", path("ca.pem"), "--admin-identities",
+                            "admin-1.ops", "--reader-identities", "stranger", NULL};
+    start(&s, rflags, NULL);
+    admin = open_client(&s, a);
+    ck_assert_msg(create(admin, "t", &e) == 0, "admin create: %s", e.message);
+    uint64_t k = 5;
+    float row[4];
+    ck_assert_msg(ember_pull(admin, "t", &k, 1, row, 4, EMBER_PULL_INSERT, &e) == 0, "%s",
+                  e.message);
+    ember_client *reader = open_client(&s, x);
+    ck_assert_msg(ember_pull(reader, "t", &k, 1, row, 4, EMBER_PULL_SERVE, &e) == 0,
+                  "listed reader serving pull: %s", e.message);
+    rc = pull_push(reader, "t", &e);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED && strstr(e.message, "reader role"),
+                  "listed reader training pull: %d %s", rc, e.message);
+    ember_client_close(reader);
+    ember_client_close(admin);
+    stop(&s);
+}
+END_TEST
+
 /* Runs emberctl with `args` (a shell fragment); its stdout+stderr into out. */
 static int ctl(char *out, size_t cap, const char *env, const char *args)
 {
@@ -560,6 +595,7 @@ int main(void)
     tcase_add_test(tc, worker_token_cannot_drop_admin_token_can);
     tcase_add_test(tc, mtls_identity_decides_the_role);
     tcase_add_test(tc, reader_token_serves_only);
+    tcase_add_test(tc, mtls_reader_identity_serves_only);
     tcase_add_test(tc, tokens_over_mutual_tls_with_emberctl);
     tcase_add_test(tc, bad_security_settings_stop_the_start);
     suite_add_tcase(s, tc);
