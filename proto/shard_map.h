@@ -8,6 +8,7 @@
 #ifndef EMBER_PROTO_SHARD_MAP_H
 #define EMBER_PROTO_SHARD_MAP_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -21,6 +22,13 @@ extern "C" {
 
 /* The shard of `key` among `shard_count` (0 or 1: 0). Pure; thread-safe. */
 unsigned ember_shard_of(uint64_t key, unsigned shard_count);
+
+/* The index of the first of the n little-endian uint64 keys at `keys` (any
+ * alignment) whose ember_shard_of(key, shard_count) is not `self`; n when every
+ * one is. Computes exactly ember_shard_of, several keys at a time (the server's
+ * ownership check of every key of a request). Pure; thread-safe. */
+size_t ember_shard_first_other(const uint8_t *keys, size_t n, unsigned shard_count,
+                               unsigned self);
 
 #ifdef __cplusplus
 }

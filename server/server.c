@@ -90,19 +90,19 @@ int srv_check_owner(const uint8_t *keys, size_t n, const char *what, ember_error
     uint32_t count = srv.cfg.shard_count, self = srv.cfg.shard_index;
     if (count <= 1 || srv.cfg.key_ownership_off)
         return 0;
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    while ((i += ember_shard_first_other(keys + 8 * i, n - i, count, self)) < n) {
         uint64_t k;
         memcpy(&k, keys + 8 * i, 8);
-        if (ember_key_is_reserved(k)) /* refused as reserved, later */
-            continue;
-        unsigned owner = ember_shard_of(k, count);
-        if (owner != self)
+        if (!ember_key_is_reserved(k))
             return ember_error_set(err, EMBER_FAILED_PRECONDITION,
                                    "%skey %llu " EMBER_NOT_OWNER_MARK " %u, not to this shard %u "
                                    "of %u (--shard-index/--shard-count): the client's shard "
                                    "list is out of order or of another length; nothing was "
                                    "applied",
-                                   what, (unsigned long long)k, owner, self, count);
+                                   what, (unsigned long long)k, ember_shard_of(k, count), self,
+                                   count);
+        i++; /* a reserved key: refused as reserved, later */
     }
     return 0;
 }
