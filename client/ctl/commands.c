@@ -1241,6 +1241,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_u64(&j, "max_table_hbm_bytes", s->max_table_hbm_bytes);
             ctl_json_u64(&j, "calls_in_progress", s->calls_in_progress);
             ctl_json_u64(&j, "refused_over_capacity", s->refused_over_capacity);
+            ctl_json_bool(&j, "key_ownership_checked", s->key_ownership_checked);
             ctl_json_str(&j, "progress_op", s->progress_op);
             ctl_json_str(&j, "progress_table", s->progress_table);
             ctl_json_u64(&j, "progress_rows", s->progress_rows);

@@ -181,6 +181,18 @@ START_TEST(list_in_order_works)
     for (int i = 0; i < 200; i += 17)
         ck_assert_int_eq(holds((int)ember_shard_of(keys[i], 2), "own", keys[i]), 1);
     ember_client_close(c);
+
+    /* emberctl info says which index each server is and that it checks keys */
+    char cmd[1024], outp[300];
+    snprintf(outp, sizeof outp, "%s/info.json", tmpdir);
+    snprintf(cmd, sizeof cmd, "'%s' --json --shards %s,%s info >'%s' 2>&1", EMBERCTL_BIN,
+             S[0].addr, S[1].addr, outp);
+    ck_assert_int_eq(system(cmd), 0);
+    char *text = sp_read_file(outp);
+    ck_assert_msg(strstr(text, "\"shard_index\":1,\"shard_count\":2") &&
+                      strstr(text, "\"key_ownership_checked\":true"),
+                  "%s", text);
+    free(text);
 }
 END_TEST
 
