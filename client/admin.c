@@ -41,24 +41,28 @@ EMBER_SAME_ON_WIRE(EMBER_SCORE_CUSTOM, EMBER__V1__SCORE_POLICY__SCORE_CUSTOM);
  * may say (ember.h, "Growing structs"). */
 #define EMBER_TABLE_SPEC_FIRST_SIZE (offsetof(ember_table_spec, backend) + sizeof(const char *))
 
-/* The init of each layout (libember.map): a program linked against EMBER_1
- * gets the first, which writes no byte past the struct it knows. */
-void ember_table_spec_init_1_1(ember_table_spec *s);
-void ember_table_spec_init_1(ember_table_spec *s);
-__asm__(".symver ember_table_spec_init_1_1,ember_table_spec_init@@EMBER_1.1");
-__asm__(".symver ember_table_spec_init_1,ember_table_spec_init@EMBER_1");
+/* ember_table_spec_init, two versions (libember.map): EMBER_1.1, the default
+ * that programs link against now, fills the struct as this header has it;
+ * EMBER_1, kept for programs linked before ABI 1.1's fields were added, fills
+ * only the first layout, the size their struct has: it writes no byte past the
+ * struct it knows. The names carry the versions, so a static link sees one
+ * ember_table_spec_init (the default). */
+void ember_table_spec_init_v1_1(ember_table_spec *s);
+void ember_table_spec_init_v1_0(ember_table_spec *s);
+__asm__(".symver ember_table_spec_init_v1_1,ember_table_spec_init@@EMBER_1.1");
+__asm__(".symver ember_table_spec_init_v1_0,ember_table_spec_init@EMBER_1");
 
-void ember_table_spec_init_1_1(ember_table_spec *s)
+void ember_table_spec_init_v1_1(ember_table_spec *s)
 {
     memset(s, 0, sizeof *s);
     s->struct_size = sizeof *s;
     EMBER_TABLE_DEFAULTS(s, optimizer, initializer);
 }
 
-void ember_table_spec_init_1(ember_table_spec *s)
+void ember_table_spec_init_v1_0(ember_table_spec *s)
 {
     ember_table_spec full;
-    ember_table_spec_init_1_1(&full);
+    ember_table_spec_init_v1_1(&full);
     full.struct_size = (uint32_t)EMBER_TABLE_SPEC_FIRST_SIZE;
     memcpy(s, &full, EMBER_TABLE_SPEC_FIRST_SIZE);
 }
@@ -117,7 +121,7 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
     if (!caller_spec)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no table spec");
     ember_table_spec spec;
-    ember_table_spec_init(&spec);
+    ember_table_spec_init_v1_1(&spec);
     rv = ember_struct_take(&spec, sizeof spec, caller_spec, caller_spec->struct_size,
                            EMBER_TABLE_SPEC_FIRST_SIZE, "ember_table_spec", err);
     if (rv)
@@ -156,6 +160,7 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
     cfg.admission_sketch_width = s->admission_sketch_width;
     cfg.zero_nonfinite = s->zero_nonfinite != 0;
     cfg.backend = (char *)(s->backend ? s->backend : "");
+    cfg.hbm_bytes = s->hbm_bytes;
     cfg.max_capacity = s->max_capacity_per_shard;
     cfg.max_load_factor = s->max_load_factor;
     cfg.ttl_seconds = s->ttl_seconds;
@@ -266,6 +271,45 @@ int ember_describe_table(ember_client *c, const char *name, ember_table_info *ou
     ember_call_release(op);
     *out = info;
     return 0;
+}
+
+int ember_check_shards(ember_client *c, ember_error *err)
+{
+    if (!c)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "no client");
+    int rv;
+    Ember__V1__ServerInfoRequest req = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+    ember_call *op = fan_out(c, EMBER_M_INFO, &req.base, 1, &rv, err);
+    if (!op)
+        return rv;
+    char list[EMBER_ERROR_MSG_MAX] = "";
+    size_t at = 0;
+    unsigned wrong = 0;
+    for (unsigned s = 0; s < c->nshards; s++) {
+        Ember__V1__ServerInfoResponse *r = ember__v1__server_info_response__unpack(
+            NULL, op->calls[s].resp_len, op->calls[s].resp);
+        if (!r)
+            return bad_reply(op, s, "ServerInfo", err);
+        /* a server started without --shard-count (1) checks no key: not wrong */
+        if (r->shard_count > 1 && (r->shard_index != s || r->shard_count != c->nshards)) {
+            int k = snprintf(list + at, sizeof list - at, "%s%s (position %u) is shard %u of %u",
+                             wrong ? ", " : "", c->shards[s].addr, s, r->shard_index,
+                             r->shard_count);
+            if (k > 0)
+                at = at + (size_t)k < sizeof list ? at + (size_t)k : sizeof list - 1;
+            wrong++;
+        }
+        ember__v1__server_info_response__free_unpacked(r, NULL);
+    }
+    ember_call_release(op);
+    if (!wrong) {
+        ember_error_clear(err);
+        return 0;
+    }
+    return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                           "the shard list (%u addresses, from %s) is out of order or of "
+                           "another length: %s; list the servers by their --shard-index",
+                           c->nshards, c->shard_source, list);
 }
 
 static int info_by_name(const void *a, const void *b)

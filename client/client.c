@@ -19,6 +19,7 @@
 
 #include "client/internal.h"
 #include "proto/cq_order.h"
+#include "proto/shard_map.h"
 #include "client/rpc.h"
 #include "client/tfconfig.h"
 
@@ -48,6 +49,7 @@ static const char *const method_paths[EMBER_M_COUNT] = {
     [EMBER_M_ALTER] = "/ember.v1.Admin/AlterTable",
     [EMBER_M_ERASE] = "/ember.v1.Shard/Erase",
     [EMBER_M_SET_EPOCH] = "/ember.v1.Admin/SetEpoch",
+    [EMBER_M_INFO] = "/ember.v1.Admin/ServerInfo",
 };
 
 /* The exported name of <ember/types.h>'s table, for callers that bind by symbol. */
@@ -919,6 +921,28 @@ int ember_call_shard_error(ember_call *op, unsigned s, int code, ember_error *er
                                         body));
 }
 
+/* A shard refused a key as another shard's (server/shard.c): the client's list
+ * and the servers' --shard-index disagree. Says how, from every shard's
+ * ServerInfo (ember_check_shards), with the shard's own refusal after it. */
+static int not_owner(ember_call *op, const ember_shard_call *bad, ember_error *err)
+{
+    ember_error why;
+    int rc = ember_check_shards(op->c, &why);
+    if (rc == EMBER_FAILED_PRECONDITION) {
+        ember_call_shard_error(op, bad->shard, EMBER_FAILED_PRECONDITION, err, "%s", bad->msg);
+        if (err) {
+            char tail[EMBER_ERROR_MSG_MAX];
+            snprintf(tail, sizeof tail, "%s", err->message);
+            ember_error_set(err, EMBER_FAILED_PRECONDITION, "%s [%s]", why.message, tail);
+        }
+        return EMBER_FAILED_PRECONDITION;
+    }
+    return ember_call_shard_error(op, bad->shard, EMBER_FAILED_PRECONDITION, err,
+                                  "%s (the shard list may be out of order; checking it with "
+                                  "ServerInfo %s)",
+                                  bad->msg, rc ? "failed" : "found every shard in its place");
+}
+
 int ember_call_finish(ember_call *op, ember_error *err)
 {
     ember_client *c = op->c;
@@ -985,6 +1009,10 @@ int ember_call_finish(ember_call *op, ember_error *err)
         return 0;
     }
     const char *msg = bad->msg[0] ? bad->msg : ember_status_name(bad->code);
+    if (bad->code == EMBER_FAILED_PRECONDITION && strstr(msg, EMBER_NOT_OWNER_MARK) &&
+        (bad->method == EMBER_M_PULL || bad->method == EMBER_M_PUSH ||
+         bad->method == EMBER_M_PUSHPULL))
+        return not_owner(op, bad, err);
     if (bad->attempts > 1)
         return ember_call_shard_error(op, bad->shard, bad->code, err, "%s (%u attempts)", msg,
                                       bad->attempts);

@@ -499,7 +499,7 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
         ember_ckpt_meta meta;
         int created = 0;
         if (!(rc = srv_ckpt_resolve(dir, names[i], path, sizeof path, err)))
-            rc = srv_ckpt_load_file(path, names[i], r->create, &meta, &created, err);
+            rc = srv_ckpt_load_file(path, names[i], r->create, "load", &meta, &created, err);
         if (!rc) {
             loaded[k++] = names[i];
             rows += meta.rows;
@@ -655,6 +655,12 @@ int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     out.tls = (char *)(!*srv.cfg.tls_cert ? "off" : *srv.cfg.tls_client_ca ? "mutual" : "on");
     out.auth = srv_auth_enabled();
     srv_auth_counts(&out.refused_unauthenticated, &out.refused_permission_denied);
+    char pop[16], ptable[EMBER_TABLE_NAME_MAX + 1];
+    srv_ckpt_progress_get(pop, sizeof pop, ptable, sizeof ptable, &out.progress_rows,
+                          &out.progress_rows_total);
+    out.progress_op = pop;
+    out.progress_table = ptable;
+    out.key_ownership_checked = srv.cfg.shard_count > 1 && !srv.cfg.key_ownership_off;
     out.max_tables = srv.cfg.max_tables;
     out.max_concurrent_calls = srv.cfg.max_concurrent_calls;
     out.max_table_host_bytes = srv.cfg.max_table_host_bytes;
@@ -821,6 +827,7 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
 typedef struct import_state {
     srv_table *t;
     uint64_t rows;
+    int any_shard; /* the first chunk's any_shard: ownership not checked */
 } import_state;
 
 static void import_free(void *p)
@@ -837,6 +844,11 @@ static int import_chunk(srv_worker *w, import_state *s, const Ember__V1__ImportC
     if (!s->t) {
         if ((rc = srv_table_by_name(ch->table, &s->t, err)))
             return rc;
+        s->any_shard = ch->any_shard;
+        if (s->any_shard)
+            srv_log(SRV_LOG_INFO, "import_any_shard",
+                    "table=%s shard=%u count=%u: rows of other shards accepted", s->t->name,
+                    srv.cfg.shard_index, srv.cfg.shard_count);
     } else if (ch->table[0] && strcmp(ch->table, s->t->name)) {
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "chunk names table '%.80s' in an import to '%s'", ch->table,
@@ -866,6 +878,9 @@ static int import_chunk(srv_worker *w, import_state *s, const Ember__V1__ImportC
                                "scores/versions must be empty or hold %zu uint64", n);
     if (!n)
         return 0;
+    if (!s->any_shard &&
+        (rc = srv_check_owner(ch->keys.data, n, "import (any_shard is not set): ", err)))
+        return rc;
     uint64_t *keys = srv_scratch_keys(w, n), *scores = srv_scratch_scores(w, n),
              *versions = srv_scratch_keys2(w, n);
     float *rows = srv_scratch_floats(w, n * rf);

@@ -16,9 +16,9 @@
 
 /* Set once by srv_auth_setup before the workers start, read-only afterwards. */
 static struct {
-    char worker_token[TOKEN_MAX], admin_token[TOKEN_MAX];
-    size_t worker_len, admin_len;
-    const char *worker_ids, *admin_ids; /* comma-separated; point into the config */
+    char worker_token[TOKEN_MAX], admin_token[TOKEN_MAX], reader_token[TOKEN_MAX];
+    size_t worker_len, admin_len, reader_len;
+    const char *worker_ids, *admin_ids, *reader_ids; /* comma-separated; point into the config */
     int enabled;
     atomic_uint_fast64_t unauthenticated, denied;
 } auth;
@@ -92,8 +92,17 @@ int srv_auth_setup(const srv_config *cfg, char *msg, size_t cap)
     if (load_token(cfg->worker_token_file, "EMBER_WORKER_TOKEN", auth.worker_token,
                    &auth.worker_len, "worker token", msg, cap) ||
         load_token(cfg->admin_token_file, "EMBER_ADMIN_TOKEN", auth.admin_token,
-                   &auth.admin_len, "admin token", msg, cap))
+                   &auth.admin_len, "admin token", msg, cap) ||
+        load_token(cfg->reader_token_file, "EMBER_READER_TOKEN", auth.reader_token,
+                   &auth.reader_len, "reader token", msg, cap))
         return -1;
+    if (auth.reader_len &&
+        (srv_auth_equal(auth.reader_token, auth.reader_len, auth.worker_token, auth.worker_len) ||
+         srv_auth_equal(auth.reader_token, auth.reader_len, auth.admin_token, auth.admin_len))) {
+        snprintf(msg, cap, "the reader token is the same as the worker or admin token: a "
+                           "reader would be able to write");
+        return -1;
+    }
     if (auth.worker_len &&
         srv_auth_equal(auth.worker_token, auth.worker_len, auth.admin_token, auth.admin_len)) {
         snprintf(msg, cap, "the worker and admin tokens are the same: a worker could drop "
@@ -102,7 +111,9 @@ int srv_auth_setup(const srv_config *cfg, char *msg, size_t cap)
     }
     auth.worker_ids = cfg->worker_identities;
     auth.admin_ids = cfg->admin_identities;
-    auth.enabled = auth.worker_len || auth.admin_len || *auth.worker_ids || *auth.admin_ids;
+    auth.reader_ids = cfg->reader_identities;
+    auth.enabled = auth.worker_len || auth.admin_len || auth.reader_len || *auth.worker_ids ||
+                   *auth.admin_ids || *auth.reader_ids;
     return 0;
 }
 
@@ -196,6 +207,9 @@ static int cert_role(grpc_call *call, char *who, size_t wcap)
                 role = SRV_ROLE_ADMIN;
             else if (srv_auth_listed(auth.worker_ids, p->value, p->value_length))
                 role = SRV_ROLE_WORKER;
+            else if (role < SRV_ROLE_READER &&
+                     srv_auth_listed(auth.reader_ids, p->value, p->value_length))
+                role = SRV_ROLE_READER;
         }
     }
     grpc_auth_context_release(ctx);
@@ -230,6 +244,32 @@ int srv_auth_required_role(const char *method)
 int srv_auth_check_role(grpc_call *call, const grpc_metadata_array *md, const char *method,
                         int need, char *msg, size_t cap)
 {
+    return srv_auth_check_call(call, md, method, need, NULL, msg, cap);
+}
+
+static int refuse_role(const char *method, int need, int have, const char *what,
+                       const char *who, char *msg, size_t cap)
+{
+    char reason[400];
+    snprintf(reason, sizeof reason, "%s needs the %s role; this call has the %s role%s", what,
+             srv_role_name(need), srv_role_name(have),
+             have == SRV_ROLE_READER ? " (a reader may Pull with insert_missing=false only)"
+             : have == SRV_ROLE_WORKER ? " (a worker may call ember.v1.Shard only)"
+                                       : "");
+    return refuse(EMBER_PERMISSION_DENIED, method, reason, who, msg, cap);
+}
+
+int srv_auth_refuse_role(const char *method, int need, int have, const char *what, char *msg,
+                         size_t cap)
+{
+    return refuse_role(method, need, have, what, srv_role_name(have), msg, cap);
+}
+
+int srv_auth_check_call(grpc_call *call, const grpc_metadata_array *md, const char *method,
+                        int need, int *role_out, char *msg, size_t cap)
+{
+    if (role_out) /* no authentication: every call may do everything */
+        *role_out = SRV_ROLE_ADMIN;
     if (!auth.enabled || need == SRV_ROLE_NONE)
         return 0;
     const char *tok = NULL;
@@ -257,28 +297,37 @@ int srv_auth_check_role(grpc_call *call, const grpc_metadata_array *md, const ch
         if (!tok)
             return refuse(EMBER_UNAUTHENTICATED, method,
                           "the authorization metadata is not 'Bearer <token>'", "", msg, cap);
-        /* both compared, always: the time does not tell which role matched */
+        /* all compared, always: the time does not tell which role matched */
         int admin = srv_auth_equal(tok, tlen, auth.admin_token, auth.admin_len);
         int worker = srv_auth_equal(tok, tlen, auth.worker_token, auth.worker_len);
-        role = admin ? SRV_ROLE_ADMIN : worker ? SRV_ROLE_WORKER : SRV_ROLE_NONE;
-        snprintf(who, sizeof who, "%s", admin ? "admin-token" : worker ? "worker-token" : "token");
+        int reader = srv_auth_equal(tok, tlen, auth.reader_token, auth.reader_len);
+        role = admin    ? SRV_ROLE_ADMIN
+               : worker ? SRV_ROLE_WORKER
+               : reader ? SRV_ROLE_READER
+                        : SRV_ROLE_NONE;
+        snprintf(who, sizeof who, "%s",
+                 admin    ? "admin-token"
+                 : worker ? "worker-token"
+                 : reader ? "reader-token"
+                          : "token");
         if (role == SRV_ROLE_NONE)
             return refuse(EMBER_UNAUTHENTICATED, method, "the bearer token is not valid", who,
                           msg, cap);
     } else {
-        if (*auth.worker_ids || *auth.admin_ids)
+        if (*auth.worker_ids || *auth.admin_ids || *auth.reader_ids)
             role = cert_role(call, who, sizeof who);
         if (role == SRV_ROLE_NONE)
             return refuse(EMBER_UNAUTHENTICATED, method,
                           *who ? "the client certificate's identity is not listed in "
-                                 "--worker-identities or --admin-identities"
+                                 "--worker-identities, --admin-identities or "
+                                 "--reader-identities"
                                : "credentials required: an 'authorization: Bearer <token>' "
                                  "metadata or a listed client certificate",
                           who, msg, cap);
     }
     if (role < need)
-        return refuse(EMBER_PERMISSION_DENIED, method,
-                      "a worker may call ember.v1.Shard only; this method needs the admin role",
-                      who, msg, cap);
+        return refuse_role(method, need, role, "this method", who, msg, cap);
+    if (role_out)
+        *role_out = role;
     return 0;
 }

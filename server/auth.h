@@ -2,17 +2,21 @@
  * auth.h — who may call what: TLS credentials for the listener and the role
  * check every call passes before it runs.
  *
- * Roles: a worker may call ember.v1.Shard; an admin may call ember.v1.Admin and
- * ember.v1.Shard (an operator's tools pull and push too). grpc.health.v1.Health
+ * Roles: a reader may call ember.v1.Shard/Pull with insert_missing=false (the
+ * serving pull: inference clients), nothing else; a worker may call
+ * ember.v1.Shard; an admin may call ember.v1.Admin and ember.v1.Shard (an
+ * operator's tools pull and push too). grpc.health.v1.Health
  * is open to everyone, for probes. Authentication is on when any token or
  * identity list is set; then every other call must prove a role:
- *   - `authorization: Bearer <token>` metadata equal to the admin or the worker
- *     token (compared in constant time), or, with no such metadata,
+ *   - `authorization: Bearer <token>` metadata equal to the admin, the worker or
+ *     the reader token (compared in constant time), or, with no such metadata,
  *   - under mutual TLS, the client certificate's common name or any of its
- *     subject alternative names listed in --admin-identities (admin) or
- *     --worker-identities (worker).
+ *     subject alternative names listed in --admin-identities (admin),
+ *     --worker-identities (worker) or --reader-identities (reader).
  * A call that proves no role (missing, malformed or wrong token, unlisted
- * certificate) is UNAUTHENTICATED; a worker calling Admin is PERMISSION_DENIED.
+ * certificate) is UNAUTHENTICATED; a worker calling Admin, a reader pushing or
+ * pulling with insert_missing is PERMISSION_DENIED, the message naming the role
+ * needed.
  * Either way the handler does not run; each refusal is counted (srv_auth_counts,
  * shown by Admin/ServerInfo) and logged at debug level.
  *
@@ -50,6 +54,20 @@ int srv_auth_enabled(void);
  * in msg; refusals are counted and logged. */
 int srv_auth_check_role(grpc_call *call, const grpc_metadata_array *md, const char *method,
                         int need, char *msg, size_t cap);
+
+/* srv_auth_check_role, also telling the caller's role in *role_out (when not
+ * NULL): the role proved, or SRV_ROLE_ADMIN when authentication is off or the
+ * method needs none (no check: everything is allowed). For handlers that allow
+ * a role part of a method (a reader's Pull without insert). */
+int srv_auth_check_call(grpc_call *call, const grpc_metadata_array *md, const char *method,
+                        int need, int *role_out, char *msg, size_t cap);
+
+/* A refusal a handler decides: `what` ("a pull with insert_missing") needs
+ * role `need`, the call has `have`. Counts it (as permission denied), logs it at
+ * debug level, fills msg ("... needs the worker role; this call has the reader
+ * role ...") and returns PERMISSION_DENIED. */
+int srv_auth_refuse_role(const char *method, int need, int have, const char *what, char *msg,
+                         size_t cap);
 
 /* Refusals since start. */
 void srv_auth_counts(uint64_t *unauthenticated, uint64_t *permission_denied);

@@ -256,7 +256,68 @@ static int placement_backend(const char *name, const ember_ckpt_placement *p,
     return srv_backend_for_table(&srv.backend, NULL, 0, be, hbm_bytes, err);
 }
 
-int srv_ckpt_load_file(const char *path, const char *name, int create,
+/* ---- progress -------------------------------------------------------------- */
+
+/* The operation shown by ServerInfo: the one that reported last. */
+static struct {
+    pthread_mutex_t mu;
+    const void *owner; /* the op_progress that wrote it; NULL: none runs */
+    char op[16], table[EMBER_TABLE_NAME_MAX + 1];
+    uint64_t rows, total;
+} shown = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* One save or load in progress: its log rhythm. */
+typedef struct op_progress {
+    const char *op, *table;
+    uint64_t t0, last_log; /* mono_ms */
+} op_progress;
+
+static void progress_publish(const op_progress *p, uint64_t rows, uint64_t total, int end)
+{
+    pthread_mutex_lock(&shown.mu);
+    if (end) {
+        if (shown.owner == p)
+            shown.owner = NULL;
+    } else {
+        shown.owner = p;
+        snprintf(shown.op, sizeof shown.op, "%s", p->op);
+        snprintf(shown.table, sizeof shown.table, "%s", p->table);
+        shown.rows = rows;
+        shown.total = total;
+    }
+    pthread_mutex_unlock(&shown.mu);
+}
+
+static void on_progress(void *arg, uint64_t rows, uint64_t total)
+{
+    op_progress *p = arg;
+    progress_publish(p, rows, total, 0);
+    uint64_t now = mono_ms();
+    if (!rows || now - p->last_log < srv.cfg.progress_interval_ms)
+        return;
+    p->last_log = now;
+    double s = (double)(now - p->t0) / 1e3, rate = s > 0 ? (double)rows / s : 0;
+    char eta[32] = "unknown";
+    if (rate > 0 && total >= rows)
+        snprintf(eta, sizeof eta, "%.0f", (double)(total - rows) / rate);
+    srv_log(SRV_LOG_INFO, "checkpoint_progress",
+            "op=%s table=%s rows=%llu total=%llu pct=%.1f rows_per_s=%.0f eta_s=%s", p->op,
+            p->table, (unsigned long long)rows, (unsigned long long)total,
+            total ? 100.0 * (double)rows / (double)total : 100.0, rate, eta);
+}
+
+void srv_ckpt_progress_get(char *op, size_t op_cap, char *table, size_t table_cap,
+                           uint64_t *rows, uint64_t *total)
+{
+    pthread_mutex_lock(&shown.mu);
+    snprintf(op, op_cap, "%s", shown.owner ? shown.op : "");
+    snprintf(table, table_cap, "%s", shown.owner ? shown.table : "");
+    *rows = shown.owner ? shown.rows : 0;
+    *total = shown.owner ? shown.total : 0;
+    pthread_mutex_unlock(&shown.mu);
+}
+
+int srv_ckpt_load_file(const char *path, const char *name, int create, const char *op,
                        ember_ckpt_meta *out, int *created, ember_error *err)
 {
     ember_ckpt_meta meta;
@@ -283,7 +344,11 @@ int srv_ckpt_load_file(const char *path, const char *name, int create,
                                     srv.cfg.max_table_hbm_bytes, err)) ||
         (rc = ember_table_create(&c, be, &t, err)))
         goto out;
-    if ((rc = ember_ckpt_load(t, path, &ex, &meta, err)))
+    op_progress prog = {op, name, mono_ms(), mono_ms()};
+    const ember_ckpt_progress report = {on_progress, &prog};
+    rc = ember_ckpt_load_progress(t, path, &ex, &report, &meta, err);
+    progress_publish(&prog, 0, 0, 1);
+    if (rc)
         goto out;
     ember_table_raise_version(t, meta.version);
     rc = old ? srv_registry_replace(srv.registry, old, t, err)
@@ -341,8 +406,11 @@ static int save_table(const char *dir, const char *name, const char *why, char *
     char hist[PATH_CAP];
     if (srv.cfg.checkpoint_keep > 1)
         hist_keep(dir, name, path, hist, sizeof hist);
-    rc = ember_ckpt_save(t->table, path, name, srv.cfg.shard_index, srv.cfg.shard_count,
-                         &t->placement, meta, err);
+    op_progress prog = {"save", name, t0, t0};
+    const ember_ckpt_progress report = {on_progress, &prog};
+    rc = ember_ckpt_save_progress(t->table, path, name, srv.cfg.shard_index,
+                                  srv.cfg.shard_count, &t->placement, &report, meta, err);
+    progress_publish(&prog, 0, 0, 1);
     if (!rc || srv.cfg.checkpoint_keep > 1)
         hist_prune(dir, name, path, srv.cfg.checkpoint_keep);
     pthread_mutex_unlock(&ck.table_mu);
@@ -622,7 +690,7 @@ static int restore(const char *dir, char *msg, size_t cap)
         uint64_t t1 = mono_ms();
         ember_ckpt_meta m;
         cur_path(path, sizeof path, dir, names[i]);
-        if (srv_ckpt_load_file(path, names[i], 1, &m, NULL, &err)) {
+        if (srv_ckpt_load_file(path, names[i], 1, "restore", &m, NULL, &err)) {
             srv_log(SRV_LOG_ERROR, "restore_refused", "table=%s file=%s code=%s reason=%s",
                     names[i], path, ember_status_name(err.code),
                     srv_log_q(q, sizeof q, err.message));

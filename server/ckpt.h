@@ -112,9 +112,21 @@ int srv_ckpt_resolve(const char *dir, const char *table, char *path, size_t cap,
  * file's config when `create` and it does not exist) by filling a fresh table and
  * swapping it in, so calls on the old one never see a half-loaded table. On
  * success fills *out (if not NULL) with the file's header and *created (if not
- * NULL) with whether the table was created. Errors: those of ember_ckpt_load,
+ * NULL) with whether the table was created. `op` ("load", "restore") names it in
+ * the progress log and ServerInfo. Errors: those of ember_ckpt_load,
  * NOT_FOUND (no such table and not `create`). */
-int srv_ckpt_load_file(const char *path, const char *name, int create,
+int srv_ckpt_load_file(const char *path, const char *name, int create, const char *op,
                        ember_ckpt_meta *out, int *created, ember_error *err);
+
+/* Progress of long saves and loads. A save (by the checkpointer), a Load and the
+ * restore at start each log `event=checkpoint_progress op=save|load|restore
+ * table=… rows=… total=… rows_per_s=… eta_s=…` at info level every
+ * --progress-interval-ms (default 5000; 0: after every chunk of rows), and
+ * publish their state for Admin/ServerInfo (progress_* fields), which `emberctl
+ * save`/`load` poll to draw a progress line. When several run at once, the one
+ * that reported last is shown. srv_ckpt_progress_get copies it: op "" when none
+ * runs (op and table are NUL-terminated in op_cap/table_cap bytes). Thread-safe. */
+void srv_ckpt_progress_get(char *op, size_t op_cap, char *table, size_t table_cap,
+                           uint64_t *rows, uint64_t *total);
 
 #endif

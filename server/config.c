@@ -26,6 +26,7 @@ static const opt opts[] = {
     {"max-table-hbm-bytes", "EMBER_MAX_TABLE_HBM_BYTES", "N", "most device (HBM) memory one gpu table may take; over it is refused the same way (default 0: no cap)"},
     {"shard-index", "EMBER_SHARD_INDEX", "I", "this shard's index, reported and written in checkpoints (default 0)"},
     {"shard-count", "EMBER_SHARD_COUNT", "N", "number of shards (default 1)"},
+    {"key-ownership", "EMBER_KEY_OWNERSHIP", "check|off", "with --shard-count > 1, refuse (FAILED_PRECONDITION) a Pull/Push/PushPull or Import holding a key that ember_shard_of maps to another shard (default check; off: take any key, for a server labelled with an index but fed by hand)"},
     {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "this shard's checkpoints: <dir>/<table>.ckpt (the newest), <dir>/history/ (older ones); restored at start, written by Admin/Save, every --checkpoint-interval and at SIGTERM; locked against a second server (default: none)"},
     {"checkpoint-interval", "EMBER_CHECKPOINT_INTERVAL", "DURATION", "save every table to --checkpoint-dir this often, e.g. 10m, 90s, 1h, 500ms (a bare number is seconds; default 0: off)"},
     {"checkpoint-keep", "EMBER_CHECKPOINT_KEEP", "N", "checkpoints kept per table, the newest included: the older ones go to <dir>/history/ (default 2; 1 keeps only the newest)"},
@@ -36,6 +37,7 @@ static const opt opts[] = {
     {"log-level", "EMBER_LOG_LEVEL", "LEVEL", "error|warn|info|debug (default info); debug adds one line per call"},
     {"log-format", "EMBER_LOG_FORMAT", "logfmt|json", "one line per event as key=value pairs or as a JSON object (default logfmt)"},
     {"metrics-listen", "EMBER_METRICS_LISTEN", "HOST:PORT", "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off)"},
+    {"progress-interval-ms", "EMBER_PROGRESS_INTERVAL_MS", "MS", "log the progress of a save, load or restore (rows, rate, ETA) at info level this often (default 5000; 0: after every chunk of rows)"},
     {"shutdown-grace-ms", "EMBER_SHUTDOWN_GRACE_MS", "MS", "on SIGTERM, wait this long for in-flight calls before cancelling them (default 10000)"},
     {"coalesce", "EMBER_COALESCE", "auto|on|off", "run concurrent Pull/Push calls on one table as one table call (default auto: on for tables on the gpu backend, where large batches pay; a cpu table serves concurrent calls in parallel on its own)"},
     {"coalesce-max-keys", "EMBER_COALESCE_MAX_KEYS", "N", "most keys in one coalesced batch (default 262144; a larger single call runs alone)"},
@@ -48,6 +50,8 @@ static const opt opts[] = {
     {"admin-token-file", "EMBER_ADMIN_TOKEN_FILE", "FILE", "file holding the admins' bearer token (Admin and Shard services); EMBER_ADMIN_TOKEN holds the token itself instead"},
     {"worker-identities", "EMBER_WORKER_IDENTITIES", "LIST", "comma-separated mTLS client certificate names (CN or a DNS/URI/IP SAN) that act as workers (needs --tls-client-ca)"},
     {"admin-identities", "EMBER_ADMIN_IDENTITIES", "LIST", "comma-separated mTLS client certificate names that act as admins (needs --tls-client-ca)"},
+    {"reader-token-file", "EMBER_READER_TOKEN_FILE", "FILE", "file holding the readers' bearer token (inference clients: Pull with insert_missing=false only); EMBER_READER_TOKEN holds the token itself instead"},
+    {"reader-identities", "EMBER_READER_IDENTITIES", "LIST", "comma-separated mTLS client certificate names that act as readers (needs --tls-client-ca)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -70,6 +74,9 @@ void srv_config_usage(FILE *out)
     fprintf(out, "  %-32s %s\n  %-32s [env %s]\n", "(environment only)",
             "the admins' bearer token itself (instead of --admin-token-file)", "",
             "EMBER_ADMIN_TOKEN");
+    fprintf(out, "  %-32s %s\n  %-32s [env %s]\n", "(environment only)",
+            "the readers' bearer token itself (instead of --reader-token-file)", "",
+            "EMBER_READER_TOKEN");
     fprintf(out, "  %-32s %s\n", "--help", "this text");
     fprintf(out, "\nSizes take K, M or G suffixes (powers of 1024). SIGTERM/SIGINT: stop "
                  "accepting, finish in-flight calls,\nsave every table when --checkpoint-dir "
@@ -143,6 +150,7 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
                   strcmp(name, "log-format") && strcmp(name, "metrics-listen") &&
                   strcmp(name, "coalesce") && strcmp(name, "checkpoint-interval") &&
                   strcmp(name, "ttl-sweep-interval") &&
+                  strcmp(name, "key-ownership") &&
                   strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit") &&
                   strncmp(name, "tls-", 4) && !strstr(name, "-token-file") &&
                   !strstr(name, "-identities");
@@ -276,8 +284,16 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         strcpy(c->metrics_listen, v);
+    } else if (!strcmp(name, "progress-interval-ms")) {
+        c->progress_interval_ms = u > 3600000 ? 3600000u : (unsigned)u;
     } else if (!strcmp(name, "shutdown-grace-ms")) {
         c->shutdown_grace_ms = u > 3600000 ? 3600000u : (unsigned)u;
+    } else if (!strcmp(name, "key-ownership")) {
+        if (strcmp(v, "check") && strcmp(v, "off")) {
+            snprintf(msg, cap, "%s: '%s' is not check or off", src, v);
+            return -1;
+        }
+        c->key_ownership_off = !strcmp(v, "off");
     } else if (!strcmp(name, "coalesce")) {
         if (!strcmp(v, "auto"))
             c->coalesce = SRV_COALESCE_AUTO;
@@ -308,7 +324,9 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
                     : !strcmp(name, "tls-client-ca")     ? c->tls_client_ca
                     : !strcmp(name, "worker-token-file") ? c->worker_token_file
                     : !strcmp(name, "admin-token-file")  ? c->admin_token_file
+                    : !strcmp(name, "reader-token-file") ? c->reader_token_file
                     : !strcmp(name, "worker-identities") ? c->worker_identities
+                    : !strcmp(name, "reader-identities") ? c->reader_identities
                                                          : c->admin_identities;
         size_t dcap = strstr(name, "-identities") ? sizeof c->worker_identities : SRV_PATH_MAX;
         if (strlen(v) >= dcap) {
@@ -340,6 +358,7 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
     c->shard_count = 1;
     c->log_level = SRV_LOG_INFO;
     c->shutdown_grace_ms = 10000;
+    c->progress_interval_ms = 5000;
     c->checkpoint_keep = 2;
     c->checkpoint_restore = 1;
     c->checkpoint_on_exit = 1;
@@ -399,8 +418,10 @@ int srv_config_parse(srv_config *c, int argc, char **argv, char *msg, size_t cap
         snprintf(msg, cap, "--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key");
         return -1;
     }
-    if ((*c->worker_identities || *c->admin_identities) && !*c->tls_client_ca) {
-        snprintf(msg, cap, "--worker-identities/--admin-identities need --tls-client-ca "
+    if ((*c->worker_identities || *c->admin_identities || *c->reader_identities) &&
+        !*c->tls_client_ca) {
+        snprintf(msg, cap, "--worker-identities/--admin-identities/--reader-identities need "
+                           "--tls-client-ca "
                            "(client certificates)");
         return -1;
     }

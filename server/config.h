@@ -16,6 +16,7 @@
  *   --max-table-hbm-bytes N     EMBER_MAX_TABLE_HBM_BYTES 0 (no cap; device bytes)
  *   --shard-index I             EMBER_SHARD_INDEX         0
  *   --shard-count N             EMBER_SHARD_COUNT         1
+ *   --key-ownership check|off   EMBER_KEY_OWNERSHIP       check (with shard-count > 1)
  *   --checkpoint-dir DIR        EMBER_CHECKPOINT_DIR      "" (none: no saves of its own,
  *                                                           Save/Load need a dir)
  *   --checkpoint-interval DUR   EMBER_CHECKPOINT_INTERVAL 0 (off; e.g. 10m, 90s, 1h)
@@ -27,6 +28,7 @@
  *   --log-format logfmt|json    EMBER_LOG_FORMAT          logfmt
  *   --metrics-listen HOST:PORT  EMBER_METRICS_LISTEN      "" (off; Prometheus at /metrics)
  *   --shutdown-grace-ms MS      EMBER_SHUTDOWN_GRACE_MS   10000
+ *   --progress-interval-ms MS   EMBER_PROGRESS_INTERVAL_MS 5000 (0: every chunk)
  *   --coalesce auto|on|off      EMBER_COALESCE            auto (on for gpu tables)
  *   --coalesce-max-keys N       EMBER_COALESCE_MAX_KEYS   262144
  *   --coalesce-queue-keys N     EMBER_COALESCE_QUEUE_KEYS 4 x coalesce-max-keys (at least
@@ -41,6 +43,8 @@
  *   --admin-token-file FILE     EMBER_ADMIN_TOKEN_FILE    "" (or EMBER_ADMIN_TOKEN)
  *   --worker-identities LIST    EMBER_WORKER_IDENTITIES   "" (mTLS client CNs/SANs)
  *   --admin-identities LIST     EMBER_ADMIN_IDENTITIES    ""
+ *   --reader-token-file FILE    EMBER_READER_TOKEN_FILE   "" (or EMBER_READER_TOKEN)
+ *   --reader-identities LIST    EMBER_READER_IDENTITIES   ""
  *
  * Sizes accept a K/M/G suffix (powers of 1024).
  */
@@ -68,6 +72,7 @@ typedef struct srv_config {
     uint64_t max_table_host_bytes; /* one table's host bytes; 0: no cap */
     uint64_t max_table_hbm_bytes;  /* one table's device bytes; 0: no cap */
     uint32_t shard_index, shard_count;
+    int key_ownership_off;      /* --key-ownership off: keys of other shards taken */
     char checkpoint_dir[SRV_PATH_MAX];
     uint64_t checkpoint_interval_ms; /* 0: no periodic saves */
     unsigned checkpoint_keep;        /* checkpoints kept per table, the newest included */
@@ -79,6 +84,7 @@ typedef struct srv_config {
     int log_json;               /* --log-format json */
     char metrics_listen[256];   /* "" = no metrics endpoint */
     unsigned shutdown_grace_ms;
+    unsigned progress_interval_ms; /* checkpoint_progress log lines (ckpt.h) */
     int coalesce;               /* SRV_COALESCE_*; auto: on for tables on the gpu backend */
     uint64_t coalesce_max_keys; /* most keys in one coalesced batch */
     uint64_t coalesce_queue_keys; /* most keys waiting in one table queue */
@@ -87,6 +93,7 @@ typedef struct srv_config {
     char tls_cert[SRV_PATH_MAX], tls_key[SRV_PATH_MAX], tls_client_ca[SRV_PATH_MAX];
     char worker_token_file[SRV_PATH_MAX], admin_token_file[SRV_PATH_MAX];
     char worker_identities[4096], admin_identities[4096];
+    char reader_token_file[SRV_PATH_MAX], reader_identities[4096];
 } srv_config;
 
 /* Fills defaults, then the environment, then argv. Returns 0 to run, 1 when

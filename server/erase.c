@@ -59,6 +59,11 @@ static int erase_check(const Ember__V1__EraseRequest *r, uint64_t **keys, size_t
                                    i, (unsigned long long)k[i],
                                    (unsigned long long)EMBER_KEY_RESERVED_MIN);
         }
+    int rc = srv_check_owner(r->keys.data, cnt, "erase: ", err);
+    if (rc) {
+        free(k);
+        return rc;
+    }
     *keys = k;
     *n = cnt;
     return 0;

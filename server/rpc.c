@@ -484,7 +484,8 @@ static void on_matched(srv_worker *w, srv_call *c)
     {
         /* before anything of the request is looked at: a refused call does nothing */
         char amsg[EMBER_ERROR_MSG_MAX];
-        int code = srv_auth_check_role(c->call, &c->md, d->path, d->role, amsg, sizeof amsg);
+        int code = srv_auth_check_call(c->call, &c->md, d->path, d->role, &c->role, amsg,
+                                       sizeof amsg);
         if (code) {
             c->logged = 1; /* auth.c logged it, with the identity */
             srv_call_finish(c, code, amsg, NULL);
@@ -699,7 +700,7 @@ int srv_rpc_start(char *msg, size_t cap)
             "addr=%s:%d threads=%u backend=%s shard=%u/%u max_keys_per_request=%llu "
             "max_message_bytes=%llu max_concurrent_calls=%u max_table_host_bytes=%llu "
             "max_table_hbm_bytes=%llu coalesce=%s coalesce_max_keys=%llu coalesce_queue_keys=%llu "
-            "tls=%s auth=%s",
+            "tls=%s auth=%s key_ownership=%s",
             host, port, srv.cfg.threads, srv.backend.name, srv.cfg.shard_index,
             srv.cfg.shard_count, (unsigned long long)srv.cfg.max_keys_per_request,
             (unsigned long long)srv.cfg.max_message_bytes, srv.cfg.max_concurrent_calls,
@@ -711,7 +712,8 @@ int srv_rpc_start(char *msg, size_t cap)
             (unsigned long long)srv.cfg.coalesce_max_keys,
             (unsigned long long)srv.cfg.coalesce_queue_keys,
             !*srv.cfg.tls_cert ? "off" : *srv.cfg.tls_client_ca ? "mutual" : "on",
-            srv_auth_enabled() ? "on" : "off");
+            srv_auth_enabled() ? "on" : "off",
+            srv.cfg.shard_count <= 1 || srv.cfg.key_ownership_off ? "off" : "check");
     if (srv.cfg.coalesce_wait_us)
         srv_log(SRV_LOG_WARN, "obsolete_flag",
                 "flag=--coalesce-wait-us value=%u reason=\"ignored: a batch is whatever piled "

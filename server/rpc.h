@@ -93,6 +93,7 @@ struct srv_call {
     int cancelled;                  /* from RECV_CLOSE_ON_SERVER */
     int busy;                       /* counted in srv.busy_calls */
     int logged;                     /* its refusal was logged already (auth.c) */
+    int role;                       /* SRV_ROLE_* the caller proved (ADMIN: auth off) */
     int status;
     char msg[EMBER_ERROR_MSG_MAX];
     srv_step_fn step;               /* streaming calls */

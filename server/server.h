@@ -60,6 +60,16 @@ extern srv_state srv;
 /* Seconds since the server started. */
 uint64_t srv_uptime_s(void);
 
+/* Ownership: on a shard started with --shard-count N > 1, every key must map to
+ * this --shard-index (ember_shard_of, proto/shard_map.h: the function the
+ * clients route with). Checks the n little-endian uint64 keys at `keys` (any
+ * alignment); reserved keys are skipped (they are refused as reserved). Returns
+ * 0, or FAILED_PRECONDITION naming the first key that is not this shard's, its
+ * shard and this one (the message carries EMBER_NOT_OWNER_MARK), `what`
+ * prefixed. A server with the default count of 1 owns every key, and so does
+ * one started with --key-ownership off. */
+int srv_check_owner(const uint8_t *keys, size_t n, const char *what, ember_error *err);
+
 /* ---- the methods ---------------------------------------------------------- */
 
 typedef enum srv_method {
@@ -86,8 +96,13 @@ typedef enum srv_method {
     SRV_M_UNKNOWN = SRV_M_COUNT, /* a path not in the table: UNIMPLEMENTED */
 } srv_method;
 
-/* The roles, each allowed what the ones below it are (auth.h). */
-enum { SRV_ROLE_NONE = 0, SRV_ROLE_WORKER = 1, SRV_ROLE_ADMIN = 2 };
+/* The roles, each allowed what the ones below it are (auth.h): a reader may
+ * Pull without inserting (serving), a worker may also insert and push, an admin
+ * may also call Admin. */
+enum { SRV_ROLE_NONE = 0, SRV_ROLE_READER = 1, SRV_ROLE_WORKER = 2, SRV_ROLE_ADMIN = 3 };
+
+/* The name of a role ("reader", "worker", "admin", "none"); static. */
+const char *srv_role_name(int role);
 
 /* The transport's types (rpc.h): a worker thread, a call, a reply in slices. */
 typedef struct srv_worker srv_worker;

@@ -62,6 +62,7 @@
 
 #include "proto/pool.h"
 #include "proto/wire.h"
+#include "server/auth.h"
 #include "server/coalesce.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -168,6 +169,8 @@ static int pull_prepare(const ember_wire_pull_request *r, pull_plan *p, ember_er
     if (!rc)
         rc = check_count(p->n, err);
     if (!rc)
+        rc = srv_check_owner(r->keys.data, r->keys.len / 8, "pull: ", err);
+    if (!rc)
         rc = pool_prepare(r->combiner, r->offsets, r->weights, p->n, &p->pooled, &bags, err);
     if (!rc)
         rc = lookup(r->table, &p->t, err);
@@ -247,6 +250,8 @@ static int push_prepare(const ember_wire_push_request *r, push_plan *p, ember_er
                              (int)r->mode);
     if (!rc)
         rc = check_count(p->n, err);
+    if (!rc)
+        rc = srv_check_owner(r->keys.data, r->keys.len / 8, "push: ", err);
     if (!rc)
         rc = pool_prepare(r->combiner, r->offsets, r->weights, p->n, &p->pooled, &bags, err);
     if (!rc)
@@ -1173,6 +1178,13 @@ void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
     size_t base = 0;
     ember_error_clear(&err);
     int rc = ember_wire_pull_request_decode(req, len, &r, err.message, sizeof err.message);
+    if (!rc && r.insert_missing && c->role < SRV_ROLE_WORKER) {
+        /* a reader (inference) may only serve: nothing it sends creates a key */
+        c->logged = 1;
+        rc = err.code = srv_auth_refuse_role(srv_methods[SRV_M_PULL].path, SRV_ROLE_WORKER,
+                                             c->role, "a pull with insert_missing=true",
+                                             err.message, sizeof err.message);
+    }
     if (rc || (rc = pull_prepare(&r, &p, &err))) {
         answer_error(c, rc, &err);
         return;

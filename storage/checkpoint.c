@@ -51,13 +51,33 @@ static int check_fits(ember_table *t, const ckpt_file *f, const ember_ckpt_expec
     return EMBER_OK;
 }
 
-static int import_chunk(const ckpt_chunk *c, void *t, ember_error *err)
+/* A load's table and its progress report. */
+typedef struct fill_ctx {
+    ember_table *t;
+    const ember_ckpt_progress *progress;
+    uint64_t done, total;
+} fill_ctx;
+
+static void progress_report(const ember_ckpt_progress *p, uint64_t done, uint64_t total)
 {
-    return ember_table_import(t, c->keys, c->n, c->rows, c->scores, c->versions, err);
+    if (p && p->fn)
+        p->fn(p->arg, done, total);
+}
+
+static int import_chunk(const ckpt_chunk *c, void *arg, ember_error *err)
+{
+    fill_ctx *x = arg;
+    int rc = ember_table_import(x->t, c->keys, c->n, c->rows, c->scores, c->versions, err);
+    if (!rc) {
+        x->done += c->n;
+        progress_report(x->progress, x->done, x->total);
+    }
+    return rc;
 }
 
 /* Clears t and imports the (already checked) file; on failure t is left empty. */
-static int ckpt_fill(ember_table *t, const ckpt_file *f, uint8_t *buf, ember_error *err)
+static int ckpt_fill(ember_table *t, const ckpt_file *f, uint8_t *buf,
+                     const ember_ckpt_progress *progress, ember_error *err)
 {
     int rc = ember_table_clear(t, err);
     if (rc)
@@ -65,7 +85,9 @@ static int ckpt_fill(ember_table *t, const ckpt_file *f, uint8_t *buf, ember_err
     /* A growing table takes its size for these rows at once, not doubling by
      * doubling as they come; without the memory it grows as far as it can. */
     ember_table_reserve(t, f->cf_hdr.ch_meta.rows, NULL);
-    rc = ckpt_scan(f, buf, import_chunk, t, err);
+    fill_ctx x = {t, progress, 0, f->cf_hdr.ch_meta.rows};
+    progress_report(progress, 0, x.total);
+    rc = ckpt_scan(f, buf, import_chunk, &x, err);
     if (!rc) {
         ember_table_raise_version(t, f->cf_hdr.ch_meta.version);
         if (f->cf_hdr.ch_format >= 3) /* older files carry no epoch */
@@ -98,6 +120,13 @@ int ember_ckpt_read_meta(const char *path, ember_ckpt_meta *out, ember_error *er
 int ember_ckpt_load(ember_table *t, const char *path, const ember_ckpt_expect *expect,
                     ember_ckpt_meta *out_meta, ember_error *err)
 {
+    return ember_ckpt_load_progress(t, path, expect, NULL, out_meta, err);
+}
+
+int ember_ckpt_load_progress(ember_table *t, const char *path, const ember_ckpt_expect *expect,
+                             const ember_ckpt_progress *progress, ember_ckpt_meta *out_meta,
+                             ember_error *err)
+{
     ckpt_file f;
     if (!t || !path)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "load needs a table and a path");
@@ -114,7 +143,7 @@ int ember_ckpt_load(ember_table *t, const char *path, const ember_ckpt_expect *e
     if (!rc)
         rc = ckpt_scan(&f, buf, NULL, NULL, err);
     if (!rc)
-        rc = ckpt_fill(t, &f, buf, err);
+        rc = ckpt_fill(t, &f, buf, progress, err);
     free(buf);
     close(f.cf_fd);
     if (!rc && out_meta)
@@ -127,8 +156,10 @@ int ember_ckpt_load(ember_table *t, const char *path, const ember_ckpt_expect *e
 /* Exports every row of t into chunks; counts rows into h and chunks into
  * *chunks. */
 static int write_rows(ember_table *t, ckpt_out *o, ckpt_header *h, uint64_t *chunks,
-                      const char *path, ember_error *err)
+                      const ember_ckpt_progress *progress, const char *path, ember_error *err)
 {
+    uint64_t total = ember_table_size(t);
+    progress_report(progress, 0, total);
     const ember_export_filter all = {0, 0, 1};
     uint32_t rf = h->ch_row_floats;
     uint64_t cursor = 0, end = ember_table_export_end(t);
@@ -155,6 +186,7 @@ static int write_rows(ember_table *t, ckpt_out *o, ckpt_header *h, uint64_t *chu
         }
         h->ch_meta.rows += n;
         (*chunks)++;
+        progress_report(progress, h->ch_meta.rows, total);
     }
     free(b.cb_mem);
     return rc;
@@ -163,14 +195,14 @@ static int write_rows(ember_table *t, ckpt_out *o, ckpt_header *h, uint64_t *chu
 /* Writes the whole file: a placeholder header, the chunks, the footer, then the
  * real header (its counts are known only now). */
 static int write_file(ember_table *t, ember_durable_file *file, ckpt_header *h,
-                      const char *path, ember_error *err)
+                      const ember_ckpt_progress *progress, const char *path, ember_error *err)
 {
     uint64_t chunks = 0;
     ckpt_out o;
     int e = ckpt_out_begin(&o, file, 1, CKPT_HDR_LEN);
     int rc = e ? ckpt_durable_fail(err, path, e, &o.co_fail) : EMBER_OK;
     if (!rc)
-        rc = write_rows(t, &o, h, &chunks, path, err);
+        rc = write_rows(t, &o, h, &chunks, progress, path, err);
     if (!rc) {
         ember_table_stats st;
         ember_table_stats_get(t, &st); /* after the scan: ≥ every saved row's version */
@@ -187,6 +219,16 @@ int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
                     const ember_ckpt_placement *placement, ember_ckpt_meta *out_meta,
                     ember_error *err)
 {
+    return ember_ckpt_save_progress(t, path, table_name, shard_index, shard_count, placement,
+                                    NULL, out_meta, err);
+}
+
+int ember_ckpt_save_progress(ember_table *t, const char *path, const char *table_name,
+                             uint32_t shard_index, uint32_t shard_count,
+                             const ember_ckpt_placement *placement,
+                             const ember_ckpt_progress *progress, ember_ckpt_meta *out_meta,
+                             ember_error *err)
+{
     ckpt_header h;
     ember_durable_file *file = NULL;
     ember_durable_fail fail;
@@ -202,7 +244,7 @@ int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
     int e = ember_durable_create(path, &file, &fail);
     if (e)
         return ckpt_durable_fail(err, path, e, &fail);
-    rc = write_file(t, file, &h, path, err);
+    rc = write_file(t, file, &h, progress, path, err);
     if (rc) {
         ember_durable_abort(file);
         return rc;

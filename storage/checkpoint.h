@@ -156,6 +156,28 @@ int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
                     const ember_ckpt_placement *placement, ember_ckpt_meta *out_meta,
                     ember_error *err);
 
+/* Progress of a long save or load: `fn(arg, rows_done, rows_total)` is called
+ * after every chunk of rows written or loaded (and once with 0 before the
+ * first), from the thread that saves or loads. rows_total is the table's size
+ * when the save began (rows may come and go while it runs: done may pass it) or
+ * the file's row count on load (whose check pass, before the table is touched,
+ * reports nothing). It must not call back into the table. */
+typedef struct ember_ckpt_progress {
+    void (*fn)(void *arg, uint64_t rows_done, uint64_t rows_total);
+    void *arg;
+} ember_ckpt_progress;
+
+/* ember_ckpt_save and ember_ckpt_load reporting to `progress` (NULL: none, as
+ * the plain calls). Same arguments otherwise, same errors. */
+int ember_ckpt_save_progress(ember_table *t, const char *path, const char *table_name,
+                             uint32_t shard_index, uint32_t shard_count,
+                             const ember_ckpt_placement *placement,
+                             const ember_ckpt_progress *progress, ember_ckpt_meta *out_meta,
+                             ember_error *err);
+int ember_ckpt_load_progress(ember_table *t, const char *path, const ember_ckpt_expect *expect,
+                             const ember_ckpt_progress *progress, ember_ckpt_meta *out_meta,
+                             ember_error *err);
+
 /* Reads and checks the header of the checkpoint at `path` (not its rows) into
  * *out, so a server can recreate the table before loading it.
  * Errors: NOT_FOUND, DATA_LOSS (bad magic, version, length, CRC or fields),

@@ -12,6 +12,8 @@
 #include "ctl.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -937,6 +939,98 @@ static const ctl_optdef load_opts[] = {
     {NULL, NULL, NULL},
 };
 
+/* A Save or Load running on its own thread while the main one draws progress. */
+typedef struct watched {
+    const ctl *c;
+    const char *method;
+    const ProtobufCMessage *req;
+    const ProtobufCMessageDescriptor *type;
+    ctl_reply *r;
+    atomic_int done;
+} watched;
+
+static void *watched_main(void *arg)
+{
+    watched *w = arg;
+    ctl_call(w->c, w->method, w->req, w->type, 0, w->r);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* Sums what the shards' ServerInfo say of their running `op` ("save", "load").
+ * Save and Load reply only when done, so this is how the line learns anything
+ * before that: every shard publishes its save or load's rows after each chunk
+ * (ember.proto, ServerInfoResponse.progress_*). */
+static void poll_progress(const ctl *c, const char *op, ctl_reply *info, uint64_t *rows,
+                          uint64_t *total)
+{
+    Ember__V1__ServerInfoRequest req = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+    *rows = *total = 0;
+    ctl_call(c, ADMIN "ServerInfo", &req.base, &ember__v1__server_info_response__descriptor,
+             2000, info);
+    for (unsigned i = 0; i < c->n; i++) {
+        const Ember__V1__ServerInfoResponse *s = (const void *)info[i].msg;
+        if (info[i].code == 0 && s && !strcmp(s->progress_op, op)) {
+            *rows += s->progress_rows;
+            *total += s->progress_rows_total;
+        }
+    }
+    ctl_replies_free(info, c->n);
+}
+
+/* ctl_call of a Save or Load with a progress line on a terminal ("save emb:
+ * 1,234 / 5,678 rows (21.7%), 40,000 rows/s, ETA 3s"), polled from ServerInfo
+ * every 250 ms; the last state drawn is the replies' rows. Without a terminal
+ * (or with --json) a plain ctl_call. */
+static void call_with_progress(const ctl *c, const char *method, const char *op,
+                               const char *table, const ProtobufCMessage *req,
+                               const ProtobufCMessageDescriptor *type, ctl_reply *r,
+                               uint64_t (*rows_of)(const ProtobufCMessage *))
+{
+    char what[96];
+    ctl_progress p;
+    snprintf(what, sizeof what, "%s %s", op, table && *table ? table : "(every table)");
+    ctl_progress_start(&p, what, 0);
+    p.no_bytes = 1;
+    watched w = {c, method, req, type, r, 0};
+    pthread_t th;
+    ctl_reply *info = p.on && !c->json ? ctl_replies_new(c) : NULL;
+    if (!info || pthread_create(&th, NULL, watched_main, &w) != 0) {
+        free(info);
+        ctl_call(c, method, req, type, 0, r);
+        return;
+    }
+    while (!atomic_load(&w.done)) {
+        for (int k = 0; k < 25 && !atomic_load(&w.done); k++)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+        if (atomic_load(&w.done))
+            break;
+        uint64_t rows, total;
+        poll_progress(c, op, info, &rows, &total);
+        p.total_rows = total;
+        ctl_progress_update(&p, rows, 0);
+    }
+    pthread_join(th, NULL);
+    free(info);
+    uint64_t done = 0;
+    for (unsigned i = 0; i < c->n; i++)
+        if (r[i].code == 0 && r[i].msg)
+            done += rows_of(r[i].msg);
+    p.total_rows = done;
+    p.rows = done;
+    ctl_progress_end(&p);
+}
+
+static uint64_t save_rows(const ProtobufCMessage *m)
+{
+    return ((const Ember__V1__SaveResponse *)(const void *)m)->rows;
+}
+
+static uint64_t load_rows(const ProtobufCMessage *m)
+{
+    return ((const Ember__V1__LoadResponse *)(const void *)m)->rows;
+}
+
 static int cmd_save(ctl *c, const ctl_args *a)
 {
     Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
@@ -951,7 +1045,8 @@ static int cmd_save(ctl *c, const ctl_args *a)
         req.table = (char *)a->pos[0];
     if (ctl_opt(a, "--dir"))
         req.dir = (char *)ctl_opt(a, "--dir");
-    ctl_call(c, ADMIN "Save", &req.base, &ember__v1__save_response__descriptor, 0, r);
+    call_with_progress(c, ADMIN "Save", "save", req.table, &req.base,
+                       &ember__v1__save_response__descriptor, r, save_rows);
     if (c->json) {
         ctl_json_init(&j, stdout);
         ctl_json_object(&j, NULL);
@@ -1001,7 +1096,8 @@ static int cmd_load(ctl *c, const ctl_args *a)
     if (ctl_opt(a, "--dir"))
         req.dir = (char *)ctl_opt(a, "--dir");
     req.create = ctl_opt(a, "--create") != NULL;
-    ctl_call(c, ADMIN "Load", &req.base, &ember__v1__load_response__descriptor, 0, r);
+    call_with_progress(c, ADMIN "Load", "load", req.table, &req.base,
+                       &ember__v1__load_response__descriptor, r, load_rows);
     if (c->json) {
         ctl_json_init(&j, stdout);
         ctl_json_object(&j, NULL);
@@ -1239,6 +1335,11 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_u64(&j, "max_table_hbm_bytes", s->max_table_hbm_bytes);
             ctl_json_u64(&j, "calls_in_progress", s->calls_in_progress);
             ctl_json_u64(&j, "refused_over_capacity", s->refused_over_capacity);
+            ctl_json_bool(&j, "key_ownership_checked", s->key_ownership_checked);
+            ctl_json_str(&j, "progress_op", s->progress_op);
+            ctl_json_str(&j, "progress_table", s->progress_table);
+            ctl_json_u64(&j, "progress_rows", s->progress_rows);
+            ctl_json_u64(&j, "progress_rows_total", s->progress_rows_total);
             ctl_json_end_object(&j);
         } else {
             ctl_table_add(&t, "%u", r[i].shard->index);

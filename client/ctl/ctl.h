@@ -159,6 +159,7 @@ typedef struct ctl_progress {
     uint64_t total_rows;     /* 0: unknown (no share, no ETA) */
     uint64_t rows, bytes;
     double start, last;
+    int no_bytes;            /* rows only (save, load: the servers count no bytes) */
 } ctl_progress;
 
 void ctl_progress_start(ctl_progress *p, const char *what, uint64_t total_rows);

@@ -318,7 +318,11 @@ static void progress_draw(ctl_progress *p, double now)
     } else {
         fprintf(stderr, " rows");
     }
-    fprintf(stderr, ", %s, %s/s", bytes, rate);
+    if (!p->no_bytes)
+        fprintf(stderr, ", %s, %s/s", bytes, rate);
+    else if (dt > 0)
+        fprintf(stderr, ", %s rows/s",
+                ctl_fmt_count(rate, sizeof rate, (uint64_t)((double)p->rows / dt)));
     if (p->total_rows && p->rows && p->rows < p->total_rows && dt > 0.5) {
         double left = dt * (double)(p->total_rows - p->rows) / (double)p->rows;
         fprintf(stderr, ", ETA %s", ctl_fmt_duration(eta, sizeof eta, (uint64_t)(left + 0.5)));

@@ -388,6 +388,9 @@ const ctl_optdef ctl_import_opts[] = {
     {"--capacity", "N", "with --create: keys per shard (default: the export's, more when the\n"
                         "                           rows go to fewer shards than they came from)"},
     {"--deadline", "SECONDS", "of each shard's stream (default 86400)"},
+    {"--any-shard", NULL, "let each server take rows whose key is another shard's (a deliberate\n"
+                          "                           import into one shard; servers started with\n"
+                          "                           --shard-count > 1 refuse them otherwise)"},
     {NULL, NULL, NULL},
 };
 
@@ -408,6 +411,7 @@ typedef struct import_run {
     int ms;
     dest *d;                 /* [c->n] */
     ctl_reply *r;            /* [c->n] */
+    int any_shard;           /* --any-shard: ImportChunk.any_shard */
 } import_run;
 
 /* Sends shard i's waiting rows as one Import message (opening its stream first
@@ -435,6 +439,7 @@ static int import_flush(import_run *x, unsigned i)
     ch.values.data = (uint8_t *)d->rows;
     ch.values.len = (size_t)4 * d->n * x->rf;
     ch.row_floats = x->rf;
+    ch.any_shard = x->any_shard != 0;
     size_t len = protobuf_c_message_get_packed_size(&ch.base);
     uint8_t *buf = malloc(len);
     int code = buf ? 0 : ember_error_set(&err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
@@ -622,7 +627,7 @@ int ctl_cmd_import(ctl *c, const ctl_args *a)
     if ((rc = import_batches(c, h.row_floats, d, r)))
         goto out;
 
-    import_run x = {c, table, h.row_floats, ms, d, r};
+    import_run x = {c, table, h.row_floats, ms, d, r, ctl_opt(a, "--any-shard") != NULL};
     ctl_progress p;
     snprintf(what, sizeof what, "import %s", table);
     ctl_progress_start(&p, what, h.rows);

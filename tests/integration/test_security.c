@@ -348,6 +348,82 @@ START_TEST(worker_token_cannot_drop_admin_token_can)
 }
 END_TEST
 
+/* The reader role (issue 17): an inference client's token may pull with the
+ * serving flag and nothing else; each refusal is PERMISSION_DENIED naming the
+ * role needed, and changes nothing. */
+START_TEST(reader_token_serves_only)
+{
+    setup_certs();
+    sh("printf 'r3ader-secret\\n' > %s/reader.token", dir);
+    srv s = {0};
+    const char *flags[] = {"--worker-token-file", path("worker.token"), "--admin-token-file",
+                           path("admin.token"), "--reader-token-file", path("reader.token"),
+                           NULL};
+    start(&s, flags, NULL);
+    ember_error e;
+    ember_client *admin = open_client(&s, (copts){.token = "adm1n-secret"});
+    ck_assert_msg(create(admin, "t", &e) == 0, "admin create: %s", e.message);
+    uint64_t keys[2] = {11, 12};
+    float rows[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    ck_assert_msg(ember_push_mode_values(admin, "t", keys, 2, rows, 4,
+                                         EMBER_PUSH_INSERT_OR_ASSIGN, &e) == 0,
+                  "admin write: %s", e.message);
+
+    ember_client *reader = open_client(&s, (copts){.token_file = path("reader.token")});
+    float out[8] = {0};
+    ck_assert_msg(ember_pull(reader, "t", keys, 2, out, 4, EMBER_PULL_SERVE, &e) == 0,
+                  "reader serving pull: %s", e.message);
+    ck_assert_mem_eq(out, rows, sizeof rows);
+    uint64_t missing = 99;
+    ck_assert_msg(ember_pull(reader, "t", &missing, 1, out, 4, EMBER_PULL_SERVE, &e) == 0,
+                  "reader serving pull of a missing key: %s", e.message);
+
+    int rc = ember_pull(reader, "t", &missing, 1, out, 4, EMBER_PULL_INSERT, &e);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED && strstr(e.message, "insert_missing") &&
+                      strstr(e.message, "needs the worker role") &&
+                      strstr(e.message, "reader role"),
+                  "reader inserting pull: %d %s", rc, e.message);
+    float g[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    rc = ember_push(reader, "t", keys, 2, g, 4, &e);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED && strstr(e.message, "needs the worker role"),
+                  "reader push: %d %s", rc, e.message);
+    rc = ember_push_pull(reader, "t", keys, 2, g, keys, 2, out, 4, EMBER_PULL_SERVE, &e);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED, "reader push_pull: %d %s", rc, e.message);
+    rc = ember_drop_table(reader, "t", 0, &e);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED && strstr(e.message, "needs the admin role"),
+                  "reader drop: %d %s", rc, e.message);
+
+    /* nothing changed: two rows, as written */
+    ember_table_info info;
+    ck_assert_msg(ember_describe_table(admin, "t", &info, &e) == 0, "%s", e.message);
+    ck_assert_uint_eq(info.size, 2);
+    ck_assert_msg(ember_pull(admin, "t", keys, 2, out, 4, EMBER_PULL_SERVE, &e) == 0, "%s",
+                  e.message);
+    ck_assert_mem_eq(out, rows, sizeof rows);
+    uint64_t unauth, denied;
+    refusals(&s, &unauth, &denied);
+    ck_assert_uint_eq(denied, 4);
+
+    /* the worker still inserts */
+    ember_client *worker = open_client(&s, (copts){.token = "w0rker-secret"});
+    ck_assert_msg(ember_pull(worker, "t", &missing, 1, out, 4, EMBER_PULL_INSERT, &e) == 0,
+                  "worker inserting pull: %s", e.message);
+    ember_client_close(worker);
+    ember_client_close(reader);
+    ember_client_close(admin);
+    stop(&s);
+
+    /* a reader token equal to a writer's would let a reader write: refused at start */
+    char *outp = NULL;
+    const char *a[] = {"--listen", "127.0.0.1:0", "--backend", "cpu", "--worker-token-file",
+                       path("worker.token"), "--reader-token-file", path("worker.token"), NULL};
+    int st = eh_run_server_cmd(a, &outp, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0 && strstr(outp, "reader token"),
+                  "same reader and worker token: %s", outp);
+    free(outp);
+}
+END_TEST
+
 START_TEST(mtls_identity_decides_the_role)
 {
     setup_certs();
@@ -381,6 +457,41 @@ START_TEST(mtls_identity_decides_the_role)
 
     ck_assert_msg(ember_drop_table(admin, "t", 0, &e) == 0, "admin drop: %s", e.message);
     ember_client_close(worker);
+    ember_client_close(admin);
+    stop(&s);
+}
+END_TEST
+
+/* A certificate listed in --reader-identities serves, and only that. */
+START_TEST(mtls_reader_identity_serves_only)
+{
+    setup_certs();
+    srv s = {0};
+    ember_error e;
+    int rc;
+    copts base = {.ca = path("ca.pem")};
+    copts a = base;
+    a.cert = path("admin.pem"), a.key = path("admin.key");
+    copts x = base;
+    x.cert = path("stranger.pem"), x.key = path("stranger.key");
+    ember_client *admin;
+    const char *rflags[] = {"--tls-cert", path("server.pem"), "--tls-key", path("server.key"),
+                            "--tls-client-ca", path("ca.pem"), "--admin-identities",
+                            "admin-1.ops", "--reader-identities", "stranger", NULL};
+    start(&s, rflags, NULL);
+    admin = open_client(&s, a);
+    ck_assert_msg(create(admin, "t", &e) == 0, "admin create: %s", e.message);
+    uint64_t k = 5;
+    float row[4];
+    ck_assert_msg(ember_pull(admin, "t", &k, 1, row, 4, EMBER_PULL_INSERT, &e) == 0, "%s",
+                  e.message);
+    ember_client *reader = open_client(&s, x);
+    ck_assert_msg(ember_pull(reader, "t", &k, 1, row, 4, EMBER_PULL_SERVE, &e) == 0,
+                  "listed reader serving pull: %s", e.message);
+    rc = pull_push(reader, "t", &e);
+    ck_assert_msg(rc == EMBER_PERMISSION_DENIED && strstr(e.message, "reader role"),
+                  "listed reader training pull: %d %s", rc, e.message);
+    ember_client_close(reader);
     ember_client_close(admin);
     stop(&s);
 }
@@ -483,6 +594,8 @@ int main(void)
     tcase_add_test(tc, mtls_requires_a_client_certificate_of_the_ca);
     tcase_add_test(tc, worker_token_cannot_drop_admin_token_can);
     tcase_add_test(tc, mtls_identity_decides_the_role);
+    tcase_add_test(tc, reader_token_serves_only);
+    tcase_add_test(tc, mtls_reader_identity_serves_only);
     tcase_add_test(tc, tokens_over_mutual_tls_with_emberctl);
     tcase_add_test(tc, bad_security_settings_stop_the_start);
     suite_add_tcase(s, tc);

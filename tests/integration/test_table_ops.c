@@ -30,6 +30,7 @@
 #define BUCKET 128 /* slots of one bucket: a table of this capacity is one bucket */
 
 static eh_server S[NSHARDS];
+static eh_server ONE; /* alone (no --shard-count: owns every key), for one-bucket tests */
 static eh_server CO; /* --coalesce on: pushes that find the table busy are queued;
                       * --max-keys-per-request 1000 */
 static char shard_list[256];
@@ -177,7 +178,7 @@ static int raw_erase(const eh_server *s, const char *table, const uint64_t *keys
  * and one that carries a lower epoch does not move it back. */
 START_TEST(epoch_lru_advanced_evicts_old_epoch_first)
 {
-    ember_client *c = open_client(S[0].addr);
+    ember_client *c = open_client(ONE.addr);
     ember_error e;
     create(c, "ep", 4, BUCKET, EMBER_SCORE_EPOCH_LRU);
     uint64_t a[BUCKET], b[64], cc[32];
@@ -192,7 +193,7 @@ START_TEST(epoch_lru_advanced_evicts_old_epoch_first)
     pull_insert(c, "ep", a, BUCKET, NULL, NULL);                     /* full, epoch 5 */
     ck_assert_uint_eq(table_size(c, "ep"), BUCKET);
     ck_assert_int_eq(ember_set_epoch(c, "ep", 6, &e), 0);
-    ck_assert_uint_eq(stats_of(&S[0], "ep").epoch, 6);
+    ck_assert_uint_eq(stats_of(&ONE, "ep").epoch, 6);
     pull_insert(c, "ep", a + 64, 64, NULL, NULL);                    /* a[64..] now epoch 6 */
     pull_insert(c, "ep", b, 64, NULL, NULL);                         /* 64 newcomers */
     ck_assert_uint_eq(count_present(c, "ep", a, 64), 0);             /* epoch 5: all gone */
@@ -205,11 +206,11 @@ START_TEST(epoch_lru_advanced_evicts_old_epoch_first)
     ember_push_options_init(&po);
     po.epoch = 7;
     ck_assert_msg(ember_push_opts(c, "ep", a + 64, 32, g, 4, &po, &e) == 0, "%s", e.message);
-    ck_assert_uint_eq(stats_of(&S[0], "ep").epoch, 7);
+    ck_assert_uint_eq(stats_of(&ONE, "ep").epoch, 7);
     /* A straggler's lower epoch changes nothing. */
     po.epoch = 3;
     ck_assert_int_eq(ember_push_opts(c, "ep", b, 1, g, 4, &po, &e), 0);
-    ck_assert_uint_eq(stats_of(&S[0], "ep").epoch, 7);
+    ck_assert_uint_eq(stats_of(&ONE, "ep").epoch, 7);
     /* 32 newcomers (epoch 7) evict 32 of the 96 epoch-6 keys, never an epoch-7 one. */
     pull_insert(c, "ep", cc, 32, NULL, NULL);
     ck_assert_uint_eq(count_present(c, "ep", a + 64, 32), 32);
@@ -219,7 +220,7 @@ START_TEST(epoch_lru_advanced_evicts_old_epoch_first)
 
     /* SetEpoch may go back (a rollback), and names a missing table. */
     ck_assert_int_eq(ember_set_epoch(c, "ep", 2, &e), 0);
-    ck_assert_uint_eq(stats_of(&S[0], "ep").epoch, 2);
+    ck_assert_uint_eq(stats_of(&ONE, "ep").epoch, 2);
     ck_assert_int_eq(ember_set_epoch(c, "no_such_table", 1, &e), EMBER_NOT_FOUND);
     drop(c, "ep");
     ember_client_close(c);
@@ -230,7 +231,7 @@ END_TEST
  * epoch. */
 START_TEST(refused_push_moves_no_epoch)
 {
-    ember_client *c = open_client(S[0].addr);
+    ember_client *c = open_client(ONE.addr);
     ember_error e;
     create(c, "ep2", 4, BUCKET, EMBER_SCORE_EPOCH_LFU);
     ck_assert_int_eq(ember_set_epoch(c, "ep2", 4, &e), 0);
@@ -241,7 +242,7 @@ START_TEST(refused_push_moves_no_epoch)
     po.epoch = 9;
     /* a NaN gradient: the table refuses the whole push */
     ck_assert_int_eq(ember_push_opts(c, "ep2", keys, 2, g, 4, &po, &e), EMBER_INVALID_ARGUMENT);
-    ck_assert_uint_eq(stats_of(&S[0], "ep2").epoch, 4);
+    ck_assert_uint_eq(stats_of(&ONE, "ep2").epoch, 4);
     ck_assert_uint_eq(table_size(c, "ep2"), 0);
     drop(c, "ep2");
     ember_client_close(c);
@@ -395,7 +396,7 @@ END_TEST
  * push, and of equal keys in one call the last one's. */
 START_TEST(custom_scores_from_libember_decide_eviction)
 {
-    ember_client *c = open_client(S[0].addr);
+    ember_client *c = open_client(ONE.addr);
     ember_error e;
     create(c, "cu", 4, BUCKET, EMBER_SCORE_CUSTOM);
     uint64_t k[BUCKET], sc[BUCKET];
@@ -446,7 +447,7 @@ START_TEST(custom_scores_from_libember_decide_eviction)
     pull_insert(c, "cu", &low, 1, &ls, &f);
     ck_assert_uint_eq(f, 0);
     ck_assert_uint_eq(count_present(c, "cu", &low, 1), 0);
-    ck_assert_uint_ge(stats_of(&S[0], "cu").insert_refused, 1);
+    ck_assert_uint_ge(stats_of(&ONE, "cu").insert_refused, 1);
 
     /* Scores with a serving pull or an accum push are refused before sending. */
     float out[4];
@@ -563,35 +564,53 @@ END_TEST
  * used again. */
 START_TEST(erase_at_most_once_and_all_or_nothing_on_the_server)
 {
-    ember_client *c = open_client(S[0].addr);
+    ember_client *c = open_client(ONE.addr);
     create(c, "er2", 4, 1 << 10, EMBER_SCORE_LRU);
     uint64_t k[3] = {11, 22, 33};
     pull_insert(c, "er2", k, 3, NULL, NULL);
     Ember__V1__EraseResponse r;
     char msg[1024];
-    ck_assert_int_eq(raw_erase(&S[0], "er2", k, 1, 4242, 1, &r, msg, sizeof msg), 0);
+    ck_assert_int_eq(raw_erase(&ONE, "er2", k, 1, 4242, 1, &r, msg, sizeof msg), 0);
     ck_assert_uint_eq(r.erased, 1);
     ck_assert(!r.duplicate);
     pull_insert(c, "er2", k, 1, NULL, NULL); /* written again */
-    ck_assert_int_eq(raw_erase(&S[0], "er2", k, 1, 4242, 1, &r, msg, sizeof msg), 0);
+    ck_assert_int_eq(raw_erase(&ONE, "er2", k, 1, 4242, 1, &r, msg, sizeof msg), 0);
     ck_assert(r.duplicate);
     ck_assert_uint_eq(r.erased, 0);
     ck_assert_uint_eq(count_present(c, "er2", k, 1), 1);
-    ck_assert_uint_eq(stats_of(&S[0], "er2").erased, 1);
+    ck_assert_uint_eq(stats_of(&ONE, "er2").erased, 1);
 
     uint64_t bad[2] = {k[1], 0xFFFFFFFFFFFFFFFFull};
-    ck_assert_int_eq(raw_erase(&S[0], "er2", bad, 2, 4242, 2, &r, msg, sizeof msg),
+    ck_assert_int_eq(raw_erase(&ONE, "er2", bad, 2, 4242, 2, &r, msg, sizeof msg),
                      EMBER_INVALID_ARGUMENT);
     ck_assert_msg(strstr(msg, "reserved"), "%s", msg);
     ck_assert_uint_eq(count_present(c, "er2", k, 3), 3);
     /* refused whole: the same sequence, corrected, goes through */
-    ck_assert_int_eq(raw_erase(&S[0], "er2", bad, 1, 4242, 2, &r, msg, sizeof msg), 0);
+    ck_assert_int_eq(raw_erase(&ONE, "er2", bad, 1, 4242, 2, &r, msg, sizeof msg), 0);
     ck_assert_uint_eq(r.erased, 1);
     ck_assert(!r.duplicate);
-    ck_assert_int_eq(raw_erase(&S[0], "nope", k, 1, 0, 0, &r, msg, sizeof msg), EMBER_NOT_FOUND);
-    ck_assert_int_eq(raw_erase(&S[0], "er2", k, 0, 0, 0, &r, msg, sizeof msg), 0);
+    ck_assert_int_eq(raw_erase(&ONE, "nope", k, 1, 0, 0, &r, msg, sizeof msg), EMBER_NOT_FOUND);
+    ck_assert_int_eq(raw_erase(&ONE, "er2", k, 0, 0, 0, &r, msg, sizeof msg), 0);
     ck_assert_uint_eq(r.erased, 0); /* zero keys: fine, nothing erased */
     drop(c, "er2");
+    ember_client_close(c);
+
+    /* A key of another shard, sent straight to the wrong one: refused whole
+     * (shard ownership), nothing erased. */
+    c = open_client(shard_list);
+    create(c, "er4", 4, 1 << 10, EMBER_SCORE_LRU);
+    uint64_t mine = 1, theirs = 1;
+    while (ember_shard_of(mine, NSHARDS) != 0)
+        mine++;
+    while (ember_shard_of(theirs, NSHARDS) != 1)
+        theirs++;
+    uint64_t both[2] = {mine, theirs};
+    pull_insert(c, "er4", both, 2, NULL, NULL);
+    ck_assert_int_eq(raw_erase(&S[0], "er4", both, 2, 0, 0, &r, msg, sizeof msg),
+                     EMBER_FAILED_PRECONDITION);
+    ck_assert_msg(strstr(msg, "belongs to shard 1"), "%s", msg);
+    ck_assert_uint_eq(count_present(c, "er4", both, 2), 2);
+    drop(c, "er4");
     ember_client_close(c);
 
     /* Over --max-keys-per-request: RESOURCE_EXHAUSTED naming the flag, nothing erased. */
@@ -628,6 +647,11 @@ int main(void)
             strcat(shard_list, ",");
         strcat(shard_list, S[i].addr);
     }
+    const char *one_flags[] = {"--threads=2", "--metrics-listen=127.0.0.1:0", NULL};
+    if (eh_server_start(&ONE, one_flags)) {
+        fprintf(stderr, "cannot start the lone server\n");
+        return 1;
+    }
     const char *co_flags[] = {"--threads=4", "--coalesce=on", "--max-keys-per-request=1000", NULL};
     if (eh_server_start(&CO, co_flags)) {
         fprintf(stderr, "cannot start the coalescing server\n");
@@ -652,5 +676,6 @@ int main(void)
     for (int i = 0; i < NSHARDS; i++)
         eh_server_cleanup(&S[i]);
     eh_server_cleanup(&CO);
+    eh_server_cleanup(&ONE);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

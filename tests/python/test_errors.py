@@ -141,8 +141,12 @@ class Roles(unittest.TestCase):
             f.write("py-worker\n")
         with open(afile, "w") as f:
             f.write("py-admin\n")
+        cls.rfile = os.path.join(cls.dir, "reader.token")
+        with open(cls.rfile, "w") as f:
+            f.write("py-reader\n")
         cls.shards = ember.local.LocalShards(
-            2, extra_args=["--worker-token-file", cls.wfile, "--admin-token-file", afile]).start()
+            2, extra_args=["--worker-token-file", cls.wfile, "--admin-token-file", afile,
+                           "--reader-token-file", cls.rfile]).start()
         cls.addresses = list(cls.shards.addresses)
 
     @classmethod
@@ -171,6 +175,68 @@ class Roles(unittest.TestCase):
             admin.drop_table("r4")
             with self.assertRaises(ember.NotFoundError):
                 admin.describe_table("r4")
+
+    def test_reader_serves_only(self):
+        with ember.Client(self.addresses, token="py-admin") as admin, \
+                ember.Client(self.addresses, token_file=self.rfile) as reader:
+            admin.create_table("r5", 4, 256)
+            admin.pull("r5", [1, 2], 4)
+            rows = reader.pull("r5", [1, 2], 4, insert=False)
+            self.assertEqual(rows.shape, (2, 4))
+            with self.assertRaises(ember.PermissionDeniedError) as cm:
+                reader.pull("r5", [3], 4)  # insert=True: a training pull
+            self.assertIn("needs the worker role", cm.exception.message)
+            self.assertIn("reader role", cm.exception.message)
+            with self.assertRaises(ember.PermissionDeniedError):
+                reader.push("r5", [1], np.ones((1, 4), np.float32))
+            with self.assertRaises(ember.PermissionDeniedError) as cm:
+                reader.drop_table("r5")
+            self.assertIn("needs the admin role", cm.exception.message)
+            self.assertEqual(admin.describe_table("r5").size, 2)
+            admin.drop_table("r5")
+
+
+class Ownership(unittest.TestCase):
+    """Shards started as 0 and 1 of 2 (ember.local), listed backwards: every
+    pull fails with FailedPreconditionError saying the list is out of order, and
+    check_shards says so up front."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.shards = ember.local.LocalShards(2).start()
+        cls.addresses = list(cls.shards.addresses)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.shards.stop()
+
+    def test_reversed_list_fails_loudly(self):
+        with ember.Client(self.addresses) as good, \
+                ember.Client(list(reversed(self.addresses)), max_retries=1) as bad:
+            good.check_shards()
+            good.create_table("o4", 4, 256)
+            with self.assertRaises(ember.FailedPreconditionError) as cm:
+                bad.check_shards()
+            self.assertIn("out of order", cm.exception.message)
+            self.assertIn(f"{self.addresses[1]} (position 0) is shard 1 of 2",
+                          cm.exception.message)
+            with self.assertRaises(ember.FailedPreconditionError) as cm:
+                bad.pull("o4", list(range(100)), 4)
+            self.assertIn("out of order", cm.exception.message)
+            self.assertIn("belongs to shard", cm.exception.message)
+            self.assertEqual(good.describe_table("o4").size, 0)
+
+    def test_placement(self):
+        with ember.Client(self.addresses) as c:
+            c.create_table("p4", 4, 256, backend="cpu", hbm_bytes=1 << 20)
+            self.assertEqual(c.describe_table("p4").dim, 4)
+            with self.assertRaises(ember.FailedPreconditionError) as cm:
+                c.create_table("g4", 4, 256, backend="gpu")
+            self.assertIn("cpu tables only", cm.exception.message)
+            with self.assertRaises(ember.NotFoundError):
+                c.describe_table("g4")
+            with self.assertRaises(ember.InvalidArgumentError):
+                c.create_table("h4", 4, 256, hbm_bytes=-1)
 
 if __name__ == "__main__":
     main()

@@ -21,10 +21,25 @@ def present(c, table, keys):
     return found
 
 
-class TableOps(u.ShardsTest):
+class OneShard(u.ShardsTest):
+    """The two shards, and one more server alone (no --shard-count: it owns every
+    key) for the one-bucket eviction tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.single = ember.local.LocalShards(1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.single.stop()
+        super().tearDownClass()
 
     def one_shard(self):
-        return ember.Client([self.addresses[0]])
+        return ember.Client(list(self.single.addresses))
+
+
+class TableOps(OneShard):
 
     def test_epoch_advanced_evicts_old_epoch_first(self):
         with self.one_shard() as c:
@@ -105,12 +120,12 @@ class TableOps(u.ShardsTest):
 
 
 @unittest.skipUnless(importlib.util.find_spec("torch"), "PyTorch is not installed")
-class TorchScores(u.ShardsTest):
+class TorchScores(OneShard):
 
     def test_forward_scores_epoch_and_found(self):
         import torch
         import ember.torch as et
-        with ember.Client([self.addresses[0]]) as c:
+        with self.one_shard() as c:
             c.create_table("py_tcu", 4, BUCKET, scores="custom", initializer="zeros", lr=1.0)
             emb = et.Embedding(c, "py_tcu", 4, track_found=True)
             ids = torch.arange(BUCKET, dtype=torch.int64)

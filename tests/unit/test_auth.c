@@ -256,7 +256,8 @@ START_TEST(method_roles)
 {
     ck_assert_int_eq(srv_auth_required_role(HEALTH), SRV_ROLE_NONE);
     ck_assert_int_eq(srv_auth_required_role("/grpc.health.v1.Health/Watch"), SRV_ROLE_NONE);
-    ck_assert_int_eq(srv_auth_required_role(SHARD_PULL), SRV_ROLE_WORKER);
+    ck_assert_int_eq(srv_auth_required_role(SHARD_PULL), SRV_ROLE_READER); /* serving pulls */
+    ck_assert_int_eq(srv_auth_required_role("/ember.v1.Shard/Push"), SRV_ROLE_WORKER);
     ck_assert_int_eq(srv_auth_required_role("/ember.v1.Shard/PushPull"), SRV_ROLE_WORKER);
     ck_assert_int_eq(srv_auth_required_role(ADMIN_DROP), SRV_ROLE_ADMIN);
     ck_assert_int_eq(srv_auth_required_role("/ember.v1.Admin/GetStats"), SRV_ROLE_ADMIN);

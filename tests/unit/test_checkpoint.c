@@ -184,6 +184,71 @@ static void round_trip(int optim)
     tdir_remove(&d);
 }
 
+/* What a progress callback saw: every report, in order. */
+typedef struct seen {
+    uint64_t done[64], total[64];
+    int n;
+} seen;
+
+static void record(void *arg, uint64_t done, uint64_t total)
+{
+    seen *s = arg;
+    if (s->n < 64) {
+        s->done[s->n] = done;
+        s->total[s->n] = total;
+    }
+    s->n++;
+}
+
+/* Reports start at 0, grow by whole chunks, end at every row, against the
+ * table's size (save) or the file's rows (load). */
+static void expect_progress(const seen *s, uint64_t rows)
+{
+    ck_assert_int_ge(s->n, 3); /* 0, then 10,000 rows in chunks of at most 4,096 */
+    ck_assert_int_le(s->n, 64);
+    ck_assert_uint_eq(s->done[0], 0);
+    for (int i = 0; i < s->n; i++) {
+        ck_assert_uint_eq(s->total[i], rows);
+        if (i)
+            ck_assert_uint_gt(s->done[i], s->done[i - 1]);
+    }
+    ck_assert_uint_eq(s->done[s->n - 1], rows);
+}
+
+START_TEST(save_and_load_report_progress)
+{
+    tdir d;
+    char path[512];
+    ember_error err;
+    tdir_make(&d);
+    tdir_file(&d, "p.ckpt", path);
+    ember_table *t = tu_table(4, 1 << 15, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_UNIFORM);
+    train(t, 1, 10000, 1, 7);
+    seen s = {0};
+    const ember_ckpt_progress p = {record, &s};
+    ck_assert_msg(ember_ckpt_save_progress(t, path, "p", 0, 1, NULL, &p, NULL, &err) == 0,
+                  "%s", err.message);
+    expect_progress(&s, 10000);
+    ember_table *u = table_like(t);
+    seen l = {0};
+    const ember_ckpt_progress q = {record, &l};
+    ck_assert_msg(ember_ckpt_load_progress(u, path, NULL, &q, NULL, &err) == 0, "%s",
+                  err.message);
+    expect_progress(&l, 10000);
+    ck_assert_uint_eq(ember_table_size(u), 10000);
+    /* a refused load reports nothing: its check pass runs before the table is touched */
+    seen r = {0};
+    const ember_ckpt_progress rq = {record, &r};
+    ember_ckpt_expect other = {1, 2, NULL};
+    ck_assert_int_eq(ember_ckpt_load_progress(u, path, &other, &rq, NULL, &err),
+                     EMBER_FAILED_PRECONDITION);
+    ck_assert_int_eq(r.n, 0);
+    ember_table_destroy(t);
+    ember_table_destroy(u);
+    tdir_remove(&d);
+}
+END_TEST
+
 START_TEST(round_trip_sgd) { round_trip(EMBER_OPTIM_SGD); }
 END_TEST
 START_TEST(round_trip_adagrad) { round_trip(EMBER_OPTIM_ADAGRAD); }
@@ -747,6 +812,7 @@ static Suite *checkpoint_suite(void)
     Suite *s = suite_create("checkpoint");
     TCase *rt = tcase_create("round_trip");
     tcase_add_test(rt, round_trip_sgd);
+    tcase_add_test(rt, save_and_load_report_progress);
     tcase_add_test(rt, round_trip_adagrad);
     tcase_add_test(rt, round_trip_adam);
     tcase_add_test(rt, round_trip_ftrl);

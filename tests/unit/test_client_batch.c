@@ -7,6 +7,7 @@
 
 #include "client/batch.h"
 #include "ember/ember.h"
+#include "proto/shard_map.h"
 
 static uint64_t splitmix(uint64_t *s)
 {
@@ -53,6 +54,63 @@ END_TEST
 
 /* N → N+1 shards: about 1/(N+1) of the keys move, all of them to the new shard;
  * and every shard gets about 1/N of the keys. */
+/* The server's ownership check (proto/shard_map.h): the blocked computation
+ * finds exactly the first key that ember_shard_of does not map to `self`, for
+ * every count, self and length (lanes left over at the end included). */
+START_TEST(shard_first_other_is_shard_of)
+{
+    enum { N = 4099 };
+    uint64_t *keys = malloc(N * sizeof *keys);
+    uint64_t seed = 99;
+    for (size_t i = 0; i < N; i++)
+        keys[i] = splitmix(&seed);
+    const unsigned counts[] = {1, 2, 3, 5, 8, 13, 64, 100, 1000};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        unsigned n = counts[c];
+        for (unsigned self = 0; self < n && self < 4; self++) {
+            /* keys of self only, then one of another shard at each position */
+            size_t own = 0;
+            for (size_t i = 0; i < N; i++)
+                if (ember_shard_of(keys[i], n) == self)
+                    keys[own++] = keys[i];
+            ck_assert_uint_eq(ember_shard_first_other((const uint8_t *)keys, own, n, self),
+                              own);
+            if (n == 1)
+                continue;
+            uint64_t other = 0;
+            for (uint64_t k = 1; !other; k++)
+                if (ember_shard_of(k, n) != self)
+                    other = k;
+            for (size_t at = 0; at < 20 && at < own; at++) {
+                size_t pos = at < 10 ? at : own - 1 - (at - 10);
+                uint64_t keep = keys[pos];
+                keys[pos] = other;
+                for (size_t len = pos + 1; len <= pos + 9 && len <= own; len++)
+                    ck_assert_uint_eq(
+                        ember_shard_first_other((const uint8_t *)keys, len, n, self), pos);
+                keys[pos] = keep;
+            }
+            for (size_t i = 0; i < N; i++) /* fresh keys for the next self */
+                keys[i] = splitmix(&seed);
+        }
+    }
+    /* unaligned keys */
+    uint8_t *raw = malloc(8 * 64 + 1);
+    for (size_t i = 0; i < 64; i++) {
+        uint64_t k = 1000 + i;
+        memcpy(raw + 1 + 8 * i, &k, 8);
+    }
+    size_t want = 64;
+    for (size_t i = 0; i < 64 && want == 64; i++)
+        if (ember_shard_of(1000 + i, 3) != 2)
+            want = i;
+    ck_assert_uint_eq(ember_shard_first_other(raw + 1, 64, 3, 2), want);
+    ck_assert_uint_eq(ember_shard_first_other(raw + 1, 64, 1, 1), 0); /* no shard 1 of 1 */
+    free(raw);
+    free(keys);
+}
+END_TEST
+
 START_TEST(shard_of_moves_little)
 {
     const size_t nkeys = 200000;
@@ -308,6 +366,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, shard_of_pinned);
     tcase_add_test(tc, shard_of_moves_little);
+    tcase_add_test(tc, shard_first_other_is_shard_of);
     tcase_add_test(tc, dedup_small);
     tcase_add_test(tc, dedup_random_reused);
     tcase_add_test(tc, reserved_keys_refused);

@@ -10,6 +10,42 @@
 
 #include "ember/ember.h"
 
+/* ember_table_spec_init@EMBER_1, as a program linked before hbm_bytes calls it:
+ * it must fill no byte past the first layout's end (backend), and set
+ * struct_size to that size. The default version fills all. 0 or 1. */
+static int spec_init_versions(void)
+{
+    typedef void (*init_fn)(ember_table_spec *);
+    init_fn v1 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_table_spec_init", "EMBER_1");
+    init_fn v11 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_table_spec_init", "EMBER_1.1");
+    if (!v1 || !v11) {
+        fprintf(stderr, "ember_table_spec_init@EMBER_1 or @EMBER_1.1 missing\n");
+        return 1;
+    }
+    size_t first = offsetof(ember_table_spec, backend) + sizeof(const char *);
+    ember_table_spec s;
+    memset(&s, 0xab, sizeof s);
+    v1(&s);
+    const unsigned char *tail = (const unsigned char *)&s + first;
+    for (size_t i = 0; i < sizeof s - first; i++)
+        if (tail[i] != 0xab) {
+            fprintf(stderr, "ember_table_spec_init@EMBER_1 wrote past byte %zu\n", first);
+            return 1;
+        }
+    if (s.struct_size != first || s.dim != 0 || s.optimizer.lr <= 0.0f) {
+        fprintf(stderr, "ember_table_spec_init@EMBER_1: struct_size %u, lr %g\n",
+                s.struct_size, (double)s.optimizer.lr);
+        return 1;
+    }
+    memset(&s, 0xab, sizeof s);
+    v11(&s);
+    if (s.struct_size != sizeof s || s.hbm_bytes != 0 || s.backend != NULL) {
+        fprintf(stderr, "ember_table_spec_init@EMBER_1.1: struct_size %u\n", s.struct_size);
+        return 1;
+    }
+    return 0;
+}
+
 int main(void)
 {
     void (*const fns[])(void) = {
@@ -25,42 +61,13 @@ int main(void)
         (void (*)(void))ember_describe_table,  (void (*)(void))ember_save,
         (void (*)(void))ember_load,            (void (*)(void))ember_client_shard_source,
         (void (*)(void))ember_list_tables,     (void (*)(void))ember_set_ttl,
+        (void (*)(void))ember_check_shards,
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         if (!fns[i])
             return 1;
-    /* A program linked against ABI 1 (ember.h before ember_table_spec grew) gets
-     * the init of its layout: it writes no byte past the struct it knows. */
-    void (*init_1)(ember_table_spec *) =
-        (void (*)(ember_table_spec *))dlvsym(RTLD_DEFAULT, "ember_table_spec_init", "EMBER_1");
-    void (*init_1_1)(ember_table_spec *) =
-        (void (*)(ember_table_spec *))dlvsym(RTLD_DEFAULT, "ember_table_spec_init", "EMBER_1.1");
-    size_t first = offsetof(ember_table_spec, backend) + sizeof(const char *);
-    unsigned char buf[sizeof(ember_table_spec) + 16];
-    if (!init_1 || !init_1_1) {
-        fprintf(stderr, "ember_table_spec_init@EMBER_1 or @EMBER_1.1 is not exported\n");
+    if (spec_init_versions())
         return 1;
-    }
-    memset(buf, 0xAB, sizeof buf);
-    init_1((ember_table_spec *)(void *)buf);
-    for (size_t i = first; i < sizeof buf; i++)
-        if (buf[i] != 0xAB) {
-            fprintf(stderr, "ember_table_spec_init@EMBER_1 wrote byte %zu (its struct has %zu)\n",
-                    i, first);
-            return 1;
-        }
-    if (((ember_table_spec *)(void *)buf)->struct_size != first) {
-        fprintf(stderr, "ember_table_spec_init@EMBER_1 set struct_size %u, not %zu\n",
-                ((ember_table_spec *)(void *)buf)->struct_size, first);
-        return 1;
-    }
-    memset(buf, 0xAB, sizeof buf);
-    init_1_1((ember_table_spec *)(void *)buf);
-    if (((ember_table_spec *)(void *)buf)->struct_size != sizeof(ember_table_spec) ||
-        buf[sizeof(ember_table_spec)] != 0xAB) {
-        fprintf(stderr, "ember_table_spec_init@EMBER_1.1 filled the wrong size\n");
-        return 1;
-    }
     ember_client_options o;
     ember_client_options_init(&o);
     o.shards = "127.0.0.1:1";

@@ -185,6 +185,20 @@ const char *ember_client_shard_source(const ember_client *c);
  * to the new shard. shard_count 0 or 1: 0. */
 unsigned ember_shard_of(uint64_t key, unsigned shard_count);
 
+/* Shard ownership. A server started with --shard-index I --shard-count N > 1
+ * refuses (FAILED_PRECONDITION) any pull or push holding a key that
+ * ember_shard_of(key, N) does not map to I, whole: nothing is applied. When a
+ * pull or push gets such a refusal, the library asks every shard for its index
+ * (as this call does) and reports "the shard list ... is out of order ...:
+ * host:port (position 0) is shard 1 of 2, ..." followed by the refusal.
+ * This call checks the list up front: ServerInfo on every shard, compared with
+ * its position and the list's length. Servers started without --shard-count
+ * (1: they take any key) are not checked. Returns 0, FAILED_PRECONDITION with
+ * the message above, or the status of a shard that failed to answer
+ * (UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED: ServerInfo needs the admin
+ * role where roles are on). */
+int ember_check_shards(ember_client *c, ember_error *err);
+
 /* ---- training and serving ------------------------------------------------- */
 
 /* Pull flags. */
@@ -200,8 +214,11 @@ unsigned ember_shard_of(uint64_t key, unsigned shard_count);
  * flags, or a dim that is not the table's: the message gives the table's; a
  * training pull may have created its missing keys before the reply showed the
  * mismatch), NOT_FOUND (no such table), DEADLINE_EXCEEDED, UNAVAILABLE,
- * RESOURCE_EXHAUSTED (out of memory, or over a server's limits), or any other
- * status a shard sent. */
+ * RESOURCE_EXHAUSTED (out of memory, or over a server's limits),
+ * FAILED_PRECONDITION (a shard refused a key that is not its own: the shard list
+ * is out of order or of another length, see ember_check_shards; nothing was
+ * applied on that shard), PERMISSION_DENIED (where roles are on: a reader's
+ * EMBER_PULL_INSERT, or its push), or any other status a shard sent. */
 int ember_pull(ember_client *c, const char *table, const uint64_t *keys, size_t n,
                float *out, uint32_t dim, unsigned flags, ember_error *err);
 
@@ -415,7 +432,13 @@ typedef struct ember_table_spec {
     uint32_t admission_sketch_width;
     int zero_nonfinite;
     const char *backend;             /* "cpu", "gpu", NULL: the server's default */
-    /* ---- ABI 1.1 (ember_table_spec_init@EMBER_1.1) ---- */
+    /* ---- ABI 1.1 (libember.map EMBER_1.1) ---- */
+    /* gpu tables: bytes of rows kept in device memory (HBM), the rest in pinned
+     * host memory; 0: the server's --hbm-bytes (whose 0 is every row on the
+     * device). A cpu table keeps every row in host memory and ignores it (the
+     * server records it with the table's checkpoint placement, so a restore on a
+     * GPU server honours it). */
+    uint64_t hbm_bytes;
     /* Online growth: 0 (or ≤ capacity_per_shard) = a fixed size. Else each
      * shard's table doubles while serving, before a call whose keys would pass
      * max_load_factor × its capacity, up to the largest capacity × 2^k ≤
@@ -432,7 +455,7 @@ typedef struct ember_table_spec {
 
 /* Defaults: LRU, SGD lr 0.01 (Adam betas 0.9/0.999, eps 1e-8, accumulator 0.1,
  * FTRL lr_power -0.5), uniform(-0.01, 0.01); dim and capacity 0 (caller sets);
- * struct_size set. */
+ * backend NULL and hbm_bytes 0 (the server's defaults); struct_size set. */
 void ember_table_spec_init(ember_table_spec *s);
 
 /* Table admin runs on every shard at once, with the client's deadline. A
@@ -442,8 +465,11 @@ void ember_table_spec_init(ember_table_spec *s);
  * Creates the table on every shard (capacity_per_shard keys on each).
  * if_not_exists: an existing table is fine if its dim is the same (the rest of
  * its config is not compared). INVALID_ARGUMENT for dim or capacity 0, a bad
- * config or a struct_size this library does not know; ALREADY_EXISTS (also for
- * an existing table of another dim). */
+ * config or a struct_size this library does not know, a backend other than
+ * "cpu"/"gpu"); ALREADY_EXISTS (also for an existing table of another dim);
+ * FAILED_PRECONDITION for backend "gpu" on a server that serves cpu tables only
+ * (nothing is created there). Placement: `backend` and `hbm_bytes` choose where
+ * each shard keeps the table's rows (README "Placement"). */
 int ember_create_table(ember_client *c, const char *name, const ember_table_spec *s,
                        int if_not_exists, ember_error *err);
 /* Drops the table on every shard. if_exists: a missing table is fine; else

@@ -134,7 +134,7 @@ class ember_table_spec(ctypes.Structure):
         ("admission_sketch_width", ctypes.c_uint32),
         ("zero_nonfinite", ctypes.c_int),
         ("backend", ctypes.c_char_p),
-        # ABI 1.1
+        ("hbm_bytes", ctypes.c_uint64),  # ABI 1.1
         ("max_capacity_per_shard", ctypes.c_uint64),
         ("max_load_factor", ctypes.c_float),
         ("ttl_seconds", ctypes.c_uint64),
@@ -216,6 +216,7 @@ _PROTOTYPES = {
     "ember_client_shard_address": (_s, [_p, _u]),
     "ember_client_shard_source": (_s, [_p]),
     "ember_shard_of": (_u, [_u64, _u]),
+    "ember_check_shards": (_i, [_p, _err]),
     "ember_pull": (_i, [_p, _s, _p, _sz, _p, _u32, _u, _err]),
     "ember_push": (_i, [_p, _s, _p, _sz, _p, _u32, _err]),
     "ember_push_mode_values": (_i, [_p, _s, _p, _sz, _p, _u32, _i, _err]),

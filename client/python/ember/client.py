@@ -594,19 +594,26 @@ class Client:
                      weight_decay=None, l1=None, l2=None, lr_power=None, beta=None,
                      initializer=None, scores="lru", seed=0, admission_min_count=0,
                      admission_sketch_width=0, zero_nonfinite=False, backend=None,
-                     max_capacity_per_shard=0, max_load_factor=0.0, ttl_seconds=0,
-                     if_not_exists=False):
+                     hbm_bytes=0, max_capacity_per_shard=0, max_load_factor=0.0,
+                     ttl_seconds=0, if_not_exists=False):
         """Creates the table on every shard. optimizer: sgd, adagrad, adam or
         ftrl, with its hyperparameters (None: libember's defaults, SGD lr 0.01).
         initializer: a kind ("zeros", "constant", "uniform", "normal",
         "truncated_normal") or a tuple (kind, a[, b]); default uniform(-0.01,
         0.01). scores: lru, lfu, epoch_lru, epoch_lfu, custom. backend: "cpu",
-        "gpu" or None (the server's default). max_capacity_per_shard: online
-        growth, each shard's table doubles while serving up to this many keys
-        when its load factor would pass max_load_factor (0: 0.75); 0 keeps a
-        fixed size. ttl_seconds: rows not written for this long are removed by
-        the servers (0: off; see set_ttl). if_not_exists: an existing table of
-        the same dim is fine. Raises AlreadyExistsError, InvalidArgumentError."""
+        "gpu" or None (the server's default). hbm_bytes: a gpu table's rows kept
+        in device memory, in bytes, the rest in pinned host memory (0: the
+        server's --hbm-bytes; a cpu table keeps every row in host memory).
+        max_capacity_per_shard: online growth, each shard's table doubles while
+        serving up to this many keys when its load factor would pass
+        max_load_factor (0: 0.75); 0 keeps a fixed size. ttl_seconds: rows not
+        written for this long are removed by the servers (0: off; see set_ttl).
+        if_not_exists: an existing table of the same dim is fine. Raises
+        AlreadyExistsError, InvalidArgumentError, FailedPreconditionError
+        (backend "gpu" on a server without one: nothing is created)."""
+        if not isinstance(hbm_bytes, int) or hbm_bytes < 0 or hbm_bytes >= 1 << 64:
+            raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                       f"hbm_bytes {hbm_bytes!r}: a byte count, 0 or more")
         for field, v in (("max_capacity_per_shard", max_capacity_per_shard),
                          ("ttl_seconds", ttl_seconds)):
             if v < 0:
@@ -644,6 +651,7 @@ class Client:
         s.zero_nonfinite = 1 if zero_nonfinite else 0
         b = _bytes(backend, "backend")
         s.backend = b
+        s.hbm_bytes = hbm_bytes
         s.max_capacity_per_shard = max_capacity_per_shard
         s.max_load_factor = max_load_factor
         s.ttl_seconds = ttl_seconds
@@ -668,6 +676,18 @@ class Client:
         err = _lib.ember_error()
         rv = self._lib.ember_set_ttl(self._h(), _bytes(name, "name"), int(ttl_seconds),
                                      ctypes.byref(err))
+        if rv:
+            _raise(rv, err)
+
+    def check_shards(self):
+        """Asks every shard for its --shard-index/--shard-count and compares them
+        with its place in this client's shard list (ember_check_shards). Raises
+        FailedPreconditionError naming which address claims which index when
+        the list is out of order or of another length; shards started without
+        --shard-count are not checked. A pull or push that a shard refuses for a
+        key of another shard raises the same error by itself."""
+        err = _lib.ember_error()
+        rv = self._lib.ember_check_shards(self._h(), ctypes.byref(err))
         if rv:
             _raise(rv, err)
 
