@@ -57,6 +57,20 @@ static int enum_lookup(const char *const *names, size_t n, const char *s, size_t
     return -1;
 }
 
+/* "shards": [{shard, address}, ...] of the shards that answered OK. */
+static void json_ok_shards(ctl_json *j, const ctl *c, const ctl_reply *r)
+{
+    ctl_json_array(j, "shards");
+    for (unsigned i = 0; i < c->n; i++) {
+        if (r[i].code != 0)
+            continue;
+        ctl_json_object(j, NULL);
+        ctl_json_shard(j, r[i].shard);
+        ctl_json_end_object(j);
+    }
+    ctl_json_end_array(j);
+}
+
 /* ---- table configs ------------------------------------------------------------------ */
 
 static void json_config(ctl_json *j, const char *key, const Ember__V1__TableConfig *cfg)
@@ -566,15 +580,7 @@ static int cmd_create(ctl *c, const ctl_args *a)
         ctl_json_object(&j, NULL);
         ctl_json_str(&j, "table", req.name);
         json_config(&j, "config", &cfg);
-        ctl_json_array(&j, "shards");
-        for (unsigned i = 0; i < c->n; i++) {
-            if (r[i].code != 0)
-                continue;
-            ctl_json_object(&j, NULL);
-            ctl_json_shard(&j, r[i].shard);
-            ctl_json_end_object(&j);
-        }
-        ctl_json_end_array(&j);
+        json_ok_shards(&j, c, r);
     } else if (ok > 0) {
         printf("table %s %s on %u of %u shard%s: dim %" PRIu32 ", capacity %s per shard, %s, "
                "initializer %s, scores %s\n",
@@ -643,15 +649,7 @@ static int cmd_clear(ctl *c, const ctl_args *a)
         ctl_json_init(&j, stdout);
         ctl_json_object(&j, NULL);
         ctl_json_str(&j, "table", req.table);
-        ctl_json_array(&j, "shards");
-        for (unsigned i = 0; i < c->n; i++) {
-            if (r[i].code != 0)
-                continue;
-            ctl_json_object(&j, NULL);
-            ctl_json_shard(&j, r[i].shard);
-            ctl_json_end_object(&j);
-        }
-        ctl_json_end_array(&j);
+        json_ok_shards(&j, c, r);
     } else if (ok_count(c, r) > 0) {
         printf("table %s cleared on %u of %u shard%s\n", req.table, ok_count(c, r), c->n,
                c->n == 1 ? "" : "s");
@@ -680,15 +678,7 @@ static int cmd_ttl(ctl *c, const ctl_args *a)
         ctl_json_object(&j, NULL);
         ctl_json_str(&j, "table", req.name);
         ctl_json_u64(&j, "ttl_seconds", req.ttl_seconds);
-        ctl_json_array(&j, "shards");
-        for (unsigned i = 0; i < c->n; i++) {
-            if (r[i].code != 0)
-                continue;
-            ctl_json_object(&j, NULL);
-            ctl_json_shard(&j, r[i].shard);
-            ctl_json_end_object(&j);
-        }
-        ctl_json_end_array(&j);
+        json_ok_shards(&j, c, r);
     } else if (ok_count(c, r) > 0) {
         printf("table %s: ttl %s on %u of %u shard%s\n", req.name,
                req.ttl_seconds ? ctl_fmt_duration(b, sizeof b, req.ttl_seconds) : "off",

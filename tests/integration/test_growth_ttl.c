@@ -158,6 +158,16 @@ static void info_free(Ember__V1__TableInfo *t)
         protobuf_c_message_free_unpacked(&t->base, NULL);
 }
 
+/* SIGTERM every shard (each saves its checkpoint) and start it again. */
+static void restart_all(void)
+{
+    for (int s = 0; s < NSHARDS; s++) {
+        int ws;
+        ck_assert_int_eq(eh_server_stop(&S[s], SIGTERM, &ws), 0);
+        ck_assert_int_eq(eh_server_restart(&S[s]), 0);
+    }
+}
+
 /* ---- growth ------------------------------------------------------------------------ */
 
 /* 6,000 keys into 2 shards of 256 slots that may grow to 8,192: every key kept,
@@ -194,12 +204,8 @@ START_TEST(growing_table_keeps_every_key)
 
     /* restart from the SIGTERM checkpoints: the grown size and the settings stay */
     uint64_t cap_before = info.capacity;
-    for (int s = 0; s < NSHARDS; s++) {
-        int ws;
-        ck_assert_int_eq(eh_server_stop(&S[s], SIGTERM, &ws), 0);
-        ck_assert_int_eq(eh_server_restart(&S[s]), 0);
-    }
     ember_client_close(c);
+    restart_all();
     c = open_client();
     ck_assert_uint_eq(holding(c, "grow", 0, N), N);
     ck_assert_int_eq(ember_describe_table(c, "grow", &info, &e), 0);
@@ -307,12 +313,8 @@ START_TEST(ttl_set_later_survives_restart)
     ember_error e;
     ck_assert_int_eq(ember_set_ttl(c, "later", 7 * 86400, &e), 0);
     ck_assert_int_eq(ember_set_epoch(c, "later", 42, &e), 0);
-    for (int s = 0; s < NSHARDS; s++) {
-        int ws;
-        ck_assert_int_eq(eh_server_stop(&S[s], SIGTERM, &ws), 0);
-        ck_assert_int_eq(eh_server_restart(&S[s]), 0);
-    }
     ember_client_close(c);
+    restart_all();
     c = open_client();
     for (int s = 0; s < NSHARDS; s++) {
         Ember__V1__TableInfo *t = describe_ok(s, "later");
