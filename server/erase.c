@@ -52,11 +52,12 @@ static int erase_check(const Ember__V1__EraseRequest *r, uint64_t **keys, size_t
         memcpy(k, r->keys.data, cnt * 8);
     for (size_t i = 0; i < cnt; i++)
         if (ember_key_is_reserved(k[i])) {
+            uint64_t bad = k[i];
             free(k);
             return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                    "key index %zu is 0x%016llx, a reserved key (0x%016llx "
                                    "and up); nothing was erased",
-                                   i, (unsigned long long)k[i],
+                                   i, (unsigned long long)bad,
                                    (unsigned long long)EMBER_KEY_RESERVED_MIN);
         }
     int rc = srv_check_owner(r->keys.data, cnt, "erase: ", err);
