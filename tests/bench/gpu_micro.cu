@@ -48,6 +48,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -140,6 +141,16 @@ __global__ void __launch_bounds__(BLOCK) k_gather(const float4 *rows, uint32_t c
 }
 
 /* ---- helpers ----------------------------------------------------------------------- */
+
+/* Launches k_gather with U = u (1 or 4). */
+static void gather(unsigned u, unsigned grid, const float4 *rows, uint32_t cols,
+                   const uint64_t *idx, size_t n, float4 *out)
+{
+    if (u == 4)
+        k_gather<4><<<grid, BLOCK>>>(rows, cols, idx, n, out);
+    else
+        k_gather<1><<<grid, BLOCK>>>(rows, cols, idx, n, out);
+}
 
 static unsigned grid_of(int sms, size_t n)
 {
@@ -365,21 +376,15 @@ int main(int argc, char **argv)
         res.push_back(r);
         CK(cudaFree(d_copy));
         unsigned grid = grid_of(sms, o.batch);
-        char what[96];
-        snprintf(what, sizeof what, "device gather U=1 (%.1f GiB)", (double)bytes / GIB);
-        s = time_it(o.reps, [&] {
-            k_gather<1><<<grid, BLOCK>>>((const float4 *)d_rows, cols, d_idx, o.batch,
-                                         (float4 *)d_out);
-        });
-        report(res, what, s, o.batch, 2.0 * o.row_bytes, memcpy_gb_s);
-        bad |= check_rows(d_out, d_idx, o.batch, row_floats, what);
-        snprintf(what, sizeof what, "device gather U=4 (%.1f GiB)", (double)bytes / GIB);
-        s = time_it(o.reps, [&] {
-            k_gather<4><<<grid, BLOCK>>>((const float4 *)d_rows, cols, d_idx, o.batch,
-                                         (float4 *)d_out);
-        });
-        report(res, what, s, o.batch, 2.0 * o.row_bytes, memcpy_gb_s);
-        bad |= check_rows(d_out, d_idx, o.batch, row_floats, what);
+        for (unsigned u : {1u, 4u}) {
+            char what[96];
+            snprintf(what, sizeof what, "device gather U=%u (%.1f GiB)", u, (double)bytes / GIB);
+            s = time_it(o.reps, [&] {
+                gather(u, grid, (const float4 *)d_rows, cols, d_idx, o.batch, (float4 *)d_out);
+            });
+            report(res, what, s, o.batch, 2.0 * o.row_bytes, memcpy_gb_s);
+            bad |= check_rows(d_out, d_idx, o.batch, row_floats, what);
+        }
         CK(cudaFree(d_rows));
     }
 
@@ -433,17 +438,12 @@ int main(int argc, char **argv)
                    (double)bytes / GIB, hkb < 0 ? "n/a " : "", hkb < 0 ? 0 : hkb);
             for (int sorted_order = 0; sorted_order < 2; sorted_order++) {
                 const uint64_t *ix = sorted_order ? d_sorted : d_idx;
-                for (int u = 0; u < 2; u++) {
+                for (unsigned u : {1u, 4u}) {
                     char what[96];
-                    snprintf(what, sizeof what, "host %s %s U=%d", kinds[k],
-                             sorted_order ? "sorted" : "random", u ? 4 : 1);
+                    snprintf(what, sizeof what, "host %s %s U=%u", kinds[k],
+                             sorted_order ? "sorted" : "random", u);
                     stats3 s = time_it(o.reps, [&] {
-                        if (u)
-                            k_gather<4><<<grid, BLOCK>>>((const float4 *)dh, cols, ix, o.batch,
-                                                         (float4 *)d_out);
-                        else
-                            k_gather<1><<<grid, BLOCK>>>((const float4 *)dh, cols, ix, o.batch,
-                                                         (float4 *)d_out);
+                        gather(u, grid, (const float4 *)dh, cols, ix, o.batch, (float4 *)d_out);
                     });
                     report(res, what, s, o.batch, (double)o.row_bytes, 0);
                     bad |= check_rows(d_out, ix, o.batch, row_floats, what);
