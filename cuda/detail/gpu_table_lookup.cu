@@ -182,6 +182,10 @@ int ember_gpu_find_async(ember_gpu_table *t, const uint64_t *keys, size_t n, flo
     size_t blocks = (n + per_block - 1) / per_block, cap = (size_t)t->sms * 8u;
     unsigned grid = (unsigned)(blocks < cap ? blocks : cap);
     if (tile == 1) {
+        /* every block resident at once: a grid-stride loop over the keys, no
+         * second wave of blocks waiting for the first */
+        cap = (size_t)t->sms * FIND_WARP_MINB;
+        grid = (unsigned)(blocks < cap ? blocks : cap);
         if ((t->dim & 3u) == 0 && ((uintptr_t)values & 15u) == 0)
             k_find_warp<true, FIND_WARP_MINB><<<grid, BLOCK, 0, stream>>>(view_of(t), keys, n,
                                                                           values, found);
