@@ -54,7 +54,7 @@
  * bucket's rows puts every row in host memory).
  *
  * Locking: one lock word per bucket in device memory. A writing kernel's tile
- * (16 threads per key; find uses 8) takes its key's bucket lock (atomicCAS), so calls on
+ * (16 threads per key; find uses 8, or 1 with the warp moving rows) takes its key's bucket lock (atomicCAS), so calls on
  * different streams, and keys of one call, write one bucket at a time; find takes
  * no lock: the lock word is a sequence number (odd while held) and a reader
  * re-reads it after copying the row, retrying if a writer got in: rows are never
@@ -91,6 +91,10 @@ extern "C" {
  * calling thread's current CUDA device, which the table keeps for every later
  * call. UNAVAILABLE where no GPU is visible. */
 const ember_table_backend *ember_table_gpu_backend(void);
+/* The same backend, its tables created with ember_gpu_table_options.find_lanes =
+ * `find_lanes` (0 or 8: ember_table_gpu_backend() itself; 1; 16); NULL for any
+ * other value. For tests and A/B runs: results are the same, only speed differs. */
+const ember_table_backend *ember_table_gpu_backend_find_lanes(unsigned find_lanes);
 
 typedef struct ember_gpu_table ember_gpu_table;
 typedef struct ember_gpu_scratch ember_gpu_scratch;
@@ -100,11 +104,14 @@ ember_gpu_table *ember_gpu_table_of(ember_table *t);
 
 /* A table's tuning: how fast, never what. A zeroed struct gives the defaults. */
 typedef struct ember_gpu_table_options {
-    /* Lanes (threads) per key in find: 8 or 16; 0 = 8. find is bound by
+    /* Lanes (threads) per key in find: 1, 8 or 16; 0 = 8. find is bound by
      * instructions per key, so a narrower tile serves more keys per warp
      * instruction: with the predicated probe, 8 lanes measured 2.05 B keys/s on
      * an H200 against 1.56 for 16 (dim 64, λ 0.5). 16 is for A/B runs
-     * (table_bench --find-lanes). */
+     * (table_bench --find-lanes). 1 (experimental: written and compiled, not yet
+     * run on a GPU): one lane per key probes its bucket group by group, stopping
+     * at a group with an EMPTY byte, and the whole warp then moves the 32 keys'
+     * rows; the same results, rows never torn. */
     unsigned find_lanes;
 } ember_gpu_table_options;
 

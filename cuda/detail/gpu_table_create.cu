@@ -145,8 +145,8 @@ int ember_gpu_table_create(const ember_table_config *c, const ember_gpu_table_op
                            ember_gpu_table **out, ember_error *err)
 {
     unsigned find_lanes = opt && opt->find_lanes ? opt->find_lanes : 8u;
-    if (find_lanes != 8u && find_lanes != 16u)
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "find_lanes %u: 8 or 16",
+    if (find_lanes != 1u && find_lanes != 8u && find_lanes != 16u)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "find_lanes %u: 1, 8 or 16",
                                find_lanes);
     int count = 0, rc = ember_cuda_device_count(&count, err);
     if (rc)

@@ -208,6 +208,18 @@ static int gb_create(const ember_table_config *c, void **impl, ember_error *err)
     return ember_gpu_table_create(c, NULL, (ember_gpu_table **)impl, err);
 }
 
+static int gb_create_lanes1(const ember_table_config *c, void **impl, ember_error *err)
+{
+    ember_gpu_table_options o = {1u};
+    return ember_gpu_table_create(c, &o, (ember_gpu_table **)impl, err);
+}
+
+static int gb_create_lanes16(const ember_table_config *c, void **impl, ember_error *err)
+{
+    ember_gpu_table_options o = {16u};
+    return ember_gpu_table_create(c, &o, (ember_gpu_table **)impl, err);
+}
+
 static void gb_destroy(void *impl)
 {
     ember_gpu_table_destroy((ember_gpu_table *)impl);
@@ -341,38 +353,45 @@ static void gb_footprint(const ember_table_config *c, uint64_t *bytes_host,
     *bytes_host = (slots - rows_hbm) * row_bytes + sizeof(ember_gpu_table);
 }
 
-static const ember_table_backend gpu_backend = {
-    "gpu",
-    gb_create,
-    gb_destroy,
-    gb_find,
-    gb_find_or_insert,
-    gb_insert_or_assign,
-    gb_assign,
-    gb_accum,
-    gb_apply,
-    gb_erase,
-    gb_clear,
-    gb_export,
-    gb_export_end,
-    gb_import,
-    gb_evict_below,
-    gb_evict_to_size,
-    gb_evict_versions_below,
-    gb_size,
-    gb_capacity,
-    gb_stats,
-    gb_footprint,
-};
+/* One backend per find_lanes value: the same functions but create, so that a
+ * table (and the tables growth builds for it) keeps its option. */
+#define GPU_BACKEND(name_, create_)                                                   \
+    static const ember_table_backend name_ = {                                        \
+        "gpu",          create_,           gb_destroy,       gb_find,                  \
+        gb_find_or_insert, gb_insert_or_assign, gb_assign,   gb_accum,                 \
+        gb_apply,       gb_erase,          gb_clear,         gb_export,                \
+        gb_export_end,  gb_import,         gb_evict_below,   gb_evict_to_size,         \
+        gb_evict_versions_below, gb_size,  gb_capacity,      gb_stats,                 \
+        gb_footprint,                                                                  \
+    }
+GPU_BACKEND(gpu_backend, gb_create);
+GPU_BACKEND(gpu_backend_lanes1, gb_create_lanes1);
+GPU_BACKEND(gpu_backend_lanes16, gb_create_lanes16);
 
 const ember_table_backend *ember_table_gpu_backend(void)
 {
     return &gpu_backend;
 }
 
+const ember_table_backend *ember_table_gpu_backend_find_lanes(unsigned find_lanes)
+{
+    switch (find_lanes) {
+    case 0:
+    case 8:
+        return &gpu_backend;
+    case 1:
+        return &gpu_backend_lanes1;
+    case 16:
+        return &gpu_backend_lanes16;
+    default:
+        return NULL;
+    }
+}
+
 ember_gpu_table *ember_gpu_table_of(ember_table *t)
 {
-    if (!t || ember_table_backend_of(t) != &gpu_backend)
+    const ember_table_backend *b = t ? ember_table_backend_of(t) : NULL;
+    if (!b || (b != &gpu_backend && b != &gpu_backend_lanes1 && b != &gpu_backend_lanes16))
         return NULL;
     return (ember_gpu_table *)ember_table_impl(t);
 }

@@ -25,8 +25,9 @@
  *                        device memory, the others in pinned host memory
  *
  * Work split: one tile of threads per key — TILE (16) for the writers, 8 for
- * find, which is bound by instructions per key (16 where the table's options
- * ask: ember_gpu_table_options.find_lanes). Lane l of a T-lane tile holds
+ * find, which is bound by instructions per key (16 or 1 where the table's
+ * options ask: ember_gpu_table_options.find_lanes; with 1, each lane probes its
+ * own key and the warp moves the rows: lane_probe, warp_copy_rows). Lane l of a T-lane tile holds
  * control bytes (128/T)·l .. of the key's bucket (one 128-byte load for the
  * tile), so the whole bucket is searched at once: four digests per instruction
  * (__vcmpeq4) → key compares (a load only under a matching byte) → ballot.
@@ -111,7 +112,7 @@ struct ember_gpu_table {
     ember_table_config cfg;
     int device;
     int sms;
-    unsigned find_lanes;             /* ember_gpu_table_options.find_lanes: 8 or 16 */
+    unsigned find_lanes;             /* ember_gpu_table_options.find_lanes: 1, 8 or 16 */
     uint32_t dim, row_floats, stride;
     uint64_t nb, slots, rows_hbm;
     uint32_t *seq, *bsize;
@@ -497,6 +498,147 @@ static __device__ __forceinline__ int lowest_score(const tile_t &tile, const tvi
     }
     *min_score = best;
     return bs;
+}
+
+/* ---- one lane per key (find_lanes = 1) ------------------------------------ */
+
+#define WARP 32u
+#define FULL_MASK 0xffffffffu
+
+/* Bit k = top bit of byte k, for a word of __vcmpeq4 results (bytes 0 or 0xff):
+ * the four products land on bits 28..31 and nowhere collide. */
+static __device__ __forceinline__ uint32_t byte_mask4(uint32_t x)
+{
+    return ((x & 0x80808080u) * 0x00204081u) >> 28;
+}
+
+/* One lane alone: the key's slot in its bucket, or -1. Groups are searched from
+ * the key's home group on, and the search ends after a group that holds an EMPTY
+ * byte: a key is stored at the first free slot of its path, and a slot becomes
+ * EMPTY again only where its group already holds one (erase) or its whole bucket
+ * does (clear), so the key cannot lie past that group (storage/cpu_table.c
+ * searches the same way). Lanes of a warp diverge here, each on its own bucket. */
+static __device__ __forceinline__ int lane_probe(const tview &v, place p, uint64_t key)
+{
+    const uint8_t *ctrl = v.ctrl + p.bucket * SLOTS;
+    const uint64_t *bk = v.keys + p.bucket * SLOTS;
+    uint32_t pat = p.digest * 0x01010101u;
+    for (uint32_t k = 0; k < EMBER_BUCKET_GROUPS; k++) {
+        uint32_t g = (p.group + k) & (EMBER_BUCKET_GROUPS - 1u);
+        uint4 q = __ldcg((const uint4 *)(ctrl + g * EMBER_GROUP_SLOTS));
+        uint32_t match = byte_mask4(__vcmpeq4(q.x, pat)) | byte_mask4(__vcmpeq4(q.y, pat)) << 4 |
+                         byte_mask4(__vcmpeq4(q.z, pat)) << 8 |
+                         byte_mask4(__vcmpeq4(q.w, pat)) << 12;
+        uint32_t empty = __vcmpeq4(q.x, 0x80808080u) | __vcmpeq4(q.y, 0x80808080u) |
+                         __vcmpeq4(q.z, 0x80808080u) | __vcmpeq4(q.w, 0x80808080u);
+        while (match) {
+            uint32_t s = g * EMBER_GROUP_SLOTS + (uint32_t)(__ffs(match) - 1);
+            if (__ldcg(bk + s) == key)
+                return (int)s;
+            match &= match - 1u;
+        }
+        if (empty)
+            return -1;
+    }
+    return -1;
+}
+
+/* How a warp splits rows of `cols` elements (E = float4 or float) among its
+ * lanes: rows side by side, `width` lanes each; lane l takes row l / width of
+ * each pass, elements l % width, + width, … Fixed for a kernel's run. */
+struct warp_split {
+    uint32_t cols;     /* elements per row */
+    uint32_t width;    /* lanes per row: min(cols, 32) */
+    uint32_t rpp;      /* rows per pass: 32 / width */
+    uint32_t sub;      /* this lane's row in a pass (≥ rpp: idle) */
+    uint32_t col0;     /* this lane's first element */
+};
+
+static __device__ __forceinline__ warp_split split_of(uint32_t cols, unsigned lane)
+{
+    warp_split w;
+    w.cols = cols;
+    w.width = cols < WARP ? cols : WARP;
+    w.rpp = WARP / w.width;
+    w.sub = lane / w.width;
+    w.col0 = lane % w.width;
+    return w;
+}
+
+/* Each lane's row, gathered into the warp's shared slots in lane order of the
+ * lanes that `want` (rank = lanes below that want too); returns how many. */
+static __device__ __forceinline__ unsigned warp_gather(unsigned lane, bool want, uintptr_t a,
+                                                       uintptr_t b, uintptr_t *sh_a,
+                                                       uintptr_t *sh_b)
+{
+    unsigned m = __ballot_sync(FULL_MASK, want);
+    if (want) {
+        unsigned r = __popc(m & ((1u << lane) - 1u));
+        sh_a[r] = a;
+        sh_b[r] = b;
+    }
+    __syncwarp();
+    return __popc(m);
+}
+
+/* The warp copies the rows of the lanes that `want`: src (a table row, read
+ * through L2) to dst (the caller's array, streaming stores). U passes' loads are
+ * issued before their stores, so a lane has U 16-byte loads in flight and the
+ * compiler need not fear that a store aliases a later load. */
+template <class E, unsigned U>
+static __device__ __forceinline__ void warp_copy_rows(const warp_split &ws, unsigned lane, bool want,
+                                                      const float *src, float *dst,
+                                                      uintptr_t *sh_a, uintptr_t *sh_b)
+{
+    unsigned nr = warp_gather(lane, want, (uintptr_t)src, (uintptr_t)dst, sh_a, sh_b);
+    if (nr && ws.sub < ws.rpp) {
+        for (uint32_t c = ws.col0; c < ws.cols; c += ws.width) {
+            for (uint32_t r0 = ws.sub; r0 < nr; r0 += U * ws.rpp) {
+                E x[U];
+#pragma unroll
+                for (unsigned u = 0; u < U; u++) {
+                    uint32_t r = r0 + u * ws.rpp;
+                    if (r < nr)
+                        x[u] = __ldcg((const E *)sh_a[r] + c);
+                }
+#pragma unroll
+                for (unsigned u = 0; u < U; u++) {
+                    uint32_t r = r0 + u * ws.rpp;
+                    if (r < nr)
+                        __stcs((E *)sh_b[r] + c, x[u]);
+                }
+            }
+        }
+    }
+    __syncwarp();
+}
+
+/* The warp writes the initial embedding of the lanes that `want` into dst, as
+ * tile_init_row does (the same draws: pairs for 16-byte stores when VEC). */
+template <bool VEC>
+static __device__ __forceinline__ void warp_init_rows(const tview &v, const warp_split &ws,
+                                                      unsigned lane, bool want, uint64_t key,
+                                                      float *dst, uintptr_t *sh_a, uintptr_t *sh_b)
+{
+    uint64_t base = want ? ember_init_base(v.seed, key) : 0;
+    unsigned nr = warp_gather(lane, want, (uintptr_t)base, (uintptr_t)dst, sh_a, sh_b);
+    if (nr && ws.sub < ws.rpp) {
+        for (uint32_t r = ws.sub; r < nr; r += ws.rpp) {
+            uint64_t b = (uint64_t)sh_a[r];
+            float *out = (float *)sh_b[r];
+            for (uint32_t c = ws.col0; c < ws.cols; c += ws.width) {
+                if (VEC) {
+                    float x[4];
+                    ember_init_pair(&v.init, b, 2u * c, x);
+                    ember_init_pair(&v.init, b, 2u * c + 1u, x + 2);
+                    __stcs((float4 *)out + c, make_float4(x[0], x[1], x[2], x[3]));
+                } else {
+                    __stcs(out + c, ember_init_value(&v.init, b, c));
+                }
+            }
+        }
+    }
+    __syncwarp();
 }
 
 /* Per-block event counts, flushed to the call's counters at the kernel's end. */

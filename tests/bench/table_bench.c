@@ -856,9 +856,10 @@ static void usage(FILE *f)
 "                    lf 0.5, 128 M; dim 128 at lf 0.5, 64 M; hybrid dim 64, lf 0.5,\n"
 "                    128 M, 16 GiB HBM, without apply_gradients); --dims, --lfs,\n"
 "                    --capacity and --hbm-gb are ignored, --ops narrows it\n"
-"  --find-lanes N    gpu: threads per key in find, 8 (default, the faster) or 16;\n"
-"                    the table option ember_gpu_table_options.find_lanes, for A/B\n"
-"                    runs\n"
+"  --find-lanes N    gpu: threads per key in find, 8 (default), 16, or 1 (one lane\n"
+"                    per key, the warp moving rows: experimental, not yet run on a\n"
+"                    GPU); the table option ember_gpu_table_options.find_lanes, for\n"
+"                    A/B runs\n"
 "  --prechecked      cpu: the timed writes (insert_or_assign, assign,\n"
 "                    apply_gradients) call ember_table_write vouching for keys and\n"
 "                    values, as a server that validated the wire bytes does: the\n"
@@ -1132,8 +1133,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             o->hkv_matrix = 1;
             break;
         case O_FIND_LANES:
-            if (parse_u64(optarg, &v) || (v != 8 && v != 16)) {
-                fprintf(stderr, "table_bench: bad --find-lanes '%s' (8 or 16)\n", optarg);
+            if (parse_u64(optarg, &v) || (v != 1 && v != 8 && v != 16)) {
+                fprintf(stderr, "table_bench: bad --find-lanes '%s' (1, 8 or 16)\n", optarg);
                 return -1;
             }
             o->find_lanes = (unsigned)v;

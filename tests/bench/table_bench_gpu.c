@@ -943,7 +943,8 @@ int gpu_bench_main(const bench_opts *o)
            g.device, (double)mem_total / GIB, (double)mem_free / GIB, g.n, o->reps, o->hit,
            o->zipf_s, (unsigned long long)o->seed, g.chunk, o->quick ? " (quick)" : "",
            o->hkv_matrix ? " (hkv matrix)" : "",
-           o->find_lanes == 16 ? " (find: 16 lanes)" : "");
+           o->find_lanes == 16 ? " (find: 16 lanes)"
+           : o->find_lanes == 1 ? " (find: 1 lane per key, experimental)" : "");
     printf("method: HierarchicalKV's (keys and values in device memory; host clock around one "
            "call + cudaStreamSynchronize; LRU); median of --reps after one warm-up call; after "
            "each call that inserts, an untimed restore (absent keys erased, size topped up to "

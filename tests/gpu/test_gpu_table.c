@@ -20,6 +20,8 @@
  *             checked instead.
  *   hybrid    rows in pinned host memory (config.hbm_bytes): the layout, and the
  *             equivalence walk over device, host and mixed rows.
+ *   find1     walks of equiv, hybrid and evict again on tables whose find runs
+ *             one lane per key (ember_gpu_table_options.find_lanes = 1).
  *
  * Where the GPU may legitimately differ inside one call (gpu_table.h (a)-(c)), the
  * walks avoid exactly that case and say so: no repeated keys in CUSTOM
@@ -190,11 +192,11 @@ static void evict_to_size_both(ember_table *cpu, ember_table *gpu, uint64_t targ
  * which must leave room for all `un` keys. Compared after each call (the call's
  * keys, sizes), every 100 calls (everything) and at the end (everything,
  * filtered exports). */
-static void equiv_walk(const ember_table_config *c, const char *name, uint32_t un, int steps,
-                       uint64_t seed)
+static void equiv_walk_on(const ember_table_backend *gb, const ember_table_config *c,
+                          const char *name, uint32_t un, int steps, uint64_t seed)
 {
     ember_error err;
-    ember_table *cpu = gt_table(c, gt_cpu()), *gpu = gt_table(c, gt_gpu());
+    ember_table *cpu = gt_table(c, gt_cpu()), *gpu = gt_table(c, gb);
     uint64_t *u = universe_make(c, un, seed * 7919, 1);
     uint64_t rng = seed, k[MAX_BATCH], sc[MAX_BATCH], ver[MAX_BATCH];
     uint32_t dim = c->dim, rf = ember_table_config_row_floats(c), epoch = 0;
@@ -335,6 +337,12 @@ static void equiv_walk(const ember_table_config *c, const char *name, uint32_t u
     ember_table_destroy(gpu);
 }
 
+static void equiv_walk(const ember_table_config *c, const char *name, uint32_t un, int steps,
+                       uint64_t seed)
+{
+    equiv_walk_on(gt_gpu(), c, name, un, steps, seed);
+}
+
 /* 32 buckets (4096 slots) for 1500 keys: never full, nothing evicted by inserts. */
 #define EQ_CAP (32 * SLOTS)
 #define EQ_KEYS 1500
@@ -415,12 +423,13 @@ END_TEST
 /* One key per call on 2 buckets for 1200 keys: every call runs alone, so the GPU
  * must give the CPU's contents, counters and found flags exactly: same free
  * slot, same victim (lowest score, first of equals), same CUSTOM refusals. */
-static void one_key_walk(int optim, int policy, const char *name, uint64_t seed)
+static void one_key_walk_on(const ember_table_backend *gb, int optim, int policy,
+                            const char *name, uint64_t seed)
 {
     enum { KEYS = 1200, STEPS = 2500 };
     ember_error err;
     ember_table_config c = gt_config(4, 2 * SLOTS, optim, policy, EMBER_INIT_UNIFORM);
-    ember_table *cpu = gt_table(&c, gt_cpu()), *gpu = gt_table(&c, gt_gpu());
+    ember_table *cpu = gt_table(&c, gt_cpu()), *gpu = gt_table(&c, gb);
     uint64_t rng = seed, ver;
     float v[16], oc[4], og[4];
     uint8_t fc, fg;
@@ -512,13 +521,14 @@ static void one_key_walk(int optim, int policy, const char *name, uint64_t seed)
 
 START_TEST(evict_one_key_per_call_lfu_matches_cpu)
 {
-    one_key_walk(EMBER_OPTIM_SGD, EMBER_SCORE_LFU, "one key per call, sgd/lfu", 11);
+    one_key_walk_on(gt_gpu(), EMBER_OPTIM_SGD, EMBER_SCORE_LFU, "one key per call, sgd/lfu", 11);
 }
 END_TEST
 
 START_TEST(evict_one_key_per_call_custom_matches_cpu)
 {
-    one_key_walk(EMBER_OPTIM_ADAGRAD, EMBER_SCORE_CUSTOM, "one key per call, adagrad/custom", 12);
+    one_key_walk_on(gt_gpu(), EMBER_OPTIM_ADAGRAD, EMBER_SCORE_CUSTOM,
+                    "one key per call, adagrad/custom", 12);
 }
 END_TEST
 
@@ -930,6 +940,90 @@ START_TEST(ttl_equiv)
 }
 END_TEST
 
+/* ---- find with one lane per key (find_lanes = 1) -------------------------------------- */
+
+/* The walks again on tables whose find runs one lane per key and moves rows by
+ * warp (gpu_table.h: experimental): every call's keys are found after it, so
+ * find is the most frequent call of each walk. Rows of 16 bytes (dim 8, 64) and
+ * not (dim 5, 37: the scalar path, and rows wider than a warp), in device and
+ * host memory; and full buckets, where probe chains cross every group, erased
+ * slots lie on them, and a group with an EMPTY byte must end the search. */
+static const ember_table_backend *gpu_find1(void)
+{
+    const ember_table_backend *b = ember_table_gpu_backend_find_lanes(1);
+    ck_assert_ptr_nonnull(b);
+    return b;
+}
+
+START_TEST(find1_equiv_sgd_lfu_uniform)
+{
+    ember_table_config c = gt_config(8, EQ_CAP, EMBER_OPTIM_SGD, EMBER_SCORE_LFU,
+                                     EMBER_INIT_UNIFORM);
+    equiv_walk_on(gpu_find1(), &c, "find_lanes 1 sgd/lfu/uniform dim 8", EQ_KEYS, EQ_STEPS, 41);
+}
+END_TEST
+
+START_TEST(find1_equiv_adagrad_custom_uniform)
+{
+    ember_table_config c = gt_config(5, EQ_CAP, EMBER_OPTIM_ADAGRAD, EMBER_SCORE_CUSTOM,
+                                     EMBER_INIT_UNIFORM);
+    equiv_walk_on(gpu_find1(), &c, "find_lanes 1 adagrad/custom/uniform dim 5", EQ_KEYS,
+                  EQ_STEPS, 42);
+}
+END_TEST
+
+START_TEST(find1_equiv_adam_lfu_normal_wide)
+{
+    ember_table_config c = gt_config(64, EQ_CAP, EMBER_OPTIM_ADAM, EMBER_SCORE_LFU,
+                                     EMBER_INIT_NORMAL);
+    equiv_walk_on(gpu_find1(), &c, "find_lanes 1 adam/lfu/normal dim 64", EQ_KEYS,
+                  EQ_STEPS / 2, 43);
+}
+END_TEST
+
+START_TEST(find1_equiv_sgd_truncated_normal_dim37)
+{
+    ember_table_config c = gt_config(37, EQ_CAP, EMBER_OPTIM_SGD, EMBER_SCORE_LFU,
+                                     EMBER_INIT_TRUNCATED_NORMAL);
+    equiv_walk_on(gpu_find1(), &c, "find_lanes 1 sgd/lfu/truncated normal dim 37", EQ_KEYS,
+                  EQ_STEPS / 2, 44);
+}
+END_TEST
+
+START_TEST(find1_hybrid_equiv_sgd_lfu_half)
+{
+    ember_table_config c = gt_config(33, EQ_CAP, EMBER_OPTIM_SGD, EMBER_SCORE_LFU,
+                                     EMBER_INIT_UNIFORM);
+    c.hbm_bytes = EQ_CAP / 2 * gt_row_bytes(&c);
+    equiv_walk_on(gpu_find1(), &c, "find_lanes 1 hybrid (half in hbm) sgd/lfu/uniform dim 33",
+                  EQ_KEYS, EQ_STEPS / 2, 45);
+}
+END_TEST
+
+START_TEST(find1_grow_equiv_adagrad_lfu)
+{
+    ember_table_config c = gt_config(8, SLOTS, EMBER_OPTIM_ADAGRAD, EMBER_SCORE_LFU,
+                                     EMBER_INIT_UNIFORM);
+    c.max_capacity = EQ_CAP;
+    equiv_walk_on(gpu_find1(), &c, "find_lanes 1 growing 1 -> 32 buckets adagrad/lfu dim 8",
+                  EQ_KEYS, EQ_STEPS, 46);
+}
+END_TEST
+
+START_TEST(find1_one_key_per_call_lfu_matches_cpu)
+{
+    one_key_walk_on(gpu_find1(), EMBER_OPTIM_SGD, EMBER_SCORE_LFU,
+                    "find_lanes 1 one key per call, sgd/lfu", 47);
+}
+END_TEST
+
+START_TEST(find1_one_key_per_call_custom_matches_cpu)
+{
+    one_key_walk_on(gpu_find1(), EMBER_OPTIM_ADAGRAD, EMBER_SCORE_CUSTOM,
+                    "find_lanes 1 one key per call, adagrad/custom", 48);
+}
+END_TEST
+
 /* ---- the suite ------------------------------------------------------------------------ */
 
 static Suite *gpu_table_suite(void)
@@ -964,6 +1058,17 @@ static Suite *gpu_table_suite(void)
     tcase_add_test(tc, grow_equiv_adagrad_lfu);
     tcase_add_test(tc, grow_equiv_hybrid_sgd_custom);
     tcase_add_test(tc, ttl_equiv);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("find1");
+    tcase_add_test(tc, find1_equiv_sgd_lfu_uniform);
+    tcase_add_test(tc, find1_equiv_adagrad_custom_uniform);
+    tcase_add_test(tc, find1_equiv_adam_lfu_normal_wide);
+    tcase_add_test(tc, find1_equiv_sgd_truncated_normal_dim37);
+    tcase_add_test(tc, find1_hybrid_equiv_sgd_lfu_half);
+    tcase_add_test(tc, find1_grow_equiv_adagrad_lfu);
+    tcase_add_test(tc, find1_one_key_per_call_lfu_matches_cpu);
+    tcase_add_test(tc, find1_one_key_per_call_custom_matches_cpu);
     suite_add_tcase(s, tc);
     return s;
 }

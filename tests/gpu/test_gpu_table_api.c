@@ -10,7 +10,9 @@
  *   streams   the device API from several host threads, each with its own stream
  *             and scratch, on the same keys at once, and the table API from
  *             several threads: sums exact, scores exact, rows never torn under
- *             readers (every write adds the same integer to every element).
+ *             readers (every write adds the same integer to every element), with
+ *             find's default tile and with one lane per key (find_lanes = 1); the
+ *             find_lanes widths give the same results.
  *   reserved  reserved keys and bad input: refused whole by the table API with
  *             nothing changed; inside device batches never stored, found = 0,
  *             the initial row returned, the other keys as on the CPU.
@@ -213,14 +215,16 @@ out:
     return NULL;
 }
 
-static ember_table *st_table(st_shared *sh)
+static ember_table *st_table(st_shared *sh, unsigned find_lanes)
 {
     ember_error err;
     ember_table_config c = gt_config(ST_DIM, 16 * SLOTS, EMBER_OPTIM_SGD, EMBER_SCORE_LFU,
                                      EMBER_INIT_CONSTANT);
     c.optim.lr = 1.0f;
     c.init.a = 0.0f;
-    ember_table *t = gt_table(&c, gt_gpu());
+    const ember_table_backend *b = ember_table_gpu_backend_find_lanes(find_lanes);
+    ck_assert_ptr_nonnull(b);
+    ember_table *t = gt_table(&c, b);
     memset(sh, 0, sizeof *sh);
     sh->t = t;
     sh->g = ember_gpu_table_of(t);
@@ -260,10 +264,10 @@ static void st_expect_sums(st_shared *sh, uint64_t calls_per_key)
     ck_assert_uint_eq(ember_table_size(sh->t), ST_KEYS);
 }
 
-START_TEST(streams_device_api_sums_exact_rows_never_torn)
+static void st_device_race(unsigned find_lanes)
 {
     static st_shared sh;
-    st_table(&sh);
+    st_table(&sh, find_lanes);
     atomic_store(&sh.writers_left, ST_WRITERS);
     atomic_store(&sh.version, 100);
     pthread_t w[ST_WRITERS], r;
@@ -273,11 +277,25 @@ START_TEST(streams_device_api_sums_exact_rows_never_torn)
     for (int i = 0; i < ST_WRITERS; i++)
         pthread_join(w[i], NULL);
     pthread_join(r, NULL);
-    printf("gpu.table streams: %d writer streams × %d calls, %llu reads beside them\n",
-           ST_WRITERS, ST_CALLS, (unsigned long long)sh.reads);
+    printf("gpu.table streams (find_lanes %u): %d writer streams × %d calls, %llu reads beside "
+           "them\n", find_lanes ? find_lanes : 8u, ST_WRITERS, ST_CALLS,
+           (unsigned long long)sh.reads);
     fflush(stdout);
     st_expect_sums(&sh, (uint64_t)ST_WRITERS * ST_CALLS);
     ember_table_destroy(sh.t);
+}
+
+START_TEST(streams_device_api_sums_exact_rows_never_torn)
+{
+    st_device_race(0);
+}
+END_TEST
+
+/* The same with find one lane per key (find_lanes = 1): its sequence checks, per
+ * lane with one fence per warp, must keep rows whole too. */
+START_TEST(streams_find_lanes1_rows_never_torn)
+{
+    st_device_race(1);
 }
 END_TEST
 
@@ -338,10 +356,10 @@ static void *st_host_reader(void *arg)
     return NULL;
 }
 
-START_TEST(streams_host_threads_sums_exact_rows_never_torn)
+static void st_host_race(unsigned find_lanes)
 {
     static st_shared sh;
-    st_table(&sh);
+    st_table(&sh, find_lanes);
     atomic_store(&sh.writers_left, ST_WRITERS);
     pthread_t w[ST_WRITERS], r;
     for (int i = 0; i < ST_WRITERS; i++)
@@ -350,11 +368,23 @@ START_TEST(streams_host_threads_sums_exact_rows_never_torn)
     for (int i = 0; i < ST_WRITERS; i++)
         pthread_join(w[i], NULL);
     pthread_join(r, NULL);
-    printf("gpu.table host threads: %d writers × %d calls, %llu find+export rounds beside "
-           "them\n", ST_WRITERS, ST_CALLS, (unsigned long long)sh.reads);
+    printf("gpu.table host threads (find_lanes %u): %d writers × %d calls, %llu find+export "
+           "rounds beside them\n", find_lanes ? find_lanes : 8u, ST_WRITERS, ST_CALLS,
+           (unsigned long long)sh.reads);
     fflush(stdout);
     st_expect_sums(&sh, (uint64_t)ST_WRITERS * ST_CALLS);
     ember_table_destroy(sh.t);
+}
+
+START_TEST(streams_host_threads_sums_exact_rows_never_torn)
+{
+    st_host_race(0);
+}
+END_TEST
+
+START_TEST(streams_host_threads_find_lanes1_rows_never_torn)
+{
+    st_host_race(1);
 }
 END_TEST
 
@@ -406,36 +436,44 @@ START_TEST(streams_scratch_capacity_enforced)
 }
 END_TEST
 
-/* ember_gpu_table_options.find_lanes: a 16-lane find gives what the default
- * 8-lane one does, bit for bit (stored rows, missing keys' initial rows, found
- * flags), on the vector and the scalar row paths; other widths are refused. */
+/* ember_gpu_table_options.find_lanes: a 16-lane find and a one-lane-per-key find
+ * give what the default 8-lane one does, bit for bit (stored rows, missing and
+ * reserved keys' initial rows, found flags), on the 16-byte and the scalar row
+ * paths (dim not a multiple of 4, or an output array off 16-byte alignment), for
+ * rows narrower and wider than a warp; other widths are refused. */
 START_TEST(streams_find_lanes_option_same_results)
 {
-    enum { N = 1000, MAXDIM = 12 };
+    enum { N = 1000, MAXDIM = 200, K = 3 };
     ember_error err;
     ember_table_config c = gt_config(MAXDIM, 64 * SLOTS, EMBER_OPTIM_SGD, EMBER_SCORE_LRU,
                                      EMBER_INIT_UNIFORM);
     ember_gpu_table *g = NULL;
-    ember_gpu_table_options bad = {12};
-    ck_assert_int_eq(ember_gpu_table_create(&c, &bad, &g, &err), EMBER_INVALID_ARGUMENT);
-    ck_assert_ptr_null(g);
+    const ember_gpu_table_options bad[2] = {{12}, {2}};
+    for (int b = 0; b < 2; b++) {
+        ck_assert_int_eq(ember_gpu_table_create(&c, &bad[b], &g, &err), EMBER_INVALID_ARGUMENT);
+        ck_assert_ptr_null(g);
+    }
+    ck_assert_ptr_null(ember_table_gpu_backend_find_lanes(2));
+    ck_assert_ptr_eq(ember_table_gpu_backend_find_lanes(8), gt_gpu());
 
+    const size_t out_floats = (size_t)N * MAXDIM + 4;
     uint64_t *hk = malloc(N * sizeof *hk), *dk = NULL;
-    float *hv = malloc((size_t)N * MAXDIM * sizeof *hv), *dv = NULL, *dout[2] = {NULL, NULL};
-    float *hout[2] = {malloc((size_t)N * MAXDIM * sizeof(float)),
-                      malloc((size_t)N * MAXDIM * sizeof(float))};
-    uint8_t *df[2] = {NULL, NULL}, hf[2][N];
+    float *hv = malloc((size_t)N * MAXDIM * sizeof *hv), *dv = NULL, *dout[K], *hout[K];
+    uint8_t *df[K], hf[K][N];
     for (size_t i = 0; i < N; i++)
         hk[i] = 7919 * (uint64_t)i + 1;
+    hk[N - 1] = EMBER_KEY_RESERVED_MIN; /* never stored: found 0, initial row */
+    hk[N - 2] = hk[3];                  /* a stored key twice in one call */
     for (size_t i = 0; i < (size_t)N * MAXDIM; i++)
         hv[i] = (float)i * 0.5f;
     CUDA_CK(cudaMalloc((void **)&dk, N * sizeof *hk));
     CUDA_CK(cudaMalloc((void **)&dv, (size_t)N * MAXDIM * sizeof *hv));
     CUDA_CK(cudaMemcpy(dk, hk, N * sizeof *hk, cudaMemcpyHostToDevice));
     CUDA_CK(cudaMemcpy(dv, hv, (size_t)N * MAXDIM * sizeof *hv, cudaMemcpyHostToDevice));
-    for (int k = 0; k < 2; k++) {
-        CUDA_CK(cudaMalloc((void **)&dout[k], (size_t)N * MAXDIM * sizeof(float)));
+    for (int k = 0; k < K; k++) {
+        CUDA_CK(cudaMalloc((void **)&dout[k], out_floats * sizeof(float)));
         CUDA_CK(cudaMalloc((void **)&df[k], N));
+        hout[k] = malloc(out_floats * sizeof(float));
     }
     cudaStream_t st;
     CUDA_CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -444,17 +482,19 @@ START_TEST(streams_find_lanes_option_same_results)
     op.score.policy = EMBER_SCORE_LRU;
     op.version = 1;
 
-    const uint32_t dims[2] = {MAXDIM, 10};   /* 16-byte rows, and not */
-    for (int d = 0; d < 2; d++) {
-        c.dim = dims[d];
-        const ember_gpu_table_options opt[2] = {{0}, {16}};
-        for (int k = 0; k < 2; k++) {
+    /* dim, and where in the output array the rows start (1: off 16-byte alignment) */
+    static const uint32_t shapes[][2] = {{12, 0}, {10, 0}, {12, 1}, {37, 0}, {200, 0}};
+    const ember_gpu_table_options opt[K] = {{0}, {16}, {1}};
+    for (size_t d = 0; d < sizeof shapes / sizeof shapes[0]; d++) {
+        c.dim = shapes[d][0];
+        size_t off = shapes[d][1], nf = (size_t)N * c.dim;
+        for (int k = 0; k < K; k++) {
             ember_gpu_scratch *s = NULL;
             CK(ember_gpu_table_create(&c, &opt[k], &g, &err), err);
             CK(ember_gpu_scratch_create(g, N, &s, &err), err);
             CK(ember_gpu_insert_or_assign_async(g, s, &op, dk, N / 2, dv, NULL, &err, st), err);
-            CK(ember_gpu_find_async(g, dk, N, dout[k], df[k], &err, st), err);
-            CUDA_CK(cudaMemcpyAsync(hout[k], dout[k], (size_t)N * c.dim * sizeof(float),
+            CK(ember_gpu_find_async(g, dk, N, dout[k] + off, df[k], &err, st), err);
+            CUDA_CK(cudaMemcpyAsync(hout[k], dout[k] + off, nf * sizeof(float),
                                     cudaMemcpyDeviceToHost, st));
             CUDA_CK(cudaMemcpyAsync(hf[k], df[k], N, cudaMemcpyDeviceToHost, st));
             CUDA_CK(cudaStreamSynchronize(st));
@@ -463,17 +503,26 @@ START_TEST(streams_find_lanes_option_same_results)
             g = NULL;
         }
         for (size_t i = 0; i < N; i++)
-            GT_EXPECT(hf[0][i] == (i < N / 2) && hf[1][i] == hf[0][i],
-                      "dim %u key %zu: found %d (8 lanes), %d (16 lanes)", c.dim, i, hf[0][i],
-                      hf[1][i]);
+            GT_EXPECT(hf[0][i] == (i < N / 2 || i == N - 2) && hf[1][i] == hf[0][i] &&
+                          hf[2][i] == hf[0][i],
+                      "dim %u key %zu: found %d (8 lanes), %d (16 lanes), %d (1 lane)", c.dim, i,
+                      hf[0][i], hf[1][i], hf[2][i]);
         for (size_t i = 0; i < (size_t)N / 2 * c.dim; i++)
             GT_EXPECT(hout[0][i] == hv[i], "dim %u float %zu: %g stored, %g found", c.dim, i,
                       (double)hv[i], (double)hout[0][i]);
-        ck_assert_msg(memcmp(hout[0], hout[1], (size_t)N * c.dim * sizeof(float)) == 0,
-                      "dim %u: 16 lanes found other rows than 8", c.dim);
+        float want[MAXDIM];
+        ember_init_row(&c.init, c.seed, hk[N - 1], want, c.dim);
+        ck_assert_msg(memcmp(hout[0] + (size_t)(N - 1) * c.dim, want, c.dim * sizeof(float)) == 0,
+                      "dim %u: a reserved key's row is not its initial row", c.dim);
+        for (int k = 1; k < K; k++) {
+            size_t at = gt_first_diff(hout[0], hout[k], nf, 0.0f);
+            ck_assert_msg(at == nf, "dim %u offset %zu: find_lanes %u differs from 8 at key %zu "
+                          "element %zu: %.9g, 8 lanes %.9g", c.dim, off, opt[k].find_lanes,
+                          at / c.dim, at % c.dim, (double)hout[k][at], (double)hout[0][at]);
+        }
     }
     CUDA_CK(cudaStreamDestroy(st));
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < K; k++) {
         CUDA_CK(cudaFree(dout[k]));
         CUDA_CK(cudaFree(df[k]));
         free(hout[k]);
@@ -1364,7 +1413,9 @@ static Suite *gpu_table_api_suite(void)
 
     tc = tcase_create("streams");
     tcase_add_test(tc, streams_device_api_sums_exact_rows_never_torn);
+    tcase_add_test(tc, streams_find_lanes1_rows_never_torn);
     tcase_add_test(tc, streams_host_threads_sums_exact_rows_never_torn);
+    tcase_add_test(tc, streams_host_threads_find_lanes1_rows_never_torn);
     tcase_add_test(tc, streams_scratch_capacity_enforced);
     tcase_add_test(tc, streams_find_lanes_option_same_results);
     suite_add_tcase(s, tc);
