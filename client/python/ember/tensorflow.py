@@ -92,7 +92,8 @@ def pull(ids, table, dim, *, serve=False, shards="", timeout_ms=0):
 
 def push(ids, grads, table, dim, *, shards="", timeout_ms=0):
     """Pushes grads (ids.shape + [dim], float32) to the table's optimizer (equal ids'
-    gradients summed; at most once per shard on retries, as ember_push)."""
+    gradients summed; at most once per shard on retries, as ember_push). Returns
+    None eagerly, the EmberPush operation in a graph (for control dependencies)."""
     return ops().ember_push(_keys(ids), tf.cast(grads, tf.float32), table=table, dim=int(dim),
                             shards=shards or "", timeout_ms=int(timeout_ms))
 
