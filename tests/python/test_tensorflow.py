@@ -154,6 +154,41 @@ class TensorFlowOps(ShardsTest):
             np.testing.assert_allclose(inf.numpy(), ref_of(tf.constant(after)).numpy(),
                                        rtol=1e-5, atol=1e-6)
 
+    def test_prefetch_in_the_input_pipeline(self):
+        emb = self.make("pf")
+        bag = etf.Embedding("pf", DIM, combiner="sum", shards=self.shards.shards)
+        ids = np.array([[[1, 2], [3, 1]], [[2, 4], [5, 1]]], np.int64)
+        tags = tf.ragged.constant([[7, 8, 7], [9]], dtype=tf.int64)
+
+        def fetch(i):
+            return i, emb.prefetch(i), bag.prefetch(tags)
+
+        ds = tf.data.Dataset.from_tensor_slices(ids).map(fetch).prefetch(1)
+        it = iter(ds)
+        b, rows, vecs = next(it)  # batch 2's rows are on their way meanwhile
+        np.testing.assert_array_equal(rows.numpy(), self.client.pull("pf", b.numpy(),
+                                                                     insert=False))
+        uniq, inverse = np.unique(np.concatenate([b.numpy().ravel(), tags.values.numpy()]),
+                                  return_inverse=True)
+        before = self.client.pull("pf", uniq, insert=False)
+        self.assertGreaterEqual(self.client.describe_table("pf").size, len(uniq))  # inserted
+        scale = tf.reshape(tf.range(1.0, 2 * 2 * DIM + 1), [2, 2, DIM])
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(emb(b, rows=rows) * scale) + \
+                tf.reduce_sum(bag(tags, rows=vecs) ** 2)
+        tape.gradient(loss, emb.trainable_variables + bag.trainable_variables)
+        i_ids = tf.constant(inverse[:4].reshape(2, 2))
+        i_tags = tf.RaggedTensor.from_row_splits(inverse[4:], tags.row_splits)
+
+        def ref(w):
+            return tf.reduce_sum(tf.gather(w, i_ids) * scale) + tf.reduce_sum(
+                tf.reduce_sum(tf.gather(w, i_tags), axis=1) ** 2)
+
+        g = dense_grad(tf_grad(before, ref))
+        np.testing.assert_allclose(self.client.pull("pf", uniq, insert=False),
+                                   before - np.float32(LR) * g, rtol=1e-5, atol=1e-6)
+        self.assertEqual(next(it)[1].shape, (2, 2, DIM))
+
     def test_inference_never_inserts(self):
         emb = self.make("inf")
         emb(tf.constant([1, 2, 3], tf.int64))

@@ -124,18 +124,26 @@ def _trigger_tensor(trigger):
     return tf.zeros([], tf.float32) if trigger is None else tf.convert_to_tensor(trigger)
 
 
-def lookup(ids, table, dim, *, training=True, trigger=None, shards="", timeout_ms=0):
+def lookup(ids, table, dim, *, training=True, trigger=None, rows=None, shards="", timeout_ms=0):
     """ids' rows (ids.shape + [dim]); when training, a find_or_insert pull whose
     gradient pushes to the table. The gradient is taken only when a watched
-    variable leads to it: `trigger` (a layer's push_trigger), else none."""
+    variable leads to it: `trigger` (a layer's push_trigger), else none.
+    rows: the rows of ids pulled already (a prefetch, see Embedding.prefetch):
+    no pull, the gradient is pushed all the same."""
     if not training:
+        if rows is not None:
+            return rows
         return pull(ids, table, dim, serve=True, shards=shards, timeout_ms=timeout_ms)
     keys = _keys(ids)
     dim = int(dim)
+    given = rows
 
     @tf.custom_gradient
     def _lookup(t):
-        rows = pull(keys, table, dim, shards=shards, timeout_ms=timeout_ms)
+        if given is not None:
+            rows = tf.identity(given)
+        else:
+            rows = pull(keys, table, dim, shards=shards, timeout_ms=timeout_ms)
 
         def grad(g):
             g = tf.convert_to_tensor(g)
@@ -150,20 +158,25 @@ def lookup(ids, table, dim, *, training=True, trigger=None, shards="", timeout_m
 
 
 def embedding_lookup_sparse(ids, table, dim, *, combiner="mean", weights=None, training=True,
-                            trigger=None, shards="", timeout_ms=0):
+                            trigger=None, vecs=None, shards="", timeout_ms=0):
     """One vector per row of `ids` (a tf.SparseTensor [bags, n] in row order, or a
     tf.RaggedTensor [bags, None]): the row's ids' rows combined by "sum", "mean"
     or "sqrtn" with optional per-id weights (a SparseTensor/RaggedTensor like ids,
     or its values), as tf.nn.embedding_lookup_sparse. Pooled on the servers
     (ember_pull_pooled); the gradient pushes one vector per bag
     (ember_push_pooled), which the servers spread over the bag's ids. An empty
-    bag is zeros. Returns [bags, dim] float32."""
+    bag is zeros. Returns [bags, dim] float32. vecs: the bags' vectors pulled
+    already (a prefetch): no pull, the gradient is pushed all the same."""
     if combiner not in _COMBINERS:
         raise ValueError(f"combiner {combiner!r}: one of {', '.join(_COMBINERS)}")
     keys, offsets, w = _bags(ids, weights)
     dim = int(dim)
 
+    given = vecs
+
     def _pull(serve):
+        if given is not None:
+            return tf.identity(given)
         v = ops().ember_pull_pooled(keys, offsets, w, table=table, dim=dim, serve=serve,
                                     combiner=combiner, shards=shards or "",
                                     timeout_ms=int(timeout_ms))
@@ -188,6 +201,16 @@ def embedding_lookup_sparse(ids, table, dim, *, combiner="mean", weights=None, t
         return vecs, grad
 
     return _lookup(_trigger_tensor(trigger))
+
+
+def _pooled_pull(ids, weights, table, dim, combiner, serve, shards, timeout_ms):
+    """A pooled pull with no gradient (serve: without inserting)."""
+    keys, offsets, w = _bags(ids, weights)
+    v = ops().ember_pull_pooled(keys, offsets, w, table=table, dim=int(dim), serve=bool(serve),
+                                combiner=combiner, shards=shards or "",
+                                timeout_ms=int(timeout_ms))
+    v.set_shape([None, int(dim)])
+    return v
 
 
 class Embedding(tf.keras.layers.Layer):
@@ -222,15 +245,32 @@ class Embedding(tf.keras.layers.Layer):
                                             trainable=True)
         ops()
 
-    def call(self, ids, weights=None, training=None):
+    def call(self, ids, weights=None, training=None, rows=None):
+        """rows: what prefetch(ids, weights) returned for these ids: used instead
+        of pulling; the gradient is pushed as usual."""
         train = training is not False and not self.serve
         trig = self.push_trigger.value if hasattr(self.push_trigger, "value") else self.push_trigger
         if isinstance(ids, (tf.SparseTensor, tf.RaggedTensor)):
             return embedding_lookup_sparse(ids, self.table, self.dim, combiner=self.combiner,
                                            weights=weights, training=train, trigger=trig,
-                                           shards=self.shards, timeout_ms=self.timeout_ms)
-        return lookup(ids, self.table, self.dim, training=train, trigger=trig,
+                                           vecs=rows, shards=self.shards,
+                                           timeout_ms=self.timeout_ms)
+        return lookup(ids, self.table, self.dim, training=train, trigger=trig, rows=rows,
                       shards=self.shards, timeout_ms=self.timeout_ms)
+
+    def prefetch(self, ids, weights=None, training=True):
+        """The pull of call(ids, weights) alone, without a gradient: run it in the
+        input pipeline (tf.data's map, then .prefetch(1)) so that batch k+1's
+        rows travel while step k computes, and pass its result to
+        call(ids, weights, rows=...). Those rows are read before step k's push
+        lands: the one-step staleness of every asynchronous parameter server
+        (ember.torch's prefetch has the same)."""
+        serve = training is False or self.serve
+        if isinstance(ids, (tf.SparseTensor, tf.RaggedTensor)):
+            return _pooled_pull(ids, weights, self.table, self.dim, self.combiner, serve,
+                                self.shards, self.timeout_ms)
+        return pull(ids, self.table, self.dim, serve=serve, shards=self.shards,
+                    timeout_ms=self.timeout_ms)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.dim,)
