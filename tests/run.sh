@@ -27,16 +27,17 @@ tf_args=()
 if [ "${EMBER_TF:-1}" != 0 ]; then
   tf_version=2.18.1
   venv=${EMBER_TF_VENV:-$build/tf-venv}
-  if ! "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
+  if ! "$venv/bin/python" -c "import sys, tensorflow as tf; sys.exit(tf.__version__ != '$tf_version')" \
+       2>/dev/null; then
     echo "tests/run.sh: installing tensorflow-cpu==$tf_version into $venv"
-    rm -rf "$venv"
+    [ -f "$venv/pyvenv.cfg" ] && rm -rf "$venv"   # a broken one of ours
     py=python3
     [ -x /usr/bin/python3 ] && py=/usr/bin/python3   # Debian's, as tests/python's
     if ! { "$py" -m venv "$venv" &&
-           "$venv/bin/pip" install --no-cache-dir --quiet --timeout 60 \
+           "$venv/bin/pip" install --no-cache-dir --quiet --timeout 60 --retries 2 \
              "tensorflow-cpu==$tf_version"; }; then
       echo "tests/run.sh: could not install TensorFlow: its tests will be skipped" >&2
-      rm -rf "$venv"
+      [ -f "$venv/pyvenv.cfg" ] && rm -rf "$venv"
     fi
   fi
   if [ -x "$venv/bin/python" ]; then
