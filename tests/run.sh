@@ -23,7 +23,7 @@ jobs=$(nproc)
 # shellcheck source=../deploy/env.sh
 . "$root/deploy/env.sh"
 
-tf_args=()
+tf_args=(-DEMBER_TF_PYTHON=)   # none (an earlier configure's is forgotten)
 if [ "${EMBER_TF:-1}" != 0 ]; then
   tf_version=2.18.1
   venv=${EMBER_TF_VENV:-$build/tf-venv}
