@@ -49,12 +49,9 @@ def _library_path():
     env = os.environ.get("EMBER_TF_OPS")
     if env:
         return env
-    root = _lib._source_root()
-    if root is not None:
-        built = [p for p in root.glob("build*/client/tensorflow/libember_tf_ops.so") if p.is_file()]
-        built.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        if built:
-            return str(built[0])
+    built = _lib.built("build*/client/tensorflow/libember_tf_ops.so")
+    if built:
+        return built[0]
     lib = os.environ.get("EMBER_LIBRARY")
     if lib:
         return os.path.join(os.path.dirname(lib), "tensorflow", "libember_tf_ops.so")

@@ -54,52 +54,18 @@ import tensorflow as tf
 
 import ember.tensorflow as etf
 
-FIELDS = 4
-TAGS_MAX = 4
-DENSE = 4
-K_PLANTED = 4
+from click_data import DENSE, FIELDS, ClickData  # noqa: E402  (beside this file)
+
 HIDDEN = 32
 CHUNK = 32   # the dense table's dim: the MLP's weights, flat, in rows of CHUNK
 
 
-class ClickData:
-    """The generator and its planted model (numpy, seeded)."""
-
-    def __init__(self, vocab, zipf, seed):
-        rng = np.random.default_rng(seed)
-        self.vocab = vocab
-        w = 1.0 / np.arange(1, vocab + 1) ** zipf
-        self.cdf = np.cumsum(w) / w.sum()
-        self.ids = [rng.permutation(vocab).astype(np.int64) * 7919 + f for f in range(FIELDS + 1)]
-        self.bias = rng.normal(0.0, 0.6, (FIELDS, vocab))
-        self.vec = rng.normal(0.0, 0.45, (FIELDS, vocab, K_PLANTED))
-        self.tag_bias = rng.normal(0.0, 0.8, vocab)
-        self.dense_w = rng.normal(0.0, 0.5, DENSE)
-        self.offset = -1.6
-
-    def _ranks(self, rng, n):
-        return np.minimum(np.searchsorted(self.cdf, rng.random(n)), self.vocab - 1)
-
-    def batch(self, rng, n):
-        """(field ids (n, FIELDS), tags (ragged n x 1-4), dense (n, DENSE), labels (n,),
-        planted probabilities (n,))."""
-        ranks = np.stack([self._ranks(rng, n) for _ in range(FIELDS)], axis=1)
-        ids = np.stack([self.ids[f][ranks[:, f]] for f in range(FIELDS)], axis=1)
-        lens = rng.integers(1, TAGS_MAX + 1, n)
-        splits = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        tag_ranks = self._ranks(rng, int(lens.sum()))
-        tags = tf.RaggedTensor.from_row_splits(self.ids[FIELDS][tag_ranks], splits)
-        dense = rng.normal(0.0, 1.0, (n, DENSE))
-        logit = self.offset + dense @ self.dense_w
-        v = np.stack([self.vec[f, ranks[:, f]] for f in range(FIELDS)], axis=1)
-        for f in range(FIELDS):
-            logit += self.bias[f, ranks[:, f]]
-            for g in range(f + 1, FIELDS):
-                logit += (v[:, f] * v[:, g]).sum(1)
-        logit += np.add.reduceat(self.tag_bias[tag_ranks], splits[:-1]) / lens
-        p = 1.0 / (1.0 + np.exp(-logit))
-        y = (rng.random(n) < p).astype(np.float32)
-        return ids, tags, dense.astype(np.float32), y, p
+def draw_batch(data, rng, n):
+    """(field ids (n, FIELDS), tags (a RaggedTensor, n rows), dense (n, DENSE),
+    labels (n,), planted probabilities (n,))."""
+    ids, tags, offsets, dense, y, p = data.batch(rng, n)
+    splits = np.append(offsets, len(tags)).astype(np.int64)
+    return ids, tf.RaggedTensor.from_row_splits(tags, splits), dense, y, p
 
 
 class CTRModel:
@@ -166,10 +132,10 @@ def run_worker(args, index):
         tape.gradient(loss, variables)   # pushes every row's gradient to the shards
         return loss
 
-    pool = [data.batch(rng, args.batch) for _ in range(50)] if args.reuse_batches else None
+    pool = [draw_batch(data, rng, args.batch) for _ in range(50)] if args.reuse_batches else None
 
     def draw(s):
-        ids, tags, dense, y, _ = pool[s % len(pool)] if pool else data.batch(rng, args.batch)
+        ids, tags, dense, y, _ = pool[s % len(pool)] if pool else draw_batch(data, rng, args.batch)
         return tf.constant(ids), tags, tf.constant(dense), tf.constant(y)
 
     if args.prefetch:
@@ -205,7 +171,7 @@ def evaluate(args, shards):
     rng = np.random.default_rng(args.seed + 10_000)
     ys, ps, planted = [], [], []
     for _ in range(args.eval_batches):
-        ids, tags, dense, y, p = data.batch(rng, args.batch)
+        ids, tags, dense, y, p = draw_batch(data, rng, args.batch)
         logits = model.logits(tf.constant(ids), tags, tf.constant(dense), training=False)
         ys.append(y)
         ps.append(tf.sigmoid(logits).numpy())
