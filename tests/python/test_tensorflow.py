@@ -189,6 +189,15 @@ class TensorFlowOps(ShardsTest):
                                    before - np.float32(LR) * g, rtol=1e-5, atol=1e-6)
         self.assertEqual(next(it)[1].shape, (2, 2, DIM))
 
+    def test_uint64_and_int64_keys_are_the_same_keys(self):
+        self.make("u64")
+        keys = np.array([1, 2**63 + 5, 2**64 - 5], np.uint64)  # the last: int64 -5
+        a = etf.pull(tf.constant(keys, tf.uint64), "u64", DIM, shards=self.shards.shards)
+        b = etf.pull(tf.constant(keys.view(np.int64)), "u64", DIM, shards=self.shards.shards)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(a.numpy(), self.client.pull("u64", keys, insert=False))
+        self.assertEqual(self.client.describe_table("u64").size, 3)
+
     def test_inference_never_inserts(self):
         emb = self.make("inf")
         emb(tf.constant([1, 2, 3], tf.int64))

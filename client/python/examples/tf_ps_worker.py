@@ -253,7 +253,8 @@ def main():
     ap.add_argument("--eval-batches", type=int, default=40)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--reuse-batches", action="store_true",
-                    help="cycle through 50 pre-drawn batches (times the model, not numpy)")
+                    help="cycle through 50 pre-drawn batches: times the model, not numpy's "
+                         "generator (the model overfits them: its held-out loss means nothing)")
     ap.add_argument("--prefetch", action="store_true",
                     help="pull in the tf.data pipeline, a batch ahead (Embedding.prefetch)")
     ap.add_argument("--expect-below", type=float, default=None)
