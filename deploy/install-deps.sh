@@ -12,9 +12,10 @@ if [ "${1:-}" = "--tests" ]; then
   # interop.py (Python gRPC), rpc_bench's loopback ceiling (iperf3), the
   # manifest checks (PyYAML), tests/fuzz (clang, libFuzzer, llvm-symbolizer),
   # tests/python and client/python/examples: numpy, and PyTorch for ember.torch
-  # (python3-torch is large: about 150 MB to download, 640 MB installed, a minute).
+  # (python3-torch is large: about 150 MB to download, 640 MB installed, a minute);
+  # python3-venv for tests/run.sh's TensorFlow environment (PyPI's tensorflow-cpu).
   packages+=(python3-grpcio python3-protobuf protobuf-compiler iperf3 python3-yaml
-             clang libclang-rt-dev llvm python3-numpy python3-torch)
+             clang libclang-rt-dev llvm python3-numpy python3-torch python3-venv)
 fi
 
 missing=()

@@ -57,3 +57,20 @@ def main():
     """unittest.main, verbose, exiting 0 or 1."""
     print(f"libember: {ember.library_path()}; server: {ember.local.find_server()}", flush=True)
     unittest.main(module="__main__", verbosity=2)
+
+
+def need_tensorflow():
+    """Exits 77 (ctest: skipped) when TensorFlow or ember's op library
+    (libember_tf_ops.so, $EMBER_TF_OPS) is missing: tests/run.sh installs a
+    pinned tensorflow-cpu into a virtual environment and builds the ops, and
+    says why when it could not."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as e:
+        print(f"SKIPPED: TensorFlow is not installed ({e}); tests/run.sh installs it "
+              "(EMBER_TF_PYTHON)")
+        sys.exit(SKIP)
+    ops = os.environ.get("EMBER_TF_OPS")
+    if not ops or not os.path.isfile(ops):
+        print(f"SKIPPED: ember's TensorFlow ops were not built ({ops!r})")
+        sys.exit(SKIP)

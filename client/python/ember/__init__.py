@@ -14,7 +14,9 @@ that carry the gRPC code, async pulls, and table admin.
     c.push("clicks", keys, grads)       # grads (3, 16): the server's Adagrad applies them
     nxt = c.pull_async("clicks", next_keys)   # prefetch; nxt.wait() -> rows
 
-ember.torch holds the PyTorch modules (Embedding, EmbeddingBag); ember.local
+ember.torch holds the PyTorch modules (Embedding, EmbeddingBag), ember.tensorflow
+the Keras Embedding layer and embedding_lookup_sparse over ember's TensorFlow ops
+(imported on demand: neither framework is needed by the rest); ember.local
 starts shard servers on loopback for tests and demos.
 
 libember is found through $EMBER_LIBRARY, else this checkout's newest build tree

@@ -37,17 +37,24 @@ def _source_root():
     return None
 
 
+def built(pattern):
+    """Files of this checkout's build trees matching `pattern` (a glob relative to
+    the checkout, e.g. "build*/client/libember.so"), newest first, sanitizer
+    builds passed over; [] when the package is not in a checkout."""
+    root = _source_root()
+    if root is None:
+        return []
+    found = [p for p in root.glob(pattern) if p.is_file()]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [str(p) for p in found if not _is_sanitized(p)]
+
+
 def candidates():
     """Where libember is looked for, in order (see find_library)."""
     env = os.environ.get("EMBER_LIBRARY")
     if env:
         return [env]
-    out = []
-    root = _source_root()
-    if root is not None:
-        built = [p for p in root.glob("build*/client/libember.so") if p.is_file()]
-        built.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        out += [str(p) for p in built if not _is_sanitized(p)]
+    out = built("build*/client/libember.so")
     found = ctypes.util.find_library("ember")
     if found:
         out.append(found)

@@ -31,13 +31,9 @@ def find_server():
     env = os.environ.get("EMBER_SERVER_BIN")
     if env:
         return env
-    root = _lib._source_root()
-    if root is not None:
-        built = [p for p in root.glob("build*/server/ember-server") if p.is_file()]
-        built.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        for p in built:
-            if not _lib._is_sanitized(p):
-                return str(p)
+    built = _lib.built("build*/server/ember-server")
+    if built:
+        return built[0]
     found = shutil.which("ember-server")
     if found:
         return found
