@@ -616,6 +616,9 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
         addrs[s] = NULL;
         atomic_init(&sh->rr, 0);
         atomic_init(&sh->seq, seq0);
+        atomic_init(&sh->down, 0);
+        atomic_init(&sh->down_since_ms, 0);
+        atomic_init(&sh->up_ms, 0);
         sh->ch = calloc(nch, sizeof *sh->ch);
         if (!sh->ch) {
             free_addrs(addrs, n);
@@ -845,6 +848,13 @@ ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method
     return sc;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Starts one attempt of shard call sc. Returns 1 if a completion will come. */
 static int call_start(ember_call *op, ember_shard_call *sc)
 {
@@ -852,6 +862,7 @@ static int call_start(ember_call *op, ember_shard_call *sc)
     ember_shard *sh = &c->shards[sc->shard];
     grpc_channel *ch = sh->ch[atomic_fetch_add(&sh->rr, 1) % sh->nch];
     sc->attempts++;
+    sc->attempt_ms = now_ms();
     sc->finished = 0;
     sc->recv = NULL;
     sc->status = GRPC_STATUS_OK;
@@ -925,13 +936,6 @@ static void call_end(ember_shard_call *sc)
     sc->msg[dl] = '\0';
     grpc_slice_unref(sc->details);
     sc->details = grpc_empty_slice();
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void ember_call_start(ember_call *op)
@@ -1031,6 +1035,10 @@ static void notice(ember_client *c, unsigned s, int available, const char *fmt, 
 static void shard_down(ember_client *c, const ember_shard_call *sc)
 {
     ember_shard *sh = &c->shards[sc->shard];
+    /* An attempt that started before the shard was last seen back failed on the
+     * old connection: no news. */
+    if (sc->attempt_ms < (int64_t)atomic_load(&sh->up_ms))
+        return;
     if (atomic_load(&sh->down) || atomic_exchange(&sh->down, 1))
         return;
     atomic_store(&sh->down_since_ms, now_ms());
@@ -1045,6 +1053,7 @@ static void shard_up(ember_client *c, unsigned s)
     ember_shard *sh = &c->shards[s];
     if (!atomic_load(&sh->down) || !atomic_exchange(&sh->down, 0))
         return;
+    atomic_store(&sh->up_ms, now_ms());
     notice(c, s, 1, "shard %u (%s) is back after %.1f s", s, sh->addr,
            (now_ms() - (int64_t)atomic_load(&sh->down_since_ms)) / 1000.0);
 }

@@ -52,6 +52,7 @@ typedef struct ember_shard {
     /* Retry budget: 1 while the shard is known unavailable (noticed once). */
     atomic_int down;
     atomic_int_fast64_t down_since_ms; /* monotonic ms of the first failure */
+    atomic_int_fast64_t up_ms;   /* when it was last said to be back */
 } ember_shard;
 
 struct ember_client {
@@ -99,6 +100,7 @@ typedef struct ember_shard_call {
     /* train.c: the grouped keys this call carries (batch.h) */
     size_t pull_lo, n_pull, push_lo, n_push;
     unsigned attempts;
+    int64_t attempt_ms;          /* monotonic start of the current attempt */
     int resend;                  /* debug: send once more after success */
 
     /* one attempt */
