@@ -1216,7 +1216,9 @@ int ember_call_finish(ember_call *op, ember_error *err)
         if (again && budget) {
             /* Retry until the budget has passed, each attempt with its own
              * deadline; the last one starts no earlier than the budget's end. */
-            int64_t left = op->start_ms + c->retry_budget_ms - now_ms();
+            /* +1: both clock readings are truncated to the ms, and the call
+             * must not fail before the whole budget has passed. */
+            int64_t left = op->start_ms + c->retry_budget_ms + 1 - now_ms();
             int stop = left <= 0;
             if (!stop) {
                 int64_t wait = jittered(backoff, &rng);
