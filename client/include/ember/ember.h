@@ -145,21 +145,23 @@ typedef struct ember_client_options {
      * or a file holding it (trailing newline ignored); token wins. */
     const char *token, *token_file;
     /* ---- ABI 1.1 (ember_client_options_init@EMBER_1.1) ---- */
-    /* Retry budget, ms: how long a pull, push, push-pull or describe (sync or
-     * async: the wait retries) keeps retrying a shard that is unavailable: it
-     * refuses connections, answers UNAVAILABLE (down, restarting, shutting
-     * down), or lets an attempt pass its deadline (timeout_ms per attempt;
-     * e.g. a stopped process). Backoff doubles from 50 ms up to 2 s, with
-     * jitter; the budget runs from the call's start, and the call fails with
-     * the last attempt's status ("shard i (host:port): ... (N attempts over
-     * S s; retry budget B s)") only once it has passed. Any other status is
-     * returned at once. Pushes are resent with their sequence number, so a
-     * shard that stayed up applies each at most once; across a shard's
-     * restart see README "Failures". 0: no budget, today's max_retries
-     * within one deadline. EMBER_RETRY_BUDGET_DEFAULT (what init sets): the
-     * environment's EMBER_RETRY_BUDGET (seconds, decimals allowed, 0 for
-     * none), else 120 s, room for a pod to be rescheduled and restore its
-     * checkpoint. Other negative values are refused. */
+    /* Retry budget, ms: how long a call (every one but create, drop, save and
+     * load; an async call retries in its ember_wait) keeps retrying a shard
+     * that is unavailable: it refuses connections, answers UNAVAILABLE (down,
+     * restarting, shutting down), or lets an attempt pass its deadline
+     * (timeout_ms is then per attempt; e.g. a stopped process). Backoff
+     * doubles from 50 ms up to 2 s, with jitter; the budget runs from the
+     * call's start, and the call fails with the last attempt's status
+     * ("shard i (host:port): ... (N attempts over S s; retry budget B s)")
+     * only once it has passed. Any other status is returned at once. Pushes
+     * are resent with their sequence number, so a shard that stayed up
+     * applies each at most once; across a shard's restart see README
+     * "Failures". 0: no budget, max_retries quick retries within one
+     * deadline (the behaviour before ABI 1.1). EMBER_RETRY_BUDGET_DEFAULT
+     * (what init sets): the environment's EMBER_RETRY_BUDGET (seconds,
+     * decimals allowed, 0 for none), else 120 s, room for a pod to be
+     * rescheduled and restore its checkpoint. Other negative values, and over
+     * a week, are refused (INVALID_ARGUMENT at open). */
     int retry_budget_ms;
     /* Called once when a shard becomes unavailable to a retrying call
      * (available 0) and once when a call to it next succeeds or gets any
@@ -180,12 +182,13 @@ typedef struct ember_client_options {
 void ember_client_options_init(ember_client_options *o);
 
 /* Opens a client. Connections are made lazily; an unreachable shard shows up as
- * EMBER_UNAVAILABLE on the first call that needs it. Starts one thread (the
+ * EMBER_UNAVAILABLE on the first call that needs it, once the retry budget
+ * has passed. Starts one thread (the
  * client's network poller). Returns NULL and fills `err`: INVALID_ARGUMENT for
  * bad options (no shards, a malformed or repeated address, a pattern without
  * {i} or without a count, an unknown wire_dtype, over 64 channels per shard,
- * a struct_size this library does not know,
- * an unreadable TLS or token file, a certificate without its key);
+ * a struct_size this library does not know, a bad retry budget or
+ * EMBER_RETRY_BUDGET, an unreadable TLS or token file, a certificate without its key);
  * RESOURCE_EXHAUSTED when out of memory or threads. */
 ember_client *ember_client_open(const ember_client_options *opts, ember_error *err);
 

@@ -187,7 +187,8 @@ class Client:
     None the library looks, in order, at shard_pattern/shard_count, then the
     environment: EMBER_SHARDS, TF_CONFIG's cluster.ps list, EMBER_SHARD_PATTERN
     with EMBER_SHARD_COUNT (see ember.h; .shard_source says which one won).
-    timeout_ms: each call's deadline, retries included (0: 10 s). wire_dtype:
+    timeout_ms: each attempt's deadline (0: 10 s; with retry_budget_s=0, each
+    call's, retries included). wire_dtype:
     "float32", "float16" or "bfloat16" on the wire; arrays are float32 in memory
     either way. client_id: 0 for a random one. Security (README, "Securing a
     deployment"): tls_ca, tls_cert, tls_key (PEM file paths; TLS when tls_ca or
