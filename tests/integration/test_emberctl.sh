@@ -381,6 +381,17 @@ test_ctl() {
   run 0 tables --shard 0
 }
 
+# meets_bound LINE: ctr_demo's "result learned=... planted=... baseline=..." line
+# is well below the baseline: at least 70% of the way from it to the floor.
+meets_bound() {
+  "$py" - "$1" <<'EOF'
+import sys
+v = dict(kv.split("=") for kv in sys.argv[1].split()[1:])
+learned, planted, baseline = (float(v[k]) for k in ("learned", "planted", "baseline"))
+sys.exit(0 if baseline - learned >= 0.7 * (baseline - planted) else 1)
+EOF
+}
+
 test_demo() {
   start_server 0 2
   start_server 1 2
@@ -398,13 +409,7 @@ test_demo() {
       continue
     fi
     line=$(grep '^result ' "$log")
-    # Well below the baseline: at least 70% of the way from it to the floor.
-    "$py" - "$line" <<'EOF' || fail "ctr_demo --model $model: $line"
-import sys
-v = dict(kv.split("=") for kv in sys.argv[1].split()[1:])
-learned, planted, baseline = (float(v[k]) for k in ("learned", "planted", "baseline"))
-sys.exit(0 if baseline - learned >= 0.7 * (baseline - planted) else 1)
-EOF
+    meets_bound "$line" || fail "ctr_demo --model $model: $line"
     echo "ctr_demo --model $model: $line"
   done
   # The table is where the worker said, on both shards.
@@ -462,12 +467,7 @@ test_restart() {
     fail "restart: the demo did not say shard 1 was back"
   grep -q "ember: shard 0" "$log" && fail "restart: a notice about shard 0, which stayed up"
   line=$(grep '^result ' "$log")
-  "$py" - "$line" <<'EOF' || fail "restart: ctr_demo's loss after the restart: $line"
-import sys
-v = dict(kv.split("=") for kv in sys.argv[1].split()[1:])
-learned, planted, baseline = (float(v[k]) for k in ("learned", "planted", "baseline"))
-sys.exit(0 if baseline - learned >= 0.7 * (baseline - planted) else 1)
-EOF
+  meets_bound "$line" || fail "restart: ctr_demo's loss after the restart: $line"
 }
 
 case "$mode" in

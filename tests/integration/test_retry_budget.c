@@ -134,31 +134,54 @@ static void rm_rf(const char *dir)
     ck_assert_int_eq(system(cmd), 0);
 }
 
-static void start_pair(eh_server sv[2], char *list, size_t cap, const char *ckpt)
+/* Two shards, each with a checkpoint dir under a temporary one, a client with
+ * the given budget (ms) and 2 s attempts, its notices, and an SGD table. */
+typedef struct pair {
+    char *dir;
+    eh_server sv[2];
+    char list[160];
+    notices n;
+    ember_client *c;
+    uint64_t keys[2]; /* one on each shard */
+} pair;
+
+static void pair_start(pair *p, int budget_ms, const char *table)
 {
+    p->dir = tmpdir();
     char d[2][300], idx[2][8];
     for (int i = 0; i < 2; i++) {
         snprintf(idx[i], sizeof idx[i], "%d", i);
-        snprintf(d[i], sizeof d[i], "%s/s%d", ckpt, i);
+        snprintf(d[i], sizeof d[i], "%s/s%d", p->dir, i);
         const char *flags[] = {"--shard-index", idx[i], "--shard-count", "2", "--threads", "2",
                                "--checkpoint-dir", d[i], NULL};
-        ck_assert_int_eq(eh_server_start(&sv[i], flags), 0);
+        ck_assert_int_eq(eh_server_start(&p->sv[i], flags), 0);
     }
-    snprintf(list, cap, "%s,%s", sv[0].addr, sv[1].addr);
+    snprintf(p->list, sizeof p->list, "%s,%s", p->sv[0].addr, p->sv[1].addr);
+    p->c = open_budget(p->list, budget_ms, 2000, &p->n);
+    create_sgd(p->c, table);
+    p->keys[0] = key_on(0, 2);
+    p->keys[1] = key_on(1, 2);
+}
+
+static void pair_stop(pair *p)
+{
+    ember_client_close(p->c);
+    for (int i = 0; i < 2; i++)
+        eh_server_cleanup(&p->sv[i]);
+    rm_rf(p->dir);
+    free(p->dir);
 }
 
 /* ---- a shard that never comes back ---------------------------------------- */
 
 START_TEST(never_returns_fails_after_budget)
 {
-    char *dir = tmpdir();
-    eh_server sv[2];
-    char list[160];
-    start_pair(sv, list, sizeof list, dir);
-    notices n;
-    ember_client *c = open_budget(list, 1500, 2000, &n);
-    create_sgd(c, "gone");
-    uint64_t keys[2] = {key_on(0, 2), key_on(1, 2)};
+    pair p;
+    pair_start(&p, 1500, "gone");
+    ember_client *c = p.c;
+    eh_server *sv = p.sv;
+    const notices *n = &p.n;
+    const uint64_t *keys = p.keys;
     float rows[2 * DIM];
     ember_error e;
     ck_assert_int_eq(ember_pull(c, "gone", keys, 2, rows, DIM, EMBER_PULL_INSERT, &e), 0);
@@ -180,24 +203,20 @@ START_TEST(never_returns_fails_after_budget)
     ck_assert_int_eq(ember_push(c, "gone", keys, 2, g, DIM, &e), EMBER_UNAVAILABLE);
     ck_assert_msg(now_s() - t0 >= 1.5, "push failed before the budget");
     ck_assert_int_eq(e.shard, 1);
-    ember_pending *p = ember_pull_async(c, "gone", keys, 2, rows, DIM, 0, &e);
-    ck_assert_ptr_nonnull(p);
-    ck_assert_int_eq(ember_wait(p, &e), EMBER_UNAVAILABLE);
+    ember_pending *pp = ember_pull_async(c, "gone", keys, 2, rows, DIM, 0, &e);
+    ck_assert_ptr_nonnull(pp);
+    ck_assert_int_eq(ember_wait(pp, &e), EMBER_UNAVAILABLE);
     ck_assert_int_eq(e.shard, 1);
     ck_assert_msg(strstr(e.message, "retry budget 1.5 s"), "%s", e.message);
     /* told once, never "back"; shard 0 never mentioned */
-    ck_assert_int_eq(n.down[1], 1);
-    ck_assert_int_eq(n.up[1], 0);
-    ck_assert_int_eq(n.down[0] + n.up[0], 0);
-    ck_assert_msg(strstr(n.last[1], "unavailable") && strstr(n.last[1], sv[1].addr), "%s",
-                  n.last[1]);
+    ck_assert_int_eq(n->down[1], 1);
+    ck_assert_int_eq(n->up[1], 0);
+    ck_assert_int_eq(n->down[0] + n->up[0], 0);
+    ck_assert_msg(strstr(n->last[1], "unavailable") && strstr(n->last[1], sv[1].addr), "%s",
+                  n->last[1]);
     /* shard 0 alone still answers at once */
     ck_assert_int_eq(ember_pull(c, "gone", keys, 1, rows, DIM, 0, &e), 0);
-    ember_client_close(c);
-    for (int i = 0; i < 2; i++)
-        eh_server_cleanup(&sv[i]);
-    rm_rf(dir);
-    free(dir);
+    pair_stop(&p);
 }
 END_TEST
 
@@ -236,14 +255,12 @@ static void *restart_main(void *arg)
 
 START_TEST(kill_and_restart_within_budget)
 {
-    char *dir = tmpdir();
-    eh_server sv[2];
-    char list[160];
-    start_pair(sv, list, sizeof list, dir);
-    notices n;
-    ember_client *c = open_budget(list, 30000, 2000, &n);
-    create_sgd(c, "back");
-    uint64_t keys[2] = {key_on(0, 2), key_on(1, 2)};
+    pair p;
+    pair_start(&p, 30000, "back");
+    ember_client *c = p.c;
+    eh_server *sv = p.sv;
+    const notices *n = &p.n;
+    const uint64_t *keys = p.keys;
     float g[2 * DIM], rows[2 * DIM];
     for (int i = 0; i < 2 * DIM; i++)
         g[i] = (float)(i + 1);
@@ -260,31 +277,27 @@ START_TEST(kill_and_restart_within_budget)
     ck_assert_int_eq(r.rc, 0);
     for (int i = 0; i < 2 * DIM; i++)
         ck_assert_float_eq(rows[i], -g[i]); /* shard 1's row from the checkpoint */
-    ck_assert_int_eq(n.down[1], 1);
-    ck_assert_int_eq(n.up[1], 1);
-    ck_assert_msg(strstr(n.last[1], "is back after"), "%s", n.last[1]);
-    ck_assert_int_eq(n.down[0] + n.up[0], 0);
+    ck_assert_int_eq(n->down[1], 1);
+    ck_assert_int_eq(n->up[1], 1);
+    ck_assert_msg(strstr(n->last[1], "is back after"), "%s", n->last[1]);
+    ck_assert_int_eq(n->down[0] + n->up[0], 0);
     char *log = eh_server_log(&sv[1]);
     ck_assert_msg(strstr(log, "event=restored table=back"), "no restore in the log");
     free(log);
 
     /* An async pull started while the shard is down, waited on after it is back. */
     ck_assert_int_eq(eh_server_stop(&sv[1], SIGKILL, NULL), 0);
-    ember_pending *p = ember_pull_async(c, "back", keys, 2, rows, DIM, 0, &e);
-    ck_assert_ptr_nonnull(p);
+    ember_pending *pp = ember_pull_async(c, "back", keys, 2, rows, DIM, 0, &e);
+    ck_assert_ptr_nonnull(pp);
     r.rc = -1;
     pthread_create(&t, NULL, restart_main, &r);
-    ck_assert_msg(ember_wait(p, &e) == 0, "%s", e.message);
+    ck_assert_msg(ember_wait(pp, &e) == 0, "%s", e.message);
     pthread_join(t, NULL);
     ck_assert_int_eq(r.rc, 0);
     ck_assert_float_eq(rows[DIM], -g[DIM]);
-    ck_assert_int_eq(n.down[1], 2);
-    ck_assert_int_eq(n.up[1], 2);
-    ember_client_close(c);
-    for (int i = 0; i < 2; i++)
-        eh_server_cleanup(&sv[i]);
-    rm_rf(dir);
-    free(dir);
+    ck_assert_int_eq(n->down[1], 2);
+    ck_assert_int_eq(n->up[1], 2);
+    pair_stop(&p);
 }
 END_TEST
 
@@ -303,6 +316,27 @@ static void *continue_main(void *arg)
     return NULL;
 }
 
+/* SIGSTOP, and waits until the process is stopped ('T' in /proc/<pid>/stat):
+ * the signal is delivered after kill() returns. */
+static void stop_process(pid_t pid)
+{
+    ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        const char *close_paren = strrchr(buf, ')');
+        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'T')
+            return;
+        usleep(1000);
+    }
+    ck_abort_msg("process %d did not stop", (int)pid);
+}
+
 START_TEST(sigstop_bounded_by_attempt_deadline)
 {
     eh_server s;
@@ -316,7 +350,7 @@ START_TEST(sigstop_bounded_by_attempt_deadline)
     ember_error e;
     ck_assert_int_eq(ember_pull(c, "stopped", &k, 1, row, DIM, EMBER_PULL_INSERT, &e), 0);
 
-    ck_assert_int_eq(kill(s.pid, SIGSTOP), 0);
+    stop_process(s.pid);
     continuer k2 = {.pid = s.pid, .after_s = 2.0};
     pthread_t t;
     pthread_create(&t, NULL, continue_main, &k2);
@@ -336,7 +370,7 @@ START_TEST(sigstop_bounded_by_attempt_deadline)
 
     /* Budget 0: the old behaviour, a stopped shard fails at the call's deadline. */
     ember_client *c0 = open_budget(s.addr, 0, 400, NULL);
-    ck_assert_int_eq(kill(s.pid, SIGSTOP), 0);
+    stop_process(s.pid);
     ck_assert_int_eq(ember_pull(c0, "stopped", &k, 1, row, DIM, 0, &e),
                      EMBER_DEADLINE_EXCEEDED);
     ck_assert_int_eq(kill(s.pid, SIGCONT), 0);
