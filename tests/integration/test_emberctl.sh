@@ -447,7 +447,7 @@ test_restart() {
     { fail "restart: shard 1 saved no checkpoint of ctr_restart"; cat "$log" >&2; return; }
   kill -KILL "${pids[1]}"
   wait "${pids[1]}" 2>/dev/null
-  echo "restart: shard 1 (${addr[1]}) killed -9 after step $(awk '$1 ~ /^[0-9]+$/ {s=$1} END {print s}' "$log")"
+  echo "restart: shard 1 (${addr[1]}) killed -9; last step printed: $(awk '$1 ~ /^[0-9]+$/ {s=$1} END {print s}' "$log")"
   grep -q '^trained ' "$log" && fail "restart: the demo finished before the kill (make it longer)"
   sleep 5
   start_server 1 2 "${addr[1]}" "$work/server1_restarted.log"
