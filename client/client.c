@@ -1058,9 +1058,9 @@ static void shard_up(ember_client *c, unsigned s)
            (now_ms() - (int64_t)atomic_load(&sh->down_since_ms)) / 1000.0);
 }
 
-/* Counts op in c->active until ember_call_release, or says the client is
- * cancelled (1). */
-static int count_active(ember_call *op)
+/* Counts op in c->active until ember_call_release (ember_client_close waits
+ * for the count to fall to 0). */
+static void count_active(ember_call *op)
 {
     ember_client *c = op->c;
     if (!op->counted) {
@@ -1069,7 +1069,6 @@ static int count_active(ember_call *op)
         pthread_mutex_unlock(&c->active_mu);
         op->counted = 1;
     }
-    return atomic_load(&c->cancelled);
 }
 
 /* Makes the reply contiguous: in place when gRPC handed over one uncompressed
@@ -1186,7 +1185,8 @@ int ember_call_finish(ember_call *op, ember_error *err)
                 continue;
             call_end(sc);
             if (cancelled) {
-                if (sc->code != 0) {
+                /* what the cancel cut short; a shard's own answer stands */
+                if (sc->code == EMBER_CANCELLED || retryable(op, sc, budget)) {
                     sc->code = EMBER_CANCELLED;
                     snprintf(sc->msg, sizeof sc->msg, "client cancelled");
                 }
