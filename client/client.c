@@ -652,6 +652,20 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
     return c;
 }
 
+/* EMBER_CANCEL_POLL_MS from now on `clk`: how long a wait sleeps before it
+ * looks at c->cancelled (or c->active) again. */
+static struct timespec poll_deadline(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    ts.tv_nsec += EMBER_CANCEL_POLL_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 void ember_client_cancel(ember_client *c)
 {
     if (c)
@@ -666,8 +680,10 @@ void ember_client_close(ember_client *c)
      * cancel their attempts and return; wait for them to let go of c. */
     ember_client_cancel(c);
     pthread_mutex_lock(&c->active_mu);
-    while (c->active > 0)
-        pthread_cond_wait(&c->active_cv, &c->active_mu);
+    while (atomic_load(&c->active) > 0) {
+        struct timespec ts = poll_deadline(CLOCK_REALTIME);
+        pthread_cond_timedwait(&c->active_cv, &c->active_mu, &ts);
+    }
     pthread_mutex_unlock(&c->active_mu);
     /* Channels first (nothing is in flight: async calls were waited on), then the
      * queue, whose shutdown ends the poller. */
@@ -807,11 +823,19 @@ void ember_call_release(ember_call *op)
     pthread_mutex_unlock(&c->pool_mu);
     if (op)
         op_destroy(op);
-    if (counted) { /* last: ember_client_close may free c once this is 0 */
-        pthread_mutex_lock(&c->active_mu);
-        if (--c->active == 0)
+    /* Last, and touching nothing of c after the decrement outside active_mu:
+     * ember_client_close may free c as soon as it reads 0. No lock on the
+     * common path; close polls, so a decrement that missed the cancel wakes
+     * nobody and is still seen. */
+    if (counted) {
+        if (!atomic_load(&c->cancelled)) {
+            atomic_fetch_sub(&c->active, 1);
+        } else {
+            pthread_mutex_lock(&c->active_mu);
+            atomic_fetch_sub(&c->active, 1);
             pthread_cond_broadcast(&c->active_cv);
-        pthread_mutex_unlock(&c->active_mu);
+            pthread_mutex_unlock(&c->active_mu);
+        }
     }
 }
 
@@ -964,13 +988,7 @@ static void wait_outstanding(ember_call *op)
             pthread_mutex_lock(&op->mu);
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += EMBER_CANCEL_POLL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = poll_deadline(CLOCK_MONOTONIC);
         pthread_cond_timedwait(&op->cv, &op->mu, &ts);
     }
     pthread_mutex_unlock(&op->mu);
@@ -1062,11 +1080,8 @@ static void shard_up(ember_client *c, unsigned s)
  * for the count to fall to 0). */
 static void count_active(ember_call *op)
 {
-    ember_client *c = op->c;
     if (!op->counted) {
-        pthread_mutex_lock(&c->active_mu);
-        c->active++;
-        pthread_mutex_unlock(&c->active_mu);
+        atomic_fetch_add(&op->c->active, 1);
         op->counted = 1;
     }
 }

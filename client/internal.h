@@ -66,11 +66,12 @@ struct ember_client {
     int notice_quiet;
     /* ember_client_cancel: waits notice it within EMBER_CANCEL_POLL_MS. Calls
      * between ember_call_finish and ember_call_release are counted in `active`
-     * (under active_mu) so ember_client_close can wait for them. */
+     * so ember_client_close can wait for them (on active_cv, under active_mu,
+     * signalled by the last one out once cancelled is set). */
     atomic_int cancelled;
+    atomic_uint active;
     pthread_mutex_t active_mu;
     pthread_cond_t active_cv;
-    unsigned active;
     ember_dtype wire_dtype;
     uint64_t client_id;
     grpc_slice methods[EMBER_M_COUNT];
