@@ -26,6 +26,11 @@
 #define EMBER_DEFAULT_TIMEOUT_MS 10000u
 #define EMBER_DEFAULT_RETRIES 5u
 #define EMBER_BACKOFF_FIRST_MS 50
+/* With a retry budget: the longest wait between two attempts (before jitter),
+ * and how often a waiting call looks for ember_client_cancel. */
+#define EMBER_BACKOFF_CAP_MS 2000
+#define EMBER_CANCEL_POLL_MS 100
+#define EMBER_RETRY_BUDGET_MAX_MS (7 * 24 * 3600 * 1000) /* a week; fits an int */
 #define EMBER_MAX_SHARDS 65536u
 #define EMBER_MAX_CHANNELS 64u
 #define EMBER_POOL_OPS 32u    /* ops kept for reuse */
@@ -170,10 +175,67 @@ static int shard_failed(ember_error *err, unsigned s, int code)
     return code;
 }
 
-void ember_client_options_init(ember_client_options *o)
+/* ember_client_options as libember 0.1 laid it out: the least a caller's
+ * struct_size may say (ember.h, "Growing structs"), and all that
+ * ember_client_options_init@EMBER_1 fills. */
+#define EMBER_OPTIONS_FIRST_SIZE \
+    (offsetof(ember_client_options, token_file) + sizeof(const char *))
+
+/* ember_client_options_init@@EMBER_1.1 fills the whole struct; @EMBER_1, which
+ * programs linked before the retry budget call, fills only the first layout
+ * (as admin.c's ember_table_spec_init does). */
+void ember_client_options_init_v1_1(ember_client_options *o);
+void ember_client_options_init_v1_0(ember_client_options *o);
+__asm__(".symver ember_client_options_init_v1_1,ember_client_options_init@@EMBER_1.1");
+__asm__(".symver ember_client_options_init_v1_0,ember_client_options_init@EMBER_1");
+
+void ember_client_options_init_v1_1(ember_client_options *o)
 {
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
+    o->retry_budget_ms = EMBER_RETRY_BUDGET_DEFAULT;
+}
+
+void ember_client_options_init_v1_0(ember_client_options *o)
+{
+    ember_client_options full;
+    ember_client_options_init_v1_1(&full);
+    full.struct_size = (uint32_t)EMBER_OPTIONS_FIRST_SIZE;
+    memcpy(o, &full, EMBER_OPTIONS_FIRST_SIZE);
+}
+
+/* The retry budget in ms: the option, else EMBER_RETRY_BUDGET (seconds), else
+ * the default. INVALID_ARGUMENT for a negative option or a bad variable. */
+static int retry_budget(const ember_client_options *o, unsigned *ms, ember_error *err)
+{
+    if (o->retry_budget_ms >= 0) {
+        if (o->retry_budget_ms > EMBER_RETRY_BUDGET_MAX_MS)
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "retry_budget_ms %d: at most %d (a week)",
+                                   o->retry_budget_ms, EMBER_RETRY_BUDGET_MAX_MS);
+        *ms = (unsigned)o->retry_budget_ms;
+        return 0;
+    }
+    if (o->retry_budget_ms != EMBER_RETRY_BUDGET_DEFAULT)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "retry_budget_ms %d: 0 (no budget), a positive number of ms, "
+                               "or EMBER_RETRY_BUDGET_DEFAULT (-1)",
+                               o->retry_budget_ms);
+    const char *env = getenv("EMBER_RETRY_BUDGET");
+    if (!env || !*env) {
+        *ms = EMBER_RETRY_BUDGET_DEFAULT_MS;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    double sec = strtod(env, &end);
+    if (errno || end == env || *end || !(sec >= 0) || sec * 1000 > EMBER_RETRY_BUDGET_MAX_MS)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "EMBER_RETRY_BUDGET is '%s': seconds from 0 (no budget) to "
+                               "604800",
+                               env);
+    *ms = (unsigned)(sec * 1000 + 0.5);
+    return 0;
 }
 
 int ember_struct_take(void *dst, size_t dst_size, const void *src, uint32_t src_size,
@@ -441,18 +503,15 @@ static void client_free(ember_client *c)
         reqpool_unref(c->reqpool);
     }
     pthread_mutex_destroy(&c->pool_mu);
+    pthread_mutex_destroy(&c->active_mu);
+    pthread_cond_destroy(&c->active_cv);
     free(c);
 }
-
-/* ember_client_options as libember 0.1 laid it out: the least a caller's
- * struct_size may say (ember.h, "Growing structs"). */
-#define EMBER_OPTIONS_FIRST_SIZE \
-    (offsetof(ember_client_options, token_file) + sizeof(const char *))
 
 ember_client *ember_client_open(const ember_client_options *caller_opts, ember_error *err)
 {
     ember_client_options o;
-    ember_client_options_init(&o);
+    ember_client_options_init_v1_1(&o);
     ember_error_clear(err);
     if (caller_opts && ember_struct_take(&o, sizeof o, caller_opts, caller_opts->struct_size,
                                          EMBER_OPTIONS_FIRST_SIZE, "ember_client_options",
@@ -465,6 +524,9 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
                         (int)opts->wire_dtype);
         return NULL;
     }
+    unsigned budget_ms = 0;
+    if (retry_budget(opts, &budget_ms, err) != 0)
+        return NULL;
     unsigned nch = opts->channels_per_shard ? opts->channels_per_shard : 1;
     if (nch > EMBER_MAX_CHANNELS) {
         ember_error_set(err, EMBER_INVALID_ARGUMENT,
@@ -501,6 +563,13 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
         return NULL;
     }
     pthread_mutex_init(&c->pool_mu, NULL);
+    pthread_mutex_init(&c->active_mu, NULL);
+    pthread_cond_init(&c->active_cv, NULL);
+    c->retry_budget_ms = budget_ms;
+    c->notice = opts->shard_notice;
+    c->notice_arg = opts->shard_notice_arg;
+    const char *quiet = getenv("EMBER_RETRY_QUIET");
+    c->notice_quiet = quiet && *quiet && strcmp(quiet, "0") != 0;
     c->nshards = n;
     c->shard_source = source;
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : EMBER_DEFAULT_TIMEOUT_MS;
@@ -547,6 +616,9 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
         addrs[s] = NULL;
         atomic_init(&sh->rr, 0);
         atomic_init(&sh->seq, seq0);
+        atomic_init(&sh->down, 0);
+        atomic_init(&sh->down_since_ms, 0);
+        atomic_init(&sh->up_ms, 0);
         sh->ch = calloc(nch, sizeof *sh->ch);
         if (!sh->ch) {
             free_addrs(addrs, n);
@@ -580,10 +652,39 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
     return c;
 }
 
+/* EMBER_CANCEL_POLL_MS from now on `clk`: how long a wait sleeps before it
+ * looks at c->cancelled (or c->active) again. */
+static struct timespec poll_deadline(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    ts.tv_nsec += EMBER_CANCEL_POLL_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+void ember_client_cancel(ember_client *c)
+{
+    if (c)
+        atomic_store(&c->cancelled, 1);
+}
+
 void ember_client_close(ember_client *c)
 {
     if (!c)
         return;
+    /* Calls waiting in other threads see the flag within EMBER_CANCEL_POLL_MS,
+     * cancel their attempts and return; wait for them to let go of c. */
+    ember_client_cancel(c);
+    pthread_mutex_lock(&c->active_mu);
+    while (atomic_load(&c->active) > 0) {
+        struct timespec ts = poll_deadline(CLOCK_REALTIME);
+        pthread_cond_timedwait(&c->active_cv, &c->active_mu, &ts);
+    }
+    pthread_mutex_unlock(&c->active_mu);
     /* Channels first (nothing is in flight: async calls were waited on), then the
      * queue, whose shutdown ends the poller. */
     for (unsigned s = 0; s < c->nshards; s++) {
@@ -669,7 +770,11 @@ ember_call *ember_call_acquire(ember_client *c, int kind)
             return NULL;
         op->c = c;
         pthread_mutex_init(&op->mu, NULL);
-        pthread_cond_init(&op->cv, NULL);
+        pthread_condattr_t ca; /* timed waits on the monotonic clock */
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&op->cv, &ca);
+        pthread_condattr_destroy(&ca);
         ember_batch_init(&op->pull_b);
         ember_batch_init(&op->push_b);
     }
@@ -678,6 +783,7 @@ ember_call *ember_call_acquire(ember_client *c, int kind)
     op->retry = 1;
     op->keep_slices = 0;
     op->timeout_ms = c->timeout_ms;
+    op->counted = 0;
     op->outstanding = 0;
     op->ncalls = 0;
     return op;
@@ -705,6 +811,8 @@ void ember_call_release(ember_call *op)
         sc->req = NULL;
     }
     op->ncalls = 0;
+    int counted = op->counted;
+    op->counted = 0;
     pthread_mutex_lock(&c->pool_mu);
     if (c->nfree_ops < EMBER_POOL_OPS) {
         op->next = c->free_ops;
@@ -715,6 +823,20 @@ void ember_call_release(ember_call *op)
     pthread_mutex_unlock(&c->pool_mu);
     if (op)
         op_destroy(op);
+    /* Last, and touching nothing of c after the decrement outside active_mu:
+     * ember_client_close may free c as soon as it reads 0. No lock on the
+     * common path; close polls, so a decrement that missed the cancel wakes
+     * nobody and is still seen. */
+    if (counted) {
+        if (!atomic_load(&c->cancelled)) {
+            atomic_fetch_sub(&c->active, 1);
+        } else {
+            pthread_mutex_lock(&c->active_mu);
+            atomic_fetch_sub(&c->active, 1);
+            pthread_cond_broadcast(&c->active_cv);
+            pthread_mutex_unlock(&c->active_mu);
+        }
+    }
 }
 
 ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method, size_t len)
@@ -750,6 +872,13 @@ ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method
     return sc;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Starts one attempt of shard call sc. Returns 1 if a completion will come. */
 static int call_start(ember_call *op, ember_shard_call *sc)
 {
@@ -757,6 +886,7 @@ static int call_start(ember_call *op, ember_shard_call *sc)
     ember_shard *sh = &c->shards[sc->shard];
     grpc_channel *ch = sh->ch[atomic_fetch_add(&sh->rr, 1) % sh->nch];
     sc->attempts++;
+    sc->attempt_ms = now_ms();
     sc->finished = 0;
     sc->recv = NULL;
     sc->status = GRPC_STATUS_OK;
@@ -834,16 +964,33 @@ static void call_end(ember_shard_call *sc)
 
 void ember_call_start(ember_call *op)
 {
+    op->start_ms = now_ms();
     op->deadline = ember_rpc_deadline((int)op->timeout_ms);
     for (size_t i = 0; i < op->ncalls; i++)
         call_start(op, &op->calls[i]);
 }
 
+/* Waits for the attempts in flight. Once the client is cancelled, cancels
+ * them (each then completes with CANCELLED at once). The waits are bounded so
+ * that a cancel is seen within EMBER_CANCEL_POLL_MS. */
 static void wait_outstanding(ember_call *op)
 {
+    int cancelled_calls = 0;
     pthread_mutex_lock(&op->mu);
-    while (op->outstanding > 0)
-        pthread_cond_wait(&op->cv, &op->mu);
+    while (op->outstanding > 0) {
+        if (!cancelled_calls && atomic_load(&op->c->cancelled)) {
+            cancelled_calls = 1;
+            pthread_mutex_unlock(&op->mu);
+            /* sc->call belongs to this thread; the poller only sets flags. */
+            for (size_t i = 0; i < op->ncalls; i++)
+                if (op->calls[i].call)
+                    grpc_call_cancel(op->calls[i].call, NULL);
+            pthread_mutex_lock(&op->mu);
+            continue;
+        }
+        struct timespec ts = poll_deadline(CLOCK_MONOTONIC);
+        pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+    }
     pthread_mutex_unlock(&op->mu);
 }
 
@@ -857,6 +1004,85 @@ static void sleep_ms(int64_t ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Sleeps ms, in slices, until then or until c is cancelled. Returns 1 when
+ * cancelled. */
+static int nap(ember_client *c, int64_t ms)
+{
+    int64_t until = now_ms() + ms;
+    for (;;) {
+        if (atomic_load(&c->cancelled))
+            return 1;
+        int64_t left = until - now_ms();
+        if (left <= 0)
+            return 0;
+        sleep_ms(left < EMBER_CANCEL_POLL_MS ? left : EMBER_CANCEL_POLL_MS);
+    }
+}
+
+/* Equal jitter: half the backoff, plus up to as much again at random, so that
+ * the workers of a job that lost the same shard do not retry in step. */
+static int64_t jittered(int64_t backoff, uint64_t *rng)
+{
+    uint64_t z = (*rng += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    return backoff / 2 + (int64_t)(z % (uint64_t)(backoff / 2 + 1));
+}
+
+/* Tells the caller (options.shard_notice) or stderr of a shard's change. */
+static void notice(ember_client *c, unsigned s, int available, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void notice(ember_client *c, unsigned s, int available, const char *fmt, ...)
+{
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (c->notice)
+        c->notice(c->notice_arg, s, c->shards[s].addr, available, line);
+    else if (!c->notice_quiet)
+        fprintf(stderr, "ember: %s\n", line);
+}
+
+/* Shard s failed a call that will be retried within the budget: said once. */
+static void shard_down(ember_client *c, const ember_shard_call *sc)
+{
+    ember_shard *sh = &c->shards[sc->shard];
+    /* An attempt that started before the shard was last seen back failed on the
+     * old connection: no news. */
+    if (sc->attempt_ms < (int64_t)atomic_load(&sh->up_ms))
+        return;
+    if (atomic_load(&sh->down) || atomic_exchange(&sh->down, 1))
+        return;
+    atomic_store(&sh->down_since_ms, now_ms());
+    notice(c, sc->shard, 0, "shard %u (%s) unavailable (%s: %.200s); retrying for up to %.1f s",
+           sc->shard, sh->addr, ember_status_name(sc->code), sc->msg,
+           c->retry_budget_ms / 1000.0);
+}
+
+/* Shard s answered: if it was down, say it is back. */
+static void shard_up(ember_client *c, unsigned s)
+{
+    ember_shard *sh = &c->shards[s];
+    if (!atomic_load(&sh->down) || !atomic_exchange(&sh->down, 0))
+        return;
+    atomic_store(&sh->up_ms, now_ms());
+    notice(c, s, 1, "shard %u (%s) is back after %.1f s", s, sh->addr,
+           (now_ms() - (int64_t)atomic_load(&sh->down_since_ms)) / 1000.0);
+}
+
+/* Counts op in c->active until ember_call_release (ember_client_close waits
+ * for the count to fall to 0). */
+static void count_active(ember_call *op)
+{
+    if (!op->counted) {
+        atomic_fetch_add(&op->c->active, 1);
+        op->counted = 1;
     }
 }
 
@@ -943,21 +1169,45 @@ static int not_owner(ember_call *op, const ember_shard_call *bad, ember_error *e
                                   bad->msg, rc ? "failed" : "found every shard in its place");
 }
 
+/* Whether a finished attempt may be tried again. With a budget, an attempt
+ * that passed its own deadline (a stopped or overloaded shard) is retried
+ * too: pushes carry their sequence number, so a shard that applied the first
+ * attempt acknowledges the second as a duplicate. */
+static int retryable(const ember_call *op, const ember_shard_call *sc, int budget)
+{
+    if (!op->retry)
+        return 0;
+    if (budget)
+        return sc->code == EMBER_UNAVAILABLE || sc->code == EMBER_DEADLINE_EXCEEDED;
+    return sc->code == EMBER_UNAVAILABLE && sc->attempts <= op->c->max_retries;
+}
+
 int ember_call_finish(ember_call *op, ember_error *err)
 {
     ember_client *c = op->c;
     const size_t n = op->ncalls;
     int64_t backoff = EMBER_BACKOFF_FIRST_MS;
+    const int budget = op->retry && c->retry_budget_ms > 0;
+    uint64_t rng = (uint64_t)op->start_ms ^ (uint64_t)(uintptr_t)op ^ c->client_id;
+    count_active(op);
     for (;;) {
         wait_outstanding(op);
         int again = 0, resend = 0;
+        const int cancelled = atomic_load(&c->cancelled);
         for (size_t i = 0; i < n; i++) {
             ember_shard_call *sc = &op->calls[i];
             if (!sc->call)
                 continue;
             call_end(sc);
-            if (sc->code == EMBER_UNAVAILABLE && op->retry &&
-                sc->attempts <= c->max_retries) {
+            if (cancelled) {
+                /* what the cancel cut short; a shard's own answer stands */
+                if (sc->code == EMBER_CANCELLED || retryable(op, sc, budget)) {
+                    sc->code = EMBER_CANCELLED;
+                    snprintf(sc->msg, sizeof sc->msg, "client cancelled");
+                }
+            } else if (retryable(op, sc, budget)) {
+                if (budget)
+                    shard_down(c, sc);
                 call_clear_result(sc);
                 sc->resend = 1;
                 again++;
@@ -969,11 +1219,41 @@ int ember_call_finish(ember_call *op, ember_error *err)
                 call_clear_result(sc);
                 sc->resend = 1;
                 resend++;
+                shard_up(c, sc->shard);
+            } else {
+                shard_up(c, sc->shard); /* it answered, well or not */
             }
         }
+        if (cancelled)
+            break;
         if (!again && !resend)
             break;
-        if (again) {
+        if (again && budget) {
+            /* Retry until the budget has passed, each attempt with its own
+             * deadline; the last one starts no earlier than the budget's end. */
+            /* +1: both clock readings are truncated to the ms, and the call
+             * must not fail before the whole budget has passed. */
+            int64_t left = op->start_ms + c->retry_budget_ms + 1 - now_ms();
+            int stop = left <= 0;
+            if (!stop) {
+                int64_t wait = jittered(backoff, &rng);
+                stop = nap(c, wait < left ? wait : left);
+                backoff = backoff * 2 < EMBER_BACKOFF_CAP_MS ? backoff * 2 : EMBER_BACKOFF_CAP_MS;
+                if (stop)
+                    for (size_t i = 0; i < n; i++)
+                        if (op->calls[i].resend) {
+                            op->calls[i].code = EMBER_CANCELLED;
+                            snprintf(op->calls[i].msg, sizeof op->calls[i].msg,
+                                     "client cancelled while retrying");
+                        }
+            }
+            if (stop) {
+                for (size_t i = 0; i < n; i++)
+                    op->calls[i].resend = 0;
+                break;
+            }
+            op->deadline = ember_rpc_deadline((int)op->timeout_ms);
+        } else if (again) {
             int64_t left = ms_until(op->deadline);
             if (backoff >= left) {
                 /* No retry may outlive the deadline: report what we have. */
@@ -1013,6 +1293,11 @@ int ember_call_finish(ember_call *op, ember_error *err)
         (bad->method == EMBER_M_PULL || bad->method == EMBER_M_PUSH ||
          bad->method == EMBER_M_PUSHPULL))
         return not_owner(op, bad, err);
+    if (bad->attempts > 1 && budget)
+        return ember_call_shard_error(op, bad->shard, bad->code, err,
+                                      "%s (%u attempts over %.1f s; retry budget %.1f s)", msg,
+                                      bad->attempts, (now_ms() - op->start_ms) / 1000.0,
+                                      c->retry_budget_ms / 1000.0);
     if (bad->attempts > 1)
         return ember_call_shard_error(op, bad->shard, bad->code, err, "%s (%u attempts)", msg,
                                       bad->attempts);

@@ -49,6 +49,10 @@ typedef struct ember_shard {
     unsigned nch;
     atomic_uint rr;              /* round robin over ch */
     atomic_uint_fast64_t seq;    /* next push sequence number */
+    /* Retry budget: 1 while the shard is known unavailable (noticed once). */
+    atomic_int down;
+    atomic_int_fast64_t down_since_ms; /* monotonic ms of the first failure */
+    atomic_int_fast64_t up_ms;   /* when it was last said to be back */
 } ember_shard;
 
 struct ember_client {
@@ -56,6 +60,18 @@ struct ember_client {
     ember_shard *shards;
     const char *shard_source;    /* where the list came from: a static string */
     unsigned timeout_ms, max_retries;
+    unsigned retry_budget_ms;    /* 0: max_retries within one deadline */
+    void (*notice)(void *, unsigned, const char *, int, const char *);
+    void *notice_arg;            /* notice NULL: stderr unless notice_quiet */
+    int notice_quiet;
+    /* ember_client_cancel: waits notice it within EMBER_CANCEL_POLL_MS. Calls
+     * between ember_call_finish and ember_call_release are counted in `active`
+     * so ember_client_close can wait for them (on active_cv, under active_mu,
+     * signalled by the last one out once cancelled is set). */
+    atomic_int cancelled;
+    atomic_uint active;
+    pthread_mutex_t active_mu;
+    pthread_cond_t active_cv;
     ember_dtype wire_dtype;
     uint64_t client_id;
     grpc_slice methods[EMBER_M_COUNT];
@@ -85,6 +101,7 @@ typedef struct ember_shard_call {
     /* train.c: the grouped keys this call carries (batch.h) */
     size_t pull_lo, n_pull, push_lo, n_push;
     unsigned attempts;
+    int64_t attempt_ms;          /* monotonic start of the current attempt */
     int resend;                  /* debug: send once more after success */
 
     /* one attempt */
@@ -111,8 +128,10 @@ typedef struct ember_call {
     int retry;                   /* retry UNAVAILABLE */
     int keep_slices;             /* 1: ember_call_finish leaves replies in sc->recv
                                   * unflattened (train.c reads them, reply.h) */
-    gpr_timespec deadline;
+    gpr_timespec deadline;       /* of the current attempts */
     unsigned timeout_ms;
+    int64_t start_ms;            /* monotonic, at ember_call_start */
+    int counted;                 /* in c->active (ember_call_finish) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -156,7 +175,8 @@ ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method
  * op->timeout_ms from now. */
 void ember_call_start(ember_call *op);
 /* Waits for every call (retrying UNAVAILABLE when op->retry, within the
- * deadline) and returns 0, or the status of the failing call with the lowest
+ * deadline, or within c->retry_budget_ms, retrying an attempt's
+ * DEADLINE_EXCEEDED too) and returns 0, or the status of the failing call with the lowest
  * shard index, with "shard i (host:port): message" in err. Replies stay readable
  * in op->calls[i].resp (op->calls[i].recv only, when op->keep_slices) until
  * ember_call_release. */

@@ -53,3 +53,16 @@ function(ember_unit_test name)
     set_tests_properties(unit.${name} PROPERTIES SKIP_RETURN_CODE ${A_SKIP_RETURN_CODE})
   endif()
 endfunction()
+
+# ember_tests_without_retry_budget(): every test registered so far in the
+# calling folder runs with EMBER_RETRY_BUDGET=0, libember's behaviour before the
+# retry budget (ember.h, retry_budget_ms): the default budget (120 s) would make
+# each test that talks to a stopped server wait it out. The tests of the budget
+# set theirs explicitly (tests/integration/test_retry_budget.c,
+# test_restart_demo.sh, tests/python/test_retry.py). Call it last in a folder.
+function(ember_tests_without_retry_budget)
+  get_property(_tests DIRECTORY PROPERTY TESTS)
+  foreach(_t IN LISTS _tests)
+    set_property(TEST ${_t} APPEND PROPERTY ENVIRONMENT "EMBER_RETRY_BUDGET=0")
+  endforeach()
+endfunction()

@@ -62,6 +62,7 @@ typedef struct demo_opts {
     long log_every;
     unsigned eval_examples;
     unsigned timeout_ms;
+    double retry_budget_s;   /* < 0: libember's default (EMBER_RETRY_BUDGET, 120 s) */
     int fresh;
     int expect;              /* --expect-within given */
     double expect_margin;
@@ -516,7 +517,10 @@ static void usage(FILE *f)
         "  --seed N             seed of the data, the planted model and the table (default 1)\n"
         "  --log-every N        print a line every N steps (default 1000)\n"
         "  --eval N             held-out examples (default 100000)\n"
-        "  --timeout-ms N       deadline of each ember call (default 10000)\n"
+        "  --timeout-ms N       deadline of each attempt of an ember call (default 10000)\n"
+        "  --retry-budget S     how long a call keeps retrying a shard that is down or\n"
+        "                       restarting, seconds; 0: a few quick retries only\n"
+        "                       (default: $EMBER_RETRY_BUDGET, else 120)\n"
         "  --expect-within M    exit 1 unless learned ≤ planted + M and learned < baseline\n"
         "\n"
         "Each line: step, mean training log loss since the last line, examples/s, and\n"
@@ -565,6 +569,7 @@ static int parse_opts(int argc, char **argv, demo_opts *o)
     o->log_every = 1000;
     o->eval_examples = 100000;
     o->timeout_ms = 10000;
+    o->retry_budget_s = -1;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -618,6 +623,8 @@ static int parse_opts(int argc, char **argv, demo_opts *o)
         } else if (!strcmp(a, "--timeout-ms")) {
             bad = parse_u64(v, 1, 3600000, &u);
             o->timeout_ms = (unsigned)u;
+        } else if (!strcmp(a, "--retry-budget")) {
+            bad = parse_double(v, 0, 604800, &o->retry_budget_s);
         } else if (!strcmp(a, "--expect-within")) {
             bad = parse_double(v, 0, 100, &o->expect_margin);
             o->expect = 1;
@@ -661,6 +668,8 @@ int main(int argc, char **argv)
     ember_client_options_init(&co);
     co.shards = o.shards;
     co.timeout_ms = o.timeout_ms;
+    if (o.retry_budget_s >= 0) /* else the default: a shard's restart is ridden through */
+        co.retry_budget_ms = (int)(o.retry_budget_s * 1000 + 0.5);
     c = ember_client_open(&co, &err);
     if (!c) {
         fail("open", &err);

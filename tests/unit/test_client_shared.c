@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ember/ember.h"
 
@@ -46,6 +47,59 @@ static int spec_init_versions(void)
     return 0;
 }
 
+/* ember_client_options_init@EMBER_1, as a program linked before the retry
+ * budget calls it: it fills no byte past token_file, and its struct_size opens
+ * a client (which takes the default budget for the fields past it). The
+ * default version fills all, the budget at EMBER_RETRY_BUDGET_DEFAULT. */
+static int options_init_versions(void)
+{
+    typedef void (*init_fn)(ember_client_options *);
+    init_fn v1 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_client_options_init", "EMBER_1");
+    init_fn v11 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_client_options_init", "EMBER_1.1");
+    if (!v1 || !v11) {
+        fprintf(stderr, "ember_client_options_init@EMBER_1 or @EMBER_1.1 missing\n");
+        return 1;
+    }
+    size_t first = offsetof(ember_client_options, token_file) + sizeof(const char *);
+    ember_client_options o;
+    memset(&o, 0xab, sizeof o);
+    v1(&o);
+    const unsigned char *tail = (const unsigned char *)&o + first;
+    for (size_t i = 0; i < sizeof o - first; i++)
+        if (tail[i] != 0xab) {
+            fprintf(stderr, "ember_client_options_init@EMBER_1 wrote past byte %zu\n", first);
+            return 1;
+        }
+    if (o.struct_size != first || o.shards != NULL || o.timeout_ms != 0) {
+        fprintf(stderr, "ember_client_options_init@EMBER_1: struct_size %u\n", o.struct_size);
+        return 1;
+    }
+    o.shards = "127.0.0.1:1";
+    ember_error e;
+    ember_client *c = ember_client_open(&o, &e);
+    if (!c) {
+        fprintf(stderr, "open with the first layout: %s\n", e.message);
+        return 1;
+    }
+    ember_client_close(c);
+    memset(&o, 0xab, sizeof o);
+    v11(&o);
+    if (o.struct_size != sizeof o || o.retry_budget_ms != EMBER_RETRY_BUDGET_DEFAULT ||
+        o.shard_notice != NULL || o.shard_notice_arg != NULL) {
+        fprintf(stderr, "ember_client_options_init@EMBER_1.1: struct_size %u, budget %d\n",
+                o.struct_size, o.retry_budget_ms);
+        return 1;
+    }
+    return 0;
+}
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 int main(void)
 {
     void (*const fns[])(void) = {
@@ -61,17 +115,18 @@ int main(void)
         (void (*)(void))ember_describe_table,  (void (*)(void))ember_save,
         (void (*)(void))ember_load,            (void (*)(void))ember_client_shard_source,
         (void (*)(void))ember_list_tables,     (void (*)(void))ember_set_ttl,
-        (void (*)(void))ember_check_shards,
+        (void (*)(void))ember_check_shards,    (void (*)(void))ember_client_cancel,
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         if (!fns[i])
             return 1;
-    if (spec_init_versions())
+    if (spec_init_versions() || options_init_versions())
         return 1;
     ember_client_options o;
     ember_client_options_init(&o);
     o.shards = "127.0.0.1:1";
     o.timeout_ms = 300;
+    o.retry_budget_ms = 0; /* the old retries, whatever EMBER_RETRY_BUDGET says */
     ember_error e;
     ember_client *c = ember_client_open(&o, &e);
     if (!c) {
@@ -86,7 +141,26 @@ int main(void)
         fprintf(stderr, "pull from a closed port: %d %s\n", rv, e.message);
         return 1;
     }
-    printf("libember.so: %zu functions, pull to a closed port: %s\n",
-           sizeof fns / sizeof fns[0], ember_code_name(rv));
+    /* With a budget: retried until it has passed, then UNAVAILABLE naming the
+     * shard and the budget. */
+    o.retry_budget_ms = 600;
+    c = ember_client_open(&o, &e);
+    if (!c) {
+        fprintf(stderr, "open: %s\n", e.message);
+        return 1;
+    }
+    double t0 = seconds();
+    int rv2 = ember_pull(c, "t", &k, 1, v, 2, 0, &e);
+    double took = seconds() - t0;
+    ember_client_close(c);
+    if (rv2 != EMBER_UNAVAILABLE || e.shard != 0 || took < 0.6 ||
+        !strstr(e.message, "127.0.0.1:1") || !strstr(e.message, "retry budget 0.6 s")) {
+        fprintf(stderr, "pull to a closed port, budget 0.6 s: %d after %.2f s: %s\n", rv2,
+                took, e.message);
+        return 1;
+    }
+    printf("libember.so: %zu functions, pull to a closed port: %s; with a 0.6 s budget: "
+           "%s\n",
+           sizeof fns / sizeof fns[0], ember_code_name(rv), e.message);
     return 0;
 }

@@ -111,12 +111,14 @@ typedef struct ember_client_options {
     const char *shards;
     const char *shard_pattern;
     unsigned shard_count;
-    /* Deadline of each call, ms, retries included (0: 10,000). */
+    /* Deadline of each call, ms, retries included (0: 10,000). With a retry
+     * budget (retry_budget_ms below), the deadline of each attempt instead. */
     unsigned timeout_ms;
     /* Retries of a shard's request after UNAVAILABLE, with exponential backoff
      * from 50 ms (0: 5 retries; a retry never outlives the call's deadline).
      * Pulls, pushes (applied at most once on the server) and describe are
-     * retried; create, drop, save and load are not. */
+     * retried; create, drop, save and load are not. Used only when the retry
+     * budget is 0. */
     unsigned max_retries;
     /* Wire type of values and gradients (default float32). float16/bfloat16
      * are converted with F16C/AVX2 where the CPU has them, bit for bit as the
@@ -142,24 +144,66 @@ typedef struct ember_client_options {
     /* The bearer token sent with every call (`authorization: Bearer <token>`),
      * or a file holding it (trailing newline ignored); token wins. */
     const char *token, *token_file;
+    /* ---- ABI 1.1 (ember_client_options_init@EMBER_1.1) ---- */
+    /* Retry budget, ms: how long a call (every one but create, drop, save and
+     * load; an async call retries in its ember_wait) keeps retrying a shard
+     * that is unavailable: it refuses connections, answers UNAVAILABLE (down,
+     * restarting, shutting down), or lets an attempt pass its deadline
+     * (timeout_ms is then per attempt; e.g. a stopped process). Backoff
+     * doubles from 50 ms up to 2 s, with jitter; the budget runs from the
+     * call's start, and the call fails with the last attempt's status
+     * ("shard i (host:port): ... (N attempts over S s; retry budget B s)")
+     * only once it has passed. Any other status is returned at once. Pushes
+     * are resent with their sequence number, so a shard that stayed up
+     * applies each at most once; across a shard's restart see README
+     * "Failures". 0: no budget, max_retries quick retries within one
+     * deadline (the behaviour before ABI 1.1). EMBER_RETRY_BUDGET_DEFAULT
+     * (what init sets): the environment's EMBER_RETRY_BUDGET (seconds,
+     * decimals allowed, 0 for none), else 120 s, room for a pod to be
+     * rescheduled and restore its checkpoint. Other negative values, and over
+     * a week, are refused (INVALID_ARGUMENT at open). */
+    int retry_budget_ms;
+    /* Called once when a shard becomes unavailable to a retrying call
+     * (available 0) and once when a call to it next succeeds or gets any
+     * other answer (available 1), with a one-line message; from the thread of
+     * the call that saw it, so keep it short. NULL: the line goes to stderr
+     * ("ember: shard 1 (h:p) unavailable: ...; retrying for up to 120 s"),
+     * unless EMBER_RETRY_QUIET=1 is in the environment. */
+    void (*shard_notice)(void *arg, unsigned shard, const char *address, int available,
+                         const char *message);
+    void *shard_notice_arg;
 } ember_client_options;
+
+/* retry_budget_ms's default: EMBER_RETRY_BUDGET, else 120 s. */
+#define EMBER_RETRY_BUDGET_DEFAULT (-1)
+#define EMBER_RETRY_BUDGET_DEFAULT_MS 120000
 
 /* Fills `o` with the defaults above and sets o->struct_size. */
 void ember_client_options_init(ember_client_options *o);
 
 /* Opens a client. Connections are made lazily; an unreachable shard shows up as
- * EMBER_UNAVAILABLE on the first call that needs it. Starts one thread (the
+ * EMBER_UNAVAILABLE on the first call that needs it, once the retry budget
+ * has passed. Starts one thread (the
  * client's network poller). Returns NULL and fills `err`: INVALID_ARGUMENT for
  * bad options (no shards, a malformed or repeated address, a pattern without
  * {i} or without a count, an unknown wire_dtype, over 64 channels per shard,
- * a struct_size this library does not know,
- * an unreadable TLS or token file, a certificate without its key);
+ * a struct_size this library does not know, a bad retry budget or
+ * EMBER_RETRY_BUDGET, an unreadable TLS or token file, a certificate without its key);
  * RESOURCE_EXHAUSTED when out of memory or threads. */
 ember_client *ember_client_open(const ember_client_options *opts, ember_error *err);
 
-/* Closes the client; waits for nothing: pending async calls must be waited on
- * first. NULL is a no-op. */
+/* Closes the client. Calls waiting in other threads (a sync call, or
+ * ember_wait) are cancelled as by ember_client_cancel and waited for: they
+ * return promptly with EMBER_CANCELLED, even in the middle of a retry budget.
+ * Async calls that no thread is waiting on must be waited on first (after
+ * ember_client_cancel that is prompt). NULL is a no-op. */
 void ember_client_close(ember_client *c);
+
+/* Cancels c's calls: every call waiting now (a sync call, or ember_wait,
+ * retrying or in flight) and every one made later returns EMBER_CANCELLED
+ * ("client cancelled") within about 0.1 s; then only ember_wait and
+ * ember_client_close are of use. Thread-safe; NULL is a no-op. */
+void ember_client_cancel(ember_client *c);
 
 unsigned ember_client_shard_count(const ember_client *c);
 /* The client id its pushes carry (options.client_id, or the random one). */

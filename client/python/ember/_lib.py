@@ -110,7 +110,19 @@ class ember_client_options(ctypes.Structure):
         ("tls_server_name", ctypes.c_char_p),
         ("token", ctypes.c_char_p),
         ("token_file", ctypes.c_char_p),
+        # ABI 1.1: the retry budget (ms; EMBER_RETRY_BUDGET_DEFAULT -1: the
+        # environment's EMBER_RETRY_BUDGET, else 120 s; 0: none) and the shard notice
+        ("retry_budget_ms", ctypes.c_int),
+        ("shard_notice", ctypes.c_void_p),  # a SHARD_NOTICE_FN, or None: stderr
+        ("shard_notice_arg", ctypes.c_void_p),
     ]
+
+
+# void (*shard_notice)(void *arg, unsigned shard, const char *address, int available,
+#                      const char *message)
+SHARD_NOTICE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_char_p,
+                                   ctypes.c_int, ctypes.c_char_p)
+RETRY_BUDGET_DEFAULT = -1
 
 
 class _optimizer(ctypes.Structure):
@@ -218,6 +230,7 @@ _PROTOTYPES = {
     "ember_client_options_init": (None, [ctypes.POINTER(ember_client_options)]),
     "ember_client_open": (_p, [ctypes.POINTER(ember_client_options), _err]),
     "ember_client_close": (None, [_p]),
+    "ember_client_cancel": (None, [_p]),
     "ember_client_shard_count": (_u, [_p]),
     "ember_client_id": (_u64, [_p]),
     "ember_client_shard_address": (_s, [_p, _u]),

@@ -187,7 +187,8 @@ class Client:
     None the library looks, in order, at shard_pattern/shard_count, then the
     environment: EMBER_SHARDS, TF_CONFIG's cluster.ps list, EMBER_SHARD_PATTERN
     with EMBER_SHARD_COUNT (see ember.h; .shard_source says which one won).
-    timeout_ms: each call's deadline, retries included (0: 10 s). wire_dtype:
+    timeout_ms: each attempt's deadline (0: 10 s; with retry_budget_s=0, each
+    call's, retries included). wire_dtype:
     "float32", "float16" or "bfloat16" on the wire; arrays are float32 in memory
     either way. client_id: 0 for a random one. Security (README, "Securing a
     deployment"): tls_ca, tls_cert, tls_key (PEM file paths; TLS when tls_ca or
@@ -197,13 +198,24 @@ class Client:
     EMBER_TOKEN, EMBER_TOKEN_FILE). Raises ember.Error (InvalidArgumentError for
     bad options, unreadable TLS or token files, or no shards at all).
 
+    retry_budget_s: how long a pull or push (sync, async, a module's prefetch)
+    keeps retrying a shard that is down or restarting, with backoff up to 2 s;
+    timeout_ms is then each attempt's deadline (README "Failures"). None: the
+    environment's EMBER_RETRY_BUDGET, else 120 s; 0: no budget (max_retries
+    quick retries within one deadline). on_shard_notice(shard, address,
+    available, message) is called once when a shard goes unavailable (available
+    False) and once when it is back, from the thread of the call that saw it;
+    None prints the message on stderr (EMBER_RETRY_QUIET=1 silences it).
+
     Use as a context manager or call close(); close() first waits for any
-    async call still pending."""
+    async call still pending (cancel() first makes that prompt; leaving the
+    with block on an exception does so). Closing from another thread while a
+    call waits cancels it: it raises CancelledError."""
 
     def __init__(self, shards=None, *, shard_pattern=None, shard_count=0, timeout_ms=0,
                  max_retries=0, wire_dtype="float32", client_id=0, channels_per_shard=0,
                  tls_ca=None, tls_cert=None, tls_key=None, tls_server_name=None,
-                 token=None, token_file=None):
+                 token=None, token_file=None, retry_budget_s=None, on_shard_notice=None):
         self._lib = _lib.lib()
         self._c = None
         self._dims = {}
@@ -232,6 +244,32 @@ class Client:
         o.wire_dtype = _DTYPES[wire_dtype]
         o.client_id = client_id
         o.channels_per_shard = channels_per_shard
+        if retry_budget_s is None:
+            o.retry_budget_ms = _lib.RETRY_BUDGET_DEFAULT
+        else:
+            try:
+                ms = float(retry_budget_s) * 1000.0
+            except (TypeError, ValueError):
+                ms = float("nan")
+            if not 0 <= ms <= 2**31 - 1:
+                raise InvalidArgumentError(
+                    Code.INVALID_ARGUMENT,
+                    f"retry_budget_s {retry_budget_s!r}: seconds >= 0 (0: no budget), or None")
+            o.retry_budget_ms = int(round(ms))
+        self._notice_fn = None  # the C callback: kept alive as long as the client
+        if on_shard_notice is not None:
+            if not callable(on_shard_notice):
+                raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                           "on_shard_notice must be callable")
+
+            def _notice(_arg, shard, address, available, message):
+                try:
+                    on_shard_notice(int(shard), address.decode(errors="replace"),
+                                    bool(available), message.decode(errors="replace"))
+                except Exception:  # never into C; the call's own result says more
+                    pass
+            self._notice_fn = _lib.SHARD_NOTICE_FN(_notice)
+            o.shard_notice = ctypes.cast(self._notice_fn, ctypes.c_void_p)
         err = _lib.ember_error()
         c = self._lib.ember_client_open(ctypes.byref(o), ctypes.byref(err))
         if not c:
@@ -254,10 +292,21 @@ class Client:
             self._lib.ember_client_close(self._c)
             self._c = None
 
+    def cancel(self):
+        """Cancels this client's calls: each one waiting now (in any thread: a
+        pull, a push, a Pending.wait, retrying a down shard or in flight) and each
+        one made later raises CancelledError within about 0.1 s; then only
+        close() is of use. Thread-safe."""
+        c = self._c
+        if c and self._lib.ember_client_cancel is not None:
+            self._lib.ember_client_cancel(c)
+
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:  # no waiting out a retry budget on the way out
+            self.cancel()
         self.close()
 
     def __del__(self):

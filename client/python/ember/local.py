@@ -73,29 +73,64 @@ class LocalShards:
             raise
         return self
 
-    def _start_one(self, i):
+    def _start_one(self, i, listen="127.0.0.1:0"):
         log = self.workdir / f"server{i}.log"
         ckpt = self.workdir / f"ckpt{i}"
         ckpt.mkdir(parents=True, exist_ok=True)
-        args = [self.server, "--listen", "127.0.0.1:0", "--shard-index", str(i),
+        args = [self.server, "--listen", listen, "--shard-index", str(i),
                 "--shard-count", str(self.n), "--threads", str(self.threads),
                 "--checkpoint-dir", str(ckpt)]
         if self.backend:
             args += ["--backend", self.backend]
         args += self.extra_args
-        with open(log, "wb") as f:
+        restart = i < len(self.procs)
+        start_at = log.stat().st_size if restart else 0  # a restart appends to the log
+        with open(log, "ab" if restart else "wb") as f:
             p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=f, stderr=f)
-        self.procs.append(p)
+        if restart:
+            self.procs[i] = p
+        else:
+            self.procs.append(p)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            m = _LISTENING.search(log.read_text(errors="replace"))
+            with open(log, "rb") as f:
+                f.seek(start_at)
+                m = _LISTENING.search(f.read().decode(errors="replace"))
             if m:
-                self.addresses.append(m.group(1))
+                if not restart:
+                    self.addresses.append(m.group(1))
                 return
             if p.poll() is not None:
                 break
             time.sleep(0.05)
         raise RuntimeError(f"ember-server {i} did not start:\n" + log.read_text(errors="replace"))
+
+    def kill(self, i, sig=signal.SIGKILL):
+        """Sends `sig` to shard i: SIGKILL (the default) crashes it, as an OOM
+        kill or a lost node would, and waits for the exit; SIGSTOP/SIGCONT
+        freeze and thaw it (it keeps its connections but answers nothing)."""
+        p = self.procs[i]
+        p.send_signal(sig)
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            p.wait(timeout=30)
+
+    def restart(self, i):
+        """Starts shard i again, after kill(), on its address and its checkpoint
+        directory, which it restores its tables from (a pod's restart). Returns
+        when it listens."""
+        if self.procs[i].poll() is None:
+            raise RuntimeError(f"shard {i} is still running")
+        for attempt in range(50):  # the port may linger for a moment after a kill
+            try:
+                return self._start_one(i, listen=self.addresses[i])
+            except RuntimeError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
+
+    def log(self, i):
+        """Shard i's log so far (its restarts appended)."""
+        return (self.workdir / f"server{i}.log").read_text(errors="replace")
 
     def stop(self):
         for p in self.procs:

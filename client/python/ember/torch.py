@@ -26,6 +26,11 @@ travel while this batch computes; forward(next_ids) then waits for them instead
 of pulling. Those rows are read before this step's push lands: the one-step
 staleness every asynchronous parameter server has.
 
+A shard that is down or restarting is waited for, by forward, backward and
+the prefetch's wait alike, up to the client's retry budget
+(ember.Client(retry_budget_s=...), README "Failures"), so training rides through
+a shard's restart.
+
 Ids are integer tensors of any shape on any device (int64 ids are ember's
 uint64 keys bit for bit); rows come back on the ids' device, float32.
 

@@ -99,6 +99,9 @@ def parse_args(argv):
     ap.add_argument("--table-prefix", default="dlrm")
     ap.add_argument("--eval-examples", type=int, default=20000)
     ap.add_argument("--log-every", type=int, default=250)
+    ap.add_argument("--retry-budget", type=float, metavar="S", default=None,
+                    help="how long a call keeps retrying a shard that is down or restarting, "
+                         "seconds (default: EMBER_RETRY_BUDGET, else 120; 0: none)")
     ap.add_argument("--expect-below", type=float, metavar="M",
                     help="exit 1 unless the held-out loss is at least M under the base rate's")
     a = ap.parse_args(argv)
@@ -174,7 +177,8 @@ def main(argv=None):
         if shards is None and not os.environ.get("TF_CONFIG"):
             local = ember.local.LocalShards(2, server=a.server).start()
             shards = local.addresses
-        with ember.Client(shards) as client:
+        # The default retry budget rides through a shard's restart (README "Failures").
+        with ember.Client(shards, retry_budget_s=a.retry_budget) as client:
             learned, base, _ = train(a, client)
     except ember.Error as e:
         print(f"dlrm_demo: {e}", file=sys.stderr)
