@@ -11,28 +11,39 @@
 
 #include "ember/ember.h"
 
+/* Looks up both versions of the init function `name`, runs its EMBER_1 one on
+ * buf[size] (first filled with 0xab) and checks that it wrote nothing past
+ * `first`, the struct's first layout; *v11 gets the EMBER_1.1 one. 0 or 1. */
+static int first_layout_only(const char *name, void *buf, size_t size, size_t first,
+                             void (**v11)(void *))
+{
+    void (*v1)(void *) = (void (*)(void *))dlvsym(RTLD_DEFAULT, name, "EMBER_1");
+    *v11 = (void (*)(void *))dlvsym(RTLD_DEFAULT, name, "EMBER_1.1");
+    if (!v1 || !*v11) {
+        fprintf(stderr, "%s@EMBER_1 or @EMBER_1.1 missing\n", name);
+        return 1;
+    }
+    memset(buf, 0xab, size);
+    v1(buf);
+    const unsigned char *tail = (const unsigned char *)buf + first;
+    for (size_t i = 0; i < size - first; i++)
+        if (tail[i] != 0xab) {
+            fprintf(stderr, "%s@EMBER_1 wrote past byte %zu\n", name, first);
+            return 1;
+        }
+    return 0;
+}
+
 /* ember_table_spec_init@EMBER_1, as a program linked before hbm_bytes calls it:
  * it must fill no byte past the first layout's end (backend), and set
  * struct_size to that size. The default version fills all. 0 or 1. */
 static int spec_init_versions(void)
 {
-    typedef void (*init_fn)(ember_table_spec *);
-    init_fn v1 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_table_spec_init", "EMBER_1");
-    init_fn v11 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_table_spec_init", "EMBER_1.1");
-    if (!v1 || !v11) {
-        fprintf(stderr, "ember_table_spec_init@EMBER_1 or @EMBER_1.1 missing\n");
-        return 1;
-    }
     size_t first = offsetof(ember_table_spec, backend) + sizeof(const char *);
     ember_table_spec s;
-    memset(&s, 0xab, sizeof s);
-    v1(&s);
-    const unsigned char *tail = (const unsigned char *)&s + first;
-    for (size_t i = 0; i < sizeof s - first; i++)
-        if (tail[i] != 0xab) {
-            fprintf(stderr, "ember_table_spec_init@EMBER_1 wrote past byte %zu\n", first);
-            return 1;
-        }
+    void (*v11)(void *);
+    if (first_layout_only("ember_table_spec_init", &s, sizeof s, first, &v11))
+        return 1;
     if (s.struct_size != first || s.dim != 0 || s.optimizer.lr <= 0.0f) {
         fprintf(stderr, "ember_table_spec_init@EMBER_1: struct_size %u, lr %g\n",
                 s.struct_size, (double)s.optimizer.lr);
@@ -53,23 +64,11 @@ static int spec_init_versions(void)
  * default version fills all, the budget at EMBER_RETRY_BUDGET_DEFAULT. */
 static int options_init_versions(void)
 {
-    typedef void (*init_fn)(ember_client_options *);
-    init_fn v1 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_client_options_init", "EMBER_1");
-    init_fn v11 = (init_fn)dlvsym(RTLD_DEFAULT, "ember_client_options_init", "EMBER_1.1");
-    if (!v1 || !v11) {
-        fprintf(stderr, "ember_client_options_init@EMBER_1 or @EMBER_1.1 missing\n");
-        return 1;
-    }
     size_t first = offsetof(ember_client_options, token_file) + sizeof(const char *);
     ember_client_options o;
-    memset(&o, 0xab, sizeof o);
-    v1(&o);
-    const unsigned char *tail = (const unsigned char *)&o + first;
-    for (size_t i = 0; i < sizeof o - first; i++)
-        if (tail[i] != 0xab) {
-            fprintf(stderr, "ember_client_options_init@EMBER_1 wrote past byte %zu\n", first);
-            return 1;
-        }
+    void (*v11)(void *);
+    if (first_layout_only("ember_client_options_init", &o, sizeof o, first, &v11))
+        return 1;
     if (o.struct_size != first || o.shards != NULL || o.timeout_ms != 0) {
         fprintf(stderr, "ember_client_options_init@EMBER_1: struct_size %u\n", o.struct_size);
         return 1;
