@@ -16,13 +16,15 @@ usage: test_deploy.py MODE --repo DIR --server BIN --emberctl BIN --demo BIN
               port, its scrape annotations and NetworkPolicy rule, ...), every
               flag and EMBER_* variable is one ember-server --help lists, and the
               worker Job names every shard in order.
-  dockerfile  deploy/Dockerfile: the CUDA 13 devel/runtime Ubuntu 24.04 images, the
+  dockerfile  deploy/Dockerfile: its base images as build arguments, by default the
+              CUDA 13 devel/runtime Ubuntu 24.04 images, the -DEMBER_CUDA choice
+              (ON where the build image has nvcc, OFF where not: run here), the
               architectures ARG, COPY sources that exist and are not ignored, the
               binaries it copies are the CMake targets it builds (and sit where
               CMake puts them), installed where the manifests run them, the user
               the manifests run as, the port, no hidden EMBER_* settings; and its
               runtime-package step run on the local build (hadolint where it is
-              installed; the image itself is never built here).
+              installed; test_image.py builds the image itself, label slow).
   pods        the StatefulSet's container as N local processes, one per pod: the
               manifest's exact command, args and env (the downward API resolved as
               the kubelet would for ordinal i), with only these substituted: the
@@ -910,11 +912,13 @@ class Dockerfile:
             if op == "FROM":
                 m = re.match(r"^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$", rest, re.I)
                 self.stages.append({"from": self.subst(m.group(1), self.args),
-                                    "name": m.group(2), "ins": [], "args": {}})
+                                    "from_raw": m.group(1), "name": m.group(2), "ins": [],
+                                    "args": {}})
             elif not self.stages:
-                if op == "ARG":
+                if op == "ARG":     # a default may name the ARGs before it
                     k, _, v = rest.partition("=")
-                    self.args[k] = v.strip('"')
+                    self.args[k] = self.subst(v.strip('"'), self.args)
+                    self.from_args = getattr(self, "from_args", []) + [k]
             else:
                 st = self.stages[-1]
                 st["ins"].append((op, rest))
@@ -1007,11 +1011,42 @@ def mode_dockerfile(a):
           "ships on nvidia/cuda:13.0.x-runtime-ubuntu24.04 (%s)" % final["from"])
     check(build["from"].split(":")[1].split("-")[0] == final["from"].split(":")[1].split("-")[0],
           "the same CUDA version in both stages")
+    # the base images are build arguments (a CPU-only image: README, "The image";
+    # built for real by test_image.py), the CUDA images by default
+    check(build["from_raw"] == "${BUILD_IMAGE}" and final["from_raw"] == "${RUNTIME_IMAGE}",
+          "the stages' bases are the build arguments BUILD_IMAGE and RUNTIME_IMAGE (%s, %s)"
+          % (build["from_raw"], final["from_raw"]))
     check(build["args"].get("CUDA_ARCHITECTURES") == "90", "ARG CUDA_ARCHITECTURES=90")
     runs = " ".join(r for o, r in build["ins"] if o == "RUN")
     check('-DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHITECTURES}"' in runs,
           "the build takes -DCMAKE_CUDA_ARCHITECTURES from the ARG")
-    check("-DEMBER_CUDA=ON" in runs, "the build requires CUDA (-DEMBER_CUDA=ON)")
+    # CUDA required where the build image has nvcc (as CMake finds it: CUDACXX or
+    # PATH), left out where it has none: the configure step's choice, run here
+    conf = [r for o, r in build["ins"] if o == "RUN" and "command -v nvcc" in r]
+    if check(len(conf) == 1 and 'echo "ember: ${cuda[*]}";' in conf[0],
+             "one RUN chooses -DEMBER_CUDA by nvcc and prints its choice"):
+        choose = conf[0][:conf[0].index('echo "ember: ${cuda[*]}";')] + 'echo "${cuda[*]}"'
+        tmp = tempfile.mkdtemp(prefix="ember-deploy-nvcc.")
+        try:
+            fake = os.path.join(tmp, "nvcc")
+            with open(fake, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(fake, 0o755)
+            for path, cudacxx, want in ((tmp, "", '-DEMBER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90'),
+                                        ("/nonexistent", "/opt/nvcc", '-DEMBER_CUDA=ON '
+                                         '-DCMAKE_CUDA_ARCHITECTURES=90'),
+                                        ("/nonexistent", "", "-DEMBER_CUDA=OFF")):
+                env = {"PATH": path, "CUDA_ARCHITECTURES": "90"}
+                if cudacxx:
+                    env["CUDACXX"] = cudacxx
+                r = subprocess.run(["/bin/bash", "-o", "pipefail", "-c", choose], env=env,
+                                   capture_output=True, text=True, timeout=30)
+                check(r.stdout.strip() == want, "nvcc %s, CUDACXX %r: the build configures %s "
+                      "(got %r %s)" % ("on PATH" if path == tmp else "absent", cudacxx, want,
+                                       r.stdout.strip(), r.stderr.strip()))
+        finally:
+            shutil.rmtree(tmp)
+    check('"${cuda[@]}"' in conf[0] if conf else False, "cmake is configured with that choice")
     check("/tmp/install-deps.sh" in runs, "the build stage runs deploy/install-deps.sh")
     for st in df.stages:
         check(any(o == "SHELL" and "pipefail" in r for o, r in st["ins"]),
