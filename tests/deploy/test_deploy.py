@@ -190,7 +190,7 @@ SCHEMAS = {
 }
 KUSTOMIZATION = {
     "apiVersion": E("kustomize.config.k8s.io/v1beta1"), "kind": E("Kustomization"),
-    "namespace": S, "resources": L(S),
+    "namespace": S, "resources": L(S), "components": L(S),
     "images": L({"name": S, "newName": S, "newTag": S, "digest": S}),
     "replicas": L({"name": S, "count": I}),
     "patches": L({"path": S, "patch": S,
@@ -199,6 +199,10 @@ KUSTOMIZATION = {
                        "targets": L({"select": {"kind": S, "name": S},
                                      "fieldPaths": L(S)})}),
 }
+# a kustomize Component (deploy/k8s/components/): resources and transformers that
+# a kustomization applies by listing it under components:
+COMPONENT = dict(KUSTOMIZATION, apiVersion=E("kustomize.config.k8s.io/v1alpha1"),
+                 kind=E("Component"))
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -307,7 +311,8 @@ def smp(base, patch):
 
 
 def field_path(path):
-    """'spec.template.spec.containers.[name=x].env.[name=Y].value' -> steps."""
+    """'spec.template.spec.containers.[name=x].env.[name=Y].value' -> steps
+    ('spec.volumeClaimTemplates.0.spec': a list's index)."""
     steps = []
     for part in re.findall(r"\[[^\]]*\]|[^.]+", path):
         m = re.match(r"^\[([^=]+)=(.*)\]$", part)
@@ -315,13 +320,16 @@ def field_path(path):
     return steps
 
 
+def step(cur, st):
+    if st[0] == "sel":
+        return next(x for x in cur if str(x.get(st[1])) == st[2])
+    return cur[int(st[1])] if isinstance(cur, list) else cur[st[1]]
+
+
 def get_path(doc, path):
     cur = doc
     for st in field_path(path):
-        if st[0] == "key":
-            cur = cur[st[1]]
-        else:
-            cur = next(x for x in cur if str(x.get(st[1])) == st[2])
+        cur = step(cur, st)
     return cur
 
 
@@ -329,11 +337,13 @@ def set_path(doc, path, value):
     steps = field_path(path)
     cur = doc
     for st in steps[:-1]:
-        cur = cur[st[1]] if st[0] == "key" else next(x for x in cur if str(x.get(st[1])) == st[2])
+        cur = step(cur, st)
     last = steps[-1][1]
-    old = cur.get(last)
+    if isinstance(cur, list):
+        last = int(last)
+    old = cur[last] if isinstance(cur, list) else cur.get(last)
     # a string field stays a string (kustomize writes "4" into env[].value)
-    cur[last] = str(value) if isinstance(old, str) else value
+    cur[last] = str(value) if isinstance(old, str) else copy.deepcopy(value)
 
 
 def split_image(image):
@@ -345,14 +355,20 @@ def split_image(image):
     return name, tag
 
 
-def mini_kustomize(kdir):
+def mini_kustomize(kdir, docs=None):
+    """The kustomization in kdir rendered; with docs, kdir is a Component applied
+    to them (its resources added, then its transformers over all)."""
     path = os.path.join(kdir, "kustomization.yaml")
     with open(path) as f:
         k = yaml.safe_load(f)
-    unknown = set(k) - set(KUSTOMIZATION)
+    component = docs is not None
+    if component != (k.get("kind") == "Component"):
+        raise ValueError("%s: a %s listed as a %s" % (path, k.get("kind"),
+                                                     "component" if component else "resource"))
+    unknown = set(k) - set(COMPONENT if component else KUSTOMIZATION)
     if unknown:
         raise ValueError("%s: %s not emulated by this test" % (path, sorted(unknown)))
-    docs = []
+    docs = docs if component else []
     for r in k.get("resources", []):
         p = os.path.normpath(os.path.join(kdir, r))
         if os.path.isdir(p):
@@ -360,6 +376,9 @@ def mini_kustomize(kdir):
         else:
             with open(p) as f:
                 docs += [d for d in yaml.safe_load_all(f) if d]
+    # components: after the resources, before this kustomization's own transformers
+    for c in k.get("components", []):
+        mini_kustomize(os.path.normpath(os.path.join(kdir, c)), docs)
 
     def select(kind=None, name=None):
         return [d for d in docs if (not kind or d["kind"] == kind)
@@ -800,6 +819,13 @@ def mode_manifests(a):
             if f.endswith((".yaml", ".yml")):
                 yamls.append(os.path.join(root, f))
     check(len(yamls) >= 7, "deploy/k8s holds its manifests (%d YAML files)" % len(yamls))
+    patch_files = set()          # strategic-merge patches: checked merged, in the renders
+    for p in yamls:
+        if os.path.basename(p) == "kustomization.yaml":
+            with open(p) as f:
+                k = yaml.safe_load(f) or {}
+            patch_files |= {os.path.normpath(os.path.join(os.path.dirname(p), x["path"]))
+                            for x in k.get("patches", []) if "path" in x}
     for p in yamls:
         rel = os.path.relpath(p, repo)
         try:
@@ -811,12 +837,15 @@ def mode_manifests(a):
         check(docs, "%s holds something" % rel)
         for d in docs:
             if os.path.basename(p) == "kustomization.yaml":
-                schema_check(d, KUSTOMIZATION, rel)
+                schema_check(d, COMPONENT if d.get("kind") == "Component" else KUSTOMIZATION, rel)
                 for r in d.get("resources", []):
                     check(os.path.exists(os.path.join(os.path.dirname(p), r)),
                           "%s: resource %s exists" % (rel, r))
             elif d.get("kind") == "StatefulSet" and os.path.basename(p) != "statefulset.yaml":
                 validate_doc(smp_base_for_patch(d), rel)   # a patch: checked merged, below
+            elif os.path.normpath(p) in patch_files:
+                check(d.get("kind") and d.get("metadata", {}).get("name"),
+                      "%s: a patch names its object's kind and name" % rel)
             else:
                 validate_doc(d, rel)
         note("ok: parsed and schema-checked", rel)
@@ -835,6 +864,30 @@ def mode_manifests(a):
     check(deps["deploy/k8s/examples/four-shards"].replicas == 4 and
           deps["deploy/k8s/examples/four-shards"].sts["metadata"].get("namespace") == "ml",
           "the four-shard overlay makes 4 shards in namespace ml")
+
+    # followers (components/followers), enabled as the comments say: the deployment,
+    # the four-shard overlay, and the deployment with `replicas:` edited to 3
+    if "replica-of" not in flags:
+        note("skip: the ember-server under test has no --replica-of (replication is not "
+             "in this build): EMBER_REPLICA_OF is not checked against its --help")
+        envs = envs | {"EMBER_REPLICA_OF"}
+    tmp = tempfile.mkdtemp(prefix="ember-deploy-followers.")
+    try:
+        shutil.copytree(k8s, os.path.join(tmp, "k8s"))
+        for where, rel, count, shards in (
+                ("deploy/k8s + followers", "kustomization.yaml", None, 2),
+                ("four-shards + followers", "examples/four-shards/kustomization.yaml", None, 4),
+                ("deploy/k8s + followers, replicas 3", "kustomization.yaml", 3, 3)):
+            kf = os.path.join(tmp, "k8s", rel)
+            enable_followers(kf, count)
+            docs = render(os.path.dirname(kf), kubectl)
+            for d in docs:
+                validate_doc(d, where + " (rendered)")
+            leader = check_followers(docs, where, flags, envs, df.uid)
+            check(leader is None or leader.replicas == shards, "%s: %d shards" % (where, shards))
+            note("ok: %s renders %d shards, each with a follower" % (where, shards))
+    finally:
+        shutil.rmtree(tmp)
 
     # kustomize-style edits a user makes: `replicas:` of deploy/k8s/kustomization.yaml
     # set to 5 (EMBER_SHARD_COUNT must follow), and a patch of replicas alone in an
@@ -874,6 +927,126 @@ def mode_manifests(a):
     check(base.c["command"][0] == df.entrypoint,
           "the StatefulSet runs %s, the image's ember-server (%s)" % (base.c["command"][0], df.entrypoint))
     finish()
+
+
+def enable_followers(kfile, count=None):
+    """Uncomments `components:` in a kustomization, as its comment says (and sets
+    its `replicas:` count)."""
+    with open(kfile) as f:
+        text = f.read()
+    new = re.sub(r"^# components:.*\n#( +- \S*components/followers)", r"components:\n\1", text,
+                 count=1, flags=re.M)
+    check(new != text or re.search(r"^components:\n +- \S*components/followers", text, re.M),
+          "%s: a commented `components:` for the followers to enable" % kfile)
+    if count is not None:
+        new = re.sub(r"(replicas:\n  - name: ember\n    count: )\d+", r"\g<1>%d" % count, new)
+    with open(kfile, "w") as f:
+        f.write(new)
+
+
+def check_followers(docs, w, flags, envs, uid):
+    """A rendering with followers: the leaders as without them, the followers as a
+    deployment of their own that mirrors the leaders, one per shard, each following
+    its shard's leader; the PDB over both roles; leaders and followers reach each
+    other. Returns the leaders' Deployment."""
+    def named(kind, name):
+        hits = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        check(len(hits) == 1, "%s: one %s %s, found %d" % (w, kind, name, len(hits)))
+        return hits
+    stss = [d for d in docs if d["kind"] == "StatefulSet"]
+    check(sorted(d["metadata"]["name"] for d in stss) == ["ember", "ember-follower"],
+          "%s: the StatefulSets ember and ember-follower (%s)"
+          % (w, [d["metadata"]["name"] for d in stss]))
+    pdb = named("PodDisruptionBudget", "ember")
+    if not (named("StatefulSet", "ember") and named("StatefulSet", "ember-follower") and
+            named("Service", "ember") and named("Service", "ember-follower") and pdb and
+            named("NetworkPolicy", "ember") and named("NetworkPolicy", "ember-follower") and
+            named("NetworkPolicy", "ember-replication")):
+        return None
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    lead = Deployment([by["StatefulSet", "ember"], by["Service", "ember"], pdb[0],
+                       by["NetworkPolicy", "ember"]], w + " leaders")
+    fol = Deployment([by["StatefulSet", "ember-follower"], by["Service", "ember-follower"],
+                      pdb[0], by["NetworkPolicy", "ember-follower"]], w + " followers")
+    check_deployment(lead, flags, envs, uid)
+    check_deployment(fol, flags, envs, uid)      # every check of a shard holds for its follower
+
+    # the followers mirror the leaders
+    check(fol.replicas == lead.replicas, "%s: one follower per shard (%d, %d)"
+          % (w, fol.replicas, lead.replicas))
+    for field in ("image", "args", "resources", "command", "ports", "volumeMounts",
+                  "securityContext"):
+        check(fol.c.get(field) == lead.c.get(field), "%s: the followers' %s are the leaders' "
+              "(%r, %r)" % (w, field, fol.c.get(field), lead.c.get(field)))
+    check([t["spec"] for t in fol.sts["spec"]["volumeClaimTemplates"]] ==
+          [t["spec"] for t in lead.sts["spec"]["volumeClaimTemplates"]],
+          "%s: the followers' claims are the leaders'" % w)
+    for k in ("securityContext", "terminationGracePeriodSeconds", "tolerations", "volumes"):
+        check(pod_template(fol.sts)["spec"].get(k) == pod_template(lead.sts)["spec"].get(k),
+              "%s: the followers' pod %s is the leaders'" % (w, k))
+    check(fol.sts["metadata"].get("namespace") == lead.sts["metadata"].get("namespace"),
+          "%s: the followers are in the leaders' namespace" % w)
+
+    # follower i follows leader i: EMBER_REPLICA_OF as the kubelet expands it
+    ns = lead.sts["metadata"].get("namespace", "NS")
+    for i in (0, lead.replicas - 1):
+        env, _ = expand_env(fol.c.get("env", []), lambda vf, i=i: {
+            "metadata.labels['apps.kubernetes.io/pod-index']": str(i),
+            "metadata.namespace": ns}.get(vf.get("fieldRef", {}).get("fieldPath")))
+        want = lead.name_pattern().replace("$(POD_NAMESPACE)", ns).replace("{i}", str(i))
+        check(env.get("EMBER_REPLICA_OF") == want and env.get("EMBER_SHARD_INDEX") == str(i),
+              "%s: follower %d follows shard %d's leader %s (EMBER_REPLICA_OF %r, shard index %r)"
+              % (w, i, i, want, env.get("EMBER_REPLICA_OF"), env.get("EMBER_SHARD_INDEX")))
+    check(setting(fol.c, "replica-of", "EMBER_REPLICA_OF") and
+          not setting(lead.c, "replica-of", "EMBER_REPLICA_OF"),
+          "%s: the followers have a leader, the leaders none" % w)
+
+    # the roles apart: selectors and Services select one role each
+    lpl = pod_template(lead.sts)["metadata"]["labels"]
+    fpl = pod_template(fol.sts)["metadata"]["labels"]
+    check(not selects(lead.sts["spec"]["selector"], fpl) and
+          not selects(fol.sts["spec"]["selector"], lpl),
+          "%s: the two StatefulSets' selectors do not overlap" % w)
+    check(not selects({"matchLabels": lead.svc["spec"]["selector"]}, fpl) and
+          not selects({"matchLabels": fol.svc["spec"]["selector"]}, lpl),
+          "%s: each headless Service names one role's pods" % w)
+    check(lead.sts["spec"]["serviceName"] != fol.sts["spec"]["serviceName"],
+          "%s: each role its own pod DNS names" % w)
+
+    # probes: both roles ready on the plain health service (a follower serves
+    # reads); the leader is told by ember.v1.Leader, named by the annotation
+    for d in (lead, fol):
+        for p in ("startupProbe", "readinessProbe", "livenessProbe"):
+            check(d.c.get(p, {}).get("grpc", {}).get("service", "") in ("", "ember.v1.Shard"),
+                  "%s: the %s's %s asks a service SERVING on both roles" % (w, d.where, p))
+    ann = pod_template(fol.sts)["metadata"].get("annotations", {})
+    check(ann.get("ember.io/leader-health-service") == "ember.v1.Leader",
+          "%s: the followers' pods name the leader's health service: %r" % (w, ann))
+
+    # the PDB: one pod of either role at a time, never a worker
+    sel = pdb[0]["spec"]["selector"]
+    check(selects(sel, lpl) and selects(sel, fpl) and pdb[0]["spec"].get("maxUnavailable") == 1
+          and not selects(sel, dict(lpl, **{"app.kubernetes.io/component": "worker"})),
+          "%s: the PodDisruptionBudget covers leaders and followers, one at a time "
+          "(a shard keeps its leader or its follower): %s" % (w, pdb[0]["spec"]))
+
+    # replication traffic: leaders and followers reach each other's gRPC port
+    rep = by["NetworkPolicy", "ember-replication"]["spec"]
+    for dst in (lpl, fpl):
+        check(selects(rep["podSelector"], dst), "%s: ember-replication covers %s" % (w, dst))
+        for src in (lpl, fpl):
+            check(any(any(selects(f.get("podSelector", {}), src) and "namespaceSelector" not in f
+                          for f in r.get("from", []))
+                      and [p.get("port") for p in r.get("ports", [])] in ([lead.port], ["grpc"])
+                      for r in rep.get("ingress", [])),
+                  "%s: %s may call %s on the gRPC port" % (w, src, dst))
+    for r in rep.get("ingress", []):
+        for f in r.get("from", []):
+            check(not selects(f.get("podSelector", {}), {"ember.io/role": "stranger"}) and
+                  not selects(f.get("podSelector", {}), dict(lpl, **{"app.kubernetes.io/component":
+                                                                     "worker"})),
+                  "%s: ember-replication admits ember's servers only: %r" % (w, f))
+    return lead
 
 
 def smp_base_for_patch(patch):

@@ -227,25 +227,29 @@ def inside_context(repo, path):
 # ---- what the manifests say ----------------------------------------------------------------
 
 def manifest_users(repo):
-    """(where, runAsUser, runAsGroup, fsGroup, command) of every StatefulSet that
-    deploy/k8s renders, with the follower component (when there is one)."""
-    k8s = os.path.join(repo, "deploy", "k8s")
+    """(where, runAsUser, runAsGroup, fsGroup, runAsNonRoot, command) of every
+    StatefulSet under deploy/k8s (the leaders', the followers' component's; not
+    the patches)."""
     out = []
-    dirs = [k8s] + [os.path.join(k8s, "examples", d)
-                    for d in sorted(os.listdir(os.path.join(k8s, "examples")))
-                    if os.path.exists(os.path.join(k8s, "examples", d, "kustomization.yaml"))]
-    for d in dirs:
-        for doc in td.mini_kustomize(d):
-            if doc.get("kind") != "StatefulSet":
+    for root, _, files in os.walk(os.path.join(repo, "deploy", "k8s")):
+        for name in sorted(files):
+            if not name.endswith(".yaml") or name == "kustomization.yaml":
                 continue
-            spec = doc["spec"]["template"]["spec"]
-            sec = spec.get("securityContext", {})
-            for c in spec["containers"]:
-                out.append(("%s %s/%s" % (os.path.relpath(d, repo), doc["metadata"]["name"],
-                                          c["name"]),
-                            c.get("securityContext", {}).get("runAsUser", sec.get("runAsUser")),
-                            c.get("securityContext", {}).get("runAsGroup", sec.get("runAsGroup")),
-                            sec.get("fsGroup"), sec.get("runAsNonRoot"), c.get("command")))
+            with open(os.path.join(root, name)) as f:
+                docs = [d for d in td.yaml.safe_load_all(f) if d]
+            for doc in docs:
+                spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+                if doc.get("kind") != "StatefulSet" or "securityContext" not in spec:
+                    continue
+                sec = spec["securityContext"]
+                for c in spec["containers"]:
+                    csec = c.get("securityContext", {})
+                    out.append(("%s %s/%s" % (os.path.relpath(os.path.join(root, name), repo),
+                                              doc["metadata"]["name"], c["name"]),
+                                csec.get("runAsUser", sec.get("runAsUser")),
+                                csec.get("runAsGroup", sec.get("runAsGroup")),
+                                sec.get("fsGroup"), csec.get("runAsNonRoot", sec.get("runAsNonRoot")),
+                                c.get("command")))
     return out
 
 
@@ -329,6 +333,15 @@ def client_checks(a, srv, claim, uid):
         check(st == 1, "grpc.health.v1 %r on the image's server: SERVING (1), got %r"
               % (service, st))
     note("ok: gRPC health SERVING on %s" % srv.addr)
+    # a server alone is a leader: "ember.v1.Leader" SERVING, where the image's
+    # server has replication (--replica-of in its --help)
+    r = srv.inside([srv.argv[0], "--help"])
+    if "--replica-of" in r.stdout:
+        st = td.health_check(srv.addr, "ember.v1.Leader", 5)
+        check(st == 1, "grpc.health.v1 'ember.v1.Leader' on the image's server (a leader): "
+              "SERVING (1), got %r" % st)
+    else:
+        note("skip: the image's ember-server has no --replica-of: ember.v1.Leader not asked")
 
     os.environ["EMBER_LIBRARY"] = a.library
     sys.path.insert(0, os.path.join(a.repo, "client", "python"))
