@@ -15,7 +15,11 @@ usage: test_deploy.py MODE --repo DIR --server BIN --emberctl BIN --demo BIN
               read-only root with every path it writes on a volume, the metrics
               port, its scrape annotations and NetworkPolicy rule, ...), every
               flag and EMBER_* variable is one ember-server --help lists, and the
-              worker Job names every shard in order.
+              worker Job names every shard in order. With the followers
+              component enabled (the deployment, four shards, replicas 3): the
+              same for each role, the followers mirroring the leaders, follower i
+              following leader i, the PDB over both roles, the replication policy
+              (EMBER_REPLICA_OF against --help only where the server has it).
   dockerfile  deploy/Dockerfile: its base images as build arguments, by default the
               CUDA 13 devel/runtime Ubuntu 24.04 images, the -DEMBER_CUDA choice
               (ON where the build image has nvcc, OFF where not: run here), the
@@ -36,7 +40,11 @@ usage: test_deploy.py MODE --repo DIR --server BIN --emberctl BIN --demo BIN
               to the local ports, `emberctl info` reporting shard i of N at position
               i, each pod's /metrics scraped as its annotations say, and SIGTERM as
               the kubelet sends it. For the deployment (2 shards)
-              and the four-shard overlay.
+              and the four-shard overlay. Then, where ember-server has
+              --replica-of, the deployment with followers (components/followers):
+              follower i started on leader i's local address, both roles ready,
+              ember.v1.Leader SERVING on leaders only, the worker's table on every
+              follower; skipped with the reason where it has no --replica-of.
 
 Exit 0 when every check holds; 1 with every failure listed. ctest label integration.
 """
@@ -944,6 +952,16 @@ def enable_followers(kfile, count=None):
         f.write(new)
 
 
+def split_roles(docs, w):
+    """A rendering with followers as two Deployments: the leaders', the followers'."""
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    pdb = by["PodDisruptionBudget", "ember"]
+    return (Deployment([by["StatefulSet", "ember"], by["Service", "ember"], pdb,
+                        by["NetworkPolicy", "ember"]], w + " leaders"),
+            Deployment([by["StatefulSet", "ember-follower"], by["Service", "ember-follower"],
+                        pdb, by["NetworkPolicy", "ember-follower"]], w + " followers"))
+
+
 def check_followers(docs, w, flags, envs, uid):
     """A rendering with followers: the leaders as without them, the followers as a
     deployment of their own that mirrors the leaders, one per shard, each following
@@ -964,10 +982,7 @@ def check_followers(docs, w, flags, envs, uid):
             named("NetworkPolicy", "ember-replication")):
         return None
     by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-    lead = Deployment([by["StatefulSet", "ember"], by["Service", "ember"], pdb[0],
-                       by["NetworkPolicy", "ember"]], w + " leaders")
-    fol = Deployment([by["StatefulSet", "ember-follower"], by["Service", "ember-follower"],
-                      pdb[0], by["NetworkPolicy", "ember-follower"]], w + " followers")
+    lead, fol = split_roles(docs, w)
     check_deployment(lead, flags, envs, uid)
     check_deployment(fol, flags, envs, uid)      # every check of a shard holds for its follower
 
@@ -1626,6 +1641,73 @@ def run_cluster(a, dep, names, job, work, namespace, demo_steps):
             p.stop(signal.SIGKILL, 10)
 
 
+def run_followers(a, k8s, kubectl, work, ns):
+    """deploy/k8s with followers as local processes: the leaders' pods, then the
+    followers' (EMBER_REPLICA_OF's name -> the local address of the leader it
+    names); both roles SERVING on the readiness probe's service, ember.v1.Leader
+    SERVING on leaders only; the worker Job trains through the leaders and every
+    follower converges on its leader's tables; SIGTERM stops every pod."""
+    tmp = os.path.join(work, "k8s")
+    shutil.copytree(k8s, tmp)
+    enable_followers(os.path.join(tmp, "kustomization.yaml"))
+    lead, fol = split_roles(render(tmp, kubectl), "deploy/k8s + followers")
+    n = lead.replicas
+    note("\n== deploy/k8s + followers: %d leaders, %d followers ==" % (n, fol.replicas))
+    leaders = [Pod(lead, i, os.path.join(work, "pods"), a, ns) for i in range(n)]
+    followers = [Pod(fol, i, os.path.join(work, "pods"), a, ns) for i in range(fol.replicas)]
+    rx = re.compile(r"^(?P<sts>[a-z0-9-]+)-(?P<i>\d+)\.(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)"
+                    r"\.svc\.cluster\.local:(?P<port>\d+)$")
+    try:
+        if not all(p.start() for p in leaders):
+            return
+        for p in followers:
+            m = rx.match(p.env.get("EMBER_REPLICA_OF", ""))
+            if not check(m and m.group("sts") == lead.sts["metadata"]["name"] and
+                         int(m.group("i")) == p.i and m.group("svc") == lead.svc["metadata"]["name"]
+                         and m.group("ns") == ns and int(m.group("port")) == lead.port,
+                         "follower %d's EMBER_REPLICA_OF %r names leader pod %d"
+                         % (p.i, p.env.get("EMBER_REPLICA_OF"), p.i)):
+                return
+            p.env["EMBER_REPLICA_OF"] = leaders[p.i].addr
+        note("follower 0: %s EMBER_REPLICA_OF=%s" % (" ".join(followers[0].argv),
+                                                      followers[0].env["EMBER_REPLICA_OF"]))
+        if not all(p.start() for p in followers):
+            return
+        for role, pods, want in (("leader", leaders, 1), ("follower", followers, 2)):
+            for p in pods:
+                probe = (lead if role == "leader" else fol).c["readinessProbe"]["grpc"]
+                st = health_check(p.addr, probe.get("service", ""), 5)
+                check(st == 1, "%s %d's readiness probe: SERVING, got %r" % (role, p.i, st))
+                st = health_check(p.addr, "ember.v1.Leader", 5)
+                check(st == want, "%s %d: ember.v1.Leader %s, got %r"
+                      % (role, p.i, "SERVING (1)" if want == 1 else "NOT_SERVING (2)", st))
+        note("ok: leaders and followers ready; ember.v1.Leader SERVING on the leaders only")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+        env["EMBER_SHARDS"] = ",".join(p.addr for p in leaders)
+        r = subprocess.run([a.demo, "--steps", "200", "--eval", "20000", "--log-every", "200"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, "ctr_demo through the leaders: %d %s" % (r.returncode, r.stderr))
+        want = tables(env)
+        fenv = dict(env, EMBER_SHARDS=",".join(p.addr for p in followers))
+        got = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            got = tables(fenv)
+            if got == want:
+                break
+            time.sleep(0.5)
+        check(want and got == want, "the followers converge on the leaders' tables: %s, "
+              "leaders %s" % (got, want))
+        note("ok: the followers hold the leaders' tables %s" % want)
+        for p in leaders + followers:
+            rc = p.stop(signal.SIGTERM, 60)
+            check(rc == 0, "%s %d exits 0 on SIGTERM (got %r)" % (p.dep.where, p.i, rc))
+        note("ok: every pod stopped cleanly on SIGTERM")
+    finally:
+        for p in leaders + followers:
+            p.stop(signal.SIGKILL, 10)
+
+
 def mode_pods(a):
     k8s = os.path.join(a.repo, "deploy", "k8s")
     kubectl = find_kubectl(a.kubectl)
@@ -1656,6 +1738,13 @@ def mode_pods(a):
               "without the pod-index label ember-server refuses to start (exit 2): %d %s"
               % (r.returncode, r.stderr))
         note("ok: no pod-index label -> %s" % r.stderr.strip())
+
+        flags, _ = server_settings(a.server)
+        if "replica-of" in flags:
+            run_followers(a, k8s, kubectl, os.path.join(work, "followers"), ns)
+        else:
+            note("skip: the ember-server under test has no --replica-of (replication is not "
+                 "in this build): the followers are not run")
         ok = not FAILS
     finally:
         if ok:
