@@ -12,8 +12,9 @@ usage: test_image.py --repo DIR --work DIR --emberctl BIN --library LIBEMBER [--
      the context and that base as BUILD_IMAGE and RUNTIME_IMAGE (the CPU-only
      build the README gives), in a podman store of its own under WORK;
   4. the image's configuration: USER is the non-root user the Kubernetes manifests
-     run as (every StatefulSet under deploy/k8s, the follower component's too),
-     ENTRYPOINT the manifests' command, port 7070, the HEALTHCHECK;
+     run as (every StatefulSet and Job under deploy/k8s, the follower component's
+     too), ENTRYPOINT the StatefulSets' command, the Job's commands in the image,
+     port 7070, the HEALTHCHECK;
   5. containers cannot start here (crun cannot set rlimits), so the image is
      mounted (`podman image mount`, read-only, as Kubernetes' readOnlyRootFilesystem)
      and its ENTRYPOINT + CMD run under chroot as that user, in a mount namespace
@@ -23,7 +24,7 @@ usage: test_image.py --repo DIR --work DIR --emberctl BIN --library LIBEMBER [--
      command (the image's emberctl) passes; a table created, written, pulled,
      pushed and pulled again through this build's libember (the Python package);
      `emberctl info` says backend cpu; a save writes the table on the claim as the
-     image's user; SIGTERM exits 0; the server started again from the image
+     image's user; the image's ctr_demo (the worker Job's program) trains through it; SIGTERM exits 0; the server started again from the image
      restores the rows;
   6. clean up: the server stopped, the image unmounted, the podman store removed
      (--keep, or EMBER_IMAGE_TEST_KEEP=1, keeps it: a rerun then reuses its layers).
@@ -227,9 +228,9 @@ def inside_context(repo, path):
 # ---- what the manifests say ----------------------------------------------------------------
 
 def manifest_users(repo):
-    """(where, runAsUser, runAsGroup, fsGroup, runAsNonRoot, command) of every
-    StatefulSet under deploy/k8s (the leaders', the followers' component's; not
-    the patches)."""
+    """(where, kind, runAsUser, runAsGroup, fsGroup, runAsNonRoot, command) of every
+    container of the StatefulSets and Jobs under deploy/k8s (the leaders', the
+    followers' component's, the worker Job's; not the patches)."""
     out = []
     for root, _, files in os.walk(os.path.join(repo, "deploy", "k8s")):
         for name in sorted(files):
@@ -239,14 +240,14 @@ def manifest_users(repo):
                 docs = [d for d in td.yaml.safe_load_all(f) if d]
             for doc in docs:
                 spec = doc.get("spec", {}).get("template", {}).get("spec", {})
-                if doc.get("kind") != "StatefulSet" or "securityContext" not in spec:
+                if doc.get("kind") not in ("StatefulSet", "Job") or "securityContext" not in spec:
                     continue
                 sec = spec["securityContext"]
-                for c in spec["containers"]:
+                for c in spec["containers"] + spec.get("initContainers", []):
                     csec = c.get("securityContext", {})
                     out.append(("%s %s/%s" % (os.path.relpath(os.path.join(root, name), repo),
                                               doc["metadata"]["name"], c["name"]),
-                                csec.get("runAsUser", sec.get("runAsUser")),
+                                doc["kind"], csec.get("runAsUser", sec.get("runAsUser")),
                                 csec.get("runAsGroup", sec.get("runAsGroup")),
                                 sec.get("fsGroup"), csec.get("runAsNonRoot", sec.get("runAsNonRoot")),
                                 c.get("command")))
@@ -291,10 +292,10 @@ class ImageServer:
         os.setgid(self.gid)
         os.setuid(self.uid)
 
-    def inside(self, argv, timeout=60):
+    def inside(self, argv, timeout=60, env=None):
         """A command of the image run the same way (e.g. its HEALTHCHECK)."""
-        return subprocess.run(argv, preexec_fn=self._enter, env=self.env(), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(argv, preexec_fn=self._enter, env=dict(self.env(), **(env or {})),
+                              capture_output=True, text=True, timeout=timeout)
 
     @staticmethod
     def env():
@@ -404,8 +405,6 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--emberctl", required=True)
     ap.add_argument("--library", required=True, help="this build's libember.so")
-    ap.add_argument("--server", help="this build's ember-server (its --help, for the "
-                    "manifests' flags)")
     ap.add_argument("--keep", action="store_true",
                     default=os.environ.get("EMBER_IMAGE_TEST_KEEP") == "1")
     a = ARGS = td.ARGS = ap.parse_args()
@@ -422,12 +421,9 @@ def main():
     open(log, "w").close()
     ensure_tools()
     mirror = apt_mirror()
-    ok, why = reachable(mirror)
-    tarball = os.path.join(work, "%s-minbase.tar.gz" % SUITE)
-    if not ok and not os.path.exists(tarball):
-        skip("the Debian mirror cannot be reached (%s)" % why)
+    ok, why = reachable(mirror)      # debootstrap, and the build's apt-get, need it
     if not ok:
-        skip("the Debian mirror cannot be reached for the image's apt-get (%s)" % why)
+        skip("the Debian mirror cannot be reached (%s)" % why)
 
     tarball = base_tarball(work, mirror, log)
     if not tarball:
@@ -476,14 +472,17 @@ def main():
         uid, gid = int(m.group(1)), int(m.group(2))
         sets = manifest_users(a.repo)
         check(sets, "deploy/k8s renders StatefulSets")
-        for where, ruid, rgid, fsg, nonroot, command in sets:
-            check(ruid == uid and rgid in (None, gid) and fsg == gid and nonroot is True,
+        for where, kind, ruid, rgid, fsg, nonroot, command in sets:
+            check(ruid == uid and rgid in (None, gid) and fsg in (None, gid) and nonroot is True
+                  and (kind != "StatefulSet" or fsg == gid),
                   "%s runs as the image's user %d:%d (runAsUser %r, runAsGroup %r, fsGroup %r, "
                   "runAsNonRoot %r)" % (where, uid, gid, ruid, rgid, fsg, nonroot))
-            check(command and command[0] == (cfg.get("Entrypoint") or [None])[0],
-                  "%s runs the image's ENTRYPOINT %s (command %s)"
-                  % (where, cfg.get("Entrypoint"), command))
-        note("ok: USER %s, as every StatefulSet of deploy/k8s runs (%d)" % (user, len(sets)))
+            if kind == "StatefulSet":
+                check(command and command[0] == (cfg.get("Entrypoint") or [None])[0],
+                      "%s runs the image's ENTRYPOINT %s (command %s)"
+                      % (where, cfg.get("Entrypoint"), command))
+        note("ok: USER %s, as every StatefulSet and Job of deploy/k8s runs (%d containers)"
+             % (user, len(sets)))
         check("7070/tcp" in (cfg.get("ExposedPorts") or {}), "the image exposes 7070/tcp")
         hc = (cfg.get("Healthcheck") or info.get("Healthcheck") or {}).get("Test") or []
         check(hc[:1] == ["CMD"] and "health" in hc, "the image keeps its HEALTHCHECK: %s" % hc)
@@ -503,6 +502,9 @@ def main():
             pw = [ln.split(":") for ln in f if ln.strip()]
         names = [p[0] for p in pw if p[2] == str(uid)]
         check(names == ["ember"], "uid %d is the image's user ember: %s" % (uid, names))
+        for where, kind, _, _, _, _, command in sets:
+            check(command and os.path.isfile(os.path.join(rootfs, command[0].lstrip("/"))),
+                  "%s runs %s, which the image holds" % (where, command))
         claim = os.path.join(work, "claim")
         shutil.rmtree(claim, ignore_errors=True)
         os.makedirs(claim)
@@ -528,6 +530,12 @@ def main():
               % (" ".join(hcmd), r.returncode, r.stdout, r.stderr))
         note("ok: the image's HEALTHCHECK: %s" % r.stdout.strip().replace("\n", "; "))
         keys, want = client_checks(a, srv, claim, uid)
+        # the worker Job's program, from the image, through the image's server
+        r = srv.inside(["/usr/local/bin/ctr_demo", "--steps", "100", "--eval", "10000",
+                        "--log-every", "100"], timeout=120, env={"EMBER_SHARDS": srv.addr})
+        check(r.returncode == 0, "the image's ctr_demo trains through the image's server: %d\n%s%s"
+              % (r.returncode, tail(r.stdout, 10), tail(r.stderr, 10)))
+        note("ok: the image's ctr_demo trained 100 steps: %s" % tail(r.stdout, 1))
         rc = srv.stop(signal.SIGTERM, 60)
         check(rc == 0, "the image's ember-server exits 0 on SIGTERM (got %r)" % rc)
         if srv.start():
