@@ -36,7 +36,6 @@ tools cannot be installed or the Debian mirror cannot be reached. ctest label sl
 """
 
 import argparse
-import ctypes
 import json
 import os
 import re
@@ -256,45 +255,32 @@ def manifest_users(repo):
 
 # ---- the server from the image's filesystem ------------------------------------------------
 
-CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE, MS_RDONLY = 0x20000, 4096, 16384, 1 << 18, 1
-LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _mount(src, dst, fstype, flags, data=None):
-    if LIBC.mount(src and src.encode(), dst.encode(), fstype and fstype.encode(),
-                  ctypes.c_ulong(flags), data and data.encode()) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "mount %s on %s: %s" % (src, dst, os.strerror(e)))
-
-
 class ImageServer:
     """The image's ENTRYPOINT + CMD under chroot into the mounted image, as uid:gid,
-    in a mount namespace of its own (the mounts go with the process)."""
+    in a mount namespace of its own (the mounts go with the process). unshare, sh
+    and chroot exec one another: the process is the server's, and no fork runs
+    this process's atfork handlers (gRPC's, once a channel was used, can hang)."""
+
+    ENTER = ('set -e; r=$1; claim=$2; user=$3; shift 3; '
+             'mount --bind "$claim" "$r/var/lib/ember/checkpoints"; '   # the claim
+             'mount -t tmpfs -o size=64m,mode=1777 tmpfs "$r/tmp"; '    # the emptyDir
+             'mount -t proc proc "$r/proc"; '
+             'mount --rbind /dev "$r/dev"; '
+             'exec chroot --userspec="$user" "$r" "$@"')
 
     def __init__(self, rootfs, argv, uid, gid, claim, logdir):
         self.rootfs, self.argv, self.uid, self.gid = rootfs, argv, uid, gid
         self.claim, self.logdir = claim, logdir
         self.proc, self.addr, self.runs = None, None, 0
 
-    def _enter(self):
-        # runs in the child between fork and exec: any failure shows as the exec's
-        if LIBC.unshare(CLONE_NEWNS) != 0:
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        r = self.rootfs
-        _mount(self.claim, r + "/var/lib/ember/checkpoints", None, MS_BIND)   # the claim
-        _mount("tmpfs", r + "/tmp", "tmpfs", 0, "size=64m,mode=1777")       # the emptyDir
-        _mount("proc", r + "/proc", "proc", 0)
-        _mount("/dev", r + "/dev", None, MS_BIND | MS_REC)
-        os.chroot(r)
-        os.chdir("/")
-        os.setgroups([])
-        os.setgid(self.gid)
-        os.setuid(self.uid)
+    def wrap(self, argv):
+        # unshare --mount: mounts private to the new namespace (its default propagation)
+        return ["unshare", "--mount", "--", "/bin/sh", "-c", self.ENTER, "enter", self.rootfs,
+                self.claim, "%d:%d" % (self.uid, self.gid)] + list(argv)
 
     def inside(self, argv, timeout=60, env=None):
         """A command of the image run the same way (e.g. its HEALTHCHECK)."""
-        return subprocess.run(argv, preexec_fn=self._enter, env=dict(self.env(), **(env or {})),
+        return subprocess.run(self.wrap(argv), env=dict(self.env(), **(env or {})),
                               capture_output=True, text=True, timeout=timeout)
 
     @staticmethod
@@ -306,7 +292,7 @@ class ImageServer:
         self.runs += 1
         self.log = os.path.join(self.logdir, "server-%d.log" % self.runs)
         with open(self.log, "wb") as lf:
-            self.proc = subprocess.Popen(self.argv, preexec_fn=self._enter, env=self.env(),
+            self.proc = subprocess.Popen(self.wrap(self.argv), env=self.env(),
                                          stdout=lf, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:
