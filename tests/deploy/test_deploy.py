@@ -15,14 +15,20 @@ usage: test_deploy.py MODE --repo DIR --server BIN --emberctl BIN --demo BIN
               read-only root with every path it writes on a volume, the metrics
               port, its scrape annotations and NetworkPolicy rule, ...), every
               flag and EMBER_* variable is one ember-server --help lists, and the
-              worker Job names every shard in order.
-  dockerfile  deploy/Dockerfile: the CUDA 13 devel/runtime Ubuntu 24.04 images, the
+              worker Job names every shard in order. With the followers
+              component enabled (the deployment, four shards, replicas 3): the
+              same for each role, the followers mirroring the leaders, follower i
+              following leader i, the PDB over both roles, the replication policy
+              (EMBER_REPLICA_OF against --help only where the server has it).
+  dockerfile  deploy/Dockerfile: its base images as build arguments, by default the
+              CUDA 13 devel/runtime Ubuntu 24.04 images, the -DEMBER_CUDA choice
+              (ON where the build image has nvcc, OFF where not: run here), the
               architectures ARG, COPY sources that exist and are not ignored, the
               binaries it copies are the CMake targets it builds (and sit where
               CMake puts them), installed where the manifests run them, the user
               the manifests run as, the port, no hidden EMBER_* settings; and its
               runtime-package step run on the local build (hadolint where it is
-              installed; the image itself is never built here).
+              installed; test_image.py builds the image itself, label slow).
   pods        the StatefulSet's container as N local processes, one per pod: the
               manifest's exact command, args and env (the downward API resolved as
               the kubelet would for ordinal i), with only these substituted: the
@@ -34,7 +40,11 @@ usage: test_deploy.py MODE --repo DIR --server BIN --emberctl BIN --demo BIN
               to the local ports, `emberctl info` reporting shard i of N at position
               i, each pod's /metrics scraped as its annotations say, and SIGTERM as
               the kubelet sends it. For the deployment (2 shards)
-              and the four-shard overlay.
+              and the four-shard overlay. Then, where ember-server has
+              --replica-of, the deployment with followers (components/followers):
+              follower i started on leader i's local address, both roles ready,
+              ember.v1.Leader SERVING on leaders only, the worker's table on every
+              follower; skipped with the reason where it has no --replica-of.
 
 Exit 0 when every check holds; 1 with every failure listed. ctest label integration.
 """
@@ -188,7 +198,7 @@ SCHEMAS = {
 }
 KUSTOMIZATION = {
     "apiVersion": E("kustomize.config.k8s.io/v1beta1"), "kind": E("Kustomization"),
-    "namespace": S, "resources": L(S),
+    "namespace": S, "resources": L(S), "components": L(S),
     "images": L({"name": S, "newName": S, "newTag": S, "digest": S}),
     "replicas": L({"name": S, "count": I}),
     "patches": L({"path": S, "patch": S,
@@ -197,6 +207,10 @@ KUSTOMIZATION = {
                        "targets": L({"select": {"kind": S, "name": S},
                                      "fieldPaths": L(S)})}),
 }
+# a kustomize Component (deploy/k8s/components/): resources and transformers that
+# a kustomization applies by listing it under components:
+COMPONENT = dict(KUSTOMIZATION, apiVersion=E("kustomize.config.k8s.io/v1alpha1"),
+                 kind=E("Component"))
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -305,7 +319,8 @@ def smp(base, patch):
 
 
 def field_path(path):
-    """'spec.template.spec.containers.[name=x].env.[name=Y].value' -> steps."""
+    """'spec.template.spec.containers.[name=x].env.[name=Y].value' -> steps
+    ('spec.volumeClaimTemplates.0.spec': a list's index)."""
     steps = []
     for part in re.findall(r"\[[^\]]*\]|[^.]+", path):
         m = re.match(r"^\[([^=]+)=(.*)\]$", part)
@@ -313,13 +328,16 @@ def field_path(path):
     return steps
 
 
+def step(cur, st):
+    if st[0] == "sel":
+        return next(x for x in cur if str(x.get(st[1])) == st[2])
+    return cur[int(st[1])] if isinstance(cur, list) else cur[st[1]]
+
+
 def get_path(doc, path):
     cur = doc
     for st in field_path(path):
-        if st[0] == "key":
-            cur = cur[st[1]]
-        else:
-            cur = next(x for x in cur if str(x.get(st[1])) == st[2])
+        cur = step(cur, st)
     return cur
 
 
@@ -327,11 +345,13 @@ def set_path(doc, path, value):
     steps = field_path(path)
     cur = doc
     for st in steps[:-1]:
-        cur = cur[st[1]] if st[0] == "key" else next(x for x in cur if str(x.get(st[1])) == st[2])
+        cur = step(cur, st)
     last = steps[-1][1]
-    old = cur.get(last)
+    if isinstance(cur, list):
+        last = int(last)
+    old = cur[last] if isinstance(cur, list) else cur.get(last)
     # a string field stays a string (kustomize writes "4" into env[].value)
-    cur[last] = str(value) if isinstance(old, str) else value
+    cur[last] = str(value) if isinstance(old, str) else copy.deepcopy(value)
 
 
 def split_image(image):
@@ -343,14 +363,20 @@ def split_image(image):
     return name, tag
 
 
-def mini_kustomize(kdir):
+def mini_kustomize(kdir, docs=None):
+    """The kustomization in kdir rendered; with docs, kdir is a Component applied
+    to them (its resources added, then its transformers over all)."""
     path = os.path.join(kdir, "kustomization.yaml")
     with open(path) as f:
         k = yaml.safe_load(f)
-    unknown = set(k) - set(KUSTOMIZATION)
+    component = docs is not None
+    if component != (k.get("kind") == "Component"):
+        raise ValueError("%s: a %s listed as a %s" % (path, k.get("kind"),
+                                                     "component" if component else "resource"))
+    unknown = set(k) - set(COMPONENT if component else KUSTOMIZATION)
     if unknown:
         raise ValueError("%s: %s not emulated by this test" % (path, sorted(unknown)))
-    docs = []
+    docs = docs if component else []
     for r in k.get("resources", []):
         p = os.path.normpath(os.path.join(kdir, r))
         if os.path.isdir(p):
@@ -358,6 +384,9 @@ def mini_kustomize(kdir):
         else:
             with open(p) as f:
                 docs += [d for d in yaml.safe_load_all(f) if d]
+    # components: after the resources, before this kustomization's own transformers
+    for c in k.get("components", []):
+        mini_kustomize(os.path.normpath(os.path.join(kdir, c)), docs)
 
     def select(kind=None, name=None):
         return [d for d in docs if (not kind or d["kind"] == kind)
@@ -798,6 +827,13 @@ def mode_manifests(a):
             if f.endswith((".yaml", ".yml")):
                 yamls.append(os.path.join(root, f))
     check(len(yamls) >= 7, "deploy/k8s holds its manifests (%d YAML files)" % len(yamls))
+    patch_files = set()          # strategic-merge patches: checked merged, in the renders
+    for p in yamls:
+        if os.path.basename(p) == "kustomization.yaml":
+            with open(p) as f:
+                k = yaml.safe_load(f) or {}
+            patch_files |= {os.path.normpath(os.path.join(os.path.dirname(p), x["path"]))
+                            for x in k.get("patches", []) if "path" in x}
     for p in yamls:
         rel = os.path.relpath(p, repo)
         try:
@@ -809,12 +845,15 @@ def mode_manifests(a):
         check(docs, "%s holds something" % rel)
         for d in docs:
             if os.path.basename(p) == "kustomization.yaml":
-                schema_check(d, KUSTOMIZATION, rel)
+                schema_check(d, COMPONENT if d.get("kind") == "Component" else KUSTOMIZATION, rel)
                 for r in d.get("resources", []):
                     check(os.path.exists(os.path.join(os.path.dirname(p), r)),
                           "%s: resource %s exists" % (rel, r))
             elif d.get("kind") == "StatefulSet" and os.path.basename(p) != "statefulset.yaml":
                 validate_doc(smp_base_for_patch(d), rel)   # a patch: checked merged, below
+            elif os.path.normpath(p) in patch_files:
+                check(d.get("kind") and d.get("metadata", {}).get("name"),
+                      "%s: a patch names its object's kind and name" % rel)
             else:
                 validate_doc(d, rel)
         note("ok: parsed and schema-checked", rel)
@@ -833,6 +872,30 @@ def mode_manifests(a):
     check(deps["deploy/k8s/examples/four-shards"].replicas == 4 and
           deps["deploy/k8s/examples/four-shards"].sts["metadata"].get("namespace") == "ml",
           "the four-shard overlay makes 4 shards in namespace ml")
+
+    # followers (components/followers), enabled as the comments say: the deployment,
+    # the four-shard overlay, and the deployment with `replicas:` edited to 3
+    if "replica-of" not in flags:
+        note("skip: the ember-server under test has no --replica-of (replication is not "
+             "in this build): EMBER_REPLICA_OF is not checked against its --help")
+        envs = envs | {"EMBER_REPLICA_OF"}
+    tmp = tempfile.mkdtemp(prefix="ember-deploy-followers.")
+    try:
+        shutil.copytree(k8s, os.path.join(tmp, "k8s"))
+        for where, rel, count, shards in (
+                ("deploy/k8s + followers", "kustomization.yaml", None, 2),
+                ("four-shards + followers", "examples/four-shards/kustomization.yaml", None, 4),
+                ("deploy/k8s + followers, replicas 3", "kustomization.yaml", 3, 3)):
+            kf = os.path.join(tmp, "k8s", rel)
+            enable_followers(kf, count)
+            docs = render(os.path.dirname(kf), kubectl)
+            for d in docs:
+                validate_doc(d, where + " (rendered)")
+            leader = check_followers(docs, where, flags, envs, df.uid)
+            check(leader is None or leader.replicas == shards, "%s: %d shards" % (where, shards))
+            note("ok: %s renders %d shards, each with a follower" % (where, shards))
+    finally:
+        shutil.rmtree(tmp)
 
     # kustomize-style edits a user makes: `replicas:` of deploy/k8s/kustomization.yaml
     # set to 5 (EMBER_SHARD_COUNT must follow), and a patch of replicas alone in an
@@ -874,6 +937,133 @@ def mode_manifests(a):
     finish()
 
 
+def enable_followers(kfile, count=None):
+    """Uncomments `components:` in a kustomization, as its comment says (and sets
+    its `replicas:` count)."""
+    with open(kfile) as f:
+        text = f.read()
+    new = re.sub(r"^# components:.*\n#( +- \S*components/followers)", r"components:\n\1", text,
+                 count=1, flags=re.M)
+    check(new != text or re.search(r"^components:\n +- \S*components/followers", text, re.M),
+          "%s: a commented `components:` for the followers to enable" % kfile)
+    if count is not None:
+        new = re.sub(r"(replicas:\n  - name: ember\n    count: )\d+", r"\g<1>%d" % count, new)
+    with open(kfile, "w") as f:
+        f.write(new)
+
+
+def split_roles(docs, w):
+    """A rendering with followers as two Deployments: the leaders', the followers'."""
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    pdb = by["PodDisruptionBudget", "ember"]
+    return (Deployment([by["StatefulSet", "ember"], by["Service", "ember"], pdb,
+                        by["NetworkPolicy", "ember"]], w + " leaders"),
+            Deployment([by["StatefulSet", "ember-follower"], by["Service", "ember-follower"],
+                        pdb, by["NetworkPolicy", "ember-follower"]], w + " followers"))
+
+
+def check_followers(docs, w, flags, envs, uid):
+    """A rendering with followers: the leaders as without them, the followers as a
+    deployment of their own that mirrors the leaders, one per shard, each following
+    its shard's leader; the PDB over both roles; leaders and followers reach each
+    other. Returns the leaders' Deployment."""
+    def named(kind, name):
+        hits = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        check(len(hits) == 1, "%s: one %s %s, found %d" % (w, kind, name, len(hits)))
+        return hits
+    stss = [d for d in docs if d["kind"] == "StatefulSet"]
+    check(sorted(d["metadata"]["name"] for d in stss) == ["ember", "ember-follower"],
+          "%s: the StatefulSets ember and ember-follower (%s)"
+          % (w, [d["metadata"]["name"] for d in stss]))
+    pdb = named("PodDisruptionBudget", "ember")
+    if not (named("StatefulSet", "ember") and named("StatefulSet", "ember-follower") and
+            named("Service", "ember") and named("Service", "ember-follower") and pdb and
+            named("NetworkPolicy", "ember") and named("NetworkPolicy", "ember-follower") and
+            named("NetworkPolicy", "ember-replication")):
+        return None
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    lead, fol = split_roles(docs, w)
+    check_deployment(lead, flags, envs, uid)
+    check_deployment(fol, flags, envs, uid)      # every check of a shard holds for its follower
+
+    # the followers mirror the leaders
+    check(fol.replicas == lead.replicas, "%s: one follower per shard (%d, %d)"
+          % (w, fol.replicas, lead.replicas))
+    for field in ("image", "args", "resources", "command", "ports", "volumeMounts",
+                  "securityContext"):
+        check(fol.c.get(field) == lead.c.get(field), "%s: the followers' %s are the leaders' "
+              "(%r, %r)" % (w, field, fol.c.get(field), lead.c.get(field)))
+    check([t["spec"] for t in fol.sts["spec"]["volumeClaimTemplates"]] ==
+          [t["spec"] for t in lead.sts["spec"]["volumeClaimTemplates"]],
+          "%s: the followers' claims are the leaders'" % w)
+    for k in ("securityContext", "terminationGracePeriodSeconds", "tolerations", "volumes"):
+        check(pod_template(fol.sts)["spec"].get(k) == pod_template(lead.sts)["spec"].get(k),
+              "%s: the followers' pod %s is the leaders'" % (w, k))
+    check(fol.sts["metadata"].get("namespace") == lead.sts["metadata"].get("namespace"),
+          "%s: the followers are in the leaders' namespace" % w)
+
+    # follower i follows leader i: EMBER_REPLICA_OF as the kubelet expands it
+    ns = lead.sts["metadata"].get("namespace", "NS")
+    for i in (0, lead.replicas - 1):
+        env, _ = expand_env(fol.c.get("env", []), lambda vf, i=i: {
+            "metadata.labels['apps.kubernetes.io/pod-index']": str(i),
+            "metadata.namespace": ns}.get(vf.get("fieldRef", {}).get("fieldPath")))
+        want = lead.name_pattern().replace("$(POD_NAMESPACE)", ns).replace("{i}", str(i))
+        check(env.get("EMBER_REPLICA_OF") == want and env.get("EMBER_SHARD_INDEX") == str(i),
+              "%s: follower %d follows shard %d's leader %s (EMBER_REPLICA_OF %r, shard index %r)"
+              % (w, i, i, want, env.get("EMBER_REPLICA_OF"), env.get("EMBER_SHARD_INDEX")))
+    check(setting(fol.c, "replica-of", "EMBER_REPLICA_OF") and
+          not setting(lead.c, "replica-of", "EMBER_REPLICA_OF"),
+          "%s: the followers have a leader, the leaders none" % w)
+
+    # the roles apart: selectors and Services select one role each
+    lpl = pod_template(lead.sts)["metadata"]["labels"]
+    fpl = pod_template(fol.sts)["metadata"]["labels"]
+    check(not selects(lead.sts["spec"]["selector"], fpl) and
+          not selects(fol.sts["spec"]["selector"], lpl),
+          "%s: the two StatefulSets' selectors do not overlap" % w)
+    check(not selects({"matchLabels": lead.svc["spec"]["selector"]}, fpl) and
+          not selects({"matchLabels": fol.svc["spec"]["selector"]}, lpl),
+          "%s: each headless Service names one role's pods" % w)
+    check(lead.sts["spec"]["serviceName"] != fol.sts["spec"]["serviceName"],
+          "%s: each role its own pod DNS names" % w)
+
+    # probes: both roles ready on the plain health service (a follower serves
+    # reads); the leader is told by ember.v1.Leader, named by the annotation
+    for d in (lead, fol):
+        for p in ("startupProbe", "readinessProbe", "livenessProbe"):
+            check(d.c.get(p, {}).get("grpc", {}).get("service", "") in ("", "ember.v1.Shard"),
+                  "%s: the %s's %s asks a service SERVING on both roles" % (w, d.where, p))
+    ann = pod_template(fol.sts)["metadata"].get("annotations", {})
+    check(ann.get("ember.io/leader-health-service") == "ember.v1.Leader",
+          "%s: the followers' pods name the leader's health service: %r" % (w, ann))
+
+    # the PDB: one pod of either role at a time, never a worker
+    sel = pdb[0]["spec"]["selector"]
+    check(selects(sel, lpl) and selects(sel, fpl) and pdb[0]["spec"].get("maxUnavailable") == 1
+          and not selects(sel, dict(lpl, **{"app.kubernetes.io/component": "worker"})),
+          "%s: the PodDisruptionBudget covers leaders and followers, one at a time "
+          "(a shard keeps its leader or its follower): %s" % (w, pdb[0]["spec"]))
+
+    # replication traffic: leaders and followers reach each other's gRPC port
+    rep = by["NetworkPolicy", "ember-replication"]["spec"]
+    for dst in (lpl, fpl):
+        check(selects(rep["podSelector"], dst), "%s: ember-replication covers %s" % (w, dst))
+        for src in (lpl, fpl):
+            check(any(any(selects(f.get("podSelector", {}), src) and "namespaceSelector" not in f
+                          for f in r.get("from", []))
+                      and [p.get("port") for p in r.get("ports", [])] in ([lead.port], ["grpc"])
+                      for r in rep.get("ingress", [])),
+                  "%s: %s may call %s on the gRPC port" % (w, src, dst))
+    for r in rep.get("ingress", []):
+        for f in r.get("from", []):
+            check(not selects(f.get("podSelector", {}), {"ember.io/role": "stranger"}) and
+                  not selects(f.get("podSelector", {}), dict(lpl, **{"app.kubernetes.io/component":
+                                                                     "worker"})),
+                  "%s: ember-replication admits ember's servers only: %r" % (w, f))
+    return lead
+
+
 def smp_base_for_patch(patch):
     """A strategic-merge patch of the StatefulSet, applied to base/ for the schema."""
     with open(os.path.join(ARGS.repo, "deploy", "k8s", "base", "statefulset.yaml")) as f:
@@ -910,11 +1100,13 @@ class Dockerfile:
             if op == "FROM":
                 m = re.match(r"^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$", rest, re.I)
                 self.stages.append({"from": self.subst(m.group(1), self.args),
-                                    "name": m.group(2), "ins": [], "args": {}})
+                                    "from_raw": m.group(1), "name": m.group(2), "ins": [],
+                                    "args": {}})
             elif not self.stages:
-                if op == "ARG":
+                if op == "ARG":     # a default may name the ARGs before it
                     k, _, v = rest.partition("=")
-                    self.args[k] = v.strip('"')
+                    self.args[k] = self.subst(v.strip('"'), self.args)
+                    self.from_args = getattr(self, "from_args", []) + [k]
             else:
                 st = self.stages[-1]
                 st["ins"].append((op, rest))
@@ -1007,11 +1199,42 @@ def mode_dockerfile(a):
           "ships on nvidia/cuda:13.0.x-runtime-ubuntu24.04 (%s)" % final["from"])
     check(build["from"].split(":")[1].split("-")[0] == final["from"].split(":")[1].split("-")[0],
           "the same CUDA version in both stages")
+    # the base images are build arguments (a CPU-only image: README, "The image";
+    # built for real by test_image.py), the CUDA images by default
+    check(build["from_raw"] == "${BUILD_IMAGE}" and final["from_raw"] == "${RUNTIME_IMAGE}",
+          "the stages' bases are the build arguments BUILD_IMAGE and RUNTIME_IMAGE (%s, %s)"
+          % (build["from_raw"], final["from_raw"]))
     check(build["args"].get("CUDA_ARCHITECTURES") == "90", "ARG CUDA_ARCHITECTURES=90")
     runs = " ".join(r for o, r in build["ins"] if o == "RUN")
     check('-DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHITECTURES}"' in runs,
           "the build takes -DCMAKE_CUDA_ARCHITECTURES from the ARG")
-    check("-DEMBER_CUDA=ON" in runs, "the build requires CUDA (-DEMBER_CUDA=ON)")
+    # CUDA required where the build image has nvcc (as CMake finds it: CUDACXX or
+    # PATH), left out where it has none: the configure step's choice, run here
+    conf = [r for o, r in build["ins"] if o == "RUN" and "command -v nvcc" in r]
+    if check(len(conf) == 1 and 'echo "ember: ${cuda[*]}";' in conf[0],
+             "one RUN chooses -DEMBER_CUDA by nvcc and prints its choice"):
+        choose = conf[0][:conf[0].index('echo "ember: ${cuda[*]}";')] + 'echo "${cuda[*]}"'
+        tmp = tempfile.mkdtemp(prefix="ember-deploy-nvcc.")
+        try:
+            fake = os.path.join(tmp, "nvcc")
+            with open(fake, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(fake, 0o755)
+            for path, cudacxx, want in ((tmp, "", '-DEMBER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90'),
+                                        ("/nonexistent", "/opt/nvcc", '-DEMBER_CUDA=ON '
+                                         '-DCMAKE_CUDA_ARCHITECTURES=90'),
+                                        ("/nonexistent", "", "-DEMBER_CUDA=OFF")):
+                env = {"PATH": path, "CUDA_ARCHITECTURES": "90"}
+                if cudacxx:
+                    env["CUDACXX"] = cudacxx
+                r = subprocess.run(["/bin/bash", "-o", "pipefail", "-c", choose], env=env,
+                                   capture_output=True, text=True, timeout=30)
+                check(r.stdout.strip() == want, "nvcc %s, CUDACXX %r: the build configures %s "
+                      "(got %r %s)" % ("on PATH" if path == tmp else "absent", cudacxx, want,
+                                       r.stdout.strip(), r.stderr.strip()))
+        finally:
+            shutil.rmtree(tmp)
+    check('"${cuda[@]}"' in conf[0] if conf else False, "cmake is configured with that choice")
     check("/tmp/install-deps.sh" in runs, "the build stage runs deploy/install-deps.sh")
     for st in df.stages:
         check(any(o == "SHELL" and "pipefail" in r for o, r in st["ins"]),
@@ -1418,6 +1641,73 @@ def run_cluster(a, dep, names, job, work, namespace, demo_steps):
             p.stop(signal.SIGKILL, 10)
 
 
+def run_followers(a, k8s, kubectl, work, ns):
+    """deploy/k8s with followers as local processes: the leaders' pods, then the
+    followers' (EMBER_REPLICA_OF's name -> the local address of the leader it
+    names); both roles SERVING on the readiness probe's service, ember.v1.Leader
+    SERVING on leaders only; the worker Job trains through the leaders and every
+    follower converges on its leader's tables; SIGTERM stops every pod."""
+    tmp = os.path.join(work, "k8s")
+    shutil.copytree(k8s, tmp)
+    enable_followers(os.path.join(tmp, "kustomization.yaml"))
+    lead, fol = split_roles(render(tmp, kubectl), "deploy/k8s + followers")
+    n = lead.replicas
+    note("\n== deploy/k8s + followers: %d leaders, %d followers ==" % (n, fol.replicas))
+    leaders = [Pod(lead, i, os.path.join(work, "pods"), a, ns) for i in range(n)]
+    followers = [Pod(fol, i, os.path.join(work, "pods"), a, ns) for i in range(fol.replicas)]
+    rx = re.compile(r"^(?P<sts>[a-z0-9-]+)-(?P<i>\d+)\.(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)"
+                    r"\.svc\.cluster\.local:(?P<port>\d+)$")
+    try:
+        if not all(p.start() for p in leaders):
+            return
+        for p in followers:
+            m = rx.match(p.env.get("EMBER_REPLICA_OF", ""))
+            if not check(m and m.group("sts") == lead.sts["metadata"]["name"] and
+                         int(m.group("i")) == p.i and m.group("svc") == lead.svc["metadata"]["name"]
+                         and m.group("ns") == ns and int(m.group("port")) == lead.port,
+                         "follower %d's EMBER_REPLICA_OF %r names leader pod %d"
+                         % (p.i, p.env.get("EMBER_REPLICA_OF"), p.i)):
+                return
+            p.env["EMBER_REPLICA_OF"] = leaders[p.i].addr
+        note("follower 0: %s EMBER_REPLICA_OF=%s" % (" ".join(followers[0].argv),
+                                                      followers[0].env["EMBER_REPLICA_OF"]))
+        if not all(p.start() for p in followers):
+            return
+        for role, pods, want in (("leader", leaders, 1), ("follower", followers, 2)):
+            for p in pods:
+                probe = (lead if role == "leader" else fol).c["readinessProbe"]["grpc"]
+                st = health_check(p.addr, probe.get("service", ""), 5)
+                check(st == 1, "%s %d's readiness probe: SERVING, got %r" % (role, p.i, st))
+                st = health_check(p.addr, "ember.v1.Leader", 5)
+                check(st == want, "%s %d: ember.v1.Leader %s, got %r"
+                      % (role, p.i, "SERVING (1)" if want == 1 else "NOT_SERVING (2)", st))
+        note("ok: leaders and followers ready; ember.v1.Leader SERVING on the leaders only")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+        env["EMBER_SHARDS"] = ",".join(p.addr for p in leaders)
+        r = subprocess.run([a.demo, "--steps", "200", "--eval", "20000", "--log-every", "200"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, "ctr_demo through the leaders: %d %s" % (r.returncode, r.stderr))
+        want = tables(env)
+        fenv = dict(env, EMBER_SHARDS=",".join(p.addr for p in followers))
+        got = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            got = tables(fenv)
+            if got == want:
+                break
+            time.sleep(0.5)
+        check(want and got == want, "the followers converge on the leaders' tables: %s, "
+              "leaders %s" % (got, want))
+        note("ok: the followers hold the leaders' tables %s" % want)
+        for p in leaders + followers:
+            rc = p.stop(signal.SIGTERM, 60)
+            check(rc == 0, "%s %d exits 0 on SIGTERM (got %r)" % (p.dep.where, p.i, rc))
+        note("ok: every pod stopped cleanly on SIGTERM")
+    finally:
+        for p in leaders + followers:
+            p.stop(signal.SIGKILL, 10)
+
+
 def mode_pods(a):
     k8s = os.path.join(a.repo, "deploy", "k8s")
     kubectl = find_kubectl(a.kubectl)
@@ -1448,6 +1738,13 @@ def mode_pods(a):
               "without the pod-index label ember-server refuses to start (exit 2): %d %s"
               % (r.returncode, r.stderr))
         note("ok: no pod-index label -> %s" % r.stderr.strip())
+
+        flags, _ = server_settings(a.server)
+        if "replica-of" in flags:
+            run_followers(a, k8s, kubectl, os.path.join(work, "followers"), ns)
+        else:
+            note("skip: the ember-server under test has no --replica-of (replication is not "
+                 "in this build): the followers are not run")
         ok = not FAILS
     finally:
         if ok:
