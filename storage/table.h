@@ -19,7 +19,8 @@
  * under its bucket's lock, so a reader never sees a torn row (embedding and
  * optimizer slots always from the same moment). Whole-table operations (clear,
  * export, evict) visit buckets one at a time: they are consistent per row, not a
- * snapshot of the whole table, while writers run beside them.
+ * snapshot of the whole table, while writers run beside them (for one moment of
+ * the whole table, see the snapshots at the end).
  *
  * Ordering within one call: keys are processed in the order given. For
  * insert_or_assign and assign, the last of several equal keys wins; for
@@ -328,6 +329,51 @@ int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
  * writer runs beside it); *evicted (optional) = how many. */
 int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted,
                               ember_error *err);
+
+/* ---- point-in-time snapshots ----------------------------------------------
+ *
+ * A snapshot is the table as it was at one moment, its cut, read while pulls
+ * and pushes go on. Beginning one waits for the writing calls under way to end
+ * and holds new ones back for that instant (a fixed-size table's writers take a
+ * shared lock for it; a growing table's already hold one); the cut is the
+ * table's version then: every write with a version up to the cut is in the
+ * snapshot, none after it, and erases, evictions and clears after it are not
+ * seen either.
+ *
+ * While it runs, the first writing call (the four writes, find_or_insert,
+ * erase, clear, import, evict_*, expire) that touches a bucket the snapshot
+ * has not read yet first copies that whole bucket into the snapshot's side
+ * buffer (calls without keys — clear, evict_*, expire — copy every bucket not
+ * read yet); the snapshot reads a bucket from the table or from that copy,
+ * under one lock per bucket. Extra memory: at most the rows of the buckets
+ * written during the snapshot. Online growth waits until the snapshot ends.
+ * With no snapshot running, a writing call pays one branch (a fixed-size
+ * table's writers also the shared lock above).
+ *
+ * Snapshots of one table run one at a time: a second begin waits for the first
+ * to end. */
+typedef struct ember_table_snapshot ember_table_snapshot;
+
+/* Begins a snapshot of t. `at_cut` (NULL: none) is called once with `arg` at
+ * the cut, while no writing call of t runs: what is recorded there is exactly
+ * as of the cut. Errors: RESOURCE_EXHAUSTED. */
+int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg), void *arg,
+                               ember_table_snapshot **out, ember_error *err);
+/* The table's version at the cut, its epoch then, and its rows then. */
+uint64_t ember_table_snapshot_cut(const ember_table_snapshot *s);
+uint32_t ember_table_snapshot_epoch(const ember_table_snapshot *s);
+uint64_t ember_table_snapshot_size(const ember_table_snapshot *s);
+/* Reads the snapshot's rows, whole buckets at a time, as ember_table_export with
+ * full rows and no filter: from *cursor (0 to begin) up to max_rows rows
+ * (≥ EMBER_BUCKET_SLOTS), scores and versions where not NULL; done when *n_out
+ * is 0 and *cursor == ember_table_snapshot_end_cursor(s). Each bucket is read
+ * once: a snapshot is read through once. */
+int ember_table_snapshot_export(ember_table_snapshot *s, uint64_t *cursor, size_t max_rows,
+                                uint64_t *keys, float *rows, uint64_t *scores,
+                                uint64_t *versions, size_t *n_out, ember_error *err);
+uint64_t ember_table_snapshot_end_cursor(const ember_table_snapshot *s);
+/* Ends the snapshot (read through or not) and frees it. NULL is a no-op. */
+void ember_table_snapshot_end(ember_table_snapshot *s);
 
 #ifdef __cplusplus
 }

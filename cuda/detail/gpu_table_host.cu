@@ -296,6 +296,17 @@ static int gb_export(void *impl, const ember_export_filter *f, uint64_t *cursor,
                             versions, n_out, err);
 }
 
+/* One bucket exactly: ember_gpu_export reads max_rows / SLOTS buckets. */
+static int gb_export_bucket(void *impl, uint64_t bucket, uint64_t *keys, float *rows,
+                            uint64_t *scores, uint64_t *versions, size_t *n_out,
+                            ember_error *err)
+{
+    static const ember_export_filter full = {0, 0, 1};
+    uint64_t cursor = bucket;
+    return ember_gpu_export((ember_gpu_table *)impl, &full, &cursor, SLOTS, keys, rows, scores,
+                            versions, n_out, err);
+}
+
 static uint64_t gb_export_end(const void *impl)
 {
     return ember_gpu_export_end((const ember_gpu_table *)impl);
@@ -362,7 +373,7 @@ static void gb_footprint(const ember_table_config *c, uint64_t *bytes_host,
         gb_apply,       gb_erase,          gb_clear,         gb_export,                \
         gb_export_end,  gb_import,         gb_evict_below,   gb_evict_to_size,         \
         gb_evict_versions_below, gb_size,  gb_capacity,      gb_stats,                 \
-        gb_footprint,                                                                  \
+        gb_footprint,   gb_export_bucket,                                              \
     }
 GPU_BACKEND(gpu_backend, gb_create);
 GPU_BACKEND(gpu_backend_lanes1, gb_create_lanes1);

@@ -27,6 +27,8 @@ typedef struct tu_snapshot {
 } tu_snapshot;
 
 void tu_snapshot_take(ember_table *t, tu_snapshot *s);
+/* Every row of a point-in-time snapshot (table.h), read through, sorted alike. */
+void tu_snapshot_read(ember_table_snapshot *snap, uint32_t row_floats, tu_snapshot *s);
 /* 1 if both hold the same keys with bit-identical rows, scores and versions. */
 int tu_snapshot_equal(const tu_snapshot *a, const tu_snapshot *b);
 void tu_snapshot_free(tu_snapshot *s);
