@@ -198,19 +198,21 @@ static int write_file(ember_table *t, ember_durable_file *file, ckpt_header *h,
 {
     uint64_t chunks = 0;
     ckpt_out o;
-    ember_table_snapshot *s = NULL;
+    ember_table_snapshot *s = opts ? opts->snapshot : NULL, *own = NULL;
     int e = ckpt_out_begin(&o, file, 1, CKPT_HDR_LEN);
     int rc = e ? ckpt_durable_fail(err, path, e, &o.co_fail) : EMBER_OK;
-    if (!rc)
+    if (!rc && !s) {
         rc = ember_table_snapshot_begin(t, opts ? opts->at_cut : NULL,
-                                        opts ? opts->at_cut_arg : NULL, &s, err);
+                                        opts ? opts->at_cut_arg : NULL, &own, err);
+        s = own;
+    }
     if (!rc) {
         /* the header says the table as it was at the cut */
         h->ch_meta.version = ember_table_snapshot_cut(s);
         h->ch_meta.epoch = ember_table_snapshot_epoch(s);
         rc = write_rows(s, &o, h, &chunks, opts ? opts->progress : NULL, path, err);
     }
-    ember_table_snapshot_end(s);
+    ember_table_snapshot_end(own);
     if (!rc) {
         e = ckpt_out_end(&o, h, chunks);
         rc = e ? ckpt_io_fail(err, path, "write", e) : EMBER_OK;
@@ -234,7 +236,7 @@ int ember_ckpt_save_progress(ember_table *t, const char *path, const char *table
                              const ember_ckpt_progress *progress, ember_ckpt_meta *out_meta,
                              ember_error *err)
 {
-    const ember_ckpt_save_opts opts = {progress, NULL, NULL};
+    const ember_ckpt_save_opts opts = {progress, NULL, NULL, NULL};
     return ember_ckpt_save_opts_run(t, path, table_name, shard_index, shard_count, placement,
                                     &opts, out_meta, err);
 }

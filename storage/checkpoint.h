@@ -190,11 +190,15 @@ int ember_ckpt_load_progress(ember_table *t, const char *path, const ember_ckpt_
 /* A save's options: `progress` as ember_ckpt_save_progress; `at_cut` (NULL:
  * none) is called with `at_cut_arg` at the snapshot's cut, while no writing call
  * of the table runs (ember_table_snapshot_begin), to record state that must
- * match the file exactly. */
+ * match the file exactly. `snapshot` (NULL: the save begins and ends its own):
+ * a snapshot of the table begun by the caller (one cut for several tables,
+ * ember_table_snapshot_begin_many), read through by the save; the caller ends
+ * it, and at_cut is not called. */
 typedef struct ember_ckpt_save_opts {
     const ember_ckpt_progress *progress;
     void (*at_cut)(void *arg);
     void *at_cut_arg;
+    ember_table_snapshot *snapshot;
 } ember_ckpt_save_opts;
 
 /* ember_ckpt_save with options (NULL: none). Same arguments otherwise, same

@@ -71,7 +71,7 @@ typedef struct snap_rows {
 struct ember_table_snapshot {
     ember_table *t;
     uint64_t nb;                       /* the backend's buckets, fixed while it runs */
-    uint64_t cut, size;
+    uint64_t cut, size, cut_epoch;
     uint32_t epoch;
     _Atomic(snap_rows *) *side;
     pthread_mutex_t stripe[SNAP_STRIPES]; /* bucket b's: stripe[b % SNAP_STRIPES] */
@@ -510,6 +510,13 @@ static int snap_prepare(ember_table *t, ember_table_snapshot *s, const uint64_t 
     return EMBER_OK;
 }
 
+/* Raised at every cut, under the gates of the tables cut; each writing call
+ * notes in its thread the value it ran under (ember_table_thread_cut_epoch). */
+static _Atomic uint64_t g_cut_epoch = 1;
+static _Thread_local uint64_t t_cut_epoch;
+
+uint64_t ember_table_thread_cut_epoch(void) { return t_cut_epoch; }
+
 /* A writing call, after enter/insert_enter, before it changes anything: holds
  * the gate until wgate_leave; with a snapshot running, first has it copy what
  * the call may change. On error the gate is left and nothing changed. */
@@ -518,6 +525,7 @@ static int wgate_enter(ember_table *t, const uint64_t *keys, size_t n, ember_err
     if (!t->tb_grow_max)
         pthread_rwlock_rdlock(&t->tb_snap_lock);
     ember_table_snapshot *s = atomic_load_explicit(&t->tb_snap, memory_order_acquire);
+    t_cut_epoch = atomic_load_explicit(&g_cut_epoch, memory_order_relaxed);
     if (__builtin_expect(s != NULL, 0)) {
         int rc = snap_prepare(t, s, keys, n, err);
         if (rc) {
@@ -553,54 +561,115 @@ static void snap_free(ember_table_snapshot *s)
     pthread_mutex_unlock(&t->tb_snap_mu);
 }
 
-int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg), void *arg,
-                               ember_table_snapshot **out, ember_error *err)
+static int by_table(const void *a, const void *b)
 {
-    ember_table_snapshot *s = calloc(1, sizeof *s);
-    if (!t || !out) {
-        free(s);
-        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "snapshot needs a table and out");
+    uintptr_t x = (uintptr_t)(*(ember_table_snapshot *const *)a)->t;
+    uintptr_t y = (uintptr_t)(*(ember_table_snapshot *const *)b)->t;
+    return x < y ? -1 : x > y;
+}
+
+int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
+                                    void (*at_cut)(void *arg), void *arg,
+                                    ember_table_snapshot **out, ember_error *err)
+{
+    if (!ts || !out || !n)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "snapshot needs tables and out");
+    for (size_t i = 0; i < n; i++) {
+        out[i] = NULL;
+        if (!ts[i])
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT, "snapshot of a NULL table");
+        for (size_t j = 0; j < i; j++)
+            if (ts[j] == ts[i])
+                return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                       "snapshot of one table twice in one cut");
     }
-    if (!s)
+    ember_table_snapshot **v = calloc(n, sizeof *v);
+    int oom = !v;
+    for (size_t i = 0; !oom && i < n; i++) {
+        if (!(v[i] = calloc(1, sizeof *v[i])))
+            oom = 1;
+        else
+            v[i]->t = ts[i];
+    }
+    if (oom) {
+        for (size_t i = 0; v && i < n; i++)
+            free(v[i]);
+        free(v);
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
-    pthread_mutex_lock(&t->tb_snap_mu);
-    while (t->tb_snap_busy)
-        pthread_cond_wait(&t->tb_snap_cv, &t->tb_snap_mu);
-    t->tb_snap_busy = 1;
-    pthread_mutex_unlock(&t->tb_snap_mu);
-    s->t = t;
-    for (unsigned i = 0; i < SNAP_STRIPES; i++)
-        pthread_mutex_init(&s->stripe[i], NULL);
-    /* the bucket map is sized before the writers are held back, so that their
-     * pause stays short; again under the lock if the table grew meanwhile */
-    enter(t);
-    uint64_t nb = t->tb_backend->export_end(t->tb_impl);
-    leave(t);
-    s->side = calloc(nb ? nb : 1, sizeof *s->side);
-    pthread_rwlock_wrlock(gate_lock(t));
-    s->nb = t->tb_backend->export_end(t->tb_impl);
-    if (s->side && s->nb != nb) {
-        free((void *)s->side);
-        s->side = calloc(s->nb ? s->nb : 1, sizeof *s->side);
     }
-    if (s->side) {
-        s->cut = atomic_load(&t->tb_version);
-        s->epoch = atomic_load(&t->tb_epoch);
-        s->size = t->tb_backend->size(t->tb_impl);
+    /* one order for every multi-table cut: no two wait on each other */
+    qsort(v, n, sizeof *v, by_table);
+    for (size_t i = 0; i < n; i++) {
+        ember_table *t = v[i]->t;
+        pthread_mutex_lock(&t->tb_snap_mu);
+        while (t->tb_snap_busy)
+            pthread_cond_wait(&t->tb_snap_cv, &t->tb_snap_mu);
+        t->tb_snap_busy = 1;
+        pthread_mutex_unlock(&t->tb_snap_mu);
+        for (unsigned k = 0; k < SNAP_STRIPES; k++)
+            pthread_mutex_init(&v[i]->stripe[k], NULL);
+        /* the bucket map is sized before the writers are held back, so that
+         * their pause stays short; again under the lock if the table grew */
+        enter(t);
+        v[i]->nb = t->tb_backend->export_end(t->tb_impl);
+        leave(t);
+        v[i]->side = calloc(v[i]->nb ? v[i]->nb : 1, sizeof *v[i]->side);
+        oom |= !v[i]->side;
+    }
+    for (size_t i = 0; i < n; i++)
+        pthread_rwlock_wrlock(gate_lock(v[i]->t));
+    for (size_t i = 0; !oom && i < n; i++) {
+        ember_table *t = v[i]->t;
+        uint64_t nb = t->tb_backend->export_end(t->tb_impl);
+        if (nb != v[i]->nb) {
+            free((void *)v[i]->side);
+            v[i]->nb = nb;
+            v[i]->side = calloc(nb ? nb : 1, sizeof *v[i]->side);
+            oom |= !v[i]->side;
+        }
+    }
+    if (!oom) {
+        /* the cut: no writing call of any of the tables runs */
+        uint64_t epoch = atomic_fetch_add(&g_cut_epoch, 1) + 1;
+        for (size_t i = 0; i < n; i++) {
+            ember_table *t = v[i]->t;
+            v[i]->cut = atomic_load(&t->tb_version);
+            v[i]->epoch = atomic_load(&t->tb_epoch);
+            v[i]->size = t->tb_backend->size(t->tb_impl);
+            v[i]->cut_epoch = epoch;
+        }
         if (at_cut)
             at_cut(arg);
-        atomic_store(&t->tb_snap, s);
+        for (size_t i = 0; i < n; i++)
+            atomic_store(&v[i]->t->tb_snap, v[i]);
     }
-    pthread_rwlock_unlock(gate_lock(t));
-    if (!s->side) {
-        snap_free(s);
+    for (size_t i = n; i-- > 0;)
+        pthread_rwlock_unlock(gate_lock(v[i]->t));
+    if (oom) {
+        for (size_t i = 0; i < n; i++)
+            snap_free(v[i]);
+        free(v);
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
                                "out of host memory for a snapshot's bucket map");
     }
-    *out = s;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            if (v[j]->t == ts[i])
+                out[i] = v[j];
+    free(v);
     return EMBER_OK;
 }
 
+int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg), void *arg,
+                               ember_table_snapshot **out, ember_error *err)
+{
+    if (!t || !out)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "snapshot needs a table and out");
+    return ember_table_snapshot_begin_many(&t, 1, at_cut, arg, out, err);
+}
+
+uint64_t ember_table_snapshot_cut_epoch(const ember_table_snapshot *s) { return s->cut_epoch; }
 uint64_t ember_table_snapshot_cut(const ember_table_snapshot *s) { return s->cut; }
 uint32_t ember_table_snapshot_epoch(const ember_table_snapshot *s) { return s->epoch; }
 uint64_t ember_table_snapshot_size(const ember_table_snapshot *s) { return s->size; }

@@ -359,6 +359,23 @@ typedef struct ember_table_snapshot ember_table_snapshot;
  * as of the cut. Errors: RESOURCE_EXHAUSTED. */
 int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg), void *arg,
                                ember_table_snapshot **out, ember_error *err);
+/* One cut for several tables at once (n ≥ 1, no table twice): every writing
+ * call of any of them is before it or after it, for all alike. out[i] gets the
+ * snapshot of ts[i]; end each with ember_table_snapshot_end. `at_cut` as
+ * above. Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (nothing begun). */
+int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
+                                    void (*at_cut)(void *arg), void *arg,
+                                    ember_table_snapshot **out, ember_error *err);
+
+/* Cut epochs: a process-wide count raised at every cut. Each writing call
+ * notes, in its thread, the count it ran under: a caller that wrote through a
+ * table and compares ember_table_thread_cut_epoch() (its thread's last writing
+ * call) with a snapshot's ember_table_snapshot_cut_epoch() knows whether that
+ * call was before the cut (lower: its rows are in the snapshot) or after it
+ * (equal or higher). A server's at-most-once window is saved this way. */
+uint64_t ember_table_thread_cut_epoch(void);
+uint64_t ember_table_snapshot_cut_epoch(const ember_table_snapshot *s);
+
 /* The table's version at the cut, its epoch then, and its rows then. */
 uint64_t ember_table_snapshot_cut(const ember_table_snapshot *s);
 uint32_t ember_table_snapshot_epoch(const ember_table_snapshot *s);

@@ -339,6 +339,42 @@ START_TEST(snapshot_export_refuses_bad_arguments)
 }
 END_TEST
 
+/* One cut for two tables; a thread's writes tell which side of it they ran. */
+START_TEST(one_cut_for_several_tables_and_the_cut_epoch)
+{
+    ember_table *a = tu_table(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    ember_table *b = tu_table(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    fill(a, 1, 10, 1.0f);
+    fill(b, 1, 20, 1.0f);
+    uint64_t before = ember_table_thread_cut_epoch();
+    ember_table *ts[2] = {b, a};
+    ember_table_snapshot *s[2];
+    ember_error err;
+    ember_table *twice[2] = {a, a};
+    ck_assert_int_eq(ember_table_snapshot_begin_many(twice, 2, NULL, NULL, s, &err),
+                     EMBER_INVALID_ARGUMENT);
+    ck_assert_int_eq(ember_table_snapshot_begin_many(ts, 2, NULL, NULL, s, NULL), EMBER_OK);
+    ck_assert_uint_eq(ember_table_snapshot_size(s[0]), 20); /* out[i] is ts[i]'s */
+    ck_assert_uint_eq(ember_table_snapshot_size(s[1]), 10);
+    uint64_t e = ember_table_snapshot_cut_epoch(s[0]);
+    ck_assert_uint_eq(ember_table_snapshot_cut_epoch(s[1]), e);
+    ck_assert_uint_lt(before, e);
+    fill(a, 100, 5, 2.0f);
+    ck_assert_uint_ge(ember_table_thread_cut_epoch(), e);
+    tu_snapshot ra, rb;
+    tu_snapshot_read(s[1], ember_table_row_floats(a), &ra);
+    tu_snapshot_read(s[0], ember_table_row_floats(b), &rb);
+    ck_assert_uint_eq(ra.n, 10);
+    ck_assert_uint_eq(rb.n, 20);
+    ember_table_snapshot_end(s[0]);
+    ember_table_snapshot_end(s[1]);
+    tu_snapshot_free(&ra);
+    tu_snapshot_free(&rb);
+    ember_table_destroy(a);
+    ember_table_destroy(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("snapshot");
@@ -349,6 +385,7 @@ static Suite *suite(void)
     tcase_add_test(c, snapshot_ignores_clear_evict_erase_after_its_cut);
     tcase_add_test(c, growth_waits_for_the_snapshot);
     tcase_add_test(c, snapshot_export_refuses_bad_arguments);
+    tcase_add_test(c, one_cut_for_several_tables_and_the_cut_epoch);
     suite_add_tcase(s, c);
     return s;
 }
