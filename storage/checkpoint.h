@@ -90,9 +90,9 @@
  *
  * Thread-safety: saves and loads of different files may run at once, except that
  * saves of one table run one after another (each holds the table's one
- * snapshot); a save may run beside writers of its table (see Consistency). A load replaces the table's
- * rows: run it with no other writer on the table, or their rows may be lost or
- * mixed with the file's.
+ * snapshot); a save may run beside writers of its table (see Consistency). A
+ * load replaces the table's rows: run it with no other writer on the table, or
+ * their rows may be lost or mixed with the file's.
  */
 #ifndef EMBER_CHECKPOINT_H
 #define EMBER_CHECKPOINT_H
@@ -196,7 +196,7 @@ int ember_ckpt_load_progress(ember_table *t, const char *path, const ember_ckpt_
  * it, and at_cut is not called. */
 typedef struct ember_ckpt_save_opts {
     const ember_ckpt_progress *progress;
-    void (*at_cut)(void *arg);
+    void (*at_cut)(void *arg, uint64_t cut_epoch);
     void *at_cut_arg;
     ember_table_snapshot *snapshot;
 } ember_ckpt_save_opts;

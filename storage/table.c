@@ -511,7 +511,10 @@ static int snap_prepare(ember_table *t, ember_table_snapshot *s, const uint64_t 
 }
 
 /* Raised at every cut, under the gates of the tables cut; each writing call
- * notes in its thread the value it ran under (ember_table_thread_cut_epoch). */
+ * notes in its thread the value it ran under (ember_table_thread_cut_epoch).
+ * A deliberate process-wide count (STYLE.md asks for none in storage/): it is
+ * only ever compared for order, so tables side by side stay independent, and
+ * one count orders a cut of several tables at once. */
 static _Atomic uint64_t g_cut_epoch = 1;
 static _Thread_local uint64_t t_cut_epoch;
 
@@ -569,8 +572,8 @@ static int by_table(const void *a, const void *b)
 }
 
 int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
-                                    void (*at_cut)(void *arg), void *arg,
-                                    ember_table_snapshot **out, ember_error *err)
+                                    void (*at_cut)(void *arg, uint64_t cut_epoch),
+                                    void *arg, ember_table_snapshot **out, ember_error *err)
 {
     if (!ts || !out || !n)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
@@ -640,7 +643,7 @@ int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
             v[i]->cut_epoch = epoch;
         }
         if (at_cut)
-            at_cut(arg);
+            at_cut(arg, epoch);
         for (size_t i = 0; i < n; i++)
             atomic_store(&v[i]->t->tb_snap, v[i]);
     }
@@ -661,8 +664,8 @@ int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
     return EMBER_OK;
 }
 
-int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg), void *arg,
-                               ember_table_snapshot **out, ember_error *err)
+int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg, uint64_t cut_epoch),
+                               void *arg, ember_table_snapshot **out, ember_error *err)
 {
     if (!t || !out)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "snapshot needs a table and out");

@@ -354,18 +354,19 @@ int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted
  * to end. */
 typedef struct ember_table_snapshot ember_table_snapshot;
 
-/* Begins a snapshot of t. `at_cut` (NULL: none) is called once with `arg` at
- * the cut, while no writing call of t runs: what is recorded there is exactly
- * as of the cut. Errors: RESOURCE_EXHAUSTED. */
-int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg), void *arg,
-                               ember_table_snapshot **out, ember_error *err);
+/* Begins a snapshot of t. `at_cut` (NULL: none) is called once with `arg` and
+ * the cut's epoch (ember_table_snapshot_cut_epoch below) at the cut, while no
+ * writing call of t runs: what is recorded there is exactly as of the cut.
+ * Errors: INVALID_ARGUMENT (NULL t or out), RESOURCE_EXHAUSTED. */
+int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg, uint64_t cut_epoch),
+                               void *arg, ember_table_snapshot **out, ember_error *err);
 /* One cut for several tables at once (n ≥ 1, no table twice): every writing
  * call of any of them is before it or after it, for all alike. out[i] gets the
  * snapshot of ts[i]; end each with ember_table_snapshot_end. `at_cut` as
  * above. Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (nothing begun). */
 int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
-                                    void (*at_cut)(void *arg), void *arg,
-                                    ember_table_snapshot **out, ember_error *err);
+                                    void (*at_cut)(void *arg, uint64_t cut_epoch),
+                                    void *arg, ember_table_snapshot **out, ember_error *err);
 
 /* Cut epochs: a process-wide count raised at every cut. Each writing call
  * notes, in its thread, the count it ran under: a caller that wrote through a

@@ -218,9 +218,10 @@ static void fill(ember_table *t, uint64_t from, size_t n, float v)
 }
 
 static int cut_calls;
-static void count_cut(void *arg)
+static void count_cut(void *arg, uint64_t cut_epoch)
 {
     (void)arg;
+    ck_assert_uint_gt(cut_epoch, 0);
     cut_calls++;
 }
 
