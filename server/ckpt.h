@@ -79,11 +79,17 @@ void srv_ckpt_stop(void);
  * (saved, or nothing to do) or -1 (a table could not be saved: logged). */
 int srv_ckpt_exit_save(void);
 
-/* What a queued save did: the files written (one per table saved) and their rows. */
+/* What a queued save did: the files written (one per table saved) and their rows,
+ * the directory saved into, each table's name and cut (its file's version), and
+ * whether the at-most-once window was saved beside them. */
 typedef struct srv_ckpt_saved {
     char **files;
     size_t n;
     uint64_t rows;
+    const char *dir;
+    char **tables;
+    const uint64_t *cuts;
+    int window;
 } srv_ckpt_saved;
 
 /* A queued save's end, on the checkpointer thread: `rc` 0 with what was saved in
@@ -92,11 +98,21 @@ typedef void (*srv_ckpt_done_fn)(void *arg, int rc, const ember_error *err,
                                  const srv_ckpt_saved *saved);
 
 /* Admin/Save: queues the save of `table` ("" = every table) into `dir` ("" = the
- * --checkpoint-dir); `done(arg, ...)` runs on the checkpointer thread when it
- * ends. The caller has checked the names. Returns 0 (queued: done will run), or
+ * --checkpoint-dir), or with a `set` name (NULL or "": none) into the fresh
+ * directory <dir>/sets/<set> (ALREADY_EXISTS through done if a save made it
+ * already); `done(arg, ...)` runs on the checkpointer thread when it ends. The
+ * caller has checked the names. Returns 0 (queued: done will run), or
  * RESOURCE_EXHAUSTED in err (not queued: done will not run). */
-int srv_ckpt_queue_save(const char *table, const char *dir, srv_ckpt_done_fn done, void *arg,
-                        ember_error *err);
+#define SRV_CKPT_SET_NAME_MAX 64u
+int srv_ckpt_queue_save(const char *table, const char *dir, const char *set,
+                        srv_ckpt_done_fn done, void *arg, ember_error *err);
+
+/* After the tables `names` were loaded from `dir` with cuts `cuts` (their
+ * files' versions), n of them — the restore at start, or Load of every table
+ * of a dir: restores the at-most-once window saved beside them (dedup.h) if it
+ * was saved with exactly those tables at those cuts; else logs why not. */
+void srv_ckpt_window_apply(const char *dir, char *const *names, const uint64_t *cuts, size_t n,
+                           const char *op);
 
 /* A dropped table's checkpoint in --checkpoint-dir goes to history/ (waits for a
  * save of it in progress). No-op without a dir or without a file. */
