@@ -565,7 +565,7 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
             rc = load_expect_match(r, dir, names[i], &meta, err);
     }
     size_t k = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
+    for (size_t i = 0; i < n && !rc && !r->check_only; i++) {
         char path[SRV_PATH_MAX + 160];
         ember_ckpt_meta meta;
         int created = 0;
@@ -584,7 +584,7 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
                      " (%zu table(s) loaded before this one)", k);
         }
     }
-    if (!rc && !r->table[0])
+    if (!rc && !r->table[0] && !r->check_only)
         srv_ckpt_window_apply(dir, loaded, cuts, k, "load");
     free(cuts);
     if (!rc) {
