@@ -180,6 +180,42 @@ static entry *victim_locked(srv_dedup *d)
     return d->tail;
 }
 
+/* A new entry for `client` with `high` its highest, in the hash (the caller
+ * puts it in the LRU list); the least recently seen client is forgotten first
+ * when the table is full. NULL when out of memory. */
+static entry *entry_add_locked(srv_dedup *d, uint64_t client, uint64_t high)
+{
+    if (d->count >= d->max)
+        remove_locked(d, victim_locked(d));
+    entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->client = client;
+    e->high = high;
+    size_t h = hash(d, client);
+    e->hnext = d->buckets[h];
+    d->buckets[h] = e;
+    d->count++;
+    return e;
+}
+
+/* Moves e's highest up to seq (> e->high): the bits it passes are cleared. */
+static void slide_locked(srv_dedup *d, entry *e, uint64_t seq)
+{
+    uint64_t gap = seq - e->high;
+    if (gap >= SRV_DEDUP_WINDOW) {
+        memset(e->bits, 0, sizeof e->bits);
+        memset(e->pend, 0, sizeof e->pend);
+        e->npend = 0;
+    } else {
+        for (uint64_t s = e->high + 1; s <= seq; s++)
+            bit_put(e, s, 0);
+    }
+    e->high = seq;
+    if (d->waiters) /* a retry waiting on a pair the window left behind */
+        pthread_cond_broadcast(&d->cv);
+}
+
 int srv_dedup_begin(srv_dedup *d, uint64_t client, uint64_t seq)
 {
     int fresh = 1;
@@ -194,36 +230,17 @@ int srv_dedup_begin(srv_dedup *d, uint64_t client, uint64_t seq)
         e = find_locked(d, client);
     }
     if (!e) {
-        if (d->count >= d->max)
-            remove_locked(d, victim_locked(d));
-        e = calloc(1, sizeof *e);
-        if (!e) { /* out of memory: apply rather than refuse (no record kept) */
+        if (!(e = entry_add_locked(d, client, seq))) {
+            /* out of memory: apply rather than refuse (no record kept) */
             pthread_mutex_unlock(&d->mu);
             return 1;
         }
-        e->client = client;
-        e->high = seq;
-        size_t h = hash(d, client);
-        e->hnext = d->buckets[h];
-        d->buckets[h] = e;
-        d->count++;
         bit_put(e, seq, 1);
     } else {
         lru_unlink_locked(d, e);
         if (seq > e->high) {
-            uint64_t gap = seq - e->high;
-            if (gap >= SRV_DEDUP_WINDOW) {
-                memset(e->bits, 0, sizeof e->bits);
-                memset(e->pend, 0, sizeof e->pend);
-                e->npend = 0;
-            } else {
-                for (uint64_t s = e->high + 1; s <= seq; s++)
-                    bit_put(e, s, 0);
-            }
-            e->high = seq;
+            slide_locked(d, e, seq);
             bit_put(e, seq, 1);
-            if (d->waiters) /* a retry waiting on a pair the window left behind */
-                pthread_cond_broadcast(&d->cv);
         } else if (e->high - seq >= SRV_DEDUP_WINDOW) {
             fresh = 0; /* too old to know: at-most-once says do not apply */
         } else if (bit_get(e, seq)) {
@@ -418,18 +435,7 @@ void srv_dedup_capture_abort(srv_dedup *d, srv_dedup_capture *c)
 static void mark_applied_locked(srv_dedup *d, entry *e, uint64_t seq)
 {
     if (seq > e->high) {
-        uint64_t gap = seq - e->high;
-        if (gap >= SRV_DEDUP_WINDOW) {
-            memset(e->bits, 0, sizeof e->bits);
-            memset(e->pend, 0, sizeof e->pend);
-            e->npend = 0;
-        } else {
-            for (uint64_t s = e->high + 1; s <= seq; s++)
-                bit_put(e, s, 0);
-        }
-        e->high = seq;
-        if (d->waiters)
-            pthread_cond_broadcast(&d->cv);
+        slide_locked(d, e, seq);
     } else if (e->high - seq >= SRV_DEDUP_WINDOW) {
         return; /* below the window: a duplicate already */
     }
@@ -454,16 +460,8 @@ int srv_dedup_restore(srv_dedup *d, const uint8_t *buf, size_t len, size_t *clie
             continue;
         entry *e = find_locked(d, client);
         if (!e) {
-            if (d->count >= d->max)
-                remove_locked(d, victim_locked(d));
-            if (!(e = calloc(1, sizeof *e)))
+            if (!(e = entry_add_locked(d, client, high)))
                 break;
-            e->client = client;
-            e->high = high;
-            size_t h = hash(d, client);
-            e->hnext = d->buckets[h];
-            d->buckets[h] = e;
-            d->count++;
         } else {
             lru_unlink_locked(d, e);
         }
