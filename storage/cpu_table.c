@@ -1004,28 +1004,30 @@ static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor
     return EMBER_OK;
 }
 
-static int cpu_export_bucket(void *impl, uint64_t bucket, uint64_t *keys, float *rows,
-                             uint64_t *scores, uint64_t *versions, size_t *n_out,
-                             ember_error *err)
+static int cpu_export_buckets(void *impl, uint64_t first, uint64_t count, uint64_t *keys,
+                              float *rows, uint64_t *scores, uint64_t *versions, size_t *n_out,
+                              ember_error *err)
 {
     cpu_table *t = impl;
-    cpu_bucket *b = &t->ct_buckets[bucket];
     uint32_t width = t->ct_row_floats;
     size_t n = 0;
     (void)err;
-    bucket_lock(b);
-    for (unsigned s = 0; s < SLOTS; s++) {
-        if (!slot_used(b, s))
-            continue;
-        keys[n] = b->cb_keys[s];
-        memcpy(rows + n * width, row_at(t, bucket, s), (size_t)width * sizeof(float));
-        if (scores)
-            scores[n] = b->cb_scores[s];
-        if (versions)
-            versions[n] = b->cb_versions[s];
-        n++;
+    for (uint64_t i = first; i < first + count; i++) {
+        cpu_bucket *b = &t->ct_buckets[i];
+        bucket_lock(b);
+        for (unsigned s = 0; s < SLOTS; s++) {
+            if (!slot_used(b, s))
+                continue;
+            keys[n] = b->cb_keys[s];
+            memcpy(rows + n * width, row_at(t, i, s), (size_t)width * sizeof(float));
+            if (scores)
+                scores[n] = b->cb_scores[s];
+            if (versions)
+                versions[n] = b->cb_versions[s];
+            n++;
+        }
+        bucket_unlock(b);
     }
-    bucket_unlock(b);
     *n_out = n;
     return EMBER_OK;
 }
@@ -1089,7 +1091,7 @@ static const ember_table_backend cpu_backend = {
     .clear = cpu_clear,
     .export_rows = cpu_export,
     .export_end = cpu_export_end,
-    .export_bucket = cpu_export_bucket,
+    .export_buckets = cpu_export_buckets,
     .import_rows = cpu_import,
     .evict_below = cpu_evict_below,
     .evict_to_size = cpu_evict_to_size,

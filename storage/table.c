@@ -473,8 +473,8 @@ static int snap_copy(ember_table *t, ember_table_snapshot *s, uint64_t b, ember_
         uint32_t rf = t->tb_row_floats;
         snap_rows *full = snap_rows_alloc(EMBER_BUCKET_SLOTS, rf), *r = NULL;
         size_t n = 0;
-        rc = full ? t->tb_backend->export_bucket(t->tb_impl, b, full->keys, full->rows,
-                                                 full->scores, full->versions, &n, err)
+        rc = full ? t->tb_backend->export_buckets(t->tb_impl, b, 1, full->keys, full->rows,
+                                                  full->scores, full->versions, &n, err)
                   : EMBER_RESOURCE_EXHAUSTED;
         if (!rc && !(r = snap_rows_alloc(n, rf)))
             rc = EMBER_RESOURCE_EXHAUSTED;
@@ -699,33 +699,53 @@ int ember_table_snapshot_export(ember_table_snapshot *s, uint64_t *cursor, size_
     uint64_t b = *cursor;
     size_t n = 0;
     int rc = EMBER_OK;
-    /* No growth while the snapshot runs: the backend and its buckets stay. */
+    /* No growth while the snapshot runs: the backend and its buckets stay. A
+     * run of buckets no writer has copied is read from the table in one backend
+     * call (one kernel on a GPU), under their stripe locks (at most one each: a
+     * run is at most SNAP_STRIPES long; writers take one stripe at a time, so
+     * holding several cannot deadlock); a copied bucket from its copy. */
     while (b < s->nb && n + EMBER_BUCKET_SLOTS <= max_rows) {
-        pthread_mutex_t *m = &s->stripe[b % SNAP_STRIPES];
-        pthread_mutex_lock(m);
+        uint64_t room = (max_rows - n) / EMBER_BUCKET_SLOTS, e = b;
+        if (room > SNAP_STRIPES)
+            room = SNAP_STRIPES;
+        if (room > s->nb - b)
+            room = s->nb - b;
+        pthread_mutex_lock(&s->stripe[b % SNAP_STRIPES]);
         snap_rows *r = atomic_load_explicit(&s->side[b], memory_order_relaxed);
         size_t k = 0;
         if (!r) {
-            rc = t->tb_backend->export_bucket(t->tb_impl, b, keys + n, rows + n * rf,
-                                              scores ? scores + n : NULL,
-                                              versions ? versions + n : NULL, &k, err);
-        } else if (r != SNAP_DONE) {
-            k = r->n;
-            memcpy(keys + n, r->keys, k * sizeof *keys);
-            memcpy(rows + n * rf, r->rows, k * rf * sizeof *rows);
-            if (scores)
-                memcpy(scores + n, r->scores, k * sizeof *scores);
-            if (versions)
-                memcpy(versions + n, r->versions, k * sizeof *versions);
-            free(r);
+            for (e = b + 1; e < b + room; e++) {
+                pthread_mutex_lock(&s->stripe[e % SNAP_STRIPES]);
+                if (atomic_load_explicit(&s->side[e], memory_order_relaxed)) {
+                    pthread_mutex_unlock(&s->stripe[e % SNAP_STRIPES]);
+                    break;
+                }
+            }
+            rc = t->tb_backend->export_buckets(t->tb_impl, b, e - b, keys + n, rows + n * rf,
+                                               scores ? scores + n : NULL,
+                                               versions ? versions + n : NULL, &k, err);
+        } else {
+            e = b + 1;
+            if (r != SNAP_DONE) {
+                k = r->n;
+                memcpy(keys + n, r->keys, k * sizeof *keys);
+                memcpy(rows + n * rf, r->rows, k * rf * sizeof *rows);
+                if (scores)
+                    memcpy(scores + n, r->scores, k * sizeof *scores);
+                if (versions)
+                    memcpy(versions + n, r->versions, k * sizeof *versions);
+                free(r);
+            }
         }
-        if (!rc)
-            atomic_store_explicit(&s->side[b], SNAP_DONE, memory_order_release);
-        pthread_mutex_unlock(m);
+        for (uint64_t i = b; i < e; i++) {
+            if (!rc)
+                atomic_store_explicit(&s->side[i], SNAP_DONE, memory_order_release);
+            pthread_mutex_unlock(&s->stripe[i % SNAP_STRIPES]);
+        }
         if (rc)
             break;
         n += k;
-        b++;
+        b = e;
     }
     *cursor = b;
     *n_out = n;
