@@ -9,22 +9,59 @@
  * last call at or below c, p_w, gave its main keys (value p_w + 1, version of
  * p_w), and its markers 0..p_w are there with their own values and versions,
  * and nothing else is.
+ *
+ * Built again against the GPU backend as gpu.snapshot (EMBER_SNAPSHOT_BACKEND_GPU,
+ * tests/gpu/CMakeLists.txt): the tables under test are then GPU tables.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "test_util.h"
+#ifdef EMBER_SNAPSHOT_BACKEND_GPU
+#include "cuda/device.h"
+#include "cuda/gpu_table.h"
+#endif
 
 #define DIM 4
 #define WRITERS 4
 #define MAIN 64
 #define CALLS 1500
 #define SNAPS 6
+
+/* The backend of the tables under test (NULL: the CPU's). */
+static const ember_table_backend *backend(void)
+{
+#ifdef EMBER_SNAPSHOT_BACKEND_GPU
+    return ember_table_gpu_backend();
+#else
+    return NULL;
+#endif
+}
+
+/* A table under test, as tu_table on backend(). */
+static ember_table *under_test(uint32_t dim, uint64_t capacity, int optim, int policy,
+                               int init_kind)
+{
+    ember_table_config c;
+    ember_table_config_init(&c);
+    c.dim = dim;
+    c.capacity = capacity;
+    c.optim.kind = optim;
+    c.score_policy = policy;
+    c.init.kind = init_kind;
+    c.seed = 42;
+    ember_table *t = NULL;
+    ember_error err;
+    int rc = ember_table_create(&c, backend(), &t, &err);
+    ck_assert_msg(rc == EMBER_OK, "create: %s", err.message);
+    return t;
+}
 
 static uint64_t main_key(unsigned w, unsigned i) { return (uint64_t)(w + 1) << 32 | i; }
 static uint64_t marker_key(unsigned w, unsigned j)
@@ -179,7 +216,7 @@ static void run_model(ember_table *t)
 
 START_TEST(snapshot_under_writers_equals_the_table_at_its_cut)
 {
-    ember_table *t = tu_table(DIM, 1 << 16, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    ember_table *t = under_test(DIM, 1 << 16, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
     run_model(t);
     ember_table_destroy(t);
 }
@@ -195,7 +232,7 @@ START_TEST(snapshot_of_a_growing_table_under_writers)
     c.max_capacity = 1 << 17;
     c.max_load_factor = 0.1f;
     ember_table *t = NULL;
-    ck_assert_int_eq(ember_table_create(&c, NULL, &t, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_table_create(&c, backend(), &t, NULL), EMBER_OK);
     run_model(t);
     /* growth deferred by a snapshot happens at the next inserting call (the
      * writers may all have run while snapshots did) */
@@ -234,7 +271,7 @@ static void count_cut(void *arg, uint64_t cut_epoch)
  * erases after the cut are not seen, nor rows written after it. */
 START_TEST(snapshot_ignores_clear_evict_erase_after_its_cut)
 {
-    ember_table *t = tu_table(DIM, 4096, EMBER_OPTIM_ADAGRAD, EMBER_SCORE_LRU,
+    ember_table *t = under_test(DIM, 4096, EMBER_OPTIM_ADAGRAD, EMBER_SCORE_LRU,
                               EMBER_INIT_ZEROS);
     fill(t, 1, 1000, 1.0f);
     tu_snapshot before, got;
@@ -295,7 +332,7 @@ START_TEST(growth_waits_for_the_snapshot)
     c.max_capacity = 1 << 16;
     c.max_load_factor = 0.5f;
     ember_table *t = NULL;
-    ck_assert_int_eq(ember_table_create(&c, NULL, &t, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_table_create(&c, backend(), &t, NULL), EMBER_OK);
     fill(t, 1, 400, 1.0f);
     tu_snapshot before, got;
     tu_snapshot_take(t, &before);
@@ -322,7 +359,7 @@ END_TEST
 
 START_TEST(snapshot_export_refuses_bad_arguments)
 {
-    ember_table *t = tu_table(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    ember_table *t = under_test(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
     ember_table_snapshot *s = NULL;
     ember_error err;
     ck_assert_int_eq(ember_table_snapshot_begin(NULL, NULL, NULL, &s, &err),
@@ -348,8 +385,8 @@ END_TEST
 /* One cut for two tables; a thread's writes tell which side of it they ran. */
 START_TEST(one_cut_for_several_tables_and_the_cut_epoch)
 {
-    ember_table *a = tu_table(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
-    ember_table *b = tu_table(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    ember_table *a = under_test(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    ember_table *b = under_test(DIM, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
     fill(a, 1, 10, 1.0f);
     fill(b, 1, 20, 1.0f);
     uint64_t before = ember_table_thread_cut_epoch();
@@ -398,5 +435,19 @@ static Suite *suite(void)
 
 int main(void)
 {
+#ifdef EMBER_SNAPSHOT_BACKEND_GPU
+    ember_error err;
+    int devices = 0;
+    if (ember_cuda_device_count(&devices, &err) != EMBER_OK) {
+        fprintf(stderr, "gpu.snapshot: device count failed: %s\n", err.message);
+        return 1;
+    }
+    if (devices == 0) {
+        printf("SKIPPED: no CUDA device visible\n");
+        return 77;
+    }
+    /* The device check initialised CUDA here, and a forked child cannot use it. */
+    setenv("CK_FORK", "no", 1);
+#endif
     return tu_run(suite());
 }
