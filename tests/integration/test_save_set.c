@@ -15,6 +15,9 @@
  *    emberctl load --manifest brings both shards back to it; a manifest whose
  *    cut does not match, a set name used twice or malformed are refused and
  *    change nothing;
+ *  - Admin/Save and Admin/Load refuse a set with a table, a set name that is not
+ *    one path component, and a manifest expectation that is malformed
+ *    (INVALID_ARGUMENT), creating nothing;
  *  - emberctl killed (kill -9) at any moment of a save --all-shards, or a shard
  *    killed during one, leaves a manifest that names a complete set: loading
  *    it gives that set's rows, and never a mix.
@@ -34,6 +37,7 @@
 #include <unistd.h>
 
 #include "ember/ember.h"
+#include "ember/v1/ember.pb-c.h"
 #include "harness.h"
 #include "proto/wire.h"
 #include "storage/checkpoint.h"
@@ -437,6 +441,78 @@ START_TEST(save_set_manifest_and_load)
 }
 END_TEST
 
+/* One Admin call with a protobuf-c request: its status code and message. */
+static int admin_call(const char *addr, const char *method, const ProtobufCMessage *req,
+                      char *msg, size_t cap)
+{
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *b = malloc(len + 1);
+    protobuf_c_message_pack(req, b);
+    eh_client *ec = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(ec, method, b, len, 30000, &r), 0);
+    int code = r.code;
+    snprintf(msg, cap, "%.*s", (int)(cap - 1), r.message);
+    eh_result_free(&r);
+    eh_client_close(ec);
+    free(b);
+    return code;
+}
+
+START_TEST(bad_set_requests_are_refused)
+{
+    char *dir = tmpdir(), cdir[400], msg[1100], p[600];
+    snprintf(cdir, sizeof cdir, "%s/a", dir);
+    const char *flags[] = {"--checkpoint-dir", cdir, NULL};
+    eh_server s;
+    ck_assert_int_eq(eh_server_start(&s, flags), 0);
+    ember_client *c = open_client(s.addr);
+    create_table(c, "t", 1024);
+    static const char *const bad_names[] = {"", ".hidden", "a/b", "..", "x y",
+        "0123456789012345678901234567890123456789012345678901234567890123456789"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++) {
+        Ember__V1__SaveRequest q = EMBER__V1__SAVE_REQUEST__INIT;
+        q.set = (char *)bad_names[i];
+        if (!*bad_names[i]) { /* a set with a table */
+            q.set = (char *)"ok";
+            q.table = (char *)"t";
+        }
+        ck_assert_int_eq(admin_call(s.addr, "/ember.v1.Admin/Save", &q.base, msg, sizeof msg),
+                         EMBER_INVALID_ARGUMENT);
+        ck_assert_msg(strstr(msg, "set"), "%s", msg);
+    }
+    snprintf(p, sizeof p, "%s/sets", cdir);
+    ck_assert_int_ne(access(p, F_OK), 0); /* nothing made */
+
+    Ember__V1__LoadRequest l = EMBER__V1__LOAD_REQUEST__INIT;
+    char *names[1] = {(char *)"t"};
+    uint64_t cuts[2] = {1, 2};
+    l.n_expect_tables = 1;
+    l.expect_tables = names;
+    l.n_expect_cuts = 2;
+    l.expect_cuts = cuts;
+    ember_error e;
+    ck_assert_int_eq(ember_save(c, NULL, NULL, &e), 0);
+    assign_range(c, "t", 0, 10, 5.0f);
+    ck_assert_int_eq(admin_call(s.addr, "/ember.v1.Admin/Load", &l.base, msg, sizeof msg),
+                     EMBER_INVALID_ARGUMENT);
+    l.n_expect_cuts = 1;
+    l.table = (char *)"t";
+    ck_assert_int_eq(admin_call(s.addr, "/ember.v1.Admin/Load", &l.base, msg, sizeof msg),
+                     EMBER_INVALID_ARGUMENT);
+    /* check_only loads nothing, even when everything matches but the cut */
+    l.table = (char *)"";
+    l.check_only = 1;
+    ck_assert_int_eq(admin_call(s.addr, "/ember.v1.Admin/Load", &l.base, msg, sizeof msg),
+                     EMBER_FAILED_PRECONDITION);
+    expect_range(c, "t", 0, 10, 5.0f);
+    ember_client_close(c);
+    eh_server_cleanup(&s);
+    rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 /* emberctl or a shard killed during save --all-shards: the manifest at its path
  * always names a complete set, and loading it gives that set's rows. */
 START_TEST(crash_during_save_set_leaves_a_usable_manifest)
@@ -515,6 +591,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, save_under_pushes_is_the_table_at_its_cut);
     tcase_add_test(tc, save_set_manifest_and_load);
+    tcase_add_test(tc, bad_set_requests_are_refused);
     tcase_add_test(tc, crash_during_save_set_leaves_a_usable_manifest);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
