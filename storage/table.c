@@ -1348,7 +1348,9 @@ int ember_table_expire(ember_table *t, uint64_t now_ns, uint64_t *expired, ember
     if (expired)
         *expired = 0;
     uint64_t ttl = atomic_load(&t->tb_ttl_s);
-    if (!ttl)
+    /* not while a snapshot runs: removing rows there would have it copy every
+     * bucket it has not read yet; the first call after it catches up */
+    if (!ttl || atomic_load(&t->tb_snap))
         return EMBER_OK;
     uint64_t ttl_ns = ttl * UINT64_C(1000000000);
     pthread_mutex_lock(&t->tb_ttl_lock);

@@ -186,7 +186,8 @@ int ember_table_reserve(ember_table *t, uint64_t keys, ember_error *err);
  * records which version was current at `now`, and removes rows whose version
  * was already current ttl_seconds before (so a row lives at least ttl_seconds
  * after its last write, and at most that plus the interval between expire
- * calls). The record starts empty: a table just created or restored removes
+ * calls, plus a snapshot's duration: a call while a snapshot runs does nothing,
+ * the first after it catches up). The record starts empty: a table just created or restored removes
  * nothing for its first ttl_seconds (restored rows count as written at restore).
  * Removal visits one bucket at a time, beside other calls. Removed rows count
  * in stats.expired and stats.evicted.
@@ -341,10 +342,10 @@ int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted
  * seen either.
  *
  * While it runs, the first writing call (the four writes, find_or_insert,
- * erase, clear, import, evict_*, expire) that touches a bucket the snapshot
- * has not read yet first copies that whole bucket into the snapshot's side
- * buffer (calls without keys — clear, evict_*, expire — copy every bucket not
- * read yet); the snapshot reads a bucket from the table or from that copy,
+ * erase, clear, import, evict_*) that touches a bucket the snapshot has not
+ * read yet first copies that whole bucket into the snapshot's side buffer
+ * (calls without keys — clear, evict_* — copy every bucket not read yet;
+ * expire waits for the snapshot to end, see "Time to live"); the snapshot reads a bucket from the table or from that copy,
  * under one lock per bucket. Extra memory: at most the rows of the buckets
  * written during the snapshot. Online growth waits until the snapshot ends.
  * With no snapshot running, a writing call pays one branch (a fixed-size

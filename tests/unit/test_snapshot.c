@@ -382,6 +382,37 @@ START_TEST(snapshot_export_refuses_bad_arguments)
 }
 END_TEST
 
+/* Expiry waits for a snapshot (it would copy the whole table), then catches up. */
+START_TEST(expire_waits_for_the_snapshot)
+{
+    ember_table_config c;
+    ember_table_config_init(&c);
+    c.dim = DIM;
+    c.capacity = 1024;
+    c.ttl_seconds = 1;
+    ember_table *t = NULL;
+    ck_assert_int_eq(ember_table_create(&c, backend(), &t, NULL), EMBER_OK);
+    fill(t, 1, 100, 1.0f);
+    const uint64_t t0 = UINT64_C(1000000000000);
+    uint64_t gone = 9;
+    ck_assert_int_eq(ember_table_expire(t, t0, &gone, NULL), EMBER_OK); /* marks now */
+    ck_assert_uint_eq(gone, 0);
+    ember_table_snapshot *s = NULL;
+    ck_assert_int_eq(ember_table_snapshot_begin(t, NULL, NULL, &s, NULL), EMBER_OK);
+    ck_assert_int_eq(ember_table_expire(t, t0 + UINT64_C(5000000000), &gone, NULL), EMBER_OK);
+    ck_assert_uint_eq(gone, 0);
+    ck_assert_uint_eq(ember_table_size(t), 100);
+    tu_snapshot got;
+    tu_snapshot_read(s, ember_table_row_floats(t), &got);
+    ck_assert_uint_eq(got.n, 100);
+    ember_table_snapshot_end(s);
+    ck_assert_int_eq(ember_table_expire(t, t0 + UINT64_C(5000000000), &gone, NULL), EMBER_OK);
+    ck_assert_uint_eq(gone, 100);
+    tu_snapshot_free(&got);
+    ember_table_destroy(t);
+}
+END_TEST
+
 /* One cut for two tables; a thread's writes tell which side of it they ran. */
 START_TEST(one_cut_for_several_tables_and_the_cut_epoch)
 {
@@ -429,6 +460,7 @@ static Suite *suite(void)
     tcase_add_test(c, growth_waits_for_the_snapshot);
     tcase_add_test(c, snapshot_export_refuses_bad_arguments);
     tcase_add_test(c, one_cut_for_several_tables_and_the_cut_epoch);
+    tcase_add_test(c, expire_waits_for_the_snapshot);
     suite_add_tcase(s, c);
     return s;
 }
