@@ -75,6 +75,7 @@ struct ember_table_snapshot {
     uint32_t epoch;
     _Atomic(snap_rows *) *side;
     pthread_mutex_t stripe[SNAP_STRIPES]; /* bucket b's: stripe[b % SNAP_STRIPES] */
+    snap_rows *scratch[SNAP_STRIPES];     /* a bucket's room, under its stripe */
 };
 
 /* Largest batch one call accepts: indices fit in 32 bits inside backends. */
@@ -471,7 +472,10 @@ static int snap_copy(ember_table *t, ember_table_snapshot *s, uint64_t b, ember_
     pthread_mutex_lock(m);
     if (!atomic_load_explicit(&s->side[b], memory_order_relaxed)) {
         uint32_t rf = t->tb_row_floats;
-        snap_rows *full = snap_rows_alloc(EMBER_BUCKET_SLOTS, rf), *r = NULL;
+        snap_rows **sc = &s->scratch[b % SNAP_STRIPES], *full, *r = NULL;
+        if (!*sc) /* kept for the stripe's next copy: no allocation per bucket */
+            *sc = snap_rows_alloc(EMBER_BUCKET_SLOTS, rf);
+        full = *sc;
         size_t n = 0;
         rc = full ? t->tb_backend->export_buckets(t->tb_impl, b, 1, full->keys, full->rows,
                                                   full->scores, full->versions, &n, err)
@@ -487,7 +491,6 @@ static int snap_copy(ember_table *t, ember_table_snapshot *s, uint64_t b, ember_
             memcpy(r->rows, full->rows, n * rf * sizeof *r->rows);
             atomic_store_explicit(&s->side[b], r, memory_order_release);
         }
-        free(full);
     }
     pthread_mutex_unlock(m);
     return rc;
@@ -554,8 +557,10 @@ static void snap_free(ember_table_snapshot *s)
             free(r);
     }
     free((void *)s->side);
-    for (unsigned i = 0; i < SNAP_STRIPES; i++)
+    for (unsigned i = 0; i < SNAP_STRIPES; i++) {
         pthread_mutex_destroy(&s->stripe[i]);
+        free(s->scratch[i]);
+    }
     ember_table *t = s->t;
     free(s);
     pthread_mutex_lock(&t->tb_snap_mu);
