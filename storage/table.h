@@ -352,7 +352,7 @@ int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted
  * table's writers also the shared lock above).
  *
  * Snapshots of one table run one at a time: a second begin waits for the first
- * to end. */
+ * to end. End a snapshot before destroying its table. */
 typedef struct ember_table_snapshot ember_table_snapshot;
 
 /* Begins a snapshot of t. `at_cut` (NULL: none) is called once with `arg` and
