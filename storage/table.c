@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,9 +64,18 @@ typedef struct snap_rows {
     float *rows;
 } snap_rows;
 
-/* side[b]: NULL = not read yet (the table still holds it as at the cut),
- * SNAP_DONE = read, else the copy taken before a write. */
+/* side[b], the state of bucket b for the snapshot:
+ *   NULL          not read and not copied: the table holds it as at the cut, and
+ *                 no writer may change it;
+ *   SNAP_READING  the reader claimed it and is reading it from the table: a
+ *                 writer waits for SNAP_DONE;
+ *   SNAP_DONE     read: writers change it freely;
+ *   else          the copy a writer took before changing it: the reader reads
+ *                 that (and sets SNAP_DONE).
+ * NULL leaves only by a compare-and-swap (the reader's claim, a writer's copy),
+ * so the two never both win a bucket. */
 #define SNAP_DONE ((snap_rows *)(uintptr_t)1)
+#define SNAP_READING ((snap_rows *)(uintptr_t)2)
 #define SNAP_STRIPES 256u
 
 struct ember_table_snapshot {
@@ -74,7 +84,9 @@ struct ember_table_snapshot {
     uint64_t cut, size, cut_epoch;
     uint32_t epoch;
     _Atomic(snap_rows *) *side;
-    pthread_mutex_t stripe[SNAP_STRIPES]; /* bucket b's: stripe[b % SNAP_STRIPES] */
+    /* writers copying bucket b hold stripe[b % SNAP_STRIPES] (one at a time), so
+     * that two do not copy one bucket; the reader takes none */
+    pthread_mutex_t stripe[SNAP_STRIPES];
     snap_rows *scratch[SNAP_STRIPES];     /* a bucket's room, under its stripe */
 };
 
@@ -464,13 +476,13 @@ static snap_rows *snap_rows_alloc(size_t n, uint32_t rf)
 }
 
 /* Copies bucket b into the side buffer unless the snapshot has it already
- * (read, or copied by another writer). */
+ * (read, being read, or copied by another writer). */
 static int snap_copy(ember_table *t, ember_table_snapshot *s, uint64_t b, ember_error *err)
 {
     pthread_mutex_t *m = &s->stripe[b % SNAP_STRIPES];
     int rc = EMBER_OK;
     pthread_mutex_lock(m);
-    if (!atomic_load_explicit(&s->side[b], memory_order_relaxed)) {
+    if (!atomic_load_explicit(&s->side[b], memory_order_acquire)) {
         uint32_t rf = t->tb_row_floats;
         snap_rows **sc = &s->scratch[b % SNAP_STRIPES], *full, *r = NULL;
         if (!*sc) /* kept for the stripe's next copy: no allocation per bucket */
@@ -489,7 +501,11 @@ static int snap_copy(ember_table *t, ember_table_snapshot *s, uint64_t b, ember_
             memcpy(r->scores, full->scores, n * sizeof *r->scores);
             memcpy(r->versions, full->versions, n * sizeof *r->versions);
             memcpy(r->rows, full->rows, n * rf * sizeof *r->rows);
-            atomic_store_explicit(&s->side[b], r, memory_order_release);
+            snap_rows *expect = NULL;
+            if (!atomic_compare_exchange_strong_explicit(&s->side[b], &expect, r,
+                                                         memory_order_acq_rel,
+                                                         memory_order_acquire))
+                free(r); /* the reader claimed it meanwhile: its read is the cut's */
         }
     }
     pthread_mutex_unlock(m);
@@ -497,17 +513,24 @@ static int snap_copy(ember_table *t, ember_table_snapshot *s, uint64_t b, ember_
 }
 
 /* Before a writing call changes keys[n] (keys NULL: any bucket): the
- * snapshot's copy of every bucket it may touch that the snapshot has not read. */
+ * snapshot's copy of every bucket it may touch that the snapshot has not read,
+ * and a wait for those the reader is reading. */
 static int snap_prepare(ember_table *t, ember_table_snapshot *s, const uint64_t *keys,
                         size_t n, ember_error *err)
 {
     uint64_t count = keys ? n : s->nb;
     for (uint64_t i = 0; i < count; i++) {
         uint64_t b = keys ? ember_hash_bucket(ember_key_hash(keys[i]), s->nb) : i;
-        if (!atomic_load_explicit(&s->side[b], memory_order_acquire)) {
+        snap_rows *r = atomic_load_explicit(&s->side[b], memory_order_acquire);
+        if (!r) {
             int rc = snap_copy(t, s, b, err);
             if (rc)
                 return rc;
+            r = atomic_load_explicit(&s->side[b], memory_order_acquire);
+        }
+        while (r == SNAP_READING) { /* one backend call of the reader's */
+            sched_yield();
+            r = atomic_load_explicit(&s->side[b], memory_order_acquire);
         }
     }
     return EMBER_OK;
@@ -553,7 +576,7 @@ static void snap_free(ember_table_snapshot *s)
 {
     for (uint64_t b = 0; s->side && b < s->nb; b++) {
         snap_rows *r = atomic_load_explicit(&s->side[b], memory_order_relaxed);
-        if (r != SNAP_DONE)
+        if (r != SNAP_DONE && r != SNAP_READING)
             free(r);
     }
     free((void *)s->side);
@@ -705,31 +728,31 @@ int ember_table_snapshot_export(ember_table_snapshot *s, uint64_t *cursor, size_
     size_t n = 0;
     int rc = EMBER_OK;
     /* No growth while the snapshot runs: the backend and its buckets stay. A
-     * run of buckets no writer has copied is read from the table in one backend
-     * call (one kernel on a GPU), under their stripe locks (at most one each: a
-     * run is at most SNAP_STRIPES long; writers take one stripe at a time, so
-     * holding several cannot deadlock); a copied bucket from its copy. */
+     * run of buckets no writer has copied is claimed (SNAP_READING) and read from
+     * the table in one backend call (one kernel on a GPU); a copied bucket is
+     * read from its copy. The reader holds no lock. */
     while (b < s->nb && n + EMBER_BUCKET_SLOTS <= max_rows) {
         uint64_t room = (max_rows - n) / EMBER_BUCKET_SLOTS, e = b;
-        if (room > SNAP_STRIPES)
-            room = SNAP_STRIPES;
         if (room > s->nb - b)
             room = s->nb - b;
-        pthread_mutex_lock(&s->stripe[b % SNAP_STRIPES]);
-        snap_rows *r = atomic_load_explicit(&s->side[b], memory_order_relaxed);
+        for (; e < b + room; e++) {
+            snap_rows *expect = NULL;
+            if (!atomic_compare_exchange_strong_explicit(&s->side[e], &expect, SNAP_READING,
+                                                         memory_order_acq_rel,
+                                                         memory_order_acquire))
+                break; /* copied (or read already): ends the run */
+        }
         size_t k = 0;
-        if (!r) {
-            for (e = b + 1; e < b + room; e++) {
-                pthread_mutex_lock(&s->stripe[e % SNAP_STRIPES]);
-                if (atomic_load_explicit(&s->side[e], memory_order_relaxed)) {
-                    pthread_mutex_unlock(&s->stripe[e % SNAP_STRIPES]);
-                    break;
-                }
-            }
+        if (e > b) {
             rc = t->tb_backend->export_buckets(t->tb_impl, b, e - b, keys + n, rows + n * rf,
                                                scores ? scores + n : NULL,
                                                versions ? versions + n : NULL, &k, err);
+            /* done either way: on an error the snapshot is given up, and writers
+             * must not wait for it */
+            for (uint64_t i = b; i < e; i++)
+                atomic_store_explicit(&s->side[i], SNAP_DONE, memory_order_release);
         } else {
+            snap_rows *r = atomic_exchange_explicit(&s->side[b], SNAP_DONE, memory_order_acq_rel);
             e = b + 1;
             if (r != SNAP_DONE) {
                 k = r->n;
@@ -741,11 +764,6 @@ int ember_table_snapshot_export(ember_table_snapshot *s, uint64_t *cursor, size_
                     memcpy(versions + n, r->versions, k * sizeof *versions);
                 free(r);
             }
-        }
-        for (uint64_t i = b; i < e; i++) {
-            if (!rc)
-                atomic_store_explicit(&s->side[i], SNAP_DONE, memory_order_release);
-            pthread_mutex_unlock(&s->stripe[i % SNAP_STRIPES]);
         }
         if (rc)
             break;
