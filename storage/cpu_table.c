@@ -966,16 +966,16 @@ static inline int passes(const cpu_bucket *b, unsigned s, const ember_export_fil
            (f->after_version == 0 || b->cb_versions[s] > f->after_version);
 }
 
-static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor,
-                      size_t max_rows, uint64_t *keys, float *rows, uint64_t *scores,
-                      uint64_t *versions, size_t *n_out, ember_error *err)
+/* Rows of buckets [*cursor, end) that pass f, whole buckets while max_rows
+ * allows; *cursor = the first bucket not read. */
+static void export_range(cpu_table *t, const ember_export_filter *f, uint64_t *cursor,
+                         uint64_t end, size_t max_rows, uint64_t *keys, float *rows,
+                         uint64_t *scores, uint64_t *versions, size_t *n_out)
 {
-    cpu_table *t = impl;
     uint32_t width = f->full_rows ? t->ct_row_floats : t->ct_dim;
     size_t n = 0;
     uint64_t i;
-    (void)err;
-    for (i = *cursor; i < t->ct_num_buckets; i++) {
+    for (i = *cursor; i < end; i++) {
         cpu_bucket *b = &t->ct_buckets[i];
         bucket_lock(b);
         size_t hits = 0;
@@ -1001,6 +1001,16 @@ static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor
     }
     *cursor = i;
     *n_out = n;
+}
+
+static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor,
+                      size_t max_rows, uint64_t *keys, float *rows, uint64_t *scores,
+                      uint64_t *versions, size_t *n_out, ember_error *err)
+{
+    cpu_table *t = impl;
+    (void)err;
+    export_range(t, f, cursor, t->ct_num_buckets, max_rows, keys, rows, scores, versions,
+                 n_out);
     return EMBER_OK;
 }
 
@@ -1008,27 +1018,12 @@ static int cpu_export_buckets(void *impl, uint64_t first, uint64_t count, uint64
                               float *rows, uint64_t *scores, uint64_t *versions, size_t *n_out,
                               ember_error *err)
 {
-    cpu_table *t = impl;
-    uint32_t width = t->ct_row_floats;
-    size_t n = 0;
+    static const ember_export_filter all = {0, 0, 1};
+    uint64_t cursor = first;
     (void)err;
-    for (uint64_t i = first; i < first + count; i++) {
-        cpu_bucket *b = &t->ct_buckets[i];
-        bucket_lock(b);
-        for (unsigned s = 0; s < SLOTS; s++) {
-            if (!slot_used(b, s))
-                continue;
-            keys[n] = b->cb_keys[s];
-            memcpy(rows + n * width, row_at(t, i, s), (size_t)width * sizeof(float));
-            if (scores)
-                scores[n] = b->cb_scores[s];
-            if (versions)
-                versions[n] = b->cb_versions[s];
-            n++;
-        }
-        bucket_unlock(b);
-    }
-    *n_out = n;
+    /* room for count whole buckets: the range is read to its end */
+    export_range(impl, &all, &cursor, first + count, (size_t)count * SLOTS, keys, rows, scores,
+                 versions, n_out);
     return EMBER_OK;
 }
 

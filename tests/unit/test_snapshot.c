@@ -44,23 +44,11 @@ static const ember_table_backend *backend(void)
 #endif
 }
 
-/* A table under test, as tu_table on backend(). */
+/* A table under test: tu_table on backend(). */
 static ember_table *under_test(uint32_t dim, uint64_t capacity, int optim, int policy,
                                int init_kind)
 {
-    ember_table_config c;
-    ember_table_config_init(&c);
-    c.dim = dim;
-    c.capacity = capacity;
-    c.optim.kind = optim;
-    c.score_policy = policy;
-    c.init.kind = init_kind;
-    c.seed = 42;
-    ember_table *t = NULL;
-    ember_error err;
-    int rc = ember_table_create(&c, backend(), &t, &err);
-    ck_assert_msg(rc == EMBER_OK, "create: %s", err.message);
-    return t;
+    return tu_table_on(backend(), dim, capacity, optim, policy, init_kind);
 }
 
 static uint64_t main_key(unsigned w, unsigned i) { return (uint64_t)(w + 1) << 32 | i; }

@@ -9,6 +9,12 @@
 
 ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, int init_kind)
 {
+    return tu_table_on(NULL, dim, capacity, optim, policy, init_kind);
+}
+
+ember_table *tu_table_on(const ember_table_backend *backend, uint32_t dim, uint64_t capacity,
+                         int optim, int policy, int init_kind)
+{
     ember_table_config c;
     ember_table_config_init(&c);
     c.dim = dim;
@@ -19,7 +25,7 @@ ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, in
     c.seed = 42;
     ember_table *t = NULL;
     ember_error err;
-    int rc = ember_table_create(&c, NULL, &t, &err);
+    int rc = ember_table_create(&c, backend, &t, &err);
     ck_assert_msg(rc == EMBER_OK, "create: %s", err.message);
     return t;
 }

@@ -15,6 +15,9 @@
  * `policy`, zeros initializer unless `init_kind` says otherwise; fails the test
  * if creation fails. */
 ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, int init_kind);
+/* The same on `backend` (NULL: the CPU's). */
+ember_table *tu_table_on(const ember_table_backend *backend, uint32_t dim, uint64_t capacity,
+                         int optim, int policy, int init_kind);
 
 /* Every row of a table, sorted by key: keys, full rows, scores, versions. */
 typedef struct tu_snapshot {
