@@ -11,6 +11,9 @@
  *    the Save was sent and the last one sent before its reply; the rows that no
  *    push touches are as they were. A fresh server loading the file serves
  *    exactly those rows;
+ *  - a save of every table saves the at-most-once window at its cut, and a fresh
+ *    server's Load of the dir restores it: a push in the files is a duplicate,
+ *    one after the cut applies;
  *  - emberctl save --all-shards writes a set per shard and a manifest;
  *    emberctl load --manifest brings both shards back to it; a manifest whose
  *    cut does not match, a set name used twice or malformed are refused and
@@ -312,6 +315,87 @@ START_TEST(save_under_pushes_is_the_table_at_its_cut)
 }
 END_TEST
 
+/* ---- the at-most-once window travels with a Load -------------------------- */
+
+/* One push of value v to key k with (client, seq): its code; *dup the reply's. */
+static int push_once(const char *addr, uint64_t k, float v, uint64_t client, uint64_t seq,
+                     int *dup)
+{
+    float vals[DIM];
+    for (unsigned d = 0; d < DIM; d++)
+        vals[d] = v;
+    ember_wire_push_request q;
+    memset(&q, 0, sizeof q);
+    q.table.data = (const uint8_t *)"w";
+    q.table.len = 1;
+    q.keys.data = (const uint8_t *)&k;
+    q.keys.len = 8;
+    q.values.data = (const uint8_t *)vals;
+    q.values.len = sizeof vals;
+    q.dtype = EMBER_WIRE_F32;
+    q.mode = EMBER_WIRE_PUSH_ACCUM;
+    q.client_id = client;
+    q.sequence = seq;
+    size_t len = ember_wire_push_request_size(&q, NULL);
+    uint8_t *b = malloc(len);
+    ember_wire_push_request_encode(&q, b);
+    eh_client *ec = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(ec, "/ember.v1.Shard/Push", b, len, 30000, &r), 0);
+    int code = r.code;
+    if (!code) {
+        ember_wire_push_response m;
+        ck_assert_int_eq(ember_wire_push_response_decode(r.data, r.len, &m, NULL, 0), 0);
+        *dup = m.duplicate;
+    }
+    eh_result_free(&r);
+    eh_client_close(ec);
+    free(b);
+    return code;
+}
+
+/* A save of every table saves the window at its cut; a fresh server's Load of
+ * that dir restores it: a push in the files is a duplicate there, one after the
+ * cut applies. */
+START_TEST(load_restores_the_window_saved_with_the_tables)
+{
+    char *dir = tmpdir(), adir[400], bdir[400];
+    snprintf(adir, sizeof adir, "%s/a", dir);
+    snprintf(bdir, sizeof bdir, "%s/b", dir);
+    const char *af[] = {"--checkpoint-dir", adir, NULL}, *bf[] = {"--checkpoint-dir", bdir, NULL};
+    eh_server a, b;
+    ck_assert_int_eq(eh_server_start(&a, af), 0);
+    ember_client *ca = open_client(a.addr);
+    create_table(ca, "w", 1024);
+    assign_range(ca, "w", 7, 1, 0.0f);
+    int dup = -1;
+    ck_assert_int_eq(push_once(a.addr, 7, 1.0f, 0xabc, 1, &dup), 0);
+    ck_assert_int_eq(dup, 0);
+    ember_error e;
+    ck_assert_msg(ember_save(ca, NULL, NULL, &e) == 0, "%s", e.message);
+    ck_assert_int_eq(push_once(a.addr, 7, 10.0f, 0xabc, 2, &dup), 0); /* after the cut */
+    ck_assert_int_eq(eh_server_start(&b, bf), 0);
+    ember_client *cb = open_client(b.addr);
+    ck_assert_msg(ember_load(cb, NULL, adir, &e) == 0, "load: %s", e.message);
+    expect_range(cb, "w", 7, 1, 1.0f);
+    ck_assert_int_eq(push_once(b.addr, 7, 1.0f, 0xabc, 1, &dup), 0);
+    ck_assert_int_eq(dup, 1); /* in the file: a duplicate */
+    expect_range(cb, "w", 7, 1, 1.0f);
+    ck_assert_int_eq(push_once(b.addr, 7, 10.0f, 0xabc, 2, &dup), 0);
+    ck_assert_int_eq(dup, 0); /* after the cut: applied */
+    expect_range(cb, "w", 7, 1, 11.0f);
+    char *log = eh_server_log(&b);
+    ck_assert_msg(strstr(log, "dedup_window_restored"), "%s", log);
+    free(log);
+    ember_client_close(cb);
+    ember_client_close(ca);
+    eh_server_cleanup(&b);
+    eh_server_cleanup(&a);
+    rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ---- save sets and manifests ---------------------------------------------- */
 
 typedef struct cluster {
@@ -590,6 +674,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, save_under_pushes_is_the_table_at_its_cut);
+    tcase_add_test(tc, load_restores_the_window_saved_with_the_tables);
     tcase_add_test(tc, save_set_manifest_and_load);
     tcase_add_test(tc, bad_set_requests_are_refused);
     tcase_add_test(tc, crash_during_save_set_leaves_a_usable_manifest);
