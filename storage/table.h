@@ -348,10 +348,11 @@ int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted
  * expire waits for the snapshot to end, see "Time to live"). The snapshot
  * reads a bucket from the table or from that copy, claiming each bucket it
  * reads from the table with a compare-and-swap (a writer that finds a bucket
- * being read waits for that one backend call). Extra memory: at most the rows of the buckets written during
- * the snapshot. Online growth waits until the snapshot ends. With no snapshot
- * running, a writing call pays one branch and a thread-local note of the cut
- * epoch (below); a fixed-size table's writers also the shared lock above.
+ * being read waits for that one backend call). Extra memory: at most the rows
+ * of the buckets written during the snapshot. Online growth waits until the
+ * snapshot ends. With no snapshot running, a writing call pays one branch and a
+ * thread-local note of the cut epoch (below); a fixed-size table's writers also
+ * the shared lock above.
  *
  * Snapshots of one table run one at a time: a second begin waits for the first
  * to end. End a snapshot before destroying its table. */
