@@ -438,7 +438,7 @@ static int save_table(const char *dir, const char *name, const char *why, char *
     char q[600];
     if (!rc)
         srv_log(SRV_LOG_INFO, "checkpoint_saved",
-                "table=%s rows=%llu cut=%llu file=%s ms=%.0f why=%s", name,
+                "table=%s rows=%llu version=%llu file=%s ms=%.0f why=%s", name,
                 (unsigned long long)meta->rows, (unsigned long long)meta->version,
                 srv_log_q(q, sizeof q, path), ms_since(t0), why);
     else
