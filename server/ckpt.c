@@ -535,6 +535,17 @@ static int window_write(const char *dir, const save_result *res, const uint8_t *
     return 0;
 }
 
+/* window_read's "no": the reason into why[cap], and 0. */
+__attribute__((format(printf, 3, 4))) static int why_fail(char *why, size_t cap,
+                                                          const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, cap, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
 /* The window of <dir>/dedup.window if it was saved with exactly the tables
  * `names` at `cuts` (n of them): 1 and *body[*len] (malloc'ed); 0 with the
  * reason in why when there is none or it does not match. */
@@ -544,10 +555,10 @@ static int window_read(const char *dir, char *const *names, const uint64_t *cuts
     char path[PATH_CAP];
     *body = NULL;
     if (pathf(path, sizeof path, "%s/" WINDOW_FILE, dir))
-        return snprintf(why, why_cap, "dir is too long"), 0;
+        return why_fail(why, why_cap, "dir is too long");
     FILE *f = fopen(path, "rb");
     if (!f)
-        return snprintf(why, why_cap, "none saved (%s)", strerror(errno)), 0;
+        return why_fail(why, why_cap, "none saved (%s)", strerror(errno));
     uint8_t *b = NULL;
     size_t size = 0, cap = 0, got;
     do {
@@ -568,18 +579,19 @@ static int window_read(const char *dir, char *const *names, const uint64_t *cuts
     int ok = b && size >= 28 && !take(&p, end, magic, 8) && !memcmp(magic, WINDOW_MAGIC, 8) &&
              !take(&p, end, &fmt, 4) && fmt == WINDOW_FORMAT && !take(&p, end, &si, 4) &&
              !take(&p, end, &sc, 4) && !take(&p, end, &nt, 4);
-    memcpy(&crc, b + size - 4, 4);
-    if (ok && crc != ember_crc32c(b, size - 4))
-        ok = 0;
+    if (ok) {
+        memcpy(&crc, b + size - 4, 4);
+        ok = crc == ember_crc32c(b, size - 4);
+    }
     if (!ok) {
         free(b);
-        return snprintf(why, why_cap, "%s is damaged", path), 0;
+        return why_fail(why, why_cap, "%s is damaged", path);
     }
     end = b + size - 4;
     if (si != srv.cfg.shard_index || sc != srv.cfg.shard_count || nt != n) {
         free(b);
-        return snprintf(why, why_cap, "saved with %u table(s) of shard %u of %u, not these %zu",
-                        nt, si, sc, n), 0;
+        return why_fail(why, why_cap, "saved with %u table(s) of shard %u of %u, not these %zu",
+                        nt, si, sc, n);
     }
     for (uint32_t i = 0; i < nt; i++) {
         uint32_t l;
@@ -589,36 +601,36 @@ static int window_read(const char *dir, char *const *names, const uint64_t *cuts
         if (take(&p, end, &l, 4) || l > EMBER_TABLE_NAME_MAX || take(&p, end, name, l) ||
             take(&p, end, &cut, 8)) {
             free(b);
-            return snprintf(why, why_cap, "%s is damaged", path), 0;
+            return why_fail(why, why_cap, "%s is damaged", path);
         }
         name[l] = '\0';
         for (k = 0; k < n && strcmp(names[k], name); k++)
             ;
         if (k == n || cuts[k] != cut) {
             free(b);
-            return snprintf(why, why_cap,
+            return why_fail(why, why_cap,
                             "saved with table '%s' at cut %llu, not with the files loaded", name,
-                            (unsigned long long)cut), 0;
+                            (unsigned long long)cut);
         }
     }
     uint64_t bl;
     if (take(&p, end, &bl, 8) || bl != (uint64_t)(end - p)) {
         free(b);
-        return snprintf(why, why_cap, "%s is damaged", path), 0;
+        return why_fail(why, why_cap, "%s is damaged", path);
     }
     *len = (size_t)bl;
     *body = malloc(*len ? *len : 1);
     if (*body)
         memcpy(*body, p, *len);
     free(b);
-    return *body ? 1 : (snprintf(why, why_cap, "out of memory"), 0);
+    return *body ? 1 : why_fail(why, why_cap, "out of memory");
 }
 
 void srv_ckpt_window_apply(const char *dir, char *const *names, const uint64_t *cuts, size_t n,
                            const char *op)
 {
     uint8_t *body;
-    size_t len, clients = 0;
+    size_t len = 0, clients = 0;
     char why[PATH_CAP + 200], q[2 * PATH_CAP];
     if (!window_read(dir, names, cuts, n, &body, &len, why, sizeof why)) {
         srv_log(SRV_LOG_INFO, "dedup_window_not_restored", "op=%s dir=%s reason=%s", op, dir,

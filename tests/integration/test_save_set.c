@@ -13,7 +13,8 @@
  *    exactly those rows;
  *  - a save of every table saves the at-most-once window at its cut, and a fresh
  *    server's Load of the dir restores it: a push in the files is a duplicate,
- *    one after the cut applies;
+ *    one after the cut applies; a damaged window is not restored (logged), the
+ *    tables still load;
  *  - emberctl save --all-shards writes a set per shard and a manifest;
  *    emberctl load --manifest brings both shards back to it; a manifest whose
  *    cut does not match, a set name used twice or malformed are refused and
@@ -387,6 +388,28 @@ START_TEST(load_restores_the_window_saved_with_the_tables)
     char *log = eh_server_log(&b);
     ck_assert_msg(strstr(log, "dedup_window_restored"), "%s", log);
     free(log);
+
+    /* a damaged window is not restored (the tables still load): the push applies */
+    char wpath[500], cmd[1200];
+    snprintf(wpath, sizeof wpath, "%s/dedup.window", adir);
+    snprintf(cmd, sizeof cmd,
+             "printf '\\377' | dd of=%s bs=1 seek=30 conv=notrunc status=none", wpath);
+    ck_assert_int_eq(system(cmd), 0);
+    eh_server c3;
+    char cdir[400];
+    snprintf(cdir, sizeof cdir, "%s/c", dir);
+    const char *cf[] = {"--checkpoint-dir", cdir, NULL};
+    ck_assert_int_eq(eh_server_start(&c3, cf), 0);
+    ember_client *cc = open_client(c3.addr);
+    ck_assert_msg(ember_load(cc, NULL, adir, &e) == 0, "load: %s", e.message);
+    ck_assert_int_eq(push_once(c3.addr, 7, 1.0f, 0xabc, 1, &dup), 0);
+    ck_assert_int_eq(dup, 0);
+    expect_range(cc, "w", 7, 1, 2.0f);
+    log = eh_server_log(&c3);
+    ck_assert_msg(strstr(log, "dedup_window_not_restored") && strstr(log, "damaged"), "%s", log);
+    free(log);
+    ember_client_close(cc);
+    eh_server_cleanup(&c3);
     ember_client_close(cb);
     ember_client_close(ca);
     eh_server_cleanup(&b);
