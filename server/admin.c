@@ -384,6 +384,27 @@ static int ckpt_dir(const char *given, const char **dir, ember_error *err)
     return 0;
 }
 
+/* A save set's name: one path component of [A-Za-z0-9._-] that does not begin
+ * with a dot, for a save of every table. */
+static int set_name_check(const char *set, const char *table, ember_error *err)
+{
+    size_t l = strlen(set);
+    int ok = l >= 1 && l <= SRV_CKPT_SET_NAME_MAX && set[0] != '.';
+    for (size_t i = 0; ok && i < l; i++) {
+        char ch = set[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '.' || ch == '_' || ch == '-';
+    }
+    if (!ok)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "save set name '%.80s' is not [A-Za-z0-9_-][A-Za-z0-9._-]{0,63}",
+                               set);
+    if (*table)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "a save set holds every table: give no table with set '%s'", set);
+    return 0;
+}
+
 /* Admin/Save's answer, on the checkpointer thread when the save of call `arg`
  * ends: a SaveResponse naming the files written, or the error. */
 static void save_done(void *arg, int rc, const ember_error *err, const srv_ckpt_saved *saved)
@@ -397,6 +418,12 @@ static void save_done(void *arg, int rc, const ember_error *err, const srv_ckpt_
     out.n_files = saved->n;
     out.files = saved->files;
     out.rows = saved->rows;
+    out.dir = (char *)saved->dir;
+    out.n_tables = saved->n;
+    out.tables = saved->tables;
+    out.n_cuts = saved->n;
+    out.cuts = (uint64_t *)saved->cuts;
+    out.window = saved->window;
     grpc_slice s = pack(&out.base);
     srv_call_finish(c, EMBER_OK, NULL, &s);
 }
@@ -416,16 +443,53 @@ void srv_admin_save_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t
         return;
     }
     int rc = ckpt_dir(r->dir, &dir, &err);
+    if (!rc && r->set[0])
+        rc = set_name_check(r->set, r->table, &err);
     if (!rc && r->table[0]) {
         srv_table *t;
         if (!(rc = srv_table_by_name(r->table, &t, &err)))
             srv_table_unref(t);
     }
     if (!rc)
-        rc = srv_ckpt_queue_save(r->table, r->dir, save_done, c, &err);
+        rc = srv_ckpt_queue_save(r->table, r->dir, r->set, save_done, c, &err);
     if (rc)
         srv_call_finish(c, rc, err.message, NULL);
     protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+/* A manifest's expectation (LoadRequest.expect_*) is well formed and names as
+ * many tables as the dir holds. */
+static int load_expect_check(const Ember__V1__LoadRequest *r, size_t found, ember_error *err)
+{
+    if (r->n_expect_tables != r->n_expect_cuts)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "expect_tables (%zu) and expect_cuts (%zu) differ in length",
+                               r->n_expect_tables, r->n_expect_cuts);
+    if (r->table[0])
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "expect_tables is for a load of every table: give no table");
+    if (found != r->n_expect_tables)
+        return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                               "the dir holds %zu table(s), the manifest names %zu", found,
+                               r->n_expect_tables);
+    return 0;
+}
+
+/* The file of `name` is the one the manifest names: its cut is the one recorded. */
+static int load_expect_match(const Ember__V1__LoadRequest *r, const char *dir, const char *name,
+                             const ember_ckpt_meta *meta, ember_error *err)
+{
+    for (size_t i = 0; i < r->n_expect_tables; i++)
+        if (!strcmp(r->expect_tables[i], name)) {
+            if (r->expect_cuts[i] == meta->version)
+                return 0;
+            return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                                   "table '%s' in %s is at cut %llu, the manifest says %llu",
+                                   name, dir, (unsigned long long)meta->version,
+                                   (unsigned long long)r->expect_cuts[i]);
+        }
+    return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                           "table '%s' in %s is not in the manifest", name, dir);
 }
 
 int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
@@ -482,25 +546,33 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
         closedir(d);
     }
     char **loaded = calloc(n ? n : 1, sizeof *loaded);
-    if (!loaded) {
+    uint64_t *cuts = calloc(n ? n : 1, sizeof *cuts);
+    if (!loaded || !cuts) {
+        free(loaded);
+        free(cuts);
         rc = ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
+    if (r->n_expect_tables || r->n_expect_cuts)
+        rc = load_expect_check(r, n, err);
     /* check every header before loading any file, so a damaged one refuses all */
     for (size_t i = 0; i < n && !rc; i++) {
         char path[SRV_PATH_MAX + 160];
         ember_ckpt_meta meta;
         if (!(rc = srv_ckpt_resolve(dir, names[i], path, sizeof path, err)))
             rc = ember_ckpt_read_meta(path, &meta, err);
+        if (!rc && r->n_expect_tables)
+            rc = load_expect_match(r, dir, names[i], &meta, err);
     }
     size_t k = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
+    for (size_t i = 0; i < n && !rc && !r->check_only; i++) {
         char path[SRV_PATH_MAX + 160];
         ember_ckpt_meta meta;
         int created = 0;
         if (!(rc = srv_ckpt_resolve(dir, names[i], path, sizeof path, err)))
             rc = srv_ckpt_load_file(path, names[i], r->create, "load", &meta, &created, err);
         if (!rc) {
+            cuts[k] = meta.version;
             loaded[k++] = names[i];
             rows += meta.rows;
             srv_log(SRV_LOG_INFO, "table_loaded",
@@ -512,6 +584,9 @@ int srv_admin_load(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
                      " (%zu table(s) loaded before this one)", k);
         }
     }
+    if (!rc && !r->table[0] && !r->check_only)
+        srv_ckpt_window_apply(dir, loaded, cuts, k, "load");
+    free(cuts);
     if (!rc) {
         Ember__V1__LoadResponse out = EMBER__V1__LOAD_RESPONSE__INIT;
         out.n_tables = k;

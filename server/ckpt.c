@@ -18,9 +18,18 @@
 #include "server/log.h"
 #include "server/server.h"
 #include "storage/checkpoint.h"
+#include "storage/crc32c.h"
 #include "storage/durable.h"
 
 #define HIST_DIR "history"
+#define SETS_DIR "sets"
+#define WINDOW_FILE "dedup.window"
+#define WINDOW_EXT ".window"
+#define WINDOW_MAGIC "EMBRWNDW"
+#define WINDOW_FORMAT 1u
+/* How long a save waits, after its tables are written, for the pushes pending
+ * at its cut to end (dedup.h). */
+#define WINDOW_SETTLE_MS 5000u
 #define CKPT_EXT ".ckpt"
 /* YYYYMMDDTHHMMSS.nnnnnnnnnZ */
 #define STAMP_LEN 26
@@ -33,6 +42,7 @@ typedef struct ck_job {
     void *arg;
     char table[EMBER_TABLE_NAME_MAX + 1];
     char dir[SRV_PATH_MAX];
+    char set[SRV_CKPT_SET_NAME_MAX + 1]; /* "": into dir itself */
     struct ck_job *next;
 } ck_job;
 
@@ -386,10 +396,13 @@ static void save_counted(srv_table *t, int rc, uint64_t t0)
     atomic_fetch_add_explicit(&c->ckpt_saves, 1, memory_order_relaxed);
 }
 
-/* Saves the table now registered as `name` into dir (see the layout in ckpt.h).
- * NOT_FOUND if there is none (dropped since it was listed). */
+/* Saves the table now registered as `name` into dir (see the layout in ckpt.h),
+ * from `snap` when given (a snapshot of `snap_of`, begun with the other tables'
+ * at one cut), else from a snapshot of its own. NOT_FOUND if there is none
+ * (dropped since it was listed). */
 static int save_table(const char *dir, const char *name, const char *why, char *path,
-                      size_t path_cap, ember_ckpt_meta *meta, ember_error *err)
+                      size_t path_cap, ember_ckpt_meta *meta, ember_table_snapshot *snap,
+                      srv_table *snap_of, ember_error *err)
 {
     uint64_t t0 = mono_ms();
     int rc;
@@ -403,13 +416,19 @@ static int save_table(const char *dir, const char *name, const char *why, char *
         pthread_mutex_unlock(&ck.table_mu);
         return ember_error_set(err, EMBER_NOT_FOUND, "table '%s' was dropped", name);
     }
+    if (snap) { /* as it was at the cut, even if a Load replaced it since */
+        srv_table_unref(t);
+        t = snap_of;
+        srv_table_ref(t);
+    }
     char hist[PATH_CAP];
     if (srv.cfg.checkpoint_keep > 1)
         hist_keep(dir, name, path, hist, sizeof hist);
     op_progress prog = {"save", name, t0, t0};
     const ember_ckpt_progress report = {on_progress, &prog};
-    rc = ember_ckpt_save_progress(t->table, path, name, srv.cfg.shard_index,
-                                  srv.cfg.shard_count, &t->placement, &report, meta, err);
+    const ember_ckpt_save_opts opts = {&report, NULL, NULL, snap};
+    rc = ember_ckpt_save_opts_run(t->table, path, name, srv.cfg.shard_index,
+                                  srv.cfg.shard_count, &t->placement, &opts, meta, err);
     progress_publish(&prog, 0, 0, 1);
     if (!rc || srv.cfg.checkpoint_keep > 1)
         hist_prune(dir, name, path, srv.cfg.checkpoint_keep);
@@ -431,72 +450,327 @@ static int save_table(const char *dir, const char *name, const char *why, char *
 /* What a save of several tables did. */
 typedef struct save_result {
     char **files;   /* one per table saved */
+    char **tables;  /* their names, */
+    uint64_t *cuts; /* and their cuts (the header's version) */
     size_t n, failed;
     uint64_t rows;
+    int window;     /* the at-most-once window was saved beside them */
 } save_result;
 
 static void result_free(save_result *r)
 {
     names_free(r->files, r->n);
+    names_free(r->tables, r->n);
+    free(r->cuts);
     memset(r, 0, sizeof *r);
 }
 
-/* Saves `table` ("" = every table) into dir. With several tables, one that fails
- * does not stop the others; the first error is returned, saying how many were
- * saved. A table dropped while the save runs is skipped. */
+/* ---- the at-most-once window saved beside the tables --------------------- */
+
+static void put32(uint8_t **p, uint32_t v)
+{
+    memcpy(*p, &v, 4); /* little-endian hosts only, as the checkpoints */
+    *p += 4;
+}
+
+static void put64(uint8_t **p, uint64_t v)
+{
+    memcpy(*p, &v, 8);
+    *p += 8;
+}
+
+/* Reads n bytes at *p of a buffer ending at end, or fails. */
+static int take(const uint8_t **p, const uint8_t *end, void *out, size_t n)
+{
+    if ((size_t)(end - *p) < n)
+        return -1;
+    memcpy(out, *p, n);
+    *p += n;
+    return 0;
+}
+
+/* <dir>/dedup.window: the window captured at the cut of the tables saved with
+ * it, and their names and cuts (it is restored only beside exactly those).
+ *   8 magic "EMBRWNDW", 4 format 1, 4 shard index, 4 shard count, 4 tables;
+ *   per table: 4 name length, the name, 8 cut;
+ *   8 window length, the window (dedup.c's), 4 CRC-32C of all before. */
+static int window_write(const char *dir, const save_result *res, const uint8_t *body,
+                        size_t len, ember_error *err)
+{
+    char path[PATH_CAP];
+    if (pathf(path, sizeof path, "%s/" WINDOW_FILE, dir))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dir is too long");
+    size_t cap = 24 + res->n * (12 + EMBER_TABLE_NAME_MAX) + 8 + len + 4;
+    uint8_t *b = malloc(cap), *p = b;
+    if (!b)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    memcpy(p, WINDOW_MAGIC, 8);
+    p += 8;
+    put32(&p, WINDOW_FORMAT);
+    put32(&p, srv.cfg.shard_index);
+    put32(&p, srv.cfg.shard_count);
+    put32(&p, (uint32_t)res->n);
+    for (size_t i = 0; i < res->n; i++) {
+        size_t l = strlen(res->tables[i]);
+        put32(&p, (uint32_t)l);
+        memcpy(p, res->tables[i], l);
+        p += l;
+        put64(&p, res->cuts[i]);
+    }
+    put64(&p, len);
+    memcpy(p, body, len);
+    p += len;
+    put32(&p, ember_crc32c(b, (size_t)(p - b)));
+    ember_durable_file *f = NULL;
+    ember_durable_fail fail;
+    int e = ember_durable_create(path, &f, &fail);
+    if (!e && (e = ember_durable_write(f, b, (size_t)(p - b), &fail)))
+        ember_durable_abort(f);
+    else if (!e)
+        e = ember_durable_commit(f, &fail);
+    free(b);
+    if (e)
+        return ember_error_set(err, EMBER_INTERNAL, "%s %s: %s", fail.df_step, fail.df_path,
+                               strerror(e));
+    return 0;
+}
+
+/* window_read's "no": the reason into why[cap], and 0. */
+__attribute__((format(printf, 3, 4))) static int why_fail(char *why, size_t cap,
+                                                          const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, cap, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* The window of <dir>/dedup.window if it was saved with exactly the tables
+ * `names` at `cuts` (n of them): 1 and *body[*len] (malloc'ed); 0 with the
+ * reason in why when there is none or it does not match. */
+static int window_read(const char *dir, char *const *names, const uint64_t *cuts, size_t n,
+                       uint8_t **body, size_t *len, char *why, size_t why_cap)
+{
+    char path[PATH_CAP];
+    *body = NULL;
+    if (pathf(path, sizeof path, "%s/" WINDOW_FILE, dir))
+        return why_fail(why, why_cap, "dir is too long");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return why_fail(why, why_cap, "none saved (%s)", strerror(errno));
+    uint8_t *b = NULL;
+    size_t size = 0, cap = 0, got;
+    do {
+        if (size == cap) {
+            cap = cap ? 2 * cap : 65536;
+            uint8_t *q = realloc(b, cap);
+            if (!q)
+                break;
+            b = q;
+        }
+        got = fread(b + size, 1, cap - size, f);
+        size += got;
+    } while (got);
+    fclose(f);
+    const uint8_t *p = b, *end = b + size;
+    char magic[8];
+    uint32_t fmt, si, sc, nt, crc;
+    int ok = b && size >= 28 && !take(&p, end, magic, 8) && !memcmp(magic, WINDOW_MAGIC, 8) &&
+             !take(&p, end, &fmt, 4) && fmt == WINDOW_FORMAT && !take(&p, end, &si, 4) &&
+             !take(&p, end, &sc, 4) && !take(&p, end, &nt, 4);
+    if (ok) {
+        memcpy(&crc, b + size - 4, 4);
+        ok = crc == ember_crc32c(b, size - 4);
+    }
+    if (!ok) {
+        free(b);
+        return why_fail(why, why_cap, "%s is damaged", path);
+    }
+    end = b + size - 4;
+    if (si != srv.cfg.shard_index || sc != srv.cfg.shard_count || nt != n) {
+        free(b);
+        return why_fail(why, why_cap, "saved with %u table(s) of shard %u of %u, not these %zu",
+                        nt, si, sc, n);
+    }
+    for (uint32_t i = 0; i < nt; i++) {
+        uint32_t l;
+        char name[EMBER_TABLE_NAME_MAX + 1];
+        uint64_t cut;
+        size_t k;
+        if (take(&p, end, &l, 4) || l > EMBER_TABLE_NAME_MAX || take(&p, end, name, l) ||
+            take(&p, end, &cut, 8)) {
+            free(b);
+            return why_fail(why, why_cap, "%s is damaged", path);
+        }
+        name[l] = '\0';
+        for (k = 0; k < n && strcmp(names[k], name); k++)
+            ;
+        if (k == n || cuts[k] != cut) {
+            free(b);
+            return why_fail(why, why_cap,
+                            "saved with table '%s' at cut %llu, not with the files loaded", name,
+                            (unsigned long long)cut);
+        }
+    }
+    uint64_t bl;
+    if (take(&p, end, &bl, 8) || bl != (uint64_t)(end - p)) {
+        free(b);
+        return why_fail(why, why_cap, "%s is damaged", path);
+    }
+    *len = (size_t)bl;
+    *body = malloc(*len ? *len : 1);
+    if (*body)
+        memcpy(*body, p, *len);
+    free(b);
+    return *body ? 1 : why_fail(why, why_cap, "out of memory");
+}
+
+void srv_ckpt_window_apply(const char *dir, char *const *names, const uint64_t *cuts, size_t n,
+                           const char *op)
+{
+    uint8_t *body;
+    size_t len = 0, clients = 0;
+    char why[PATH_CAP + 200], q[2 * PATH_CAP];
+    if (!window_read(dir, names, cuts, n, &body, &len, why, sizeof why)) {
+        srv_log(SRV_LOG_INFO, "dedup_window_not_restored", "op=%s dir=%s reason=%s", op, dir,
+                srv_log_q(q, sizeof q, why));
+        return;
+    }
+    if (srv_dedup_restore(srv.dedup, body, len, &clients))
+        srv_log(SRV_LOG_WARN, "dedup_window_not_restored", "op=%s dir=%s reason=malformed", op,
+                dir);
+    else
+        srv_log(SRV_LOG_INFO, "dedup_window_restored", "op=%s dir=%s clients=%zu", op, dir,
+                clients);
+    free(body);
+}
+
+/* ---- saving a set of tables ---------------------------------------------- */
+
+static void window_cut(void *arg, uint64_t cut_epoch)
+{
+    *(srv_dedup_capture **)arg = srv_dedup_capture_begin(srv.dedup, cut_epoch);
+}
+
+/* A saved table into res. */
+static void result_add(save_result *res, const char *path, const char *name,
+                       const ember_ckpt_meta *meta)
+{
+    char *f = strdup(path), *t = strdup(name);
+    if (!f || !t) {
+        free(f);
+        free(t);
+        return;
+    }
+    res->files[res->n] = f;
+    res->tables[res->n] = t;
+    res->cuts[res->n] = meta->version;
+    res->n++;
+    res->rows += meta->rows;
+}
+
+/* Every table at one cut, and the at-most-once window at that cut beside them
+ * (dedup.window) once they are all saved. */
+static int save_every(const char *dir, const char *why, save_result *res, ember_error *first)
+{
+    size_t k;
+    srv_table **list = srv_registry_list(srv.registry, &k);
+    ember_table **ts = calloc(k ? k : 1, sizeof *ts);
+    ember_table_snapshot **snaps = calloc(k ? k : 1, sizeof *snaps);
+    res->files = calloc(k ? k : 1, sizeof *res->files);
+    res->tables = calloc(k ? k : 1, sizeof *res->tables);
+    res->cuts = calloc(k ? k : 1, sizeof *res->cuts);
+    srv_dedup_capture *cap = NULL;
+    int rc = (!list && k) || !ts || !snaps || !res->files || !res->tables || !res->cuts
+                 ? ember_error_set(first, EMBER_RESOURCE_EXHAUSTED, "out of memory")
+                 : 0;
+    for (size_t i = 0; !rc && i < k; i++)
+        ts[i] = list[i]->table;
+    if (!rc && k)
+        rc = ember_table_snapshot_begin_many(ts, k, window_cut, &cap, snaps, first);
+    for (size_t i = 0; !rc && i < k; i++) {
+        char path[PATH_CAP];
+        ember_ckpt_meta meta;
+        ember_error e;
+        int r = save_table(dir, list[i]->name, why, path, sizeof path, &meta, snaps[i], list[i],
+                           &e);
+        ember_table_snapshot_end(snaps[i]);
+        snaps[i] = NULL;
+        if (r == EMBER_NOT_FOUND)
+            continue; /* dropped since: not saved, not in the window's set */
+        if (r) {
+            res->failed++;
+            if (!first->code)
+                *first = e;
+            continue;
+        }
+        result_add(res, path, list[i]->name, &meta);
+    }
+    for (size_t i = 0; i < k && snaps; i++)
+        ember_table_snapshot_end(snaps[i]);
+    if (cap && !rc && !res->failed) {
+        uint8_t *body = NULL;
+        size_t len = 0, left = 0;
+        ember_error we;
+        if (srv_dedup_capture_finish(srv.dedup, cap, WINDOW_SETTLE_MS, &body, &len, &left))
+            ember_error_set(&we, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+        else if (!window_write(dir, res, body, len, &we))
+            res->window = 1;
+        if (left)
+            srv_log(SRV_LOG_WARN, "dedup_window_partial",
+                    "dir=%s pending=%zu: pushes still running %u ms after the cut are left out "
+                    "of the saved window (a retry of one after a restore applies again)",
+                    dir, left, WINDOW_SETTLE_MS);
+        if (!res->window) {
+            char q[600];
+            srv_log(SRV_LOG_WARN, "dedup_window_not_saved", "dir=%s reason=%s", dir,
+                    srv_log_q(q, sizeof q, body ? we.message : "out of memory"));
+        }
+        free(body);
+    } else {
+        srv_dedup_capture_abort(srv.dedup, cap);
+    }
+    free(ts);
+    free(snaps);
+    srv_registry_list_free(list, k);
+    return rc ? rc : first->code;
+}
+
+/* Saves `table` ("" = every table, at one cut, with the window) into dir. With
+ * several tables, one that fails does not stop the others; the first error is
+ * returned, saying how many were saved. A table dropped while the save runs is
+ * skipped. */
 static int save_set(const char *dir, const char *table, const char *why, save_result *res,
                     ember_error *err)
 {
-    char **names = NULL;
-    size_t n = 0;
-    int rc = 0;
     memset(res, 0, sizeof *res);
     if (mkdir(dir, 0755) && errno != EEXIST)
         return ember_error_set(err, EMBER_INTERNAL, "cannot create %s: %s", dir,
                                strerror(errno));
-    if (*table) {
-        names = calloc(1, sizeof *names);
-        if (names && (names[0] = strdup(table)))
-            n = 1;
-    } else {
-        size_t k;
-        srv_table **list = srv_registry_list(srv.registry, &k);
-        names = calloc(k ? k : 1, sizeof *names);
-        for (size_t i = 0; list && names && i < k; i++)
-            if ((names[n] = strdup(list[i]->name)))
-                n++;
-        srv_registry_list_free(list, k);
-    }
-    res->files = calloc(n ? n : 1, sizeof *res->files);
-    if (!names || !res->files) {
-        names_free(names, n);
-        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
-    }
     ember_error first = {0};
-    for (size_t i = 0; i < n; i++) {
+    int rc;
+    if (*table) {
         char path[PATH_CAP];
         ember_ckpt_meta meta;
-        ember_error e;
-        int r = save_table(dir, names[i], why, path, sizeof path, &meta, &e);
-        if (r == EMBER_NOT_FOUND && !*table)
-            continue;
-        if (r) {
-            res->failed++;
-            if (!first.code)
-                first = e;
-            continue;
-        }
-        if ((res->files[res->n] = strdup(path)))
-            res->n++;
-        res->rows += meta.rows;
+        res->files = calloc(1, sizeof *res->files);
+        res->tables = calloc(1, sizeof *res->tables);
+        res->cuts = calloc(1, sizeof *res->cuts);
+        if (!res->files || !res->tables || !res->cuts)
+            return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+        rc = save_table(dir, table, why, path, sizeof path, &meta, NULL, NULL, &first);
+        if (rc)
+            return ember_error_set(err, first.code, "%s", first.message);
+        result_add(res, path, table, &meta);
+        return 0;
     }
-    if (first.code) {
-        rc = *table ? ember_error_set(err, first.code, "%s", first.message)
-                    : ember_error_set(err, first.code, "%zu of %zu table(s) not saved: %s",
-                                      res->failed, res->failed + res->n, first.message);
-    }
-    names_free(names, n);
-    return rc;
+    rc = save_every(dir, why, res, &first);
+    if (!rc)
+        return 0;
+    if (!res->failed) /* before any table was saved */
+        return ember_error_set(err, first.code, "%s", first.message);
+    return ember_error_set(err, first.code, "%zu of %zu table(s) not saved: %s", res->failed,
+                           res->failed + res->n, first.message);
 }
 
 /* ---- retire -------------------------------------------------------------- */
@@ -579,6 +853,7 @@ static void temp_removed(const char *path, void *arg)
 static void clean_temps(const char *dir)
 {
     ember_durable_clean_temps(dir, CKPT_EXT, temp_removed, NULL, NULL, NULL);
+    ember_durable_clean_temps(dir, WINDOW_EXT, temp_removed, NULL, NULL, NULL);
 }
 
 /* The table names of <dir>/<name>.ckpt files, sorted (malloc'ed; *n). */
@@ -685,7 +960,7 @@ static int restore(const char *dir, char *msg, size_t cap)
                 first = err;
         }
     }
-    uint64_t rows = 0;
+    uint64_t rows = 0, *cuts = calloc(n ? n : 1, sizeof *cuts);
     for (size_t i = 0; i < n && !bad; i++) {
         uint64_t t1 = mono_ms();
         ember_ckpt_meta m;
@@ -701,6 +976,8 @@ static int restore(const char *dir, char *msg, size_t cap)
         char s[STAMP_BUF];
         stamp(s, m.created_ns);
         rows += m.rows;
+        if (cuts)
+            cuts[i] = m.version;
         srv_log(SRV_LOG_INFO, "restored",
                 "table=%s rows=%llu version=%llu file=%s saved_at=%s ms=%.0f", names[i],
                 (unsigned long long)m.rows, (unsigned long long)m.version, path, s, ms_since(t1));
@@ -713,9 +990,12 @@ static int restore(const char *dir, char *msg, size_t cap)
                  dir, ember_status_name(first.code), first.message,
                  bad > 1 ? " (and more: see the log)" : "", dir);
     } else {
+        if (cuts)
+            srv_ckpt_window_apply(dir, names, cuts, n, "restore");
         srv_log(SRV_LOG_INFO, "restore_done", "dir=%s tables=%zu rows=%llu ms=%.0f", dir, n,
                 (unsigned long long)rows, ms_since(t0));
     }
+    free(cuts);
     names_free(names, n);
     return bad ? -1 : 0;
 }
@@ -742,13 +1022,39 @@ int srv_ckpt_open(char *msg, size_t cap)
 
 /* ---- the checkpointer thread --------------------------------------------- */
 
+/* <base>/sets/<set>: a fresh directory, never one a save already used. */
+static int set_dir(const char *base, const char *set, char *out, size_t cap, ember_error *err)
+{
+    char sets[PATH_CAP];
+    if (pathf(sets, sizeof sets, "%s/" SETS_DIR, base) ||
+        pathf(out, cap, "%s/" SETS_DIR "/%s", base, set))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dir is too long");
+    if ((mkdir(base, 0755) && errno != EEXIST) || (mkdir(sets, 0755) && errno != EEXIST))
+        return ember_error_set(err, EMBER_INTERNAL, "cannot create %s: %s", sets,
+                               strerror(errno));
+    if (mkdir(out, 0755))
+        return ember_error_set(err, errno == EEXIST ? EMBER_ALREADY_EXISTS : EMBER_INTERNAL,
+                               "cannot create %s: %s%s", out, strerror(errno),
+                               errno == EEXIST ? " (a save set of that name exists: name "
+                                                 "each cluster-wide save anew)"
+                                               : "");
+    ember_durable_fsync_dir(sets, NULL);
+    return 0;
+}
+
 static void run_job(ck_job *j)
 {
     const char *dir = *j->dir ? j->dir : srv.cfg.checkpoint_dir;
+    char sdir[PATH_CAP];
     save_result res;
     ember_error err = {0};
-    int rc = save_set(dir, j->table, "save", &res, &err);
-    srv_ckpt_saved saved = {res.files, res.n, res.rows};
+    int rc = 0;
+    memset(&res, 0, sizeof res);
+    if (*j->set && !(rc = set_dir(dir, j->set, sdir, sizeof sdir, &err)))
+        dir = sdir;
+    if (!rc)
+        rc = save_set(dir, j->table, "save", &res, &err);
+    srv_ckpt_saved saved = {res.files, res.n, res.rows, dir, res.tables, res.cuts, res.window};
     j->done(j->arg, rc, &err, &saved);
     result_free(&res);
 }
@@ -844,8 +1150,8 @@ int srv_ckpt_start(char *msg, size_t cap)
     return 0;
 }
 
-int srv_ckpt_queue_save(const char *table, const char *dir, srv_ckpt_done_fn done, void *arg,
-                        ember_error *err)
+int srv_ckpt_queue_save(const char *table, const char *dir, const char *set,
+                        srv_ckpt_done_fn done, void *arg, ember_error *err)
 {
     ck_job *j = calloc(1, sizeof *j);
     if (!j)
@@ -854,6 +1160,7 @@ int srv_ckpt_queue_save(const char *table, const char *dir, srv_ckpt_done_fn don
     j->arg = arg;
     snprintf(j->table, sizeof j->table, "%s", table);
     snprintf(j->dir, sizeof j->dir, "%s", dir);
+    snprintf(j->set, sizeof j->set, "%s", set ? set : "");
     pthread_mutex_lock(&ck.mu);
     if (ck.tail)
         ck.tail->next = j;

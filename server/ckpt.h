@@ -14,6 +14,12 @@
  *                                       save started (YYYYMMDDTHHMMSS.nnnnnnnnnZ,
  *                                       so names sort by time); a save keeps the
  *                                       newest --checkpoint-keep − 1 of its table
+ *   <dir>/dedup.window                  the at-most-once window saved by the last
+ *                                       save of every table, with the names and
+ *                                       cuts of the tables it goes with
+ *   <dir>/sets/<set>/                   a save set (Admin/Save with a set name):
+ *                                       every table and dedup.window at one cut,
+ *                                       never written over, not restored at start
  *   <dir>/.lock                         --checkpoint-dir only: flock'ed by the
  *                                       server using the dir, holds its pid
  *
@@ -23,12 +29,14 @@
  * previous one until the rename, the new one after it; a kill at any moment
  * leaves one of the two and perhaps a temp file, which nothing reads.
  *
- * Tables are saved one after another, each file on its own: a crash in the middle
- * of a save of every table leaves the tables saved so far at the new checkpoint
- * and the others at their previous one. Each row in a file is whole (embedding and
- * optimizer slots from one moment: the table's export takes each bucket's lock),
- * while Pull and Push go on during the save: a push that lands during it may or
- * may not be in the file.
+ * Each file is its table at one moment, its cut (storage/table.h's snapshots),
+ * while Pull and Push go on during the save. A save of every table takes one cut
+ * for all of them (ember_table_snapshot_begin_many) and, at that cut, captures
+ * the at-most-once window (dedup.h), written as dedup.window once every table is
+ * saved; the files are still written one after another, each on its own: a crash
+ * in the middle leaves the tables saved so far at the new checkpoint and the
+ * others at their previous one, and a window that matches neither set (so it is
+ * not restored).
  *
  * Dropping a table moves its <table>.ckpt into history/ (--checkpoint-dir only):
  * a dropped table is not restored at the next start, while Admin/Load of it by
@@ -37,7 +45,8 @@
  * Restore (at start, before the port opens): every <dir>/<table>.ckpt. All
  * headers are checked first (this server's shard index and count, the table name
  * of the file's name), then each file is verified whole and loaded into a table
- * created from its config. Any failure stops the start, naming the file: a server
+ * created from its config; then dedup.window, if it was saved with exactly these
+ * tables at these cuts (srv_ckpt_window_apply). Any failure stops the start, naming the file: a server
  * never serves a table missing or partial because its checkpoint was bad.
  *
  * Threads: all saves other than the exit save run on one checkpointer thread, so
@@ -79,11 +88,17 @@ void srv_ckpt_stop(void);
  * (saved, or nothing to do) or -1 (a table could not be saved: logged). */
 int srv_ckpt_exit_save(void);
 
-/* What a queued save did: the files written (one per table saved) and their rows. */
+/* What a queued save did: the files written (one per table saved) and their rows,
+ * the directory saved into, each table's name and cut (its file's version), and
+ * whether the at-most-once window was saved beside them. */
 typedef struct srv_ckpt_saved {
     char **files;
     size_t n;
     uint64_t rows;
+    const char *dir;
+    char **tables;
+    const uint64_t *cuts;
+    int window;
 } srv_ckpt_saved;
 
 /* A queued save's end, on the checkpointer thread: `rc` 0 with what was saved in
@@ -92,11 +107,21 @@ typedef void (*srv_ckpt_done_fn)(void *arg, int rc, const ember_error *err,
                                  const srv_ckpt_saved *saved);
 
 /* Admin/Save: queues the save of `table` ("" = every table) into `dir` ("" = the
- * --checkpoint-dir); `done(arg, ...)` runs on the checkpointer thread when it
- * ends. The caller has checked the names. Returns 0 (queued: done will run), or
+ * --checkpoint-dir), or with a `set` name (NULL or "": none) into the fresh
+ * directory <dir>/sets/<set> (ALREADY_EXISTS through done if a save made it
+ * already); `done(arg, ...)` runs on the checkpointer thread when it ends. The
+ * caller has checked the names. Returns 0 (queued: done will run), or
  * RESOURCE_EXHAUSTED in err (not queued: done will not run). */
-int srv_ckpt_queue_save(const char *table, const char *dir, srv_ckpt_done_fn done, void *arg,
-                        ember_error *err);
+#define SRV_CKPT_SET_NAME_MAX 64u
+int srv_ckpt_queue_save(const char *table, const char *dir, const char *set,
+                        srv_ckpt_done_fn done, void *arg, ember_error *err);
+
+/* After the tables `names` were loaded from `dir` with cuts `cuts` (their
+ * files' versions), n of them — the restore at start, or Load of every table
+ * of a dir: restores the at-most-once window saved beside them (dedup.h) if it
+ * was saved with exactly those tables at those cuts; else logs why not. */
+void srv_ckpt_window_apply(const char *dir, char *const *names, const uint64_t *cuts, size_t n,
+                           const char *op);
 
 /* A dropped table's checkpoint in --checkpoint-dir goes to history/ (waits for a
  * save of it in progress). No-op without a dir or without a file. */

@@ -59,4 +59,33 @@ void srv_dedup_abort(srv_dedup *d, uint64_t client, uint64_t seq);
 /* Clients currently remembered. */
 size_t srv_dedup_clients(srv_dedup *d);
 
+/* ---- the window saved with the tables (server/ckpt.c) ----------------------
+ *
+ * A save of every table takes one cut for all of them (storage/table.h) and,
+ * at that cut, captures the window: a pair is in the saved window iff its push
+ * is in the saved tables. Pairs that had ended by the cut are (their push was
+ * applied before it); pairs pending then were marked at admission and may have
+ * been applied before the cut or not yet: each is settled when it ends, by the
+ * cut epoch of the write that applied it (ember_table_thread_cut_epoch: the
+ * ending thread's last writing call, the push's own), and one aborted is left
+ * out. A push applied in several writing calls (a coalesced batch in layers)
+ * that straddle the cut is left out (a retry would apply its part again). */
+typedef struct srv_dedup_capture srv_dedup_capture;
+
+/* At the cut (no write of a saved table runs): records the window; `cut_epoch`
+ * is the snapshots' (ember_table_snapshot_cut_epoch). NULL when out of memory
+ * or when another capture is being settled. */
+srv_dedup_capture *srv_dedup_capture_begin(srv_dedup *d, uint64_t cut_epoch);
+/* After the tables are saved: waits up to timeout_ms for the pairs pending at
+ * the cut to end (one still pending then is left out: *left_out counts them),
+ * and returns the window in a malloc'ed *out[*len] for srv_dedup_restore. Frees
+ * the capture. -1 when out of memory. */
+int srv_dedup_capture_finish(srv_dedup *d, srv_dedup_capture *c, unsigned timeout_ms,
+                             uint8_t **out, size_t *len, size_t *left_out);
+/* Frees a capture not finished (the save failed). NULL is a no-op. */
+void srv_dedup_capture_abort(srv_dedup *d, srv_dedup_capture *c);
+/* Marks every pair of a saved window applied (merged with what d holds: the
+ * restore at start and Load). *clients = clients read. -1: malformed. */
+int srv_dedup_restore(srv_dedup *d, const uint8_t *p, size_t len, size_t *clients);
+
 #endif

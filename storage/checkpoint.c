@@ -153,22 +153,21 @@ int ember_ckpt_load_progress(ember_table *t, const char *path, const ember_ckpt_
 
 /* ---- saving ---------------------------------------------------------------- */
 
-/* Exports every row of t into chunks; counts rows into h and chunks into
- * *chunks. */
-static int write_rows(ember_table *t, ckpt_out *o, ckpt_header *h, uint64_t *chunks,
+/* Writes every row of the snapshot s into chunks; counts rows into h and chunks
+ * into *chunks. */
+static int write_rows(ember_table_snapshot *s, ckpt_out *o, ckpt_header *h, uint64_t *chunks,
                       const ember_ckpt_progress *progress, const char *path, ember_error *err)
 {
-    uint64_t total = ember_table_size(t);
+    uint64_t total = ember_table_snapshot_size(s);
     progress_report(progress, 0, total);
-    const ember_export_filter all = {0, 0, 1};
     uint32_t rf = h->ch_row_floats;
-    uint64_t cursor = 0, end = ember_table_export_end(t);
+    uint64_t cursor = 0, end = ember_table_snapshot_end_cursor(s);
     ckpt_batch b = {NULL, NULL, NULL, NULL, NULL};
     int rc = ckpt_batch_alloc(&b, h->ch_chunk_rows, rf, err);
     while (!rc && cursor < end) {
         size_t n;
-        rc = ember_table_export(t, &all, &cursor, h->ch_chunk_rows, b.cb_keys, b.cb_rows,
-                                b.cb_scores, b.cb_versions, &n, err);
+        rc = ember_table_snapshot_export(s, &cursor, h->ch_chunk_rows, b.cb_keys, b.cb_rows,
+                                         b.cb_scores, b.cb_versions, &n, err);
         if (rc || !n)
             continue;
         size_t bad = ckpt_first_nonfinite(b.cb_rows, n * rf);
@@ -192,21 +191,29 @@ static int write_rows(ember_table *t, ckpt_out *o, ckpt_header *h, uint64_t *chu
     return rc;
 }
 
-/* Writes the whole file: a placeholder header, the chunks, the footer, then the
- * real header (its counts are known only now). */
+/* Writes the whole file from a snapshot of t: a placeholder header, the chunks,
+ * the footer, then the real header (its counts are known only now). */
 static int write_file(ember_table *t, ember_durable_file *file, ckpt_header *h,
-                      const ember_ckpt_progress *progress, const char *path, ember_error *err)
+                      const ember_ckpt_save_opts *opts, const char *path, ember_error *err)
 {
     uint64_t chunks = 0;
     ckpt_out o;
+    ember_table_snapshot *s = opts ? opts->snapshot : NULL, *own = NULL;
     int e = ckpt_out_begin(&o, file, 1, CKPT_HDR_LEN);
     int rc = e ? ckpt_durable_fail(err, path, e, &o.co_fail) : EMBER_OK;
-    if (!rc)
-        rc = write_rows(t, &o, h, &chunks, progress, path, err);
+    if (!rc && !s) {
+        rc = ember_table_snapshot_begin(t, opts ? opts->at_cut : NULL,
+                                        opts ? opts->at_cut_arg : NULL, &own, err);
+        s = own;
+    }
     if (!rc) {
-        ember_table_stats st;
-        ember_table_stats_get(t, &st); /* after the scan: ≥ every saved row's version */
-        h->ch_meta.version = st.version;
+        /* the header says the table as it was at the cut */
+        h->ch_meta.version = ember_table_snapshot_cut(s);
+        h->ch_meta.epoch = ember_table_snapshot_epoch(s);
+        rc = write_rows(s, &o, h, &chunks, opts ? opts->progress : NULL, path, err);
+    }
+    ember_table_snapshot_end(own);
+    if (!rc) {
         e = ckpt_out_end(&o, h, chunks);
         rc = e ? ckpt_io_fail(err, path, "write", e) : EMBER_OK;
     }
@@ -229,6 +236,17 @@ int ember_ckpt_save_progress(ember_table *t, const char *path, const char *table
                              const ember_ckpt_progress *progress, ember_ckpt_meta *out_meta,
                              ember_error *err)
 {
+    const ember_ckpt_save_opts opts = {progress, NULL, NULL, NULL};
+    return ember_ckpt_save_opts_run(t, path, table_name, shard_index, shard_count, placement,
+                                    &opts, out_meta, err);
+}
+
+int ember_ckpt_save_opts_run(ember_table *t, const char *path, const char *table_name,
+                             uint32_t shard_index, uint32_t shard_count,
+                             const ember_ckpt_placement *placement,
+                             const ember_ckpt_save_opts *opts, ember_ckpt_meta *out_meta,
+                             ember_error *err)
+{
     ckpt_header h;
     ember_durable_file *file = NULL;
     ember_durable_fail fail;
@@ -240,11 +258,10 @@ int ember_ckpt_save_progress(ember_table *t, const char *path, const char *table
                               shard_count, placement, 0, path, err);
     if (rc)
         return rc;
-    h.ch_meta.epoch = ember_table_epoch(t);
     int e = ember_durable_create(path, &file, &fail);
     if (e)
         return ckpt_durable_fail(err, path, e, &fail);
-    rc = write_file(t, file, &h, progress, path, err);
+    rc = write_file(t, file, &h, opts, path, err);
     if (rc) {
         ember_durable_abort(file);
         return rc;

@@ -10,9 +10,14 @@
  * leaves either the previous file or the new one at `path`, never a mix; a failed
  * save removes its temp file and leaves `path` untouched.
  *
- * Consistency: saving while other threads write the table is allowed. Each row in
- * the file is whole (embedding and slots from one moment), but the file is not a
- * snapshot of one moment: rows written during the save may or may not be in it.
+ * Consistency: saving while other threads write the table is allowed, and the
+ * file is the table at one moment: a save reads a snapshot of the table
+ * (table.h), whose cut is the version the header records. Every write with a
+ * version up to it is in the file, none after it (rows written during the save
+ * are saved as they were at the cut). Files saved before snapshots (format 1 to
+ * 3 written by older builds) hold in that field the table's version when the
+ * save finished, and were consistent per row only; the field's layout is the
+ * same, so both load alike.
  *
  * File format, version 3 (written), 2 and 1 (still read). All integers
  * little-endian, floats IEEE-754 binary32 (this code builds only on
@@ -42,7 +47,8 @@
  *   180   4  shard count (≥ 1)
  *   184   4  row_floats: floats per row = ember_row_floats(optim.kind, dim)
  *   188   4  chunk_rows: most rows in one chunk, 1..4096
- *   192   8  the table's version when the save finished
+ *   192   8  the table's version at the save's cut (older builds: when the
+ *            save finished); ≥ every row's version either way
  *   200   8  creation time, ns since the Unix epoch
  *   208   8  rows in the file
  *   216   8  placement.hbm_bytes                  (version 2 on)
@@ -82,10 +88,11 @@
  * Code: the format's codec is ckpt_format.c, a table's save and load
  * checkpoint.c, the reader and writer without a table ckpt_rows.c.
  *
- * Thread-safety: saves and loads of different files may run at once; a save may
- * run beside writers of its table (see Consistency). A load replaces the table's
- * rows: run it with no other writer on the table, or their rows may be lost or
- * mixed with the file's.
+ * Thread-safety: saves and loads of different files may run at once, except that
+ * saves of one table run one after another (each holds the table's one
+ * snapshot); a save may run beside writers of its table (see Consistency). A
+ * load replaces the table's rows: run it with no other writer on the table, or
+ * their rows may be lost or mixed with the file's.
  */
 #ifndef EMBER_CHECKPOINT_H
 #define EMBER_CHECKPOINT_H
@@ -124,12 +131,14 @@ typedef struct ember_ckpt_meta {
     char table_name[EMBER_CKPT_NAME_MAX + 1]; /* NUL-terminated, may be empty */
     uint32_t shard_index;
     uint32_t shard_count;
-    uint64_t version;      /* the table's version when the save finished */
+    uint64_t version;      /* the table's version at the save's cut: every write up to
+                              it is in the file, none after (older builds: the
+                              version when the save finished) */
     uint64_t created_ns;   /* when the save started, ns since the Unix epoch */
     uint64_t rows;
     ember_table_config config;  /* config.hbm_bytes is 0: see placement */
     ember_ckpt_placement placement;
-    uint32_t epoch;        /* the table's epoch when the save started (format 3 on;
+    uint32_t epoch;        /* the table's epoch at the cut (format 3 on;
                               0 in older files, whose load leaves the table's) */
 } ember_ckpt_meta;
 
@@ -159,7 +168,7 @@ int ember_ckpt_save(ember_table *t, const char *path, const char *table_name,
 /* Progress of a long save or load: `fn(arg, rows_done, rows_total)` is called
  * after every chunk of rows written or loaded (and once with 0 before the
  * first), from the thread that saves or loads. rows_total is the table's size
- * when the save began (rows may come and go while it runs: done may pass it) or
+ * at the save's cut (the rows the file will hold) or
  * the file's row count on load (whose check pass, before the table is touched,
  * reports nothing). It must not call back into the table. */
 typedef struct ember_ckpt_progress {
@@ -176,6 +185,28 @@ int ember_ckpt_save_progress(ember_table *t, const char *path, const char *table
                              ember_error *err);
 int ember_ckpt_load_progress(ember_table *t, const char *path, const ember_ckpt_expect *expect,
                              const ember_ckpt_progress *progress, ember_ckpt_meta *out_meta,
+                             ember_error *err);
+
+/* A save's options: `progress` as ember_ckpt_save_progress; `at_cut` (NULL:
+ * none) is called with `at_cut_arg` at the snapshot's cut, while no writing call
+ * of the table runs (ember_table_snapshot_begin), to record state that must
+ * match the file exactly. `snapshot` (NULL: the save begins and ends its own):
+ * a snapshot of the table begun by the caller (one cut for several tables,
+ * ember_table_snapshot_begin_many), read through by the save; the caller ends
+ * it, and at_cut is not called. */
+typedef struct ember_ckpt_save_opts {
+    const ember_ckpt_progress *progress;
+    void (*at_cut)(void *arg, uint64_t cut_epoch);
+    void *at_cut_arg;
+    ember_table_snapshot *snapshot;
+} ember_ckpt_save_opts;
+
+/* ember_ckpt_save with options (NULL: none). Same arguments otherwise, same
+ * errors. */
+int ember_ckpt_save_opts_run(ember_table *t, const char *path, const char *table_name,
+                             uint32_t shard_index, uint32_t shard_count,
+                             const ember_ckpt_placement *placement,
+                             const ember_ckpt_save_opts *opts, ember_ckpt_meta *out_meta,
                              ember_error *err);
 
 /* Reads and checks the header of the checkpoint at `path` (not its rows) into

@@ -966,16 +966,16 @@ static inline int passes(const cpu_bucket *b, unsigned s, const ember_export_fil
            (f->after_version == 0 || b->cb_versions[s] > f->after_version);
 }
 
-static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor,
-                      size_t max_rows, uint64_t *keys, float *rows, uint64_t *scores,
-                      uint64_t *versions, size_t *n_out, ember_error *err)
+/* Rows of buckets [*cursor, end) that pass f, whole buckets while max_rows
+ * allows; *cursor = the first bucket not read. */
+static void export_range(cpu_table *t, const ember_export_filter *f, uint64_t *cursor,
+                         uint64_t end, size_t max_rows, uint64_t *keys, float *rows,
+                         uint64_t *scores, uint64_t *versions, size_t *n_out)
 {
-    cpu_table *t = impl;
     uint32_t width = f->full_rows ? t->ct_row_floats : t->ct_dim;
     size_t n = 0;
     uint64_t i;
-    (void)err;
-    for (i = *cursor; i < t->ct_num_buckets; i++) {
+    for (i = *cursor; i < end; i++) {
         cpu_bucket *b = &t->ct_buckets[i];
         bucket_lock(b);
         size_t hits = 0;
@@ -1001,6 +1001,29 @@ static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor
     }
     *cursor = i;
     *n_out = n;
+}
+
+static int cpu_export(void *impl, const ember_export_filter *f, uint64_t *cursor,
+                      size_t max_rows, uint64_t *keys, float *rows, uint64_t *scores,
+                      uint64_t *versions, size_t *n_out, ember_error *err)
+{
+    cpu_table *t = impl;
+    (void)err;
+    export_range(t, f, cursor, t->ct_num_buckets, max_rows, keys, rows, scores, versions,
+                 n_out);
+    return EMBER_OK;
+}
+
+static int cpu_export_buckets(void *impl, uint64_t first, uint64_t count, uint64_t *keys,
+                              float *rows, uint64_t *scores, uint64_t *versions, size_t *n_out,
+                              ember_error *err)
+{
+    static const ember_export_filter all = {0, 0, 1};
+    uint64_t cursor = first;
+    (void)err;
+    /* room for count whole buckets: the range is read to its end */
+    export_range(impl, &all, &cursor, first + count, (size_t)count * SLOTS, keys, rows, scores,
+                 versions, n_out);
     return EMBER_OK;
 }
 
@@ -1063,6 +1086,7 @@ static const ember_table_backend cpu_backend = {
     .clear = cpu_clear,
     .export_rows = cpu_export,
     .export_end = cpu_export_end,
+    .export_buckets = cpu_export_buckets,
     .import_rows = cpu_import,
     .evict_below = cpu_evict_below,
     .evict_to_size = cpu_evict_to_size,

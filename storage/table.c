@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,47 @@ struct ember_table {
     pthread_mutex_t tb_ttl_lock;       /* one expire at a time; guards the marks */
     ttl_mark tb_marks[TTL_MARKS];
     unsigned tb_mark_head, tb_mark_count;
+    /* Snapshots (table.h): the one running (NULL: none), read by writers under
+     * the gate (tb_grow_lock shared for a growing table, tb_snap_lock shared
+     * for a fixed-size one) and changed under it exclusive. */
+    _Atomic(struct ember_table_snapshot *) tb_snap;
+    pthread_rwlock_t tb_snap_lock;
+    pthread_mutex_t tb_snap_mu;        /* one snapshot at a time: tb_snap_busy */
+    pthread_cond_t tb_snap_cv;
+    int tb_snap_busy;
+};
+
+/* A bucket a snapshot copied before a write touched it. */
+typedef struct snap_rows {
+    size_t n;
+    uint64_t *keys, *scores, *versions;
+    float *rows;
+} snap_rows;
+
+/* side[b], the state of bucket b for the snapshot:
+ *   NULL          not read and not copied: the table holds it as at the cut, and
+ *                 no writer may change it;
+ *   SNAP_READING  the reader claimed it and is reading it from the table: a
+ *                 writer waits for SNAP_DONE;
+ *   SNAP_DONE     read: writers change it freely;
+ *   else          the copy a writer took before changing it: the reader reads
+ *                 that (and sets SNAP_DONE).
+ * NULL leaves only by a compare-and-swap (the reader's claim, a writer's copy),
+ * so the two never both win a bucket. */
+#define SNAP_DONE ((snap_rows *)(uintptr_t)1)
+#define SNAP_READING ((snap_rows *)(uintptr_t)2)
+#define SNAP_STRIPES 256u
+
+struct ember_table_snapshot {
+    ember_table *t;
+    uint64_t nb;                       /* the backend's buckets, fixed while it runs */
+    uint64_t cut, size, cut_epoch;
+    uint32_t epoch;
+    _Atomic(snap_rows *) *side;
+    /* writers copying bucket b hold stripe[b % SNAP_STRIPES] (one at a time), so
+     * that two do not copy one bucket; the reader takes none */
+    pthread_mutex_t stripe[SNAP_STRIPES];
+    snap_rows *scratch[SNAP_STRIPES];     /* a bucket's room, under its stripe */
 };
 
 /* Largest batch one call accepts: indices fit in 32 bits inside backends. */
@@ -219,9 +261,15 @@ int ember_table_create(const ember_table_config *c, const ember_table_backend *b
     /* A waiting doubling holds new calls back, or a busy table would starve it. */
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&t->tb_grow_lock, &attr);
+    pthread_rwlock_init(&t->tb_snap_lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&t->tb_snap_mu, NULL);
+    pthread_cond_init(&t->tb_snap_cv, NULL);
     rc = backend->create(c, &t->tb_impl, err);
     if (rc) {
+        pthread_rwlock_destroy(&t->tb_snap_lock);
+        pthread_mutex_destroy(&t->tb_snap_mu);
+        pthread_cond_destroy(&t->tb_snap_cv);
         pthread_rwlock_destroy(&t->tb_grow_lock);
         pthread_mutex_destroy(&t->tb_ttl_lock);
         free(t);
@@ -236,6 +284,9 @@ void ember_table_destroy(ember_table *t)
     if (!t)
         return;
     t->tb_backend->destroy(t->tb_impl);
+    pthread_rwlock_destroy(&t->tb_snap_lock);
+    pthread_mutex_destroy(&t->tb_snap_mu);
+    pthread_cond_destroy(&t->tb_snap_cv);
     pthread_rwlock_destroy(&t->tb_grow_lock);
     pthread_mutex_destroy(&t->tb_ttl_lock);
     free(t);
@@ -348,7 +399,10 @@ static int grow_to_fit(ember_table *t, uint64_t keys, int forced, ember_error *e
     int rc = EMBER_OK, grew = 0;
     if (forced)
         atomic_store(&t->tb_grow_stuck, 0);
-    while (!atomic_load(&t->tb_grow_stuck) && wants_growth(t, keys ? keys : keys_ahead(t))) {
+    /* not while a snapshot runs: its buckets are numbered at this size (the
+     * first inserting call after it ends grows the table) */
+    while (!atomic_load(&t->tb_snap) && !atomic_load(&t->tb_grow_stuck) &&
+           wants_growth(t, keys ? keys : keys_ahead(t))) {
         ember_error local;
         rc = grow_once(t, err ? err : &local);
         if (rc) {
@@ -373,7 +427,7 @@ static uint64_t insert_enter(ember_table *t, size_t n)
     if (!t->tb_grow_max)
         return 0;
     atomic_fetch_add(&t->tb_inflight, n);
-    if (!atomic_load(&t->tb_grow_stuck)) {
+    if (!atomic_load(&t->tb_grow_stuck) && !atomic_load(&t->tb_snap)) {
         enter(t);
         int want = wants_growth(t, keys_ahead(t));
         leave(t);
@@ -396,6 +450,341 @@ int ember_table_reserve(ember_table *t, uint64_t keys, ember_error *err)
     if (!t->tb_grow_max)
         return EMBER_OK;
     return grow_to_fit(t, keys, 1, err);
+}
+
+/* ---- snapshots (table.h) ------------------------------------------------- */
+
+/* The lock whose exclusive hold keeps every writing call out: a growing
+ * table's calls hold tb_grow_lock shared already, a fixed-size table's writers
+ * take tb_snap_lock shared (reads take neither). */
+static pthread_rwlock_t *gate_lock(ember_table *t)
+{
+    return t->tb_grow_max ? &t->tb_grow_lock : &t->tb_snap_lock;
+}
+
+static snap_rows *snap_rows_alloc(size_t n, uint32_t rf)
+{
+    snap_rows *r = malloc(sizeof *r + n * (3 * sizeof(uint64_t) + rf * sizeof(float)));
+    if (!r)
+        return NULL;
+    r->n = n;
+    r->keys = (uint64_t *)(r + 1);
+    r->scores = r->keys + n;
+    r->versions = r->scores + n;
+    r->rows = (float *)(r->versions + n);
+    return r;
+}
+
+/* Copies bucket b into the side buffer unless the snapshot has it already
+ * (read, being read, or copied by another writer). */
+static int snap_copy(ember_table *t, ember_table_snapshot *s, uint64_t b, ember_error *err)
+{
+    pthread_mutex_t *m = &s->stripe[b % SNAP_STRIPES];
+    int rc = EMBER_OK;
+    pthread_mutex_lock(m);
+    if (!atomic_load_explicit(&s->side[b], memory_order_acquire)) {
+        uint32_t rf = t->tb_row_floats;
+        snap_rows **sc = &s->scratch[b % SNAP_STRIPES], *full, *r = NULL;
+        if (!*sc) /* kept for the stripe's next copy: no allocation per bucket */
+            *sc = snap_rows_alloc(EMBER_BUCKET_SLOTS, rf);
+        full = *sc;
+        size_t n = 0;
+        rc = full ? t->tb_backend->export_buckets(t->tb_impl, b, 1, full->keys, full->rows,
+                                                  full->scores, full->versions, &n, err)
+                  : EMBER_RESOURCE_EXHAUSTED;
+        if (!rc && !(r = snap_rows_alloc(n, rf)))
+            rc = EMBER_RESOURCE_EXHAUSTED;
+        if (rc == EMBER_RESOURCE_EXHAUSTED)
+            ember_error_set(err, rc, "out of host memory for a snapshot's copy of a bucket");
+        if (!rc) {
+            memcpy(r->keys, full->keys, n * sizeof *r->keys);
+            memcpy(r->scores, full->scores, n * sizeof *r->scores);
+            memcpy(r->versions, full->versions, n * sizeof *r->versions);
+            memcpy(r->rows, full->rows, n * rf * sizeof *r->rows);
+            snap_rows *expect = NULL;
+            if (!atomic_compare_exchange_strong_explicit(&s->side[b], &expect, r,
+                                                         memory_order_acq_rel,
+                                                         memory_order_acquire))
+                free(r); /* the reader claimed it meanwhile: its read is the cut's */
+        }
+    }
+    pthread_mutex_unlock(m);
+    return rc;
+}
+
+/* Before a writing call changes keys[n] (keys NULL: any bucket): the
+ * snapshot's copy of every bucket it may touch that the snapshot has not read,
+ * and a wait for those the reader is reading. */
+static int snap_prepare(ember_table *t, ember_table_snapshot *s, const uint64_t *keys,
+                        size_t n, ember_error *err)
+{
+    uint64_t count = keys ? n : s->nb;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t b = keys ? ember_hash_bucket(ember_key_hash(keys[i]), s->nb) : i;
+        snap_rows *r = atomic_load_explicit(&s->side[b], memory_order_acquire);
+        if (!r) {
+            int rc = snap_copy(t, s, b, err);
+            if (rc)
+                return rc;
+            r = atomic_load_explicit(&s->side[b], memory_order_acquire);
+        }
+        while (r == SNAP_READING) { /* one backend call of the reader's */
+            sched_yield();
+            r = atomic_load_explicit(&s->side[b], memory_order_acquire);
+        }
+    }
+    return EMBER_OK;
+}
+
+/* Raised at every cut, under the gates of the tables cut; each writing call
+ * notes in its thread the value it ran under (ember_table_thread_cut_epoch).
+ * A deliberate process-wide count (STYLE.md asks for none in storage/): it is
+ * only ever compared for order, so tables side by side stay independent, and
+ * one count orders a cut of several tables at once. */
+static _Atomic uint64_t g_cut_epoch = 1;
+static _Thread_local uint64_t t_cut_epoch;
+
+uint64_t ember_table_thread_cut_epoch(void) { return t_cut_epoch; }
+
+/* A writing call, after enter/insert_enter, before it changes anything: holds
+ * the gate until wgate_leave; with a snapshot running, first has it copy what
+ * the call may change. On error the gate is left and nothing changed. */
+static int wgate_enter(ember_table *t, const uint64_t *keys, size_t n, ember_error *err)
+{
+    if (!t->tb_grow_max)
+        pthread_rwlock_rdlock(&t->tb_snap_lock);
+    ember_table_snapshot *s = atomic_load_explicit(&t->tb_snap, memory_order_acquire);
+    t_cut_epoch = atomic_load_explicit(&g_cut_epoch, memory_order_relaxed);
+    if (__builtin_expect(s != NULL, 0)) {
+        int rc = snap_prepare(t, s, keys, n, err);
+        if (rc) {
+            if (!t->tb_grow_max)
+                pthread_rwlock_unlock(&t->tb_snap_lock);
+            return rc;
+        }
+    }
+    return EMBER_OK;
+}
+
+static void wgate_leave(ember_table *t)
+{
+    if (!t->tb_grow_max)
+        pthread_rwlock_unlock(&t->tb_snap_lock);
+}
+
+static void snap_free(ember_table_snapshot *s)
+{
+    for (uint64_t b = 0; s->side && b < s->nb; b++) {
+        snap_rows *r = atomic_load_explicit(&s->side[b], memory_order_relaxed);
+        if (r != SNAP_DONE && r != SNAP_READING)
+            free(r);
+    }
+    free((void *)s->side);
+    for (unsigned i = 0; i < SNAP_STRIPES; i++) {
+        pthread_mutex_destroy(&s->stripe[i]);
+        free(s->scratch[i]);
+    }
+    ember_table *t = s->t;
+    free(s);
+    pthread_mutex_lock(&t->tb_snap_mu);
+    t->tb_snap_busy = 0;
+    pthread_cond_broadcast(&t->tb_snap_cv);
+    pthread_mutex_unlock(&t->tb_snap_mu);
+}
+
+static int by_table(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)(*(ember_table_snapshot *const *)a)->t;
+    uintptr_t y = (uintptr_t)(*(ember_table_snapshot *const *)b)->t;
+    return x < y ? -1 : x > y;
+}
+
+int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
+                                    void (*at_cut)(void *arg, uint64_t cut_epoch),
+                                    void *arg, ember_table_snapshot **out, ember_error *err)
+{
+    if (!ts || !out || !n)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "snapshot needs tables and out");
+    for (size_t i = 0; i < n; i++) {
+        out[i] = NULL;
+        if (!ts[i])
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT, "snapshot of a NULL table");
+        for (size_t j = 0; j < i; j++)
+            if (ts[j] == ts[i])
+                return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                       "snapshot of one table twice in one cut");
+    }
+    ember_table_snapshot **v = calloc(n, sizeof *v);
+    int oom = !v;
+    for (size_t i = 0; !oom && i < n; i++) {
+        if (!(v[i] = calloc(1, sizeof *v[i])))
+            oom = 1;
+        else
+            v[i]->t = ts[i];
+    }
+    if (oom) {
+        for (size_t i = 0; v && i < n; i++)
+            free(v[i]);
+        free(v);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of host memory");
+    }
+    /* one order for every multi-table cut: no two wait on each other */
+    qsort(v, n, sizeof *v, by_table);
+    for (size_t i = 0; i < n; i++) {
+        ember_table *t = v[i]->t;
+        pthread_mutex_lock(&t->tb_snap_mu);
+        while (t->tb_snap_busy)
+            pthread_cond_wait(&t->tb_snap_cv, &t->tb_snap_mu);
+        t->tb_snap_busy = 1;
+        pthread_mutex_unlock(&t->tb_snap_mu);
+        for (unsigned k = 0; k < SNAP_STRIPES; k++)
+            pthread_mutex_init(&v[i]->stripe[k], NULL);
+        /* the bucket map is sized before the writers are held back, so that
+         * their pause stays short; again under the lock if the table grew */
+        enter(t);
+        v[i]->nb = t->tb_backend->export_end(t->tb_impl);
+        leave(t);
+        v[i]->side = calloc(v[i]->nb ? v[i]->nb : 1, sizeof *v[i]->side);
+        oom |= !v[i]->side;
+    }
+    for (size_t i = 0; i < n; i++)
+        pthread_rwlock_wrlock(gate_lock(v[i]->t));
+    for (size_t i = 0; !oom && i < n; i++) {
+        ember_table *t = v[i]->t;
+        uint64_t nb = t->tb_backend->export_end(t->tb_impl);
+        if (nb != v[i]->nb) {
+            free((void *)v[i]->side);
+            v[i]->nb = nb;
+            v[i]->side = calloc(nb ? nb : 1, sizeof *v[i]->side);
+            oom |= !v[i]->side;
+        }
+    }
+    if (!oom) {
+        /* the cut: no writing call of any of the tables runs */
+        uint64_t epoch = atomic_fetch_add(&g_cut_epoch, 1) + 1;
+        for (size_t i = 0; i < n; i++) {
+            ember_table *t = v[i]->t;
+            v[i]->cut = atomic_load(&t->tb_version);
+            v[i]->epoch = atomic_load(&t->tb_epoch);
+            v[i]->size = t->tb_backend->size(t->tb_impl);
+            v[i]->cut_epoch = epoch;
+        }
+        if (at_cut)
+            at_cut(arg, epoch);
+        for (size_t i = 0; i < n; i++)
+            atomic_store(&v[i]->t->tb_snap, v[i]);
+    }
+    for (size_t i = n; i-- > 0;)
+        pthread_rwlock_unlock(gate_lock(v[i]->t));
+    if (oom) {
+        for (size_t i = 0; i < n; i++)
+            snap_free(v[i]);
+        free(v);
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED,
+                               "out of host memory for a snapshot's bucket map");
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            if (v[j]->t == ts[i])
+                out[i] = v[j];
+    free(v);
+    return EMBER_OK;
+}
+
+int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg, uint64_t cut_epoch),
+                               void *arg, ember_table_snapshot **out, ember_error *err)
+{
+    if (!t || !out)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "snapshot needs a table and out");
+    return ember_table_snapshot_begin_many(&t, 1, at_cut, arg, out, err);
+}
+
+uint64_t ember_table_snapshot_cut_epoch(const ember_table_snapshot *s) { return s->cut_epoch; }
+uint64_t ember_table_snapshot_cut(const ember_table_snapshot *s) { return s->cut; }
+uint32_t ember_table_snapshot_epoch(const ember_table_snapshot *s) { return s->epoch; }
+uint64_t ember_table_snapshot_size(const ember_table_snapshot *s) { return s->size; }
+uint64_t ember_table_snapshot_end_cursor(const ember_table_snapshot *s) { return s->nb; }
+
+int ember_table_snapshot_export(ember_table_snapshot *s, uint64_t *cursor, size_t max_rows,
+                                uint64_t *keys, float *rows, uint64_t *scores,
+                                uint64_t *versions, size_t *n_out, ember_error *err)
+{
+    if (n_out)
+        *n_out = 0;
+    if (!s || !cursor || !n_out || !keys || !rows)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "snapshot export needs a snapshot, cursor, keys, rows and n_out");
+    if (max_rows < EMBER_BUCKET_SLOTS)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "export max_rows %zu is below one bucket (%u)", max_rows,
+                               EMBER_BUCKET_SLOTS);
+    if (*cursor > s->nb)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "snapshot cursor %llu is past the end",
+                               (unsigned long long)*cursor);
+    ember_table *t = s->t;
+    uint32_t rf = t->tb_row_floats;
+    uint64_t b = *cursor;
+    size_t n = 0;
+    int rc = EMBER_OK;
+    /* No growth while the snapshot runs: the backend and its buckets stay. A
+     * run of buckets no writer has copied is claimed (SNAP_READING) and read from
+     * the table in one backend call (one kernel on a GPU); a copied bucket is
+     * read from its copy. The reader holds no lock. */
+    while (b < s->nb && n + EMBER_BUCKET_SLOTS <= max_rows) {
+        uint64_t room = (max_rows - n) / EMBER_BUCKET_SLOTS, e = b;
+        if (room > s->nb - b)
+            room = s->nb - b;
+        for (; e < b + room; e++) {
+            snap_rows *expect = NULL;
+            if (!atomic_compare_exchange_strong_explicit(&s->side[e], &expect, SNAP_READING,
+                                                         memory_order_acq_rel,
+                                                         memory_order_acquire))
+                break; /* copied (or read already): ends the run */
+        }
+        size_t k = 0;
+        if (e > b) {
+            rc = t->tb_backend->export_buckets(t->tb_impl, b, e - b, keys + n, rows + n * rf,
+                                               scores ? scores + n : NULL,
+                                               versions ? versions + n : NULL, &k, err);
+            /* done either way: on an error the snapshot is given up, and writers
+             * must not wait for it */
+            for (uint64_t i = b; i < e; i++)
+                atomic_store_explicit(&s->side[i], SNAP_DONE, memory_order_release);
+        } else {
+            snap_rows *r = atomic_exchange_explicit(&s->side[b], SNAP_DONE, memory_order_acq_rel);
+            e = b + 1;
+            if (r != SNAP_DONE) {
+                k = r->n;
+                memcpy(keys + n, r->keys, k * sizeof *keys);
+                memcpy(rows + n * rf, r->rows, k * rf * sizeof *rows);
+                if (scores)
+                    memcpy(scores + n, r->scores, k * sizeof *scores);
+                if (versions)
+                    memcpy(versions + n, r->versions, k * sizeof *versions);
+                free(r);
+            }
+        }
+        if (rc)
+            break;
+        n += k;
+        b = e;
+    }
+    *cursor = b;
+    *n_out = n;
+    return rc;
+}
+
+void ember_table_snapshot_end(ember_table_snapshot *s)
+{
+    if (!s)
+        return;
+    ember_table *t = s->t;
+    /* writers that saw it are out once the gate is had exclusive */
+    pthread_rwlock_wrlock(gate_lock(t));
+    atomic_store(&t->tb_snap, NULL);
+    pthread_rwlock_unlock(gate_lock(t));
+    snap_free(s);
 }
 
 /* Export cursors count buckets of the largest size the table can grow to; the
@@ -690,9 +1079,14 @@ int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
     if (rc || !n)
         return rc;
     uint64_t counted = insert_enter(t, n);
-    ember_op op;
-    op_begin(t, &op);
-    rc = t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores, err);
+    rc = wgate_enter(t, keys, n, err);
+    if (!rc) {
+        ember_op op;
+        op_begin(t, &op);
+        rc = t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores,
+                                           err);
+        wgate_leave(t);
+    }
     insert_leave(t, counted);
     return rc;
 }
@@ -717,6 +1111,12 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         counted = insert_enter(t, n);
     else
         enter(t);
+    rc = wgate_enter(t, keys, n, err);
+    if (rc) {
+        insert_leave(t, counted);
+        free(clean);
+        return rc;
+    }
     ember_op op;
     op_begin(t, &op);
     switch (kind) {
@@ -733,6 +1133,7 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         rc = b->accum(t->tb_impl, &op, keys, n, in, found, err);
         break;
     }
+    wgate_leave(t);
     insert_leave(t, counted);
     free(clean);
     return rc;
@@ -772,7 +1173,11 @@ int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *
     if (rc || !n)
         return rc;
     enter(t);
-    rc = t->tb_backend->erase(t->tb_impl, keys, n, erased, err);
+    rc = wgate_enter(t, keys, n, err);
+    if (!rc) {
+        rc = t->tb_backend->erase(t->tb_impl, keys, n, erased, err);
+        wgate_leave(t);
+    }
     leave(t);
     return rc;
 }
@@ -780,7 +1185,11 @@ int ember_table_erase(ember_table *t, const uint64_t *keys, size_t n, uint64_t *
 int ember_table_clear(ember_table *t, ember_error *err)
 {
     enter(t);
-    int rc = t->tb_backend->clear(t->tb_impl, err);
+    int rc = wgate_enter(t, NULL, 0, err);
+    if (!rc) {
+        rc = t->tb_backend->clear(t->tb_impl, err);
+        wgate_leave(t);
+    }
     leave(t);
     atomic_store(&t->tb_grow_stuck, 0);
     return rc;
@@ -842,12 +1251,15 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
     for (size_t i = 0; i < n; i++)
         vmax = versions[i] > vmax ? versions[i] : vmax;
     uint64_t counted = insert_enter(t, n);
-    rc = t->tb_backend->import_rows(t->tb_impl, keys, n, rows, scores, versions, err);
+    rc = wgate_enter(t, keys, n, err);
+    if (!rc) {
+        rc = t->tb_backend->import_rows(t->tb_impl, keys, n, rows, scores, versions, err);
+        if (!rc) /* inside the gate: a snapshot's cut covers the versions imported */
+            ember_table_raise_version(t, vmax);
+        wgate_leave(t);
+    }
     insert_leave(t, counted);
-    if (rc)
-        return rc;
-    ember_table_raise_version(t, vmax);
-    return EMBER_OK;
+    return rc;
 }
 
 void ember_table_raise_version(ember_table *t, uint64_t version)
@@ -863,7 +1275,11 @@ int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
     if (evicted)
         *evicted = 0;
     enter(t);
-    int rc = t->tb_backend->evict_below(t->tb_impl, score, evicted, err);
+    int rc = wgate_enter(t, NULL, 0, err);
+    if (!rc) {
+        rc = t->tb_backend->evict_below(t->tb_impl, score, evicted, err);
+        wgate_leave(t);
+    }
     leave(t);
     return rc;
 }
@@ -874,7 +1290,11 @@ int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted
     if (evicted)
         *evicted = 0;
     enter(t);
-    int rc = t->tb_backend->evict_to_size(t->tb_impl, target, evicted, err);
+    int rc = wgate_enter(t, NULL, 0, err);
+    if (!rc) {
+        rc = t->tb_backend->evict_to_size(t->tb_impl, target, evicted, err);
+        wgate_leave(t);
+    }
     leave(t);
     return rc;
 }
@@ -951,7 +1371,9 @@ int ember_table_expire(ember_table *t, uint64_t now_ns, uint64_t *expired, ember
     if (expired)
         *expired = 0;
     uint64_t ttl = atomic_load(&t->tb_ttl_s);
-    if (!ttl)
+    /* not while a snapshot runs: removing rows there would have it copy every
+     * bucket it has not read yet; the first call after it catches up */
+    if (!ttl || atomic_load(&t->tb_snap))
         return EMBER_OK;
     uint64_t ttl_ns = ttl * UINT64_C(1000000000);
     pthread_mutex_lock(&t->tb_ttl_lock);
@@ -963,7 +1385,11 @@ int ember_table_expire(ember_table *t, uint64_t now_ns, uint64_t *expired, ember
         /* Rows of version ≤ cut were written before the cut's mark: remove
          * versions below cut + 1. */
         enter(t);
-        rc = t->tb_backend->evict_versions_below(t->tb_impl, cut + 1, &n, err);
+        rc = wgate_enter(t, NULL, 0, err);
+        if (!rc) {
+            rc = t->tb_backend->evict_versions_below(t->tb_impl, cut + 1, &n, err);
+            wgate_leave(t);
+        }
         leave(t);
     }
     pthread_mutex_unlock(&t->tb_ttl_lock);

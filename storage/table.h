@@ -19,7 +19,8 @@
  * under its bucket's lock, so a reader never sees a torn row (embedding and
  * optimizer slots always from the same moment). Whole-table operations (clear,
  * export, evict) visit buckets one at a time: they are consistent per row, not a
- * snapshot of the whole table, while writers run beside them.
+ * snapshot of the whole table, while writers run beside them (for one moment of
+ * the whole table, see the snapshots at the end).
  *
  * Ordering within one call: keys are processed in the order given. For
  * insert_or_assign and assign, the last of several equal keys wins; for
@@ -185,7 +186,8 @@ int ember_table_reserve(ember_table *t, uint64_t keys, ember_error *err);
  * records which version was current at `now`, and removes rows whose version
  * was already current ttl_seconds before (so a row lives at least ttl_seconds
  * after its last write, and at most that plus the interval between expire
- * calls). The record starts empty: a table just created or restored removes
+ * calls, plus a snapshot's duration: a call while a snapshot runs does nothing,
+ * the first after it catches up). The record starts empty: a table just created or restored removes
  * nothing for its first ttl_seconds (restored rows count as written at restore).
  * Removal visits one bucket at a time, beside other calls. Removed rows count
  * in stats.expired and stats.evicted.
@@ -328,6 +330,72 @@ int ember_table_evict_below(ember_table *t, uint64_t score, uint64_t *evicted,
  * writer runs beside it); *evicted (optional) = how many. */
 int ember_table_evict_to_size(ember_table *t, uint64_t target, uint64_t *evicted,
                               ember_error *err);
+
+/* ---- point-in-time snapshots ----------------------------------------------
+ *
+ * A snapshot is the table as it was at one moment, its cut, read while pulls
+ * and pushes go on. Beginning one waits for the writing calls under way to end
+ * and holds new ones back for that instant (a fixed-size table's writers take a
+ * shared lock for it; a growing table's already hold one); the cut is the
+ * table's version then: every write with a version up to the cut is in the
+ * snapshot, none after it, and erases, evictions and clears after it are not
+ * seen either.
+ *
+ * While it runs, the first writing call (the four writes, find_or_insert,
+ * erase, clear, import, evict_*) that touches a bucket the snapshot has not
+ * read yet first copies that whole bucket into the snapshot's side buffer
+ * (calls without keys — clear, evict_* — copy every bucket not read yet;
+ * expire waits for the snapshot to end, see "Time to live"). The snapshot
+ * reads a bucket from the table or from that copy, claiming each bucket it
+ * reads from the table with a compare-and-swap (a writer that finds a bucket
+ * being read waits for that one backend call). Extra memory: at most the rows
+ * of the buckets written during the snapshot. Online growth waits until the
+ * snapshot ends. With no snapshot running, a writing call pays one branch and a
+ * thread-local note of the cut epoch (below); a fixed-size table's writers also
+ * the shared lock above.
+ *
+ * Snapshots of one table run one at a time: a second begin waits for the first
+ * to end. End a snapshot before destroying its table. */
+typedef struct ember_table_snapshot ember_table_snapshot;
+
+/* Begins a snapshot of t. `at_cut` (NULL: none) is called once with `arg` and
+ * the cut's epoch (ember_table_snapshot_cut_epoch below) at the cut, while no
+ * writing call of t runs: what is recorded there is exactly as of the cut.
+ * Errors: INVALID_ARGUMENT (NULL t or out), RESOURCE_EXHAUSTED. */
+int ember_table_snapshot_begin(ember_table *t, void (*at_cut)(void *arg, uint64_t cut_epoch),
+                               void *arg, ember_table_snapshot **out, ember_error *err);
+/* One cut for several tables at once (n ≥ 1, no table twice): every writing
+ * call of any of them is before it or after it, for all alike. out[i] gets the
+ * snapshot of ts[i]; end each with ember_table_snapshot_end. `at_cut` as
+ * above. Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (nothing begun). */
+int ember_table_snapshot_begin_many(ember_table *const *ts, size_t n,
+                                    void (*at_cut)(void *arg, uint64_t cut_epoch),
+                                    void *arg, ember_table_snapshot **out, ember_error *err);
+
+/* Cut epochs: a process-wide count raised at every cut. Each writing call
+ * notes, in its thread, the count it ran under: a caller that wrote through a
+ * table and compares ember_table_thread_cut_epoch() (its thread's last writing
+ * call) with a snapshot's ember_table_snapshot_cut_epoch() knows whether that
+ * call was before the cut (lower: its rows are in the snapshot) or after it
+ * (equal or higher). A server's at-most-once window is saved this way. */
+uint64_t ember_table_thread_cut_epoch(void);
+uint64_t ember_table_snapshot_cut_epoch(const ember_table_snapshot *s);
+
+/* The table's version at the cut, its epoch then, and its rows then. */
+uint64_t ember_table_snapshot_cut(const ember_table_snapshot *s);
+uint32_t ember_table_snapshot_epoch(const ember_table_snapshot *s);
+uint64_t ember_table_snapshot_size(const ember_table_snapshot *s);
+/* Reads the snapshot's rows, whole buckets at a time, as ember_table_export with
+ * full rows and no filter: from *cursor (0 to begin) up to max_rows rows
+ * (≥ EMBER_BUCKET_SLOTS), scores and versions where not NULL; done when *n_out
+ * is 0 and *cursor == ember_table_snapshot_end_cursor(s). Each bucket is read
+ * once: a snapshot is read through once. */
+int ember_table_snapshot_export(ember_table_snapshot *s, uint64_t *cursor, size_t max_rows,
+                                uint64_t *keys, float *rows, uint64_t *scores,
+                                uint64_t *versions, size_t *n_out, ember_error *err);
+uint64_t ember_table_snapshot_end_cursor(const ember_table_snapshot *s);
+/* Ends the snapshot (read through or not) and frees it. NULL is a no-op. */
+void ember_table_snapshot_end(ember_table_snapshot *s);
 
 #ifdef __cplusplus
 }

@@ -62,6 +62,13 @@ struct ember_table_backend {
      * `c` is valid. */
     void (*footprint)(const ember_table_config *c, uint64_t *bytes_host,
                       uint64_t *bytes_device);
+    /* Every row of buckets [first, first + count) (within export_end) and
+     * nothing else: whole rows with scores and versions, each bucket read under
+     * its lock; room for count × EMBER_BUCKET_SLOTS rows; *n_out = how many.
+     * Snapshots (table.h) copy buckets and read runs of them with it. */
+    int (*export_buckets)(void *impl, uint64_t first, uint64_t count, uint64_t *keys,
+                          float *rows, uint64_t *scores, uint64_t *versions, size_t *n_out,
+                          ember_error *err);
 };
 
 /* The backend's own state behind a table (what create() made), for a backend's

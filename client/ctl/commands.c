@@ -920,12 +920,16 @@ static int cmd_stats(ctl *c, const ctl_args *a)
 
 static const ctl_optdef save_opts[] = {
     {"--dir", "DIR", "directory on each server (default: its --checkpoint-dir)"},
+    {"--all-shards", NULL, "a save set: every table of every shard, into DIR/sets/NAME, then a manifest"},
+    {"--set", "NAME", "the set's name with --all-shards (default: the UTC time, YYYYMMDDTHHMMSSZ)"},
+    {"--manifest", "FILE", "the manifest --all-shards writes (default: ember-save-manifest.json)"},
     {NULL, NULL, NULL},
 };
 
 static const ctl_optdef load_opts[] = {
     {"--dir", "DIR", "directory on each server (default: its --checkpoint-dir)"},
     {"--create", NULL, "create tables that do not exist, from the checkpoint's config"},
+    {"--manifest", "FILE", "load the save set a manifest names on every shard (implies --create)"},
     {NULL, NULL, NULL},
 };
 
@@ -1021,6 +1025,162 @@ static uint64_t load_rows(const ProtobufCMessage *m)
     return ((const Ember__V1__LoadResponse *)(const void *)m)->rows;
 }
 
+#define MANIFEST_DEFAULT "ember-save-manifest.json"
+
+/* save --all-shards: every shard saves every table into its fresh DIR/sets/NAME;
+ * only once all have, the manifest naming them replaces the previous one. */
+static int cmd_save_set(ctl *c, const ctl_args *a)
+{
+    Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
+    const char *path = ctl_opt(a, "--manifest") ? ctl_opt(a, "--manifest") : MANIFEST_DEFAULT;
+    char set[80], err[600], b[32];
+    if (a->n_pos > 0)
+        return ctl_usage_error(a, "--all-shards saves every table: give no TABLE");
+    if (c->n != c->count)
+        return ctl_usage_error(a, "--all-shards saves every shard: give no --shard");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (ctl_opt(a, "--set")) {
+        snprintf(set, sizeof set, "%s", ctl_opt(a, "--set"));
+    } else {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        strftime(set, sizeof set, "%Y%m%dT%H%M%SZ", &tm);
+    }
+    req.set = set;
+    if (ctl_opt(a, "--dir"))
+        req.dir = (char *)ctl_opt(a, "--dir");
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    call_with_progress(c, ADMIN "Save", "save", NULL, &req.base,
+                       &ember__v1__save_response__descriptor, r, save_rows);
+    ctl_manifest m = {set, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec, c->count,
+                      calloc(c->n, sizeof(ctl_manifest_shard)), c->n};
+    int failed = ok_count(c, r) != c->n, wrote = 0;
+    uint64_t rows = 0;
+    for (unsigned i = 0; !failed && m.shards && i < c->n; i++) {
+        const Ember__V1__SaveResponse *s = (const Ember__V1__SaveResponse *)r[i].msg;
+        ctl_manifest_shard *ms = &m.shards[i];
+        ms->index = r[i].shard->index;
+        ms->address = r[i].shard->address;
+        ms->dir = s->dir;
+        ms->window = s->window;
+        ms->n = s->n_tables < s->n_cuts ? s->n_tables : s->n_cuts;
+        ms->tables = calloc(ms->n ? ms->n : 1, sizeof *ms->tables);
+        for (size_t t = 0; ms->tables && t < ms->n; t++)
+            ms->tables[t] = (ctl_manifest_table){s->tables[t], s->cuts[t]};
+        failed |= !ms->tables || !*s->dir; /* a server without set support */
+        rows += s->rows;
+    }
+    if (!failed && m.shards)
+        wrote = ctl_manifest_write(path, &m, err, sizeof err) == 0;
+    else
+        snprintf(err, sizeof err, "a shard did not save the set");
+    for (unsigned i = 0; m.shards && i < c->n; i++)
+        free(m.shards[i].tables);
+    free(m.shards);
+    ctl_json j;
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        ctl_json_str(&j, "set", set);
+        ctl_json_str(&j, "manifest", path);
+        ctl_json_bool(&j, "manifest_written", wrote);
+        ctl_json_u64(&j, "rows", rows);
+    } else if (wrote) {
+        printf("save set %s: %s rows on %u shard%s; manifest %s\n", set,
+               ctl_fmt_count(b, sizeof b, rows), c->n, c->n == 1 ? "" : "s", path);
+    }
+    if (!wrote)
+        fprintf(stderr,
+                "emberctl save: manifest %s not written (%s): the previous manifest, if any, "
+                "still names a complete set\n",
+                path, err);
+    int rc = ctl_finish(c, &j, r);
+    return rc ? rc : wrote ? CTL_EXIT_OK : CTL_EXIT_RPC;
+}
+
+/* One pass of load --manifest over every shard: `check` only (LoadRequest
+ * check_only), or the load itself; the rows loaded are added to *rows. */
+static void load_set_pass(const ctl *c, const ctl_manifest *m, ctl_reply *r, int check,
+                          uint64_t *rows)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        const ctl_manifest_shard *ms = &m->shards[i];
+        Ember__V1__LoadRequest req = EMBER__V1__LOAD_REQUEST__INIT;
+        char **names = calloc(ms->n ? ms->n : 1, sizeof *names);
+        uint64_t *cuts = calloc(ms->n ? ms->n : 1, sizeof *cuts);
+        for (size_t t = 0; names && cuts && t < ms->n; t++) {
+            names[t] = ms->tables[t].name;
+            cuts[t] = ms->tables[t].cut;
+        }
+        req.dir = ms->dir;
+        req.create = 1;
+        req.check_only = check;
+        req.n_expect_tables = req.n_expect_cuts = names && cuts ? ms->n : 0;
+        req.expect_tables = names;
+        req.expect_cuts = cuts;
+        ctl one = *c;
+        one.shards = &c->shards[i];
+        one.n = 1;
+        ctl_call(&one, ADMIN "Load", &req.base, &ember__v1__load_response__descriptor, 0, &r[i]);
+        free(names);
+        free(cuts);
+        if (r[i].code == 0 && !check)
+            *rows += ((const Ember__V1__LoadResponse *)r[i].msg)->rows;
+    }
+}
+
+/* load --manifest: each shard loads the set's directory the manifest names for
+ * it, checked against the manifest's tables and cuts before anything loads. */
+static int cmd_load_set(ctl *c, const ctl_args *a)
+{
+    ctl_manifest m;
+    char err[700], b[32];
+    const char *path = ctl_opt(a, "--manifest");
+    if (a->n_pos > 0 || ctl_opt(a, "--dir"))
+        return ctl_usage_error(a, "--manifest loads every table from its set: give no TABLE "
+                                  "or --dir");
+    if (ctl_manifest_read(path, &m, err, sizeof err)) {
+        fprintf(stderr, "emberctl load: %s\n", err);
+        return CTL_EXIT_RPC;
+    }
+    if (m.shard_count != c->count || c->n != c->count) {
+        fprintf(stderr,
+                "emberctl load: %s holds a set of %u shard(s); give the whole list of %u "
+                "shard(s) and no --shard\n",
+                path, m.shard_count, m.shard_count);
+        ctl_manifest_free(&m);
+        return CTL_EXIT_USAGE;
+    }
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r) {
+        ctl_manifest_free(&m);
+        return CTL_EXIT_RPC;
+    }
+    /* every shard checks its part first: a set that does not match on one shard
+     * is loaded on none */
+    uint64_t rows = 0;
+    load_set_pass(c, &m, r, 1, &rows);
+    if (ok_count(c, r) == c->n) {
+        ctl_replies_free(r, c->n);
+        load_set_pass(c, &m, r, 0, &rows);
+    }
+    ctl_json j;
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        ctl_json_str(&j, "set", m.set);
+        ctl_json_u64(&j, "rows", rows);
+    } else if (ok_count(c, r) == c->n) {
+        printf("save set %s: %s rows loaded on %u shard%s\n", m.set,
+               ctl_fmt_count(b, sizeof b, rows), c->n, c->n == 1 ? "" : "s");
+    }
+    ctl_manifest_free(&m);
+    return ctl_finish(c, &j, r);
+}
+
 static int cmd_save(ctl *c, const ctl_args *a)
 {
     Ember__V1__SaveRequest req = EMBER__V1__SAVE_REQUEST__INIT;
@@ -1031,6 +1191,14 @@ static int cmd_save(ctl *c, const ctl_args *a)
 
     if (!r)
         return CTL_EXIT_RPC;
+    if (ctl_opt(a, "--all-shards")) {
+        free(r);
+        return cmd_save_set(c, a);
+    }
+    if (ctl_opt(a, "--set") || ctl_opt(a, "--manifest")) {
+        free(r);
+        return ctl_usage_error(a, "--set and --manifest go with --all-shards");
+    }
     if (a->n_pos > 0)
         req.table = (char *)a->pos[0];
     if (ctl_opt(a, "--dir"))
@@ -1081,6 +1249,10 @@ static int cmd_load(ctl *c, const ctl_args *a)
 
     if (!r)
         return CTL_EXIT_RPC;
+    if (ctl_opt(a, "--manifest")) {
+        free(r);
+        return cmd_load_set(c, a);
+    }
     if (a->n_pos > 0)
         req.table = (char *)a->pos[0];
     if (ctl_opt(a, "--dir"))
@@ -1392,11 +1564,23 @@ const ctl_cmd ctl_commands[] = {
      stats_opts, cmd_stats, 0},
     {"save", "[TABLE]", 0, 1, "checkpoint a table (default: every table) on every shard",
      "Each server writes one file per table into DIR (default: its --checkpoint-dir);\n"
-     "the previous checkpoint stays whole until the new one is complete.\n",
+     "the previous checkpoint stays whole until the new one is complete. Each file\n"
+     "is its table at one moment (its cut); a save of every table takes one cut for\n"
+     "all of a shard's tables and saves its at-most-once window beside them.\n"
+     "--all-shards: a save set. Every shard saves every table into the fresh\n"
+     "DIR/sets/NAME (never over an earlier set); once all have, the manifest (JSON:\n"
+     "each shard's dir and each table's cut) is written to FILE whole (temp file,\n"
+     "fsync, rename). A shard that fails leaves FILE as it was: the previous\n"
+     "manifest still names a complete set. Restore with load --manifest FILE.\n",
      save_opts, cmd_save, 0},
     {"load", "[TABLE]", 0, 1, "restore a table (default: every table found) from checkpoints",
      "The table's rows are replaced by the checkpoint's; a corrupt file is refused\n"
-     "whole (DATA_LOSS) and leaves the table as it was.\n",
+     "whole (DATA_LOSS) and leaves the table as it was. Loading every table of a dir\n"
+     "also restores the at-most-once window saved with them.\n"
+     "--manifest FILE: every shard loads the set FILE names for it, creating tables\n"
+     "as needed; a shard whose set dir does not hold exactly the manifest's tables\n"
+     "at their cuts refuses before loading anything (FAILED_PRECONDITION). Tables\n"
+     "made after the save are left as they are.\n",
      load_opts, cmd_load, 0},
     {"evict", "NAME", 1, 1, "erase keys below a score, or down to a size per shard",
      "Scores are the table's eviction scores (lru: server clock in ns; lfu: hits;\n"

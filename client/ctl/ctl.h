@@ -15,6 +15,8 @@
  *   xfile.c     the export file's format, written and read.
  *   reshard.c   reshard: N shards' checkpoints into M shards' (reshard.h, over
  *               storage/checkpoint.h).
+ *   manifest.c  the manifest of a cluster-wide save (save --all-shards), written
+ *               and read.
  *
  * Exit status, for scripts: CTL_EXIT_OK (0) every call succeeded;
  * CTL_EXIT_RPC (1) a call failed on some shard (each failure printed on stderr
@@ -335,6 +337,51 @@ int ctl_parse_u64(const ctl_args *a, const char *opt, const char *s, uint64_t lo
 int ctl_parse_float(const ctl_args *a, const char *opt, const char *s, float *out);
 /* Prints "emberctl CMD: <message>" and a pointer to --help; returns CTL_EXIT_USAGE. */
 int ctl_usage_error(const ctl_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- manifest.c: a cluster-wide save's manifest ------------------------------------- */
+
+/*
+ * What `emberctl save --all-shards` writes once every shard has saved its set,
+ * and `emberctl load --manifest` reads: one JSON document,
+ *
+ *   {"format": "ember-save-manifest", "version": 1, "set": NAME,
+ *    "created_unix_ns": N, "shard_count": S,
+ *    "shards": [{"shard": I, "address": "host:port", "dir": DIR, "window": B,
+ *                "tables": [{"name": T, "cut": V}, ...]}, ...]}
+ *
+ * one entry per shard in shard order: DIR is where that shard saved the set (as
+ * the server sees it), V each table's cut (the version its file holds), B
+ * whether the at-most-once window was saved beside the tables. The file is
+ * replaced whole (a temp file beside it, fsync, rename, fsync of the directory:
+ * storage/durable.h), so a crash leaves the previous manifest or the new one.
+ */
+typedef struct ctl_manifest_table {
+    char *name;
+    uint64_t cut;
+} ctl_manifest_table;
+
+typedef struct ctl_manifest_shard {
+    unsigned index;
+    char *address, *dir;
+    int window;
+    ctl_manifest_table *tables;
+    size_t n;
+} ctl_manifest_shard;
+
+typedef struct ctl_manifest {
+    char *set;
+    uint64_t created_ns;
+    unsigned shard_count;
+    ctl_manifest_shard *shards; /* shard_count of them, in shard order */
+    size_t n;
+} ctl_manifest;
+
+/* Writes m to path durably. -1 with the reason in err. */
+int ctl_manifest_write(const char *path, const ctl_manifest *m, char *err, size_t cap);
+/* Reads and checks path into m (free it with ctl_manifest_free). -1 with the
+ * reason in err: unreadable, not a manifest, malformed, shards missing. */
+int ctl_manifest_read(const char *path, ctl_manifest *m, char *err, size_t cap);
+void ctl_manifest_free(ctl_manifest *m);
 
 /* ---- stats.c: what stats --watch shares with stats --------------------------------- */
 

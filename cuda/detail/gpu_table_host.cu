@@ -296,6 +296,28 @@ static int gb_export(void *impl, const ember_export_filter *f, uint64_t *cursor,
                             versions, n_out, err);
 }
 
+/* Buckets [first, first + count) exactly: ember_gpu_export reads max_rows /
+ * SLOTS buckets (at most its own per-call bound: the rest in further calls). */
+static int gb_export_buckets(void *impl, uint64_t first, uint64_t count, uint64_t *keys,
+                             float *rows, uint64_t *scores, uint64_t *versions, size_t *n_out,
+                             ember_error *err)
+{
+    static const ember_export_filter full = {0, 0, 1};
+    ember_gpu_table *t = (ember_gpu_table *)impl;
+    uint64_t cursor = first, end = first + count;
+    size_t n = 0, rf = t->row_floats;
+    int rc = EMBER_OK;
+    while (!rc && cursor < end) {
+        size_t got = 0;
+        rc = ember_gpu_export(t, &full, &cursor, (size_t)(end - cursor) * SLOTS, keys + n,
+                              rows + n * rf, scores ? scores + n : NULL,
+                              versions ? versions + n : NULL, &got, err);
+        n += got;
+    }
+    *n_out = n;
+    return rc;
+}
+
 static uint64_t gb_export_end(const void *impl)
 {
     return ember_gpu_export_end((const ember_gpu_table *)impl);
@@ -362,7 +384,7 @@ static void gb_footprint(const ember_table_config *c, uint64_t *bytes_host,
         gb_apply,       gb_erase,          gb_clear,         gb_export,                \
         gb_export_end,  gb_import,         gb_evict_below,   gb_evict_to_size,         \
         gb_evict_versions_below, gb_size,  gb_capacity,      gb_stats,                 \
-        gb_footprint,                                                                  \
+        gb_footprint,   gb_export_buckets,                                             \
     }
 GPU_BACKEND(gpu_backend, gb_create);
 GPU_BACKEND(gpu_backend_lanes1, gb_create_lanes1);

@@ -8,6 +8,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "server/dedup.h"
@@ -173,6 +174,78 @@ START_TEST(client_with_pending_push_not_forgotten)
 }
 END_TEST
 
+/* The window saved at a cut: ended pairs are in it; a pair pending at the cut
+ * is in it iff the write that applied it ran before the cut; an aborted one
+ * and one begun after the cut are not. Restored into a fresh window, the pairs
+ * in it are duplicates and the others are new. */
+START_TEST(window_captured_at_a_cut_and_restored)
+{
+    srv_dedup *d = srv_dedup_create(0);
+    ember_table *t = tu_table(4, 1024, EMBER_OPTIM_SGD, EMBER_SCORE_LRU, EMBER_INIT_ZEROS);
+    uint64_t key = 7;
+    float row[4] = {1, 1, 1, 1};
+    ck_assert_int_eq(srv_dedup_begin(d, 5, 1), 1);
+    srv_dedup_end(d, 5, 1);                          /* ended before the cut: in */
+    ck_assert_int_eq(srv_dedup_begin(d, 5, 2), 1);   /* pending, written before: in */
+    ck_assert_int_eq(ember_table_insert_or_assign(t, &key, 1, row, NULL, NULL), EMBER_OK);
+    ck_assert_int_eq(srv_dedup_begin(d, 5, 3), 1);   /* pending, written after: out */
+    ck_assert_int_eq(srv_dedup_begin(d, 5, 4), 1);   /* pending, aborted: out */
+    ck_assert_int_eq(srv_dedup_begin(d, 6, 9), 1);   /* another client, ended: in */
+    srv_dedup_end(d, 6, 9);
+    ember_table_snapshot *s = NULL;
+    ck_assert_int_eq(ember_table_snapshot_begin(t, NULL, NULL, &s, NULL), EMBER_OK);
+    srv_dedup_capture *c = srv_dedup_capture_begin(d, ember_table_snapshot_cut_epoch(s));
+    ck_assert_ptr_nonnull(c);
+    ck_assert_ptr_null(srv_dedup_capture_begin(d, 1)); /* one at a time */
+    srv_dedup_end(d, 5, 2); /* its write (above) was before the cut */
+    ck_assert_int_eq(ember_table_insert_or_assign(t, &key, 1, row, NULL, NULL), EMBER_OK);
+    srv_dedup_end(d, 5, 3);
+    srv_dedup_abort(d, 5, 4);
+    ck_assert_int_eq(srv_dedup_begin(d, 5, 5), 1); /* after the cut: out */
+    srv_dedup_end(d, 5, 5);
+    uint8_t *buf = NULL;
+    size_t len = 0, left = 9, clients = 0;
+    ck_assert_int_eq(srv_dedup_capture_finish(d, c, 1000, &buf, &len, &left), 0);
+    ck_assert_uint_eq(left, 0);
+    ember_table_snapshot_end(s);
+
+    srv_dedup *r = srv_dedup_create(0);
+    ck_assert_int_eq(srv_dedup_restore(r, buf, len - 1, &clients), -1);
+    ck_assert_int_eq(srv_dedup_restore(r, buf, len, &clients), 0);
+    ck_assert_uint_eq(clients, 2);
+    ck_assert_int_eq(srv_dedup_begin(r, 5, 1), 0);
+    ck_assert_int_eq(srv_dedup_begin(r, 5, 2), 0);
+    ck_assert_int_eq(srv_dedup_begin(r, 6, 9), 0);
+    ck_assert_int_eq(srv_dedup_begin(r, 5, 3), 1);
+    ck_assert_int_eq(srv_dedup_begin(r, 5, 4), 1);
+    ck_assert_int_eq(srv_dedup_begin(r, 5, 5), 1);
+    free(buf);
+    srv_dedup_destroy(r);
+    srv_dedup_destroy(d);
+    ember_table_destroy(t);
+}
+END_TEST
+
+/* A pair still pending when the save ends is left out, counted. */
+START_TEST(window_leaves_out_a_pair_still_pending)
+{
+    srv_dedup *d = srv_dedup_create(0);
+    ck_assert_int_eq(srv_dedup_begin(d, 5, 1), 1);
+    srv_dedup_capture *c = srv_dedup_capture_begin(d, UINT64_MAX);
+    uint8_t *buf = NULL;
+    size_t len = 0, left = 0, clients = 0;
+    ck_assert_int_eq(srv_dedup_capture_finish(d, c, 10, &buf, &len, &left), 0);
+    ck_assert_uint_eq(left, 1);
+    srv_dedup_end(d, 5, 1);
+    srv_dedup *r = srv_dedup_create(0);
+    ck_assert_int_eq(srv_dedup_restore(r, buf, len, &clients), 0);
+    ck_assert_int_eq(srv_dedup_begin(r, 5, 1), 1);
+    free(buf);
+    srv_dedup_destroy(r);
+    srv_dedup_destroy(d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dedup");
@@ -184,6 +257,8 @@ int main(void)
     tcase_add_test(tc, retry_waits_for_pending_original);
     tcase_add_test(tc, window_slide_wakes_retry_as_duplicate);
     tcase_add_test(tc, client_with_pending_push_not_forgotten);
+    tcase_add_test(tc, window_captured_at_a_cut_and_restored);
+    tcase_add_test(tc, window_leaves_out_a_pair_still_pending);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

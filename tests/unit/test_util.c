@@ -9,6 +9,12 @@
 
 ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, int init_kind)
 {
+    return tu_table_on(NULL, dim, capacity, optim, policy, init_kind);
+}
+
+ember_table *tu_table_on(const ember_table_backend *backend, uint32_t dim, uint64_t capacity,
+                         int optim, int policy, int init_kind)
+{
     ember_table_config c;
     ember_table_config_init(&c);
     c.dim = dim;
@@ -19,7 +25,7 @@ ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, in
     c.seed = 42;
     ember_table *t = NULL;
     ember_error err;
-    int rc = ember_table_create(&c, NULL, &t, &err);
+    int rc = ember_table_create(&c, backend, &t, &err);
     ck_assert_msg(rc == EMBER_OK, "create: %s", err.message);
     return t;
 }
@@ -35,16 +41,20 @@ static int by_key(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-void tu_snapshot_take(ember_table *t, tu_snapshot *s)
+/* Reads rows through `next` (an export of whole buckets) until it is done, then
+ * sorts them by key into s. */
+typedef int (*tu_next_fn)(void *arg, uint64_t *cursor, size_t max, uint64_t *keys,
+                          float *rows, uint64_t *scores, uint64_t *vers, size_t *got);
+
+static void snapshot_read(tu_next_fn next, void *arg, uint64_t end, uint32_t rf, size_t hint,
+                          tu_snapshot *s)
 {
-    uint32_t rf = ember_table_row_floats(t);
-    size_t cap = ember_table_size(t) + EMBER_BUCKET_SLOTS, n = 0, batch = 4096;
+    size_t cap = hint + EMBER_BUCKET_SLOTS, n = 0, batch = 4096;
     uint64_t *keys = malloc(cap * sizeof *keys), *scores = malloc(cap * sizeof *scores);
     uint64_t *vers = malloc(cap * sizeof *vers);
     float *rows = malloc(cap * rf * sizeof *rows);
-    ember_export_filter f = {0, 0, 1};
     uint64_t cursor = 0;
-    while (cursor < ember_table_export_end(t)) {
+    while (cursor < end) {
         size_t got = 0;
         if (cap - n < batch) {
             cap = 2 * cap + batch;
@@ -53,8 +63,9 @@ void tu_snapshot_take(ember_table *t, tu_snapshot *s)
             vers = realloc(vers, cap * sizeof *vers);
             rows = realloc(rows, cap * rf * sizeof *rows);
         }
-        ck_assert_int_eq(ember_table_export(t, &f, &cursor, batch, keys + n, rows + n * rf,
-                                            scores + n, vers + n, &got, NULL), EMBER_OK);
+        ck_assert_int_eq(next(arg, &cursor, batch, keys + n, rows + n * rf, scores + n,
+                              vers + n, &got),
+                         EMBER_OK);
         n += got;
     }
     sort_ent *e = malloc((n + 1) * sizeof *e);
@@ -80,6 +91,31 @@ void tu_snapshot_take(ember_table *t, tu_snapshot *s)
     free(scores);
     free(vers);
     free(rows);
+}
+
+static int table_next(void *arg, uint64_t *cursor, size_t max, uint64_t *keys, float *rows,
+                      uint64_t *scores, uint64_t *vers, size_t *got)
+{
+    const ember_export_filter f = {0, 0, 1};
+    return ember_table_export(arg, &f, cursor, max, keys, rows, scores, vers, got, NULL);
+}
+
+void tu_snapshot_take(ember_table *t, tu_snapshot *s)
+{
+    snapshot_read(table_next, t, ember_table_export_end(t), ember_table_row_floats(t),
+                  ember_table_size(t), s);
+}
+
+static int pit_next(void *arg, uint64_t *cursor, size_t max, uint64_t *keys, float *rows,
+                    uint64_t *scores, uint64_t *vers, size_t *got)
+{
+    return ember_table_snapshot_export(arg, cursor, max, keys, rows, scores, vers, got, NULL);
+}
+
+void tu_snapshot_read(ember_table_snapshot *snap, uint32_t row_floats, tu_snapshot *s)
+{
+    snapshot_read(pit_next, snap, ember_table_snapshot_end_cursor(snap), row_floats,
+                  ember_table_snapshot_size(snap), s);
 }
 
 int tu_snapshot_equal(const tu_snapshot *a, const tu_snapshot *b)

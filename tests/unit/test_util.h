@@ -15,6 +15,9 @@
  * `policy`, zeros initializer unless `init_kind` says otherwise; fails the test
  * if creation fails. */
 ember_table *tu_table(uint32_t dim, uint64_t capacity, int optim, int policy, int init_kind);
+/* The same on `backend` (NULL: the CPU's). */
+ember_table *tu_table_on(const ember_table_backend *backend, uint32_t dim, uint64_t capacity,
+                         int optim, int policy, int init_kind);
 
 /* Every row of a table, sorted by key: keys, full rows, scores, versions. */
 typedef struct tu_snapshot {
@@ -27,6 +30,8 @@ typedef struct tu_snapshot {
 } tu_snapshot;
 
 void tu_snapshot_take(ember_table *t, tu_snapshot *s);
+/* Every row of a point-in-time snapshot (table.h), read through, sorted alike. */
+void tu_snapshot_read(ember_table_snapshot *snap, uint32_t row_floats, tu_snapshot *s);
 /* 1 if both hold the same keys with bit-identical rows, scores and versions. */
 int tu_snapshot_equal(const tu_snapshot *a, const tu_snapshot *b);
 void tu_snapshot_free(tu_snapshot *s);
