@@ -47,6 +47,8 @@ typedef struct train_args {
     const uint64_t *pull_scores, *push_scores; /* [n_pull] / [n_push], NULL: none */
     uint8_t *found;                            /* [n_pull], NULL: not asked */
     uint32_t epoch;
+    int ack;                                   /* EMBER_ACK_*: the push's */
+    uint32_t ack_replicas;
 } train_args;
 
 int ember_train_args_check(ember_client *c, const char *table, uint32_t dim, unsigned flags,
@@ -72,6 +74,10 @@ static int check_args(ember_client *c, const train_args *a, ember_error *err)
     if (a->mode < EMBER_PUSH_GRADIENTS || a->mode > EMBER_PUSH_INSERT_OR_ASSIGN)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown push mode %d",
                                a->mode);
+    if (a->ack < EMBER_ACK_DEFAULT || a->ack > EMBER_ACK_REPLICATED)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "unknown ack mode %d (EMBER_ACK_DEFAULT, _ASYNC, _REPLICATED)",
+                               a->ack);
     if ((a->n_push && (!a->push_keys || !a->values)) || (a->n_pull && (!a->pull_keys || !a->out)))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "NULL keys, values or output with n > 0");
@@ -233,6 +239,8 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             push.mode = a->mode;
             push.client_id = c->client_id;
             push.epoch = a->epoch;
+            push.ack = a->ack;
+            push.ack_replicas = a->ack_replicas;
             if (a->push_scores && n_push)
                 push.scores = (ember_wire_bytes){(const uint8_t *)(op->push_scores + u_lo),
                                                  n_push * 8};
@@ -514,7 +522,8 @@ int ember_push_opts(ember_client *c, const char *table, const uint64_t *keys, si
     }
     train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
                     .values = values, .mode = opt.mode, .dim = dim,
-                    .push_scores = opt.scores, .epoch = opt.epoch};
+                    .push_scores = opt.scores, .epoch = opt.epoch, .ack = opt.ack,
+                    .ack_replicas = opt.ack_replicas};
     return train_run(c, &a, err);
 }
 

@@ -28,6 +28,7 @@
 #include "server/ckpt.h"
 #include "server/auth.h"
 #include "server/log.h"
+#include "server/repl.h"
 #include "server/rpc.h"
 #include "server/server.h"
 #include "server/table_config.h"
@@ -117,6 +118,9 @@ static void info_fill(info_box *b, srv_table *t)
                                                               : EMBER_GROW_LOAD_FACTOR_DEFAULT)
                                  : 0.0f;
     b->cfg.ttl_seconds = ember_table_ttl(t->table);
+    b->cfg.ack = (Ember__V1__AckMode)atomic_load(&t->ack);
+    b->cfg.ack_replicas = atomic_load(&t->ack_replicas);
+    b->info.uid = t->uid;
     b->opt.kind = (Ember__V1__Optimizer)c->optim.kind;
     b->opt.lr = c->optim.lr;
     b->opt.eps = c->optim.eps;
@@ -209,6 +213,15 @@ int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
                                  r->name);
         goto reply;
     }
+    if (r->config && ((unsigned)r->config->ack > EMBER__V1__ACK_MODE__ACK_REPLICATED ||
+                      r->config->ack_replicas > SRV_REPL_MAX_FOLLOWERS)) {
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "ack %d / ack_replicas %u: ack is 0 (default), 1 (async) or 2 "
+                             "(replicated), ack_replicas at most %d",
+                             (int)r->config->ack, r->config->ack_replicas,
+                             SRV_REPL_MAX_FOLLOWERS);
+        goto out;
+    }
     if ((rc = srv_table_config_from_proto(r->config, &c, err)) ||
         (rc = srv_backend_for_table(&srv.backend, r->config->backend, r->config->hbm_bytes,
                                     &be, &c.hbm_bytes, err)) ||
@@ -235,6 +248,8 @@ int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
         rc = ember_error_set(err, EMBER_ABORTED, "table '%s' was dropped while created", r->name);
         goto out;
     }
+    atomic_store(&st->ack, (int)r->config->ack);
+    atomic_store(&st->ack_replicas, r->config->ack_replicas);
     srv_log(SRV_LOG_INFO, "table_created",
             "table=%s dim=%u capacity=%llu max_capacity=%llu optimizer=%d backend=%s "
             "hbm_bytes=%llu ttl_seconds=%llu",
@@ -674,6 +689,21 @@ int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     out.uptime_seconds = srv_uptime_s();
     out.listen = srv.cfg.listen;
     out.checkpoint_dir = srv.cfg.checkpoint_dir;
+    out.role = (char *)srv_follow_role();
+    out.leader = srv.cfg.replica_of;
+    srv_follow_lag(&out.lag_versions, &out.lag_ms);
+    srv_repl_follower fl[SRV_REPL_MAX_FOLLOWERS];
+    Ember__V1__FollowerInfo fi[SRV_REPL_MAX_FOLLOWERS], *fp[SRV_REPL_MAX_FOLLOWERS];
+    out.n_followers = srv_repl_followers(fl, SRV_REPL_MAX_FOLLOWERS);
+    for (size_t i = 0; i < out.n_followers; i++) {
+        ember__v1__follower_info__init(&fi[i]);
+        fi[i].id = fl[i].id;
+        fi[i].addr = fl[i].addr;
+        fi[i].lag_versions = fl[i].lag_versions;
+        fi[i].last_seen_ms = fl[i].last_seen_ms;
+        fp[i] = &fi[i];
+    }
+    out.followers = fp;
     *resp = pack(&out.base);
     return 0;
 }
@@ -688,11 +718,14 @@ int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
         return err->code;
     int rc = 0;
     const char *s = r->service;
-    if (*s && strcmp(s, "ember.v1.Shard") && strcmp(s, "ember.v1.Admin")) {
+    int leader = !strcmp(s, "ember.v1.Leader");
+    if (*s && strcmp(s, "ember.v1.Shard") && strcmp(s, "ember.v1.Admin") && !leader) {
         rc = ember_error_set(err, EMBER_NOT_FOUND, "unknown service '%.80s'", s);
     } else {
         Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-        out.status = atomic_load(&srv.stopping)
+        /* "ember.v1.Leader": SERVING only where writes are taken (README
+         * "Replication and failover"), for a Service that routes to the leader */
+        out.status = atomic_load(&srv.stopping) || (leader && srv_follow_active())
                          ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
         *resp = pack(&out.base);
@@ -709,7 +742,8 @@ int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
 typedef struct export_state {
     srv_table *t;
     ember_export_filter f;
-    uint64_t cursor, end, table_version;
+    uint64_t cursor, end, table_version, stable_version, table_size, table_uid;
+    int keys_only;
     size_t max_rows;
     uint32_t row_floats;
     uint64_t *keys, *scores, *versions;
@@ -752,13 +786,16 @@ static void export_step(srv_worker *w, srv_call *c, int ok)
     ch.keys.data = (uint8_t *)s->keys;
     ch.keys.len = n * 8;
     ch.values.data = (uint8_t *)s->rows;
-    ch.values.len = n * s->row_floats * 4;
+    ch.values.len = s->keys_only ? 0 : n * s->row_floats * 4;
     ch.scores.data = (uint8_t *)s->scores;
     ch.scores.len = n * 8;
     ch.versions.data = (uint8_t *)s->versions;
     ch.versions.len = n * 8;
     ch.row_floats = s->row_floats;
     ch.table_version = s->table_version;
+    ch.stable_version = s->stable_version;
+    ch.table_size = s->table_size;
+    ch.table_uid = s->table_uid;
     s->sent_any = 1;
     srv_call_send(c, pack(&ch.base));
 }
@@ -784,14 +821,23 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
         return;
     }
     s->t = t;
+    /* a follower's progress request acknowledges what it holds (repl.h); read
+     * before the export begins, the stable version covers every write this
+     * export may miss no part of */
+    if (r->follower_id && *r->follower_id)
+        srv_repl_progress(r->follower_id, r->follower_addr, t->name, r->after_version);
+    s->stable_version = ember_table_stable_version(t->table);
+    s->table_uid = t->uid;
+    s->keys_only = r->keys_only;
     s->f.min_score = r->min_score;
     s->f.after_version = r->after_version;
-    s->f.full_rows = r->full_rows;
+    s->f.full_rows = r->full_rows && !r->keys_only;
     s->row_floats = r->full_rows ? ember_table_row_floats(t->table) : ember_table_dim(t->table);
     s->end = ember_table_export_end(t->table);
     ember_table_stats st;
     ember_table_stats_get(t->table, &st);
     s->table_version = st.version;
+    s->table_size = st.size;
     /* rows per message: asked (default 1024), at least a bucket (export returns
      * whole buckets), and within EXPORT_MESSAGE_BYTES and --max-message-bytes: a
      * stream's buffers are sized by it, so an asked-for billion rows per message

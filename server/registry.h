@@ -50,6 +50,13 @@ typedef struct srv_table {
     ember_ckpt_placement placement;
     srv_counters counters;
     srv_co_queue co[SRV_CO_KINDS];
+    /* Replication (repl.h): this entry's identity, new for every entry (create,
+     * restore, Load), so a follower can tell a table made again under the same
+     * name; and pushes' acknowledgement when a push leaves it to the table
+     * (EMBER_WIRE_ACK_*, and the followers a replicated push waits for). */
+    uint64_t uid;
+    atomic_int ack;
+    atomic_uint ack_replicas;
     atomic_int refs; /* the registry's one + one per call using it */
 } srv_table;
 

@@ -68,6 +68,18 @@ const char *srv_role_name(int role)
     }
 }
 
+int srv_method_writes(srv_method m)
+{
+    switch (m) {
+    case SRV_M_PUSH: case SRV_M_PUSHPULL: case SRV_M_ERASE: case SRV_M_CREATE:
+    case SRV_M_DROP: case SRV_M_LOAD: case SRV_M_EVICT: case SRV_M_CLEAR: case SRV_M_ALTER:
+    case SRV_M_SET_EPOCH: case SRV_M_IMPORT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 const char *srv_method_name(srv_method m)
 {
     return (unsigned)m < SRV_M_COUNT ? srv_methods[m].name : "unknown";

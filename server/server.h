@@ -145,6 +145,12 @@ extern const srv_method_desc srv_methods[SRV_M_COUNT];
  * "Health.Check"); "unknown" for SRV_M_UNKNOWN. The string is static. */
 const char *srv_method_name(srv_method m);
 
+/* 1 for a method that writes tables (Push, PushPull, Erase, and the Admin
+ * methods that create, drop, load, evict, clear, alter, set an epoch or
+ * import): what a follower refuses (repl.h). A Pull with insert_missing is
+ * refused by its handler. */
+int srv_method_writes(srv_method m);
+
 /* The method whose gRPC path is `path`; SRV_M_UNKNOWN when none is. */
 srv_method srv_method_of_path(const char *path);
 

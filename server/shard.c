@@ -66,6 +66,7 @@
 #include "server/coalesce.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/repl.h"
 #include "server/rpc.h"
 #include "server/server.h"
 #include "storage/hash.h"
@@ -538,6 +539,19 @@ static unsigned push_checked(const ember_table *t, srv_co_kind kind)
     if (zeroable && ember_table_config_of(t)->nonfinite == EMBER_NONFINITE_ZERO)
         return EMBER_CHECKED_KEYS;
     return EMBER_CHECKED_KEYS | EMBER_CHECKED_VALUES;
+}
+
+/* A replicated push (repl.h): refused before anything is applied when too few
+ * followers are attached; else its call is armed, so that its OK answer (a
+ * duplicate's too: its original may not be on the followers yet) waits for
+ * them, whichever thread gives it. */
+static int push_replication(srv_call *c, const push_plan *p, ember_error *err)
+{
+    uint32_t need;
+    int rc = srv_repl_need(p->t, p->req->ack, p->req->ack_replicas, &need, err);
+    if (!rc && need)
+        srv_repl_arm(c, p->t->name, need);
+    return rc;
 }
 
 /* Marks (client_id, sequence) seen; 1 when it had been: a duplicate, counted.
@@ -1185,6 +1199,8 @@ void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
                                              c->role, "a pull with insert_missing=true",
                                              err.message, sizeof err.message);
     }
+    if (!rc && r.insert_missing && srv_follow_active())
+        rc = srv_follow_refuse("a pull with insert_missing=true", &err);
     if (rc || (rc = pull_prepare(&r, &p, &err))) {
         answer_error(c, rc, &err);
         return;
@@ -1223,6 +1239,11 @@ void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
     int rc = ember_wire_push_request_decode(req, len, &r, err.message, sizeof err.message);
     if (rc || (rc = push_prepare(&r, &p, &err))) {
         answer_error(c, rc, &err);
+        return;
+    }
+    if ((rc = push_replication(c, &p, &err))) {
+        answer_error(c, rc, &err);
+        srv_table_unref(p.t);
         return;
     }
     int dup = push_duplicate(&p), kept = 0;
@@ -1371,6 +1392,12 @@ void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t l
     int rc = ember_wire_pushpull_request_decode(req, len, &r, err.message, sizeof err.message);
     if (rc || (rc = pushpull_prepare(&r, &pp, &pl, &err))) {
         answer_error(c, rc, &err);
+        return;
+    }
+    if (r.has_push && (rc = push_replication(c, &pp, &err))) {
+        answer_error(c, rc, &err);
+        srv_table_unref(pp.t);
+        srv_table_unref(pl.t);
         return;
     }
     int dup = r.has_push && push_duplicate(&pp), kept = 0;

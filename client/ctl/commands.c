@@ -114,6 +114,9 @@ static void json_config(ctl_json *j, const char *key, const Ember__V1__TableConf
         ctl_json_u64(j, "max_capacity", cfg->max_capacity);
         ctl_json_float(j, "max_load_factor", cfg->max_load_factor);
         ctl_json_u64(j, "ttl_seconds", cfg->ttl_seconds);
+        ctl_json_str(j, "ack", cfg->ack == EMBER__V1__ACK_MODE__ACK_REPLICATED ? "replicated"
+                                                                               : "async");
+        ctl_json_u64(j, "ack_replicas", cfg->ack_replicas);
     }
     ctl_json_end_object(j);
 }
@@ -410,6 +413,10 @@ static const ctl_optdef create_opts[] = {
     {"--ttl", "DURATION", "time to live: rows not written for this long are removed;\n"
                           "                           e.g. 7d, 12h, 90m, 30s (default: off)"},
     {"--zero-nonfinite", NULL, "replace NaN/Inf gradients by 0 instead of refusing them"},
+    {"--ack", "MODE", "pushes' acknowledgement: async (answered once applied on the\n"
+                      "                           leader) or replicated[:N] (once N followers hold it\n"
+                      "                           too; N default 1) (default async; README\n"
+                      "                           \"Replication and failover\")"},
     {"--if-not-exists", NULL, "a table of that name already there is not an error"},
     {NULL, NULL, NULL},
 };
@@ -568,6 +575,18 @@ static int cmd_create(ctl *c, const ctl_args *a)
         return CTL_EXIT_USAGE;
     if ((v = ctl_opt(a, "--ttl")) && parse_seconds(a, "--ttl", v, &cfg.ttl_seconds) != 0)
         return CTL_EXIT_USAGE;
+    if ((v = ctl_opt(a, "--ack"))) {
+        if (!strcmp(v, "async")) {
+            cfg.ack = EMBER__V1__ACK_MODE__ACK_ASYNC;
+        } else if (!strncmp(v, "replicated", 10) && (!v[10] || v[10] == ':')) {
+            cfg.ack = EMBER__V1__ACK_MODE__ACK_REPLICATED;
+            if (v[10] && ctl_parse_u64(a, "--ack replicated:N", v + 11, 1, 32, &u) != 0)
+                return CTL_EXIT_USAGE;
+            cfg.ack_replicas = v[10] ? (uint32_t)u : 0;
+        } else {
+            return ctl_usage_error(a, "--ack '%s': want async, replicated or replicated:N", v);
+        }
+    }
 
     ctl_reply *r = ctl_replies_new(c);
     if (!r)
@@ -761,6 +780,13 @@ static int cmd_describe(ctl *c, const ctl_args *a)
                    ctl_fmt_duration(b[4], sizeof b[4], cfg->ttl_seconds));
         else
             printf("  ttl          off\n");
+        if (cfg->ack == EMBER__V1__ACK_MODE__ACK_REPLICATED)
+            printf("  ack          replicated (a push is answered once %" PRIu32
+                   " follower%s hold it)\n",
+                   cfg->ack_replicas ? cfg->ack_replicas : 1,
+                   cfg->ack_replicas > 1 ? "s" : "");
+        else
+            printf("  ack          async (a push is answered once applied on the leader)\n");
         printf("\n");
 
         static const char *const head[] = {">SHARD", "ADDRESS", ">SIZE", ">CAPACITY", ">LOAD",
@@ -1279,7 +1305,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
              r);
     static const char *const head[] = {">SHARD", "ADDRESS", "VERSION", ">INDEX", "BACKEND",
                                        ">THREADS", ">CALLS", ">MAX KEYS", ">MAX MESSAGE",
-                                       ">MAX TABLE", ">UPTIME", "CHECKPOINT DIR"};
+                                       ">MAX TABLE", ">UPTIME", "CHECKPOINT DIR", "ROLE"};
     if (c->json) {
         ctl_json_init(&j, stdout);
         ctl_json_object(&j, NULL);
@@ -1330,6 +1356,20 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_str(&j, "progress_table", s->progress_table);
             ctl_json_u64(&j, "progress_rows", s->progress_rows);
             ctl_json_u64(&j, "progress_rows_total", s->progress_rows_total);
+            ctl_json_str(&j, "role", s->role);
+            ctl_json_str(&j, "leader", s->leader);
+            ctl_json_u64(&j, "lag_versions", s->lag_versions);
+            ctl_json_u64(&j, "lag_ms", s->lag_ms);
+            ctl_json_array(&j, "followers");
+            for (size_t f = 0; f < s->n_followers; f++) {
+                ctl_json_object(&j, NULL);
+                ctl_json_str(&j, "id", s->followers[f]->id);
+                ctl_json_str(&j, "addr", s->followers[f]->addr);
+                ctl_json_u64(&j, "lag_versions", s->followers[f]->lag_versions);
+                ctl_json_u64(&j, "last_seen_ms", s->followers[f]->last_seen_ms);
+                ctl_json_end_object(&j);
+            }
+            ctl_json_end_array(&j);
             ctl_json_end_object(&j);
         } else {
             ctl_table_add(&t, "%u", r[i].shard->index);
@@ -1354,6 +1394,15 @@ static int cmd_info(ctl *c, const ctl_args *a)
                 ctl_table_add(&t, "-");
             ctl_table_add(&t, "%s", ctl_fmt_duration(b[0], sizeof b[0], s->uptime_seconds));
             ctl_table_add(&t, "%s", *s->checkpoint_dir ? s->checkpoint_dir : "-");
+            /* leader (and its followers) or follower (of whom, how far behind) */
+            if (!strcmp(s->role, "follower"))
+                ctl_table_add(&t, "follower of %s, %" PRIu64 " versions / %" PRIu64 " ms behind",
+                              s->leader, s->lag_versions, s->lag_ms);
+            else if (s->n_followers)
+                ctl_table_add(&t, "%s, %zu follower%s", *s->role ? s->role : "leader",
+                              s->n_followers, s->n_followers == 1 ? "" : "s");
+            else
+                ctl_table_add(&t, "%s", *s->role ? s->role : "leader");
         }
     }
     if (c->json)

@@ -132,6 +132,8 @@ static ember_wire_push_request r_push_req(void)
     m.combiner = rnd() % 2 ? renum() : 0;
     m.weights = rbytes(4 * (rnd() % 3 ? 0 : rnd() % 40));
     m.norms = rbytes(4 * (rnd() % 3 ? 0 : rnd() % 20));
+    m.ack = rnd() % 2 ? renum() : 0;
+    m.ack_replicas = rnd() % 2 ? (uint32_t)rvarint() : 0;
     return m;
 }
 static ember_wire_push_response r_push_resp(void)
@@ -199,6 +201,8 @@ static void to_pc_push_req(const ember_wire_push_request *m, Ember__V1__PushRequ
     p->combiner = (Ember__V1__Combiner)m->combiner;
     p->weights = pb(m->weights);
     p->norms = pb(m->norms);
+    p->ack = (Ember__V1__AckMode)m->ack;
+    p->ack_replicas = m->ack_replicas;
 }
 static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushRequest *p)
 {
@@ -215,6 +219,8 @@ static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushR
     ck_assert_int_eq(m->combiner, (int32_t)p->combiner);
     eq_bytes(m->weights, p->weights);
     eq_bytes(m->norms, p->norms);
+    ck_assert_int_eq(m->ack, (int32_t)p->ack);
+    ck_assert_uint_eq(m->ack_replicas, p->ack_replicas);
 }
 static void to_pc_push_resp(const ember_wire_push_response *m, Ember__V1__PushResponse *p)
 {

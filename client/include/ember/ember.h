@@ -337,7 +337,19 @@ typedef struct ember_push_options {
      * a table back) and the keys get the table's epoch. Only ember_set_epoch
      * lowers an epoch. Other policies ignore it. */
     uint32_t epoch;
+    /* ---- later in ABI 1.1 ---- */
+    /* Acknowledgement (README "Replication and failover"): EMBER_ACK_DEFAULT
+     * (the table's), EMBER_ACK_ASYNC (answered once applied on the leader) or
+     * EMBER_ACK_REPLICATED (answered once ack_replicas followers — 0: the
+     * table's, whose 0 is 1 — hold it too; UNAVAILABLE, nothing applied, when
+     * fewer are attached; DEADLINE_EXCEEDED when they do not have it before the
+     * client's deadline: applied on the leader, not acknowledged). */
+    int ack;
+    uint32_t ack_replicas;
 } ember_push_options;
+
+/* ember_push_options.ack and ember_table_spec.ack (the wire's AckMode). */
+enum { EMBER_ACK_DEFAULT = 0, EMBER_ACK_ASYNC = 1, EMBER_ACK_REPLICATED = 2 };
 
 /* Fill `o` with the defaults above and set o->struct_size. */
 void ember_pull_options_init(ember_pull_options *o);
@@ -495,6 +507,12 @@ typedef struct ember_table_spec {
      * created) for this long are removed by each server in the background;
      * reads do not keep a row alive. See ember_set_ttl. */
     uint64_t ttl_seconds;
+    /* Pushes' acknowledgement when a push leaves it to the table
+     * (EMBER_ACK_DEFAULT = async, EMBER_ACK_ASYNC, EMBER_ACK_REPLICATED) and the
+     * followers a replicated push waits for (0 = 1). README "Replication and
+     * failover"; kept by each server process, not in checkpoints. */
+    int ack;
+    uint32_t ack_replicas;
 } ember_table_spec;
 
 /* Defaults: LRU, SGD lr 0.01 (Adam betas 0.9/0.999, eps 1e-8, accumulator 0.1,

@@ -1,0 +1,97 @@
+/*
+ * repl.h — replication: a leader's followers and replicated acknowledgements
+ * (repl.c), and a follower's tail of its leader (follow.c). README "Replication
+ * and failover" states what each mode guarantees.
+ *
+ * The protocol is Admin/Export: a follower (ember-server --replica-of ADDR)
+ * creates each of the leader's tables on its own backend, then asks, table by
+ * table and again and again, for the rows written after the version it holds
+ * (ExportRequest.after_version, follower_id set). Every such request is also
+ * its acknowledgement, as a Kafka fetch offset is: the follower holds every row
+ * written at or below after_version. The leader answers with the rows and the
+ * table's stable version (storage/table.h: no write at or below it is still in
+ * progress), which the follower asks after next. Removed rows (erase, eviction,
+ * TTL, clear) carry no version: the follower compares the table's size and,
+ * when they differ, reconciles its key set against a keys-only export.
+ *
+ * Acknowledgement (ember.proto AckMode): a push that is to be replicated is
+ * refused UNAVAILABLE before anything is applied when fewer followers than it
+ * waits for are attached (a progress request in the last
+ * SRV_REPL_ATTACHED_MS); otherwise it is applied, and its reply is parked
+ * (srv_repl_park, from the transport's finish) until enough followers
+ * acknowledged a version at or above the table's version after the push, or it
+ * fails DEADLINE_EXCEEDED at the call's deadline (UNAVAILABLE after
+ * SRV_REPL_WAIT_MAX_MS without one, or at shutdown): never an OK that was not
+ * replicated.
+ *
+ * Thread-safety: every function may be called from any thread.
+ */
+#ifndef EMBER_SRV_REPL_H
+#define EMBER_SRV_REPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/rpc.h"
+#include "server/server.h"
+#include "storage/status.h"
+
+#define SRV_REPL_MAX_FOLLOWERS 32
+#define SRV_REPL_ATTACHED_MS 3000     /* a follower counts as attached this long */
+#define SRV_REPL_WAIT_MAX_MS 30000    /* a replicated push without a deadline */
+#define SRV_REPL_FORGET_MS 60000      /* a follower silent this long is forgotten */
+
+/* ---- leader (repl.c) ----------------------------------------------------- */
+
+/* Starts / stops the thread that answers parked replicated pushes. Stop after
+ * the transport stopped: what is still parked is answered UNAVAILABLE. */
+int srv_repl_start(char *msg, size_t cap);
+void srv_repl_stop(void);
+
+/* A follower's progress request: it holds table `table` up to `version`. */
+void srv_repl_progress(const char *follower_id, const char *addr, const char *table,
+                       uint64_t version);
+
+/* How many followers a push on `t` with the request's ack/ack_replicas
+ * (EMBER_WIRE_ACK_*) must wait for: *need = 0 for an async push. INVALID_ARGUMENT
+ * for an unknown ack mode; UNAVAILABLE when fewer followers are attached than
+ * it needs (nothing is applied then). */
+int srv_repl_need(const srv_table *t, int32_t ack, uint32_t replicas, uint32_t *need,
+                  ember_error *err);
+
+/* Arms call `c`: its OK answer waits for `need` followers on table `table`. */
+void srv_repl_arm(srv_call *c, const char *table, uint32_t need);
+
+/* From the transport's finish of an armed call with an OK answer: parks it
+ * (the reply's slices pass to the park) and returns 1; 0 when it was not armed. */
+int srv_repl_park(srv_call *c, srv_reply *resp);
+
+typedef struct srv_repl_follower {
+    char id[64];
+    char addr[256];
+    uint64_t lag_versions; /* summed over the tables it follows */
+    uint64_t last_seen_ms;
+} srv_repl_follower;
+
+/* The followers seen in the last SRV_REPL_FORGET_MS, up to `cap`; returns how
+ * many were written. */
+size_t srv_repl_followers(srv_repl_follower *out, size_t cap);
+/* Replicated pushes waiting now, and those answered OK / failed since start. */
+void srv_repl_counts(uint64_t *parked, uint64_t *acked, uint64_t *failed);
+
+/* ---- follower (follow.c) ------------------------------------------------- */
+
+/* Starts the tail of cfg.replica_of when set (a no-op otherwise). */
+int srv_follow_start(char *msg, size_t cap);
+void srv_follow_stop(void);
+/* 1 on a follower. */
+int srv_follow_active(void);
+/* "leader" or "follower"; static. */
+const char *srv_follow_role(void);
+/* FAILED_PRECONDITION "not the leader: follower of ADDR ..." naming `what`. */
+int srv_follow_refuse(const char *what, ember_error *err);
+/* A follower's lag: versions behind (summed over tables, from what the leader
+ * last said) and the age of its newest complete copy, ms (0 on a leader). */
+void srv_follow_lag(uint64_t *versions, uint64_t *ms);
+
+#endif
