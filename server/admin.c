@@ -642,6 +642,7 @@ int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if (!rc)
         rc = ember_table_clear(t->table, err);
     if (!rc) {
+        atomic_fetch_add(&t->counters.clears, 1);
         Ember__V1__ClearResponse out = EMBER__V1__CLEAR_RESPONSE__INIT;
         *resp = pack(&out.base);
         srv_log(SRV_LOG_INFO, "table_cleared", "table=%s", t->name);
@@ -742,7 +743,7 @@ int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
 typedef struct export_state {
     srv_table *t;
     ember_export_filter f;
-    uint64_t cursor, end, table_version, stable_version, table_size, table_uid;
+    uint64_t cursor, end, table_version, stable_version, table_size, table_uid, table_removed;
     int keys_only;
     size_t max_rows;
     uint32_t row_floats;
@@ -796,12 +797,31 @@ static void export_step(srv_worker *w, srv_call *c, int ok)
     ch.stable_version = s->stable_version;
     ch.table_size = s->table_size;
     ch.table_uid = s->table_uid;
+    ch.table_removed = s->table_removed;
     s->sent_any = 1;
     srv_call_send(c, pack(&ch.base));
 }
 
+/* The export begins: what it reports is read now (the stable version before
+ * anything is scanned), then its first batch. */
+static void export_begin(srv_call *c)
+{
+    export_state *s = c->stream;
+    ember_table *t = s->t->table;
+    s->stable_version = ember_table_stable_version(t);
+    s->end = ember_table_export_end(t);
+    ember_table_stats st;
+    ember_table_stats_get(t, &st);
+    s->table_version = st.version;
+    s->table_size = st.size;
+    s->table_removed = st.evictions + st.evicted + atomic_load(&s->t->counters.erased) +
+                       atomic_load(&s->t->counters.clears);
+    export_step(NULL, c, 1);
+}
+
 void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
+    (void)w;
     ember_error err;
     Ember__V1__ExportRequest *r =
         (void *)unpack(&ember__v1__export_request__descriptor, req, len, &err);
@@ -826,18 +846,14 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
      * export may miss no part of */
     if (r->follower_id && *r->follower_id)
         srv_repl_progress(r->follower_id, r->follower_addr, t->name, r->after_version);
-    s->stable_version = ember_table_stable_version(t->table);
     s->table_uid = t->uid;
     s->keys_only = r->keys_only;
     s->f.min_score = r->min_score;
     s->f.after_version = r->after_version;
     s->f.full_rows = r->full_rows && !r->keys_only;
     s->row_floats = r->full_rows ? ember_table_row_floats(t->table) : ember_table_dim(t->table);
-    s->end = ember_table_export_end(t->table);
-    ember_table_stats st;
-    ember_table_stats_get(t->table, &st);
-    s->table_version = st.version;
-    s->table_size = st.size;
+    uint32_t wait_ms = r->after_version && ember_table_version(t->table) <= r->after_version
+                           ? r->wait_ms : 0;
     /* rows per message: asked (default 1024), at least a bucket (export returns
      * whole buckets), and within EXPORT_MESSAGE_BYTES and --max-message-bytes: a
      * stream's buffers are sized by it, so an asked-for billion rows per message
@@ -865,7 +881,10 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
         srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, "out of memory", NULL);
         return;
     }
-    export_step(w, c, 1);
+    if (wait_ms) /* a follower's long poll: nothing newer yet (repl.h) */
+        srv_repl_hold_export(c, t, wait_ms, export_begin);
+    else
+        export_begin(c);
 }
 
 /* ---- Import: a client stream --------------------------------------------- */

@@ -6,12 +6,14 @@
  * lacks, and dropping those the leader no longer has or made again: TableInfo.uid);
  * then, table by table, one Export of the rows written after the version it
  * holds (its progress request, which acknowledges that version), imported whole
- * (rows, optimizer state, scores and versions as the leader has them). A round
- * that brought nothing sleeps a little (1 ms, doubling to FOLLOW_IDLE_MAX_MS);
- * one that brought rows goes on at once, so a replicated push waits about one
- * round. Removals carry no version: when the table's size differs from the
- * leader's at the start of its export (at once when idle, at most every
- * FOLLOW_RECONCILE_MS under load when this copy is the larger), the follower
+ * (rows, optimizer state, scores and versions as the leader has them). A delta
+ * of a table with nothing newer is a long poll (ExportRequest.wait_ms): the
+ * leader holds it until a write on any of its tables (at once for a replicated
+ * push, else within its replication thread's 2 ms tick) or FOLLOW_WAIT_MS, so
+ * the follower neither sleeps nor spins, and a replicated push waits about one
+ * round trip and one import. Removals carry no version: when the leader's count
+ * of removed rows moved (at once when idle, at most every FOLLOW_RECONCILE_MS
+ * under load), or when idle the sizes differ, the follower
  * reads the leader's keys (a keys-only export) and erases the rows it holds
  * that the leader no longer has, written at or before that export began; if it
  * finds it lacks rows while idle, it copies the table again from version 0.
@@ -34,7 +36,7 @@
 #include "server/server.h"
 
 #define FOLLOW_LIST_MS 500
-#define FOLLOW_IDLE_MAX_MS 16
+#define FOLLOW_WAIT_MS 200      /* a delta's long poll (ExportRequest.wait_ms) */
 #define FOLLOW_RECONCILE_MS 1000
 #define FOLLOW_ROWS_PER_MESSAGE 4096
 #define FOLLOW_DELTA_TIMEOUT_MS 10000   /* a delta; a stopped leader holds it no longer */
@@ -46,8 +48,10 @@ typedef struct ftable {
     uint64_t applied;        /* every row the leader wrote at or below it is here */
     uint64_t leader_version; /* the leader's version at its last export's start */
     uint64_t leader_size;
-    uint64_t caught_ms;      /* when the last complete delta was asked */
+    uint64_t caught_ms;      /* as of when the last complete delta holds everything */
+    uint64_t polling_ms;     /* a delta in flight since then; 0: none */
     uint64_t reconciled_ms;
+    uint64_t removed;        /* the leader's removals when it last reconciled */
     int listed;
 } ftable;
 
@@ -93,11 +97,19 @@ void srv_follow_lag(uint64_t *versions, uint64_t *ms)
     *versions = *ms = 0;
     if (!srv_follow_active())
         return;
-    uint64_t now = mono_ms(), oldest = fo.listed_ms ? fo.listed_ms : fo.started_ms;
+    uint64_t now = mono_ms(), oldest = now;
     pthread_mutex_lock(&fo.mu);
+    if (!fo.n) /* no table yet: since the last list of the leader's tables */
+        oldest = fo.listed_ms ? fo.listed_ms : fo.started_ms;
     for (size_t i = 0; i < fo.n; i++) {
         const ftable *f = &fo.t[i];
         *versions += f->leader_version > f->applied ? f->leader_version - f->applied : 0;
+        /* a long poll the leader holds (its last delta left this table
+         * current): the leader answers it within milliseconds of a write, so
+         * the copy is current while it is no older than the poll's bound */
+        if (f->caught_ms && f->polling_ms && f->applied >= f->leader_version &&
+            now - f->polling_ms <= FOLLOW_WAIT_MS + 100)
+            continue;
         uint64_t c = f->caught_ms ? f->caught_ms : fo.started_ms;
         if (c < oldest)
             oldest = c;
@@ -295,7 +307,8 @@ static int scratch(size_t rows, size_t row_floats)
 }
 
 typedef struct export_head {
-    uint64_t stable, version, size, uid;
+    uint64_t stable, version, size, uid, removed;
+    uint64_t begun_ms; /* when its first chunk came: the copy is complete as of then */
 } export_head;
 
 /* One Export of `table` from the leader; each chunk goes to on_chunk. */
@@ -311,6 +324,7 @@ static int leader_export(const char *table, uint64_t after, int keys_only, expor
     r.rows_per_message = FOLLOW_ROWS_PER_MESSAGE;
     r.follower_id = keys_only ? (char *)"" : fo.id; /* only a delta acknowledges */
     r.follower_addr = srv.cfg.listen;
+    r.wait_ms = after && !keys_only ? FOLLOW_WAIT_MS : 0;
     size_t len = protobuf_c_message_get_packed_size(&r.base);
     uint8_t buf[1024];
     if (len > sizeof buf)
@@ -334,10 +348,12 @@ static int leader_export(const char *table, uint64_t after, int keys_only, expor
             break;
         }
         if (first) {
+            h->begun_ms = mono_ms();
             h->stable = ch->stable_version;
             h->version = ch->table_version;
             h->size = ch->table_size;
             h->uid = ch->table_uid;
+            h->removed = ch->table_removed;
             first = 0;
         }
         rc = on_chunk(ud, ch);
@@ -352,6 +368,7 @@ static int leader_export(const char *table, uint64_t after, int keys_only, expor
 }
 
 typedef struct apply_ctx {
+    ftable *f;
     srv_table *local;
     uint64_t uid;  /* the entry copied: a chunk of another is not imported */
     uint64_t rows;
@@ -367,6 +384,11 @@ static int apply_chunk(void *ud, const Ember__V1__ExportChunk *ch)
     if (ch->table_uid != a->uid)
         return ember_error_set(a->err, EMBER_ABORTED, "the leader's table '%s' was made again",
                                a->local->name);
+    if (ch->table_version > a->f->leader_version) { /* a long copy shows its lag */
+        pthread_mutex_lock(&fo.mu);
+        a->f->leader_version = ch->table_version;
+        pthread_mutex_unlock(&fo.mu);
+    }
     if (!n)
         return 0;
     if (ch->row_floats != rf || ch->values.len != n * rf * 4 || ch->scores.len != n * 8 ||
@@ -482,10 +504,15 @@ static int tail(ftable *f)
     srv_table *local = srv_registry_get(srv.registry, f->name, strlen(f->name));
     if (!local)
         return 0;
-    uint64_t asked = mono_ms();
     export_head h = {0};
-    apply_ctx a = {local, f->uid, 0, &err};
+    apply_ctx a = {f, local, f->uid, 0, &err};
+    pthread_mutex_lock(&fo.mu);
+    f->polling_ms = mono_ms();
+    pthread_mutex_unlock(&fo.mu);
     int rc = leader_export(f->name, f->applied, 0, &h, apply_chunk, &a, &err);
+    pthread_mutex_lock(&fo.mu);
+    f->polling_ms = 0;
+    pthread_mutex_unlock(&fo.mu);
     if (rc) {
         if (rc == EMBER_ABORTED || rc == EMBER_NOT_FOUND)
             fo.listed_ms = 0; /* list again at once */
@@ -502,13 +529,19 @@ static int tail(ftable *f)
     f->applied = h.stable;
     f->leader_version = h.version;
     f->leader_size = h.size;
-    f->caught_ms = asked;
+    f->caught_ms = h.begun_ms;
     pthread_mutex_unlock(&fo.mu);
     uint64_t mine = ember_table_size(local->table);
     int idle = a.rows == 0;
-    if (mine != h.size &&
-        (idle || (mine > h.size && mono_ms() - f->reconciled_ms >= FOLLOW_RECONCILE_MS)))
+    /* rows went on the leader since the last reconciliation: at once when
+     * idle, at most every FOLLOW_RECONCILE_MS under load; and when idle, any
+     * difference in size */
+    if ((h.removed != f->removed &&
+         (idle || mono_ms() - f->reconciled_ms >= FOLLOW_RECONCILE_MS)) ||
+        (idle && mine != h.size)) {
         reconcile(f, local, idle);
+        f->removed = h.removed;
+    }
     srv_table_unref(local);
     return a.rows > 0;
 }
@@ -522,7 +555,6 @@ static void *follow_main(void *arg)
         srv_log(SRV_LOG_ERROR, "follower_device_failed", "gpu=%d reason=%s", srv.backend.gpu,
                 srv_log_q(q, sizeof q, err.message));
     }
-    unsigned idle_ms = 1;
     while (!atomic_load(&fo.stop)) {
         if (!fo.listed_ms || mono_ms() - fo.listed_ms >= FOLLOW_LIST_MS) {
             if (sync_tables()) {
@@ -530,20 +562,13 @@ static void *follow_main(void *arg)
                 continue;
             }
         }
-        int got = 0, failed = 0;
-        for (size_t i = 0; i < fo.n && !atomic_load(&fo.stop); i++) {
-            int r = tail(&fo.t[i]);
-            got |= r > 0;
-            failed |= r < 0;
-        }
-        if (failed) {
-            usleep(100000);
-        } else if (got) {
-            idle_ms = 1;
-        } else {
-            usleep(idle_ms * 1000u);
-            idle_ms = idle_ms * 2 > FOLLOW_IDLE_MAX_MS ? FOLLOW_IDLE_MAX_MS : idle_ms * 2;
-        }
+        int failed = 0;
+        /* an idle table's delta is a long poll that any write on the leader
+         * ends: no sleeping here, and no spinning */
+        for (size_t i = 0; i < fo.n && !atomic_load(&fo.stop); i++)
+            failed |= tail(&fo.t[i]) < 0;
+        if (failed || !fo.n)
+            usleep(failed ? 100000 : 50000);
     }
     return NULL;
 }

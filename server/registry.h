@@ -30,6 +30,8 @@ typedef struct srv_counters {
     atomic_uint_fast64_t pulls, pushes, keys_pulled, keys_pushed, duplicate_pushes;
     /* Erase: keys that existed and were removed; erases answered as duplicates */
     atomic_uint_fast64_t erased, duplicate_erases;
+    /* Clear calls (replication: a follower reconciles when rows go) */
+    atomic_uint_fast64_t clears;
     /* coalescing: table calls that served ≥ 2 requests, the requests and keys
      * they served, the largest in keys and in requests, and the extra calls that
      * gradient batches took because members pushed the same keys */

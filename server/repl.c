@@ -44,8 +44,17 @@ typedef struct repl_parked {
     struct repl_parked *next;
 } repl_parked;
 
+typedef struct repl_held {
+    srv_call *c;
+    void (*resume)(srv_call *c);
+    uint64_t writes;     /* writes_now() when held */
+    uint64_t until_ms;
+    struct repl_held *next;
+} repl_held;
+
 static struct {
     pthread_mutex_t mu;
+    repl_held *held;     /* long polls */
     pthread_cond_t cv;
     repl_peer peers[SRV_REPL_MAX_FOLLOWERS];
     size_t npeers;
@@ -211,6 +220,7 @@ int srv_repl_park(srv_call *c, srv_reply *resp)
     pthread_mutex_lock(&rp.mu);
     p->next = rp.parked;
     rp.parked = p;
+    /* the follower's long poll on it resumes now, not at the next tick */
     atomic_fetch_add(&rp.nparked, 1);
     pthread_cond_signal(&rp.cv);
     pthread_mutex_unlock(&rp.mu);
@@ -270,11 +280,73 @@ static void answer_ready(void)
     }
 }
 
+/* The sum of every table's version: it moves with every write on this server. */
+static uint64_t writes_now(void)
+{
+    size_t n = 0;
+    uint64_t sum = 0;
+    srv_table **list = srv_registry_list(srv.registry, &n);
+    for (size_t i = 0; list && i < n; i++)
+        sum += ember_table_version(list[i]->table) + list[i]->uid;
+    srv_registry_list_free(list, n);
+    return sum;
+}
+
+void srv_repl_hold_export(srv_call *c, srv_table *t, uint32_t wait_ms,
+                          void (*resume)(srv_call *c))
+{
+    (void)t;
+    repl_held *h = calloc(1, sizeof *h);
+    if (!h) {
+        resume(c);
+        return;
+    }
+    h->c = c;
+    h->resume = resume;
+    h->writes = writes_now();
+    h->until_ms = mono_ms() + (wait_ms > 1000 ? 1000 : wait_ms);
+    pthread_mutex_lock(&rp.mu);
+    h->next = rp.held;
+    rp.held = h;
+    pthread_mutex_unlock(&rp.mu);
+}
+
+/* Resumes the long polls whose wait is over, outside the mutex. */
+static void resume_held(void)
+{
+    pthread_mutex_lock(&rp.mu);
+    int any = rp.held != NULL;
+    pthread_mutex_unlock(&rp.mu);
+    if (!any)
+        return;
+    uint64_t writes = writes_now(), now = mono_ms();
+    int stopping = rp.stop || atomic_load(&srv.stopping);
+    repl_held *done = NULL;
+    pthread_mutex_lock(&rp.mu);
+    for (repl_held **pp = &rp.held; *pp;) {
+        repl_held *h = *pp;
+        if (h->writes != writes || now >= h->until_ms || stopping || srv_call_expired(h->c)) {
+            *pp = h->next;
+            h->next = done;
+            done = h;
+        } else {
+            pp = &h->next;
+        }
+    }
+    pthread_mutex_unlock(&rp.mu);
+    while (done) {
+        repl_held *h = done;
+        done = h->next;
+        h->resume(h->c);
+        free(h);
+    }
+}
+
 static void *waiter_main(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&rp.mu);
-    while (!rp.stop || rp.parked) {
+    while (!rp.stop || rp.parked || rp.held) {
         struct timespec dl;
         clock_gettime(CLOCK_MONOTONIC, &dl);
         dl.tv_nsec += 2000000L; /* deadlines are looked at every 2 ms */
@@ -285,6 +357,7 @@ static void *waiter_main(void *arg)
         if (!rp.stop)
             pthread_cond_timedwait(&rp.cv, &rp.mu, &dl);
         pthread_mutex_unlock(&rp.mu);
+        resume_held();
         answer_ready();
         pthread_mutex_lock(&rp.mu);
     }

@@ -66,6 +66,13 @@ void srv_repl_arm(srv_call *c, const char *table, uint32_t need);
  * (the reply's slices pass to the park) and returns 1; 0 when it was not armed. */
 int srv_repl_park(srv_call *c, srv_reply *resp);
 
+/* A follower's long poll (ExportRequest.wait_ms): holds Export call `c` on
+ * table `t` (a reference is taken) until a write on any table of this server,
+ * `wait_ms` passing, its deadline or shutdown; then `resume(c)` runs on the
+ * replication thread and goes on with the export. */
+void srv_repl_hold_export(srv_call *c, srv_table *t, uint32_t wait_ms,
+                          void (*resume)(srv_call *c));
+
 typedef struct srv_repl_follower {
     char id[64];
     char addr[256];
