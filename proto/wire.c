@@ -268,6 +268,7 @@ static int push_request_fields(rd *r, ember_wire_push_request *m)
         case 14: rc = rd_f32s(r, f, "norms", wt, &m->norms); break;
         case 70: rc = rd_i32(r, f, "ack", wt, &m->ack); break;
         case 71: rc = rd_u32(r, f, "ack_replicas", wt, &m->ack_replicas); break;
+        case 72: rc = rd_u64(r, f, "term", wt, &m->term); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -286,6 +287,7 @@ static int push_response_fields(rd *r, ember_wire_push_response *m)
         switch (f) {
         case 1: rc = rd_u64(r, f, "applied", wt, &m->applied); break;
         case 2: rc = rd_bool(r, f, "duplicate", wt, &m->duplicate); break;
+        case 70: rc = rd_u64(r, f, "term", wt, &m->term); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -543,6 +545,7 @@ size_t ember_wire_push_request_size(const ember_wire_push_request *m, ember_wire
     n += sz_bytes(m->norms.len);
     n += sz_field(70, (uint64_t)(int64_t)m->ack);
     n += sz_field(71, m->ack_replicas);
+    n += sz_field(72, m->term);
     if (off)
         *off = o;
     return n;
@@ -566,12 +569,14 @@ size_t ember_wire_push_request_encode(const ember_wire_push_request *m, uint8_t 
     p = put_bytes(p, 14, m->norms, &at);
     p = put_field(p, 70, (uint64_t)(int64_t)m->ack);
     p = put_field(p, 71, m->ack_replicas);
+    p = put_field(p, 72, m->term);
     return (size_t)(p - buf);
 }
 
 size_t ember_wire_push_response_size(const ember_wire_push_response *m)
 {
-    return sz_varint(m->applied) + sz_varint((uint64_t)(m->duplicate != 0));
+    return sz_varint(m->applied) + sz_varint((uint64_t)(m->duplicate != 0)) +
+           sz_field(70, m->term);
 }
 
 size_t ember_wire_push_response_encode(const ember_wire_push_response *m, uint8_t *buf)
@@ -579,6 +584,7 @@ size_t ember_wire_push_response_encode(const ember_wire_push_response *m, uint8_
     uint8_t *p = buf;
     p = put_uint(p, 1, m->applied);
     p = put_uint(p, 2, m->duplicate != 0);
+    p = put_field(p, 70, m->term);
     return (size_t)(p - buf);
 }
 

@@ -125,11 +125,13 @@ typedef struct ember_wire_push_request {
     ember_wire_bytes norms;  /* 14: empty or bags × float32 LE (len % 4 == 0) */
     int32_t ack;             /* 70: EMBER_WIRE_ACK_* */
     uint32_t ack_replicas;   /* 71: 0 = the table's */
+    uint64_t term;           /* 72: the highest leader term the caller saw */
 } ember_wire_push_request;
 
 typedef struct ember_wire_push_response {
     uint64_t applied; /* 1 */
     int duplicate;    /* 2 */
+    uint64_t term;    /* 70: the leader's term */
 } ember_wire_push_response;
 
 typedef struct ember_wire_pushpull_request {

@@ -690,8 +690,11 @@ int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     out.uptime_seconds = srv_uptime_s();
     out.listen = srv.cfg.listen;
     out.checkpoint_dir = srv.cfg.checkpoint_dir;
+    char leader[256];
+    srv_follow_leader(leader, sizeof leader);
     out.role = (char *)srv_follow_role();
-    out.leader = srv.cfg.replica_of;
+    out.term = srv_follow_term();
+    out.leader = leader;
     srv_follow_lag(&out.lag_versions, &out.lag_ms);
     srv_repl_follower fl[SRV_REPL_MAX_FOLLOWERS];
     Ember__V1__FollowerInfo fi[SRV_REPL_MAX_FOLLOWERS], *fp[SRV_REPL_MAX_FOLLOWERS];
@@ -707,6 +710,42 @@ int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     out.followers = fp;
     *resp = pack(&out.base);
     return 0;
+}
+
+int srv_admin_promote(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                      ember_error *err)
+{
+    (void)w;
+    Ember__V1__PromoteRequest *r =
+        (void *)unpack(&ember__v1__promote_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    Ember__V1__PromoteResponse out = EMBER__V1__PROMOTE_RESPONSE__INIT;
+    char previous[256] = "";
+    int rc = srv_follow_promote(r->force, r->max_lag_versions, r->advertise, &out.term,
+                                &out.lag_versions, previous, sizeof previous, err);
+    if (!rc) {
+        out.previous_leader = previous;
+        *resp = pack(&out.base);
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+int srv_admin_follow(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                     ember_error *err)
+{
+    (void)w;
+    Ember__V1__FollowRequest *r =
+        (void *)unpack(&ember__v1__follow_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    Ember__V1__FollowResponse out = EMBER__V1__FOLLOW_RESPONSE__INIT;
+    int rc = srv_follow_follow(r->leader, r->term, &out.term, err);
+    if (!rc)
+        *resp = pack(&out.base);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
 }
 
 int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
@@ -726,7 +765,8 @@ int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
         Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
         /* "ember.v1.Leader": SERVING only where writes are taken (README
          * "Replication and failover"), for a Service that routes to the leader */
-        out.status = atomic_load(&srv.stopping) || (leader && srv_follow_active())
+        out.status = atomic_load(&srv.stopping) ||
+                             (leader && srv_follow_role_id() != SRV_REPL_LEADER)
                          ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
         *resp = pack(&out.base);
@@ -798,6 +838,7 @@ static void export_step(srv_worker *w, srv_call *c, int ok)
     ch.table_size = s->table_size;
     ch.table_uid = s->table_uid;
     ch.table_removed = s->table_removed;
+    ch.term = srv_follow_term();
     s->sent_any = 1;
     srv_call_send(c, pack(&ch.base));
 }

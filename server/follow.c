@@ -59,7 +59,19 @@ static struct {
     pthread_t thread;
     int started;
     atomic_int stop;
+    atomic_int role;         /* SRV_REPL_* */
+    _Atomic uint64_t term;   /* the leader term this server is at */
+    /* Changes of role and the work of the follower's tail exclude each other:
+     * a promotion waits for an import in progress, and nothing from the old
+     * leader is written after it. */
+    pthread_mutex_t apply_mu;
+    char leader[256];        /* followed (under mu); "" on a leader */
+    atomic_int retarget;     /* the leader changed (Follow): reopen, start over */
+    char fence_addr[256], fence_advertise[256]; /* a new leader's Follow calls */
+    uint64_t leader_term;    /* the followed leader's, from its exports */
+    uint64_t fence_until_ms;
     grpc_channel *ch;
+    char ch_target[256];     /* what ch is open to */
     char id[64];
     char token[4096];
     pthread_mutex_t mu;      /* guards the tables' numbers for srv_follow_lag */
@@ -71,7 +83,7 @@ static struct {
     uint64_t *keys, *scores, *versions;
     float *rows;
     size_t rows_cap, floats_cap;
-} fo = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} fo = {.mu = PTHREAD_MUTEX_INITIALIZER, .apply_mu = PTHREAD_MUTEX_INITIALIZER};
 
 static uint64_t mono_ms(void)
 {
@@ -80,16 +92,94 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int srv_follow_active(void) { return srv.cfg.replica_of[0] != 0; }
+int srv_follow_role_id(void) { return atomic_load(&fo.role); }
 
-const char *srv_follow_role(void) { return srv_follow_active() ? "follower" : "leader"; }
+int srv_follow_active(void) { return atomic_load(&fo.role) == SRV_REPL_FOLLOWER; }
+
+const char *srv_follow_role(void)
+{
+    switch (atomic_load(&fo.role)) {
+    case SRV_REPL_FOLLOWER: return "follower";
+    case SRV_REPL_FENCED: return "fenced";
+    default: return "leader";
+    }
+}
+
+uint64_t srv_follow_term(void) { return atomic_load(&fo.term); }
+
+void srv_follow_leader(char *buf, size_t cap)
+{
+    pthread_mutex_lock(&fo.mu);
+    snprintf(buf, cap, "%s", srv_follow_active() ? fo.leader : "");
+    pthread_mutex_unlock(&fo.mu);
+}
 
 int srv_follow_refuse(const char *what, ember_error *err)
 {
-    return ember_error_set(err, EMBER_FAILED_PRECONDITION,
-                           "not the leader: follower of %s (%s goes to the leader; this "
-                           "server serves pulls without insert)",
-                           srv.cfg.replica_of, what);
+    char leader[256];
+    switch (atomic_load(&fo.role)) {
+    case SRV_REPL_FOLLOWER:
+        srv_follow_leader(leader, sizeof leader);
+        return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                               "not the leader: follower of %s at term %llu (%s goes to the "
+                               "leader; this server serves pulls without insert)",
+                               leader, (unsigned long long)srv_follow_term(), what);
+    case SRV_REPL_FENCED:
+        return ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                               "not the leader: fenced, a newer leader took term %llu (%s goes "
+                               "to the new leader; this server's rows may be stale)",
+                               (unsigned long long)srv_follow_term(), what);
+    default:
+        return 0;
+    }
+}
+
+/* The term into <checkpoint-dir>/term (a temporary file renamed over it), so a
+ * restarted server does not come back at an older term. */
+static void term_save(uint64_t term)
+{
+    if (!*srv.cfg.checkpoint_dir)
+        return;
+    char path[SRV_PATH_MAX + 16], tmp[SRV_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/term", srv.cfg.checkpoint_dir);
+    snprintf(tmp, sizeof tmp, "%s/term.tmp", srv.cfg.checkpoint_dir);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fprintf(f, "%llu\n", (unsigned long long)term);
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path))
+        srv_log(SRV_LOG_WARN, "term_not_saved", "path=%s term=%llu", path,
+                (unsigned long long)term);
+}
+
+/* Raises the term to at least `term`; 1 when it moved (saved). */
+static int term_raise(uint64_t term)
+{
+    uint64_t cur = atomic_load(&fo.term);
+    while (cur < term && !atomic_compare_exchange_weak(&fo.term, &cur, term))
+        ;
+    if (cur >= term)
+        return 0;
+    term_save(term);
+    return 1;
+}
+
+int srv_follow_check_term(uint64_t term, const char *what, ember_error *err)
+{
+    if (term <= atomic_load(&fo.term))
+        return 0;
+    pthread_mutex_lock(&fo.apply_mu);
+    int was = atomic_load(&fo.role);
+    if (was == SRV_REPL_LEADER)
+        atomic_store(&fo.role, SRV_REPL_FENCED);
+    term_raise(term);
+    pthread_mutex_unlock(&fo.apply_mu);
+    if (was == SRV_REPL_LEADER)
+        srv_log(SRV_LOG_WARN, "fenced", "term=%llu reason=a_push_carried_a_newer_term",
+                (unsigned long long)term);
+    return srv_follow_refuse(what, err);
 }
 
 void srv_follow_lag(uint64_t *versions, uint64_t *ms)
@@ -124,10 +214,10 @@ static void reachable(int ok, const ember_error *err)
         return;
     fo.reachable = ok;
     if (ok) {
-        srv_log(SRV_LOG_INFO, "leader_reachable", "leader=%s", srv.cfg.replica_of);
+        srv_log(SRV_LOG_INFO, "leader_reachable", "leader=%s", fo.ch_target);
     } else {
         char q[600];
-        srv_log(SRV_LOG_WARN, "leader_unreachable", "leader=%s reason=%s", srv.cfg.replica_of,
+        srv_log(SRV_LOG_WARN, "leader_unreachable", "leader=%s reason=%s", fo.ch_target,
                 srv_log_q(q, sizeof q, err->message));
     }
 }
@@ -153,8 +243,23 @@ static ftable *ftable_of(const char *name, int add)
     return f;
 }
 
-/* Runs an Admin handler of this server on `m`, as a call from the leader would. */
+static int local_admin_locked(srv_unary_fn fn, const ProtobufCMessage *m, ember_error *err);
+
+/* Runs an Admin handler of this server on `m`, as a call from the leader
+ * would, while this server follows (not once it is promoted). */
 static int local_admin(srv_unary_fn fn, const ProtobufCMessage *m, ember_error *err)
+{
+    pthread_mutex_lock(&fo.apply_mu);
+    int rc = EMBER_ABORTED;
+    if (srv_follow_active()) /* not after a promotion */
+        rc = local_admin_locked(fn, m, err);
+    else
+        ember_error_set(err, rc, "no longer a follower");
+    pthread_mutex_unlock(&fo.apply_mu);
+    return rc;
+}
+
+static int local_admin_locked(srv_unary_fn fn, const ProtobufCMessage *m, ember_error *err)
 {
     size_t len = protobuf_c_message_get_packed_size(m);
     uint8_t *buf = malloc(len ? len : 1);
@@ -354,6 +459,10 @@ static int leader_export(const char *table, uint64_t after, int keys_only, expor
             h->size = ch->table_size;
             h->uid = ch->table_uid;
             h->removed = ch->table_removed;
+            if (ch->term > fo.leader_term) {
+                fo.leader_term = ch->term;
+                term_raise(ch->term);
+            }
             first = 0;
         }
         rc = on_chunk(ud, ch);
@@ -402,7 +511,11 @@ static int apply_chunk(void *ud, const Ember__V1__ExportChunk *ch)
     memcpy(fo.scores, ch->scores.data, n * 8);
     memcpy(fo.versions, ch->versions.data, n * 8);
     memcpy(fo.rows, ch->values.data, n * rf * 4);
-    int rc = ember_table_import(t, fo.keys, n, fo.rows, fo.scores, fo.versions, a->err);
+    pthread_mutex_lock(&fo.apply_mu);
+    int rc = srv_follow_active()
+                 ? ember_table_import(t, fo.keys, n, fo.rows, fo.scores, fo.versions, a->err)
+                 : ember_error_set(a->err, EMBER_ABORTED, "no longer a follower");
+    pthread_mutex_unlock(&fo.apply_mu);
     if (!rc)
         a->rows += n;
     return rc;
@@ -476,8 +589,10 @@ static void reconcile(ftable *f, srv_table *local, int idle)
                 gone[g++] = keys[i];
         }
         uint64_t e = 0;
-        if (g && !ember_table_erase(t, gone, g, &e, &err))
+        pthread_mutex_lock(&fo.apply_mu);
+        if (g && srv_follow_active() && !ember_table_erase(t, gone, g, &e, &err))
             erased += e;
+        pthread_mutex_unlock(&fo.apply_mu);
     }
     if (idle && have < ks.n) {
         srv_log(SRV_LOG_INFO, "follower_recopy", "table=%s missing_rows=%llu", f->name,
@@ -546,6 +661,74 @@ static int tail(ftable *f)
     return a.rows > 0;
 }
 
+/* Drops every table here (fo.apply_mu held): a server that follows a new
+ * leader copies its tables whole, keeping nothing of its own. */
+static void drop_all_locked(void)
+{
+    size_t n;
+    srv_table **mine = srv_registry_list(srv.registry, &n);
+    for (size_t i = 0; mine && i < n; i++) {
+        ember_error e;
+        Ember__V1__DropTableRequest d = EMBER__V1__DROP_TABLE_REQUEST__INIT;
+        d.name = mine[i]->name;
+        d.if_exists = 1;
+        local_admin_locked(srv_admin_drop, &d.base, &e);
+    }
+    srv_registry_list_free(mine, n);
+}
+
+static void drop_all(void)
+{
+    pthread_mutex_lock(&fo.apply_mu);
+    if (srv_follow_active())
+        drop_all_locked();
+    pthread_mutex_unlock(&fo.apply_mu);
+}
+
+/* (Re)opens the channel to `target`. */
+static int channel_to(const char *target, ember_error *err)
+{
+    if (fo.ch && !strcmp(fo.ch_target, target))
+        return 0;
+    if (fo.ch)
+        ember_rpc_channel_close(fo.ch);
+    ember_rpc_channel_options o;
+    ember_rpc_channel_options_init(&o);
+    o.max_receive_bytes = (int)srv.cfg.max_message_bytes;
+    o.max_reconnect_backoff_ms = 500;
+    o.token = fo.token[0] ? fo.token : NULL;
+    fo.ch = ember_rpc_channel_open(target, &o, err);
+    snprintf(fo.ch_target, sizeof fo.ch_target, "%s", fo.ch ? target : "");
+    fo.reachable = -1;
+    return fo.ch ? 0 : err->code;
+}
+
+/* A new leader tells the one it replaced to follow it (Admin/Follow), once a
+ * second until it answers: the old leader, frozen or cut off when this one was
+ * promoted, hears it when it comes back. */
+static void fence_step(void)
+{
+    ember_error err;
+    if (mono_ms() > fo.fence_until_ms || channel_to(fo.fence_addr, &err)) {
+        fo.fence_addr[0] = '\0';
+        return;
+    }
+    Ember__V1__FollowRequest r = EMBER__V1__FOLLOW_REQUEST__INIT;
+    r.leader = fo.fence_advertise;
+    r.term = srv_follow_term();
+    uint8_t buf[600], *resp = NULL;
+    size_t len = ember__v1__follow_request__pack(&r, buf), rlen = 0;
+    int rc = ember_rpc_unary(fo.ch, "/ember.v1.Admin/Follow", buf, len, 2000, &resp, &rlen, &err);
+    free(resp);
+    if (rc == 0 || rc == EMBER_FAILED_PRECONDITION) {
+        char q[600];
+        srv_log(SRV_LOG_INFO, "old_leader_told", "old_leader=%s term=%llu code=%d reason=%s",
+                fo.fence_addr, (unsigned long long)r.term, rc,
+                srv_log_q(q, sizeof q, rc ? err.message : "following"));
+        fo.fence_addr[0] = '\0';
+    }
+}
+
 static void *follow_main(void *arg)
 {
     (void)arg;
@@ -556,6 +739,28 @@ static void *follow_main(void *arg)
                 srv_log_q(q, sizeof q, err.message));
     }
     while (!atomic_load(&fo.stop)) {
+        if (!srv_follow_active()) {
+            pthread_mutex_lock(&fo.mu);
+            int fence = fo.fence_addr[0] && srv_follow_role_id() == SRV_REPL_LEADER;
+            pthread_mutex_unlock(&fo.mu);
+            if (fence)
+                fence_step();
+            usleep(fence ? 1000000 : 50000);
+            continue;
+        }
+        if (atomic_exchange(&fo.retarget, 0) || !fo.ch) { /* a new leader: start over */
+            char target[256];
+            srv_follow_leader(target, sizeof target);
+            pthread_mutex_lock(&fo.mu);
+            fo.n = 0;
+            fo.listed_ms = 0;
+            pthread_mutex_unlock(&fo.mu);
+            drop_all(); /* what a round for the old leader may have made meanwhile */
+            if (channel_to(target, &err)) {
+                usleep(200000);
+                continue;
+            }
+        }
         if (!fo.listed_ms || mono_ms() - fo.listed_ms >= FOLLOW_LIST_MS) {
             if (sync_tables()) {
                 usleep(200000);
@@ -565,7 +770,7 @@ static void *follow_main(void *arg)
         int failed = 0;
         /* an idle table's delta is a long poll that any write on the leader
          * ends: no sleeping here, and no spinning */
-        for (size_t i = 0; i < fo.n && !atomic_load(&fo.stop); i++)
+        for (size_t i = 0; i < fo.n && !atomic_load(&fo.stop) && srv_follow_active(); i++)
             failed |= tail(&fo.t[i]) < 0;
         if (failed || !fo.n)
             usleep(failed ? 100000 : 50000);
@@ -575,28 +780,34 @@ static void *follow_main(void *arg)
 
 int srv_follow_start(char *msg, size_t cap)
 {
-    if (!srv_follow_active())
-        return 0;
     ember_error err;
-    ember_rpc_channel_options o;
-    ember_rpc_channel_options_init(&o);
-    o.max_receive_bytes = (int)srv.cfg.max_message_bytes;
-    o.max_reconnect_backoff_ms = 500;
+    /* the term this server reached before (a restart must not go back) */
+    if (*srv.cfg.checkpoint_dir) {
+        char path[SRV_PATH_MAX + 16];
+        snprintf(path, sizeof path, "%s/term", srv.cfg.checkpoint_dir);
+        FILE *f = fopen(path, "r");
+        unsigned long long t = 0;
+        if (f && fscanf(f, "%llu", &t) == 1)
+            atomic_store(&fo.term, t);
+        if (f)
+            fclose(f);
+    }
+    if (!atomic_load(&fo.term))
+        atomic_store(&fo.term, srv.cfg.replica_of[0] ? 0 : 1);
+    snprintf(fo.leader, sizeof fo.leader, "%s", srv.cfg.replica_of);
+    atomic_store(&fo.role, srv.cfg.replica_of[0] ? SRV_REPL_FOLLOWER : SRV_REPL_LEADER);
     /* the leader's Admin needs the admin token where it checks one: a leader
      * and its followers share it (the same Secret) */
     const char *env = getenv("EMBER_ADMIN_TOKEN");
     if (*srv.cfg.admin_token_file) {
         if (ember_rpc_read_token(srv.cfg.admin_token_file, fo.token, sizeof fo.token, &err)) {
-            snprintf(msg, cap, "--replica-of: %s", err.message);
+            snprintf(msg, cap, "replication: %s", err.message);
             return -1;
         }
-        o.token = fo.token;
     } else if (env && *env) {
         snprintf(fo.token, sizeof fo.token, "%s", env);
-        o.token = fo.token;
     }
-    fo.ch = ember_rpc_channel_open(srv.cfg.replica_of, &o, &err);
-    if (!fo.ch) {
+    if (srv.cfg.replica_of[0] && channel_to(srv.cfg.replica_of, &err)) {
         snprintf(msg, cap, "--replica-of %s: %s", srv.cfg.replica_of, err.message);
         return -1;
     }
@@ -605,16 +816,98 @@ int srv_follow_start(char *msg, size_t cap)
     snprintf(fo.id, sizeof fo.id, "%08lx%08lx-%d", (unsigned long)ts.tv_sec,
              (unsigned long)ts.tv_nsec, (int)getpid());
     fo.started_ms = mono_ms();
-    fo.reachable = -1;
     int e = pthread_create(&fo.thread, NULL, follow_main, NULL);
     if (e) {
-        snprintf(msg, cap, "cannot start the follower thread: %s", strerror(e));
+        snprintf(msg, cap, "cannot start the replication thread: %s", strerror(e));
         return -1;
     }
     fo.started = 1;
-    srv_log(SRV_LOG_INFO, "follower_started", "leader=%s follower_id=%s", srv.cfg.replica_of,
-            fo.id);
+    if (srv.cfg.replica_of[0])
+        srv_log(SRV_LOG_INFO, "follower_started", "leader=%s follower_id=%s term=%llu",
+                srv.cfg.replica_of, fo.id, (unsigned long long)srv_follow_term());
     return 0;
+}
+
+/* ---- Promote and Follow ----------------------------------------------------- */
+
+int srv_follow_promote(int force, uint64_t max_lag_versions, const char *advertise,
+                       uint64_t *term, uint64_t *lag, char *previous, size_t cap,
+                       ember_error *err)
+{
+    uint64_t lag_ms;
+    if (advertise && *advertise && !strrchr(advertise, ':'))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "advertise '%.80s' is not HOST:PORT", advertise);
+    pthread_mutex_lock(&fo.apply_mu); /* no import of the old leader's after this */
+    int role = srv_follow_role_id();
+    srv_follow_lag(lag, &lag_ms);
+    uint64_t bound = max_lag_versions ? max_lag_versions : 1000;
+    int rc = 0;
+    if (role != SRV_REPL_FOLLOWER)
+        rc = ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                             role == SRV_REPL_LEADER
+                                 ? "this server is the leader already (term %llu)"
+                                 : "this server is fenced (term %llu): it follows a leader "
+                                   "again (Follow) before it can be promoted",
+                             (unsigned long long)srv_follow_term());
+    else if (*lag > bound && !force)
+        rc = ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                             "this follower knows itself %llu versions behind its leader "
+                             "(bound %llu; %llu ms since its copy was complete): promote with "
+                             "force to take it as it is (the writes it lacks are lost)",
+                             (unsigned long long)*lag, (unsigned long long)bound,
+                             (unsigned long long)lag_ms);
+    if (!rc) {
+        uint64_t t = srv_follow_term() > fo.leader_term ? srv_follow_term() : fo.leader_term;
+        term_raise(t + 1);
+        *term = srv_follow_term();
+        pthread_mutex_lock(&fo.mu);
+        snprintf(previous, cap, "%s", fo.leader);
+        if (advertise && *advertise) {
+            snprintf(fo.fence_addr, sizeof fo.fence_addr, "%s", fo.leader);
+            snprintf(fo.fence_advertise, sizeof fo.fence_advertise, "%s", advertise);
+            fo.fence_until_ms = mono_ms() + 600000;
+        }
+        fo.leader[0] = '\0';
+        pthread_mutex_unlock(&fo.mu);
+        atomic_store(&fo.role, SRV_REPL_LEADER);
+    }
+    pthread_mutex_unlock(&fo.apply_mu);
+    if (!rc)
+        srv_log(SRV_LOG_WARN, "promoted", "term=%llu previous_leader=%s lag_versions=%llu "
+                "forced=%d advertise=%s", (unsigned long long)*term, previous,
+                (unsigned long long)*lag, force, advertise ? advertise : "");
+    return rc;
+}
+
+int srv_follow_follow(const char *leader, uint64_t term, uint64_t *now_term, ember_error *err)
+{
+    if (!leader || !*leader || strlen(leader) >= sizeof fo.leader || !strrchr(leader, ':'))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT, "leader '%.80s' is not HOST:PORT",
+                               leader ? leader : "");
+    pthread_mutex_lock(&fo.apply_mu);
+    int rc = 0;
+    if (term < srv_follow_term()) {
+        rc = ember_error_set(err, EMBER_FAILED_PRECONDITION,
+                             "term %llu is older than this server's %llu: a stale request",
+                             (unsigned long long)term, (unsigned long long)srv_follow_term());
+    } else {
+        term_raise(term);
+        pthread_mutex_lock(&fo.mu);
+        snprintf(fo.leader, sizeof fo.leader, "%s", leader);
+        fo.fence_addr[0] = '\0';
+        pthread_mutex_unlock(&fo.mu);
+        atomic_store(&fo.role, SRV_REPL_FOLLOWER);
+        atomic_store(&fo.retarget, 1);
+        /* what this server holds is not its new leader's: copied again whole */
+        drop_all_locked();
+    }
+    *now_term = srv_follow_term();
+    pthread_mutex_unlock(&fo.apply_mu);
+    if (!rc)
+        srv_log(SRV_LOG_WARN, "following", "leader=%s term=%llu", leader,
+                (unsigned long long)*now_term);
+    return rc;
 }
 
 void srv_follow_stop(void)

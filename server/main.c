@@ -112,11 +112,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "ember-server: %s\n", msg);
         return 1;
     }
-    if (srv_repl_start(msg, sizeof msg)) {
+    /* the role before the port opens: a follower never takes a write */
+    if (srv_repl_start(msg, sizeof msg) || srv_follow_start(msg, sizeof msg)) {
         fprintf(stderr, "ember-server: %s\n", msg);
         return 1;
     }
-    if (srv_rpc_start(msg, sizeof msg) || srv_follow_start(msg, sizeof msg)) {
+    if (srv_rpc_start(msg, sizeof msg)) {
         char q[600];
         srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
         fprintf(stderr, "ember-server: %s\n", msg);

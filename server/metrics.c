@@ -231,6 +231,11 @@ static void render_replication(sbuf *b)
     family(b, "ember_replication_follower", "gauge",
            "1 on a follower (--replica-of), 0 on a leader.");
     sb_printf(b, "ember_replication_follower %d\n", srv_follow_active());
+    family(b, "ember_replication_fenced", "gauge",
+           "1 on a leader that learned of a newer leader's term (it refuses writes).");
+    sb_printf(b, "ember_replication_fenced %d\n", srv_follow_role_id() == SRV_REPL_FENCED);
+    family(b, "ember_replication_term", "gauge", "The leader term this server is at.");
+    sb_printf(b, "ember_replication_term %llu\n", (unsigned long long)srv_follow_term());
     family(b, "ember_replication_lag_versions", "gauge",
            "A follower's table versions behind its leader, summed over tables (0 on a leader).");
     sb_printf(b, "ember_replication_lag_versions %llu\n", (unsigned long long)lag_v);

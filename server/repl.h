@@ -88,15 +88,38 @@ void srv_repl_counts(uint64_t *parked, uint64_t *acked, uint64_t *failed);
 
 /* ---- follower (follow.c) ------------------------------------------------- */
 
-/* Starts the tail of cfg.replica_of when set (a no-op otherwise). */
+/* Roles: a leader takes writes; a follower copies its leader; a fenced
+ * server was a leader and learned of a newer term (a push carrying it): it
+ * refuses writes until told to follow (Follow). */
+enum { SRV_REPL_LEADER = 0, SRV_REPL_FOLLOWER = 1, SRV_REPL_FENCED = 2 };
+
+/* Reads the term kept in --checkpoint-dir (file "term"), and starts the
+ * replication thread: the tail of the leader while this server follows one
+ * (cfg.replica_of at start, or Follow), and a new leader's Follow calls to the
+ * one it replaced. */
 int srv_follow_start(char *msg, size_t cap);
 void srv_follow_stop(void);
-/* 1 on a follower. */
+/* SRV_REPL_*. */
+int srv_follow_role_id(void);
+/* 1 on a follower (its tables change only from its leader). */
 int srv_follow_active(void);
-/* "leader" or "follower"; static. */
+/* "leader", "follower" or "fenced"; static. */
 const char *srv_follow_role(void);
-/* FAILED_PRECONDITION "not the leader: follower of ADDR ..." naming `what`. */
+/* The leader term this server is at. */
+uint64_t srv_follow_term(void);
+/* The leader followed, into buf ("" on a leader). */
+void srv_follow_leader(char *buf, size_t cap);
+/* 0 on a leader; else FAILED_PRECONDITION "not the leader: ..." naming `what`. */
 int srv_follow_refuse(const char *what, ember_error *err);
+/* A push carried `term`: above this server's, a leader fences itself (and
+ * every server adopts it); returns srv_follow_refuse's answer then, else 0. */
+int srv_follow_check_term(uint64_t term, const char *what, ember_error *err);
+/* Admin/Promote and Admin/Follow (ember.proto): statuses as it says. */
+int srv_follow_promote(int force, uint64_t max_lag_versions, const char *advertise,
+                       uint64_t *term, uint64_t *lag, char *previous, size_t cap,
+                       ember_error *err);
+int srv_follow_follow(const char *leader, uint64_t term, uint64_t *now_term,
+                      ember_error *err);
 /* A follower's lag: versions behind (summed over tables, from what the leader
  * last said) and the age of its newest complete copy, ms (0 on a leader). */
 void srv_follow_lag(uint64_t *versions, uint64_t *ms);

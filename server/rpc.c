@@ -500,7 +500,7 @@ static void on_matched(srv_worker *w, srv_call *c)
                         NULL);
         return;
     }
-    if (srv_follow_active() && srv_method_writes(c->method)) {
+    if (srv_follow_role_id() != SRV_REPL_LEADER && srv_method_writes(c->method)) {
         /* a follower's tables change only from its leader (repl.h) */
         srv_follow_refuse(d->name, &err);
         srv_call_finish(c, err.code, err.message, NULL);

@@ -49,6 +49,8 @@ const srv_method_desc srv_methods[SRV_M_COUNT] = {
     [SRV_M_INFO] = ADMIN("ServerInfo", srv_admin_info),
     [SRV_M_EXPORT] = ADMIN_CALL("Export", 1, srv_admin_export_start),
     [SRV_M_IMPORT] = ADMIN_CALL("Import", 0, srv_admin_import_start),
+    [SRV_M_PROMOTE] = ADMIN("Promote", srv_admin_promote),
+    [SRV_M_FOLLOW] = ADMIN("Follow", srv_admin_follow),
     [SRV_M_HEALTH] = {.path = "/grpc.health.v1.Health/Check", .name = "Health.Check",
                       .role = SRV_ROLE_NONE, .payload = 1, .requests = 2, .capped = 0,
                       .keys_metric = -1, .unary = srv_admin_health},

@@ -91,6 +91,8 @@ typedef enum srv_method {
     SRV_M_INFO,
     SRV_M_EXPORT,
     SRV_M_IMPORT,
+    SRV_M_PROMOTE,
+    SRV_M_FOLLOW,
     SRV_M_HEALTH,
     SRV_M_COUNT,
     SRV_M_UNKNOWN = SRV_M_COUNT, /* a path not in the table: UNIMPLEMENTED */
@@ -188,6 +190,11 @@ int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
 int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                    ember_error *err);
 int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                     ember_error *err);
+/* Replication's role changes (repl.h). */
+int srv_admin_promote(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                      ember_error *err);
+int srv_admin_follow(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                      ember_error *err);
 /* Admin/Save: finished at once on bad input, else answered later from the
  * checkpointer thread (ckpt.h) when the save ends. */

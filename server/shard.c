@@ -548,7 +548,13 @@ static unsigned push_checked(const ember_table *t, srv_co_kind kind)
 static int push_replication(srv_call *c, const push_plan *p, ember_error *err)
 {
     uint32_t need;
-    int rc = srv_repl_need(p->t, p->req->ack, p->req->ack_replicas, &need, err);
+    /* a push that has seen a newer leader fences this one (and is refused) */
+    int rc = srv_follow_check_term(p->req->term, srv_methods[c->method].name, err);
+    if (!rc)
+        rc = srv_follow_refuse(srv_methods[c->method].name, err);
+    if (rc)
+        return rc;
+    rc = srv_repl_need(p->t, p->req->ack, p->req->ack_replicas, &need, err);
     if (!rc && need)
         srv_repl_arm(c, p->t->name, need);
     return rc;
@@ -789,7 +795,7 @@ static void push_answer(srv_worker *w, co_job *j, int rc, const ember_error *err
         srv_call_finish(c, rc, err->message, NULL);
     } else {
         srv_metrics_keys(SRV_M_PUSH, j->n, 0, j->n);
-        ember_wire_push_response m = {j->n, 0};
+        ember_wire_push_response m = {j->n, 0, srv_follow_term()};
         uint8_t out[32];
         size_t len = ember_wire_push_response_encode(&m, out);
         grpc_slice s = grpc_slice_from_copied_buffer((const char *)out, len);
@@ -1199,7 +1205,7 @@ void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
                                              c->role, "a pull with insert_missing=true",
                                              err.message, sizeof err.message);
     }
-    if (!rc && r.insert_missing && srv_follow_active())
+    if (!rc && r.insert_missing)
         rc = srv_follow_refuse("a pull with insert_missing=true", &err);
     if (rc || (rc = pull_prepare(&r, &p, &err))) {
         answer_error(c, rc, &err);
@@ -1266,7 +1272,7 @@ void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
         answer_error(c, rc, &err);
     } else {
         srv_metrics_keys(SRV_M_PUSH, p.n, 0, dup ? 0 : p.n);
-        ember_wire_push_response m = {dup ? 0 : p.n, dup};
+        ember_wire_push_response m = {dup ? 0 : p.n, dup, srv_follow_term()};
         uint8_t out[32];
         size_t n = ember_wire_push_response_encode(&m, out);
         grpc_slice s = grpc_slice_from_copied_buffer((const char *)out, n);
@@ -1328,6 +1334,7 @@ static void pushpull_reply(srv_worker *w, srv_call *c, const ember_wire_pushpull
     m.has_pull = r->has_pull;
     m.push.applied = applied;
     m.push.duplicate = dup;
+    m.push.term = srv_follow_term();
     if (r->has_pull)
         pull_reply_shape(pl, &m.pull);
     size_t size = ember_wire_pushpull_response_size(&m, &off);

@@ -1414,6 +1414,116 @@ static int cmd_info(ctl *c, const ctl_args *a)
     return ctl_finish(c, &j, r);
 }
 
+/* ---- promote, follow (replication) ------------------------------------------------------------ */
+
+static const ctl_optdef promote_opts[] = {
+    {"--force", NULL, "promote even when it knows itself behind its leader (the writes it\n"
+                      "                           lacks are lost)"},
+    {"--max-lag-versions", "N", "refuse when more than N versions behind (default 1000)"},
+    {"--advertise", "H:P", "the address the old leader reaches the new one at, told to it\n"
+                           "                           until it follows (default ADDR; none: -)"},
+    {NULL, NULL, NULL},
+};
+
+static int cmd_promote(ctl *c, const ctl_args *a)
+{
+    Ember__V1__PromoteRequest req = EMBER__V1__PROMOTE_REQUEST__INIT;
+    const char *v;
+    ctl_json j;
+    req.force = ctl_opt(a, "--force") != NULL;
+    if ((v = ctl_opt(a, "--max-lag-versions")) &&
+        ctl_parse_u64(a, "--max-lag-versions", v, 1, UINT64_MAX, &req.max_lag_versions) != 0)
+        return CTL_EXIT_USAGE;
+    v = ctl_opt(a, "--advertise");
+    req.advertise = (char *)(!v ? a->pos[0] : strcmp(v, "-") ? v : "");
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    ctl_call(c, ADMIN "Promote", &req.base, &ember__v1__promote_response__descriptor, 0, r);
+    const Ember__V1__PromoteResponse *p = (const Ember__V1__PromoteResponse *)r[0].msg;
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        if (!r[0].code) {
+            ctl_json_str(&j, "address", a->pos[0]);
+            ctl_json_u64(&j, "term", p->term);
+            ctl_json_u64(&j, "lag_versions", p->lag_versions);
+            ctl_json_str(&j, "previous_leader", p->previous_leader);
+        }
+    } else if (!r[0].code) {
+        printf("%s is the leader at term %" PRIu64 " (it followed %s, %" PRIu64
+               " versions behind)%s\n",
+               a->pos[0], p->term, p->previous_leader, p->lag_versions,
+               *req.advertise ? "; the old leader is told to follow it when it answers" : "");
+    }
+    return ctl_finish(c, &j, r);
+}
+
+static const ctl_optdef follow_opts[] = {
+    {"--leader", "H:P", "the leader to follow (required)"},
+    {"--term", "N", "its term (default: asked of the leader)"},
+    {NULL, NULL, NULL},
+};
+
+static int cmd_follow(ctl *c, const ctl_args *a)
+{
+    Ember__V1__FollowRequest req = EMBER__V1__FOLLOW_REQUEST__INIT;
+    const char *v;
+    ctl_json j;
+    req.leader = (char *)ctl_opt(a, "--leader");
+    if (!req.leader)
+        return ctl_usage_error(a, "--leader H:P is required");
+    if ((v = ctl_opt(a, "--term"))) {
+        if (ctl_parse_u64(a, "--term", v, 0, UINT64_MAX, &req.term) != 0)
+            return CTL_EXIT_USAGE;
+    } else { /* the leader's own term */
+        ctl lc = *c;
+        lc.shards = NULL;
+        lc.n = 0;
+        int rc = ctl_shards_parse(&lc, req.leader, -1);
+        if (rc == 0)
+            rc = ctl_shards_open(&lc);
+        if (rc != 0)
+            return rc;
+        Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+        ctl_reply *ir = ctl_replies_new(&lc);
+        if (!ir) {
+            ctl_shards_close(&lc);
+            return CTL_EXIT_RPC;
+        }
+        ctl_call(&lc, ADMIN "ServerInfo", &iq.base,
+                 &ember__v1__server_info_response__descriptor, 0, ir);
+        const Ember__V1__ServerInfoResponse *s = (const Ember__V1__ServerInfoResponse *)ir[0].msg;
+        if (!ir[0].code && strcmp(s->role, "leader"))
+            fprintf(stderr, "emberctl: %s is %s, not a leader\n", req.leader, s->role);
+        int bad = ir[0].code || strcmp(s->role, "leader");
+        if (!bad)
+            req.term = s->term;
+        rc = ctl_report(ir, lc.n);
+        ctl_replies_free(ir, lc.n);
+        ctl_shards_close(&lc);
+        if (bad)
+            return rc ? rc : CTL_EXIT_RPC;
+    }
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    ctl_call(c, ADMIN "Follow", &req.base, &ember__v1__follow_response__descriptor, 0, r);
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        if (!r[0].code) {
+            ctl_json_str(&j, "address", a->pos[0]);
+            ctl_json_str(&j, "leader", req.leader);
+            ctl_json_u64(&j, "term", ((const Ember__V1__FollowResponse *)r[0].msg)->term);
+        }
+    } else if (!r[0].code) {
+        printf("%s follows %s at term %" PRIu64 ": its tables are copied from the leader again\n",
+               a->pos[0], req.leader, ((const Ember__V1__FollowResponse *)r[0].msg)->term);
+    }
+    return ctl_finish(c, &j, r);
+}
+
 /* ---- the table of commands ---------------------------------------------------------------------------- */
 
 const ctl_cmd ctl_commands[] = {
@@ -1475,6 +1585,17 @@ const ctl_cmd ctl_commands[] = {
     {"info", "", 0, 0, "each server's version, shard index, backend, limits and uptime",
      "Warns when a server's shard index or count disagrees with its place in the list.\n",
      NULL, cmd_info, 0},
+    {"promote", "ADDR", 1, 1, "make the follower at ADDR the leader, at a new term",
+     "Refused while it knows itself more than --max-lag-versions behind its leader,\n"
+     "unless --force. The old leader, told (every second until it answers) to\n"
+     "follow the new one, refuses writes from then on and copies its rows; so does\n"
+     "any leader that sees a push carrying the newer term. README \"Replication and\n"
+     "failover\".\n",
+     promote_opts, cmd_promote, CTL_CMD_ADDR},
+    {"follow", "ADDR", 1, 1, "make the server at ADDR a follower of --leader",
+     "Its tables are dropped and copied from the leader again; writes to it are\n"
+     "refused meanwhile. Refused when --term is older than the server's own.\n",
+     follow_opts, cmd_follow, CTL_CMD_ADDR},
     {"export", "TABLE FILE", 2, 2, "write a table's rows (all, or a delta) to one file",
      "FILE is written whole or not at all (a temp file renamed at the end). It records\n"
      "each shard's table version when its export began: give the file to the next\n"

@@ -38,6 +38,7 @@
 #include "ember/v1/ember.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "harness.h"
+#include "proto/wire.h"
 
 #define DIM 8
 #define WAIT_S 30
@@ -690,6 +691,281 @@ START_TEST(replicated_pushes_wait_for_the_follower)
 }
 END_TEST
 
+/* ---- failover: promote, terms, fencing ------------------------------------- */
+
+static uint64_t promote(const char *addr, int force, const char *advertise, int *code,
+                        char *msg, size_t cap)
+{
+    Ember__V1__PromoteRequest q = EMBER__V1__PROMOTE_REQUEST__INIT;
+    q.force = force;
+    q.advertise = (char *)(advertise ? advertise : "");
+    uint8_t b[512];
+    size_t len = ember__v1__promote_request__pack(&q, b);
+    eh_client *cl = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(cl, ADMIN "Promote", b, len, 0, &r), 0);
+    *code = r.code;
+    snprintf(msg, cap, "%s", r.message);
+    uint64_t term = 0;
+    if (!r.code) {
+        Ember__V1__PromoteResponse *m = ember__v1__promote_response__unpack(NULL, r.len, r.data);
+        ck_assert(m != NULL);
+        term = m->term;
+        ember__v1__promote_response__free_unpacked(m, NULL);
+    }
+    eh_result_free(&r);
+    eh_client_close(cl);
+    return term;
+}
+
+static int follow_call(const char *addr, const char *leader, uint64_t term, char *msg, size_t cap)
+{
+    Ember__V1__FollowRequest q = EMBER__V1__FOLLOW_REQUEST__INIT;
+    q.leader = (char *)leader;
+    q.term = term;
+    uint8_t b[512];
+    size_t len = ember__v1__follow_request__pack(&q, b);
+    eh_client *cl = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(cl, ADMIN "Follow", b, len, 0, &r), 0);
+    int code = r.code;
+    snprintf(msg, cap, "%s", r.message);
+    eh_result_free(&r);
+    eh_client_close(cl);
+    return code;
+}
+
+/* Waits until the server's ServerInfo says `role`; asserts it does. */
+static void role_is(const char *addr, const char *role)
+{
+    char got[32] = "";
+    for (int i = 0; i < WAIT_S * 10; i++) {
+        Ember__V1__ServerInfoResponse *m = server_info(addr);
+        snprintf(got, sizeof got, "%s", m->role);
+        ember__v1__server_info_response__free_unpacked(m, NULL);
+        if (!strcmp(got, role))
+            return;
+        sleep_ms(100);
+    }
+    ck_abort_msg("%s is %s, not %s", addr, got, role);
+}
+
+static uint64_t term_of(const char *addr)
+{
+    Ember__V1__ServerInfoResponse *m = server_info(addr);
+    uint64_t t = m->term;
+    ember__v1__server_info_response__free_unpacked(m, NULL);
+    return t;
+}
+
+/* A raw Push of one key (INSERT_OR_ASSIGN, zeros) carrying `term`: its status. */
+static int raw_push(const char *addr, const char *table, uint64_t key, uint64_t term, char *msg,
+                    size_t cap)
+{
+    float v[DIM] = {0};
+    ember_wire_push_request m;
+    memset(&m, 0, sizeof m);
+    m.table = (ember_wire_bytes){(const uint8_t *)table, strlen(table)};
+    m.keys = (ember_wire_bytes){(const uint8_t *)&key, 8};
+    m.values = (ember_wire_bytes){(const uint8_t *)v, sizeof v};
+    m.mode = EMBER_WIRE_PUSH_INSERT_OR_ASSIGN;
+    m.term = term;
+    uint8_t b[256];
+    size_t len = ember_wire_push_request_encode(&m, b);
+    eh_client *cl = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(cl, "/ember.v1.Shard/Push", b, len, 0, &r), 0);
+    int code = r.code;
+    snprintf(msg, cap, "%s", r.message);
+    if (!code) { /* the reply carries the leader's term */
+        ember_wire_push_response pr;
+        char em[128];
+        ck_assert_int_eq(ember_wire_push_response_decode(r.data, r.len, &pr, em, sizeof em), 0);
+        ck_assert_uint_eq(pr.term, term_of(addr));
+    }
+    eh_result_free(&r);
+    eh_client_close(cl);
+    return code;
+}
+
+typedef struct acked {
+    const char *leader;
+    unsigned id;
+    volatile int stop;
+    unsigned n_ok;
+    unsigned ok[4096]; /* batches acknowledged */
+} acked;
+
+#define FBATCH 16
+static void *acked_main(void *arg)
+{
+    acked *ld = arg;
+    ember_client *c = client_to(ld->leader, 2000);
+    uint64_t keys[FBATCH];
+    float v[FBATCH * DIM];
+    for (unsigned i = 0; i < 4096 && !ld->stop; i++) {
+        ember_error e;
+        uint64_t base = 10000000ull * (ld->id + 1) + FBATCH * (uint64_t)i;
+        for (unsigned k = 0; k < FBATCH; k++) {
+            keys[k] = base + k;
+            for (int j = 0; j < DIM; j++)
+                v[k * DIM + j] = (float)(base + k) * 0.5f + (float)j;
+        }
+        if (push_assign(c, "r", keys, FBATCH, v, EMBER_ACK_DEFAULT, 0, &e) == 0)
+            ld->ok[ld->n_ok++] = i;
+        else
+            sleep_ms(20); /* the leader is gone: keep trying, never counting */
+    }
+    ember_client_close(c);
+    return NULL;
+}
+
+START_TEST(leader_killed_promoted_no_acknowledged_push_lost)
+{
+    eh_server L = {0}, F = {0};
+    start_leader(&L);
+    ember_client *c = client_to(L.addr, 20000);
+    create(c, "r", 1 << 17, 0, EMBER_ACK_REPLICATED);
+    start_follower(&F, &L);
+    uint64_t keys[32];
+    float v[32 * DIM];
+    fill(keys, v, 32, 100);
+    push_once_attached(c, keys, v);
+    ember_client_close(c);
+
+    acked lds[2];
+    pthread_t th[2];
+    for (unsigned i = 0; i < 2; i++) {
+        memset(&lds[i], 0, sizeof lds[i]);
+        lds[i].leader = L.addr;
+        lds[i].id = i;
+        pthread_create(&th[i], NULL, acked_main, &lds[i]);
+    }
+    while (lds[0].n_ok + lds[1].n_ok < 100)
+        sleep_ms(5);
+    int ws;
+    ck_assert_int_eq(eh_server_stop(&L, SIGKILL, &ws), 0); /* under the load */
+    sleep_ms(300);
+    lds[0].stop = lds[1].stop = 1;
+    for (unsigned i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+
+    int code;
+    char msg[1024];
+    uint64_t term = promote(F.addr, 0, NULL, &code, msg, sizeof msg);
+    ck_assert_msg(code == 0, "promote: %s", msg);
+    ck_assert_uint_eq(term, 2);
+    role_is(F.addr, "leader");
+    ck_assert_uint_eq(term_of(F.addr), 2);
+    ck_assert_int_eq(health(F.addr, "ember.v1.Leader"), 1);
+
+    /* every acknowledged push is on the new leader, with its values */
+    ember_client *nc = client_to(F.addr, 20000);
+    unsigned checked = 0, lost = 0;
+    for (unsigned t = 0; t < 2; t++)
+        for (unsigned k = 0; k < lds[t].n_ok; k++) {
+            uint64_t base = 10000000ull * (t + 1) + FBATCH * (uint64_t)lds[t].ok[k];
+            uint64_t kk[FBATCH];
+            float vv[FBATCH * DIM];
+            for (unsigned q = 0; q < FBATCH; q++) {
+                kk[q] = base + q;
+                for (int j = 0; j < DIM; j++)
+                    vv[q * DIM + j] = (float)(base + q) * 0.5f + (float)j;
+            }
+            lost += !holds(nc, "r", kk, FBATCH, vv);
+            checked++;
+        }
+    ck_assert_uint_ge(checked, 100);
+    ck_assert_uint_eq(lost, 0);
+    /* no follower now: a replicated push is refused unapplied; async goes */
+    ember_error e;
+    fill(keys, v, 32, 7000000);
+    ck_assert_int_eq(push_assign(nc, "r", keys, 32, v, EMBER_ACK_DEFAULT, 0, &e),
+                     EMBER_UNAVAILABLE);
+    ck_assert_int_eq(push_assign(nc, "r", keys, 32, v, EMBER_ACK_ASYNC, 0, &e), 0);
+    ck_assert(holds(nc, "r", keys, 32, v));
+    /* promoting a leader again is refused */
+    promote(F.addr, 1, NULL, &code, msg, sizeof msg);
+    ck_assert_int_eq(code, EMBER_FAILED_PRECONDITION);
+    ember_client_close(nc);
+    eh_server_cleanup(&F);
+    eh_server_cleanup(&L);
+}
+END_TEST
+
+START_TEST(partitioned_leader_is_fenced_and_follows)
+{
+    eh_server L = {0}, F = {0}, M = {0};
+    char msg[1024];
+    int code;
+    start_leader(&L);
+    ember_client *c = client_to(L.addr, 20000);
+    create(c, "p", 4096, 0, EMBER_ACK_DEFAULT);
+    start_follower(&F, &L);
+    push_random(c, "p", 300, 5000);
+    converged(&L, &F, "p");
+
+    /* bad requests change nothing */
+    promote(F.addr, 0, "no-port", &code, msg, sizeof msg);
+    ck_assert_int_eq(code, EMBER_INVALID_ARGUMENT);
+    ck_assert_int_eq(follow_call(F.addr, "", 9, msg, sizeof msg), EMBER_INVALID_ARGUMENT);
+    role_is(F.addr, "follower");
+
+    /* the leader is cut off (stopped) while its follower is promoted */
+    ck_assert_int_eq(kill(L.pid, SIGSTOP), 0);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s promote %s > /dev/null", EMBERCTL_BIN, F.addr);
+    ck_assert_int_eq(system(cmd), 0);
+    role_is(F.addr, "leader");
+    ember_client *fc = client_to(F.addr, 20000);
+    push_random(fc, "p", 200, 9000); /* the new leader takes writes */
+    ck_assert_int_eq(kill(L.pid, SIGCONT), 0);
+    /* the old leader hears of the new term, stops taking writes and follows */
+    role_is(L.addr, "follower");
+    ck_assert_uint_eq(term_of(L.addr), 2);
+    Ember__V1__ServerInfoResponse *li = server_info(L.addr);
+    ck_assert_str_eq(li->leader, F.addr);
+    ember__v1__server_info_response__free_unpacked(li, NULL);
+    ck_assert_int_eq(raw_push(L.addr, "p", 42, 0, msg, sizeof msg), EMBER_FAILED_PRECONDITION);
+    ck_assert_msg(strstr(msg, "not the leader") != NULL, "%s", msg);
+    ck_assert_int_eq(health(L.addr, "ember.v1.Leader"), 2);
+    converged(&F, &L, "p"); /* and holds the new leader's rows, none of its own */
+    /* a stale Follow (an older term) is refused */
+    ck_assert_int_eq(follow_call(F.addr, L.addr, 1, msg, sizeof msg), EMBER_FAILED_PRECONDITION);
+    role_is(F.addr, "leader");
+
+    /* a push carrying a newer term fences a leader on the spot */
+    start_leader(&M);
+    ember_client *mc = client_to(M.addr, 20000);
+    create(mc, "p", 4096, 0, EMBER_ACK_DEFAULT);
+    ck_assert_int_eq(raw_push(M.addr, "p", 1, 1, msg, sizeof msg), 0);
+    ck_assert_int_eq(raw_push(M.addr, "p", 2, 7, msg, sizeof msg), EMBER_FAILED_PRECONDITION);
+    ck_assert_msg(strstr(msg, "not the leader") != NULL, "%s", msg);
+    role_is(M.addr, "fenced");
+    ck_assert_uint_eq(term_of(M.addr), 7);
+    ck_assert_int_eq(raw_push(M.addr, "p", 3, 0, msg, sizeof msg), EMBER_FAILED_PRECONDITION);
+    ck_assert_int_eq(health(M.addr, "ember.v1.Leader"), 2);
+    promote(M.addr, 1, NULL, &code, msg, sizeof msg); /* fenced: follows first */
+    ck_assert_int_eq(code, EMBER_FAILED_PRECONDITION);
+    /* emberctl follow: below its term 7, refused; with the term, it follows */
+    snprintf(cmd, sizeof cmd, "%s follow %s --leader %s > /dev/null 2>&1", EMBERCTL_BIN,
+             M.addr, F.addr);
+    ck_assert_int_ne(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s follow %s --leader %s --term 7 > /dev/null", EMBERCTL_BIN,
+             M.addr, F.addr);
+    ck_assert_int_eq(system(cmd), 0);
+    role_is(M.addr, "follower");
+    converged(&F, &M, "p");
+
+    ember_client_close(mc);
+    ember_client_close(fc);
+    ember_client_close(c);
+    eh_server_cleanup(&M);
+    eh_server_cleanup(&F);
+    eh_server_cleanup(&L);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("replication");
@@ -699,6 +975,8 @@ int main(void)
     tcase_add_test(tc, follower_killed_catches_up);
     tcase_add_test(tc, removals_converge);
     tcase_add_test(tc, replicated_pushes_wait_for_the_follower);
+    tcase_add_test(tc, leader_killed_promoted_no_acknowledged_push_lost);
+    tcase_add_test(tc, partitioned_leader_is_fenced_and_follows);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
