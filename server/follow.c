@@ -68,7 +68,7 @@ static struct {
     char leader[256];        /* followed (under mu); "" on a leader */
     atomic_int retarget;     /* the leader changed (Follow): reopen, start over */
     char fence_addr[256], fence_advertise[256]; /* a new leader's Follow calls */
-    uint64_t leader_term;    /* the followed leader's, from its exports */
+    _Atomic uint64_t leader_term; /* the followed leader's, from its exports */
     uint64_t fence_until_ms;
     grpc_channel *ch;
     char ch_target[256];     /* what ch is open to */
@@ -77,7 +77,8 @@ static struct {
     pthread_mutex_t mu;      /* guards the tables' numbers for srv_follow_lag */
     ftable *t;
     size_t n, cap;
-    uint64_t started_ms, listed_ms;
+    uint64_t started_ms;
+    _Atomic uint64_t listed_ms;   /* the last list of the leader's tables; 0: list now */
     int reachable;           /* the last call to the leader worked (logged on change) */
     /* scratch: one chunk's rows, aligned */
     uint64_t *keys, *scores, *versions;
@@ -459,8 +460,8 @@ static int leader_export(const char *table, uint64_t after, int keys_only, expor
             h->size = ch->table_size;
             h->uid = ch->table_uid;
             h->removed = ch->table_removed;
-            if (ch->term > fo.leader_term) {
-                fo.leader_term = ch->term;
+            if (ch->term > atomic_load(&fo.leader_term)) {
+                atomic_store(&fo.leader_term, ch->term);
                 term_raise(ch->term);
             }
             first = 0;
@@ -703,18 +704,33 @@ static int channel_to(const char *target, ember_error *err)
     return fo.ch ? 0 : err->code;
 }
 
+/* Stops telling `addr` (unless a newer promotion asked to tell another). */
+static void fence_done(const char *addr)
+{
+    pthread_mutex_lock(&fo.mu);
+    if (!strcmp(fo.fence_addr, addr))
+        fo.fence_addr[0] = '\0';
+    pthread_mutex_unlock(&fo.mu);
+}
+
 /* A new leader tells the one it replaced to follow it (Admin/Follow), once a
  * second until it answers: the old leader, frozen or cut off when this one was
  * promoted, hears it when it comes back. */
 static void fence_step(void)
 {
     ember_error err;
-    if (mono_ms() > fo.fence_until_ms || channel_to(fo.fence_addr, &err)) {
-        fo.fence_addr[0] = '\0';
+    char addr[256], advertise[256];
+    pthread_mutex_lock(&fo.mu);
+    snprintf(addr, sizeof addr, "%s", fo.fence_addr);
+    snprintf(advertise, sizeof advertise, "%s", fo.fence_advertise);
+    uint64_t until = fo.fence_until_ms;
+    pthread_mutex_unlock(&fo.mu);
+    if (!addr[0] || mono_ms() > until || channel_to(addr, &err)) {
+        fence_done(addr);
         return;
     }
     Ember__V1__FollowRequest r = EMBER__V1__FOLLOW_REQUEST__INIT;
-    r.leader = fo.fence_advertise;
+    r.leader = advertise;
     r.term = srv_follow_term();
     uint8_t buf[600], *resp = NULL;
     size_t len = ember__v1__follow_request__pack(&r, buf), rlen = 0;
@@ -723,9 +739,9 @@ static void fence_step(void)
     if (rc == 0 || rc == EMBER_FAILED_PRECONDITION) {
         char q[600];
         srv_log(SRV_LOG_INFO, "old_leader_told", "old_leader=%s term=%llu code=%d reason=%s",
-                fo.fence_addr, (unsigned long long)r.term, rc,
+                addr, (unsigned long long)r.term, rc,
                 srv_log_q(q, sizeof q, rc ? err.message : "following"));
-        fo.fence_addr[0] = '\0';
+        fence_done(addr);
     }
 }
 
@@ -858,7 +874,8 @@ int srv_follow_promote(int force, uint64_t max_lag_versions, const char *adverti
                              (unsigned long long)*lag, (unsigned long long)bound,
                              (unsigned long long)lag_ms);
     if (!rc) {
-        uint64_t t = srv_follow_term() > fo.leader_term ? srv_follow_term() : fo.leader_term;
+        uint64_t lt = atomic_load(&fo.leader_term);
+        uint64_t t = srv_follow_term() > lt ? srv_follow_term() : lt;
         term_raise(t + 1);
         *term = srv_follow_term();
         pthread_mutex_lock(&fo.mu);
