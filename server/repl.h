@@ -67,7 +67,8 @@ void srv_repl_arm(srv_call *c, const char *table, uint32_t need);
 int srv_repl_park(srv_call *c, srv_reply *resp);
 
 /* A follower's long poll (ExportRequest.wait_ms): holds Export call `c` on
- * table `t` (a reference is taken) until a write on any table of this server,
+ * table `t` (the call's stream state keeps its reference) until a write on any
+ * table of this server,
  * `wait_ms` passing, its deadline or shutdown; then `resume(c)` runs on the
  * replication thread and goes on with the export. */
 void srv_repl_hold_export(srv_call *c, srv_table *t, uint32_t wait_ms,
