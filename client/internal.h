@@ -53,6 +53,10 @@ typedef struct ember_shard {
     atomic_int down;
     atomic_int_fast64_t down_since_ms; /* monotonic ms of the first failure */
     atomic_int_fast64_t up_ms;   /* when it was last said to be back */
+    /* Replication: the highest leader term its push replies said, sent with
+     * every later push so that a stale leader behind the address fences
+     * itself (README "Replication and failover"). */
+    atomic_uint_fast64_t term;
 } ember_shard;
 
 struct ember_client {

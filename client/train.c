@@ -241,6 +241,7 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             push.epoch = a->epoch;
             push.ack = a->ack;
             push.ack_replicas = a->ack_replicas;
+            push.term = atomic_load(&c->shards[s].term);
             if (a->push_scores && n_push)
                 push.scores = (ember_wire_bytes){(const uint8_t *)(op->push_scores + u_lo),
                                                  n_push * 8};
@@ -306,6 +307,16 @@ typedef struct pull_part {
     size_t found_off, found_len;
 } pull_part;
 
+/* A push reply said the shard's leader is at `term`: later pushes carry the
+ * highest seen. */
+static void term_seen(ember_client *c, unsigned s, uint64_t term)
+{
+    atomic_uint_fast64_t *t = &c->shards[s].term;
+    uint64_t cur = atomic_load(t);
+    while (cur < term && !atomic_compare_exchange_weak(t, &cur, term))
+        ;
+}
+
 /* Decodes shard call sc's reply: straight from gRPC's slices when reply.h's
  * reader takes it, else flattened and decoded by proto/wire.h. Fills *pp and
  * sets *has_pull for a reply with a pull part. */
@@ -321,6 +332,7 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
         if (ember_reply_pull_parse(sc->recv, sc->method == EMBER_M_PUSHPULL, &rp)) {
             if (rp.push_duplicate)
                 atomic_fetch_add(&c->debug_duplicate_acks, 1);
+            term_seen(c, s, rp.push_term);
             *pp = (pull_part){.dim = rp.dim, .dtype = rp.dtype, .data = NULL,
                               .values_off = rp.values_off, .values_len = rp.values_len,
                               .found = NULL, .found_off = rp.found_off,
@@ -342,6 +354,7 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
             return bad_reply(op, s, err, "Push", msg);
         if (ur.duplicate)
             atomic_fetch_add(&c->debug_duplicate_acks, 1);
+        term_seen(c, s, ur.term);
         return 0;
     } else {
         ember_wire_pushpull_response ppr;
@@ -351,6 +364,7 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
             return bad_reply(op, s, err, "PushPull", "no pull part");
         if (ppr.push.duplicate)
             atomic_fetch_add(&c->debug_duplicate_acks, 1);
+        term_seen(c, s, ppr.push.term);
         pr = ppr.pull;
     }
     *pp = (pull_part){.dim = pr.dim, .dtype = pr.dtype, .data = pr.values.data,

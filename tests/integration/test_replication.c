@@ -28,6 +28,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,8 +379,8 @@ END_TEST
 
 typedef struct loader {
     const char *addr;
-    volatile int stop;
-    unsigned long pushes;
+    atomic_int stop;
+    atomic_ulong pushes;
 } loader;
 
 static void *load_main(void *arg)
@@ -389,7 +390,7 @@ static void *load_main(void *arg)
     uint64_t x = 0x1234567ull;
     uint64_t keys[256];
     float g[256 * DIM];
-    while (!ld->stop) {
+    while (!atomic_load(&ld->stop)) {
         for (int i = 0; i < 256; i++) {
             x = x * 6364136223846793005ull + 1442695040888963407ull;
             keys[i] = 1 + (x >> 33) % 20000;
@@ -398,7 +399,7 @@ static void *load_main(void *arg)
         }
         ember_error e;
         ck_assert_msg(ember_push(c, "k", keys, 256, g, DIM, &e) == 0, "push: %s", e.message);
-        ld->pushes++;
+        atomic_fetch_add(&ld->pushes, 1);
     }
     ember_client_close(c);
     return NULL;
@@ -411,21 +412,21 @@ START_TEST(follower_killed_catches_up)
     ember_client *c = client_to(L.addr, 20000);
     create(c, "k", 32768, 0, EMBER_ACK_DEFAULT);
     start_follower(&F, &L);
-    loader ld = {L.addr, 0, 0};
+    loader ld = {.addr = L.addr};
     pthread_t th;
     pthread_create(&th, NULL, load_main, &ld);
-    while (ld.pushes < 50)
+    while (atomic_load(&ld.pushes) < 50)
         sleep_ms(10);
     int ws;
     ck_assert_int_eq(eh_server_stop(&F, SIGKILL, &ws), 0);
-    unsigned long at_kill = ld.pushes;
-    while (ld.pushes < at_kill + 50) /* the leader moves on while it is down */
+    unsigned long at_kill = atomic_load(&ld.pushes);
+    while (atomic_load(&ld.pushes) < at_kill + 50) /* the leader moves on while it is down */
         sleep_ms(10);
     ck_assert_int_eq(eh_server_restart(&F), 0);
-    unsigned long at_restart = ld.pushes;
-    while (ld.pushes < at_restart + 50) /* and while it catches up */
+    unsigned long at_restart = atomic_load(&ld.pushes);
+    while (atomic_load(&ld.pushes) < at_restart + 50) /* and while it catches up */
         sleep_ms(10);
-    ld.stop = 1;
+    atomic_store(&ld.stop, 1);
     pthread_join(th, NULL);
     ck_assert_uint_gt(converged(&L, &F, "k"), 5000);
     ember_client_close(c);
@@ -791,8 +792,8 @@ static int raw_push(const char *addr, const char *table, uint64_t key, uint64_t 
 typedef struct acked {
     const char *leader;
     unsigned id;
-    volatile int stop;
-    unsigned n_ok;
+    atomic_int stop;
+    atomic_uint n_ok;
     unsigned ok[4096]; /* batches acknowledged */
 } acked;
 
@@ -803,7 +804,7 @@ static void *acked_main(void *arg)
     ember_client *c = client_to(ld->leader, 2000);
     uint64_t keys[FBATCH];
     float v[FBATCH * DIM];
-    for (unsigned i = 0; i < 4096 && !ld->stop; i++) {
+    for (unsigned i = 0; i < 4096 && !atomic_load(&ld->stop); i++) {
         ember_error e;
         uint64_t base = 10000000ull * (ld->id + 1) + FBATCH * (uint64_t)i;
         for (unsigned k = 0; k < FBATCH; k++) {
@@ -812,7 +813,7 @@ static void *acked_main(void *arg)
                 v[k * DIM + j] = (float)(base + k) * 0.5f + (float)j;
         }
         if (push_assign(c, "r", keys, FBATCH, v, EMBER_ACK_DEFAULT, 0, &e) == 0)
-            ld->ok[ld->n_ok++] = i;
+            ld->ok[atomic_fetch_add(&ld->n_ok, 1)] = i;
         else
             sleep_ms(20); /* the leader is gone: keep trying, never counting */
     }
@@ -841,12 +842,13 @@ START_TEST(leader_killed_promoted_no_acknowledged_push_lost)
         lds[i].id = i;
         pthread_create(&th[i], NULL, acked_main, &lds[i]);
     }
-    while (lds[0].n_ok + lds[1].n_ok < 100)
+    while (atomic_load(&lds[0].n_ok) + atomic_load(&lds[1].n_ok) < 100)
         sleep_ms(5);
     int ws;
     ck_assert_int_eq(eh_server_stop(&L, SIGKILL, &ws), 0); /* under the load */
     sleep_ms(300);
-    lds[0].stop = lds[1].stop = 1;
+    atomic_store(&lds[0].stop, 1);
+    atomic_store(&lds[1].stop, 1);
     for (unsigned i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
 
