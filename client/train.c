@@ -61,8 +61,12 @@ int ember_train_args_check(ember_client *c, const char *table, uint32_t dim, uns
         return rv;
     if (dim == 0)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dim 0");
-    if (flags & ~EMBER_PULL_SERVE)
+    if (flags & ~(EMBER_PULL_SERVE | EMBER_PULL_FOLLOWER))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown pull flags 0x%x", flags);
+    if ((flags & EMBER_PULL_FOLLOWER) && !(flags & EMBER_PULL_SERVE))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "EMBER_PULL_FOLLOWER needs EMBER_PULL_SERVE: a follower "
+                               "creates no key");
     return 0;
 }
 
@@ -271,6 +275,7 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             }
             sc->pull_lo = p_lo;
             sc->n_pull = n_pull;
+            sc->follower = !n_push && (a->flags & EMBER_PULL_FOLLOWER);
             sc->push_lo = u_lo;
             sc->n_push = n_push;
             if (n_push) {

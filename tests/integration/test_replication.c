@@ -968,6 +968,70 @@ START_TEST(partitioned_leader_is_fenced_and_follows)
 }
 END_TEST
 
+/* ---- libember: a shard given as its replicas ("leader|follower") ------------- */
+
+static double pulls_served(const eh_server *s)
+{
+    double v = eh_metric(s, "ember_requests_total{method=\"Pull\",code=\"OK\"}");
+    return v < 0 ? 0 : v;
+}
+
+START_TEST(client_finds_the_leader_among_replicas)
+{
+    eh_server L = {0}, F = {0};
+    start_leader(&L);
+    ember_client *c = client_to(L.addr, 20000);
+    create(c, "c", 4096, 0, EMBER_ACK_DEFAULT);
+    start_follower(&F, &L);
+    ember_error e;
+    char spec[160];
+    /* malformed replica lists are refused at open */
+    ember_client_options o;
+    ember_client_options_init(&o);
+    o.shards = "127.0.0.1:1||127.0.0.1:2";
+    ck_assert(ember_client_open(&o, &e) == NULL);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
+    o.shards = "127.0.0.1:1|nonsense";
+    ck_assert(ember_client_open(&o, &e) == NULL);
+    ck_assert_int_eq(e.code, EMBER_INVALID_ARGUMENT);
+
+    /* the follower first: "not the leader", the leader found, the push resent there */
+    snprintf(spec, sizeof spec, "%s|%s", F.addr, L.addr);
+    ember_client *a = client_to(spec, 5000);
+    uint64_t keys[32];
+    float v[32 * DIM], out[32 * DIM];
+    fill(keys, v, 32, 500);
+    ck_assert_msg(push_assign(a, "c", keys, 32, v, EMBER_ACK_ASYNC, 0, &e) == 0, "%s", e.message);
+    ck_assert(holds(c, "c", keys, 32, v));
+    converged(&L, &F, "c");
+    /* reads from the follower when asked, and only serving ones */
+    double before = pulls_served(&F);
+    ck_assert_int_eq(ember_pull(a, "c", keys, 32, out, DIM,
+                                EMBER_PULL_SERVE | EMBER_PULL_FOLLOWER, &e), 0);
+    ck_assert(!memcmp(out, v, sizeof v));
+    ck_assert(pulls_served(&F) == before + 1);
+    ck_assert_int_eq(ember_pull(a, "c", keys, 32, out, DIM, EMBER_PULL_FOLLOWER, &e),
+                     EMBER_INVALID_ARGUMENT);
+
+    /* the leader dies, the follower is promoted: the next push finds it */
+    int ws;
+    ck_assert_int_eq(eh_server_stop(&L, SIGKILL, &ws), 0);
+    int code;
+    char msg[1024];
+    promote(F.addr, 0, NULL, &code, msg, sizeof msg);
+    ck_assert_msg(code == 0, "promote: %s", msg);
+    fill(keys, v, 32, 900);
+    ck_assert_msg(push_assign(a, "c", keys, 32, v, EMBER_ACK_ASYNC, 0, &e) == 0, "%s", e.message);
+    ember_client *fc = client_to(F.addr, 5000);
+    ck_assert(holds(fc, "c", keys, 32, v));
+    ember_client_close(fc);
+    ember_client_close(a);
+    ember_client_close(c);
+    eh_server_cleanup(&F);
+    eh_server_cleanup(&L);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("replication");
@@ -979,6 +1043,7 @@ int main(void)
     tcase_add_test(tc, replicated_pushes_wait_for_the_follower);
     tcase_add_test(tc, leader_killed_promoted_no_acknowledged_push_lost);
     tcase_add_test(tc, partitioned_leader_is_fenced_and_follows);
+    tcase_add_test(tc, client_finds_the_leader_among_replicas);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -71,6 +71,18 @@ class Replication(unittest.TestCase):
                     f.write("py_r", k, v)
                 with self.assertRaises(ember.FailedPreconditionError):
                     f.pull("py_r", k, DIM)  # insert=True is a write
+                # one shard given as "follower|leader": writes find the leader,
+                # from_follower reads go to the follower (which holds each
+                # acknowledged write of this replicated table)
+                both = f"{self.follower.addresses[0]}|{self.leader.addresses[0]}"
+                with ember.Client([both], retry_budget_s=0) as r:
+                    kk = np.arange(3000, 3010, dtype=np.uint64)
+                    vv = np.full((10, DIM), 7.0, np.float32)
+                    r.write("py_r", kk, vv)
+                    got = r.pull("py_r", kk, DIM, insert=False, from_follower=True)
+                    np.testing.assert_array_equal(got, vv)
+                    with self.assertRaises(ember.InvalidArgumentError):
+                        r.pull("py_r", kk, DIM, from_follower=True)  # training pull
                 # more followers than there are: refused, unapplied
                 kk = np.arange(5000, 5010, dtype=np.uint64)
                 with self.assertRaises(ember.UnavailableError):

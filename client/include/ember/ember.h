@@ -107,7 +107,15 @@ typedef struct ember_client_options {
      *      TF_CONFIG without ps tasks is skipped; a malformed one fails the open;
      *   5. EMBER_SHARD_PATTERN with shard_count or EMBER_SHARD_COUNT (as 2).
      * The order of the list is the shard index: every client of a cluster must
-     * use the same order. The same address twice is refused. */
+     * use the same order. The same address twice is refused.
+     * A shard with followers may be given as its replicas, "leader|follower|..."
+     * (at most 8; README "Replication and failover"): calls go to the first
+     * until one is refused "not the leader" or gets no answer (UNAVAILABLE,
+     * DEADLINE_EXCEEDED); the client then asks each replica's health service
+     * "ember.v1.Leader" which one leads now, and resends that call once there
+     * (a push with its sequence number, which the new leader has not seen: a
+     * push the old leader had applied and replicated is applied again). Serving
+     * pulls with EMBER_PULL_FOLLOWER go to the followers. */
     const char *shards;
     const char *shard_pattern;
     unsigned shard_count;
@@ -248,6 +256,11 @@ int ember_check_shards(ember_client *c, ember_error *err);
 /* Pull flags. */
 #define EMBER_PULL_INSERT 0u   /* training: missing keys are created (find_or_insert) */
 #define EMBER_PULL_SERVE  1u   /* serving: missing keys are not created (find) */
+/* With EMBER_PULL_SERVE: read from a follower of each shard given as
+ * "leader|follower|..." (README "Replication and failover"), round robin over
+ * its followers; rows may be as old as the follower's lag. A shard given as
+ * one address is read from it. */
+#define EMBER_PULL_FOLLOWER 2u
 
 /* Pulls the rows of keys[0..n) into out[n*dim] in the caller's order; `dim` must
  * be the table's. Duplicate keys are fetched once and copied to every place

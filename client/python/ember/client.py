@@ -18,6 +18,7 @@ from .errors import Code, Error, FailedPreconditionError, InvalidArgumentError, 
 
 PULL_INSERT = 0  # training: missing keys are created (find_or_insert)
 PULL_SERVE = 1   # serving: missing keys are not created (find)
+PULL_FOLLOWER = 2  # with PULL_SERVE: read from a follower ("leader|follower" shards)
 
 _DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
 # The values of ember_optim_kind, ember_init_kind and ember_score_policy
@@ -390,7 +391,7 @@ class Client:
         return k, d, out
 
     def pull(self, table, keys, dim=None, *, out=None, insert=True, scores=None,
-             return_found=False):
+             return_found=False, from_follower=False):
         """The rows of `keys` (any shape): an array of shape keys.shape + (dim,),
         float32, in the keys' order, duplicates included. insert=True (training)
         creates missing keys from the table's initializer; insert=False (serving)
@@ -404,23 +405,28 @@ class Client:
         (same shape as keys), set on every key the pull touches; of equal keys
         the last one's wins. return_found=True: returns (rows, found), found a
         bool array of keys.shape, True where the key existed before this pull
-        (every occurrence of a key gets the same flag)."""
+        (every occurrence of a key gets the same flag). from_follower=True (with
+        insert=False): read each shard given as "leader|follower|..." from one of
+        its followers (rows as old as its lag; README "Replication and
+        failover")."""
         k, d, out = self._pull_args(table, keys, dim, out)
+        flags = PULL_SERVE if not insert else PULL_INSERT
+        if from_follower:
+            flags |= PULL_FOLLOWER
         if scores is not None or return_found:
-            return self._pull_opts(table, k, d, out, insert, scores, return_found)
+            return self._pull_opts(table, k, d, out, insert, scores, return_found, flags)
         err = _lib.ember_error()
         rv = self._lib.ember_pull(self._h(), _bytes(table, "table"), k.ctypes.data, k.size,
-                                  out.ctypes.data, d, PULL_SERVE if not insert else PULL_INSERT,
-                                  ctypes.byref(err))
+                                  out.ctypes.data, d, flags, ctypes.byref(err))
         if rv:
             _raise(rv, err)
         return out
 
-    def _pull_opts(self, table, k, d, out, insert, scores, return_found):
+    def _pull_opts(self, table, k, d, out, insert, scores, return_found, flags=None):
         o = _lib.new_growable(_lib.ember_pull_options)
         self._fn("ember_pull_options_init")(ctypes.byref(o))
         _lib.sized(o)
-        o.flags = PULL_SERVE if not insert else PULL_INSERT
+        o.flags = flags if flags is not None else PULL_SERVE if not insert else PULL_INSERT
         s = _scores_for(k, scores)
         found = np.zeros(k.shape, dtype=np.uint8) if return_found else None
         if s is not None:
