@@ -1319,9 +1319,9 @@ int ember_call_finish(ember_call *op, ember_error *err)
                     snprintf(sc->msg, sizeof sc->msg, "client cancelled");
                 }
             } else if (may_have_moved(op, sc) && leader_moved(c, sc->shard)) {
-                /* resent once to the new leader: with its sequence number, which
-                 * that leader's window has not seen (README "Replication and
-                 * failover") */
+                /* resent once to the new leader, with its sequence number: a
+                 * push it copied from the old one is a duplicate there (README
+                 * "Replication and failover") */
                 call_clear_result(sc);
                 sc->resend = 1;
                 sc->failed_over = 1;

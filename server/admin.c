@@ -785,6 +785,8 @@ typedef struct export_state {
     ember_export_filter f;
     uint64_t cursor, end, table_version, stable_version, table_size, table_uid, table_removed;
     int keys_only;
+    int dedup;                /* a follower's delta: its first chunk carries pairs */
+    uint64_t dedup_after;
     size_t max_rows;
     uint32_t row_floats;
     uint64_t *keys, *scores, *versions;
@@ -839,8 +841,24 @@ static void export_step(srv_worker *w, srv_call *c, int ok)
     ch.table_uid = s->table_uid;
     ch.table_removed = s->table_removed;
     ch.term = srv_follow_term();
+    uint64_t *dc = NULL, *ds = NULL;
+    if (s->dedup && !s->sent_any) { /* the pairs applied after the follower's place */
+        size_t cap = 8192, np = 0;
+        dc = malloc(cap * 8);
+        ds = malloc(cap * 8);
+        if (dc && ds) {
+            srv_repl_dedup_since(s->dedup_after, dc, ds, cap, &np, &ch.dedup_next,
+                                 &ch.dedup_lost);
+            ch.dedup_clients = (ProtobufCBinaryData){np * 8, (uint8_t *)dc};
+            ch.dedup_sequences = (ProtobufCBinaryData){np * 8, (uint8_t *)ds};
+        } else {
+            ch.dedup_next = s->dedup_after; /* none this time */
+        }
+    }
     s->sent_any = 1;
     srv_call_send(c, pack(&ch.base));
+    free(dc);
+    free(ds);
 }
 
 /* The export begins: what it reports is read now (the stable version before
@@ -885,8 +903,12 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
     /* a follower's progress request acknowledges what it holds (repl.h); read
      * before the export begins, the stable version covers every write this
      * export may miss no part of */
-    if (r->follower_id && *r->follower_id)
+    if (r->follower_id && *r->follower_id) {
         srv_repl_progress(r->follower_id, r->follower_addr, t->name, r->after_version);
+        srv_repl_dedup_progress(r->follower_id, r->dedup_after);
+        s->dedup = 1;
+        s->dedup_after = r->dedup_after;
+    }
     s->table_uid = t->uid;
     s->keys_only = r->keys_only;
     s->f.min_score = r->min_score;

@@ -69,6 +69,7 @@ static struct {
     atomic_int retarget;     /* the leader changed (Follow): reopen, start over */
     char fence_addr[256], fence_advertise[256]; /* a new leader's Follow calls */
     _Atomic uint64_t leader_term; /* the followed leader's, from its exports */
+    uint64_t dedup_next;     /* the leader's log of applied pairs: held up to here */
     uint64_t fence_until_ms;
     grpc_channel *ch;
     char ch_target[256];     /* what ch is open to */
@@ -412,6 +413,34 @@ static int scratch(size_t rows, size_t row_floats)
     return 0;
 }
 
+/* The leader's applied (client_id, sequence) pairs, into this server's window,
+ * so that once promoted it answers their retries as duplicates. */
+static void dedup_apply(const Ember__V1__ExportChunk *ch)
+{
+    size_t n = ch->dedup_clients.len / 8;
+    if (ch->dedup_next < fo.dedup_next) { /* the leader's log started over (a restart) */
+        fo.dedup_next = 0;
+        return;
+    }
+    if (ch->dedup_sequences.len != n * 8)
+        return;
+    pthread_mutex_lock(&fo.apply_mu);
+    if (srv_follow_active()) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t client, seq;
+            memcpy(&client, ch->dedup_clients.data + 8 * i, 8);
+            memcpy(&seq, ch->dedup_sequences.data + 8 * i, 8);
+            if (client && srv_dedup_begin(srv.dedup, client, seq))
+                srv_dedup_end(srv.dedup, client, seq);
+        }
+        fo.dedup_next = ch->dedup_next;
+        if (ch->dedup_lost)
+            srv_log(SRV_LOG_WARN, "follower_dedup_behind", "lost_pairs=%llu",
+                    (unsigned long long)ch->dedup_lost);
+    }
+    pthread_mutex_unlock(&fo.apply_mu);
+}
+
 typedef struct export_head {
     uint64_t stable, version, size, uid, removed;
     uint64_t begun_ms; /* when its first chunk came: the copy is complete as of then */
@@ -431,6 +460,7 @@ static int leader_export(const char *table, uint64_t after, int keys_only, expor
     r.follower_id = keys_only ? (char *)"" : fo.id; /* only a delta acknowledges */
     r.follower_addr = srv.cfg.listen;
     r.wait_ms = after && !keys_only ? FOLLOW_WAIT_MS : 0;
+    r.dedup_after = fo.dedup_next;
     size_t len = protobuf_c_message_get_packed_size(&r.base);
     uint8_t buf[1024];
     if (len > sizeof buf)
@@ -460,6 +490,8 @@ static int leader_export(const char *table, uint64_t after, int keys_only, expor
             h->size = ch->table_size;
             h->uid = ch->table_uid;
             h->removed = ch->table_removed;
+            if (!keys_only)
+                dedup_apply(ch);
             if (ch->term > atomic_load(&fo.leader_term)) {
                 atomic_store(&fo.leader_term, ch->term);
                 term_raise(ch->term);
@@ -770,6 +802,7 @@ static void *follow_main(void *arg)
             pthread_mutex_lock(&fo.mu);
             fo.n = 0;
             fo.listed_ms = 0;
+            fo.dedup_next = 0; /* another leader's log */
             pthread_mutex_unlock(&fo.mu);
             drop_all(); /* what a round for the old leader may have made meanwhile */
             if (channel_to(target, &err)) {

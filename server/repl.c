@@ -30,6 +30,7 @@ typedef struct repl_peer {
     char id[64];
     char addr[256];
     uint64_t seen_ms; /* CLOCK_MONOTONIC */
+    uint64_t dedup_next; /* it holds the pairs before this position of the log */
     repl_ack *acks;
     size_t n, cap;
 } repl_peer;
@@ -41,6 +42,7 @@ typedef struct repl_parked {
     uint64_t version;   /* the table's after the push */
     uint32_t need;
     uint64_t cap_ms;    /* answered UNAVAILABLE then, whatever the deadline */
+    uint64_t dedup_pos; /* the log's position after its pair */
     struct repl_parked *next;
 } repl_parked;
 
@@ -62,7 +64,11 @@ static struct {
     pthread_t thread;
     int started, stop;
     atomic_uint_fast64_t nparked, acked, failed;
-} rp = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    /* the log of applied pairs (its own mutex: every push with a client id) */
+    pthread_mutex_t log_mu;
+    uint64_t log_client[SRV_REPL_DEDUP_LOG], log_seq[SRV_REPL_DEDUP_LOG];
+    _Atomic uint64_t log_next; /* the position of the next pair */
+} rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .log_mu = PTHREAD_MUTEX_INITIALIZER};
 
 static uint64_t mono_ms(void)
 {
@@ -93,6 +99,7 @@ static repl_peer *peer_locked(const char *id, const char *addr, uint64_t now)
     snprintf(p->id, sizeof p->id, "%s", id);
     snprintf(p->addr, sizeof p->addr, "%s", addr ? addr : "");
     p->n = 0;
+    p->dedup_next = 0;
     srv_log(SRV_LOG_INFO, "follower_attached", "follower_id=%s addr=%s", p->id, p->addr);
     return p;
 }
@@ -130,14 +137,17 @@ void srv_repl_progress(const char *follower_id, const char *addr, const char *ta
     pthread_mutex_unlock(&rp.mu);
 }
 
-/* Followers that hold `table` at `version` or above / attached to it now. */
-static unsigned holding_locked(const char *table, uint64_t version, int attached_only,
-                               uint64_t now)
+/* Followers that hold `table` at `version` or above (and the log of pairs up
+ * to dedup_pos) / attached to it now. */
+static unsigned holding_locked(const char *table, uint64_t version, uint64_t dedup_pos,
+                               int attached_only, uint64_t now)
 {
     unsigned k = 0;
     for (size_t i = 0; i < rp.npeers; i++) {
         const repl_peer *p = &rp.peers[i];
         if (attached_only && now - p->seen_ms > SRV_REPL_ATTACHED_MS)
+            continue;
+        if (p->dedup_next < dedup_pos)
             continue;
         for (size_t j = 0; j < p->n; j++)
             if (!strcmp(p->acks[j].table, table)) {
@@ -167,7 +177,7 @@ int srv_repl_need(const srv_table *t, int32_t ack, uint32_t replicas, uint32_t *
     if (!n)
         n = 1;
     pthread_mutex_lock(&rp.mu);
-    unsigned attached = holding_locked(t->name, 0, 1, mono_ms());
+    unsigned attached = holding_locked(t->name, 0, 0, 1, mono_ms());
     pthread_mutex_unlock(&rp.mu);
     if (attached < n)
         return ember_error_set(err, EMBER_UNAVAILABLE,
@@ -206,8 +216,10 @@ int srv_repl_park(srv_call *c, srv_reply *resp)
         atomic_fetch_add(&rp.failed, 1);
         return 1;
     }
-    /* every write of the push is at or below this: a follower holding it holds them */
+    /* every write of the push is at or below this: a follower holding it holds
+     * them; and its pair, recorded before this answer, is before this position */
     p->version = ember_table_version(t->table);
+    p->dedup_pos = atomic_load(&rp.log_next);
     srv_table_unref(t);
     p->c = c;
     if (resp) {
@@ -238,7 +250,7 @@ static void answer_ready(void)
     pthread_mutex_lock(&rp.mu);
     for (repl_parked **pp = &rp.parked; *pp;) {
         repl_parked *p = *pp;
-        unsigned have = holding_locked(p->table, p->version, 0, now);
+        unsigned have = holding_locked(p->table, p->version, p->dedup_pos, 0, now);
         if (have >= p->need || stopping || now >= p->cap_ms || srv_call_expired(p->c)) {
             *pp = p->next;
             p->next = done;
@@ -394,6 +406,51 @@ void srv_repl_stop(void)
     for (size_t i = 0; i < rp.npeers; i++)
         free(rp.peers[i].acks);
     rp.npeers = 0;
+}
+
+void srv_repl_dedup_record(uint64_t client, uint64_t seq)
+{
+    if (!client)
+        return;
+    pthread_mutex_lock(&rp.log_mu);
+    uint64_t at = atomic_load(&rp.log_next);
+    rp.log_client[at % SRV_REPL_DEDUP_LOG] = client;
+    rp.log_seq[at % SRV_REPL_DEDUP_LOG] = seq;
+    atomic_store(&rp.log_next, at + 1);
+    pthread_mutex_unlock(&rp.log_mu);
+}
+
+void srv_repl_dedup_since(uint64_t after, uint64_t *clients, uint64_t *seqs, size_t cap,
+                          size_t *n, uint64_t *next, uint64_t *lost)
+{
+    pthread_mutex_lock(&rp.log_mu);
+    uint64_t end = atomic_load(&rp.log_next);
+    uint64_t first = end > SRV_REPL_DEDUP_LOG ? end - SRV_REPL_DEDUP_LOG : 0;
+    *lost = after < first ? first - after : 0;
+    uint64_t at = after < first ? first : after > end ? end : after;
+    size_t k = 0;
+    for (; at < end && k < cap; at++, k++) {
+        clients[k] = rp.log_client[at % SRV_REPL_DEDUP_LOG];
+        seqs[k] = rp.log_seq[at % SRV_REPL_DEDUP_LOG];
+    }
+    pthread_mutex_unlock(&rp.log_mu);
+    *n = k;
+    *next = at;
+}
+
+void srv_repl_dedup_progress(const char *follower_id, uint64_t next)
+{
+    if (!follower_id || !*follower_id)
+        return;
+    pthread_mutex_lock(&rp.mu);
+    for (size_t i = 0; i < rp.npeers; i++)
+        if (!strcmp(rp.peers[i].id, follower_id)) {
+            rp.peers[i].dedup_next = next;
+            break;
+        }
+    if (rp.parked)
+        pthread_cond_signal(&rp.cv);
+    pthread_mutex_unlock(&rp.mu);
 }
 
 size_t srv_repl_followers(srv_repl_follower *out, size_t cap)

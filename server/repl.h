@@ -59,6 +59,20 @@ void srv_repl_progress(const char *follower_id, const char *addr, const char *ta
 int srv_repl_need(const srv_table *t, int32_t ack, uint32_t replicas, uint32_t *need,
                   ember_error *err);
 
+/* At-most-once across a failover: the (client, sequence) pairs this leader
+ * applied, in a ring of SRV_REPL_DEDUP_LOG, each with its position. Recorded
+ * once a push or erase is applied (kept); a follower's delta carries the pairs
+ * after the position it asks from, and a replicated push waits for its
+ * followers to hold its pair too. */
+#define SRV_REPL_DEDUP_LOG 65536u
+void srv_repl_dedup_record(uint64_t client, uint64_t seq);
+/* The pairs after position `after`, up to `cap`, into clients[]/seqs[]; *n their
+ * number, *next the position after them, *lost the pairs already gone. */
+void srv_repl_dedup_since(uint64_t after, uint64_t *clients, uint64_t *seqs, size_t cap,
+                          size_t *n, uint64_t *next, uint64_t *lost);
+/* A follower's progress in that log (with its progress request). */
+void srv_repl_dedup_progress(const char *follower_id, uint64_t next);
+
 /* Arms call `c`: its OK answer waits for `need` followers on table `table`. */
 void srv_repl_arm(srv_call *c, const char *table, uint32_t need);
 

@@ -580,10 +580,12 @@ static void push_mark_end(uint64_t client_id, uint64_t sequence, int rc, int kep
 {
     if (!client_id)
         return;
-    if (rc && !kept)
+    if (rc && !kept) {
         srv_dedup_abort(srv.dedup, client_id, sequence);
-    else
+    } else {
         srv_dedup_end(srv.dedup, client_id, sequence);
+        srv_repl_dedup_record(client_id, sequence); /* for followers (repl.h) */
+    }
 }
 
 static void push_counted(srv_table *t, size_t n)

@@ -759,18 +759,25 @@ static uint64_t term_of(const char *addr)
     return t;
 }
 
-/* A raw Push of one key (INSERT_OR_ASSIGN, zeros) carrying `term`: its status. */
-static int raw_push(const char *addr, const char *table, uint64_t key, uint64_t term, char *msg,
-                    size_t cap)
+/* A raw Push of one key carrying `term`, (client, seq) and `mode` with every
+ * value `x`: its status; *dup (may be NULL): the reply's duplicate flag. */
+static int raw_push_full(const char *addr, const char *table, uint64_t key, uint64_t term,
+                         uint64_t client, uint64_t seq, int mode, int ack, float x, int *dup,
+                         char *msg, size_t cap)
 {
-    float v[DIM] = {0};
+    float v[DIM];
+    for (int j = 0; j < DIM; j++)
+        v[j] = x;
     ember_wire_push_request m;
     memset(&m, 0, sizeof m);
     m.table = (ember_wire_bytes){(const uint8_t *)table, strlen(table)};
     m.keys = (ember_wire_bytes){(const uint8_t *)&key, 8};
     m.values = (ember_wire_bytes){(const uint8_t *)v, sizeof v};
-    m.mode = EMBER_WIRE_PUSH_INSERT_OR_ASSIGN;
+    m.mode = mode;
     m.term = term;
+    m.client_id = client;
+    m.sequence = seq;
+    m.ack = ack;
     uint8_t b[256];
     size_t len = ember_wire_push_request_encode(&m, b);
     eh_client *cl = eh_client_open(addr);
@@ -783,10 +790,20 @@ static int raw_push(const char *addr, const char *table, uint64_t key, uint64_t 
         char em[128];
         ck_assert_int_eq(ember_wire_push_response_decode(r.data, r.len, &pr, em, sizeof em), 0);
         ck_assert_uint_eq(pr.term, term_of(addr));
+        if (dup)
+            *dup = pr.duplicate;
     }
     eh_result_free(&r);
     eh_client_close(cl);
     return code;
+}
+
+/* A raw Push of one key (INSERT_OR_ASSIGN, zeros) carrying `term`: its status. */
+static int raw_push(const char *addr, const char *table, uint64_t key, uint64_t term, char *msg,
+                    size_t cap)
+{
+    return raw_push_full(addr, table, key, term, 0, 0, EMBER_WIRE_PUSH_INSERT_OR_ASSIGN, 0,
+                         0.0f, NULL, msg, cap);
 }
 
 typedef struct acked {
@@ -833,6 +850,14 @@ START_TEST(leader_killed_promoted_no_acknowledged_push_lost)
     fill(keys, v, 32, 100);
     push_once_attached(c, keys, v);
     ember_client_close(c);
+    /* pushes with their (client_id, sequence), acknowledged replicated: +1 each */
+    char msg[1024];
+    int dup = -1;
+    for (uint64_t q = 1; q <= 20; q++) {
+        ck_assert_int_eq(raw_push_full(L.addr, "r", 100, 0, 4242, q, EMBER_WIRE_PUSH_ACCUM,
+                                       EMBER_WIRE_ACK_DEFAULT, 1.0f, &dup, msg, sizeof msg), 0);
+        ck_assert_int_eq(dup, 0);
+    }
 
     acked lds[2];
     pthread_t th[2];
@@ -853,7 +878,6 @@ START_TEST(leader_killed_promoted_no_acknowledged_push_lost)
         pthread_join(th[i], NULL);
 
     int code;
-    char msg[1024];
     uint64_t term = promote(F.addr, 0, NULL, &code, msg, sizeof msg);
     ck_assert_msg(code == 0, "promote: %s", msg);
     ck_assert_uint_eq(term, 2);
@@ -879,8 +903,23 @@ START_TEST(leader_killed_promoted_no_acknowledged_push_lost)
         }
     ck_assert_uint_ge(checked, 100);
     ck_assert_uint_eq(lost, 0);
-    /* no follower now: a replicated push is refused unapplied; async goes */
     ember_error e;
+    /* the pushes resent to the new leader with their pairs are duplicates there:
+     * key 100 holds its value + 20, not + 40 */
+    float before[DIM], after[DIM];
+    uint64_t k100 = 100;
+    ck_assert_int_eq(ember_pull(nc, "r", &k100, 1, before, DIM, EMBER_PULL_SERVE, &e), 0);
+    for (uint64_t q = 1; q <= 20; q++) {
+        dup = -1;
+        /* async: the new leader has no follower yet */
+        ck_assert_int_eq(raw_push_full(F.addr, "r", 100, 0, 4242, q, EMBER_WIRE_PUSH_ACCUM,
+                                       EMBER_WIRE_ACK_ASYNC, 1.0f, &dup, msg, sizeof msg), 0);
+        ck_assert_int_eq(dup, 1);
+    }
+    ck_assert_int_eq(ember_pull(nc, "r", &k100, 1, after, DIM, EMBER_PULL_SERVE, &e), 0);
+    ck_assert(!memcmp(before, after, sizeof before));
+    ck_assert(before[0] == 100.0f + 20.0f); /* fill(): key 100's first value is 100 */
+    /* no follower now: a replicated push is refused unapplied; async goes */
     fill(keys, v, 32, 7000000);
     ck_assert_int_eq(push_assign(nc, "r", keys, 32, v, EMBER_ACK_DEFAULT, 0, &e),
                      EMBER_UNAVAILABLE);

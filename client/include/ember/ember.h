@@ -113,8 +113,9 @@ typedef struct ember_client_options {
      * until one is refused "not the leader" or gets no answer (UNAVAILABLE,
      * DEADLINE_EXCEEDED); the client then asks each replica's health service
      * "ember.v1.Leader" which one leads now, and resends that call once there
-     * (a push with its sequence number, which the new leader has not seen: a
-     * push the old leader had applied and replicated is applied again). Serving
+     * (a push with its sequence number: the new leader, which copied the old
+     * one's applied pairs with its rows, answers a push it already holds as a
+     * duplicate). Serving
      * pulls with EMBER_PULL_FOLLOWER go to the followers. */
     const char *shards;
     const char *shard_pattern;
