@@ -104,90 +104,16 @@ static void push_random(ember_client *c, const char *table, size_t n, uint64_t k
 
 typedef struct snap {
     uint8_t *b;
-    size_t len, cap, rows;
+    size_t len, rows;
     int code;
 } snap;
 
-typedef struct srow {
-    uint64_t key, score, version;
-    uint32_t off; /* into the floats */
-} srow;
-
-typedef struct gather {
-    srow *r;
-    size_t n, cap;
-    float *f;
-    size_t nf, fcap;
-    uint32_t rf;
-} gather;
-
-static void gather_msg(void *ud, const uint8_t *d, size_t len)
-{
-    gather *g = ud;
-    Ember__V1__ExportChunk *ch = ember__v1__export_chunk__unpack(NULL, len, d);
-    ck_assert(ch != NULL);
-    size_t n = ch->keys.len / 8;
-    g->rf = ch->row_floats;
-    for (size_t i = 0; i < n; i++) {
-        if (g->n == g->cap) {
-            g->cap = g->cap ? 2 * g->cap : 1024;
-            g->r = realloc(g->r, g->cap * sizeof *g->r);
-        }
-        if (g->nf + ch->row_floats > g->fcap) {
-            g->fcap = g->fcap ? 2 * g->fcap : 65536;
-            while (g->fcap < g->nf + ch->row_floats)
-                g->fcap *= 2;
-            g->f = realloc(g->f, g->fcap * sizeof *g->f);
-        }
-        srow *r = &g->r[g->n++];
-        memcpy(&r->key, ch->keys.data + 8 * i, 8);
-        memcpy(&r->score, ch->scores.data + 8 * i, 8);
-        memcpy(&r->version, ch->versions.data + 8 * i, 8);
-        r->off = (uint32_t)g->nf;
-        memcpy(g->f + g->nf, ch->values.data + (size_t)4 * ch->row_floats * i,
-               (size_t)4 * ch->row_floats);
-        g->nf += ch->row_floats;
-    }
-    ember__v1__export_chunk__free_unpacked(ch, NULL);
-}
-
-static int by_key(const void *a, const void *b)
-{
-    uint64_t x = ((const srow *)a)->key, y = ((const srow *)b)->key;
-    return x < y ? -1 : x > y;
-}
-
-/* Every row of `table` at `addr`, sorted by key, as bytes: key, score, version,
- * the full row. code: the Export's status (NOT_FOUND for no such table). */
+/* Every row of `table` at `addr`, as bytes (harness.h eh_table_rows). */
 static snap snapshot(const char *addr, const char *table)
 {
     snap s = {0};
-    gather g = {0};
-    Ember__V1__ExportRequest q = EMBER__V1__EXPORT_REQUEST__INIT;
-    q.table = (char *)table;
-    q.full_rows = 1;
-    uint8_t b[256];
-    size_t len = ember__v1__export_request__pack(&q, b);
-    eh_client *cl = eh_client_open(addr);
-    eh_result r;
-    ck_assert_int_eq(eh_server_stream(cl, ADMIN "Export", b, len, gather_msg, &g, &r), 0);
-    s.code = r.code;
-    eh_result_free(&r);
-    eh_client_close(cl);
-    if (g.n)
-        qsort(g.r, g.n, sizeof *g.r, by_key);
-    s.rows = g.n;
-    s.cap = g.n * (24 + 4 * (size_t)g.rf) + 1;
-    s.b = malloc(s.cap);
-    for (size_t i = 0; i < g.n; i++) {
-        memcpy(s.b + s.len, &g.r[i].key, 8);
-        memcpy(s.b + s.len + 8, &g.r[i].score, 8);
-        memcpy(s.b + s.len + 16, &g.r[i].version, 8);
-        memcpy(s.b + s.len + 24, g.f + g.r[i].off, 4 * (size_t)g.rf);
-        s.len += 24 + 4 * (size_t)g.rf;
-    }
-    free(g.r);
-    free(g.f);
+    s.code = eh_table_rows(addr, table, &s.b, &s.len, &s.rows);
+    ck_assert_int_ge(s.code, 0);
     return s;
 }
 
@@ -195,24 +121,10 @@ static snap snapshot(const char *addr, const char *table)
  * `table`; asserts it does. Returns the rows. */
 static size_t converged(const eh_server *leader, const eh_server *follower, const char *table)
 {
-    snap a = {0}, b = {0};
-    for (int i = 0; i < WAIT_S * 10; i++) {
-        free(a.b);
-        free(b.b);
-        a = snapshot(leader->addr, table);
-        b = snapshot(follower->addr, table);
-        if (a.code == 0 && b.code == 0 && a.len == b.len && !memcmp(a.b, b.b, a.len))
-            break;
-        sleep_ms(100);
-    }
-    ck_assert_msg(a.code == 0 && b.code == 0, "export of %s: leader %d follower %d", table,
-                  a.code, b.code);
-    ck_assert_msg(a.len == b.len && !memcmp(a.b, b.b, a.len),
-                  "follower of %s did not converge: leader %zu rows, follower %zu rows", table,
-                  a.rows, b.rows);
-    size_t rows = a.rows;
-    free(a.b);
-    free(b.b);
+    size_t rows = 0;
+    ck_assert_msg(eh_tables_converge(leader->addr, follower->addr, table, WAIT_S, &rows),
+                  "follower %s of %s did not converge on table %s", follower->addr,
+                  leader->addr, table);
     return rows;
 }
 
