@@ -564,6 +564,8 @@ static int collect_keys(void *ud, const Ember__V1__ExportChunk *ch)
 {
     keyset *s = ud;
     size_t n = ch->keys.len / 8;
+    if (!n)
+        return 0;
     if (s->n + n > s->cap) {
         size_t cap = s->cap ? s->cap : 4096;
         while (cap < s->n + n)
@@ -587,7 +589,7 @@ static int cmp_u64(const void *a, const void *b)
 
 static int has_key(const keyset *s, uint64_t k)
 {
-    return bsearch(&k, s->k, s->n, 8, cmp_u64) != NULL;
+    return s->n && bsearch(&k, s->k, s->n, 8, cmp_u64) != NULL;
 }
 
 /* Erases the rows here that the leader no longer has (written at or before
@@ -603,7 +605,8 @@ static void reconcile(ftable *f, srv_table *local, int idle)
         free(ks.k);
         return;
     }
-    qsort(ks.k, ks.n, 8, cmp_u64);
+    if (ks.n)
+        qsort(ks.k, ks.n, 8, cmp_u64);
     ember_table *t = local->table;
     uint64_t cursor = 0, end = ember_table_export_end(t), have = 0, erased = 0;
     size_t cap = 1024;

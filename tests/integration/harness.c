@@ -636,11 +636,12 @@ int eh_tables_converge(const char *a, const char *b, const char *table, int time
                        size_t *rows)
 {
     size_t ra = 0, rb = 0;
+    int ca = 0, cb = 0;
     for (int i = 0; i <= timeout_s * 10; i++) {
         uint8_t *x = NULL, *y = NULL;
         size_t lx = 0, ly = 0;
-        int ca = eh_table_rows(a, table, &x, &lx, &ra);
-        int cb = eh_table_rows(b, table, &y, &ly, &rb);
+        ca = eh_table_rows(a, table, &x, &lx, &ra);
+        cb = eh_table_rows(b, table, &y, &ly, &rb);
         int same = ca == 0 && cb == 0 && lx == ly && !memcmp(x, y, lx);
         free(x);
         free(y);
@@ -651,6 +652,7 @@ int eh_tables_converge(const char *a, const char *b, const char *table, int time
         }
         usleep(100 * 1000);
     }
-    fprintf(stderr, "%s: %zu rows of %s; %s: %zu rows\n", a, ra, table, b, rb);
+    fprintf(stderr, "%s: %zu rows of %s (status %d); %s: %zu rows (status %d)\n", a, ra, table,
+            ca, b, rb, cb);
     return 0;
 }
