@@ -29,6 +29,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -518,6 +519,32 @@ START_TEST(replicated_pushes_wait_for_the_follower)
 
     create(c, "r", 1 << 16, 0, EMBER_ACK_REPLICATED);
     create(c, "a", 1024, 0, EMBER_ACK_DEFAULT);
+    /* emberctl create --ack: replicated:N is kept; a bad mode is a usage error */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --shards %s create ectl --dim 4 --capacity 64 --ack sometimes"
+             " > /dev/null 2>&1", EMBERCTL_BIN, L.addr);
+    ck_assert_int_eq(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "%s --shards %s create ectl --dim 4 --capacity 64 --ack "
+             "replicated:2 > /dev/null", EMBERCTL_BIN, L.addr);
+    ck_assert_int_eq(system(cmd), 0);
+    {
+        Ember__V1__DescribeTableRequest q = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
+        q.name = (char *)"ectl";
+        uint8_t b[64];
+        size_t len = ember__v1__describe_table_request__pack(&q, b);
+        eh_client *cl = eh_client_open(L.addr);
+        eh_result r;
+        ck_assert_int_eq(eh_unary(cl, ADMIN "DescribeTable", b, len, 0, &r), 0);
+        ck_assert_int_eq(r.code, 0);
+        Ember__V1__DescribeTableResponse *m =
+            ember__v1__describe_table_response__unpack(NULL, r.len, r.data);
+        ck_assert(m && m->table && m->table->config);
+        ck_assert_int_eq(m->table->config->ack, EMBER__V1__ACK_MODE__ACK_REPLICATED);
+        ck_assert_uint_eq(m->table->config->ack_replicas, 2);
+        ember__v1__describe_table_response__free_unpacked(m, NULL);
+        eh_result_free(&r);
+        eh_client_close(cl);
+    }
     fill(keys, v, 32, 1);
     ck_assert_int_eq(push_assign(c, "r", keys, 32, v, 9, 0, &e), EMBER_INVALID_ARGUMENT);
     ck_assert_int_eq(push_assign(c, "r", keys, 32, v, EMBER_ACK_REPLICATED, 99, &e),
