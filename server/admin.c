@@ -587,14 +587,26 @@ int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         return err->code;
     srv_table *t = NULL;
     int rc = srv_table_by_name(r->name, &t, err);
-    if (!rc && !r->set_ttl)
+    if (!rc && !r->set_ttl && !r->set_ack)
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                             "AlterTable changes nothing: say what to set (set_ttl)");
-    if (!rc)
+                             "AlterTable changes nothing: say what to set (set_ttl, set_ack)");
+    if (!rc && r->set_ack &&
+        ((unsigned)r->ack > EMBER__V1__ACK_MODE__ACK_REPLICATED ||
+         r->ack_replicas > SRV_REPL_MAX_FOLLOWERS))
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "ack %d / ack_replicas %u: ack is 0 (default), 1 (async) or 2 "
+                             "(replicated), ack_replicas at most %d",
+                             (int)r->ack, r->ack_replicas, SRV_REPL_MAX_FOLLOWERS);
+    if (!rc && r->set_ttl)
         rc = ember_table_set_ttl(t->table, r->ttl_seconds, err);
+    if (!rc && r->set_ack) {
+        atomic_store(&t->ack, (int)r->ack);
+        atomic_store(&t->ack_replicas, r->ack_replicas);
+    }
     if (!rc) {
-        srv_log(SRV_LOG_INFO, "table_altered", "table=%s ttl_seconds=%llu", t->name,
-                (unsigned long long)r->ttl_seconds);
+        srv_log(SRV_LOG_INFO, "table_altered", "table=%s ttl_seconds=%llu ack=%d ack_replicas=%u",
+                t->name, (unsigned long long)ember_table_ttl(t->table), atomic_load(&t->ack),
+                atomic_load(&t->ack_replicas));
         info_box b;
         Ember__V1__AlterTableResponse out = EMBER__V1__ALTER_TABLE_RESPONSE__INIT;
         info_fill(&b, t);

@@ -1414,6 +1414,46 @@ static int cmd_info(ctl *c, const ctl_args *a)
     return ctl_finish(c, &j, r);
 }
 
+/* ---- ack ---------------------------------------------------------------------------------------- */
+
+static int cmd_ack(ctl *c, const ctl_args *a)
+{
+    Ember__V1__AlterTableRequest req = EMBER__V1__ALTER_TABLE_REQUEST__INIT;
+    ctl_json j;
+    uint64_t u = 0;
+    const char *v = a->pos[1];
+    req.name = (char *)a->pos[0];
+    req.set_ack = 1;
+    if (!strcmp(v, "async")) {
+        req.ack = EMBER__V1__ACK_MODE__ACK_ASYNC;
+    } else if (!strncmp(v, "replicated", 10) && (!v[10] || v[10] == ':')) {
+        req.ack = EMBER__V1__ACK_MODE__ACK_REPLICATED;
+        if (v[10] && ctl_parse_u64(a, "replicated:N", v + 11, 1, 32, &u) != 0)
+            return CTL_EXIT_USAGE;
+        req.ack_replicas = (uint32_t)u;
+    } else {
+        return ctl_usage_error(a, "'%s': want async, replicated or replicated:N", v);
+    }
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    ctl_call(c, ADMIN "AlterTable", &req.base, &ember__v1__alter_table_response__descriptor, 0,
+             r);
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        ctl_json_str(&j, "table", req.name);
+        ctl_json_str(&j, "ack", req.ack == EMBER__V1__ACK_MODE__ACK_REPLICATED ? "replicated"
+                                                                               : "async");
+        ctl_json_u64(&j, "ack_replicas", req.ack_replicas);
+        json_ok_shards(&j, c, r);
+    } else if (ok_count(c, r) > 0) {
+        printf("table %s: ack %s on %u of %u shard%s\n", req.name, v, ok_count(c, r), c->n,
+               c->n == 1 ? "" : "s");
+    }
+    return ctl_finish(c, &j, r);
+}
+
 /* ---- promote, follow (replication) ------------------------------------------------------------ */
 
 static const ctl_optdef promote_opts[] = {
@@ -1585,6 +1625,10 @@ const ctl_cmd ctl_commands[] = {
     {"info", "", 0, 0, "each server's version, shard index, backend, limits and uptime",
      "Warns when a server's shard index or count disagrees with its place in the list.\n",
      NULL, cmd_info, 0},
+    {"ack", "NAME MODE", 2, 2, "set a table's push acknowledgement on every shard",
+     "MODE: async (a push is answered once applied on the leader) or replicated[:N]\n"
+     "(once N followers hold it too; N default 1). README \"Replication and failover\".\n",
+     NULL, cmd_ack, 0},
     {"promote", "ADDR", 1, 1, "make the follower at ADDR the leader, at a new term",
      "Refused while it knows itself more than --max-lag-versions behind its leader,\n"
      "unless --force. The old leader, told (every second until it answers) to\n"

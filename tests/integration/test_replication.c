@@ -543,6 +543,28 @@ START_TEST(replicated_pushes_wait_for_the_follower)
         ck_assert_uint_eq(m->table->config->ack_replicas, 2);
         ember__v1__describe_table_response__free_unpacked(m, NULL);
         eh_result_free(&r);
+        /* emberctl ack (AlterTable set_ack) changes it; bad modes change nothing */
+        snprintf(cmd, sizeof cmd, "%s --shards %s ack ectl sometimes > /dev/null 2>&1",
+                 EMBERCTL_BIN, L.addr);
+        ck_assert_int_eq(WEXITSTATUS(system(cmd)), 2);
+        Ember__V1__AlterTableRequest aq = EMBER__V1__ALTER_TABLE_REQUEST__INIT;
+        aq.name = (char *)"ectl";
+        aq.set_ack = 1;
+        aq.ack = (Ember__V1__AckMode)9;
+        len = ember__v1__alter_table_request__pack(&aq, b);
+        ck_assert_int_eq(eh_unary(cl, ADMIN "AlterTable", b, len, 0, &r), 0);
+        ck_assert_int_eq(r.code, EMBER_INVALID_ARGUMENT);
+        eh_result_free(&r);
+        snprintf(cmd, sizeof cmd, "%s --shards %s ack ectl async > /dev/null", EMBERCTL_BIN,
+                 L.addr);
+        ck_assert_int_eq(system(cmd), 0);
+        len = ember__v1__describe_table_request__pack(&q, b);
+        ck_assert_int_eq(eh_unary(cl, ADMIN "DescribeTable", b, len, 0, &r), 0);
+        m = ember__v1__describe_table_response__unpack(NULL, r.len, r.data);
+        ck_assert(m && m->table && m->table->config);
+        ck_assert_int_eq(m->table->config->ack, EMBER__V1__ACK_MODE__ACK_ASYNC);
+        ember__v1__describe_table_response__free_unpacked(m, NULL);
+        eh_result_free(&r);
         eh_client_close(cl);
     }
     fill(keys, v, 32, 1);
