@@ -733,6 +733,11 @@ static int channel_to(const char *target, ember_error *err)
     o.max_receive_bytes = (int)srv.cfg.max_message_bytes;
     o.max_reconnect_backoff_ms = 500;
     o.token = fo.token[0] ? fo.token : NULL;
+    if (*srv.cfg.replica_tls_ca) { /* TLS to the leader; this server's certificate too */
+        o.tls_ca = srv.cfg.replica_tls_ca;
+        o.tls_cert = *srv.cfg.tls_cert ? srv.cfg.tls_cert : NULL;
+        o.tls_key = *srv.cfg.tls_key ? srv.cfg.tls_key : NULL;
+    }
     fo.ch = ember_rpc_channel_open(target, &o, err);
     snprintf(fo.ch_target, sizeof fo.ch_target, "%s", fo.ch ? target : "");
     fo.reachable = -1;
