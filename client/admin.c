@@ -164,6 +164,8 @@ int ember_create_table(ember_client *c, const char *name, const ember_table_spec
     cfg.max_capacity = s->max_capacity_per_shard;
     cfg.max_load_factor = s->max_load_factor;
     cfg.ttl_seconds = s->ttl_seconds;
+    cfg.ack = (Ember__V1__AckMode)s->ack;
+    cfg.ack_replicas = s->ack_replicas;
     Ember__V1__CreateTableRequest req = EMBER__V1__CREATE_TABLE_REQUEST__INIT;
     req.name = (char *)name;
     req.config = &cfg;

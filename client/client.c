@@ -32,6 +32,8 @@
 #define EMBER_CANCEL_POLL_MS 100
 #define EMBER_RETRY_BUDGET_MAX_MS (7 * 24 * 3600 * 1000) /* a week; fits an int */
 #define EMBER_MAX_SHARDS 65536u
+#define EMBER_MAX_REPLICAS 8u     /* addresses of one shard: "leader|follower|..." */
+#define EMBER_LEADER_ASK_MS 1000  /* each replica's health check when the leader moved */
 #define EMBER_MAX_CHANNELS 64u
 #define EMBER_POOL_OPS 32u    /* ops kept for reuse */
 #define EMBER_POOL_BUFS 128u  /* request buffers kept for reuse */
@@ -315,6 +317,62 @@ static int split_list(const char *list, const char *source, char ***out, unsigne
     return 0;
 }
 
+/* ember_rpc_target_check of every replica address of "h1:p|h2:p|...". */
+static int replicas_check(const char *addr, ember_error *err)
+{
+    for (const char *p = addr;;) {
+        const char *e = strchr(p, '|');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char one[512];
+        if (len >= sizeof one)
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT, "address '%.80s...' too long", p);
+        memcpy(one, p, len);
+        one[len] = '\0';
+        int rc = ember_rpc_target_check(one, err);
+        if (rc || !e)
+            return rc;
+        p = e + 1;
+    }
+}
+
+/* A shard's address "h1:p|h2:p|...": its replicas, the first the leader
+ * until a call learns otherwise (README "Replication and failover"). */
+static int split_replicas(const char *addr, unsigned s, char ***out, unsigned *nout,
+                          ember_error *err)
+{
+    unsigned cap = 1;
+    for (const char *p = addr; *p; p++)
+        cap += *p == '|';
+    if (cap > EMBER_MAX_REPLICAS)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "shard %u: %u replicas in '%.200s', at most %u", s, cap, addr,
+                               EMBER_MAX_REPLICAS);
+    char **a = calloc(cap, sizeof *a);
+    if (!a)
+        return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+    unsigned n = 0;
+    for (const char *p = addr;;) {
+        const char *e = strchr(p, '|');
+        if (!e)
+            e = p + strlen(p);
+        if (e == p) {
+            free_addrs(a, n);
+            return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                                   "shard %u: an empty replica address in '%.200s'", s, addr);
+        }
+        if (!(a[n++] = strndup(p, (size_t)(e - p)))) {
+            free_addrs(a, n);
+            return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
+        }
+        if (!*e)
+            break;
+        p = e + 1;
+    }
+    *out = a;
+    *nout = n;
+    return 0;
+}
+
 /* "ember-{i}.svc:7070" × count → addresses. */
 static int expand_pattern(const char *pat, unsigned count, const char *source, char ***out,
                           unsigned *nout, ember_error *err)
@@ -484,10 +542,12 @@ static void client_free(ember_client *c)
 {
     if (c->shards) {
         for (unsigned s = 0; s < c->nshards; s++) {
-            for (unsigned k = 0; c->shards[s].ch && k < c->shards[s].nch; k++)
+            for (unsigned k = 0; c->shards[s].ch && k < c->shards[s].nch * c->shards[s].nreplicas;
+                 k++)
                 ember_rpc_channel_close(c->shards[s].ch[k]);
             free(c->shards[s].ch);
             free(c->shards[s].addr);
+            free_addrs(c->shards[s].replica, c->shards[s].nreplicas);
         }
         free(c->shards);
     }
@@ -540,7 +600,7 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
         return NULL;
     for (unsigned i = 0; i < n; i++) {
         ember_error e;
-        if (ember_rpc_target_check(addrs[i], &e) != 0) {
+        if (replicas_check(addrs[i], &e) != 0) {
             shard_failed(err, i, ember_error_set(err, EMBER_INVALID_ARGUMENT, "shard %u: %s", i,
                                                  e.message));
             free_addrs(addrs, n);
@@ -619,21 +679,27 @@ ember_client *ember_client_open(const ember_client_options *caller_opts, ember_e
         atomic_init(&sh->down, 0);
         atomic_init(&sh->down_since_ms, 0);
         atomic_init(&sh->up_ms, 0);
-        sh->ch = calloc(nch, sizeof *sh->ch);
+        atomic_init(&sh->leader, 0);
+        if (split_replicas(sh->addr, s, &sh->replica, &sh->nreplicas, err)) {
+            free_addrs(addrs, n);
+            client_free(c);
+            return NULL;
+        }
+        sh->ch = calloc((size_t)nch * sh->nreplicas, sizeof *sh->ch);
         if (!sh->ch) {
             free_addrs(addrs, n);
             client_free(c);
             ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
             return NULL;
         }
-        for (unsigned k = 0; k < nch; k++) {
-            sh->ch[k] = ember_rpc_channel_open(sh->addr, &co, err);
+        sh->nch = nch;
+        for (unsigned k = 0; k < nch * sh->nreplicas; k++) {
+            sh->ch[k] = ember_rpc_channel_open(sh->replica[k / nch], &co, err);
             if (!sh->ch[k]) {
                 free_addrs(addrs, n);
                 client_free(c);
                 return NULL;
             }
-            sh->nch = k + 1;
         }
     }
     free_addrs(addrs, n);
@@ -688,7 +754,7 @@ void ember_client_close(ember_client *c)
     /* Channels first (nothing is in flight: async calls were waited on), then the
      * queue, whose shutdown ends the poller. */
     for (unsigned s = 0; s < c->nshards; s++) {
-        for (unsigned k = 0; k < c->shards[s].nch; k++)
+        for (unsigned k = 0; k < c->shards[s].nch * c->shards[s].nreplicas; k++)
             ember_rpc_channel_close(c->shards[s].ch[k]);
         c->shards[s].nch = 0;
     }
@@ -862,6 +928,8 @@ ember_shard_call *ember_call_add(ember_call *op, unsigned s, ember_method method
     sc->req_data = sc->req->data;
     sc->attempts = 0;
     sc->resend = 0;
+    sc->failed_over = 0;
+    sc->follower = 0;
     sc->call = NULL;
     sc->recv = NULL;
     sc->code = 0;
@@ -884,7 +952,10 @@ static int call_start(ember_call *op, ember_shard_call *sc)
 {
     ember_client *c = op->c;
     ember_shard *sh = &c->shards[sc->shard];
-    grpc_channel *ch = sh->ch[atomic_fetch_add(&sh->rr, 1) % sh->nch];
+    unsigned rr = atomic_fetch_add(&sh->rr, 1), r = atomic_load(&sh->leader);
+    if (sc->follower && sh->nreplicas > 1) /* one of the others, round robin */
+        r = (r + 1 + (rr / sh->nch) % (sh->nreplicas - 1)) % sh->nreplicas;
+    grpc_channel *ch = sh->ch[r * sh->nch + rr % sh->nch];
     sc->attempts++;
     sc->attempt_ms = now_ms();
     sc->finished = 0;
@@ -1173,6 +1244,48 @@ static int not_owner(ember_call *op, const ember_shard_call *bad, ember_error *e
  * that passed its own deadline (a stopped or overloaded shard) is retried
  * too: pushes carry their sequence number, so a shard that applied the first
  * attempt acknowledges the second as a duplicate. */
+/* Replicas: which of shard s's answers the health service "ember.v1.Leader"
+ * SERVING now (a follower and a fenced old leader answer NOT_SERVING, a dead or
+ * frozen one not at all). Its calls go there from now on; 1 when that moved
+ * them. Health needs no credentials, so a worker's token is enough. */
+static int leader_moved(ember_client *c, unsigned s)
+{
+    ember_shard *sh = &c->shards[s];
+    /* HealthCheckRequest{service = "ember.v1.Leader"} */
+    static const uint8_t ask[] = "\x0a\x0f" "ember.v1.Leader";
+    unsigned cur = atomic_load(&sh->leader);
+    for (unsigned k = 1; k <= sh->nreplicas; k++) {
+        unsigned r = (cur + k) % sh->nreplicas; /* the others first, the current last */
+        uint8_t *resp = NULL;
+        size_t len = 0;
+        ember_error e;
+        int rc = ember_rpc_unary(sh->ch[r * sh->nch], "/grpc.health.v1.Health/Check", ask,
+                                 sizeof ask - 1, EMBER_LEADER_ASK_MS, &resp, &len, &e);
+        /* HealthCheckResponse{status = SERVING}: field 1, varint 1 */
+        int serving = !rc && len == 2 && resp[0] == 0x08 && resp[1] == 0x01;
+        free(resp);
+        if (!serving)
+            continue;
+        if (r == cur)
+            return 0;
+        atomic_store(&sh->leader, r);
+        notice(c, s, 1, "shard %u (%s): the leader is now %s", s, sh->addr, sh->replica[r]);
+        return 1;
+    }
+    return 0;
+}
+
+/* A failed call of a shard with replicas that its leader may have moved from:
+ * the leader said "not the leader", or did not answer. */
+static int may_have_moved(const ember_call *op, const ember_shard_call *sc)
+{
+    const ember_shard *sh = &op->c->shards[sc->shard];
+    if (sh->nreplicas < 2 || sc->failed_over || sc->follower || !op->retry)
+        return 0;
+    return sc->code == EMBER_UNAVAILABLE || sc->code == EMBER_DEADLINE_EXCEEDED ||
+           (sc->code == EMBER_FAILED_PRECONDITION && strstr(sc->msg, "not the leader"));
+}
+
 static int retryable(const ember_call *op, const ember_shard_call *sc, int budget)
 {
     if (!op->retry)
@@ -1192,7 +1305,7 @@ int ember_call_finish(ember_call *op, ember_error *err)
     count_active(op);
     for (;;) {
         wait_outstanding(op);
-        int again = 0, resend = 0;
+        int again = 0, resend = 0, moved = 0;
         const int cancelled = atomic_load(&c->cancelled);
         for (size_t i = 0; i < n; i++) {
             ember_shard_call *sc = &op->calls[i];
@@ -1205,6 +1318,14 @@ int ember_call_finish(ember_call *op, ember_error *err)
                     sc->code = EMBER_CANCELLED;
                     snprintf(sc->msg, sizeof sc->msg, "client cancelled");
                 }
+            } else if (may_have_moved(op, sc) && leader_moved(c, sc->shard)) {
+                /* resent once to the new leader, with its sequence number: a
+                 * push it copied from the old one is a duplicate there (README
+                 * "Replication and failover") */
+                call_clear_result(sc);
+                sc->resend = 1;
+                sc->failed_over = 1;
+                moved++;
             } else if (retryable(op, sc, budget)) {
                 if (budget)
                     shard_down(c, sc);
@@ -1226,9 +1347,12 @@ int ember_call_finish(ember_call *op, ember_error *err)
         }
         if (cancelled)
             break;
-        if (!again && !resend)
+        if (!again && !resend && !moved)
             break;
-        if (again && budget) {
+        if (moved) {
+            /* the new leader gets an attempt of its own, at once */
+            op->deadline = ember_rpc_deadline((int)op->timeout_ms);
+        } else if (again && budget) {
             /* Retry until the budget has passed, each attempt with its own
              * deadline; the last one starts no earlier than the budget's end. */
             /* +1: both clock readings are truncated to the ms, and the call

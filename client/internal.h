@@ -44,15 +44,24 @@ typedef struct ember_reqpool ember_reqpool;
 typedef struct ember_reqbuf ember_reqbuf;
 
 typedef struct ember_shard {
-    char *addr;
+    char *addr;                  /* as the list gave it: "h1:p" or "h1:p|h2:p|..." */
+    /* Replication: the shard's replicas ("leader|followers"), channels to each
+     * (ch[r * nch + k]), and the one calls go to (its leader, as last learned). */
+    char **replica;
+    unsigned nreplicas;
+    atomic_uint leader;
     grpc_channel **ch;
-    unsigned nch;
+    unsigned nch;                /* channels per replica */
     atomic_uint rr;              /* round robin over ch */
     atomic_uint_fast64_t seq;    /* next push sequence number */
     /* Retry budget: 1 while the shard is known unavailable (noticed once). */
     atomic_int down;
     atomic_int_fast64_t down_since_ms; /* monotonic ms of the first failure */
     atomic_int_fast64_t up_ms;   /* when it was last said to be back */
+    /* Replication: the highest leader term its push replies said, sent with
+     * every later push so that a stale leader behind the address fences
+     * itself (README "Replication and failover"). */
+    atomic_uint_fast64_t term;
 } ember_shard;
 
 struct ember_client {
@@ -103,6 +112,8 @@ typedef struct ember_shard_call {
     unsigned attempts;
     int64_t attempt_ms;          /* monotonic start of the current attempt */
     int resend;                  /* debug: send once more after success */
+    int failed_over;             /* resent once to a new leader (replicas) */
+    int follower;                /* a serving pull that may go to a follower */
 
     /* one attempt */
     grpc_call *call;

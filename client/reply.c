@@ -75,12 +75,13 @@ int ember_reply_pull_parse(const grpc_byte_buffer *bb, int pushpull, ember_reply
         if (!ember_slices_tag(&r, &f, &wt) || wt != 2 || !ember_slices_len(&r, &len))
             return 0;
         if (f == 1 && !have_push) {
-            uint8_t buf[64]; /* a PushResponse is two varints: ≤ 13 bytes */
+            uint8_t buf[64]; /* a PushResponse is three varints: ≤ 25 bytes */
             ember_wire_push_response pr;
             if (len > sizeof buf || !ember_slices_copy(&r, buf, len) ||
                 ember_wire_push_response_decode(buf, len, &pr, NULL, 0) != EMBER_WIRE_OK)
                 return 0;
             out->push_duplicate = pr.duplicate;
+            out->push_term = pr.term;
             have_push = 1;
         } else if (f == 2 && !have_pull) {
             size_t end = r.end;

@@ -28,6 +28,7 @@ typedef struct ember_reply_pull {
     size_t values_off, values_len; /* the values' bytes: offsets into the message */
     size_t found_off, found_len;   /* found[] (want_found): offsets; len 0 if absent */
     int push_duplicate;            /* PushPull: the push part's `duplicate` */
+    uint64_t push_term;            /* PushPull: the push part's `term` */
 } ember_reply_pull;
 
 /* Parses bb as a PullResponse (pushpull 0) or a PushPullResponse with a pull part

@@ -47,6 +47,8 @@ typedef struct train_args {
     const uint64_t *pull_scores, *push_scores; /* [n_pull] / [n_push], NULL: none */
     uint8_t *found;                            /* [n_pull], NULL: not asked */
     uint32_t epoch;
+    int ack;                                   /* EMBER_ACK_*: the push's */
+    uint32_t ack_replicas;
 } train_args;
 
 int ember_train_args_check(ember_client *c, const char *table, uint32_t dim, unsigned flags,
@@ -59,8 +61,12 @@ int ember_train_args_check(ember_client *c, const char *table, uint32_t dim, uns
         return rv;
     if (dim == 0)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "dim 0");
-    if (flags & ~EMBER_PULL_SERVE)
+    if (flags & ~(EMBER_PULL_SERVE | EMBER_PULL_FOLLOWER))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown pull flags 0x%x", flags);
+    if ((flags & EMBER_PULL_FOLLOWER) && !(flags & EMBER_PULL_SERVE))
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "EMBER_PULL_FOLLOWER needs EMBER_PULL_SERVE: a follower "
+                               "creates no key");
     return 0;
 }
 
@@ -72,6 +78,10 @@ static int check_args(ember_client *c, const train_args *a, ember_error *err)
     if (a->mode < EMBER_PUSH_GRADIENTS || a->mode > EMBER_PUSH_INSERT_OR_ASSIGN)
         return ember_error_set(err, EMBER_INVALID_ARGUMENT, "unknown push mode %d",
                                a->mode);
+    if (a->ack < EMBER_ACK_DEFAULT || a->ack > EMBER_ACK_REPLICATED)
+        return ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                               "unknown ack mode %d (EMBER_ACK_DEFAULT, _ASYNC, _REPLICATED)",
+                               a->ack);
     if ((a->n_push && (!a->push_keys || !a->values)) || (a->n_pull && (!a->pull_keys || !a->out)))
         return ember_error_set(err, EMBER_INVALID_ARGUMENT,
                                "NULL keys, values or output with n > 0");
@@ -233,6 +243,9 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             push.mode = a->mode;
             push.client_id = c->client_id;
             push.epoch = a->epoch;
+            push.ack = a->ack;
+            push.ack_replicas = a->ack_replicas;
+            push.term = atomic_load(&c->shards[s].term);
             if (a->push_scores && n_push)
                 push.scores = (ember_wire_bytes){(const uint8_t *)(op->push_scores + u_lo),
                                                  n_push * 8};
@@ -262,6 +275,7 @@ static ember_call *train_begin(ember_client *c, const train_args *a, ember_error
             }
             sc->pull_lo = p_lo;
             sc->n_pull = n_pull;
+            sc->follower = !n_push && (a->flags & EMBER_PULL_FOLLOWER);
             sc->push_lo = u_lo;
             sc->n_push = n_push;
             if (n_push) {
@@ -298,6 +312,16 @@ typedef struct pull_part {
     size_t found_off, found_len;
 } pull_part;
 
+/* A push reply said the shard's leader is at `term`: later pushes carry the
+ * highest seen. */
+static void term_seen(ember_client *c, unsigned s, uint64_t term)
+{
+    atomic_uint_fast64_t *t = &c->shards[s].term;
+    uint64_t cur = atomic_load(t);
+    while (cur < term && !atomic_compare_exchange_weak(t, &cur, term))
+        ;
+}
+
 /* Decodes shard call sc's reply: straight from gRPC's slices when reply.h's
  * reader takes it, else flattened and decoded by proto/wire.h. Fills *pp and
  * sets *has_pull for a reply with a pull part. */
@@ -313,6 +337,7 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
         if (ember_reply_pull_parse(sc->recv, sc->method == EMBER_M_PUSHPULL, &rp)) {
             if (rp.push_duplicate)
                 atomic_fetch_add(&c->debug_duplicate_acks, 1);
+            term_seen(c, s, rp.push_term);
             *pp = (pull_part){.dim = rp.dim, .dtype = rp.dtype, .data = NULL,
                               .values_off = rp.values_off, .values_len = rp.values_len,
                               .found = NULL, .found_off = rp.found_off,
@@ -334,6 +359,7 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
             return bad_reply(op, s, err, "Push", msg);
         if (ur.duplicate)
             atomic_fetch_add(&c->debug_duplicate_acks, 1);
+        term_seen(c, s, ur.term);
         return 0;
     } else {
         ember_wire_pushpull_response ppr;
@@ -343,6 +369,7 @@ static int decode_reply(ember_call *op, ember_shard_call *sc, pull_part *pp, int
             return bad_reply(op, s, err, "PushPull", "no pull part");
         if (ppr.push.duplicate)
             atomic_fetch_add(&c->debug_duplicate_acks, 1);
+        term_seen(c, s, ppr.push.term);
         pr = ppr.pull;
     }
     *pp = (pull_part){.dim = pr.dim, .dtype = pr.dtype, .data = pr.values.data,
@@ -514,7 +541,8 @@ int ember_push_opts(ember_client *c, const char *table, const uint64_t *keys, si
     }
     train_args a = {.has_push = 1, .table = table, .push_keys = keys, .n_push = n,
                     .values = values, .mode = opt.mode, .dim = dim,
-                    .push_scores = opt.scores, .epoch = opt.epoch};
+                    .push_scores = opt.scores, .epoch = opt.epoch, .ack = opt.ack,
+                    .ack_replicas = opt.ack_replicas};
     return train_run(c, &a, err);
 }
 

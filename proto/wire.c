@@ -266,6 +266,9 @@ static int push_request_fields(rd *r, ember_wire_push_request *m)
         case 12: rc = rd_i32(r, f, "combiner", wt, &m->combiner); break;
         case 13: rc = rd_f32s(r, f, "weights", wt, &m->weights); break;
         case 14: rc = rd_f32s(r, f, "norms", wt, &m->norms); break;
+        case 70: rc = rd_i32(r, f, "ack", wt, &m->ack); break;
+        case 71: rc = rd_u32(r, f, "ack_replicas", wt, &m->ack_replicas); break;
+        case 72: rc = rd_u64(r, f, "term", wt, &m->term); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -284,6 +287,7 @@ static int push_response_fields(rd *r, ember_wire_push_response *m)
         switch (f) {
         case 1: rc = rd_u64(r, f, "applied", wt, &m->applied); break;
         case 2: rc = rd_bool(r, f, "duplicate", wt, &m->duplicate); break;
+        case 70: rc = rd_u64(r, f, "term", wt, &m->term); break;
         default: rc = rd_skip(r, wt); break;
         }
         if (rc)
@@ -402,6 +406,17 @@ static size_t sz_varint(uint64_t v) { return v ? 1 + vsz(v) : 0; }
 static size_t sz_i32(int32_t v) { return v ? 1 + vsz((uint64_t)(int64_t)v) : 0; }
 static size_t sz_bytes(size_t len) { return len ? 1 + vsz(len) + len : 0; }
 static size_t sz_sub(size_t len) { return 1 + vsz(len) + len; }
+
+/* A varint field numbered 16 or more (a tag of two bytes or more). */
+static size_t sz_field(uint32_t f, uint64_t v) { return v ? vsz((uint64_t)f << 3) + vsz(v) : 0; }
+
+static uint8_t *put_field(uint8_t *p, uint32_t f, uint64_t v)
+{
+    if (!v)
+        return p;
+    p = put_varint(p, (uint64_t)f << 3 | WT_VARINT);
+    return put_varint(p, v);
+}
 
 static uint8_t *put_uint(uint8_t *p, uint32_t f, uint64_t v)
 {
@@ -528,6 +543,9 @@ size_t ember_wire_push_request_size(const ember_wire_push_request *m, ember_wire
     n += sz_i32(m->combiner);
     n += sz_bytes(m->weights.len);
     n += sz_bytes(m->norms.len);
+    n += sz_field(70, (uint64_t)(int64_t)m->ack);
+    n += sz_field(71, m->ack_replicas);
+    n += sz_field(72, m->term);
     if (off)
         *off = o;
     return n;
@@ -549,12 +567,16 @@ size_t ember_wire_push_request_encode(const ember_wire_push_request *m, uint8_t 
     p = put_i32(p, 12, m->combiner);
     p = put_bytes(p, 13, m->weights, &at);
     p = put_bytes(p, 14, m->norms, &at);
+    p = put_field(p, 70, (uint64_t)(int64_t)m->ack);
+    p = put_field(p, 71, m->ack_replicas);
+    p = put_field(p, 72, m->term);
     return (size_t)(p - buf);
 }
 
 size_t ember_wire_push_response_size(const ember_wire_push_response *m)
 {
-    return sz_varint(m->applied) + sz_varint((uint64_t)(m->duplicate != 0));
+    return sz_varint(m->applied) + sz_varint((uint64_t)(m->duplicate != 0)) +
+           sz_field(70, m->term);
 }
 
 size_t ember_wire_push_response_encode(const ember_wire_push_response *m, uint8_t *buf)
@@ -562,6 +584,7 @@ size_t ember_wire_push_response_encode(const ember_wire_push_response *m, uint8_
     uint8_t *p = buf;
     p = put_uint(p, 1, m->applied);
     p = put_uint(p, 2, m->duplicate != 0);
+    p = put_field(p, 70, m->term);
     return (size_t)(p - buf);
 }
 

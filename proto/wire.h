@@ -64,6 +64,9 @@ enum {
     EMBER_WIRE_PUSH_INSERT_OR_ASSIGN = 3,
 };
 
+/* Field values of ember.v1.AckMode (replication). */
+enum { EMBER_WIRE_ACK_DEFAULT = 0, EMBER_WIRE_ACK_ASYNC = 1, EMBER_WIRE_ACK_REPLICATED = 2 };
+
 /* Field values of ember.v1.Combiner (pooled lookups; the arithmetic is in
  * proto/pool.h). */
 enum {
@@ -120,11 +123,15 @@ typedef struct ember_wire_push_request {
     int32_t combiner;        /* 12 */
     ember_wire_bytes weights; /* 13: empty or n × float32 LE (len % 4 == 0) */
     ember_wire_bytes norms;  /* 14: empty or bags × float32 LE (len % 4 == 0) */
+    int32_t ack;             /* 70: EMBER_WIRE_ACK_* */
+    uint32_t ack_replicas;   /* 71: 0 = the table's */
+    uint64_t term;           /* 72: the highest leader term the caller saw */
 } ember_wire_push_request;
 
 typedef struct ember_wire_push_response {
     uint64_t applied; /* 1 */
     int duplicate;    /* 2 */
+    uint64_t term;    /* 70: the leader's term */
 } ember_wire_push_response;
 
 typedef struct ember_wire_pushpull_request {

@@ -28,6 +28,7 @@
 #include "server/ckpt.h"
 #include "server/auth.h"
 #include "server/log.h"
+#include "server/repl.h"
 #include "server/rpc.h"
 #include "server/server.h"
 #include "server/table_config.h"
@@ -117,6 +118,9 @@ static void info_fill(info_box *b, srv_table *t)
                                                               : EMBER_GROW_LOAD_FACTOR_DEFAULT)
                                  : 0.0f;
     b->cfg.ttl_seconds = ember_table_ttl(t->table);
+    b->cfg.ack = (Ember__V1__AckMode)atomic_load(&t->ack);
+    b->cfg.ack_replicas = atomic_load(&t->ack_replicas);
+    b->info.uid = t->uid;
     b->opt.kind = (Ember__V1__Optimizer)c->optim.kind;
     b->opt.lr = c->optim.lr;
     b->opt.eps = c->optim.eps;
@@ -209,6 +213,15 @@ int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
                                  r->name);
         goto reply;
     }
+    if (r->config && ((unsigned)r->config->ack > EMBER__V1__ACK_MODE__ACK_REPLICATED ||
+                      r->config->ack_replicas > SRV_REPL_MAX_FOLLOWERS)) {
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "ack %d / ack_replicas %u: ack is 0 (default), 1 (async) or 2 "
+                             "(replicated), ack_replicas at most %d",
+                             (int)r->config->ack, r->config->ack_replicas,
+                             SRV_REPL_MAX_FOLLOWERS);
+        goto out;
+    }
     if ((rc = srv_table_config_from_proto(r->config, &c, err)) ||
         (rc = srv_backend_for_table(&srv.backend, r->config->backend, r->config->hbm_bytes,
                                     &be, &c.hbm_bytes, err)) ||
@@ -235,6 +248,8 @@ int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
         rc = ember_error_set(err, EMBER_ABORTED, "table '%s' was dropped while created", r->name);
         goto out;
     }
+    atomic_store(&st->ack, (int)r->config->ack);
+    atomic_store(&st->ack_replicas, r->config->ack_replicas);
     srv_log(SRV_LOG_INFO, "table_created",
             "table=%s dim=%u capacity=%llu max_capacity=%llu optimizer=%d backend=%s "
             "hbm_bytes=%llu ttl_seconds=%llu",
@@ -647,14 +662,26 @@ int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
         return err->code;
     srv_table *t = NULL;
     int rc = srv_table_by_name(r->name, &t, err);
-    if (!rc && !r->set_ttl)
+    if (!rc && !r->set_ttl && !r->set_ack)
         rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
-                             "AlterTable changes nothing: say what to set (set_ttl)");
-    if (!rc)
+                             "AlterTable changes nothing: say what to set (set_ttl, set_ack)");
+    if (!rc && r->set_ack &&
+        ((unsigned)r->ack > EMBER__V1__ACK_MODE__ACK_REPLICATED ||
+         r->ack_replicas > SRV_REPL_MAX_FOLLOWERS))
+        rc = ember_error_set(err, EMBER_INVALID_ARGUMENT,
+                             "ack %d / ack_replicas %u: ack is 0 (default), 1 (async) or 2 "
+                             "(replicated), ack_replicas at most %d",
+                             (int)r->ack, r->ack_replicas, SRV_REPL_MAX_FOLLOWERS);
+    if (!rc && r->set_ttl)
         rc = ember_table_set_ttl(t->table, r->ttl_seconds, err);
+    if (!rc && r->set_ack) {
+        atomic_store(&t->ack, (int)r->ack);
+        atomic_store(&t->ack_replicas, r->ack_replicas);
+    }
     if (!rc) {
-        srv_log(SRV_LOG_INFO, "table_altered", "table=%s ttl_seconds=%llu", t->name,
-                (unsigned long long)r->ttl_seconds);
+        srv_log(SRV_LOG_INFO, "table_altered", "table=%s ttl_seconds=%llu ack=%d ack_replicas=%u",
+                t->name, (unsigned long long)ember_table_ttl(t->table), atomic_load(&t->ack),
+                atomic_load(&t->ack_replicas));
         info_box b;
         Ember__V1__AlterTableResponse out = EMBER__V1__ALTER_TABLE_RESPONSE__INIT;
         info_fill(&b, t);
@@ -702,6 +729,7 @@ int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if (!rc)
         rc = ember_table_clear(t->table, err);
     if (!rc) {
+        atomic_fetch_add(&t->counters.clears, 1);
         Ember__V1__ClearResponse out = EMBER__V1__CLEAR_RESPONSE__INIT;
         *resp = pack(&out.base);
         srv_log(SRV_LOG_INFO, "table_cleared", "table=%s", t->name);
@@ -749,8 +777,62 @@ int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *re
     out.uptime_seconds = srv_uptime_s();
     out.listen = srv.cfg.listen;
     out.checkpoint_dir = srv.cfg.checkpoint_dir;
+    char leader[256];
+    srv_follow_leader(leader, sizeof leader);
+    out.role = (char *)srv_follow_role();
+    out.term = srv_follow_term();
+    out.leader = leader;
+    srv_follow_lag(&out.lag_versions, &out.lag_ms);
+    srv_repl_follower fl[SRV_REPL_MAX_FOLLOWERS];
+    Ember__V1__FollowerInfo fi[SRV_REPL_MAX_FOLLOWERS], *fp[SRV_REPL_MAX_FOLLOWERS];
+    out.n_followers = srv_repl_followers(fl, SRV_REPL_MAX_FOLLOWERS);
+    for (size_t i = 0; i < out.n_followers; i++) {
+        ember__v1__follower_info__init(&fi[i]);
+        fi[i].id = fl[i].id;
+        fi[i].addr = fl[i].addr;
+        fi[i].lag_versions = fl[i].lag_versions;
+        fi[i].last_seen_ms = fl[i].last_seen_ms;
+        fp[i] = &fi[i];
+    }
+    out.followers = fp;
     *resp = pack(&out.base);
     return 0;
+}
+
+int srv_admin_promote(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                      ember_error *err)
+{
+    (void)w;
+    Ember__V1__PromoteRequest *r =
+        (void *)unpack(&ember__v1__promote_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    Ember__V1__PromoteResponse out = EMBER__V1__PROMOTE_RESPONSE__INIT;
+    char previous[256] = "";
+    int rc = srv_follow_promote(r->force, r->max_lag_versions, r->advertise, &out.term,
+                                &out.lag_versions, previous, sizeof previous, err);
+    if (!rc) {
+        out.previous_leader = previous;
+        *resp = pack(&out.base);
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+int srv_admin_follow(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                     ember_error *err)
+{
+    (void)w;
+    Ember__V1__FollowRequest *r =
+        (void *)unpack(&ember__v1__follow_request__descriptor, req, len, err);
+    if (!r)
+        return err->code;
+    Ember__V1__FollowResponse out = EMBER__V1__FOLLOW_RESPONSE__INIT;
+    int rc = srv_follow_follow(r->leader, r->term, &out.term, err);
+    if (!rc)
+        *resp = pack(&out.base);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
 }
 
 int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
@@ -763,11 +845,15 @@ int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
         return err->code;
     int rc = 0;
     const char *s = r->service;
-    if (*s && strcmp(s, "ember.v1.Shard") && strcmp(s, "ember.v1.Admin")) {
+    int leader = !strcmp(s, "ember.v1.Leader");
+    if (*s && strcmp(s, "ember.v1.Shard") && strcmp(s, "ember.v1.Admin") && !leader) {
         rc = ember_error_set(err, EMBER_NOT_FOUND, "unknown service '%.80s'", s);
     } else {
         Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-        out.status = atomic_load(&srv.stopping)
+        /* "ember.v1.Leader": SERVING only where writes are taken (README
+         * "Replication and failover"), for a Service that routes to the leader */
+        out.status = atomic_load(&srv.stopping) ||
+                             (leader && srv_follow_role_id() != SRV_REPL_LEADER)
                          ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
         *resp = pack(&out.base);
@@ -784,7 +870,10 @@ int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
 typedef struct export_state {
     srv_table *t;
     ember_export_filter f;
-    uint64_t cursor, end, table_version;
+    uint64_t cursor, end, table_version, stable_version, table_size, table_uid, table_removed;
+    int keys_only;
+    int dedup;                /* a follower's delta: its first chunk carries pairs */
+    uint64_t dedup_after;
     size_t max_rows;
     uint32_t row_floats;
     uint64_t *keys, *scores, *versions;
@@ -827,19 +916,58 @@ static void export_step(srv_worker *w, srv_call *c, int ok)
     ch.keys.data = (uint8_t *)s->keys;
     ch.keys.len = n * 8;
     ch.values.data = (uint8_t *)s->rows;
-    ch.values.len = n * s->row_floats * 4;
+    ch.values.len = s->keys_only ? 0 : n * s->row_floats * 4;
     ch.scores.data = (uint8_t *)s->scores;
     ch.scores.len = n * 8;
     ch.versions.data = (uint8_t *)s->versions;
     ch.versions.len = n * 8;
     ch.row_floats = s->row_floats;
     ch.table_version = s->table_version;
+    ch.stable_version = s->stable_version;
+    ch.table_size = s->table_size;
+    ch.table_uid = s->table_uid;
+    ch.table_removed = s->table_removed;
+    ch.term = srv_follow_term();
+    uint64_t *dc = NULL, *ds = NULL;
+    if (s->dedup && !s->sent_any) { /* the pairs applied after the follower's place */
+        size_t cap = 8192, np = 0;
+        dc = malloc(cap * 8);
+        ds = malloc(cap * 8);
+        if (dc && ds) {
+            srv_repl_dedup_since(s->dedup_after, dc, ds, cap, &np, &ch.dedup_next,
+                                 &ch.dedup_lost);
+            ch.dedup_clients = (ProtobufCBinaryData){np * 8, (uint8_t *)dc};
+            ch.dedup_sequences = (ProtobufCBinaryData){np * 8, (uint8_t *)ds};
+        } else {
+            ch.dedup_next = s->dedup_after; /* none this time */
+        }
+    }
     s->sent_any = 1;
     srv_call_send(c, pack(&ch.base));
+    free(dc);
+    free(ds);
+}
+
+/* The export begins: what it reports is read now (the stable version before
+ * anything is scanned), then its first batch. */
+static void export_begin(srv_call *c)
+{
+    export_state *s = c->stream;
+    ember_table *t = s->t->table;
+    s->stable_version = ember_table_stable_version(t);
+    s->end = ember_table_export_end(t);
+    ember_table_stats st;
+    ember_table_stats_get(t, &st);
+    s->table_version = st.version;
+    s->table_size = st.size;
+    s->table_removed = st.evictions + st.evicted + atomic_load(&s->t->counters.erased) +
+                       atomic_load(&s->t->counters.clears);
+    export_step(NULL, c, 1);
 }
 
 void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
 {
+    (void)w;
     ember_error err;
     Ember__V1__ExportRequest *r =
         (void *)unpack(&ember__v1__export_request__descriptor, req, len, &err);
@@ -859,14 +987,23 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
         return;
     }
     s->t = t;
+    /* a follower's progress request acknowledges what it holds (repl.h); read
+     * before the export begins, the stable version covers every write this
+     * export may miss no part of */
+    if (r->follower_id && *r->follower_id) {
+        srv_repl_progress(r->follower_id, r->follower_addr, t->name, r->after_version);
+        srv_repl_dedup_progress(r->follower_id, r->dedup_after);
+        s->dedup = 1;
+        s->dedup_after = r->dedup_after;
+    }
+    s->table_uid = t->uid;
+    s->keys_only = r->keys_only;
     s->f.min_score = r->min_score;
     s->f.after_version = r->after_version;
-    s->f.full_rows = r->full_rows;
+    s->f.full_rows = r->full_rows && !r->keys_only;
     s->row_floats = r->full_rows ? ember_table_row_floats(t->table) : ember_table_dim(t->table);
-    s->end = ember_table_export_end(t->table);
-    ember_table_stats st;
-    ember_table_stats_get(t->table, &st);
-    s->table_version = st.version;
+    uint32_t wait_ms = r->after_version && ember_table_version(t->table) <= r->after_version
+                           ? r->wait_ms : 0;
     /* rows per message: asked (default 1024), at least a bucket (export returns
      * whole buckets), and within EXPORT_MESSAGE_BYTES and --max-message-bytes: a
      * stream's buffers are sized by it, so an asked-for billion rows per message
@@ -894,7 +1031,10 @@ void srv_admin_export_start(srv_worker *w, srv_call *c, const uint8_t *req, size
         srv_call_finish(c, EMBER_RESOURCE_EXHAUSTED, "out of memory", NULL);
         return;
     }
-    export_step(w, c, 1);
+    if (wait_ms) /* a follower's long poll: nothing newer yet (repl.h) */
+        srv_repl_hold_export(c, t, wait_ms, export_begin);
+    else
+        export_begin(c);
 }
 
 /* ---- Import: a client stream --------------------------------------------- */

@@ -27,6 +27,8 @@ static const opt opts[] = {
     {"shard-index", "EMBER_SHARD_INDEX", "I", "this shard's index, reported and written in checkpoints (default 0)"},
     {"shard-count", "EMBER_SHARD_COUNT", "N", "number of shards (default 1)"},
     {"key-ownership", "EMBER_KEY_OWNERSHIP", "check|off", "with --shard-count > 1, refuse (FAILED_PRECONDITION) a Pull/Push/PushPull or Import holding a key that ember_shard_of maps to another shard (default check; off: take any key, for a server labelled with an index but fed by hand)"},
+    {"replica-of", "EMBER_REPLICA_OF", "HOST:PORT", "start as a follower of the leader at HOST:PORT: create its tables, copy their rows and tail its writes, serve pulls without insert, refuse writes FAILED_PRECONDITION \"not the leader\" (README \"Replication and failover\"; default: none, a leader)"},
+    {"replica-tls-ca", "EMBER_REPLICA_TLS_CA", "FILE", "a follower reaches its leader over TLS, verifying the leader's certificate against this PEM CA; with --tls-cert/--tls-key it presents them (mutual TLS: the leader's --admin-identities must name it) (default: plaintext)"},
     {"checkpoint-dir", "EMBER_CHECKPOINT_DIR", "DIR", "this shard's checkpoints: <dir>/<table>.ckpt (the newest), <dir>/history/ (older ones); restored at start, written by Admin/Save, every --checkpoint-interval and at SIGTERM; locked against a second server (default: none)"},
     {"checkpoint-interval", "EMBER_CHECKPOINT_INTERVAL", "DURATION", "save every table to --checkpoint-dir this often, e.g. 10m, 90s, 1h, 500ms (a bare number is seconds; default 0: off)"},
     {"checkpoint-keep", "EMBER_CHECKPOINT_KEEP", "N", "checkpoints kept per table, the newest included: the older ones go to <dir>/history/ (default 2; 1 keeps only the newest)"},
@@ -149,7 +151,8 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
                   strcmp(name, "checkpoint-dir") && strcmp(name, "log-level") &&
                   strcmp(name, "log-format") && strcmp(name, "metrics-listen") &&
                   strcmp(name, "coalesce") && strcmp(name, "checkpoint-interval") &&
-                  strcmp(name, "ttl-sweep-interval") &&
+                  strcmp(name, "ttl-sweep-interval") && strcmp(name, "replica-of") &&
+                  strcmp(name, "replica-tls-ca") &&
                   strcmp(name, "key-ownership") &&
                   strcmp(name, "checkpoint-restore") && strcmp(name, "checkpoint-on-exit") &&
                   strncmp(name, "tls-", 4) && !strstr(name, "-token-file") &&
@@ -225,6 +228,18 @@ static int set(srv_config *c, size_t i, const char *v, const char *src, char *ms
             return -1;
         }
         c->shard_count = (uint32_t)u;
+    } else if (!strcmp(name, "replica-tls-ca")) {
+        if (strlen(v) >= sizeof c->replica_tls_ca) {
+            snprintf(msg, cap, "%s: path too long", src);
+            return -1;
+        }
+        strcpy(c->replica_tls_ca, v);
+    } else if (!strcmp(name, "replica-of")) {
+        if (*v && (strlen(v) >= sizeof c->replica_of || !strrchr(v, ':'))) {
+            snprintf(msg, cap, "%s: '%.80s' is not HOST:PORT", src, v);
+            return -1;
+        }
+        strcpy(c->replica_of, v);
     } else if (!strcmp(name, "checkpoint-dir")) {
         if (strlen(v) >= sizeof c->checkpoint_dir - 80) {
             snprintf(msg, cap, "%s: path too long", src);

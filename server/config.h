@@ -17,6 +17,8 @@
  *   --shard-index I             EMBER_SHARD_INDEX         0
  *   --shard-count N             EMBER_SHARD_COUNT         1
  *   --key-ownership check|off   EMBER_KEY_OWNERSHIP       check (with shard-count > 1)
+ *   --replica-of HOST:PORT      EMBER_REPLICA_OF          "" (a leader; set: a follower, repl.h)
+ *   --replica-tls-ca FILE       EMBER_REPLICA_TLS_CA      "" (plaintext to the leader)
  *   --checkpoint-dir DIR        EMBER_CHECKPOINT_DIR      "" (none: no saves of its own,
  *                                                           Save/Load need a dir)
  *   --checkpoint-interval DUR   EMBER_CHECKPOINT_INTERVAL 0 (off; e.g. 10m, 90s, 1h)
@@ -73,6 +75,8 @@ typedef struct srv_config {
     uint64_t max_table_hbm_bytes;  /* one table's device bytes; 0: no cap */
     uint32_t shard_index, shard_count;
     int key_ownership_off;      /* --key-ownership off: keys of other shards taken */
+    char replica_of[256];       /* "" = a leader; else the leader followed (repl.h) */
+    char replica_tls_ca[SRV_PATH_MAX]; /* TLS to the leader, verified against it */
     char checkpoint_dir[SRV_PATH_MAX];
     uint64_t checkpoint_interval_ms; /* 0: no periodic saves */
     unsigned checkpoint_keep;        /* checkpoints kept per table, the newest included */

@@ -24,6 +24,7 @@
 #include "server/dedup.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/repl.h"
 #include "server/rpc.h"
 #include "server/server.h"
 #include "storage/hash.h"
@@ -97,10 +98,12 @@ void srv_shard_erase(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
     } else if (!rc) {
         rc = ember_table_erase(t->table, keys, n, &erased, &err);
         if (r->client_id) { /* the table refuses before it erases: nothing to keep */
-            if (rc)
+            if (rc) {
                 srv_dedup_abort(srv.dedup, r->client_id, r->sequence);
-            else
+            } else {
                 srv_dedup_end(srv.dedup, r->client_id, r->sequence);
+                srv_repl_dedup_record(r->client_id, r->sequence); /* followers: repl.h */
+            }
         }
         if (!rc)
             atomic_fetch_add_explicit(&t->counters.erased, erased, memory_order_relaxed);

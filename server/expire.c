@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "server/log.h"
+#include "server/repl.h"
 #include "server/server.h"
 
 static struct {
@@ -27,6 +28,8 @@ static uint64_t realtime_ns(void)
 static void sweep(void)
 {
     size_t n = 0;
+    if (srv_follow_active())
+        return; /* a follower's rows go when its leader's do (repl.h) */
     srv_table **list = srv_registry_list(srv.registry, &n);
     for (size_t i = 0; list && i < n && !atomic_load(&srv.stopping); i++) {
         if (!ember_table_ttl(list[i]->table))

@@ -26,6 +26,7 @@
 #include "server/expire.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/repl.h"
 #include "server/rpc.h"
 #include "server/server.h"
 
@@ -111,6 +112,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "ember-server: %s\n", msg);
         return 1;
     }
+    /* the role before the port opens: a follower never takes a write */
+    if (srv_repl_start(msg, sizeof msg) || srv_follow_start(msg, sizeof msg)) {
+        fprintf(stderr, "ember-server: %s\n", msg);
+        return 1;
+    }
     if (srv_rpc_start(msg, sizeof msg)) {
         char q[600];
         srv_log(SRV_LOG_ERROR, "start_failed", "reason=%s", srv_log_q(q, sizeof q, msg));
@@ -123,7 +129,9 @@ int main(int argc, char **argv)
             sig == SIGTERM ? "SIGTERM" : "SIGINT", atomic_load(&srv.live_calls));
     pthread_t second;
     pthread_create(&second, NULL, second_signal, &sigs);
+    srv_follow_stop();
     srv_rpc_stop(srv.cfg.shutdown_grace_ms);
+    srv_repl_stop(); /* replicated pushes still parked are answered UNAVAILABLE */
     srv_expire_stop();
     srv_ckpt_stop();
     int saved = srv_ckpt_exit_save();

@@ -1,5 +1,6 @@
 /* metrics.c — counters, the exposition text, and the HTTP endpoint (metrics.h). */
 #include "server/metrics.h"
+#include "server/repl.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -216,6 +217,52 @@ static void render_process(sbuf *b)
         sb_printf(b, "ember_device_memory_bytes{gpu=\"%d\",state=\"free\"} %llu\n",
                   srv.backend.gpu, (unsigned long long)srv_backend_memory_free(&srv.backend));
     }
+}
+
+/* Replication (repl.h): the role, a follower's lag, a leader's followers and
+ * its replicated pushes. */
+static void render_replication(sbuf *b)
+{
+    uint64_t lag_v, lag_ms, parked, acked, failed;
+    srv_follow_lag(&lag_v, &lag_ms);
+    srv_repl_counts(&parked, &acked, &failed);
+    srv_repl_follower fl[SRV_REPL_MAX_FOLLOWERS];
+    size_t nf = srv_repl_followers(fl, SRV_REPL_MAX_FOLLOWERS);
+    family(b, "ember_replication_follower", "gauge",
+           "1 on a follower (--replica-of), 0 on a leader.");
+    sb_printf(b, "ember_replication_follower %d\n", srv_follow_active());
+    family(b, "ember_replication_fenced", "gauge",
+           "1 on a leader that learned of a newer leader's term (it refuses writes).");
+    sb_printf(b, "ember_replication_fenced %d\n", srv_follow_role_id() == SRV_REPL_FENCED);
+    family(b, "ember_replication_term", "gauge", "The leader term this server is at.");
+    sb_printf(b, "ember_replication_term %llu\n", (unsigned long long)srv_follow_term());
+    family(b, "ember_replication_lag_versions", "gauge",
+           "A follower's table versions behind its leader, summed over tables (0 on a leader).");
+    sb_printf(b, "ember_replication_lag_versions %llu\n", (unsigned long long)lag_v);
+    family(b, "ember_replication_lag_seconds", "gauge",
+           "A follower's age of its newest complete copy of every table (0 on a leader).");
+    sb_printf(b, "ember_replication_lag_seconds %.3f\n", (double)lag_ms / 1e3);
+    family(b, "ember_replication_followers", "gauge",
+           "A leader's followers with a progress request in the last minute.");
+    sb_printf(b, "ember_replication_followers %zu\n", nf);
+    family(b, "ember_replication_follower_lag_versions", "gauge",
+           "A leader's view of each follower: versions behind, summed over tables.");
+    for (size_t i = 0; i < nf; i++) {
+        sb_printf(b, "ember_replication_follower_lag_versions{follower=\"");
+        sb_label(b, fl[i].addr);
+        sb_printf(b, "\",id=\"");
+        sb_label(b, fl[i].id);
+        sb_printf(b, "\"} %llu\n", (unsigned long long)fl[i].lag_versions);
+    }
+    family(b, "ember_replicated_pushes_waiting", "gauge",
+           "Replicated pushes applied and waiting for their followers now.");
+    sb_printf(b, "ember_replicated_pushes_waiting %llu\n", (unsigned long long)parked);
+    family(b, "ember_replicated_pushes_total", "counter",
+           "Replicated pushes answered: acknowledged (ok) or not (failed: too few "
+           "followers had them in time).");
+    sb_printf(b, "ember_replicated_pushes_total{result=\"ok\"} %llu\n", (unsigned long long)acked);
+    sb_printf(b, "ember_replicated_pushes_total{result=\"failed\"} %llu\n",
+              (unsigned long long)failed);
 }
 
 static void render_calls(sbuf *b)
@@ -442,6 +489,7 @@ int srv_metrics_render(char **out, size_t *len)
     b.p[0] = '\0';
     render_process(&b);
     render_calls(&b);
+    render_replication(&b);
     size_t n = 0;
     srv_table **list = srv_registry_list(srv.registry, &n);
     table_row *rows = calloc(n ? n : 1, sizeof *rows);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 struct srv_registry {
     pthread_rwlock_t lock;
@@ -71,6 +72,21 @@ srv_table *srv_registry_get(srv_registry *r, const char *name, size_t len)
     return t;
 }
 
+/* Entry identities: from the clock at the first one, so that another process
+ * (a restarted leader) does not hand out the same ones. */
+static uint64_t next_uid(void)
+{
+    static _Atomic uint64_t next;
+    uint64_t v = atomic_load(&next);
+    if (!v) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t first = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        atomic_compare_exchange_strong(&next, &v, first);
+    }
+    return atomic_fetch_add(&next, 1);
+}
+
 static srv_table *entry_new(const char *name, ember_table *table)
 {
     srv_table *t = calloc(1, sizeof *t);
@@ -78,6 +94,7 @@ static srv_table *entry_new(const char *name, ember_table *table)
         return NULL;
     snprintf(t->name, sizeof t->name, "%s", name);
     t->table = table;
+    t->uid = next_uid();
     for (int k = 0; k < SRV_CO_KINDS; k++)
         srv_co_queue_init(&t->co[k]);
     atomic_init(&t->refs, 1);
@@ -143,6 +160,8 @@ int srv_registry_replace(srv_registry *r, srv_table *old, ember_table *table,
     if (!t)
         return ember_error_set(err, EMBER_RESOURCE_EXHAUSTED, "out of memory");
     t->placement = old->placement;
+    atomic_store(&t->ack, atomic_load(&old->ack));
+    atomic_store(&t->ack_replicas, atomic_load(&old->ack_replicas));
     pthread_rwlock_wrlock(&r->lock);
     unsigned i;
     for (i = 0; i < r->count && r->tables[i] != old; i++)

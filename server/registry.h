@@ -30,6 +30,8 @@ typedef struct srv_counters {
     atomic_uint_fast64_t pulls, pushes, keys_pulled, keys_pushed, duplicate_pushes;
     /* Erase: keys that existed and were removed; erases answered as duplicates */
     atomic_uint_fast64_t erased, duplicate_erases;
+    /* Clear calls (replication: a follower reconciles when rows go) */
+    atomic_uint_fast64_t clears;
     /* coalescing: table calls that served ≥ 2 requests, the requests and keys
      * they served, the largest in keys and in requests, and the extra calls that
      * gradient batches took because members pushed the same keys */
@@ -50,6 +52,13 @@ typedef struct srv_table {
     ember_ckpt_placement placement;
     srv_counters counters;
     srv_co_queue co[SRV_CO_KINDS];
+    /* Replication (repl.h): this entry's identity, new for every entry (create,
+     * restore, Load), so a follower can tell a table made again under the same
+     * name; and pushes' acknowledgement when a push leaves it to the table
+     * (EMBER_WIRE_ACK_*, and the followers a replicated push waits for). */
+    uint64_t uid;
+    atomic_int ack;
+    atomic_uint ack_replicas;
     atomic_int refs; /* the registry's one + one per call using it */
 } srv_table;
 

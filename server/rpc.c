@@ -14,6 +14,7 @@
 #include "server/metrics.h"
 #include "proto/cq_order.h"
 #include "proto/slices.h"
+#include "server/repl.h"
 #include "server/server.h"
 
 /* The transport's own state; the server's is the core's (`srv`). */
@@ -334,6 +335,8 @@ void srv_call_finish(srv_call *c, int code, const char *msg, grpc_slice *resp)
 
 void srv_call_finish_reply(srv_call *c, int code, const char *msg, srv_reply *resp)
 {
+    if (c->repl_need && code == EMBER_OK && srv_repl_park(c, resp))
+        return; /* answered once followers have it (repl.h) */
     grpc_op ops[4];
     size_t n = 0;
     memset(ops, 0, sizeof ops);
@@ -495,6 +498,12 @@ static void on_matched(srv_worker *w, srv_call *c)
     if (srv_call_expired(c)) {
         srv_call_finish(c, EMBER_DEADLINE_EXCEEDED, "deadline expired before the call ran",
                         NULL);
+        return;
+    }
+    if (srv_follow_role_id() != SRV_REPL_LEADER && srv_method_writes(c->method)) {
+        /* a follower's tables change only from its leader (repl.h) */
+        srv_follow_refuse(d->name, &err);
+        srv_call_finish(c, err.code, err.message, NULL);
         return;
     }
     const uint8_t *req;

@@ -103,6 +103,10 @@ struct srv_call {
     /* a Shard handler's state for a call it answers later, from a table queue's
      * runner (shard.c): lives as long as the call, costs no allocation */
     _Alignas(16) unsigned char job[160];
+    /* a replicated push (repl.h): its OK answer waits for this many followers
+     * to hold table repl_table at the table's version after it; 0: answered at once */
+    uint32_t repl_need;
+    char repl_table[EMBER_TABLE_NAME_MAX + 1];
 };
 
 /* Starts gRPC, binds cfg.listen and starts the workers. Returns 0, or -1 with a

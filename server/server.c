@@ -49,6 +49,8 @@ const srv_method_desc srv_methods[SRV_M_COUNT] = {
     [SRV_M_INFO] = ADMIN("ServerInfo", srv_admin_info),
     [SRV_M_EXPORT] = ADMIN_CALL("Export", 1, srv_admin_export_start),
     [SRV_M_IMPORT] = ADMIN_CALL("Import", 0, srv_admin_import_start),
+    [SRV_M_PROMOTE] = ADMIN("Promote", srv_admin_promote),
+    [SRV_M_FOLLOW] = ADMIN("Follow", srv_admin_follow),
     [SRV_M_HEALTH] = {.path = "/grpc.health.v1.Health/Check", .name = "Health.Check",
                       .role = SRV_ROLE_NONE, .payload = 1, .requests = 2, .capped = 0,
                       .keys_metric = -1, .unary = srv_admin_health},
@@ -65,6 +67,18 @@ const char *srv_role_name(int role)
     case SRV_ROLE_WORKER: return "worker";
     case SRV_ROLE_ADMIN: return "admin";
     default: return "none";
+    }
+}
+
+int srv_method_writes(srv_method m)
+{
+    switch (m) {
+    case SRV_M_PUSH: case SRV_M_PUSHPULL: case SRV_M_ERASE: case SRV_M_CREATE:
+    case SRV_M_DROP: case SRV_M_LOAD: case SRV_M_EVICT: case SRV_M_CLEAR: case SRV_M_ALTER:
+    case SRV_M_SET_EPOCH: case SRV_M_IMPORT:
+        return 1;
+    default:
+        return 0;
     }
 }
 

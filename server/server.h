@@ -91,6 +91,8 @@ typedef enum srv_method {
     SRV_M_INFO,
     SRV_M_EXPORT,
     SRV_M_IMPORT,
+    SRV_M_PROMOTE,
+    SRV_M_FOLLOW,
     SRV_M_HEALTH,
     SRV_M_COUNT,
     SRV_M_UNKNOWN = SRV_M_COUNT, /* a path not in the table: UNIMPLEMENTED */
@@ -145,6 +147,12 @@ extern const srv_method_desc srv_methods[SRV_M_COUNT];
  * "Health.Check"); "unknown" for SRV_M_UNKNOWN. The string is static. */
 const char *srv_method_name(srv_method m);
 
+/* 1 for a method that writes tables (Push, PushPull, Erase, and the Admin
+ * methods that create, drop, load, evict, clear, alter, set an epoch or
+ * import): what a follower refuses (repl.h). A Pull with insert_missing is
+ * refused by its handler. */
+int srv_method_writes(srv_method m);
+
 /* The method whose gRPC path is `path`; SRV_M_UNKNOWN when none is. */
 srv_method srv_method_of_path(const char *path);
 
@@ -182,6 +190,11 @@ int srv_admin_clear(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
 int srv_admin_info(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                    ember_error *err);
 int srv_admin_health(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                     ember_error *err);
+/* Replication's role changes (repl.h). */
+int srv_admin_promote(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
+                      ember_error *err);
+int srv_admin_follow(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *resp,
                      ember_error *err);
 /* Admin/Save: finished at once on bad input, else answered later from the
  * checkpointer thread (ckpt.h) when the save ends. */

@@ -66,6 +66,7 @@
 #include "server/coalesce.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/repl.h"
 #include "server/rpc.h"
 #include "server/server.h"
 #include "storage/hash.h"
@@ -540,6 +541,25 @@ static unsigned push_checked(const ember_table *t, srv_co_kind kind)
     return EMBER_CHECKED_KEYS | EMBER_CHECKED_VALUES;
 }
 
+/* A replicated push (repl.h): refused before anything is applied when too few
+ * followers are attached; else its call is armed, so that its OK answer (a
+ * duplicate's too: its original may not be on the followers yet) waits for
+ * them, whichever thread gives it. */
+static int push_replication(srv_call *c, const push_plan *p, ember_error *err)
+{
+    uint32_t need;
+    /* a push that has seen a newer leader fences this one (and is refused) */
+    int rc = srv_follow_check_term(p->req->term, srv_methods[c->method].name, err);
+    if (!rc)
+        rc = srv_follow_refuse(srv_methods[c->method].name, err);
+    if (rc)
+        return rc;
+    rc = srv_repl_need(p->t, p->req->ack, p->req->ack_replicas, &need, err);
+    if (!rc && need)
+        srv_repl_arm(c, p->t->name, need);
+    return rc;
+}
+
 /* Marks (client_id, sequence) seen; 1 when it had been: a duplicate, counted.
  * srv_dedup_begin may wait for the push's original while that one is still
  * running: so the mark is taken before any queue is joined. */
@@ -560,10 +580,12 @@ static void push_mark_end(uint64_t client_id, uint64_t sequence, int rc, int kep
 {
     if (!client_id)
         return;
-    if (rc && !kept)
+    if (rc && !kept) {
         srv_dedup_abort(srv.dedup, client_id, sequence);
-    else
+    } else {
         srv_dedup_end(srv.dedup, client_id, sequence);
+        srv_repl_dedup_record(client_id, sequence); /* for followers (repl.h) */
+    }
 }
 
 static void push_counted(srv_table *t, size_t n)
@@ -775,7 +797,7 @@ static void push_answer(srv_worker *w, co_job *j, int rc, const ember_error *err
         srv_call_finish(c, rc, err->message, NULL);
     } else {
         srv_metrics_keys(SRV_M_PUSH, j->n, 0, j->n);
-        ember_wire_push_response m = {j->n, 0};
+        ember_wire_push_response m = {j->n, 0, srv_follow_term()};
         uint8_t out[32];
         size_t len = ember_wire_push_response_encode(&m, out);
         grpc_slice s = grpc_slice_from_copied_buffer((const char *)out, len);
@@ -1185,6 +1207,8 @@ void srv_shard_pull(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
                                              c->role, "a pull with insert_missing=true",
                                              err.message, sizeof err.message);
     }
+    if (!rc && r.insert_missing)
+        rc = srv_follow_refuse("a pull with insert_missing=true", &err);
     if (rc || (rc = pull_prepare(&r, &p, &err))) {
         answer_error(c, rc, &err);
         return;
@@ -1225,6 +1249,11 @@ void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
         answer_error(c, rc, &err);
         return;
     }
+    if ((rc = push_replication(c, &p, &err))) {
+        answer_error(c, rc, &err);
+        srv_table_unref(p.t);
+        return;
+    }
     int dup = push_duplicate(&p), kept = 0;
     srv_co_queue *q = dup ? NULL : push_queue(&p);
     if (q && !srv_co_try_alone(q)) {
@@ -1245,7 +1274,7 @@ void srv_shard_push(srv_worker *w, srv_call *c, const uint8_t *req, size_t len)
         answer_error(c, rc, &err);
     } else {
         srv_metrics_keys(SRV_M_PUSH, p.n, 0, dup ? 0 : p.n);
-        ember_wire_push_response m = {dup ? 0 : p.n, dup};
+        ember_wire_push_response m = {dup ? 0 : p.n, dup, srv_follow_term()};
         uint8_t out[32];
         size_t n = ember_wire_push_response_encode(&m, out);
         grpc_slice s = grpc_slice_from_copied_buffer((const char *)out, n);
@@ -1307,6 +1336,7 @@ static void pushpull_reply(srv_worker *w, srv_call *c, const ember_wire_pushpull
     m.has_pull = r->has_pull;
     m.push.applied = applied;
     m.push.duplicate = dup;
+    m.push.term = srv_follow_term();
     if (r->has_pull)
         pull_reply_shape(pl, &m.pull);
     size_t size = ember_wire_pushpull_response_size(&m, &off);
@@ -1371,6 +1401,12 @@ void srv_shard_pushpull(srv_worker *w, srv_call *c, const uint8_t *req, size_t l
     int rc = ember_wire_pushpull_request_decode(req, len, &r, err.message, sizeof err.message);
     if (rc || (rc = pushpull_prepare(&r, &pp, &pl, &err))) {
         answer_error(c, rc, &err);
+        return;
+    }
+    if (r.has_push && (rc = push_replication(c, &pp, &err))) {
+        answer_error(c, rc, &err);
+        srv_table_unref(pp.t);
+        srv_table_unref(pl.t);
         return;
     }
     int dup = r.has_push && push_duplicate(&pp), kept = 0;

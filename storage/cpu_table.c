@@ -58,6 +58,10 @@
 typedef struct cpu_bucket {
     _Alignas(64) _Atomic uint32_t cb_seq;   /* odd: a writer holds the bucket */
     uint32_t cb_size;                  /* occupied slots */
+    /* the largest version written into the bucket since it was last emptied
+     * (written under the lock, read without it): a delta export skips a
+     * bucket with nothing newer than it asks for, lock and slots unread */
+    _Atomic uint64_t cb_max_version;
     _Alignas(64) uint8_t cb_ctrl[SLOTS];
     uint64_t cb_keys[SLOTS];
     uint64_t cb_scores[SLOTS];
@@ -385,6 +389,14 @@ static void erase_slot_locked(cpu_bucket *b, unsigned s)
         memset(b->cb_ctrl, EMBER_CTRL_EMPTY, SLOTS);
 }
 
+/* A slot's version; the bucket's largest grows with it (its lock held). */
+static inline void set_version_locked(cpu_bucket *b, unsigned s, uint64_t v)
+{
+    b->cb_versions[s] = v;
+    if (v > atomic_load_explicit(&b->cb_max_version, memory_order_relaxed))
+        atomic_store_explicit(&b->cb_max_version, v, memory_order_release);
+}
+
 static inline int slot_used(const cpu_bucket *b, unsigned s)
 {
     return b->cb_ctrl[s] < EMBER_CTRL_EMPTY;
@@ -484,6 +496,7 @@ static int cpu_create(const ember_table_config *c, void **impl, ember_error *err
         memset(b->cb_keys, 0xff, sizeof b->cb_keys);
         memset(b->cb_scores, 0, sizeof b->cb_scores);
         memset(b->cb_versions, 0, sizeof b->cb_versions);
+        atomic_init(&b->cb_max_version, 0);
     }
     if (c->admission.min_count >= 2) {
         int rc = ember_admission_create(c->admission.min_count, c->admission.sketch_width,
@@ -568,7 +581,7 @@ static int cpu_find_or_insert(void *impl, const ember_op *op, const uint64_t *ke
                 init_row(t, key, row);
                 memcpy(out, row, dim_bytes);
                 b->cb_scores[ns] = score;
-                b->cb_versions[ns] = op->version;
+                set_version_locked(b, (unsigned)ns, op->version);
                 stored = 1;
             }
         }
@@ -630,7 +643,7 @@ static void write_rows(cpu_table *t, const ember_op *op, write_kind kind, int in
                     ember_optim_init_slots(&t->ct_cfg.optim, row + t->ct_dim, t->ct_dim);
             }
             b->cb_scores[s] = score;
-            b->cb_versions[s] = kind == WRITE_IMPORT ? versions[i] : op->version;
+            set_version_locked(b, (unsigned)s, kind == WRITE_IMPORT ? versions[i] : op->version);
         }
         bucket_unlock(b);
         if (found)
@@ -811,7 +824,7 @@ static int cpu_apply_gradients(void *impl, const ember_op *op, const uint64_t *k
         if (s >= 0) {
             ember_optim_apply(&t->ct_cfg.optim, row_at(t, p.bucket, (unsigned)s), g, dim);
             b->cb_scores[s] = score;
-            b->cb_versions[s] = op->version;
+            set_version_locked(b, (unsigned)s, op->version);
         }
         bucket_unlock(b);
     }
@@ -960,6 +973,7 @@ static int cpu_evict_to_size(void *impl, uint64_t target, uint64_t *evicted,
 
 /* ---- export -------------------------------------------------------------- */
 
+
 static inline int passes(const cpu_bucket *b, unsigned s, const ember_export_filter *f)
 {
     return slot_used(b, s) && b->cb_scores[s] >= f->min_score &&
@@ -977,6 +991,9 @@ static void export_range(cpu_table *t, const ember_export_filter *f, uint64_t *c
     uint64_t i;
     for (i = *cursor; i < end; i++) {
         cpu_bucket *b = &t->ct_buckets[i];
+        if (f->after_version &&
+            atomic_load_explicit(&b->cb_max_version, memory_order_acquire) <= f->after_version)
+            continue;
         bucket_lock(b);
         size_t hits = 0;
         for (unsigned s = 0; s < SLOTS; s++)

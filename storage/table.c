@@ -22,6 +22,10 @@ typedef struct ttl_mark {
     uint64_t version;
 } ttl_mark;
 
+/* Writing calls tracked at once for the stable version; more wait for a slot. */
+#define OP_SLOTS 64u
+#define OP_PENDING UINT64_MAX
+
 struct ember_table {
     const ember_table_backend *tb_backend;
     void *tb_impl;                     /* replaced by growth, under tb_grow_lock */
@@ -39,6 +43,9 @@ struct ember_table {
     _Atomic uint64_t tb_grow_failures;
     _Atomic uint64_t tb_grow_pause_ns;
     _Atomic uint64_t tb_inflight;      /* keys of inserting calls not yet ended */
+    /* Versions of writing calls in progress (0: a free slot, OP_PENDING: taken,
+     * its version not yet drawn): ember_table_stable_version's low-water mark. */
+    _Atomic uint64_t tb_writing[OP_SLOTS];
     ember_table_stats tb_carried;      /* counters of the backends growth replaced */
     pthread_rwlock_t tb_grow_lock;
     /* TTL */
@@ -1021,12 +1028,62 @@ static uint64_t clock_now_ns(ember_table *t)
     return now > last ? now : last;
 }
 
-static void op_begin(ember_table *t, ember_op *op)
+/* A writing call takes a slot of tb_writing before it draws its version and
+ * frees it when its rows are written (op_end), so that
+ * ember_table_stable_version can tell which drawn versions are still being
+ * written. */
+static unsigned op_slot_take(ember_table *t)
+{
+    static _Thread_local unsigned hint;
+    for (unsigned spins = 0;; spins++) {
+        for (unsigned k = 0; k < OP_SLOTS; k++) {
+            unsigned i = (hint + k) % OP_SLOTS;
+            uint64_t free_slot = 0;
+            if (atomic_load_explicit(&t->tb_writing[i], memory_order_relaxed) == 0 &&
+                atomic_compare_exchange_strong(&t->tb_writing[i], &free_slot, OP_PENDING)) {
+                hint = i;
+                return i;
+            }
+        }
+        if (spins > 16)
+            sched_yield();
+    }
+}
+
+static unsigned op_begin(ember_table *t, ember_op *op)
 {
     op->score.policy = t->tb_config.score_policy;
     op->score.now_ns = clock_now_ns(t);
     op->score.epoch = atomic_load(&t->tb_epoch);
+    unsigned slot = op_slot_take(t);
     op->version = atomic_fetch_add(&t->tb_version, 1) + 1;
+    atomic_store(&t->tb_writing[slot], op->version);
+    return slot;
+}
+
+static void op_end(ember_table *t, unsigned slot)
+{
+    atomic_store_explicit(&t->tb_writing[slot], 0, memory_order_release);
+}
+
+uint64_t ember_table_stable_version(ember_table *t)
+{
+    uint64_t stable = atomic_load(&t->tb_version);
+    for (unsigned i = 0; i < OP_SLOTS; i++) {
+        uint64_t v;
+        /* a slot taken before `stable` was read may hold a version ≤ stable
+         * still being drawn: wait the few instructions until it is */
+        while ((v = atomic_load(&t->tb_writing[i])) == OP_PENDING)
+            sched_yield();
+        if (v && v - 1 < stable)
+            stable = v - 1;
+    }
+    return stable;
+}
+
+uint64_t ember_table_version(const ember_table *t)
+{
+    return atomic_load(&((ember_table *)t)->tb_version);
 }
 
 /* Validates a writing call in one pass (scan_batch): keys, then its n×dim input
@@ -1082,9 +1139,10 @@ int ember_table_find_or_insert(ember_table *t, const uint64_t *keys, size_t n,
     rc = wgate_enter(t, keys, n, err);
     if (!rc) {
         ember_op op;
-        op_begin(t, &op);
+        unsigned slot = op_begin(t, &op);
         rc = t->tb_backend->find_or_insert(t->tb_impl, &op, keys, n, values, found, scores,
                                            err);
+        op_end(t, slot);
         wgate_leave(t);
     }
     insert_leave(t, counted);
@@ -1118,7 +1176,7 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         return rc;
     }
     ember_op op;
-    op_begin(t, &op);
+    unsigned slot = op_begin(t, &op);
     switch (kind) {
     case EMBER_WRITE_GRADIENTS:
         rc = b->apply_gradients(t->tb_impl, &op, keys, n, in, scores, err);
@@ -1133,6 +1191,7 @@ int ember_table_write(ember_table *t, ember_write_kind kind, unsigned checked,
         rc = b->accum(t->tb_impl, &op, keys, n, in, found, err);
         break;
     }
+    op_end(t, slot);
     wgate_leave(t);
     insert_leave(t, counted);
     free(clean);

@@ -318,6 +318,18 @@ int ember_table_import(ember_table *t, const uint64_t *keys, size_t n, const flo
                        const uint64_t *scores, const uint64_t *versions,
                        ember_error *err);
 
+/* The table's version: the last one handed to a writing call. */
+uint64_t ember_table_version(const ember_table *t);
+
+/* The stable version: every writing call whose version is at or below it has
+ * written all its rows (none is still in progress). An export that begins after
+ * this is read sees every such write (or a newer one of the same row), so a
+ * follower that applied it may ask next for rows written after the stable
+ * version without missing a write that was in flight (replication, server
+ * repl.h). Waits only for calls that have taken a version slot but not yet
+ * drawn their version (a few instructions). */
+uint64_t ember_table_stable_version(ember_table *t);
+
 /* Makes the table's version at least `version` (a restored checkpoint's), so
  * later writes never reuse a version a delta export may already have handed out. */
 void ember_table_raise_version(ember_table *t, uint64_t version);

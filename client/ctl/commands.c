@@ -114,6 +114,9 @@ static void json_config(ctl_json *j, const char *key, const Ember__V1__TableConf
         ctl_json_u64(j, "max_capacity", cfg->max_capacity);
         ctl_json_float(j, "max_load_factor", cfg->max_load_factor);
         ctl_json_u64(j, "ttl_seconds", cfg->ttl_seconds);
+        ctl_json_str(j, "ack", cfg->ack == EMBER__V1__ACK_MODE__ACK_REPLICATED ? "replicated"
+                                                                               : "async");
+        ctl_json_u64(j, "ack_replicas", cfg->ack_replicas);
     }
     ctl_json_end_object(j);
 }
@@ -410,6 +413,10 @@ static const ctl_optdef create_opts[] = {
     {"--ttl", "DURATION", "time to live: rows not written for this long are removed;\n"
                           "                           e.g. 7d, 12h, 90m, 30s (default: off)"},
     {"--zero-nonfinite", NULL, "replace NaN/Inf gradients by 0 instead of refusing them"},
+    {"--ack", "MODE", "pushes' acknowledgement: async (answered once applied on the\n"
+                      "                           leader) or replicated[:N] (once N followers hold it\n"
+                      "                           too; N default 1) (default async; README\n"
+                      "                           \"Replication and failover\")"},
     {"--if-not-exists", NULL, "a table of that name already there is not an error"},
     {NULL, NULL, NULL},
 };
@@ -568,6 +575,18 @@ static int cmd_create(ctl *c, const ctl_args *a)
         return CTL_EXIT_USAGE;
     if ((v = ctl_opt(a, "--ttl")) && parse_seconds(a, "--ttl", v, &cfg.ttl_seconds) != 0)
         return CTL_EXIT_USAGE;
+    if ((v = ctl_opt(a, "--ack"))) {
+        if (!strcmp(v, "async")) {
+            cfg.ack = EMBER__V1__ACK_MODE__ACK_ASYNC;
+        } else if (!strncmp(v, "replicated", 10) && (!v[10] || v[10] == ':')) {
+            cfg.ack = EMBER__V1__ACK_MODE__ACK_REPLICATED;
+            if (v[10] && ctl_parse_u64(a, "--ack replicated:N", v + 11, 1, 32, &u) != 0)
+                return CTL_EXIT_USAGE;
+            cfg.ack_replicas = v[10] ? (uint32_t)u : 0;
+        } else {
+            return ctl_usage_error(a, "--ack '%s': want async, replicated or replicated:N", v);
+        }
+    }
 
     ctl_reply *r = ctl_replies_new(c);
     if (!r)
@@ -761,6 +780,13 @@ static int cmd_describe(ctl *c, const ctl_args *a)
                    ctl_fmt_duration(b[4], sizeof b[4], cfg->ttl_seconds));
         else
             printf("  ttl          off\n");
+        if (cfg->ack == EMBER__V1__ACK_MODE__ACK_REPLICATED)
+            printf("  ack          replicated (a push is answered once %" PRIu32
+                   " follower%s hold it)\n",
+                   cfg->ack_replicas ? cfg->ack_replicas : 1,
+                   cfg->ack_replicas > 1 ? "s" : "");
+        else
+            printf("  ack          async (a push is answered once applied on the leader)\n");
         printf("\n");
 
         static const char *const head[] = {">SHARD", "ADDRESS", ">SIZE", ">CAPACITY", ">LOAD",
@@ -1451,7 +1477,7 @@ static int cmd_info(ctl *c, const ctl_args *a)
              r);
     static const char *const head[] = {">SHARD", "ADDRESS", "VERSION", ">INDEX", "BACKEND",
                                        ">THREADS", ">CALLS", ">MAX KEYS", ">MAX MESSAGE",
-                                       ">MAX TABLE", ">UPTIME", "CHECKPOINT DIR"};
+                                       ">MAX TABLE", ">UPTIME", "CHECKPOINT DIR", "ROLE"};
     if (c->json) {
         ctl_json_init(&j, stdout);
         ctl_json_object(&j, NULL);
@@ -1502,6 +1528,20 @@ static int cmd_info(ctl *c, const ctl_args *a)
             ctl_json_str(&j, "progress_table", s->progress_table);
             ctl_json_u64(&j, "progress_rows", s->progress_rows);
             ctl_json_u64(&j, "progress_rows_total", s->progress_rows_total);
+            ctl_json_str(&j, "role", s->role);
+            ctl_json_str(&j, "leader", s->leader);
+            ctl_json_u64(&j, "lag_versions", s->lag_versions);
+            ctl_json_u64(&j, "lag_ms", s->lag_ms);
+            ctl_json_array(&j, "followers");
+            for (size_t f = 0; f < s->n_followers; f++) {
+                ctl_json_object(&j, NULL);
+                ctl_json_str(&j, "id", s->followers[f]->id);
+                ctl_json_str(&j, "addr", s->followers[f]->addr);
+                ctl_json_u64(&j, "lag_versions", s->followers[f]->lag_versions);
+                ctl_json_u64(&j, "last_seen_ms", s->followers[f]->last_seen_ms);
+                ctl_json_end_object(&j);
+            }
+            ctl_json_end_array(&j);
             ctl_json_end_object(&j);
         } else {
             ctl_table_add(&t, "%u", r[i].shard->index);
@@ -1526,6 +1566,15 @@ static int cmd_info(ctl *c, const ctl_args *a)
                 ctl_table_add(&t, "-");
             ctl_table_add(&t, "%s", ctl_fmt_duration(b[0], sizeof b[0], s->uptime_seconds));
             ctl_table_add(&t, "%s", *s->checkpoint_dir ? s->checkpoint_dir : "-");
+            /* leader (and its followers) or follower (of whom, how far behind) */
+            if (!strcmp(s->role, "follower"))
+                ctl_table_add(&t, "follower of %s, %" PRIu64 " versions / %" PRIu64 " ms behind",
+                              s->leader, s->lag_versions, s->lag_ms);
+            else if (s->n_followers)
+                ctl_table_add(&t, "%s, %zu follower%s", *s->role ? s->role : "leader",
+                              s->n_followers, s->n_followers == 1 ? "" : "s");
+            else
+                ctl_table_add(&t, "%s", *s->role ? s->role : "leader");
         }
     }
     if (c->json)
@@ -1534,6 +1583,156 @@ static int cmd_info(ctl *c, const ctl_args *a)
         ctl_table_print(&t, stdout, 0);
     else
         ctl_table_free(&t);
+    return ctl_finish(c, &j, r);
+}
+
+/* ---- ack ---------------------------------------------------------------------------------------- */
+
+static int cmd_ack(ctl *c, const ctl_args *a)
+{
+    Ember__V1__AlterTableRequest req = EMBER__V1__ALTER_TABLE_REQUEST__INIT;
+    ctl_json j;
+    uint64_t u = 0;
+    const char *v = a->pos[1];
+    req.name = (char *)a->pos[0];
+    req.set_ack = 1;
+    if (!strcmp(v, "async")) {
+        req.ack = EMBER__V1__ACK_MODE__ACK_ASYNC;
+    } else if (!strncmp(v, "replicated", 10) && (!v[10] || v[10] == ':')) {
+        req.ack = EMBER__V1__ACK_MODE__ACK_REPLICATED;
+        if (v[10] && ctl_parse_u64(a, "replicated:N", v + 11, 1, 32, &u) != 0)
+            return CTL_EXIT_USAGE;
+        req.ack_replicas = (uint32_t)u;
+    } else {
+        return ctl_usage_error(a, "'%s': want async, replicated or replicated:N", v);
+    }
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    ctl_call(c, ADMIN "AlterTable", &req.base, &ember__v1__alter_table_response__descriptor, 0,
+             r);
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        ctl_json_str(&j, "table", req.name);
+        ctl_json_str(&j, "ack", req.ack == EMBER__V1__ACK_MODE__ACK_REPLICATED ? "replicated"
+                                                                               : "async");
+        ctl_json_u64(&j, "ack_replicas", req.ack_replicas);
+        json_ok_shards(&j, c, r);
+    } else if (ok_count(c, r) > 0) {
+        printf("table %s: ack %s on %u of %u shard%s\n", req.name, v, ok_count(c, r), c->n,
+               c->n == 1 ? "" : "s");
+    }
+    return ctl_finish(c, &j, r);
+}
+
+/* ---- promote, follow (replication) ------------------------------------------------------------ */
+
+static const ctl_optdef promote_opts[] = {
+    {"--force", NULL, "promote even when it knows itself behind its leader (the writes it\n"
+                      "                           lacks are lost)"},
+    {"--max-lag-versions", "N", "refuse when more than N versions behind (default 1000)"},
+    {"--advertise", "H:P", "the address the old leader reaches the new one at, told to it\n"
+                           "                           until it follows (default ADDR; none: -)"},
+    {NULL, NULL, NULL},
+};
+
+static int cmd_promote(ctl *c, const ctl_args *a)
+{
+    Ember__V1__PromoteRequest req = EMBER__V1__PROMOTE_REQUEST__INIT;
+    const char *v;
+    ctl_json j;
+    req.force = ctl_opt(a, "--force") != NULL;
+    if ((v = ctl_opt(a, "--max-lag-versions")) &&
+        ctl_parse_u64(a, "--max-lag-versions", v, 1, UINT64_MAX, &req.max_lag_versions) != 0)
+        return CTL_EXIT_USAGE;
+    v = ctl_opt(a, "--advertise");
+    req.advertise = (char *)(!v ? a->pos[0] : strcmp(v, "-") ? v : "");
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    ctl_call(c, ADMIN "Promote", &req.base, &ember__v1__promote_response__descriptor, 0, r);
+    const Ember__V1__PromoteResponse *p = (const Ember__V1__PromoteResponse *)r[0].msg;
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        if (!r[0].code) {
+            ctl_json_str(&j, "address", a->pos[0]);
+            ctl_json_u64(&j, "term", p->term);
+            ctl_json_u64(&j, "lag_versions", p->lag_versions);
+            ctl_json_str(&j, "previous_leader", p->previous_leader);
+        }
+    } else if (!r[0].code) {
+        printf("%s is the leader at term %" PRIu64 " (it followed %s, %" PRIu64
+               " versions behind)%s\n",
+               a->pos[0], p->term, p->previous_leader, p->lag_versions,
+               *req.advertise ? "; the old leader is told to follow it when it answers" : "");
+    }
+    return ctl_finish(c, &j, r);
+}
+
+static const ctl_optdef follow_opts[] = {
+    {"--leader", "H:P", "the leader to follow (required)"},
+    {"--term", "N", "its term (default: asked of the leader)"},
+    {NULL, NULL, NULL},
+};
+
+static int cmd_follow(ctl *c, const ctl_args *a)
+{
+    Ember__V1__FollowRequest req = EMBER__V1__FOLLOW_REQUEST__INIT;
+    const char *v;
+    ctl_json j;
+    req.leader = (char *)ctl_opt(a, "--leader");
+    if (!req.leader)
+        return ctl_usage_error(a, "--leader H:P is required");
+    if ((v = ctl_opt(a, "--term"))) {
+        if (ctl_parse_u64(a, "--term", v, 0, UINT64_MAX, &req.term) != 0)
+            return CTL_EXIT_USAGE;
+    } else { /* the leader's own term */
+        ctl lc = *c;
+        lc.shards = NULL;
+        lc.n = 0;
+        int rc = ctl_shards_parse(&lc, req.leader, -1);
+        if (rc == 0)
+            rc = ctl_shards_open(&lc);
+        if (rc != 0)
+            return rc;
+        Ember__V1__ServerInfoRequest iq = EMBER__V1__SERVER_INFO_REQUEST__INIT;
+        ctl_reply *ir = ctl_replies_new(&lc);
+        if (!ir) {
+            ctl_shards_close(&lc);
+            return CTL_EXIT_RPC;
+        }
+        ctl_call(&lc, ADMIN "ServerInfo", &iq.base,
+                 &ember__v1__server_info_response__descriptor, 0, ir);
+        const Ember__V1__ServerInfoResponse *s = (const Ember__V1__ServerInfoResponse *)ir[0].msg;
+        if (!ir[0].code && strcmp(s->role, "leader"))
+            fprintf(stderr, "emberctl: %s is %s, not a leader\n", req.leader, s->role);
+        int bad = ir[0].code || strcmp(s->role, "leader");
+        if (!bad)
+            req.term = s->term;
+        rc = ctl_report(ir, lc.n);
+        ctl_replies_free(ir, lc.n);
+        ctl_shards_close(&lc);
+        if (bad)
+            return rc ? rc : CTL_EXIT_RPC;
+    }
+    ctl_reply *r = ctl_replies_new(c);
+    if (!r)
+        return CTL_EXIT_RPC;
+    ctl_call(c, ADMIN "Follow", &req.base, &ember__v1__follow_response__descriptor, 0, r);
+    if (c->json) {
+        ctl_json_init(&j, stdout);
+        ctl_json_object(&j, NULL);
+        if (!r[0].code) {
+            ctl_json_str(&j, "address", a->pos[0]);
+            ctl_json_str(&j, "leader", req.leader);
+            ctl_json_u64(&j, "term", ((const Ember__V1__FollowResponse *)r[0].msg)->term);
+        }
+    } else if (!r[0].code) {
+        printf("%s follows %s at term %" PRIu64 ": its tables are copied from the leader again\n",
+               a->pos[0], req.leader, ((const Ember__V1__FollowResponse *)r[0].msg)->term);
+    }
     return ctl_finish(c, &j, r);
 }
 
@@ -1610,6 +1809,21 @@ const ctl_cmd ctl_commands[] = {
     {"info", "", 0, 0, "each server's version, shard index, backend, limits and uptime",
      "Warns when a server's shard index or count disagrees with its place in the list.\n",
      NULL, cmd_info, 0},
+    {"ack", "NAME MODE", 2, 2, "set a table's push acknowledgement on every shard",
+     "MODE: async (a push is answered once applied on the leader) or replicated[:N]\n"
+     "(once N followers hold it too; N default 1). README \"Replication and failover\".\n",
+     NULL, cmd_ack, 0},
+    {"promote", "ADDR", 1, 1, "make the follower at ADDR the leader, at a new term",
+     "Refused while it knows itself more than --max-lag-versions behind its leader,\n"
+     "unless --force. The old leader, told (every second until it answers) to\n"
+     "follow the new one, refuses writes from then on and copies its rows; so does\n"
+     "any leader that sees a push carrying the newer term. README \"Replication and\n"
+     "failover\".\n",
+     promote_opts, cmd_promote, CTL_CMD_ADDR},
+    {"follow", "ADDR", 1, 1, "make the server at ADDR a follower of --leader",
+     "Its tables are dropped and copied from the leader again; writes to it are\n"
+     "refused meanwhile. Refused when --term is older than the server's own.\n",
+     follow_opts, cmd_follow, CTL_CMD_ADDR},
     {"export", "TABLE FILE", 2, 2, "write a table's rows (all, or a delta) to one file",
      "FILE is written whole or not at all (a temp file renamed at the end). It records\n"
      "each shard's table version when its export began: give the file to the next\n"

@@ -323,6 +323,9 @@ typedef struct ctl_cmd {
 
 /* The command works on files only: no shard list is needed or opened. */
 #define CTL_CMD_OFFLINE 1u
+/* The command talks to the one server its first argument names (ADDR), not to
+ * the shard list. */
+#define CTL_CMD_ADDR 2u
 
 extern const ctl_cmd ctl_commands[];
 

@@ -331,7 +331,11 @@ int main(int argc, char **argv)
     c.tls_key = g.tls_key ? g.tls_key : getenv("EMBER_TLS_KEY");
     c.tls_server_name = g.tls_server_name ? g.tls_server_name : getenv("EMBER_TLS_SERVER_NAME");
     c.token_file = g.token_file ? g.token_file : getenv("EMBER_TOKEN_FILE");
-    if (!(a.cmd->flags & CTL_CMD_OFFLINE)) {
+    if (a.cmd->flags & CTL_CMD_ADDR) {
+        rc = ctl_shards_parse(&c, a.pos[0], -1);
+        if (rc == 0)
+            rc = ctl_shards_open(&c);
+    } else if (!(a.cmd->flags & CTL_CMD_OFFLINE)) {
         rc = ctl_shards_parse(&c, g.shards ? g.shards : getenv("EMBER_SHARDS"), g.shard);
         if (rc != 0)
             return rc;

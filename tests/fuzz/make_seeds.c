@@ -217,7 +217,7 @@ static void wire_seeds(void)
     pr.found = span(found, 2);
     size_t n = ember_wire_pull_response_encode(&pr, buf);
     put("wire", "pull_response.bin", buf, n);
-    ember_wire_push_response ps = {7, 1};
+    ember_wire_push_response ps = {7, 1, 0};
     n = ember_wire_push_response_encode(&ps, buf);
     put("wire", "push_response.bin", buf, n);
     ember_wire_pushpull_response ppr = {1, 1, ps, pr};

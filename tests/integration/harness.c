@@ -1,6 +1,7 @@
 /* harness.c — real ember-server processes and a raw gRPC client (harness.h). */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "ember/v1/ember.pb-c.h"
 #include "server_proc.h"
 
 #include <arpa/inet.h>
@@ -512,4 +513,146 @@ double eh_metric_wait(const eh_server *s, const char *series, double want, int t
         v = eh_metric(s, series);
     }
     return v;
+}
+
+/* ---- what a server holds ------------------------------------------------- */
+
+typedef struct eh_row {
+    uint64_t key, score, version;
+    size_t off; /* into the floats */
+} eh_row;
+
+typedef struct eh_rows {
+    eh_row *r;
+    size_t n, cap;
+    float *f;
+    size_t nf, fcap;
+    uint32_t rf;
+    int bad;
+} eh_rows;
+
+static void rows_msg(void *ud, const uint8_t *d, size_t len)
+{
+    eh_rows *g = ud;
+    Ember__V1__ExportChunk *ch = ember__v1__export_chunk__unpack(NULL, len, d);
+    if (!ch) {
+        g->bad = 1;
+        return;
+    }
+    size_t n = ch->keys.len / 8;
+    g->rf = ch->row_floats;
+    for (size_t i = 0; i < n && !g->bad; i++) {
+        if (g->n == g->cap) {
+            g->cap = g->cap ? 2 * g->cap : 1024;
+            eh_row *r = realloc(g->r, g->cap * sizeof *r);
+            if (!r) {
+                g->bad = 1;
+                break;
+            }
+            g->r = r;
+        }
+        if (g->nf + ch->row_floats > g->fcap) {
+            size_t cap = g->fcap ? 2 * g->fcap : 65536;
+            while (cap < g->nf + ch->row_floats)
+                cap *= 2;
+            float *f = realloc(g->f, cap * sizeof *f);
+            if (!f) {
+                g->bad = 1;
+                break;
+            }
+            g->f = f;
+            g->fcap = cap;
+        }
+        eh_row *r = &g->r[g->n++];
+        memcpy(&r->key, ch->keys.data + 8 * i, 8);
+        memcpy(&r->score, ch->scores.data + 8 * i, 8);
+        memcpy(&r->version, ch->versions.data + 8 * i, 8);
+        r->off = g->nf;
+        memcpy(g->f + g->nf, ch->values.data + (size_t)4 * ch->row_floats * i,
+               (size_t)4 * ch->row_floats);
+        g->nf += ch->row_floats;
+    }
+    ember__v1__export_chunk__free_unpacked(ch, NULL);
+}
+
+static int row_by_key(const void *a, const void *b)
+{
+    uint64_t x = ((const eh_row *)a)->key, y = ((const eh_row *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+int eh_table_rows(const char *addr, const char *table, uint8_t **out, size_t *len,
+                  size_t *rows)
+{
+    eh_rows g = {0};
+    Ember__V1__ExportRequest q = EMBER__V1__EXPORT_REQUEST__INIT;
+    q.table = (char *)table;
+    q.full_rows = 1;
+    uint8_t b[256];
+    *out = NULL;
+    *len = *rows = 0;
+    if (ember__v1__export_request__get_packed_size(&q) > sizeof b)
+        return -1;
+    size_t blen = ember__v1__export_request__pack(&q, b);
+    eh_client *cl = eh_client_open(addr);
+    eh_result r;
+    int rc = cl ? eh_server_stream(cl, "/ember.v1.Admin/Export", b, blen, rows_msg, &g, &r) : -1;
+    if (cl)
+        eh_client_close(cl);
+    if (rc || g.bad) {
+        if (!rc)
+            eh_result_free(&r);
+        free(g.r);
+        free(g.f);
+        return -1;
+    }
+    int code = r.code;
+    eh_result_free(&r);
+    if (g.n)
+        qsort(g.r, g.n, sizeof *g.r, row_by_key);
+    size_t each = 24 + 4 * (size_t)g.rf;
+    uint8_t *o = malloc(g.n * each + 1);
+    if (!o) {
+        free(g.r);
+        free(g.f);
+        return -1;
+    }
+    for (size_t i = 0; i < g.n; i++) {
+        uint8_t *p = o + i * each;
+        memcpy(p, &g.r[i].key, 8);
+        memcpy(p + 8, &g.r[i].score, 8);
+        memcpy(p + 16, &g.r[i].version, 8);
+        memcpy(p + 24, g.f + g.r[i].off, 4 * (size_t)g.rf);
+    }
+    *out = o;
+    *len = g.n * each;
+    *rows = g.n;
+    free(g.r);
+    free(g.f);
+    return code;
+}
+
+int eh_tables_converge(const char *a, const char *b, const char *table, int timeout_s,
+                       size_t *rows)
+{
+    size_t ra = 0, rb = 0;
+    int ca = 0, cb = 0;
+    for (int i = 0; i <= timeout_s * 10; i++) {
+        uint8_t *x = NULL, *y = NULL;
+        size_t lx = 0, ly = 0;
+        ca = eh_table_rows(a, table, &x, &lx, &ra);
+        cb = eh_table_rows(b, table, &y, &ly, &rb);
+        int same = ca == 0 && cb == 0 && lx == ly && !memcmp(x, y, lx);
+        free(x);
+        free(y);
+        if (same) {
+            if (rows)
+                *rows = ra;
+            return 1;
+        }
+        usleep(100 * 1000);
+    }
+    fprintf(stderr, "%s: %zu rows of %s (status %d); %s: %zu rows (status %d)\n", a, ra, table,
+            ca, b, rb, cb);
+    return 0;
 }

@@ -131,4 +131,17 @@ double eh_metric_wait(const eh_server *s, const char *series, double want, int t
 /* Health/Check: 1 when SERVING. */
 int eh_health_serving(eh_client *c, int deadline_ms);
 
+/* Every row of `table` at `addr` ("host:port"), from a full-row Admin/Export,
+ * sorted by key, as bytes: per row its key, score and version (uint64 each)
+ * and its floats; so two servers hold the same rows exactly when the bytes are
+ * equal. *out (malloc'ed; free it), *len, *rows. Returns the Export's status
+ * (0; NOT_FOUND for no such table), or -1 on a harness failure. */
+int eh_table_rows(const char *addr, const char *table, uint8_t **out, size_t *len,
+                  size_t *rows);
+/* Waits up to timeout_s until servers a and b hold exactly the same rows of
+ * `table` (replication: a leader and its follower). 1 when they do (*rows, may
+ * be NULL: how many), 0 when not by then (both row counts on stderr). */
+int eh_tables_converge(const char *a, const char *b, const char *table, int timeout_s,
+                       size_t *rows);
+
 #endif

@@ -563,6 +563,67 @@ START_TEST(tokens_over_mutual_tls_with_emberctl)
 }
 END_TEST
 
+/* A follower reaches a mutual-TLS leader with --replica-tls-ca and its own
+ * certificate, which the leader's --admin-identities names; it copies the
+ * leader's rows and serves them over its own TLS. A follower whose certificate
+ * the leader does not list copies nothing. */
+START_TEST(follower_over_mutual_tls)
+{
+    setup_certs();
+    srv l = {0}, f = {0}, x = {0};
+    const char *lflags[] = {"--tls-cert", path("server.pem"), "--tls-key", path("server.key"),
+                            "--tls-client-ca", path("ca.pem"), "--admin-identities",
+                            "admin-1.ops, ember-server", NULL};
+    start(&l, lflags, NULL);
+    copts a = {.ca = path("ca.pem"), .cert = path("admin.pem"), .key = path("admin.key")};
+    ember_client *admin = open_client(&l, a);
+    ember_error e;
+    ck_assert_msg(create(admin, "rt", &e) == 0, "create: %s", e.message);
+    ck_assert_msg(pull_push(admin, "rt", &e) == 0, "pull/push: %s", e.message);
+
+    char of[96];
+    snprintf(of, sizeof of, "--replica-of=%s", l.addr);
+    const char *fflags[] = {"--tls-cert",       path("server.pem"), "--tls-key",
+                            path("server.key"), "--tls-client-ca", path("ca.pem"),
+                            "--admin-identities", "admin-1.ops", "--replica-tls-ca",
+                            path("ca.pem"),     of,                NULL};
+    start(&f, fflags, NULL);
+    ember_client *fa = open_client(&f, a);
+    uint64_t keys[3] = {1, 2, 3};
+    float lv[12], fv[12];
+    uint8_t found[3] = {0, 0, 0};
+    ember_pull_options po;
+    ember_pull_options_init(&po);
+    po.flags = EMBER_PULL_SERVE;
+    ck_assert_int_eq(ember_pull_opts(admin, "rt", keys, 3, lv, 4, &po, &e), 0);
+    po.found = found;
+    int copied = 0;
+    for (int i = 0; i < 200 && !copied; i++) {
+        int rc = ember_pull_opts(fa, "rt", keys, 3, fv, 4, &po, &e);
+        copied = rc == 0 && found[0] && found[1] && found[2] && !memcmp(lv, fv, sizeof lv);
+        if (!copied)
+            usleep(50000);
+    }
+    ck_assert_msg(copied, "the follower over TLS did not copy the leader's rows");
+    ck_assert(log_has(&f, "event=leader_reachable"));
+
+    /* a follower the leader does not name as admin: refused, copies nothing */
+    const char *xflags[] = {"--tls-cert",       path("stranger.pem"), "--tls-key",
+                            path("stranger.key"), "--replica-tls-ca", path("ca.pem"),
+                            of,                 NULL};
+    start(&x, xflags, NULL);
+    for (int i = 0; i < 100 && !log_has(&x, "event=leader_unreachable"); i++)
+        usleep(50000);
+    ck_assert(log_has(&x, "event=leader_unreachable"));
+    ck_assert(!log_has(&x, "event=follower_table_created"));
+    ember_client_close(fa);
+    ember_client_close(admin);
+    stop(&x);
+    stop(&f);
+    stop(&l);
+}
+END_TEST
+
 START_TEST(bad_security_settings_stop_the_start)
 {
     setup_certs();
@@ -598,6 +659,7 @@ int main(void)
     tcase_add_test(tc, mtls_reader_identity_serves_only);
     tcase_add_test(tc, tokens_over_mutual_tls_with_emberctl);
     tcase_add_test(tc, bad_security_settings_stop_the_start);
+    tcase_add_test(tc, follower_over_mutual_tls);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

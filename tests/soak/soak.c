@@ -31,9 +31,13 @@
  * value at the 30% mark plus 16 MiB (allocator slack: jemalloc returns pages
  * on a timer), judged on the largest sample from there to the end.
  *
+ * A follower (ember-server --replica-of) tails the server through the run; at
+ * the end it must hold exactly the server's rows of bulk and exact (within 60 s
+ * of the load's end).
+ *
  * At the end: every thread's unexpected outcomes (none allowed), the tracked
- * rows, the server still healthy, its log without level=error, and a clean exit
- * on SIGTERM. Prints what it did: calls by kind, rate, RSS at 30% and at most.
+ * rows, the follower's copy, the server still healthy, its log without
+ * level=error, and a clean exit on SIGTERM. Prints what it did: calls by kind, rate, RSS at 30% and at most.
  *
  * Environment: EMBER_SOAK_SECONDS (default 120), EMBER_SOAK_MAX_REQUESTS
  * (default 3,000,000), EMBER_SOAK_CLIENTS (default 6), EMBER_SOAK_SEED.
@@ -73,6 +77,7 @@ static int nclients = 6;
 static uint64_t seed = 12345;
 
 static eh_server S;
+static eh_server F; /* its follower (--replica-of) */
 static atomic_int stop_flag;
 static atomic_uint_fast64_t requests;
 static struct timespec t0;
@@ -521,6 +526,15 @@ int main(void)
         fprintf(stderr, "soak: cannot start ember-server\n");
         return 1;
     }
+    /* a follower tails the server through the run, and must hold exactly its
+     * rows once the load stops (README "Replication and failover") */
+    char replica_of[96];
+    snprintf(replica_of, sizeof replica_of, "--replica-of=%s", S.addr);
+    const char *fflags[] = {"--threads", "2", "--log-level", "warn", replica_of, NULL};
+    if (eh_server_start(&F, fflags)) {
+        fprintf(stderr, "soak: cannot start the follower\n");
+        return 1;
+    }
     ember_client *admin = open_client(0);
     if (!admin)
         return 1;
@@ -643,6 +657,15 @@ int main(void)
         }
         if (h)
             eh_client_close(h);
+        size_t frows[2] = {0, 0};
+        if (!eh_tables_converge(S.addr, F.addr, BULK, 60, &frows[0]) ||
+            !eh_tables_converge(S.addr, F.addr, EXACT, 60, &frows[1])) {
+            fprintf(stderr, "soak: FAILED: the follower did not converge\n");
+            failed = 1;
+        } else {
+            fprintf(stderr, "soak: the follower holds exactly the server's rows (%zu bulk, "
+                            "%zu exact)\n", frows[0], frows[1]);
+        }
         ember_table_info info;
         ember_error err;
         if (ember_describe_table(admin, BULK, &info, &err)) {
@@ -676,6 +699,7 @@ int main(void)
         setenv("EMBER_IT_KEEP_LOGS", "1", 1);
         fprintf(stderr, "soak: server log kept: %s\n", S.log_path);
     }
+    eh_server_cleanup(&F);
     eh_server_cleanup(&S);
     free(ws);
     free(th);

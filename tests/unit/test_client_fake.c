@@ -60,7 +60,9 @@ typedef struct fake {
         creates, describes;
     atomic_size_t keys_pulled, keys_pushed;
     atomic_int last_dtype;
+    atomic_uint_fast64_t last_push_term; /* the term the last push carried */
     /* knobs */
+    atomic_uint_fast64_t term;  /* the leader term push replies say */
     atomic_int fail_next;  /* answer UNAVAILABLE to this many calls */
     atomic_int delay_ms;   /* sleep before answering */
 } fake;
@@ -194,7 +196,8 @@ static reply handle(fake *f, const char *method, const uint8_t *p, size_t len)
         atomic_fetch_add(&f->pushes, 1);
         ember_wire_push_request rq;
         ck_assert_int_eq(ember_wire_push_request_decode(p, len, &rq, NULL, 0), 0);
-        ember_wire_push_response rs = {.applied = rq.keys.len / 8};
+        ember_wire_push_response rs = {.applied = rq.keys.len / 8, .term = atomic_load(&f->term)};
+        atomic_store(&f->last_push_term, rq.term);
         rs.duplicate = !do_push(f, &rq);
         r.len = ember_wire_push_response_size(&rs);
         r.buf = malloc(r.len + 1);
@@ -208,6 +211,8 @@ static reply handle(fake *f, const char *method, const uint8_t *p, size_t len)
         memset(&rs, 0, sizeof rs);
         rs.has_push = rs.has_pull = 1;
         rs.push.applied = rq.push.keys.len / 8;
+        rs.push.term = atomic_load(&f->term);
+        atomic_store(&f->last_push_term, rq.push.term);
         rs.push.duplicate = !do_push(f, &rq.push);
         float *vals;
         do_pull(f, &rq.pull, &rs.pull, &vals);
@@ -526,6 +531,33 @@ START_TEST(pull_push_roundtrip_dups)
     ck_assert_int_eq(ember_pull(cl.c, "emb", keys, 0, out, FDIM, 0, &e), 0);
     ck_assert_int_eq(ember_push(cl.c, "emb", NULL, 0, NULL, FDIM, &e), 0);
     ck_assert_int_eq(TOTAL(&cl, calls), calls);
+    cluster_stop(&cl);
+}
+END_TEST
+
+/* Replication: the leader term a shard's push replies say is carried by the
+ * client's later pushes to that shard (and PushPulls), never lowered. */
+START_TEST(pushes_carry_the_term_replies_said)
+{
+    cluster cl;
+    cluster_start(&cl, 1, NULL);
+    uint64_t k[2] = {11, 12};
+    float g[2 * FDIM] = {0}, out[2 * FDIM];
+    ember_error e;
+    ck_assert_int_eq(ember_push(cl.c, "emb", k, 2, g, FDIM, &e), 0);
+    ck_assert_uint_eq(atomic_load(&cl.f[0]->last_push_term), 0);
+    atomic_store(&cl.f[0]->term, 5);
+    ck_assert_int_eq(ember_push(cl.c, "emb", k, 2, g, FDIM, &e), 0); /* says 5 */
+    ck_assert_uint_eq(atomic_load(&cl.f[0]->last_push_term), 0);
+    ck_assert_int_eq(ember_push(cl.c, "emb", k, 2, g, FDIM, &e), 0);
+    ck_assert_uint_eq(atomic_load(&cl.f[0]->last_push_term), 5);
+    atomic_store(&cl.f[0]->term, 3); /* an older one does not lower it */
+    ck_assert_int_eq(ember_push_pull(cl.c, "emb", k, 2, g, k, 2, out, FDIM, 0, &e), 0);
+    ck_assert_uint_eq(atomic_load(&cl.f[0]->last_push_term), 5);
+    atomic_store(&cl.f[0]->term, 9);
+    ck_assert_int_eq(ember_push_pull(cl.c, "emb", k, 2, g, k, 2, out, FDIM, 0, &e), 0);
+    ck_assert_int_eq(ember_push(cl.c, "emb", k, 2, g, FDIM, &e), 0);
+    ck_assert_uint_eq(atomic_load(&cl.f[0]->last_push_term), 9);
     cluster_stop(&cl);
 }
 END_TEST
@@ -1110,6 +1142,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, pull_push_roundtrip_dups);
     tcase_add_test(tc, serve_flag_does_not_insert);
+    tcase_add_test(tc, pushes_carry_the_term_replies_said);
     tcase_add_test(tc, wire_dtypes);
     tcase_add_test(tc, dim_mismatch_names_table_dim);
     tcase_add_test(tc, reserved_key_refused_before_sending);

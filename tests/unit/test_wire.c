@@ -132,11 +132,14 @@ static ember_wire_push_request r_push_req(void)
     m.combiner = rnd() % 2 ? renum() : 0;
     m.weights = rbytes(4 * (rnd() % 3 ? 0 : rnd() % 40));
     m.norms = rbytes(4 * (rnd() % 3 ? 0 : rnd() % 20));
+    m.ack = rnd() % 2 ? renum() : 0;
+    m.ack_replicas = rnd() % 2 ? (uint32_t)rvarint() : 0;
+    m.term = rnd() % 2 ? rvarint() : 0;
     return m;
 }
 static ember_wire_push_response r_push_resp(void)
 {
-    ember_wire_push_response m = {rvarint(), (int)(rnd() % 2)};
+    ember_wire_push_response m = {rvarint(), (int)(rnd() % 2), rnd() % 2 ? rvarint() : 0};
     return m;
 }
 
@@ -199,6 +202,9 @@ static void to_pc_push_req(const ember_wire_push_request *m, Ember__V1__PushRequ
     p->combiner = (Ember__V1__Combiner)m->combiner;
     p->weights = pb(m->weights);
     p->norms = pb(m->norms);
+    p->ack = (Ember__V1__AckMode)m->ack;
+    p->ack_replicas = m->ack_replicas;
+    p->term = m->term;
 }
 static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushRequest *p)
 {
@@ -215,17 +221,22 @@ static void eq_push_req(const ember_wire_push_request *m, const Ember__V1__PushR
     ck_assert_int_eq(m->combiner, (int32_t)p->combiner);
     eq_bytes(m->weights, p->weights);
     eq_bytes(m->norms, p->norms);
+    ck_assert_int_eq(m->ack, (int32_t)p->ack);
+    ck_assert_uint_eq(m->ack_replicas, p->ack_replicas);
+    ck_assert_uint_eq(m->term, p->term);
 }
 static void to_pc_push_resp(const ember_wire_push_response *m, Ember__V1__PushResponse *p)
 {
     ember__v1__push_response__init(p);
     p->applied = m->applied;
     p->duplicate = m->duplicate;
+    p->term = m->term;
 }
 static void eq_push_resp(const ember_wire_push_response *m, const Ember__V1__PushResponse *p)
 {
     ck_assert_uint_eq(m->applied, p->applied);
     ck_assert_int_eq(m->duplicate, !!p->duplicate);
+    ck_assert_uint_eq(m->term, p->term);
 }
 
 /* Encodes with ours, checks size/offset agreement and byte equality with
@@ -782,7 +793,7 @@ START_TEST(holes_are_filled_in_place)
     free(buf);
 
     /* the same inside a PushPullResponse */
-    ember_wire_pushpull_response pp = {1, 1, {12, 0}, m};
+    ember_wire_pushpull_response pp = {1, 1, {12, 0, 0}, m};
     n = ember_wire_pushpull_response_size(&pp, &off);
     buf = malloc(n);
     ck_assert_uint_eq(ember_wire_pushpull_response_encode(&pp, buf), n);

@@ -107,7 +107,16 @@ typedef struct ember_client_options {
      *      TF_CONFIG without ps tasks is skipped; a malformed one fails the open;
      *   5. EMBER_SHARD_PATTERN with shard_count or EMBER_SHARD_COUNT (as 2).
      * The order of the list is the shard index: every client of a cluster must
-     * use the same order. The same address twice is refused. */
+     * use the same order. The same address twice is refused.
+     * A shard with followers may be given as its replicas, "leader|follower|..."
+     * (at most 8; README "Replication and failover"): calls go to the first
+     * until one is refused "not the leader" or gets no answer (UNAVAILABLE,
+     * DEADLINE_EXCEEDED); the client then asks each replica's health service
+     * "ember.v1.Leader" which one leads now, and resends that call once there
+     * (a push with its sequence number: the new leader, which copied the old
+     * one's applied pairs with its rows, answers a push it already holds as a
+     * duplicate). Serving
+     * pulls with EMBER_PULL_FOLLOWER go to the followers. */
     const char *shards;
     const char *shard_pattern;
     unsigned shard_count;
@@ -248,6 +257,11 @@ int ember_check_shards(ember_client *c, ember_error *err);
 /* Pull flags. */
 #define EMBER_PULL_INSERT 0u   /* training: missing keys are created (find_or_insert) */
 #define EMBER_PULL_SERVE  1u   /* serving: missing keys are not created (find) */
+/* With EMBER_PULL_SERVE: read from a follower of each shard given as
+ * "leader|follower|..." (README "Replication and failover"), round robin over
+ * its followers; rows may be as old as the follower's lag. A shard given as
+ * one address is read from it. */
+#define EMBER_PULL_FOLLOWER 2u
 
 /* Pulls the rows of keys[0..n) into out[n*dim] in the caller's order; `dim` must
  * be the table's. Duplicate keys are fetched once and copied to every place
@@ -337,7 +351,19 @@ typedef struct ember_push_options {
      * a table back) and the keys get the table's epoch. Only ember_set_epoch
      * lowers an epoch. Other policies ignore it. */
     uint32_t epoch;
+    /* ---- later in ABI 1.1 ---- */
+    /* Acknowledgement (README "Replication and failover"): EMBER_ACK_DEFAULT
+     * (the table's), EMBER_ACK_ASYNC (answered once applied on the leader) or
+     * EMBER_ACK_REPLICATED (answered once ack_replicas followers — 0: the
+     * table's, whose 0 is 1 — hold it too; UNAVAILABLE, nothing applied, when
+     * fewer are attached; DEADLINE_EXCEEDED when they do not have it before the
+     * client's deadline: applied on the leader, not acknowledged). */
+    int ack;
+    uint32_t ack_replicas;
 } ember_push_options;
+
+/* ember_push_options.ack and ember_table_spec.ack (the wire's AckMode). */
+enum { EMBER_ACK_DEFAULT = 0, EMBER_ACK_ASYNC = 1, EMBER_ACK_REPLICATED = 2 };
 
 /* Fill `o` with the defaults above and set o->struct_size. */
 void ember_pull_options_init(ember_pull_options *o);
@@ -495,6 +521,12 @@ typedef struct ember_table_spec {
      * created) for this long are removed by each server in the background;
      * reads do not keep a row alive. See ember_set_ttl. */
     uint64_t ttl_seconds;
+    /* Pushes' acknowledgement when a push leaves it to the table
+     * (EMBER_ACK_DEFAULT = async, EMBER_ACK_ASYNC, EMBER_ACK_REPLICATED) and the
+     * followers a replicated push waits for (0 = 1). README "Replication and
+     * failover"; kept by each server process, not in checkpoints. */
+    int ack;
+    uint32_t ack_replicas;
 } ember_table_spec;
 
 /* Defaults: LRU, SGD lr 0.01 (Adam betas 0.9/0.999, eps 1e-8, accumulator 0.1,

@@ -157,6 +157,8 @@ class ember_table_spec(ctypes.Structure):
         ("max_capacity_per_shard", ctypes.c_uint64),
         ("max_load_factor", ctypes.c_float),
         ("ttl_seconds", ctypes.c_uint64),
+        ("ack", ctypes.c_int),           # EMBER_ACK_* (replication)
+        ("ack_replicas", ctypes.c_uint32),
     ]
 
 
@@ -175,6 +177,8 @@ class ember_push_options(ctypes.Structure):
         ("mode", ctypes.c_int),       # ember_push_mode
         ("scores", ctypes.c_void_p),  # const uint64_t *, n
         ("epoch", ctypes.c_uint32),
+        ("ack", ctypes.c_int),        # EMBER_ACK_* (replication)
+        ("ack_replicas", ctypes.c_uint32),
     ]
 
 

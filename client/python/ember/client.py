@@ -18,6 +18,7 @@ from .errors import Code, Error, FailedPreconditionError, InvalidArgumentError, 
 
 PULL_INSERT = 0  # training: missing keys are created (find_or_insert)
 PULL_SERVE = 1   # serving: missing keys are not created (find)
+PULL_FOLLOWER = 2  # with PULL_SERVE: read from a follower ("leader|follower" shards)
 
 _DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
 # The values of ember_optim_kind, ember_init_kind and ember_score_policy
@@ -26,6 +27,18 @@ _OPTIMIZERS = {"sgd": 0, "adagrad": 1, "adam": 2, "ftrl": 3}
 _INITIALIZERS = {"zeros": 0, "constant": 1, "uniform": 2, "normal": 3, "truncated_normal": 4}
 _SCORES = {"lru": 0, "lfu": 1, "epoch_lru": 2, "epoch_lfu": 3, "custom": 4}
 _PUSH_MODES = {"gradients": 0, "assign": 1, "accum": 2, "insert_or_assign": 3}
+# Acknowledgement (README "Replication and failover"): None = the table's.
+_ACKS = {None: 0, "async": 1, "replicated": 2}
+
+
+def _ack_of(ack, replicas):
+    if ack not in _ACKS:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT,
+                                   f"ack {ack!r}: None, 'async' or 'replicated'")
+    r = int(replicas)
+    if not 0 <= r <= 32:
+        raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"ack_replicas {r}: 0..32")
+    return _ACKS[ack], r
 # ember_combiner (ember.h): how a pooled call combines a bag's rows.
 COMBINERS = {"sum": 1, "mean": 2, "sqrtn": 3}
 
@@ -378,7 +391,7 @@ class Client:
         return k, d, out
 
     def pull(self, table, keys, dim=None, *, out=None, insert=True, scores=None,
-             return_found=False):
+             return_found=False, from_follower=False):
         """The rows of `keys` (any shape): an array of shape keys.shape + (dim,),
         float32, in the keys' order, duplicates included. insert=True (training)
         creates missing keys from the table's initializer; insert=False (serving)
@@ -392,23 +405,28 @@ class Client:
         (same shape as keys), set on every key the pull touches; of equal keys
         the last one's wins. return_found=True: returns (rows, found), found a
         bool array of keys.shape, True where the key existed before this pull
-        (every occurrence of a key gets the same flag)."""
+        (every occurrence of a key gets the same flag). from_follower=True (with
+        insert=False): read each shard given as "leader|follower|..." from one of
+        its followers (rows as old as its lag; README "Replication and
+        failover")."""
         k, d, out = self._pull_args(table, keys, dim, out)
+        flags = PULL_SERVE if not insert else PULL_INSERT
+        if from_follower:
+            flags |= PULL_FOLLOWER
         if scores is not None or return_found:
-            return self._pull_opts(table, k, d, out, insert, scores, return_found)
+            return self._pull_opts(table, k, d, out, insert, scores, return_found, flags)
         err = _lib.ember_error()
         rv = self._lib.ember_pull(self._h(), _bytes(table, "table"), k.ctypes.data, k.size,
-                                  out.ctypes.data, d, PULL_SERVE if not insert else PULL_INSERT,
-                                  ctypes.byref(err))
+                                  out.ctypes.data, d, flags, ctypes.byref(err))
         if rv:
             _raise(rv, err)
         return out
 
-    def _pull_opts(self, table, k, d, out, insert, scores, return_found):
+    def _pull_opts(self, table, k, d, out, insert, scores, return_found, flags=None):
         o = _lib.new_growable(_lib.ember_pull_options)
         self._fn("ember_pull_options_init")(ctypes.byref(o))
         _lib.sized(o)
-        o.flags = PULL_SERVE if not insert else PULL_INSERT
+        o.flags = flags if flags is not None else PULL_SERVE if not insert else PULL_INSERT
         s = _scores_for(k, scores)
         found = np.zeros(k.shape, dtype=np.uint8) if return_found else None
         if s is not None:
@@ -423,7 +441,7 @@ class Client:
             _raise(rv, err)
         return (out, found.astype(bool)) if return_found else out
 
-    def _push_opts(self, table, k, rows, d, mode, scores, epoch):
+    def _push_opts(self, table, k, rows, d, mode, scores, epoch, ack=None, ack_replicas=0):
         o = _lib.new_growable(_lib.ember_push_options)
         self._fn("ember_push_options_init")(ctypes.byref(o))
         _lib.sized(o)
@@ -435,6 +453,7 @@ class Client:
         if not 0 <= e <= 0xFFFFFFFF:
             raise InvalidArgumentError(Code.INVALID_ARGUMENT, f"epoch {e}: 0..4294967295")
         o.epoch = e
+        o.ack, o.ack_replicas = _ack_of(ack, ack_replicas)
         err = _lib.ember_error()
         rv = self._fn("ember_push_opts")(self._h(), _bytes(table, "table"), k.ctypes.data,
                                          k.size, rows.ctypes.data, d, ctypes.byref(o),
@@ -442,7 +461,7 @@ class Client:
         if rv:
             _raise(rv, err)
 
-    def push(self, table, keys, grads, *, scores=None, epoch=0):
+    def push(self, table, keys, grads, *, scores=None, epoch=0, ack=None, ack_replicas=0):
         """Applies gradients grads (keys.shape + (dim,), or n*dim floats) through
         the table's optimizer on the servers; equal keys' gradients are summed
         first. At most once on the servers, even when retried.
@@ -450,24 +469,30 @@ class Client:
         scores: CUSTOM tables: one uint64 score per key (the last one's of equal
         keys wins). epoch: EPOCH_LRU/EPOCH_LFU tables: 0 = each shard's table
         epoch; above it, the table's epoch first moves up to it; at or below,
-        nothing moves (only set_epoch lowers an epoch)."""
+        nothing moves (only set_epoch lowers an epoch). ack: None (the table's),
+        "async" (answered once applied on the leader) or "replicated" (answered
+        once ack_replicas followers, 0 = the table's, hold it too; raises
+        UnavailableError, nothing applied, when fewer are attached, and
+        DeadlineExceededError when they do not have it in time: applied on the
+        leader, not acknowledged). README "Replication and failover"."""
         k = as_keys(keys)
         if k.size == 0:
             return
         g, d = _rows_for(k, grads, "grads")
-        if scores is not None or epoch:
-            return self._push_opts(table, k, g, d, "gradients", scores, epoch)
+        if scores is not None or epoch or ack is not None or ack_replicas:
+            return self._push_opts(table, k, g, d, "gradients", scores, epoch, ack, ack_replicas)
         err = _lib.ember_error()
         rv = self._lib.ember_push(self._h(), _bytes(table, "table"), k.ctypes.data, k.size,
                                   g.ctypes.data, d, ctypes.byref(err))
         if rv:
             _raise(rv, err)
 
-    def write(self, table, keys, values, *, mode="insert_or_assign", scores=None, epoch=0):
+    def write(self, table, keys, values, *, mode="insert_or_assign", scores=None, epoch=0,
+              ack=None, ack_replicas=0):
         """Writes embeddings as they are: mode "assign" (existing keys only),
         "accum" (existing keys, added) or "insert_or_assign" (creating keys).
         Of equal keys the last one's row is written (summed for accum).
-        scores, epoch: as for push (no scores with accum)."""
+        scores, epoch, ack, ack_replicas: as for push (no scores with accum)."""
         if mode not in _PUSH_MODES or mode == "gradients":
             raise InvalidArgumentError(Code.INVALID_ARGUMENT,
                                        f"mode {mode!r}: assign, accum or insert_or_assign")
@@ -475,8 +500,8 @@ class Client:
         if k.size == 0:
             return
         v, d = _rows_for(k, values, "values")
-        if scores is not None or epoch:
-            return self._push_opts(table, k, v, d, mode, scores, epoch)
+        if scores is not None or epoch or ack is not None or ack_replicas:
+            return self._push_opts(table, k, v, d, mode, scores, epoch, ack, ack_replicas)
         err = _lib.ember_error()
         rv = self._lib.ember_push_mode_values(self._h(), _bytes(table, "table"), k.ctypes.data,
                                               k.size, v.ctypes.data, d, _PUSH_MODES[mode],
@@ -644,7 +669,7 @@ class Client:
                      initializer=None, scores="lru", seed=0, admission_min_count=0,
                      admission_sketch_width=0, zero_nonfinite=False, backend=None,
                      hbm_bytes=0, max_capacity_per_shard=0, max_load_factor=0.0,
-                     ttl_seconds=0, if_not_exists=False):
+                     ttl_seconds=0, ack=None, ack_replicas=0, if_not_exists=False):
         """Creates the table on every shard. optimizer: sgd, adagrad, adam or
         ftrl, with its hyperparameters (None: libember's defaults, SGD lr 0.01).
         initializer: a kind ("zeros", "constant", "uniform", "normal",
@@ -657,7 +682,10 @@ class Client:
         serving up to this many keys when its load factor would pass
         max_load_factor (0: 0.75); 0 keeps a fixed size. ttl_seconds: rows not
         written for this long are removed by the servers (0: off; see set_ttl).
-        if_not_exists: an existing table of the same dim is fine. Raises
+        ack: pushes' acknowledgement when a push leaves it to the table: None or
+        "async" (answered once applied on the leader) or "replicated" (once
+        ack_replicas followers, 0 = 1, hold it too; README "Replication and
+        failover"). if_not_exists: an existing table of the same dim is fine. Raises
         AlreadyExistsError, InvalidArgumentError, FailedPreconditionError
         (backend "gpu" on a server without one: nothing is created)."""
         if not isinstance(hbm_bytes, int) or hbm_bytes < 0 or hbm_bytes >= 1 << 64:
@@ -704,6 +732,7 @@ class Client:
         s.max_capacity_per_shard = max_capacity_per_shard
         s.max_load_factor = max_load_factor
         s.ttl_seconds = ttl_seconds
+        s.ack, s.ack_replicas = _ack_of(ack, ack_replicas)
         err = _lib.ember_error()
         rv = self._lib.ember_create_table(self._h(), _bytes(name, "name"), ctypes.byref(s),
                                           1 if if_not_exists else 0, ctypes.byref(err))

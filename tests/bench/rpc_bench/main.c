@@ -132,7 +132,7 @@ int main(int argc, char **argv)
             bk->shards[0] = '\0';
             bk->up = 1;
             for (unsigned i = 0; i < o.servers; i++) {
-                if (server_start(&o, bk, i) != 0) {
+                if (server_start(&o, bk, &bk->servers[i], i, NULL) != 0) {
                     bk->up = 0;
                     bk->server_failed = 1;
                     rc = 1;
@@ -140,6 +140,18 @@ int main(int argc, char **argv)
                 }
                 bk->nservers = i + 1;
                 bk->ports[bk->nports++] = bk->servers[i].port;
+                for (unsigned k = 0; k < o.followers && bk->up; k++) {
+                    server *f = &bk->followers[bk->nfollowers];
+                    if (server_start(&o, bk, f, i, bk->servers[i].addr) != 0) {
+                        bk->up = 0;
+                        bk->server_failed = 1;
+                        rc = 1;
+                    } else {
+                        bk->nfollowers++;
+                    }
+                }
+                if (!bk->up)
+                    break;
                 if (i)
                     strcat(bk->shards, ",");
                 strcat(bk->shards, bk->servers[i].addr);
@@ -261,6 +273,9 @@ int main(int argc, char **argv)
         backend *bk = &g_backends[b];
         if (bk->server_failed)
             rc = 1;
+        for (unsigned i = 0; i < bk->nfollowers; i++) /* before their leaders */
+            if (server_stop(&bk->followers[i], "follower", i) != 0)
+                rc = 1;
         for (unsigned i = 0; i < bk->nservers; i++)
             if (server_stop(&bk->servers[i], bk->name, i) != 0)
                 rc = 1;

@@ -80,6 +80,9 @@ static void usage(FILE *out)
             "  --pooled             server-side pooling (ember_pull_pooled/ember_push_pooled,\n"
             "                       mean) against worker-side pooling, bytes and keys/s\n"
             "  --bag-sizes LIST     with --pooled: ids per bag (default 1,10,100)\n"
+            "  --followers N        followers (--replica-of) per started server, 0..4 (default 0)\n"
+            "  --ack MODE           the tables' acknowledgement: async or replicated (default\n"
+            "                       async; replicated needs --followers 1 or more)\n"
             "  --help\n\n"
             "What --quick and each matrix stand for (on this machine):\n",
 #ifdef EMBER_BENCH_GPU
@@ -238,7 +241,7 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         O_MATRIX, O_SERVER_ARGS, O_BUDGET, O_IPERF, O_IPERF_STREAMS, O_PULL_TABLE,
         O_WIRE_DTYPE,
         O_POOLED,
-        O_BAG_SIZES
+        O_BAG_SIZES, O_FOLLOWERS, O_ACK
     };
     static const struct option lo[] = {
         {"server", 1, 0, O_SERVER},     {"shards", 1, 0, O_SHARDS},
@@ -259,6 +262,7 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         {"pull-table", 1, 0, O_PULL_TABLE},
         {"wire-dtype", 1, 0, O_WIRE_DTYPE},
         {"pooled", 0, 0, O_POOLED},     {"bag-sizes", 1, 0, O_BAG_SIZES},
+        {"followers", 1, 0, O_FOLLOWERS}, {"ack", 1, 0, O_ACK},
         {0, 0, 0, 0},
     };
     int c, m[MATRIX_COUNT], tab[TAB_COUNT];
@@ -328,6 +332,19 @@ static void parse_args(bench_opts *o, bin_flags *bf, int argc, char **argv)
         case O_POOLED: o->pooled = 1; break;
         case O_BAG_SIZES:
             if (parse_sizes(optarg, o->bag_sizes, &o->n_bag_sizes))
+                goto bad;
+            break;
+        case O_FOLLOWERS:
+            o->followers = (unsigned)atoi(optarg);
+            if (o->followers > MAX_FOLLOWERS)
+                goto bad;
+            break;
+        case O_ACK:
+            if (!strcmp(optarg, "async"))
+                o->ack = EMBER_ACK_ASYNC;
+            else if (!strcmp(optarg, "replicated"))
+                o->ack = EMBER_ACK_REPLICATED;
+            else
                 goto bad;
             break;
         case O_QUICK: o->quick = 1; break;

@@ -60,6 +60,13 @@
  *     always ends with its summary; a first SIGINT/SIGTERM does the same, a
  *     second one kills everything.
  *
+ * --followers N (0..4): each started server gets N followers (ember-server
+ * --replica-of it), which tail it during the run and are stopped with it;
+ * --ack async|replicated: the tables' acknowledgement (README "Replication and
+ * failover"): replicated pushes are answered once one follower holds
+ * them. Push keys/s with --followers 0, 1 --ack async and 1 --ack replicated
+ * are the cost of each mode.
+ *
  * --pooled: pooled lookups (pooled.c): ember_pull_pooled / ember_push_pooled
  * (combiner MEAN) against pooling on the worker (ember_pull, then averaging
  * each bag; a bag's gradient expanded to its keys, then ember_push), for bags
@@ -139,6 +146,7 @@ extern const char *const matrix_names[MATRIX_COUNT];
 #define MAX_THREADS 256
 #define MAX_BACKENDS BK_KINDS
 #define MAX_SERVER_ARGS 16
+#define MAX_FOLLOWERS 4
 
 typedef struct conc {
     unsigned clients, depth;
@@ -179,6 +187,8 @@ typedef struct bench_opts {
     int pooled;                  /* --pooled: server- against worker-side pooling */
     size_t bag_sizes[MAX_LIST];  /* --bag-sizes */
     int n_bag_sizes;
+    unsigned followers;          /* --followers: per started server, tailing it */
+    int ack;                     /* --ack: the tables' EMBER_ACK_* */
 } bench_opts;
 
 typedef struct bench_result {
@@ -233,6 +243,8 @@ typedef struct backend {
     int kind;                    /* BK_*, or -1 for given servers */
     server servers[MAX_SERVERS];
     unsigned nservers;
+    server followers[MAX_SERVERS * MAX_FOLLOWERS]; /* --followers per server, in order */
+    unsigned nfollowers;
     char shards[MAX_SERVERS * 64 + 1];
     int ports[MAX_SERVERS * 4];  /* the shards' ports, to count connections to them */
     int nports;
@@ -284,7 +296,9 @@ int rpc_bench_gpu_count(char *why, size_t cap);   /* gpu.c */
 /* ---- servers.c ---------------------------------------------------------------- */
 
 void kill_children(void);
-int server_start(const bench_opts *o, backend *bk, unsigned idx);
+/* Starts server `s` (shard idx of bk); a follower of replica_of when not NULL. */
+int server_start(const bench_opts *o, backend *bk, server *s, unsigned idx,
+                 const char *replica_of);
 int backend_alive(backend *bk);
 int server_stop(server *s, const char *bk, unsigned idx);
 int tcp_conns_to_shards(const backend *bk);

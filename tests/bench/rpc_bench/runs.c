@@ -486,6 +486,27 @@ static void backend_down(backend *bk, const char *what, int rc, const ember_erro
 
 /* Creates the tables the chosen ops use, at `dim`, on backend bk's servers and
  * fills each with every key of the universe. 0, or -1 with bk taken down. */
+/* --ack replicated: until the followers copy the new table, its pushes are
+ * refused (UNAVAILABLE, unapplied): waits up to 60 s for one to go through (a
+ * zero gradient on key 0 of the universe). */
+static int wait_followers(ember_client *cl, const char *name, uint32_t dim, backend *bk)
+{
+    uint64_t key = bench_key(0);
+    float *g = calloc(dim, sizeof *g);
+    ember_error err;
+    int rc = EMBER_UNAVAILABLE;
+    double t0 = sp_now_s();
+    while (g && rc == EMBER_UNAVAILABLE && sp_now_s() - t0 < 60.0 && !g_stop) {
+        rc = ember_push(cl, name, &key, 1, g, dim, &err);
+        if (rc == EMBER_UNAVAILABLE)
+            usleep(50000);
+    }
+    free(g);
+    if (rc)
+        backend_down(bk, "a replicated push (are there --followers?)", rc, &err);
+    return rc;
+}
+
 int create_tables(ctx *x, backend *bk, uint32_t dim)
 {
     const bench_opts *o = x->o;
@@ -514,6 +535,7 @@ int create_tables(ctx *x, backend *bk, uint32_t dim)
         s.optimizer.lr = tab == TAB_ADAM ? 0.001f : 0.01f;
         /* the server's default: the backend it was started with */
         s.backend = NULL;
+        s.ack = o->ack;
         if ((rc = ember_drop_table(cl, name, 1, &err)) != 0) {
             backend_down(bk, "drop table", rc, &err);
             break;
@@ -565,6 +587,8 @@ int create_tables(ctx *x, backend *bk, uint32_t dim)
         free(keys);
         free(out);
         if (rc)
+            break;
+        if (o->ack == EMBER_ACK_REPLICATED && (rc = wait_followers(cl, name, dim, bk)) != 0)
             break;
         ember_table_info info;
         if ((rc = ember_describe_table(cl, name, &info, &err)) != 0) {

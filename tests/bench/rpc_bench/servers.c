@@ -89,16 +89,16 @@ static int log_says_port_taken(const char *path)
 /* Starts server idx of backend bk on a free loopback port and waits until it
  * answers SERVING. 0, or -1 with the reason in bk->why_down (the server's log
  * tail printed). */
-int server_start(const bench_opts *o, backend *bk, unsigned idx)
+int server_start(const bench_opts *o, backend *bk, server *s, unsigned idx,
+                 const char *replica_of)
 {
-    server *s = &bk->servers[idx];
     for (int attempt = 0; attempt < 5; attempt++) {
         s->port = sp_free_port();
         if (s->port <= 0)
             continue;
         snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
-        snprintf(s->log_path, sizeof s->log_path, "/tmp/rpc_bench.%d.%s.server%u.log",
-                 (int)getpid(), bk->name, idx);
+        snprintf(s->log_path, sizeof s->log_path, "/tmp/rpc_bench.%d.%s.server%u%s.log",
+                 (int)getpid(), bk->name, idx, replica_of ? "-follower" : "");
         char threads[16], sidx[16], scount[16];
         snprintf(threads, sizeof threads, "%u", o->server_threads);
         snprintf(sidx, sizeof sidx, "%u", idx);
@@ -118,6 +118,10 @@ int server_start(const bench_opts *o, backend *bk, unsigned idx)
         argv[ac++] = "warn";
         argv[ac++] = "--backend";
         argv[ac++] = bk->name;
+        if (replica_of) { /* a follower of shard idx (--followers) */
+            argv[ac++] = "--replica-of";
+            argv[ac++] = replica_of;
+        }
         for (int i = 0; i < o->n_server_args; i++)
             argv[ac++] = o->server_args[i];
         argv[ac] = NULL;
