@@ -250,6 +250,7 @@ int srv_admin_create(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *
     }
     atomic_store(&st->ack, (int)r->config->ack);
     atomic_store(&st->ack_replicas, r->config->ack_replicas);
+    srv_ckpt_ack_keep(st);
     srv_log(SRV_LOG_INFO, "table_created",
             "table=%s dim=%u capacity=%llu max_capacity=%llu optimizer=%d backend=%s "
             "hbm_bytes=%llu ttl_seconds=%llu",
@@ -677,6 +678,7 @@ int srv_admin_alter(srv_worker *w, const uint8_t *req, size_t len, grpc_slice *r
     if (!rc && r->set_ack) {
         atomic_store(&t->ack, (int)r->ack);
         atomic_store(&t->ack_replicas, r->ack_replicas);
+        srv_ckpt_ack_keep(t);
     }
     if (!rc) {
         srv_log(SRV_LOG_INFO, "table_altered", "table=%s ttl_seconds=%llu ack=%d ack_replicas=%u",

@@ -16,6 +16,7 @@
 
 #include "server/backend.h"
 #include "server/log.h"
+#include "server/repl.h"
 #include "server/server.h"
 #include "storage/checkpoint.h"
 #include "storage/crc32c.h"
@@ -31,6 +32,7 @@
  * at its cut to end (dedup.h). */
 #define WINDOW_SETTLE_MS 5000u
 #define CKPT_EXT ".ckpt"
+#define ACK_EXT ".ack"
 /* YYYYMMDDTHHMMSS.nnnnnnnnnZ */
 #define STAMP_LEN 26
 #define STAMP_BUF 64
@@ -775,6 +777,83 @@ static int save_set(const char *dir, const char *table, const char *why, save_re
 
 /* ---- retire -------------------------------------------------------------- */
 
+/* ---- acknowledgement settings: <dir>/<table>.ack ------------------------ */
+
+static pthread_mutex_t ack_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int ack_path(char *out, size_t cap, const char *dir, const char *table)
+{
+    return pathf(out, cap, "%s/%s" ACK_EXT, dir, table);
+}
+
+void srv_ckpt_ack_keep(srv_table *t)
+{
+    const char *dir = srv.cfg.checkpoint_dir;
+    char path[PATH_CAP], b[64], q[600];
+    if (!*dir || ack_path(path, sizeof path, dir, t->name))
+        return;
+    /* under the lock the file ends as the last setting stored, whichever call
+     * writes last */
+    pthread_mutex_lock(&ack_mu);
+    int ack = atomic_load(&t->ack);
+    unsigned replicas = atomic_load(&t->ack_replicas);
+    int e = 0;
+    ember_durable_fail fail = {0};
+    if (!ack) {
+        if (unlink(path) == 0)
+            ember_durable_fsync_dir(dir, NULL);
+        else if (errno != ENOENT) {
+            e = errno;
+            fail.df_step = "unlink";
+            size_t l = strnlen(path, sizeof fail.df_path - 1);
+            memcpy(fail.df_path, path, l);
+            fail.df_path[l] = 0;
+        }
+    } else {
+        int len = snprintf(b, sizeof b, "ack=%d replicas=%u\n", ack, replicas);
+        ember_durable_file *f = NULL;
+        if (!(e = ember_durable_create(path, &f, &fail)) &&
+            (e = ember_durable_write(f, b, (size_t)len, &fail)))
+            ember_durable_abort(f);
+        else if (!e)
+            e = ember_durable_commit(f, &fail);
+    }
+    pthread_mutex_unlock(&ack_mu);
+    if (e)
+        srv_log(SRV_LOG_WARN, "ack_setting_not_kept", "table=%s step=%s file=%s reason=%s",
+                t->name, fail.df_step ? fail.df_step : "", srv_log_q(q, sizeof q, fail.df_path),
+                strerror(e));
+}
+
+/* The restore's: table `name` takes the setting <dir>/<name>.ack keeps, if any;
+ * a file that does not read as one is logged and left out (the table default). */
+static void ack_restore(const char *dir, const char *name)
+{
+    char path[PATH_CAP], b[64] = {0}, q[600];
+    if (ack_path(path, sizeof path, dir, name))
+        return;
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return;
+    int ack = -1;
+    unsigned replicas = 0;
+    int ok = fgets(b, sizeof b, fp) && sscanf(b, "ack=%d replicas=%u", &ack, &replicas) == 2 &&
+             ack >= 0 && ack <= 2 && replicas <= SRV_REPL_MAX_FOLLOWERS;
+    fclose(fp);
+    srv_table *t = srv_registry_get(srv.registry, name, strlen(name));
+    if (!ok || !t) {
+        srv_log(SRV_LOG_WARN, "ack_setting_unreadable", "table=%s file=%s", name,
+                srv_log_q(q, sizeof q, path));
+    } else {
+        atomic_store(&t->ack, ack);
+        atomic_store(&t->ack_replicas, replicas);
+        srv_log(SRV_LOG_INFO, "ack_setting_restored", "table=%s ack=%d ack_replicas=%u", name,
+                ack, replicas);
+    }
+    if (t)
+        srv_table_unref(t);
+}
+
 void srv_ckpt_retire(const char *table)
 {
     const char *dir = srv.cfg.checkpoint_dir;
@@ -782,6 +861,8 @@ void srv_ckpt_retire(const char *table)
     struct stat st;
     if (!*dir || cur_path(path, sizeof path, dir, table))
         return;
+    if (ack_path(hist, sizeof hist, dir, table) == 0 && unlink(hist) == 0)
+        ember_durable_fsync_dir(dir, NULL);
     pthread_mutex_lock(&ck.table_mu);
     if (stat(path, &st) == 0 && hist_keep(dir, table, path, hist, sizeof hist) == 0) {
         if (unlink(path) == 0) {
@@ -854,6 +935,7 @@ static void clean_temps(const char *dir)
 {
     ember_durable_clean_temps(dir, CKPT_EXT, temp_removed, NULL, NULL, NULL);
     ember_durable_clean_temps(dir, WINDOW_EXT, temp_removed, NULL, NULL, NULL);
+    ember_durable_clean_temps(dir, ACK_EXT, temp_removed, NULL, NULL, NULL);
 }
 
 /* The table names of <dir>/<name>.ckpt files, sorted (malloc'ed; *n). */
@@ -976,6 +1058,7 @@ static int restore(const char *dir, char *msg, size_t cap)
         char s[STAMP_BUF];
         stamp(s, m.created_ns);
         rows += m.rows;
+        ack_restore(dir, names[i]);
         if (cuts)
             cuts[i] = m.version;
         srv_log(SRV_LOG_INFO, "restored",

@@ -123,6 +123,15 @@ int srv_ckpt_queue_save(const char *table, const char *dir, const char *set,
 void srv_ckpt_window_apply(const char *dir, char *const *names, const uint64_t *cuts, size_t n,
                            const char *op);
 
+/* Keeps table t's acknowledgement setting (ack, ack_replicas: a server setting
+ * the checkpoint file does not hold) in <--checkpoint-dir>/<name>.ack, so the
+ * restore at start gives a restored table the setting it had: written (crash-safe)
+ * when CreateTable or AlterTable sets it, removed when it is the default (0) or
+ * the table is dropped. No-op without a dir; a failure to write is logged (warn),
+ * the setting in memory stands. */
+struct srv_table;
+void srv_ckpt_ack_keep(struct srv_table *t);
+
 /* A dropped table's checkpoint in --checkpoint-dir goes to history/ (waits for a
  * save of it in progress). No-op without a dir or without a file. */
 void srv_ckpt_retire(const char *table);

@@ -31,6 +31,7 @@
 
 #include "client/rpc.h"
 #include "ember/v1/ember.pb-c.h"
+#include "server/ckpt.h"
 #include "server/log.h"
 #include "server/repl.h"
 #include "server/server.h"
@@ -337,8 +338,13 @@ static void follow_table(const Ember__V1__TableInfo *ti)
         if (!local)
             return;
     }
-    atomic_store(&local->ack, (int)ti->config->ack);
-    atomic_store(&local->ack_replicas, ti->config->ack_replicas);
+    if (atomic_load(&local->ack) != (int)ti->config->ack ||
+        atomic_load(&local->ack_replicas) != ti->config->ack_replicas) {
+        /* kept with the copy: a follower promoted and restarted keeps it */
+        atomic_store(&local->ack, (int)ti->config->ack);
+        atomic_store(&local->ack_replicas, ti->config->ack_replicas);
+        srv_ckpt_ack_keep(local);
+    }
     if (ember_table_ttl(local->table) != ti->config->ttl_seconds)
         ember_table_set_ttl(local->table, ti->config->ttl_seconds, &err);
     srv_table_unref(local);

@@ -1032,6 +1032,82 @@ START_TEST(client_finds_the_leader_among_replicas)
 }
 END_TEST
 
+/* ---- the acknowledgement setting outlives a restart -------------------------- */
+
+/* DescribeTable's ack and ack_replicas of `table` on `addr`. */
+static int ack_of(const char *addr, const char *table, uint32_t *replicas)
+{
+    Ember__V1__DescribeTableRequest q = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
+    q.name = (char *)table;
+    uint8_t b[64];
+    size_t len = ember__v1__describe_table_request__pack(&q, b);
+    eh_client *cl = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(cl, ADMIN "DescribeTable", b, len, 0, &r), 0);
+    ck_assert_msg(r.code == 0, "describe %s: %s", table, r.message);
+    Ember__V1__DescribeTableResponse *m =
+        ember__v1__describe_table_response__unpack(NULL, r.len, r.data);
+    ck_assert(m && m->table && m->table->config);
+    int ack = (int)m->table->config->ack;
+    *replicas = m->table->config->ack_replicas;
+    ember__v1__describe_table_response__free_unpacked(m, NULL);
+    eh_result_free(&r);
+    eh_client_close(cl);
+    return ack;
+}
+
+static void sigterm_restart(eh_server *l)
+{
+    int ws;
+    ck_assert_int_eq(eh_server_stop(l, SIGTERM, &ws), 0);
+    ck_assert_int_eq(eh_server_restart(l), 0);
+}
+
+START_TEST(ack_setting_survives_restart)
+{
+    char dir[] = "/tmp/ember-it-repl-XXXXXX", dflag[64], cmd[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(dflag, sizeof dflag, "--checkpoint-dir=%s", dir);
+    const char *flags[] = {dflag, NULL};
+    eh_server L = {0};
+    ck_assert_int_eq(eh_server_start(&L, flags), 0);
+    ember_client *c = client_to(L.addr, 20000);
+    ember_table_spec s;
+    ember_table_spec_init(&s);
+    s.dim = DIM;
+    s.capacity_per_shard = 1024;
+    s.ack = EMBER_ACK_REPLICATED;
+    s.ack_replicas = 2;
+    ember_error e;
+    ck_assert_int_eq(ember_create_table(c, "kept", &s, 0, &e), 0);
+    ck_assert_int_eq(ember_create_table(c, "altered", &s, 0, &e), 0);
+    create(c, "plain", 1024, 0, EMBER_ACK_DEFAULT);
+    snprintf(cmd, sizeof cmd, "%s --shards %s ack altered async > /dev/null", EMBERCTL_BIN,
+             L.addr);
+    ck_assert_int_eq(system(cmd), 0);
+    ember_client_close(c);
+
+    /* restored from the exit save: each table has the setting it was given */
+    sigterm_restart(&L);
+    uint32_t n;
+    ck_assert_int_eq(ack_of(L.addr, "kept", &n), EMBER__V1__ACK_MODE__ACK_REPLICATED);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(ack_of(L.addr, "altered", &n), EMBER__V1__ACK_MODE__ACK_ASYNC);
+    ck_assert_int_eq(ack_of(L.addr, "plain", &n), 0);
+
+    /* a table dropped and made again under its name does not inherit it */
+    c = client_to(L.addr, 20000);
+    ck_assert_int_eq(ember_drop_table(c, "kept", 0, &e), 0);
+    create(c, "kept", 1024, 0, EMBER_ACK_DEFAULT);
+    ember_client_close(c);
+    sigterm_restart(&L);
+    ck_assert_int_eq(ack_of(L.addr, "kept", &n), 0);
+    eh_server_cleanup(&L);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("replication");
@@ -1044,6 +1120,7 @@ int main(void)
     tcase_add_test(tc, leader_killed_promoted_no_acknowledged_push_lost);
     tcase_add_test(tc, partitioned_leader_is_fenced_and_follows);
     tcase_add_test(tc, client_finds_the_leader_among_replicas);
+    tcase_add_test(tc, ack_setting_survives_restart);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
