@@ -411,6 +411,28 @@ START_TEST(removals_converge)
 }
 END_TEST
 
+/* DescribeTable's ack and ack_replicas of `table` on `addr`. */
+static int ack_of(const char *addr, const char *table, uint32_t *replicas)
+{
+    Ember__V1__DescribeTableRequest q = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
+    q.name = (char *)table;
+    uint8_t b[64];
+    size_t len = ember__v1__describe_table_request__pack(&q, b);
+    eh_client *cl = eh_client_open(addr);
+    eh_result r;
+    ck_assert_int_eq(eh_unary(cl, ADMIN "DescribeTable", b, len, 0, &r), 0);
+    ck_assert_msg(r.code == 0, "describe %s: %s", table, r.message);
+    Ember__V1__DescribeTableResponse *m =
+        ember__v1__describe_table_response__unpack(NULL, r.len, r.data);
+    ck_assert(m && m->table && m->table->config);
+    int ack = (int)m->table->config->ack;
+    *replicas = m->table->config->ack_replicas;
+    ember__v1__describe_table_response__free_unpacked(m, NULL);
+    eh_result_free(&r);
+    eh_client_close(cl);
+    return ack;
+}
+
 /* ---- replicated acknowledgements -------------------------------------------- */
 
 static int push_assign(ember_client *c, const char *table, const uint64_t *keys, size_t n,
@@ -527,22 +549,10 @@ START_TEST(replicated_pushes_wait_for_the_follower)
     snprintf(cmd, sizeof cmd, "%s --shards %s create ectl --dim 4 --capacity 64 --ack "
              "replicated:2 > /dev/null", EMBERCTL_BIN, L.addr);
     ck_assert_int_eq(system(cmd), 0);
+    uint32_t n;
+    ck_assert_int_eq(ack_of(L.addr, "ectl", &n), EMBER__V1__ACK_MODE__ACK_REPLICATED);
+    ck_assert_uint_eq(n, 2);
     {
-        Ember__V1__DescribeTableRequest q = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
-        q.name = (char *)"ectl";
-        uint8_t b[64];
-        size_t len = ember__v1__describe_table_request__pack(&q, b);
-        eh_client *cl = eh_client_open(L.addr);
-        eh_result r;
-        ck_assert_int_eq(eh_unary(cl, ADMIN "DescribeTable", b, len, 0, &r), 0);
-        ck_assert_int_eq(r.code, 0);
-        Ember__V1__DescribeTableResponse *m =
-            ember__v1__describe_table_response__unpack(NULL, r.len, r.data);
-        ck_assert(m && m->table && m->table->config);
-        ck_assert_int_eq(m->table->config->ack, EMBER__V1__ACK_MODE__ACK_REPLICATED);
-        ck_assert_uint_eq(m->table->config->ack_replicas, 2);
-        ember__v1__describe_table_response__free_unpacked(m, NULL);
-        eh_result_free(&r);
         /* emberctl ack (AlterTable set_ack) changes it; bad modes change nothing */
         snprintf(cmd, sizeof cmd, "%s --shards %s ack ectl sometimes > /dev/null 2>&1",
                  EMBERCTL_BIN, L.addr);
@@ -551,21 +561,19 @@ START_TEST(replicated_pushes_wait_for_the_follower)
         aq.name = (char *)"ectl";
         aq.set_ack = 1;
         aq.ack = (Ember__V1__AckMode)9;
-        len = ember__v1__alter_table_request__pack(&aq, b);
+        uint8_t b[64];
+        size_t len = ember__v1__alter_table_request__pack(&aq, b);
+        eh_client *cl = eh_client_open(L.addr);
+        eh_result r;
         ck_assert_int_eq(eh_unary(cl, ADMIN "AlterTable", b, len, 0, &r), 0);
         ck_assert_int_eq(r.code, EMBER_INVALID_ARGUMENT);
         eh_result_free(&r);
+        eh_client_close(cl);
+        ck_assert_int_eq(ack_of(L.addr, "ectl", &n), EMBER__V1__ACK_MODE__ACK_REPLICATED);
         snprintf(cmd, sizeof cmd, "%s --shards %s ack ectl async > /dev/null", EMBERCTL_BIN,
                  L.addr);
         ck_assert_int_eq(system(cmd), 0);
-        len = ember__v1__describe_table_request__pack(&q, b);
-        ck_assert_int_eq(eh_unary(cl, ADMIN "DescribeTable", b, len, 0, &r), 0);
-        m = ember__v1__describe_table_response__unpack(NULL, r.len, r.data);
-        ck_assert(m && m->table && m->table->config);
-        ck_assert_int_eq(m->table->config->ack, EMBER__V1__ACK_MODE__ACK_ASYNC);
-        ember__v1__describe_table_response__free_unpacked(m, NULL);
-        eh_result_free(&r);
-        eh_client_close(cl);
+        ck_assert_int_eq(ack_of(L.addr, "ectl", &n), EMBER__V1__ACK_MODE__ACK_ASYNC);
     }
     fill(keys, v, 32, 1);
     ck_assert_int_eq(push_assign(c, "r", keys, 32, v, 9, 0, &e), EMBER_INVALID_ARGUMENT);
@@ -1033,28 +1041,6 @@ START_TEST(client_finds_the_leader_among_replicas)
 END_TEST
 
 /* ---- the acknowledgement setting outlives a restart -------------------------- */
-
-/* DescribeTable's ack and ack_replicas of `table` on `addr`. */
-static int ack_of(const char *addr, const char *table, uint32_t *replicas)
-{
-    Ember__V1__DescribeTableRequest q = EMBER__V1__DESCRIBE_TABLE_REQUEST__INIT;
-    q.name = (char *)table;
-    uint8_t b[64];
-    size_t len = ember__v1__describe_table_request__pack(&q, b);
-    eh_client *cl = eh_client_open(addr);
-    eh_result r;
-    ck_assert_int_eq(eh_unary(cl, ADMIN "DescribeTable", b, len, 0, &r), 0);
-    ck_assert_msg(r.code == 0, "describe %s: %s", table, r.message);
-    Ember__V1__DescribeTableResponse *m =
-        ember__v1__describe_table_response__unpack(NULL, r.len, r.data);
-    ck_assert(m && m->table && m->table->config);
-    int ack = (int)m->table->config->ack;
-    *replicas = m->table->config->ack_replicas;
-    ember__v1__describe_table_response__free_unpacked(m, NULL);
-    eh_result_free(&r);
-    eh_client_close(cl);
-    return ack;
-}
 
 static void sigterm_restart(eh_server *l)
 {
