@@ -861,8 +861,10 @@ void srv_ckpt_retire(const char *table)
     struct stat st;
     if (!*dir || cur_path(path, sizeof path, dir, table))
         return;
+    pthread_mutex_lock(&ack_mu); /* after any srv_ckpt_ack_keep under way */
     if (ack_path(hist, sizeof hist, dir, table) == 0 && unlink(hist) == 0)
         ember_durable_fsync_dir(dir, NULL);
+    pthread_mutex_unlock(&ack_mu);
     pthread_mutex_lock(&ck.table_mu);
     if (stat(path, &st) == 0 && hist_keep(dir, table, path, hist, sizeof hist) == 0) {
         if (unlink(path) == 0) {

@@ -109,8 +109,9 @@ void srv_repl_progress(const char *follower_id, const char *addr, const char *ta
 {
     if (!follower_id || !*follower_id || !table)
         return;
-    uint64_t now = mono_ms();
     pthread_mutex_lock(&rp.mu);
+    /* read under the lock: seen_ms never runs ahead of another thread's now */
+    uint64_t now = mono_ms();
     repl_peer *p = peer_locked(follower_id, addr, now);
     p->seen_ms = now;
     size_t i;
@@ -456,8 +457,8 @@ void srv_repl_dedup_progress(const char *follower_id, uint64_t next)
 size_t srv_repl_followers(srv_repl_follower *out, size_t cap)
 {
     size_t k = 0;
-    uint64_t now = mono_ms();
     pthread_mutex_lock(&rp.mu);
+    uint64_t now = mono_ms();
     for (size_t i = 0; i < rp.npeers && k < cap; i++) {
         const repl_peer *p = &rp.peers[i];
         if (now - p->seen_ms > SRV_REPL_FORGET_MS)
