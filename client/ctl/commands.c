@@ -480,6 +480,27 @@ static int parse_initializer(const ctl_args *a, const char *s, Ember__V1__Initia
     return 0;
 }
 
+/* An acknowledgement mode as emberctl takes it: async, replicated or
+ * replicated:N (1..32 followers; replicated alone: the server's default of 1).
+ * 0, or a usage error naming `what`. */
+static int parse_ack(const ctl_args *a, const char *what, const char *v,
+                     Ember__V1__AckMode *ack, uint32_t *replicas)
+{
+    uint64_t u = 0;
+    if (!strcmp(v, "async")) {
+        *ack = EMBER__V1__ACK_MODE__ACK_ASYNC;
+        *replicas = 0;
+        return 0;
+    }
+    if (strncmp(v, "replicated", 10) || (v[10] && v[10] != ':'))
+        return ctl_usage_error(a, "%s '%s': want async, replicated or replicated:N", what, v);
+    if (v[10] && ctl_parse_u64(a, what, v + 11, 1, 32, &u) != 0)
+        return -1;
+    *ack = EMBER__V1__ACK_MODE__ACK_REPLICATED;
+    *replicas = (uint32_t)u;
+    return 0;
+}
+
 static int cmd_create(ctl *c, const ctl_args *a)
 {
     Ember__V1__CreateTableRequest req = EMBER__V1__CREATE_TABLE_REQUEST__INIT;
@@ -575,18 +596,9 @@ static int cmd_create(ctl *c, const ctl_args *a)
         return CTL_EXIT_USAGE;
     if ((v = ctl_opt(a, "--ttl")) && parse_seconds(a, "--ttl", v, &cfg.ttl_seconds) != 0)
         return CTL_EXIT_USAGE;
-    if ((v = ctl_opt(a, "--ack"))) {
-        if (!strcmp(v, "async")) {
-            cfg.ack = EMBER__V1__ACK_MODE__ACK_ASYNC;
-        } else if (!strncmp(v, "replicated", 10) && (!v[10] || v[10] == ':')) {
-            cfg.ack = EMBER__V1__ACK_MODE__ACK_REPLICATED;
-            if (v[10] && ctl_parse_u64(a, "--ack replicated:N", v + 11, 1, 32, &u) != 0)
-                return CTL_EXIT_USAGE;
-            cfg.ack_replicas = v[10] ? (uint32_t)u : 0;
-        } else {
-            return ctl_usage_error(a, "--ack '%s': want async, replicated or replicated:N", v);
-        }
-    }
+    if ((v = ctl_opt(a, "--ack")) &&
+        parse_ack(a, "--ack", v, &cfg.ack, &cfg.ack_replicas) != 0)
+        return CTL_EXIT_USAGE;
 
     ctl_reply *r = ctl_replies_new(c);
     if (!r)
@@ -1592,20 +1604,11 @@ static int cmd_ack(ctl *c, const ctl_args *a)
 {
     Ember__V1__AlterTableRequest req = EMBER__V1__ALTER_TABLE_REQUEST__INIT;
     ctl_json j;
-    uint64_t u = 0;
     const char *v = a->pos[1];
     req.name = (char *)a->pos[0];
     req.set_ack = 1;
-    if (!strcmp(v, "async")) {
-        req.ack = EMBER__V1__ACK_MODE__ACK_ASYNC;
-    } else if (!strncmp(v, "replicated", 10) && (!v[10] || v[10] == ':')) {
-        req.ack = EMBER__V1__ACK_MODE__ACK_REPLICATED;
-        if (v[10] && ctl_parse_u64(a, "replicated:N", v + 11, 1, 32, &u) != 0)
-            return CTL_EXIT_USAGE;
-        req.ack_replicas = (uint32_t)u;
-    } else {
-        return ctl_usage_error(a, "'%s': want async, replicated or replicated:N", v);
-    }
+    if (parse_ack(a, "MODE", v, &req.ack, &req.ack_replicas) != 0)
+        return CTL_EXIT_USAGE;
     ctl_reply *r = ctl_replies_new(c);
     if (!r)
         return CTL_EXIT_RPC;

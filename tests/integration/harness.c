@@ -656,3 +656,23 @@ int eh_tables_converge(const char *a, const char *b, const char *table, int time
             ca, b, rb, cb);
     return 0;
 }
+
+char *eh_tmpdir(const char *what)
+{
+    char tmpl[256];
+    snprintf(tmpl, sizeof tmpl, "/tmp/ember-%s.XXXXXX", what);
+    char *d = mkdtemp(tmpl);
+    if (!d) {
+        perror("mkdtemp");
+        return NULL;
+    }
+    return strdup(d);
+}
+
+int eh_rm_rf(const char *dir)
+{
+    char cmd[512];
+    if (snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir) >= (int)sizeof cmd)
+        return -1;
+    return system(cmd) == 0 ? 0 : -1;
+}

@@ -67,6 +67,10 @@ int eh_server_stop(eh_server *s, int sig, int *wstatus);
 int eh_server_restart(eh_server *s);
 /* Stops (SIGKILL) if running, removes the log, frees the flags. */
 void eh_server_cleanup(eh_server *s);
+/* A new empty directory /tmp/ember-<what>.XXXXXX (malloc'ed; free it), or NULL. */
+char *eh_tmpdir(const char *what);
+/* Removes dir and everything in it: 0, or -1. */
+int eh_rm_rf(const char *dir);
 /* The log so far (malloc'ed, NUL-terminated; free it). */
 char *eh_server_log(const eh_server *s);
 

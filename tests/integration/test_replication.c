@@ -1051,8 +1051,8 @@ static void sigterm_restart(eh_server *l)
 
 START_TEST(ack_setting_survives_restart)
 {
-    char dir[] = "/tmp/ember-it-repl-XXXXXX", dflag[64], cmd[512];
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *dir = eh_tmpdir("repl"), dflag[64], cmd[512];
+    ck_assert_ptr_nonnull(dir);
     snprintf(dflag, sizeof dflag, "--checkpoint-dir=%s", dir);
     const char *flags[] = {dflag, NULL};
     eh_server L = {0};
@@ -1089,8 +1089,8 @@ START_TEST(ack_setting_survives_restart)
     sigterm_restart(&L);
     ck_assert_int_eq(ack_of(L.addr, "kept", &n), 0);
     eh_server_cleanup(&L);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(eh_rm_rf(dir), 0);
+    free(dir);
 }
 END_TEST
 

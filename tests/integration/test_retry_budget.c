@@ -122,20 +122,6 @@ static uint64_t key_on(unsigned s, unsigned n)
             return k;
 }
 
-static char *tmpdir(void)
-{
-    char tmpl[] = "/tmp/ember-retry.XXXXXX";
-    char *d = mkdtemp(tmpl);
-    ck_assert_ptr_nonnull(d);
-    return strdup(d);
-}
-
-static void rm_rf(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
 
 /* Two shards, each with a checkpoint dir under a temporary one, a client with
  * the given budget (ms) and 2 s attempts, its notices, and an SGD table. */
@@ -150,7 +136,8 @@ typedef struct pair {
 
 static void pair_start(pair *p, int budget_ms, const char *table)
 {
-    p->dir = tmpdir();
+    p->dir = eh_tmpdir("retry");
+    ck_assert_ptr_nonnull(p->dir);
     char d[2][300], idx[2][8];
     for (int i = 0; i < 2; i++) {
         snprintf(idx[i], sizeof idx[i], "%d", i);
@@ -171,7 +158,7 @@ static void pair_stop(pair *p)
     ember_client_close(p->c);
     for (int i = 0; i < 2; i++)
         eh_server_cleanup(&p->sv[i]);
-    rm_rf(p->dir);
+    ck_assert_int_eq(eh_rm_rf(p->dir), 0);
     free(p->dir);
 }
 
@@ -425,7 +412,8 @@ static float row0(ember_client *c, uint64_t k)
 
 START_TEST(push_retried_across_restart)
 {
-    char *dir = tmpdir();
+    char *dir = eh_tmpdir("retry");
+    ck_assert_ptr_nonnull(dir);
     const char *flags[] = {"--checkpoint-dir", dir, NULL};
     eh_server s;
     ck_assert_int_eq(eh_server_start(&s, flags), 0);
@@ -478,7 +466,7 @@ START_TEST(push_retried_across_restart)
     eh_client_close(ec);
     ember_client_close(c);
     eh_server_cleanup(&s);
-    rm_rf(dir);
+    ck_assert_int_eq(eh_rm_rf(dir), 0);
     free(dir);
 }
 END_TEST

@@ -50,20 +50,6 @@
 #define PUSH_KEYS 20000   /* per pusher */
 #define BALLAST 200000    /* rows no push touches: a save takes a while */
 
-static char *tmpdir(void)
-{
-    char tmpl[] = "/tmp/ember-saveset.XXXXXX";
-    char *d = mkdtemp(tmpl);
-    ck_assert_ptr_nonnull(d);
-    return strdup(d);
-}
-
-static void rm_rf(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
 
 static ember_client *open_client(const char *shards)
 {
@@ -229,7 +215,8 @@ static void read_file(const char *path, file_view *v)
 
 START_TEST(save_under_pushes_is_the_table_at_its_cut)
 {
-    char *dir = tmpdir(), cdir[400], bdir[400];
+    char *dir = eh_tmpdir("saveset"), cdir[400], bdir[400];
+    ck_assert_ptr_nonnull(dir);
     snprintf(cdir, sizeof cdir, "%s/a", dir);
     snprintf(bdir, sizeof bdir, "%s/b", dir);
     const char *flags[] = {"--checkpoint-dir", cdir, "--threads", "4", NULL};
@@ -311,7 +298,7 @@ START_TEST(save_under_pushes_is_the_table_at_its_cut)
     ember_client_close(c);
     eh_server_cleanup(&s2);
     eh_server_cleanup(&s);
-    rm_rf(dir);
+    ck_assert_int_eq(eh_rm_rf(dir), 0);
     free(dir);
 }
 END_TEST
@@ -360,7 +347,8 @@ static int push_once(const char *addr, uint64_t k, float v, uint64_t client, uin
  * cut applies. */
 START_TEST(load_restores_the_window_saved_with_the_tables)
 {
-    char *dir = tmpdir(), adir[400], bdir[400];
+    char *dir = eh_tmpdir("saveset"), adir[400], bdir[400];
+    ck_assert_ptr_nonnull(dir);
     snprintf(adir, sizeof adir, "%s/a", dir);
     snprintf(bdir, sizeof bdir, "%s/b", dir);
     const char *af[] = {"--checkpoint-dir", adir, NULL}, *bf[] = {"--checkpoint-dir", bdir, NULL};
@@ -414,7 +402,7 @@ START_TEST(load_restores_the_window_saved_with_the_tables)
     ember_client_close(ca);
     eh_server_cleanup(&b);
     eh_server_cleanup(&a);
-    rm_rf(dir);
+    ck_assert_int_eq(eh_rm_rf(dir), 0);
     free(dir);
 }
 END_TEST
@@ -430,7 +418,8 @@ typedef struct cluster {
 
 static void cluster_start(cluster *k)
 {
-    k->dir = tmpdir();
+    k->dir = eh_tmpdir("saveset");
+    ck_assert_ptr_nonnull(k->dir);
     char d[2][300], idx[2][8];
     for (int i = 0; i < 2; i++) {
         snprintf(idx[i], sizeof idx[i], "%d", i);
@@ -448,7 +437,7 @@ static void cluster_stop(cluster *k)
     ember_client_close(k->c);
     for (int i = 0; i < 2; i++)
         eh_server_cleanup(&k->sv[i]);
-    rm_rf(k->dir);
+    ck_assert_int_eq(eh_rm_rf(k->dir), 0);
     free(k->dir);
 }
 
@@ -568,7 +557,8 @@ static int admin_call(const char *addr, const char *method, const ProtobufCMessa
 
 START_TEST(bad_set_requests_are_refused)
 {
-    char *dir = tmpdir(), cdir[400], msg[1100], p[600];
+    char *dir = eh_tmpdir("saveset"), cdir[400], msg[1100], p[600];
+    ck_assert_ptr_nonnull(dir);
     snprintf(cdir, sizeof cdir, "%s/a", dir);
     const char *flags[] = {"--checkpoint-dir", cdir, NULL};
     eh_server s;
@@ -615,7 +605,7 @@ START_TEST(bad_set_requests_are_refused)
     expect_range(c, "t", 0, 10, 5.0f);
     ember_client_close(c);
     eh_server_cleanup(&s);
-    rm_rf(dir);
+    ck_assert_int_eq(eh_rm_rf(dir), 0);
     free(dir);
 }
 END_TEST
